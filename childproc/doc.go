@@ -1,0 +1,71 @@
+// Package childproc is what a server imports to run correctly under a
+// hot-restart supervisor such as hitless, systemd socket activation,
+// Server::Starter or einhorn: it takes the listening sockets it is given,
+// says when it is ready, and, when told to stop, drains without dropping a
+// request or losing queued work.
+//
+// # The model
+//
+// A supervisor owns the listening sockets for the whole life of the
+// service and hands duplicates to each generation of the server. To
+// upgrade, it starts a new generation on the same sockets, waits for it to
+// report READY=1, and only then sends the old one SIGTERM. Both
+// generations accept from the same kernel queue while they overlap, so no
+// connection is refused; the old one must then stop accepting, finish
+// what it started, and exit.
+//
+// The whole server:
+//
+//	func run() error {
+//		socks, err := childproc.Inherit()
+//		if err != nil {
+//			return err
+//		}
+//		ln, err := socks.Listen("tcp", ":8080") // inherited, or bound when run by hand
+//		if err != nil {
+//			return err
+//		}
+//		lc := childproc.New(childproc.Options{})
+//		lc.ServeHTTP(&http.Server{Handler: handler}, ln)
+//		lc.AddCloser("db", func(ctx context.Context) error { return db.Close() })
+//		return lc.Run() // READY=1, then wait for SIGTERM, then drain in order
+//	}
+//
+// Inherit reads LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES (systemd, and
+// hitless), SERVER_STARTER_PORT or EINHORN_FD_*, and removes them from the
+// environment. A process that is not supervised gets nothing, and Listen
+// binds the address itself, so go run still works on a laptop. A
+// supervised process that asks for an address it was not given gets an
+// error listing what it was given, instead of "address already in use".
+//
+// Lifecycle.Run drains in an order that loses nothing: stop accepting
+// (close this process's copy of the listener, never shutdown(2)), a
+// lame-duck window in which every response says "Connection: close",
+// http.Server.Shutdown only once no connection is new or active, then
+// background tasks (Lifecycle.Go), then closers in reverse order. See Run
+// for why that order, measured against net/http in Go 1.26.
+//
+// # Limits
+//
+//   - Unix only. Readiness (sd_notify) works over unix datagram sockets;
+//     vsock NOTIFY_SOCKET addresses are not supported.
+//   - A keep-alive connection that has been idle for a while is still closed
+//     by Shutdown; a client that sends on it at that very instant gets an
+//     error, which clients retry for idempotent requests only. The lame
+//     duck makes it rare (a connection must be quiet for
+//     Options.LameDuckQuiet first), not impossible: HTTP/1.1 has no way to
+//     tell an idle client to go away.
+//   - HTTP/2 connections are told to leave by Shutdown's GOAWAY, not by the
+//     lame duck; there is no "Connection: close" in HTTP/2.
+//   - Hijacked connections (WebSockets) are waited for while their handler
+//     runs; connections handed to other goroutines must be tracked with
+//     Lifecycle.Go. Tell them to leave with http.Server.RegisterOnShutdown.
+//   - Work that outlives the drain deadline is cut off: keep
+//     Options.DrainTimeout below the supervisor's kill deadline, and make
+//     background tasks finish when their context is cancelled.
+//   - Sockets with systemd's Accept=yes (a connected socket per process)
+//     are not supported; file descriptors that are not sockets are
+//     reported, not used.
+//   - Panics in background tasks and closers are not recovered: a crash
+//     during the drain is a bug to see, not to hide.
+package childproc

@@ -1,0 +1,326 @@
+package childproc
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// httpServer is one http.Server with the bookkeeping the drain needs: the
+// state of every connection (from ConnState) and every running handler.
+type httpServer struct {
+	srv *http.Server
+	ln  net.Listener
+
+	// lameDuck is set when the drain begins; from then on every HTTP/1
+	// response carries "Connection: close".
+	lameDuck atomic.Bool
+	// closeSent counts responses sent with "Connection: close" because of
+	// the lame duck: each one is a keep-alive client that left cleanly.
+	closeSent atomic.Int64
+
+	mu       sync.Mutex
+	conns    map[net.Conn]*connInfo
+	inflight map[*inflightReq]struct{}
+	changed  broadcast
+}
+
+type connInfo struct {
+	state http.ConnState
+	since time.Time // when it entered state
+}
+
+type inflightReq struct {
+	method, uri, remote string
+	start               time.Time
+	hijacked            atomic.Bool
+}
+
+func newHTTPServer(srv *http.Server, ln net.Listener, reqBase context.Context) *httpServer {
+	h := &httpServer{
+		srv:      srv,
+		ln:       ln,
+		conns:    make(map[net.Conn]*connInfo),
+		inflight: make(map[*inflightReq]struct{}),
+	}
+	next := srv.Handler
+	if next == nil {
+		next = http.DefaultServeMux
+	}
+	srv.Handler = h.wrap(next)
+
+	userState := srv.ConnState
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		h.connState(c, st)
+		if userState != nil {
+			userState(c, st)
+		}
+	}
+
+	// Request contexts derive from reqBase, which the drain cancels a
+	// little before its deadline: a context-aware handler then gives up
+	// and answers while the process is still there to send the answer.
+	userBase := srv.BaseContext
+	srv.BaseContext = func(l net.Listener) context.Context {
+		base := context.Background()
+		if userBase != nil {
+			base = userBase(l)
+		}
+		ctx, cancel := context.WithCancelCause(base)
+		context.AfterFunc(reqBase, func() { cancel(context.Cause(reqBase)) })
+		return ctx
+	}
+	return h
+}
+
+func (h *httpServer) name() string { return "http " + h.ln.Addr().String() }
+
+func (h *httpServer) serve() error {
+	tc := h.srv.TLSConfig
+	if tc != nil && (len(tc.Certificates) > 0 || tc.GetCertificate != nil || tc.GetConfigForClient != nil) {
+		return h.srv.ServeTLS(h.ln, "", "")
+	}
+	return h.srv.Serve(h.ln)
+}
+
+func (h *httpServer) connState(c net.Conn, st http.ConnState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch st {
+	case http.StateClosed, http.StateHijacked:
+		// A hijacked connection leaves net/http; its handler (still in
+		// h.inflight) is what the drain waits for.
+		delete(h.conns, c)
+	default:
+		ci := h.conns[c]
+		if ci == nil {
+			ci = &connInfo{}
+			h.conns[c] = ci
+		}
+		ci.state, ci.since = st, time.Now()
+	}
+	h.changed.fire()
+}
+
+func (h *httpServer) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ir := &inflightReq{method: r.Method, uri: r.RequestURI, remote: r.RemoteAddr, start: time.Now()}
+		h.mu.Lock()
+		h.inflight[ir] = struct{}{}
+		h.mu.Unlock()
+		defer func() {
+			h.mu.Lock()
+			delete(h.inflight, ir)
+			h.changed.fire()
+			h.mu.Unlock()
+		}()
+		// HTTP/2 has no Connection header (GOAWAY from Shutdown does that
+		// job); only HTTP/1 responses get the lame-duck writer.
+		if r.ProtoMajor == 1 {
+			w = &lameDuckWriter{ResponseWriter: w, h: h, ir: ir}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// settle waits until no connection is new or active and every idle
+// keep-alive connection has been idle for at least quiet; or until ctx is
+// done. quiet covers the client that just got a response and is about to
+// send its next request on the same connection: it gets one more answer,
+// with "Connection: close", instead of a connection closed under it.
+// Connections idle for longer are left to Shutdown. It returns what was
+// still busy when ctx ended.
+func (h *httpServer) settle(ctx context.Context, quiet time.Duration) []string {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		now := time.Now()
+		var next time.Time
+		busy := false
+		h.mu.Lock()
+		for _, ci := range h.conns {
+			switch ci.state {
+			case http.StateNew, http.StateActive:
+				busy = true
+			case http.StateIdle:
+				if t := ci.since.Add(quiet); now.Before(t) {
+					busy = true
+					if next.IsZero() || t.Before(next) {
+						next = t
+					}
+				}
+			}
+		}
+		ch := h.changed.wait()
+		h.mu.Unlock()
+		if !busy {
+			return nil
+		}
+		var tc <-chan time.Time
+		if !next.IsZero() {
+			if timer == nil {
+				timer = time.NewTimer(next.Sub(now))
+			} else {
+				timer.Reset(next.Sub(now))
+			}
+			tc = timer.C
+		}
+		select {
+		case <-ch:
+		case <-tc:
+		case <-ctx.Done():
+			return h.describe()
+		}
+	}
+}
+
+// waitHandlers waits until every handler returned, including those whose
+// connection was hijacked (WebSockets), which Shutdown does not wait for.
+func (h *httpServer) waitHandlers(ctx context.Context) []string {
+	for {
+		h.mu.Lock()
+		n := len(h.inflight)
+		ch := h.changed.wait()
+		h.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return h.describe()
+		}
+	}
+}
+
+// describe lists open connections and running handlers.
+func (h *httpServer) describe() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var counts [http.StateClosed + 1]int
+	for _, ci := range h.conns {
+		counts[ci.state]++
+	}
+	var out []string
+	if len(h.conns) > 0 {
+		out = append(out, fmt.Sprintf("%s: %d connections open (%d new, %d active, %d idle)",
+			h.name(), len(h.conns), counts[http.StateNew], counts[http.StateActive], counts[http.StateIdle]))
+	}
+	reqs := make([]*inflightReq, 0, len(h.inflight))
+	for ir := range h.inflight {
+		reqs = append(reqs, ir)
+	}
+	slices.SortFunc(reqs, func(a, b *inflightReq) int { return a.start.Compare(b.start) })
+	const maxListed = 10 // enough to see what hangs, short enough to read
+	for i, ir := range reqs {
+		if i == maxListed {
+			out = append(out, fmt.Sprintf("%s: %d more requests", h.name(), len(reqs)-maxListed))
+			break
+		}
+		hj := ""
+		if ir.hijacked.Load() {
+			hj = ", hijacked"
+		}
+		out = append(out, fmt.Sprintf("%s: request %s %s from %s (running %s%s)",
+			h.name(), ir.method, ir.uri, ir.remote, time.Since(ir.start).Round(time.Millisecond), hj))
+	}
+	return out
+}
+
+// lameDuckWriter adds "Connection: close" to a response whose header is
+// written after the drain began, so that net/http closes the connection
+// after it and the client opens its next one to the new generation. It
+// checks when the header goes out, not when the handler starts, so that a
+// slow handler running across the start of the drain closes its
+// connection too.
+//
+// It implements what net/http's HTTP/1 response writer implements
+// (Flusher, Hijacker, io.ReaderFrom, CloseNotifier) and Unwrap for
+// http.ResponseController, so frameworks that type-assert keep working.
+type lameDuckWriter struct {
+	http.ResponseWriter
+	h           *httpServer
+	ir          *inflightReq
+	wroteHeader bool
+}
+
+func (w *lameDuckWriter) beforeHeader() {
+	if w.wroteHeader {
+		return
+	}
+	w.wroteHeader = true
+	if w.h.lameDuck.Load() {
+		w.ResponseWriter.Header().Set("Connection", "close")
+		w.h.closeSent.Add(1)
+	}
+}
+
+func (w *lameDuckWriter) WriteHeader(code int) {
+	// 1xx responses are interim; the final header comes later. (101
+	// Switching Protocols is final but must not say "close".)
+	if code >= 200 {
+		w.beforeHeader()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *lameDuckWriter) Write(p []byte) (int, error) {
+	w.beforeHeader()
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *lameDuckWriter) WriteString(s string) (int, error) {
+	w.beforeHeader()
+	return io.WriteString(w.ResponseWriter, s)
+}
+
+func (w *lameDuckWriter) ReadFrom(r io.Reader) (int64, error) {
+	w.beforeHeader()
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(w.ResponseWriter, r)
+}
+
+func (w *lameDuckWriter) Flush() {
+	w.beforeHeader()
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *lameDuckWriter) FlushError() error {
+	w.beforeHeader()
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *lameDuckWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.ir.hijacked.Store(true)
+	}
+	return c, rw, err
+}
+
+// CloseNotify is deprecated, but frameworks (gin's Stream) still call it
+// through a type assertion that panics when it is missing.
+func (w *lameDuckWriter) CloseNotify() <-chan bool {
+	//lint:ignore SA1019 forwarded for frameworks that still use it
+	if cn, ok := w.ResponseWriter.(http.CloseNotifier); ok { //nolint:staticcheck
+		return cn.CloseNotify()
+	}
+	return make(chan bool)
+}
+
+func (w *lameDuckWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,599 @@
+package childproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults for Options.
+const (
+	// DefaultDrainTimeout is below hitless's default drain timeout (30s),
+	// after which the supervisor kills the process group: the margin leaves
+	// time for closers and for main's deferred functions.
+	DefaultDrainTimeout = 25 * time.Second
+	// DefaultLameDuck bounds the lame-duck window. It usually ends much
+	// sooner: as soon as no connection is new or active and idle ones have
+	// been quiet for LameDuckQuiet.
+	DefaultLameDuck = 5 * time.Second
+	// DefaultLameDuckQuiet is how long a keep-alive connection must have
+	// been idle before the drain closes it. A client in a request loop
+	// sends its next request within microseconds of a response; one that
+	// has been silent this long is, most likely, not about to.
+	DefaultLameDuckQuiet = 250 * time.Millisecond
+	// closerGrace is the least time closers get, even after the deadline
+	// passed or a second signal: a database must still be closed (and its
+	// WAL checkpointed) and logs flushed.
+	closerGrace = 2 * time.Second
+)
+
+var (
+	// ErrClosed is returned by Go once the drain has stopped accepting
+	// background tasks.
+	ErrClosed = errors.New("lifecycle closed to new tasks")
+	// ErrDrainIncomplete is wrapped by Run's error when a second signal or
+	// the deadline cut the drain short.
+	ErrDrainIncomplete = errors.New("childproc: drain incomplete")
+	// ErrDrainDeadline is the cause of request contexts cancelled because
+	// the drain's deadline is near (see Options.RequestCancelMargin).
+	ErrDrainDeadline = errors.New("childproc: drain deadline is near")
+)
+
+// Options configure a Lifecycle. The zero value is ready to use.
+type Options struct {
+	// DrainTimeout is the overall deadline of the drain, from the signal to
+	// Run's return. Default DefaultDrainTimeout (25s). Keep it below the
+	// supervisor's own kill deadline.
+	DrainTimeout time.Duration
+	// Signals start the drain; a second one cuts it short. Default SIGTERM
+	// and SIGINT. einhorn workers use SIGUSR2.
+	Signals []os.Signal
+	// LameDuck is the longest the lame-duck phase may last (see Run).
+	// Zero means DefaultLameDuck; a negative value skips the phase, which
+	// only makes sense to measure what it buys.
+	LameDuck time.Duration
+	// LameDuckQuiet: during the lame duck, an idle keep-alive connection
+	// is closed only once it has been idle this long. Default
+	// DefaultLameDuckQuiet; negative means zero.
+	LameDuckQuiet time.Duration
+	// RequestCancelMargin: request contexts are cancelled this long before
+	// the drain's deadline. Default DrainTimeout/10, between 100ms and 3s.
+	RequestCancelMargin time.Duration
+	// ReadyStatus is sent as STATUS= with READY=1.
+	ReadyStatus string
+	// Context, when done, starts the drain as a signal would. It is not
+	// the parent of Lifecycle.Context: that one is cancelled only at the
+	// right step of the drain.
+	Context context.Context
+	// Logger receives one record per drain phase. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if len(o.Signals) == 0 {
+		o.Signals = []os.Signal{syscall.SIGTERM, os.Interrupt}
+	}
+	if o.LameDuck == 0 {
+		o.LameDuck = DefaultLameDuck
+	}
+	if o.LameDuckQuiet == 0 {
+		o.LameDuckQuiet = DefaultLameDuckQuiet
+	} else if o.LameDuckQuiet < 0 {
+		o.LameDuckQuiet = 0
+	}
+	if o.RequestCancelMargin <= 0 {
+		o.RequestCancelMargin = min(max(o.DrainTimeout/10, 100*time.Millisecond), 3*time.Second)
+	}
+	if o.RequestCancelMargin >= o.DrainTimeout {
+		o.RequestCancelMargin = o.DrainTimeout / 2
+	}
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Lifecycle owns a server process's life: its servers, its background
+// tasks and its closers. Create it with New, register everything, then
+// call Run from main and return what it returns.
+type Lifecycle struct {
+	opts Options
+	log  *slog.Logger
+
+	ctx    context.Context // root: background tasks; cancelled at drain step 4
+	cancel context.CancelCauseFunc
+
+	reqCtx    context.Context // base of every request context
+	reqCancel context.CancelCauseFunc
+
+	stopOnce sync.Once
+	stopCh   chan struct{} // closed by Stop
+	draining chan struct{} // closed when the drain begins
+
+	tasks taskGroup
+
+	mu            sync.Mutex
+	state         lcState
+	servers       []*server
+	closers       []closer
+	closersCalled bool
+	failures      chan error // a server that stopped on its own
+}
+
+type lcState int
+
+const (
+	stateNew lcState = iota
+	stateRunning
+	stateDraining
+	stateDone
+)
+
+type closer struct {
+	name string
+	fn   func(context.Context) error
+}
+
+// server is one thing Run serves: an http.Server (http != nil) or a generic
+// serve/stop pair.
+type server struct {
+	name  string
+	http  *httpServer
+	serve func() error
+	stop  func(context.Context) error
+
+	stopping bool          // guarded by Lifecycle.mu: an error from serve is expected
+	done     chan struct{} // closed when serve returned
+	stopDone chan struct{} // closed when stop returned (generic servers)
+	stopErr  error
+}
+
+// New returns a Lifecycle. Its Context is live at once, so background
+// tasks may start before Run.
+func New(opts Options) *Lifecycle {
+	opts = opts.withDefaults()
+	l := &Lifecycle{
+		opts:     opts,
+		log:      opts.Logger,
+		stopCh:   make(chan struct{}),
+		draining: make(chan struct{}),
+		failures: make(chan error, 1),
+	}
+	values := context.WithoutCancel(opts.Context)
+	l.ctx, l.cancel = context.WithCancelCause(values)
+	l.reqCtx, l.reqCancel = context.WithCancelCause(values)
+	return l
+}
+
+// Context is the root context for background work. It is cancelled at
+// step 4 of the drain, after every request has been answered, so a task
+// that serves requests (a queue writer) keeps working while they finish.
+func (l *Lifecycle) Context() context.Context { return l.ctx }
+
+// Draining returns a channel closed when the drain begins: a health check
+// can report it, a long poll can answer early.
+func (l *Lifecycle) Draining() <-chan struct{} { return l.draining }
+
+// Stop starts the drain, as a signal would. It does not wait; Run returns
+// when the drain is over.
+func (l *Lifecycle) Stop() { l.stopOnce.Do(func() { close(l.stopCh) }) }
+
+// ServeHTTP serves srv on ln from Run until the drain. It takes srv over:
+// it wraps srv.Handler (nil means http.DefaultServeMux), srv.ConnState and
+// srv.BaseContext, chaining to what was set, so call it before touching
+// srv from other goroutines. srv serves TLS when srv.TLSConfig has
+// certificates. Hijacked connections (WebSockets) are waited for as long as
+// their handler runs; tell them to leave with srv.RegisterOnShutdown.
+func (l *Lifecycle) ServeHTTP(srv *http.Server, ln net.Listener) {
+	h := newHTTPServer(srv, ln, l.reqCtx)
+	l.add(&server{name: h.name(), http: h, serve: h.serve})
+}
+
+// Serve runs serve until the drain calls stop. serve must block while it
+// serves and return once stop was called; stop must stop accepting at once
+// and return when what is in flight finished, or when ctx (the drain's
+// deadline) is done, forcing the rest. This is the shape of gRPC:
+//
+//	lc.Serve("grpc", func() error { return gs.Serve(ln) }, func(ctx context.Context) error {
+//		done := make(chan struct{})
+//		go func() { gs.GracefulStop(); close(done) }()
+//		select {
+//		case <-done:
+//			return nil
+//		case <-ctx.Done():
+//			gs.Stop()
+//			return ctx.Err()
+//		}
+//	})
+//
+// stop runs during steps 1 to 3 of the drain, alongside the HTTP servers.
+func (l *Lifecycle) Serve(name string, serve func() error, stop func(ctx context.Context) error) {
+	l.add(&server{name: name, serve: serve, stop: stop})
+}
+
+func (l *Lifecycle) add(s *server) {
+	s.done = make(chan struct{})
+	s.stopDone = make(chan struct{})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch l.state {
+	case stateNew:
+		l.servers = append(l.servers, s)
+	case stateRunning:
+		l.servers = append(l.servers, s)
+		l.startLocked(s)
+	default:
+		// Too late to serve: the drain already closed the listeners it
+		// knows of. Close this one too rather than leave it accepting.
+		l.log.Error("childproc: server added during the drain; not serving it", "server", s.name)
+		if s.http != nil {
+			s.http.ln.Close()
+		}
+		close(s.done)
+		close(s.stopDone)
+	}
+}
+
+func (l *Lifecycle) startLocked(s *server) {
+	go func() {
+		defer close(s.done)
+		err := s.serve()
+		l.mu.Lock()
+		expected := s.stopping
+		l.mu.Unlock()
+		if expected {
+			return
+		}
+		if err == nil {
+			err = errors.New("stopped serving on its own")
+		}
+		select {
+		case l.failures <- fmt.Errorf("childproc: %s: %w", s.name, err):
+		default: // one failure is enough to start the drain
+			l.log.Error("childproc: server failed", "server", s.name, "err", err)
+		}
+	}()
+}
+
+// Go runs fn in a goroutine that the drain waits for at step 4, after
+// cancelling ctx (Context()). Request handlers may start tasks while the
+// process drains; once step 4 began, Go returns an error wrapping
+// ErrClosed and does not run fn, so the caller can do the work inline or
+// report it, instead of it being lost.
+func (l *Lifecycle) Go(name string, fn func(ctx context.Context)) error {
+	t, err := l.tasks.add(name)
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer l.tasks.done(t)
+		fn(l.ctx)
+	}()
+	return nil
+}
+
+// AddCloser registers fn to run at step 5 of the drain. Closers run one at
+// a time, in reverse order of registration (register the database before
+// the queue client that writes to it), each with a context bounded by the
+// drain's deadline (but at least a short grace period). A failing closer is
+// logged and reported by Run; the others still run.
+func (l *Lifecycle) AddCloser(name string, fn func(ctx context.Context) error) {
+	l.mu.Lock()
+	if !l.closersCalled {
+		l.closers = append(l.closers, closer{name, fn})
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	l.log.Warn("childproc: closer added after closers ran; running it now", "closer", name)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(l.ctx), closerGrace)
+	defer cancel()
+	if err := fn(ctx); err != nil {
+		l.log.Error("childproc: closer failed", "closer", name, "err", err)
+	}
+}
+
+// Run starts the servers, sends READY=1 (see Ready), and waits for one of
+// the signals, Stop, Options.Context, or a server that stops on its own.
+// Then it drains, in this order, under one deadline (Options.DrainTimeout):
+//
+//  1. Stop accepting: close this process's copy of each listener (close,
+//     never shutdown(2), which would stop the shared socket for the next
+//     generation too) and wait for each Serve to return, so every accepted
+//     connection is known. Generic servers' stop functions start here.
+//  2. Lame duck: keep serving existing connections, every HTTP/1 response
+//     with "Connection: close", until no connection is new or active and
+//     idle ones have been quiet for Options.LameDuckQuiet (at most
+//     Options.LameDuck). Keep-alive clients leave after an answer instead
+//     of sending into a connection that is about to close.
+//  3. http.Server.Shutdown for what is left (idle connections); wait for
+//     handlers of hijacked connections, and for generic servers to stop.
+//  4. Cancel Context() and wait for every task started with Go, including
+//     those handlers started during steps 1-3. Go fails from here on.
+//  5. Run the closers in reverse order of registration.
+//  6. Return, so that main's deferred functions run.
+//
+// Why this order: net/http's Shutdown drops the request of a connection it
+// accepted but had not read yet (conn.serve returns without a response
+// once shutting down), so Shutdown must come only after every accepted
+// connection was served.
+//
+// Request contexts are cancelled Options.RequestCancelMargin before the
+// deadline. A second signal, or the deadline, cuts the drain short: the
+// remaining steps do not wait (closers still run, briefly), and the error
+// (wrapping ErrDrainIncomplete) names what was still running.
+//
+// Run returns nil after a clean drain; otherwise the errors of servers
+// that failed, of closers, and of an incomplete drain, joined.
+func (l *Lifecycle) Run() error {
+	l.mu.Lock()
+	if l.state != stateNew {
+		l.mu.Unlock()
+		return errors.New("childproc: Run called twice")
+	}
+	// Handle the signals before telling anyone we are ready: the
+	// supervisor may send the next one at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, l.opts.Signals...)
+	defer signal.Stop(sigs)
+	l.state = stateRunning
+	for _, s := range l.servers {
+		l.startLocked(s)
+	}
+	n := len(l.servers)
+	l.mu.Unlock()
+
+	if err := Ready(l.opts.ReadyStatus); err != nil {
+		// The supervisor will time the start-up out; keep serving until it
+		// signals, as a process that cannot report must not guess.
+		l.log.Error("childproc: could not report readiness", "err", err)
+	} else {
+		l.log.Info("childproc: serving", "servers", n, "pid", os.Getpid())
+	}
+
+	var reason string
+	var failure error
+	select {
+	case sig := <-sigs:
+		reason = "signal " + sig.String()
+	case <-l.stopCh:
+		reason = "Stop called"
+	case <-l.opts.Context.Done():
+		reason = "context done: " + context.Cause(l.opts.Context).Error()
+	case failure = <-l.failures:
+		reason = "server failed: " + failure.Error()
+	}
+	return errors.Join(failure, l.drain(reason, sigs))
+}
+
+// drain runs the steps documented on Run.
+func (l *Lifecycle) drain(reason string, sigs <-chan os.Signal) error {
+	start := time.Now()
+	timeout := l.opts.DrainTimeout
+	l.mu.Lock()
+	l.state = stateDraining
+	servers := l.servers
+	for _, s := range servers {
+		s.stopping = true
+	}
+	l.mu.Unlock()
+	close(l.draining)
+	if err := Notify(notifyPayload("STOPPING=1", "draining: "+reason)); err != nil {
+		l.log.Warn("childproc: could not report STOPPING=1", "err", err)
+	}
+	l.log.Info("childproc: drain started", "reason", reason, "timeout", timeout)
+
+	deadlineCtx, cancelDeadline := context.WithTimeoutCause(context.Background(), timeout,
+		fmt.Errorf("drain deadline (%s) passed", timeout))
+	defer cancelDeadline()
+	ctx, cut := context.WithCancelCause(deadlineCtx)
+	defer cut(nil)
+
+	// A second signal (or the supervisor's SIGINT after SIGTERM) cuts the
+	// drain short. This goroutine ends with the drain.
+	watchDone := make(chan struct{})
+	defer close(watchDone)
+	go func() {
+		select {
+		case sig := <-sigs:
+			cut(fmt.Errorf("second signal (%s)", sig))
+		case <-watchDone:
+		}
+	}()
+
+	// Requests are told to give up a little before the deadline, or at
+	// once when the drain is cut short.
+	reqTimer := time.AfterFunc(timeout-l.opts.RequestCancelMargin, func() { l.reqCancel(ErrDrainDeadline) })
+	defer reqTimer.Stop()
+	stopReqs := context.AfterFunc(ctx, func() { l.reqCancel(context.Cause(ctx)) })
+	defer stopReqs()
+
+	var stillRunning []string
+	cutShort := func(step string, list []string) {
+		if len(list) == 0 || ctx.Err() == nil {
+			return
+		}
+		l.log.Error("childproc: drain cut short", "step", step, "cause", context.Cause(ctx), "still_running", joinList(list))
+		stillRunning = append(stillRunning, list...)
+	}
+
+	var httpSrvs []*httpServer
+	var generic []*server
+	for _, s := range servers {
+		if s.http != nil {
+			httpSrvs = append(httpSrvs, s.http)
+		} else {
+			generic = append(generic, s)
+		}
+	}
+
+	// 1. Stop accepting.
+	t := time.Now()
+	for _, h := range httpSrvs {
+		h.lameDuck.Store(true)
+		if err := h.ln.Close(); err != nil {
+			l.log.Warn("childproc: closing listener", "server", h.name(), "err", err)
+		}
+	}
+	for _, s := range generic {
+		go func() {
+			defer close(s.stopDone)
+			s.stopErr = s.stop(ctx)
+		}()
+	}
+	var pending []string
+	for _, s := range servers {
+		if s.http == nil {
+			continue
+		}
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			pending = append(pending, s.name+": Serve has not returned")
+		}
+	}
+	cutShort("stop accepting", pending)
+	l.log.Info("childproc: drain step done", "step", "1 stop accepting", "took", time.Since(t), "listeners", len(httpSrvs))
+
+	// 2. Lame duck.
+	if l.opts.LameDuck > 0 && len(httpSrvs) > 0 {
+		t = time.Now()
+		lctx, cancel := context.WithTimeout(ctx, l.opts.LameDuck)
+		var wg sync.WaitGroup
+		open := make([][]string, len(httpSrvs))
+		for i, h := range httpSrvs {
+			wg.Go(func() { open[i] = h.settle(lctx, l.opts.LameDuckQuiet) })
+		}
+		wg.Wait()
+		cancel()
+		var left []string
+		var closeSent int64
+		for i, h := range httpSrvs {
+			left = append(left, open[i]...)
+			closeSent += h.closeSent.Load()
+		}
+		if ctx.Err() != nil {
+			cutShort("lame duck", left)
+		} else if len(left) > 0 {
+			// The window is a bound, not a failure: Shutdown takes over.
+			l.log.Warn("childproc: lame duck window ended with connections busy", "max", l.opts.LameDuck, "busy", joinList(left))
+		}
+		l.log.Info("childproc: drain step done", "step", "2 lame duck", "took", time.Since(t), "responses_with_connection_close", closeSent)
+	}
+
+	// 3. Shutdown: idle connections, hijacked handlers, generic servers.
+	t = time.Now()
+	{
+		var wg sync.WaitGroup
+		left := make([][]string, len(httpSrvs))
+		for i, h := range httpSrvs {
+			wg.Go(func() {
+				if err := h.srv.Shutdown(ctx); err != nil {
+					left[i] = h.describe()
+					h.srv.Close() // force what is left
+				}
+				left[i] = append(left[i], h.waitHandlers(ctx)...)
+			})
+		}
+		wg.Wait()
+		for _, s := range generic {
+			select {
+			case <-s.stopDone:
+				if s.stopErr != nil {
+					l.log.Warn("childproc: server stop", "server", s.name, "err", s.stopErr)
+				}
+			case <-ctx.Done():
+				left = append(left, []string{s.name + ": still stopping"})
+				continue
+			}
+			select {
+			case <-s.done:
+			case <-ctx.Done():
+				left = append(left, []string{s.name + ": serve has not returned"})
+			}
+		}
+		for _, list := range left {
+			cutShort("shutdown", list)
+		}
+	}
+	l.log.Info("childproc: drain step done", "step", "3 shutdown", "took", time.Since(t), "servers", len(servers))
+
+	// 4. Background tasks.
+	t = time.Now()
+	n := l.tasks.close()
+	l.cancel(errors.New("childproc: draining"))
+	cutShort("background tasks", l.tasks.wait(ctx))
+	l.log.Info("childproc: drain step done", "step", "4 background tasks", "took", time.Since(t), "tasks", n)
+
+	// 5. Closers.
+	t = time.Now()
+	closeErr := l.runClosers(ctx)
+	l.log.Info("childproc: drain step done", "step", "5 closers", "took", time.Since(t))
+
+	l.mu.Lock()
+	l.state = stateDone
+	l.mu.Unlock()
+
+	var drainErr error
+	if len(stillRunning) > 0 {
+		drainErr = fmt.Errorf("%w (%v): still running: %s", ErrDrainIncomplete, context.Cause(ctx), joinList(stillRunning))
+	}
+	if drainErr != nil || closeErr != nil {
+		l.log.Error("childproc: drain finished with errors", "took", time.Since(start), "err", errors.Join(drainErr, closeErr))
+	} else {
+		l.log.Info("childproc: drain finished", "took", time.Since(start))
+	}
+	return errors.Join(drainErr, closeErr)
+}
+
+// runClosers runs the closers in reverse order of registration.
+func (l *Lifecycle) runClosers(drainCtx context.Context) error {
+	l.mu.Lock()
+	l.closersCalled = true
+	closers := l.closers
+	l.mu.Unlock()
+
+	// Closers get what is left of the drain, but at least closerGrace.
+	deadline, _ := drainCtx.Deadline()
+	if d := time.Now().Add(closerGrace); drainCtx.Err() != nil || deadline.Before(d) {
+		deadline = d
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+
+	var errs []error
+	for i := len(closers) - 1; i >= 0; i-- {
+		c := closers[i]
+		t := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- c.fn(ctx) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				l.log.Error("childproc: closer failed", "closer", c.name, "took", time.Since(t), "err", err)
+				errs = append(errs, fmt.Errorf("childproc: closer %q: %w", c.name, err))
+			} else {
+				l.log.Info("childproc: closer done", "closer", c.name, "took", time.Since(t))
+			}
+		case <-ctx.Done():
+			// Do not hang the exit on a closer that ignores its context.
+			l.log.Error("childproc: closer still running at deadline; moving on", "closer", c.name, "took", time.Since(t))
+			errs = append(errs, fmt.Errorf("childproc: closer %q: still running at deadline", c.name))
+		}
+	}
+	return errors.Join(errs...)
+}

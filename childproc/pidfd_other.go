@@ -1,0 +1,6 @@
+//go:build unix && !linux
+
+package childproc
+
+// checkPIDFDID is a no-op where pidfds do not exist.
+func checkPIDFDID(string, int) error { return nil }

@@ -1,0 +1,634 @@
+//go:build unix
+
+package childproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sources of inherited sockets, as reported by Sockets.Source.
+const (
+	SourceSystemd       = "systemd"        // LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES
+	SourceServerStarter = "server-starter" // SERVER_STARTER_PORT
+	SourceEinhorn       = "einhorn"        // EINHORN_FD_COUNT, EINHORN_FD_i, EINHORN_FDS
+)
+
+// Sockets holds the descriptors this process inherited from its supervisor.
+// Each one is handed out at most once, as a net.Listener or a
+// net.PacketConn; Close releases the ones nobody asked for.
+//
+// The zero value, and what Inherit returns for a process that is not
+// supervised, holds nothing: Listen and ListenPacket then bind the address
+// themselves.
+type Sockets struct {
+	mu     sync.Mutex
+	source string
+	socks  []*socket
+	// ignored says why variables that were present did not count, such as
+	// LISTEN_PID naming another process. It ends up in error messages,
+	// because "address already in use" alone does not tell an operator
+	// that the supervisor's sockets were there but not meant for us.
+	ignored string
+}
+
+// socket is one inherited descriptor.
+type socket struct {
+	index     int
+	fd        int
+	name      string   // LISTEN_FDNAMES entry, SERVER_STARTER_PORT key, or "" (einhorn)
+	file      *os.File // owns fd until the socket is taken
+	sotype    int      // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; 0 when fd is not a socket
+	listening bool     // SO_ACCEPTCONN
+	addr      net.Addr // bound address (getsockname); nil when not a socket
+	taken     bool
+}
+
+func (sk *socket) String() string {
+	var b strings.Builder
+	if sk.name != "" {
+		b.WriteString(sk.name)
+		b.WriteByte('=')
+	}
+	switch {
+	case sk.addr != nil:
+		b.WriteString(sk.addr.Network())
+		b.WriteByte(' ')
+		b.WriteString(sk.addr.String())
+	case sk.sotype == 0:
+		b.WriteString("not a socket")
+	default:
+		b.WriteString("unbound socket")
+	}
+	fmt.Fprintf(&b, " (fd %d", sk.fd)
+	if sk.taken {
+		b.WriteString(", taken")
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+// Inherit collects the sockets a supervisor passed to this process. It reads,
+// in this order:
+//
+//   - systemd socket activation: LISTEN_FDS descriptors from fd 3, named by
+//     LISTEN_FDNAMES; used only when LISTEN_PID is this process (and
+//     LISTEN_PIDFDID, when set and checkable, is this process's pidfd), as
+//     libsystemd does;
+//   - Server::Starter: SERVER_STARTER_PORT ("addr=fd;addr=fd"), each socket
+//     named by its address key;
+//   - einhorn: EINHORN_FD_COUNT and EINHORN_FD_0..n-1, or EINHORN_FDS.
+//
+// The first one present wins. All of these variables are then removed from
+// the environment, so that processes this one starts do not misread them,
+// and every inherited descriptor is marked close-on-exec for the same
+// reason. A process that is not supervised gets an empty Sockets and no
+// error. An error means the variables were present but wrong (a bad count,
+// a descriptor that is not open): a supervisor bug better seen at start-up.
+func Inherit() (*Sockets, error) {
+	defer unsetInheritEnv()
+	return inherit(os.LookupEnv, os.Getpid())
+}
+
+// unsetInheritEnv removes every variable Inherit reads.
+func unsetInheritEnv() {
+	for _, k := range []string{envListenFDs, envListenPID, envListenFDNames, envListenPIDFDID, envServerStarter, envEinhornFDCount, envEinhornFDs} {
+		os.Unsetenv(k)
+	}
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, envEinhornFDPrefix) {
+			os.Unsetenv(k)
+		}
+	}
+}
+
+func inherit(getenv func(string) (string, bool), self int) (*Sockets, error) {
+	s := &Sockets{}
+	var fds []int
+	var labels []string
+
+	if n, set := getenv(envListenFDs); set {
+		count, err := parseCount(envListenFDs, n)
+		if err != nil {
+			return nil, fmt.Errorf("childproc: %w", err)
+		}
+		pid, pidSet := getenv(envListenPID)
+		err = parseListenPID(pid, pidSet, self)
+		if err == nil {
+			if id, ok := getenv(envListenPIDFDID); ok {
+				err = checkPIDFDID(id, self)
+			}
+		}
+		switch {
+		case err == nil:
+			nameList, set := getenv(envListenFDNames)
+			labels, err = parseFDNames(nameList, set, count)
+			if err != nil {
+				return nil, fmt.Errorf("childproc: %w", err)
+			}
+			for i := range count {
+				fds = append(fds, listenFDsStart+i)
+			}
+			s.source = SourceSystemd
+		case errors.Is(err, errWrongPID):
+			// Meant for another process (typically a parent that did not
+			// exec us directly). Ignore them, like sd_listen_fds(3), and
+			// let the other formats, which carry no pid, have their say.
+			s.ignored = fmt.Sprintf("%s=%s ignored: %v", envListenFDs, n, err)
+		default:
+			return nil, fmt.Errorf("childproc: %w", err)
+		}
+	}
+	if s.source == "" {
+		if v, set := getenv(envServerStarter); set {
+			entries, err := parseServerStarterPort(v)
+			if err != nil {
+				return nil, fmt.Errorf("childproc: %w", err)
+			}
+			for _, e := range entries {
+				fds = append(fds, e.fd)
+				labels = append(labels, e.addr)
+			}
+			s.source = SourceServerStarter
+		}
+	}
+	if s.source == "" {
+		list, ok, err := parseEinhorn(getenv)
+		if err != nil {
+			return nil, fmt.Errorf("childproc: %w", err)
+		}
+		if ok {
+			fds = list
+			labels = make([]string, len(list))
+			s.source = SourceEinhorn
+		}
+	}
+
+	seen := make(map[int]bool, len(fds))
+	for i, fd := range fds {
+		if fd < listenFDsStart {
+			s.closeAll()
+			return nil, fmt.Errorf("childproc: %s passed fd %d, which is stdin, stdout or stderr", s.source, fd)
+		}
+		if seen[fd] {
+			s.closeAll()
+			return nil, fmt.Errorf("childproc: %s lists fd %d twice", s.source, fd)
+		}
+		seen[fd] = true
+		sk, err := probe(fd)
+		if err != nil {
+			s.closeAll()
+			return nil, fmt.Errorf("childproc: %s fd %d (%q): %w", s.source, fd, labels[i], err)
+		}
+		sk.index = i
+		sk.name = labels[i]
+		// Close-on-exec: a descriptor leaked into a grandchild keeps the
+		// socket open after this process closed its copy.
+		unix.CloseOnExec(fd)
+		sk.file = os.NewFile(uintptr(fd), sk.describeFile(s.source))
+		s.socks = append(s.socks, sk)
+	}
+	return s, nil
+}
+
+func (sk *socket) describeFile(source string) string {
+	if sk.name != "" {
+		return source + ":" + sk.name
+	}
+	return source + ":fd" + strconv.Itoa(sk.fd)
+}
+
+// probe describes descriptor fd without taking ownership of it.
+func probe(fd int) (*socket, error) {
+	sk := &socket{fd: fd}
+	sotype, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	switch {
+	case errors.Is(err, unix.EBADF):
+		return nil, errors.New("descriptor is not open")
+	case errors.Is(err, unix.ENOTSOCK):
+		// systemd may pass plain files (FileDescriptorStoreMax=, "stored").
+		// They are kept so that indexes line up, but cannot be listened on.
+		return sk, nil
+	case err != nil:
+		return nil, fmt.Errorf("getsockopt SO_TYPE: %w", err)
+	}
+	sk.sotype = sotype
+	if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil {
+		sk.listening = acc != 0
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, fmt.Errorf("getsockname: %w", err)
+	}
+	sk.addr = sockaddrToAddr(sa, sotype)
+	return sk, nil
+}
+
+func sockaddrToAddr(sa unix.Sockaddr, sotype int) net.Addr {
+	ipAddr := func(ip net.IP, port int, zone string) net.Addr {
+		if sotype == unix.SOCK_DGRAM {
+			return &net.UDPAddr{IP: ip, Port: port, Zone: zone}
+		}
+		return &net.TCPAddr{IP: ip, Port: port, Zone: zone}
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return ipAddr(net.IP(sa.Addr[:]).To16(), sa.Port, "")
+	case *unix.SockaddrInet6:
+		zone := ""
+		if sa.ZoneId != 0 {
+			zone = strconv.Itoa(int(sa.ZoneId))
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				zone = ifi.Name
+			}
+		}
+		return ipAddr(append(net.IP(nil), sa.Addr[:]...), sa.Port, zone)
+	case *unix.SockaddrUnix:
+		network := "unix"
+		switch sotype {
+		case unix.SOCK_DGRAM:
+			network = "unixgram"
+		case unix.SOCK_SEQPACKET:
+			network = "unixpacket"
+		}
+		return &net.UnixAddr{Name: sa.Name, Net: network}
+	}
+	return nil
+}
+
+// Supervised reports whether a supervisor passed sockets (or an explicit
+// empty set) to this process.
+func (s *Sockets) Supervised() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.source != ""
+}
+
+// Source names the protocol the sockets came from (SourceSystemd,
+// SourceServerStarter, SourceEinhorn), or "" when not supervised.
+func (s *Sockets) Source() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.source
+}
+
+// Len is the number of inherited descriptors, taken or not.
+func (s *Sockets) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.socks)
+}
+
+// String lists the inherited sockets, e.g.
+// "systemd: [http=tcp 127.0.0.1:8080 (fd 3)]".
+func (s *Sockets) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.describeLocked()
+}
+
+func (s *Sockets) describeLocked() string {
+	if s.source == "" {
+		msg := "not supervised: no LISTEN_FDS, SERVER_STARTER_PORT or EINHORN_FD_* sockets"
+		if s.ignored != "" {
+			msg += " (" + s.ignored + ")"
+		}
+		return msg
+	}
+	parts := make([]string, len(s.socks))
+	for i, sk := range s.socks {
+		parts[i] = sk.String()
+	}
+	return s.source + ": [" + strings.Join(parts, ", ") + "]"
+}
+
+// Listener returns the inherited listening socket named name (its
+// LISTEN_FDNAMES entry, or its SERVER_STARTER_PORT address key). When
+// several sockets share a name, each call returns the next one not yet
+// taken.
+func (s *Sockets) Listener(name string) (net.Listener, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var found bool
+	for _, sk := range s.socks {
+		if sk.name != name {
+			continue
+		}
+		found = true
+		if !sk.taken {
+			return s.listenerLocked(sk)
+		}
+	}
+	if found {
+		return nil, fmt.Errorf("childproc: every socket named %q was already taken; %s", name, s.describeLocked())
+	}
+	return nil, fmt.Errorf("childproc: no inherited socket named %q; %s", name, s.describeLocked())
+}
+
+// ListenerAt returns the i-th inherited socket (0-based, in the order the
+// supervisor passed them) as a listener.
+func (s *Sockets) ListenerAt(i int) (net.Listener, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < 0 || i >= len(s.socks) {
+		return nil, fmt.Errorf("childproc: no inherited socket at index %d; %s", i, s.describeLocked())
+	}
+	sk := s.socks[i]
+	if sk.taken {
+		return nil, fmt.Errorf("childproc: inherited socket %d (%s) was already taken", i, sk)
+	}
+	return s.listenerLocked(sk)
+}
+
+// PacketConn returns the inherited datagram socket named name.
+func (s *Sockets) PacketConn(name string) (net.PacketConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var found bool
+	for _, sk := range s.socks {
+		if sk.name != name {
+			continue
+		}
+		found = true
+		if !sk.taken {
+			return s.packetConnLocked(sk)
+		}
+	}
+	if found {
+		return nil, fmt.Errorf("childproc: every socket named %q was already taken; %s", name, s.describeLocked())
+	}
+	return nil, fmt.Errorf("childproc: no inherited socket named %q; %s", name, s.describeLocked())
+}
+
+// Listen returns the inherited listening socket bound to addr, or, when
+// this process is not supervised, binds addr itself (so that the same
+// program runs on a laptop with go run).
+//
+// An inherited socket matches when its bound address does: ":8080" and
+// "0.0.0.0:8080" match a socket bound to 0.0.0.0:8080, [::]:8080, or any
+// single socket with port 8080; "127.0.0.1:8080" matches that address, or
+// a single wildcard socket on port 8080; a unix path matches the same path.
+//
+// When the process is supervised and nothing matches, Listen fails with an
+// error that lists what was inherited, instead of binding: the supervisor
+// holds the port, so binding it here would fail with "address already in
+// use" at best, and at worst (SO_REUSEPORT) split traffic with a socket
+// nobody hands over at the next restart.
+func (s *Sockets) Listen(network, addr string) (net.Listener, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6", "unix", "unixpacket":
+	default:
+		return nil, fmt.Errorf("childproc: listen %s %s: unsupported network (use tcp, tcp4, tcp6, unix or unixpacket; ListenPacket for datagrams)", network, addr)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.source == "" {
+		return s.bindLocked(network, addr)
+	}
+	sk, err := s.matchLocked(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return s.listenerLocked(sk)
+}
+
+// ListenPacket is Listen for datagram sockets: udp, udp4, udp6 and unixgram.
+func (s *Sockets) ListenPacket(network, addr string) (net.PacketConn, error) {
+	switch network {
+	case "udp", "udp4", "udp6", "unixgram":
+	default:
+		return nil, fmt.Errorf("childproc: listen %s %s: unsupported network (use udp, udp4, udp6 or unixgram; Listen for streams)", network, addr)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.source == "" {
+		return s.bindPacketLocked(network, addr)
+	}
+	sk, err := s.matchLocked(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return s.packetConnLocked(sk)
+}
+
+// Close closes every inherited descriptor that was not taken. Taken ones
+// belong to their listener or connection.
+func (s *Sockets) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeAll()
+}
+
+func (s *Sockets) closeAll() error {
+	var errs []error
+	for _, sk := range s.socks {
+		if sk.taken || sk.file == nil {
+			continue
+		}
+		sk.taken = true
+		if err := sk.file.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("childproc: close %s: %w", sk, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Sockets) listenerLocked(sk *socket) (net.Listener, error) {
+	switch {
+	case sk.sotype == 0:
+		return nil, fmt.Errorf("childproc: inherited %s is not a socket", sk)
+	case sk.sotype == unix.SOCK_DGRAM:
+		return nil, fmt.Errorf("childproc: inherited %s is a datagram socket; use PacketConn or ListenPacket", sk)
+	case !sk.listening:
+		return nil, fmt.Errorf("childproc: inherited %s is not listening (a connected socket, as with systemd Accept=yes, is not supported)", sk)
+	}
+	// FileListener dups the descriptor (and puts the shared file
+	// description back into non-blocking mode, which a parent's
+	// os/exec may have cleared). The original must be closed here:
+	// when the listener is closed at drain time, no other copy may stay
+	// open in this process.
+	ln, err := net.FileListener(sk.file)
+	if err != nil {
+		return nil, fmt.Errorf("childproc: listener from %s: %w", sk, err)
+	}
+	sk.taken = true
+	if err := sk.file.Close(); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("childproc: close original %s: %w", sk, err)
+	}
+	return ln, nil
+}
+
+func (s *Sockets) packetConnLocked(sk *socket) (net.PacketConn, error) {
+	switch {
+	case sk.sotype == 0:
+		return nil, fmt.Errorf("childproc: inherited %s is not a socket", sk)
+	case sk.sotype != unix.SOCK_DGRAM:
+		return nil, fmt.Errorf("childproc: inherited %s is a stream socket; use Listener or Listen", sk)
+	}
+	pc, err := net.FilePacketConn(sk.file)
+	if err != nil {
+		return nil, fmt.Errorf("childproc: packet conn from %s: %w", sk, err)
+	}
+	sk.taken = true
+	if err := sk.file.Close(); err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("childproc: close original %s: %w", sk, err)
+	}
+	return pc, nil
+}
+
+// matchLocked finds the untaken inherited socket bound to addr.
+func (s *Sockets) matchLocked(network, addr string) (*socket, error) {
+	datagram := network == "udp" || network == "udp4" || network == "udp6" || network == "unixgram"
+	var cands []*socket
+	var exact []*socket
+	if network == "unix" || network == "unixpacket" || network == "unixgram" {
+		want := cleanUnixPath(addr)
+		for _, sk := range s.socks {
+			ua, ok := sk.addr.(*net.UnixAddr)
+			if ok && !sk.taken && ua.Net == network && cleanUnixPath(ua.Name) == want {
+				exact = append(exact, sk)
+			}
+		}
+	} else {
+		host, portStr, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("childproc: listen %s %s: %w", network, addr, err)
+		}
+		port, err := net.LookupPort(network, portStr)
+		if err != nil {
+			return nil, fmt.Errorf("childproc: listen %s %s: %w", network, addr, err)
+		}
+		wantIP := net.ParseIP(host)
+		wildcard := host == "" || (wantIP != nil && wantIP.IsUnspecified())
+		for _, sk := range s.socks {
+			if sk.taken || (sk.sotype == unix.SOCK_DGRAM) != datagram {
+				continue
+			}
+			ip, p, ok := ipPort(sk.addr)
+			if !ok || p != port || !familyMatches(network, ip) {
+				continue
+			}
+			switch {
+			case wantIP != nil && ip.Equal(wantIP):
+				exact = append(exact, sk)
+			case host == "localhost" && ip.IsLoopback():
+				exact = append(exact, sk)
+			case wildcard, wantIP == nil: // any host, or a name we do not resolve here
+				cands = append(cands, sk)
+			case ip.IsUnspecified(): // a specific address, covered by a wildcard socket
+				cands = append(cands, sk)
+			}
+		}
+	}
+	if len(exact) == 0 {
+		exact = cands
+	}
+	switch len(exact) {
+	case 1:
+		return exact[0], nil
+	case 0:
+		return nil, fmt.Errorf("childproc: listen %s %s: no inherited socket is bound to it; inherited from %s. "+
+			"Under a supervisor the server must use the sockets it was given: binding the address itself fails with "+
+			"\"address already in use\" (or, with SO_REUSEPORT, takes traffic no restart hands over). "+
+			"Ask for one of these, or have the supervisor pass this address too (hitless run --listen NAME=%s://%s)",
+			network, addr, s.describeLocked(), strings.TrimRight(network, "46"), addr)
+	default:
+		list := make([]string, len(exact))
+		for i, sk := range exact {
+			list[i] = sk.String()
+		}
+		return nil, fmt.Errorf("childproc: listen %s %s: ambiguous, it matches %s; ask by name (Listener) or by exact address",
+			network, addr, strings.Join(list, ", "))
+	}
+}
+
+func cleanUnixPath(p string) string {
+	if strings.HasPrefix(p, "@") || p == "" {
+		return p // abstract namespace: not a path
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return filepath.Clean(p)
+}
+
+func ipPort(a net.Addr) (net.IP, int, bool) {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.IP, a.Port, true
+	case *net.UDPAddr:
+		return a.IP, a.Port, true
+	}
+	return nil, 0, false
+}
+
+func familyMatches(network string, ip net.IP) bool {
+	switch network[len(network)-1] {
+	case '4':
+		return ip.To4() != nil
+	case '6':
+		return ip.To4() == nil
+	}
+	return true
+}
+
+// bindLocked is Listen for a process that is not supervised.
+func (s *Sockets) bindLocked(network, addr string) (net.Listener, error) {
+	if network == "unix" || network == "unixpacket" {
+		removeStaleUnixSocket(network, addr)
+	}
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), network, addr)
+	if err != nil {
+		return nil, s.bindError(network, addr, err)
+	}
+	return ln, nil
+}
+
+func (s *Sockets) bindPacketLocked(network, addr string) (net.PacketConn, error) {
+	pc, err := (&net.ListenConfig{}).ListenPacket(context.Background(), network, addr)
+	if err != nil {
+		return nil, s.bindError(network, addr, err)
+	}
+	return pc, nil
+}
+
+func (s *Sockets) bindError(network, addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("childproc: %s; bound %s %s itself and another process holds it (%w). "+
+			"If this runs under a supervisor, the supervisor did not pass its sockets to this process", s.describeLocked(), network, addr, err)
+	}
+	return fmt.Errorf("childproc: not supervised, bind %s %s: %w", network, addr, err)
+}
+
+// removeStaleUnixSocket removes a socket file left behind by a process that
+// died without unlinking it, so that a restarted unsupervised server can
+// bind again. It only removes a socket nobody accepts on.
+func removeStaleUnixSocket(network, path string) {
+	if strings.HasPrefix(path, "@") {
+		return
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode().Type() != os.ModeSocket {
+		return
+	}
+	c, err := net.Dial(network, path)
+	if err == nil {
+		c.Close()
+		return // alive: let bind fail with EADDRINUSE
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		os.Remove(path)
+	}
+}
