@@ -112,7 +112,13 @@ func unsetInheritEnv() {
 	}
 }
 
-func inherit(getenv func(string) (string, bool), self int) (*Sockets, error) {
+func inherit(lookup func(string) (string, bool), self int) (*Sockets, error) {
+	// An empty variable counts as unset: env files and container runtimes
+	// often write KEY= where they mean nothing.
+	getenv := func(k string) (string, bool) {
+		v, ok := lookup(k)
+		return v, ok && v != ""
+	}
 	s := &Sockets{}
 	var fds []int
 	var labels []string
