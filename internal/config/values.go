@@ -1,0 +1,148 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ReadyMode says how hitless decides that a new child is ready to take
+// traffic.
+type ReadyMode struct {
+	// Notify is true when the child reports readiness itself by sending
+	// READY=1 to the NOTIFY_SOCKET hitless gives it (sd_notify protocol).
+	Notify bool
+	// Delay, when Notify is false, is how long the child must stay alive
+	// before it is considered ready. It is the fallback for programs that
+	// cannot speak sd_notify, and is only as good as the guess.
+	Delay time.Duration
+}
+
+// String returns the mode in the syntax ParseReady accepts.
+func (m ReadyMode) String() string {
+	if m.Notify {
+		return "notify"
+	}
+	return "delay:" + m.Delay.String()
+}
+
+const readyWant = "want notify or delay:DURATION, e.g. delay:2s"
+
+// ParseReady parses a readiness mode: "notify", or "delay:DURATION" with a
+// positive duration such as "delay:2s".
+func ParseReady(s string) (ReadyMode, error) {
+	if s == "notify" {
+		return ReadyMode{Notify: true}, nil
+	}
+	rest, ok := strings.CutPrefix(s, "delay:")
+	if !ok {
+		return ReadyMode{}, fmt.Errorf("%q is not a readiness mode (%s)", s, readyWant)
+	}
+	d, err := time.ParseDuration(rest)
+	if err != nil {
+		return ReadyMode{}, fmt.Errorf("%q: %q is not a duration (%s)", s, rest, readyWant)
+	}
+	if d <= 0 {
+		return ReadyMode{}, fmt.Errorf("%q: the delay must be positive (%s)", s, readyWant)
+	}
+	return ReadyMode{Delay: d}, nil
+}
+
+const durationWant = "want e.g. 30s, 1m30s"
+
+// ParseDuration parses a positive duration in the syntax of
+// time.ParseDuration. A bare number is refused rather than guessed to be
+// seconds, because "30" meaning 30ns would be a silent surprise.
+func ParseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			return 0, fmt.Errorf("%q has no unit (%s)", s, durationWant)
+		}
+		return 0, fmt.Errorf("%q is not a duration (%s)", s, durationWant)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q is not positive (%s)", s, durationWant)
+	}
+	return d, nil
+}
+
+// sigrtmax is the highest real-time signal number on Linux (SIGRTMAX as the
+// kernel defines it, not glibc's, which reserves a few).
+const sigrtmax = 64
+
+// ParseSignal parses a signal that hitless sends to a child for it to
+// handle, such as the drain signal. It accepts a name with or without the
+// SIG prefix, in any case ("SIGTERM", "TERM", "usr2"), or a number ("15").
+//
+// SIGKILL and SIGSTOP are refused: a child cannot catch them, so it could
+// never drain. The hard stop after the drain timeout is hitless's job.
+func ParseSignal(s string) (syscall.Signal, error) {
+	const want = "want a signal name such as SIGTERM, TERM, SIGUSR2, or a number"
+	var sig syscall.Signal
+	if n, err := strconv.Atoi(s); err == nil {
+		// Numbers 32 and 33 are used internally by the C library's threads
+		// and have no name; the rest of 1..64 exists on every Linux.
+		if n < 1 || n > sigrtmax || (unix.SignalName(syscall.Signal(n)) == "" && n < 34) {
+			return 0, fmt.Errorf("%q is not a signal number (%s)", s, want)
+		}
+		sig = syscall.Signal(n)
+	} else {
+		name := strings.ToUpper(s)
+		if !strings.HasPrefix(name, "SIG") {
+			name = "SIG" + name
+		}
+		sig = unix.SignalNum(name)
+		if sig == 0 {
+			return 0, fmt.Errorf("%q is not a signal (%s)", s, want)
+		}
+	}
+	if sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
+		return 0, fmt.Errorf("%q cannot be caught, so the child could not drain (%s; hitless sends SIGKILL itself when the drain timeout expires)", s, want)
+	}
+	return sig, nil
+}
+
+// SignalName returns the conventional name of sig ("SIGTERM"), or its
+// number for signals without one, in a form ParseSignal accepts.
+func SignalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return strconv.Itoa(int(sig))
+}
+
+// Log formats accepted by ParseLogFormat.
+const (
+	LogText = "text"
+	LogJSON = "json"
+)
+
+// ParseLogFormat parses a log format: "text" or "json".
+func ParseLogFormat(s string) (string, error) {
+	switch s {
+	case LogText, LogJSON:
+		return s, nil
+	}
+	return "", fmt.Errorf("%q is not a log format (want text or json)", s)
+}
+
+// ParseLogLevel parses a log level: "debug", "info", "warn" or "error".
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q is not a log level (want debug, info, warn or error)", s)
+}
