@@ -495,4 +495,3 @@ func TestAddServerAfterRunStarts(t *testing.T) {
 		t.Error("second Run succeeded")
 	}
 }
-
