@@ -1,0 +1,31 @@
+// Package sdnotify speaks the sd_notify protocol of systemd in both
+// directions.
+//
+// # Model
+//
+// A notification is one datagram on an AF_UNIX SOCK_DGRAM socket, holding
+// newline-separated KEY=VALUE lines such as READY=1 or STATUS=serving.
+//
+// Notifier is the sending side: hitless reporting its own state to
+// systemd (READY=1 when serving, RELOADING=1 while a reload runs,
+// STOPPING=1, STATUS=, watchdog pings). FromEnv builds one from
+// NOTIFY_SOCKET and removes that variable, WATCHDOG_USEC and WATCHDOG_PID
+// from the process environment, so that no child hitless starts can reach
+// the unit's socket: a child that sent STOPPING=1 there would stop the whole
+// unit. A nil *Notifier is valid and does nothing, which is what FromEnv
+// returns when hitless does not run under systemd.
+//
+// Conn is the receiving side: the private socket the supervisor gives each
+// child as its NOTIFY_SOCKET. Conn enables SO_PASSCRED, so each Message
+// carries the sender's pid, uid and gid as the kernel reports them, never as
+// the payload claims; the supervisor decides from that pid which child
+// spoke.
+//
+// # Limits
+//
+// Linux only. Filesystem and abstract ("@name") socket addresses only; the
+// vsock: addresses newer systemd uses for virtual machines are refused.
+// Datagrams larger than MaxMessageSize are rejected, as systemd rejects
+// them. File descriptors sent along with a notification (FDSTORE=1) are not
+// supported: Conn closes them and says so in the Message.
+package sdnotify

@@ -1,0 +1,262 @@
+package sdnotify
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxMessageSize is the largest notification datagram, in bytes, that
+// Notifier sends and Conn accepts. It is the limit systemd applies to the
+// notifications it receives (PIPE_BUF).
+const MaxMessageSize = 4096
+
+// maxStatus bounds the text of a STATUS= line, so that a long error
+// message cannot push a datagram over MaxMessageSize. systemctl status
+// shows one line anyway.
+const maxStatus = 1024
+
+// sendTimeout bounds one Send. A receiver that stopped reading fills its
+// queue, and a blocking send would then hang whatever part of hitless
+// reports state, such as a reload.
+const sendTimeout = 5 * time.Second
+
+// Environment variables that systemd sets for the notification protocol.
+const (
+	envSocket      = "NOTIFY_SOCKET"
+	envWatchdogUS  = "WATCHDOG_USEC"
+	envWatchdogPID = "WATCHDOG_PID"
+)
+
+// A Notifier sends notifications to the service manager. Its methods are
+// safe for concurrent use. A nil *Notifier is valid: every method does
+// nothing and returns nil, and WatchdogInterval returns 0.
+type Notifier struct {
+	addr     *net.UnixAddr
+	watchdog time.Duration // WATCHDOG_USEC; 0 when disabled
+}
+
+// FromEnv returns a Notifier for the socket in NOTIFY_SOCKET, and removes
+// NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from the environment of the
+// process (os.Unsetenv), so that children never inherit them. It returns
+// nil and no error when NOTIFY_SOCKET is not set.
+//
+// The variables are removed even when FromEnv fails. Call it once, early in
+// main, before any goroutine reads the environment or starts a child.
+func FromEnv() (*Notifier, error) {
+	socket := os.Getenv(envSocket)
+	usec := os.Getenv(envWatchdogUS)
+	wpid := os.Getenv(envWatchdogPID)
+	for _, k := range []string{envSocket, envWatchdogUS, envWatchdogPID} {
+		os.Unsetenv(k)
+	}
+	return fromValues(socket, usec, wpid, os.Getpid())
+}
+
+// fromValues is FromEnv without the environment, for tests.
+func fromValues(socket, usec, wpid string, pid int) (*Notifier, error) {
+	if socket == "" {
+		return nil, nil
+	}
+	n, err := New(socket)
+	if err != nil {
+		return nil, err
+	}
+	if usec == "" {
+		return n, nil
+	}
+	us, err := strconv.ParseUint(usec, 10, 63)
+	if err != nil || us == 0 {
+		return nil, fmt.Errorf("sdnotify: %s=%q is not a positive number of microseconds", envWatchdogUS, usec)
+	}
+	if wpid != "" {
+		p, err := strconv.Atoi(wpid)
+		if err != nil || p <= 0 {
+			return nil, fmt.Errorf("sdnotify: %s=%q is not a pid", envWatchdogPID, wpid)
+		}
+		if p != pid {
+			// The watchdog is meant for another process (we were
+			// started by one that was supervised); pinging would
+			// keep a dead service alive.
+			return n, nil
+		}
+	}
+	// Microseconds that overflow a Duration are a watchdog that never
+	// fires; treat them as none.
+	if us <= uint64(1<<63-1)/uint64(time.Microsecond) {
+		n.watchdog = time.Duration(us) * time.Microsecond
+	}
+	return n, nil
+}
+
+// New returns a Notifier that sends to socket: a filesystem path starting
+// with "/", or an abstract socket name starting with "@". It does not read
+// the environment and has no watchdog.
+func New(socket string) (*Notifier, error) {
+	if !strings.HasPrefix(socket, "/") && !strings.HasPrefix(socket, "@") {
+		return nil, fmt.Errorf("sdnotify: %s=%q: want an absolute path or an @abstract name", envSocket, socket)
+	}
+	if len(socket) > 107 {
+		return nil, fmt.Errorf("sdnotify: %s=%q: longer than a unix socket address can be", envSocket, socket)
+	}
+	return &Notifier{addr: &net.UnixAddr{Name: socket, Net: "unixgram"}}, nil
+}
+
+// Socket returns the address the Notifier sends to, in the syntax of
+// NOTIFY_SOCKET, or "" for a nil Notifier.
+func (n *Notifier) Socket() string {
+	if n == nil {
+		return ""
+	}
+	return n.addr.Name
+}
+
+// Send sends lines, each "KEY=VALUE", as one datagram: the service manager
+// applies them together. A line must not contain a newline or NUL byte,
+// since that would smuggle in another key; use Status to send text from
+// elsewhere.
+func (n *Notifier) Send(lines ...string) error {
+	if n == nil {
+		return nil
+	}
+	size := 0
+	for _, l := range lines {
+		if i := strings.IndexByte(l, '='); i <= 0 {
+			return fmt.Errorf("sdnotify: %q is not KEY=VALUE", l)
+		}
+		if strings.ContainsAny(l, "\n\x00") {
+			return fmt.Errorf("sdnotify: %q contains a newline or NUL byte", l)
+		}
+		size += len(l) + 1
+	}
+	if size > MaxMessageSize {
+		return fmt.Errorf("sdnotify: message of %d bytes exceeds %d", size, MaxMessageSize)
+	}
+	msg := strings.Join(lines, "\n")
+
+	// A new socket per message, as sd_notify(3) does: a socket connected
+	// once would keep pointing at a stale inode after systemd re-executes
+	// itself and binds its notification socket anew.
+	conn, err := net.DialUnix("unixgram", nil, n.addr)
+	if err != nil {
+		return fmt.Errorf("sdnotify: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.SetWriteDeadline(time.Now().Add(sendTimeout)); err != nil {
+		return fmt.Errorf("sdnotify: %w", err)
+	}
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		return fmt.Errorf("sdnotify: send %q: %w", firstLine(msg), err)
+	}
+	return nil
+}
+
+// Ready sends READY=1: start-up, or a reload, is complete. A non-empty
+// status is sent in the same datagram as STATUS=; after a reload, it is how
+// the outcome reaches "systemctl status", since the protocol has no way to
+// report a failed reload.
+func (n *Notifier) Ready(status string) error {
+	if status == "" {
+		return n.Send("READY=1")
+	}
+	return n.Send("READY=1", "STATUS="+CleanStatus(status))
+}
+
+// Reloading sends RELOADING=1 with MONOTONIC_USEC= set to now, in one
+// datagram. Type=notify-reload services must send both together; systemd
+// ignores RELOADING=1 without a timestamp, or with one from before its own
+// reload signal. A Ready must follow when the reload is over.
+func (n *Notifier) Reloading() error {
+	if n == nil {
+		return nil
+	}
+	usec, err := monotonicUsec()
+	if err != nil {
+		return fmt.Errorf("sdnotify: %w", err)
+	}
+	return n.Send("RELOADING=1", "MONOTONIC_USEC="+strconv.FormatUint(usec, 10))
+}
+
+// Stopping sends STOPPING=1: shutdown began.
+func (n *Notifier) Stopping() error {
+	return n.Send("STOPPING=1")
+}
+
+// Status sends STATUS= with s made fit for one line (see CleanStatus).
+func (n *Notifier) Status(s string) error {
+	return n.Send("STATUS=" + CleanStatus(s))
+}
+
+// MainPID sends MAINPID=pid: the unit's main process is now pid. Update any
+// PID file before calling it, since systemd may read the file in between.
+func (n *Notifier) MainPID(pid int) error {
+	return n.Send("MAINPID=" + strconv.Itoa(pid))
+}
+
+// ExtendTimeout asks the service manager to wait d longer for the
+// start-up, reload or shutdown in progress (EXTEND_TIMEOUT_USEC=).
+func (n *Notifier) ExtendTimeout(d time.Duration) error {
+	return n.Send("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(d.Microseconds(), 10))
+}
+
+// Watchdog sends WATCHDOG=1, the keep-alive ping. Call it every
+// WatchdogInterval while the service is healthy.
+func (n *Notifier) Watchdog() error {
+	return n.Send("WATCHDOG=1")
+}
+
+// WatchdogInterval returns how often to call Watchdog: half the timeout
+// systemd enforces (WATCHDOG_USEC), as sd_watchdog_enabled(3) advises, so
+// that one late ping is not fatal. It returns 0 when the watchdog is
+// disabled: WATCHDOG_USEC unset, or WATCHDOG_PID naming another process.
+func (n *Notifier) WatchdogInterval() time.Duration {
+	if n == nil {
+		return 0
+	}
+	return n.watchdog / 2
+}
+
+// CleanStatus makes s fit for a STATUS= line: invalid UTF-8 is replaced,
+// control characters (newlines above all) become spaces, and text beyond
+// 1024 bytes is cut with an ellipsis.
+func CleanStatus(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxStatus {
+		cut := maxStatus - len("…")
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return s
+}
+
+// monotonicUsec returns CLOCK_MONOTONIC in microseconds, the clock systemd
+// compares MONOTONIC_USEC with. Go's time.Now carries a monotonic reading
+// too, but from an unspecified origin, so the clock is read directly.
+func monotonicUsec() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, fmt.Errorf("clock_gettime(CLOCK_MONOTONIC): %w", err)
+	}
+	return uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3, nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + "..."
+	}
+	return s
+}

@@ -1,0 +1,518 @@
+package sdnotify
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// fakeSystemd is a notification socket the test owns, standing in for
+// systemd's.
+func fakeSystemd(t *testing.T) *Conn {
+	t.Helper()
+	c, err := Listen(filepath.Join(t.TempDir(), "notify.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func read(t *testing.T, c *Conn) Message {
+	t.Helper()
+	m, err := c.Read()
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	return m
+}
+
+func fields(kv ...string) []Field {
+	var fs []Field
+	for _, s := range kv {
+		k, v, _ := strings.Cut(s, "=")
+		fs = append(fs, Field{k, v})
+	}
+	return fs
+}
+
+func TestFromEnv(t *testing.T) {
+	sd := fakeSystemd(t)
+	t.Setenv("NOTIFY_SOCKET", sd.Path())
+	t.Setenv("WATCHDOG_USEC", "3000000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+
+	n, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
+		if v, ok := os.LookupEnv(k); ok {
+			t.Errorf("%s=%q still in the environment; children would inherit it", k, v)
+		}
+	}
+	if got := n.WatchdogInterval(); got != 1500*time.Millisecond {
+		t.Errorf("WatchdogInterval = %v, want half of WATCHDOG_USEC", got)
+	}
+	if n.Socket() != sd.Path() {
+		t.Errorf("Socket = %q", n.Socket())
+	}
+
+	if err := n.Ready("serving 2 sockets"); err != nil {
+		t.Fatal(err)
+	}
+	m := read(t, sd)
+	if want := fields("READY=1", "STATUS=serving 2 sockets"); !reflect.DeepEqual(m.Fields, want) {
+		t.Errorf("fields = %q, want %q", m.Fields, want)
+	}
+	if string(m.Raw) != "READY=1\nSTATUS=serving 2 sockets" {
+		t.Errorf("raw = %q", m.Raw)
+	}
+	if m.PID != int32(os.Getpid()) || m.UID != uint32(os.Getuid()) || m.GID != uint32(os.Getgid()) {
+		t.Errorf("credentials = %d/%d/%d, want ours", m.PID, m.UID, m.GID)
+	}
+	if m.Event() != EventReady {
+		t.Errorf("event = %v", m.Event())
+	}
+}
+
+func TestFromEnvUnset(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	os.Unsetenv("NOTIFY_SOCKET")
+	t.Setenv("WATCHDOG_USEC", "1000")
+	n, err := FromEnv()
+	if n != nil || err != nil {
+		t.Fatalf("FromEnv = %v, %v; want nil, nil", n, err)
+	}
+	if _, ok := os.LookupEnv("WATCHDOG_USEC"); ok {
+		t.Error("WATCHDOG_USEC not removed")
+	}
+	// The nil Notifier does nothing, successfully.
+	for _, err := range []error{n.Ready("x"), n.Reloading(), n.Stopping(), n.Status("x"),
+		n.Watchdog(), n.MainPID(1), n.ExtendTimeout(time.Second), n.Send("X=1")} {
+		if err != nil {
+			t.Errorf("nil Notifier: %v", err)
+		}
+	}
+	if n.WatchdogInterval() != 0 || n.Socket() != "" {
+		t.Error("nil Notifier has a watchdog or socket")
+	}
+}
+
+func TestFromValues(t *testing.T) {
+	const self = 1000
+	tests := []struct {
+		socket, usec, wpid string
+		interval           time.Duration
+		err                string
+	}{
+		{"/run/x", "", "", 0, ""},
+		{"@abstract", "", "", 0, ""},
+		{"/run/x", "2000000", "", time.Second, ""},
+		{"/run/x", "2000000", "1000", time.Second, ""},
+		{"/run/x", "2000000", "999", 0, ""}, // meant for another process
+		{"/run/x", "18446744073709551615", "", 0, "not a positive number"},
+		{"/run/x", "0", "", 0, "not a positive number"},
+		{"/run/x", "1s", "", 0, "not a positive number"},
+		{"/run/x", "100", "x", 0, "not a pid"},
+		{"run/x", "", "", 0, "want an absolute path or an @abstract name"},
+		{"vsock:2:1234", "", "", 0, "want an absolute path"},
+		{"/" + strings.Repeat("x", 200), "", "", 0, "longer than"},
+	}
+	for _, tt := range tests {
+		n, err := fromValues(tt.socket, tt.usec, tt.wpid, self)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("fromValues(%q, %q, %q) error = %v, want %q", tt.socket, tt.usec, tt.wpid, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("fromValues(%q, %q, %q): %v", tt.socket, tt.usec, tt.wpid, err)
+			continue
+		}
+		if got := n.WatchdogInterval(); got != tt.interval {
+			t.Errorf("fromValues(%q, %q, %q) interval = %v, want %v", tt.socket, tt.usec, tt.wpid, got, tt.interval)
+		}
+	}
+}
+
+func TestNotifierMessages(t *testing.T) {
+	sd := fakeSystemd(t)
+	n, err := New(sd.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		send func() error
+		raw  string
+	}{
+		{func() error { return n.Ready("") }, "READY=1"},
+		{n.Stopping, "STOPPING=1"},
+		{n.Watchdog, "WATCHDOG=1"},
+		{func() error { return n.MainPID(4242) }, "MAINPID=4242"},
+		{func() error { return n.ExtendTimeout(1500 * time.Millisecond) }, "EXTEND_TIMEOUT_USEC=1500000"},
+		// A status must stay one line: a newline would let text from
+		// a child's error message inject STOPPING=1.
+		{func() error { return n.Status("reload failed:\nSTOPPING=1") }, "STATUS=reload failed: STOPPING=1"},
+		{func() error { return n.Status("bad \xff utf8") }, "STATUS=bad \uFFFD utf8"},
+		{func() error { return n.Send("A=1", "B=x=y") }, "A=1\nB=x=y"},
+	}
+	for _, tt := range tests {
+		if err := tt.send(); err != nil {
+			t.Errorf("send %q: %v", tt.raw, err)
+			continue
+		}
+		if m := read(t, sd); string(m.Raw) != tt.raw {
+			t.Errorf("sent %q, want %q", m.Raw, tt.raw)
+		}
+	}
+}
+
+func TestReloading(t *testing.T) {
+	sd := fakeSystemd(t)
+	n, err := New(sd.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := monotonicUsec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Reloading(); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := monotonicUsec()
+	m := read(t, sd)
+	if len(m.Fields) != 2 || m.Fields[0] != (Field{"RELOADING", "1"}) || m.Fields[1].Key != "MONOTONIC_USEC" {
+		t.Fatalf("fields = %q, want RELOADING=1 and MONOTONIC_USEC in one datagram", m.Fields)
+	}
+	usec, err := strconv.ParseUint(m.Fields[1].Value, 10, 64)
+	if err != nil || usec < before || usec > after {
+		t.Errorf("MONOTONIC_USEC=%s, want a CLOCK_MONOTONIC reading in [%d, %d]", m.Fields[1].Value, before, after)
+	}
+	if m.Event() != EventReloading {
+		t.Errorf("event = %v", m.Event())
+	}
+}
+
+func TestSendRejects(t *testing.T) {
+	n, err := New("/nonexistent/socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lines := range [][]string{
+		{"READY"},
+		{"=1"},
+		{"READY=1\nSTOPPING=1"},
+		{"STATUS=a\x00b"},
+		{"STATUS=" + strings.Repeat("x", MaxMessageSize)},
+	} {
+		if err := n.Send(lines...); err == nil || strings.Contains(err.Error(), "nonexistent") {
+			t.Errorf("Send(%.40q) = %v, want it refused before sending", lines, err)
+		}
+	}
+	if err := n.Send("READY=1"); err == nil || !strings.Contains(err.Error(), "/nonexistent/socket") {
+		t.Errorf("Send to a missing socket = %v, want an error naming it", err)
+	}
+}
+
+func TestCleanStatus(t *testing.T) {
+	long := strings.Repeat("é", 1000)
+	got := CleanStatus(long)
+	if len(got) > maxStatus || !utf8.ValidString(got) || !strings.HasSuffix(got, "…") {
+		t.Errorf("CleanStatus(long) = %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+	if got := CleanStatus("a\r\n\tb\x7f"); got != "a   b " {
+		t.Errorf("CleanStatus = %q", got)
+	}
+}
+
+func TestAbstractSocket(t *testing.T) {
+	name := fmt.Sprintf("@hitless-sdnotify-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	sd, err := Listen(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd.Close()
+	n, err := New(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Stopping(); err != nil {
+		t.Fatal(err)
+	}
+	if m := read(t, sd); m.Event() != EventStopping {
+		t.Errorf("got %q", m.Raw)
+	}
+}
+
+// TestCredentialsOfOtherProcess checks that the pid comes from the kernel:
+// a separate process sends a payload that claims another pid, and Read
+// reports the real one.
+func TestCredentialsOfOtherProcess(t *testing.T) {
+	sd := fakeSystemd(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "SDNOTIFY_HELPER=1", "NOTIFY_SOCKET="+sd.Path())
+	out := new(strings.Builder)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		if err != nil {
+			sd.Close() // unblock Read: the helper will not send
+		}
+		done <- err
+	}()
+	m, err := sd.Read()
+	if err != nil {
+		t.Fatalf("Read: %v (helper: %v, output: %s)", err, <-done, out)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	if m.PID != int32(cmd.Process.Pid) {
+		t.Errorf("PID = %d, want the sender's %d", m.PID, cmd.Process.Pid)
+	}
+	if v, _ := m.Get("MAINPID"); v != "1" {
+		t.Errorf("MAINPID = %q; the payload should be passed on as sent", v)
+	}
+}
+
+// TestHelperProcess is the sender for TestCredentialsOfOtherProcess.
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv("SDNOTIFY_HELPER") != "1" {
+		t.Skip("helper process only")
+	}
+	n, err := FromEnv()
+	if err != nil || n == nil {
+		fmt.Fprintln(os.Stderr, "FromEnv:", n, err)
+		os.Exit(2)
+	}
+	if err := n.Send("READY=1", "MAINPID=1"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
+
+func sendRaw(t *testing.T, path string, payload []byte, fds ...int) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if err := unix.Sendmsg(fd, payload, oob, &unix.SockaddrUnix{Name: path}, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDatagramSize(t *testing.T) {
+	sd := fakeSystemd(t)
+
+	sendRaw(t, sd.Path(), []byte("STATUS="+strings.Repeat("x", MaxMessageSize)))
+	m, err := sd.Read()
+	var de *DatagramError
+	if !errors.As(err, &de) || !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Read of an oversized datagram: %v, want a DatagramError with ErrTooLarge", err)
+	}
+	if de.PID != int32(os.Getpid()) || m.Fields != nil {
+		t.Errorf("rejected datagram: pid %d, fields %q", de.PID, m.Fields)
+	}
+
+	// The Conn keeps working, and exactly MaxMessageSize is accepted.
+	exact := "READY=1\nSTATUS=" + strings.Repeat("y", MaxMessageSize-len("READY=1\nSTATUS="))
+	sendRaw(t, sd.Path(), []byte(exact))
+	if m := read(t, sd); len(m.Raw) != MaxMessageSize || m.Event() != EventReady {
+		t.Errorf("datagram of exactly %d bytes: got %d bytes, event %v", MaxMessageSize, len(m.Raw), m.Event())
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip(err)
+	}
+	return len(ents)
+}
+
+func TestPassedFDsAreClosed(t *testing.T) {
+	sd := fakeSystemd(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+
+	sendRaw(t, sd.Path(), []byte("FDSTORE=1\nREADY=1"), int(r.Fd()), int(w.Fd()))
+	before := openFDs(t)
+	m := read(t, sd)
+	after := openFDs(t)
+	if after != before {
+		t.Errorf("open fds went from %d to %d: received descriptors leaked", before, after)
+	}
+	if m.Err == nil || !strings.Contains(m.Err.Error(), "2 file descriptors received and closed") {
+		t.Errorf("Err = %v, want it to say the descriptors were closed", m.Err)
+	}
+	if m.Event() != EventReady {
+		t.Errorf("the notification itself was lost: %q", m.Fields)
+	}
+}
+
+func TestMalformedLinesKept(t *testing.T) {
+	sd := fakeSystemd(t)
+	sendRaw(t, sd.Path(), []byte("garbage\nSTATUS=\xff\xfe\nREADY=1\n"))
+	m := read(t, sd)
+	if m.Event() != EventReady || m.Skipped != 2 || m.Err == nil {
+		t.Errorf("got fields %q, skipped %d, err %v", m.Fields, m.Skipped, m.Err)
+	}
+	if _, ok := m.Get("STATUS"); ok {
+		t.Error("non-UTF-8 STATUS accepted")
+	}
+}
+
+func TestCloseUnblocksRead(t *testing.T) {
+	sd, err := Listen(filepath.Join(t.TempDir(), "n.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := sd.Read()
+		errc <- err
+	}()
+	if err := sd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Whether Read was already blocked or not, it must return ErrClosed.
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := os.Stat(sd.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket file left behind: %v", err)
+	}
+	if err := sd.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestListenErrors(t *testing.T) {
+	sd := fakeSystemd(t)
+	if _, err := Listen(sd.Path()); err == nil || !strings.Contains(err.Error(), sd.Path()) {
+		t.Errorf("Listen on a path in use: %v", err)
+	}
+	if _, err := os.Stat(sd.Path()); err != nil {
+		t.Errorf("failed Listen removed the other socket: %v", err)
+	}
+	for _, p := range []string{"", "@", "/nonexistent/dir/n.sock"} {
+		if c, err := Listen(p); err == nil {
+			c.Close()
+			t.Errorf("Listen(%q) succeeded", p)
+		}
+	}
+}
+
+func TestParseMessage(t *testing.T) {
+	tests := []struct {
+		in      string
+		fields  []Field
+		skipped int
+		event   Event
+	}{
+		{"", nil, 0, EventNone},
+		{"READY=1", fields("READY=1"), 0, EventReady},
+		{"READY=1\n", fields("READY=1"), 0, EventReady},
+		{"\n\nREADY=1\n\n", fields("READY=1"), 0, EventReady},
+		{"READY=0", fields("READY=0"), 0, EventNone},
+		{"STATUS=a=b", fields("STATUS=a=b"), 0, EventNone},
+		{"STATUS=", fields("STATUS="), 0, EventNone},
+		{"RELOADING=1\nREADY=1", fields("RELOADING=1", "READY=1"), 0, EventReady},
+		{"STOPPING=1\nREADY=1", fields("STOPPING=1", "READY=1"), 0, EventStopping},
+		{"READY=1\nRELOADING=1", fields("READY=1", "RELOADING=1"), 0, EventReady},
+		{"X_FOO_2=v", fields("X_FOO_2=v"), 0, EventNone},
+		{"ready=1", nil, 1, EventNone},
+		{"READY", nil, 1, EventNone},
+		{"=1", nil, 1, EventNone},
+		{"RE ADY=1", nil, 1, EventNone},
+		{"STATUS=a\x00b\nREADY=1", fields("READY=1"), 1, EventReady},
+		{"STATUS=\xc3\x28", nil, 1, EventNone},
+		{"STATUS=ünïcode", fields("STATUS=ünïcode"), 0, EventNone},
+		{"READY=1\r", fields("READY=1\r"), 0, EventNone},
+	}
+	for _, tt := range tests {
+		m := ParseMessage([]byte(tt.in))
+		if !reflect.DeepEqual(m.Fields, tt.fields) || m.Skipped != tt.skipped || m.Event() != tt.event {
+			t.Errorf("ParseMessage(%q) = %q, skipped %d, event %v; want %q, %d, %v",
+				tt.in, m.Fields, m.Skipped, m.Event(), tt.fields, tt.skipped, tt.event)
+		}
+		if (m.Err != nil) != (tt.skipped > 0) {
+			t.Errorf("ParseMessage(%q).Err = %v with %d skipped", tt.in, m.Err, m.Skipped)
+		}
+	}
+
+	m := ParseMessage([]byte(strings.Repeat("bad\n", 100)))
+	if m.Skipped != 100 || !strings.Contains(m.Err.Error(), "and 96 more malformed lines") {
+		t.Errorf("100 bad lines: skipped %d, err %v", m.Skipped, m.Err)
+	}
+	m = ParseMessage([]byte("STATUS=a\nSTATUS=b"))
+	if v, _ := m.Get("STATUS"); v != "b" {
+		t.Errorf("Get with a repeated key = %q, want the last", v)
+	}
+}
+
+func FuzzParseMessage(f *testing.F) {
+	for _, s := range []string{
+		"READY=1", "READY=1\nSTATUS=ok\n", "RELOADING=1\nMONOTONIC_USEC=123",
+		"garbage\n\n=\nA=\xff", "STOPPING=1\nREADY=1\x00", "X=" + strings.Repeat("y", 100),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m := ParseMessage(b)
+		lines := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			if l != "" {
+				lines++
+			}
+		}
+		if len(m.Fields)+m.Skipped != lines {
+			t.Fatalf("%d fields + %d skipped != %d non-empty lines", len(m.Fields), m.Skipped, lines)
+		}
+		if (m.Err == nil) != (m.Skipped == 0) {
+			t.Fatalf("Err %v with %d skipped", m.Err, m.Skipped)
+		}
+		for _, f := range m.Fields {
+			if !validKey([]byte(f.Key)) || !utf8.ValidString(f.Value) ||
+				strings.ContainsAny(f.Value, "\n\x00") {
+				t.Fatalf("bad field accepted: %q", f)
+			}
+		}
+		ev := m.Event()
+		if ev == EventReady {
+			if v, _ := m.Get("STOPPING"); v == "1" {
+				t.Fatal("READY won over STOPPING")
+			}
+		}
+	})
+}
