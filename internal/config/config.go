@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -176,6 +178,15 @@ func (f *File) validate(d *decoder) {
 		d.add("ready", "delay must be positive (%s)", readyWant)
 	}
 	check("ready_timeout", f.ReadyTimeout)
+	if !f.Ready.Notify && f.Ready.Delay >= f.ReadyTimeout && f.ReadyTimeout > 0 {
+		// Every reload would time out before the child counts as ready.
+		field := "ready"
+		if f.Line(field) == 0 {
+			field = "ready_timeout"
+		}
+		d.add(field, "delay (%s) must be shorter than ready_timeout (%s), or no child is ever ready in time",
+			f.Ready.Delay, f.ReadyTimeout)
+	}
 	check("drain_timeout", f.DrainTimeout)
 	check("restart.backoff_min", f.Restart.BackoffMin)
 	check("restart.backoff_max", f.Restart.BackoffMax)
@@ -199,6 +210,18 @@ func (f *File) validate(d *decoder) {
 	if len(f.Control) > maxSocketPath {
 		d.add("control", "%q is %d bytes long; unix socket paths are limited to %d", f.Control, len(f.Control), maxSocketPath)
 	}
+}
+
+// Environ returns Env as "KEY=VALUE" strings sorted by key, ready to
+// append to a child's environment. Sorted, so that children get the same
+// environment in the same order every time.
+func (f *File) Environ() []string {
+	keys := slices.Sorted(maps.Keys(f.Env))
+	env := make([]string, 0, len(keys))
+	for _, k := range keys {
+		env = append(env, k+"="+f.Env[k])
+	}
+	return env
 }
 
 // IsSet reports whether the file set the key at the given path, such as

@@ -229,6 +229,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{`t.yaml:1: dir: values with the tag !!binary are not supported`}},
 		{"NUL", "dir: \"a\\0b\"\n",
 			[]string{`t.yaml:1: dir: contains a NUL byte`}},
+		{"delay not below ready_timeout", "ready: delay:1m\nready_timeout: 30s\n",
+			[]string{`t.yaml:1: ready: delay (1m0s) must be shorter than ready_timeout (30s), or no child is ever ready in time`}},
 		{"several errors reported together", "drain_timeout: x\nready_timeout: y\n",
 			[]string{`t.yaml:1: drain_timeout:`, `t.yaml:2: ready_timeout:`}},
 	}
@@ -291,6 +293,19 @@ func TestValidateAfterOverride(t *testing.T) {
 	}
 	if err := Default().Validate(); err != nil {
 		t.Errorf("Default().Validate: %v", err)
+	}
+}
+
+func TestEnviron(t *testing.T) {
+	f, err := Parse("t.yaml", []byte("env: {B: 2, A: 1, C: \"x=y\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.Environ(), []string{"A=1", "B=2", "C=x=y"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Environ = %q, want %q", got, want)
+	}
+	if got := Default().Environ(); len(got) != 0 {
+		t.Errorf("Environ of defaults = %q", got)
 	}
 }
 
