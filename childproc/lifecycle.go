@@ -389,6 +389,12 @@ func (l *Lifecycle) drain(reason string, sigs <-chan os.Signal) error {
 	servers := l.servers
 	for _, s := range servers {
 		s.stopping = true
+		// From here on every response says "Connection: close"; set
+		// before Draining() fires, so a handler that waits for it
+		// answers with it.
+		if s.http != nil {
+			s.http.lameDuck.Store(true)
+		}
 	}
 	l.mu.Unlock()
 	close(l.draining)
@@ -444,7 +450,6 @@ func (l *Lifecycle) drain(reason string, sigs <-chan os.Signal) error {
 	// 1. Stop accepting.
 	t := time.Now()
 	for _, h := range httpSrvs {
-		h.lameDuck.Store(true)
 		if err := h.ln.Close(); err != nil {
 			l.log.Warn("childproc: closing listener", "server", h.name(), "err", err)
 		}

@@ -88,8 +88,17 @@ func TestDrainOrder(t *testing.T) {
 	var ev events
 
 	ln := listenLocal(t)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	srv.RegisterOnShutdown(func() { ev.add("http shutdown") })
+	entered := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-lc.Draining()
+		// The request context stays live while requests are answered.
+		if r.Context().Err() != nil || lc.Context().Err() != nil {
+			t.Error("contexts cancelled while a request was still being served")
+		}
+		ev.add("handler done")
+		io.WriteString(w, "ok")
+	})}
 	lc.ServeHTTP(srv, ln)
 
 	stopped := make(chan struct{})
@@ -116,18 +125,26 @@ func TestDrainOrder(t *testing.T) {
 	if got := notify.expect(t, "READY=1", testWait); got != "READY=1\nSTATUS=serving" {
 		t.Errorf("ready payload %q", got)
 	}
-	resp, err := http.Get("http://" + ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	respc := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + ln.Addr().String())
+		if err == nil {
+			resp.Body.Close()
+		}
+		respc <- err
+	}()
+	<-entered
 	lc.Stop()
 	notify.expect(t, "STOPPING=1", testWait)
-	err = waitErr(t, errc)
+	if err := <-respc; err != nil {
+		t.Errorf("request in flight at the drain: %v", err)
+	}
+	err := waitErr(t, errc)
 	if err == nil || !strings.Contains(err.Error(), "boom") || errors.Is(err, ErrDrainIncomplete) {
 		t.Fatalf("Run = %v, want the closer's error only", err)
 	}
-	ev.assertOrder(t, "generic stop", "http shutdown", "task saw cancel", "closer last", "closer failing", "closer first")
+	ev.assertOrder(t, "handler done", "task saw cancel", "closer last", "closer failing", "closer first")
+	ev.assertOrder(t, "generic stop", "task saw cancel")
 	ev.assertOrder(t, "generic serve returned", "task saw cancel")
 	if err := lc.Go("too late", func(context.Context) {}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Go after the drain = %v, want ErrClosed", err)

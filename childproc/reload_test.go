@@ -274,7 +274,10 @@ func runReloads(t *testing.T, keepAlive, slow, lameDuck bool, reloads int) reloa
 // what hitless does, loses no request and no acknowledged order; the same
 // run without the lame duck shows what it buys.
 func TestReloadUnderLoad(t *testing.T) {
-	const reloads = 5
+	reloads := 5
+	if raceEnabled {
+		reloads = 2
+	}
 	type row struct {
 		name    string
 		on, off reloadOutcome
@@ -291,7 +294,7 @@ func TestReloadUnderLoad(t *testing.T) {
 					t.Errorf("%d of %d requests failed (%v), %d acknowledged orders lost", r.on.failed, r.on.requests, r.on.failures, r.on.lost)
 				}
 			})
-			if !testing.Short() {
+			if !testing.Short() && !raceEnabled {
 				t.Run(name+"/lameduck=off", func(t *testing.T) {
 					r.off = runReloads(t, keepAlive, slow, false, reloads)
 					if r.off.lost != 0 {
