@@ -1,0 +1,69 @@
+// Command hitless runs a server as a child process on sockets that it
+// holds for its whole life, and replaces the child without dropping a
+// connection. See the README and "hitless help".
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hitless/hitless/supervisor"
+)
+
+// usageError marks bad input: exit status 2, as for a bad flag.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == supervisor.ShimArg {
+		os.Exit(supervisor.RunShim(os.Args[2:]))
+	}
+	os.Exit(execute(os.Args[1:]))
+}
+
+func execute(args []string) int {
+	root := &cobra.Command{
+		Use:           "hitless",
+		Short:         "Zero-downtime hot restarts for any server",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
+	})
+	root.AddCommand(runCommand())
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	var exit *supervisor.ExitError
+	if errors.As(err, &exit) {
+		return exit.Code
+	}
+	fmt.Fprintln(os.Stderr, "hitless:", err)
+	var usage usageError
+	if errors.As(err, &usage) || isCobraUsage(err) {
+		return 2
+	}
+	return 1
+}
+
+// isCobraUsage recognises cobra's own errors for unknown commands and
+// wrong argument counts, which it does not type.
+func isCobraUsage(err error) bool {
+	for _, p := range []string{"unknown command", "unknown flag", "accepts ", "requires at least", "invalid argument"} {
+		if strings.Contains(err.Error(), p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,116 @@
+package supervisor
+
+import (
+	"context"
+	"os"
+	"time"
+)
+
+// Status is a snapshot of the supervisor, for `hitless status`.
+type Status struct {
+	PID         int                `json:"pid"`
+	Generations []GenerationStatus `json:"generations"`
+	Listeners   []ListenerStatus   `json:"listeners"`
+	Stopping    bool               `json:"stopping"`
+	Stats
+}
+
+// GenerationStatus describes one generation that has not been reaped.
+type GenerationStatus struct {
+	ID       int       `json:"generation"`
+	PID      int       `json:"pid"`
+	State    State     `json:"state"`
+	Started  time.Time `json:"started"`
+	ReadyAt  time.Time `json:"ready_at,omitzero"`
+	DrainAt  time.Time `json:"drain_at,omitzero"`
+	Status   string    `json:"status,omitempty"` // the child's last STATUS=
+	Stopping bool      `json:"stopping,omitempty"`
+}
+
+// ListenerStatus describes one socket hitless holds.
+type ListenerStatus struct {
+	Name    string `json:"name"`
+	Network string `json:"network"`
+	Address string `json:"address"`
+	FD      int    `json:"fd"` // as the child sees it
+}
+
+// Reload starts a new generation, or joins the reload queued behind the
+// one in flight, and waits for its verdict: nil once the new generation
+// serves, *ReloadError if it failed (the serving generation is untouched),
+// ErrStopping, or ctx's error if ctx ends first. A reload that ctx
+// abandons still runs to its end.
+func (s *Supervisor) Reload(ctx context.Context) error {
+	reply := make(chan error, 1)
+	if err := s.ask(ctx, request{kind: reqReload, reply: reply}); err != nil {
+		return err
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop drains every generation and waits until Run is about to return.
+func (s *Supervisor) Stop(ctx context.Context) error {
+	reply := make(chan error, 1)
+	if err := s.ask(ctx, request{kind: reqStop, reply: reply}); err != nil {
+		if err == ErrStopping {
+			return nil
+		}
+		return err
+	}
+	select {
+	case <-reply:
+		return nil
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Status returns a snapshot of the generations and counters.
+func (s *Supervisor) Status(ctx context.Context) (Status, error) {
+	c := make(chan Status, 1)
+	if err := s.ask(ctx, request{kind: reqStatus, status: c}); err != nil {
+		return Status{}, err
+	}
+	select {
+	case st := <-c:
+		return st, nil
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+}
+
+func (s *Supervisor) ask(ctx context.Context, req request) error {
+	select {
+	case s.reqs <- req:
+		return nil
+	case <-s.done:
+		return ErrStopping
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Supervisor) snapshot() Status {
+	st := Status{PID: os.Getpid(), Stopping: s.stopping}
+	for _, g := range s.gens {
+		text, stopping := g.lastStatus()
+		st.Generations = append(st.Generations, GenerationStatus{
+			ID: g.id, PID: g.pid, State: g.state, Started: g.started,
+			ReadyAt: g.readyAt, DrainAt: g.drainAt, Status: text, Stopping: stopping,
+		})
+	}
+	for i, sock := range s.sockets {
+		st.Listeners = append(st.Listeners, ListenerStatus{
+			Name: sock.spec.Name, Network: sock.spec.Network, Address: sock.addr, FD: 3 + i,
+		})
+	}
+	st.Stats = s.stats
+	return st
+}

@@ -1,0 +1,244 @@
+package supervisor
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/sdnotify"
+)
+
+// State is where a generation is in its life.
+type State string
+
+const (
+	Starting State = "starting" // spawned, not yet ready
+	Ready    State = "ready"    // ready, about to take over
+	Serving  State = "serving"  // the current generation
+	Draining State = "draining" // told to stop, finishing its work
+	Failed   State = "failed"   // did not become ready; being killed
+)
+
+// generation is one start of the child program. The supervisor's loop owns
+// every field but the ones under mu, which the notify and output
+// goroutines write.
+type generation struct {
+	id      int
+	pid     int
+	started time.Time
+	state   State
+	readyAt time.Time
+	drainAt time.Time
+
+	exitc chan unix.WaitStatus // filled once by the reaper
+	timer *time.Timer          // ready timeout, or drain deadline
+	delay *time.Timer          // --ready delay:D
+
+	notify *sdnotify.Conn
+	stderr *tail
+	outw   sync.WaitGroup // output copiers
+	pipes  []*os.File     // read ends, closed after exit
+
+	mu       sync.Mutex
+	status   string // last STATUS=
+	stopping bool   // sent STOPPING=1
+}
+
+func (g *generation) String() string { return fmt.Sprintf("generation %d (pid %d)", g.id, g.pid) }
+
+func (g *generation) lastStatus() (string, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.status, g.stopping
+}
+
+// signal sends sig to the generation's whole process group.
+func (g *generation) signal(sig syscall.Signal) error {
+	if g.pid <= 0 {
+		return nil
+	}
+	err := unix.Kill(-g.pid, sig)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// resolve finds the program and working directory afresh, so that a deploy
+// that switched a "current" symlink starts the new release. The path is
+// resolved through symlinks once here and executed as is, so the release
+// that was checked is the release that runs.
+func resolve(dir string, argv []string, env []string) (string, string, error) {
+	if dir == "" {
+		dir = "."
+	}
+	rdir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", "", fmt.Errorf("working directory: %w", err)
+	}
+	rdir, err = filepath.Abs(rdir)
+	if err != nil {
+		return "", "", fmt.Errorf("working directory: %w", err)
+	}
+	prog := argv[0]
+	if !strings.Contains(prog, "/") {
+		p, err := lookPath(prog, env)
+		if err != nil {
+			return "", "", err
+		}
+		prog = p
+	} else if !filepath.IsAbs(prog) {
+		prog = filepath.Join(rdir, prog)
+	}
+	rprog, err := filepath.EvalSymlinks(prog)
+	if err != nil {
+		return "", "", fmt.Errorf("program: %w", err)
+	}
+	fi, err := os.Stat(rprog)
+	if err != nil {
+		return "", "", fmt.Errorf("program: %w", err)
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return "", "", fmt.Errorf("program %s is not an executable file", rprog)
+	}
+	return rdir, rprog, nil
+}
+
+// lookPath searches the child's PATH, not hitless's.
+func lookPath(prog string, env []string) (string, error) {
+	path := os.Getenv("PATH")
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, prog)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("program %q: %w in PATH", prog, exec.ErrNotFound)
+}
+
+// tail keeps the last bytes a child wrote to stderr, to explain a failure.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+	cut bool // the start of buf is the middle of a line
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+		t.cut = true
+	}
+	return len(p), nil
+}
+
+// Lines returns up to n complete last lines.
+func (t *tail) Lines(n int) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := strings.TrimRight(string(t.buf), "\n")
+	if s == "" {
+		return nil
+	}
+	lines := strings.Split(s, "\n")
+	if t.cut && len(lines) > 1 {
+		lines = lines[1:]
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}
+
+// prefixWriter writes whole lines to w, each behind prefix.
+type prefixWriter struct {
+	w      io.Writer
+	prefix []byte
+	part   []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			p.part = append(p.part, b...)
+			if len(p.part) > 64<<10 { // a line without end must not grow forever
+				p.flush()
+			}
+			break
+		}
+		p.part = append(p.part, b[:i+1]...)
+		b = b[i+1:]
+		p.flush()
+	}
+	return n, nil
+}
+
+func (p *prefixWriter) flush() {
+	if len(p.part) == 0 {
+		return
+	}
+	line := append(append([]byte{}, p.prefix...), p.part...)
+	if line[len(line)-1] != '\n' {
+		line = append(line, '\n')
+	}
+	p.w.Write(line)
+	p.part = p.part[:0]
+}
+
+// copyOutput copies r to w until every writer is gone or the supervisor
+// closes r, and then closes r.
+func copyOutput(wg *sync.WaitGroup, w io.Writer, r *os.File) {
+	defer wg.Done()
+	defer r.Close()
+	io.Copy(w, r)
+	if p, ok := w.(*prefixWriter); ok {
+		p.flush()
+	}
+}
+
+// exitReason says in words how a process ended.
+func exitReason(ws unix.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return "exit status " + strconv.Itoa(ws.ExitStatus())
+	case ws.Signaled():
+		s := "killed by signal " + unix.SignalName(ws.Signal())
+		if ws.CoreDump() {
+			s += " (core dumped)"
+		}
+		return s
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
+}
+
+// exitCode maps a wait status to a shell-style exit code.
+func exitCode(ws unix.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}

@@ -1,0 +1,307 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ListenSpec is one socket that hitless binds and hands to every child.
+// It is parsed from the --listen flag, [NAME=]URL.
+type ListenSpec struct {
+	// Name is passed to the child in LISTEN_FDNAMES. When the flag gives
+	// none it is "<scheme>-<port>" for TCP and UDP (tcp-8080, udp-53) and
+	// "unix-<file name>" for unix sockets (unix-app.sock).
+	Name string
+	// Network is the Go network name: tcp, tcp4, tcp6, unix, udp, udp4 or udp6.
+	Network string
+	// Address is host:port, or the socket's path for unix.
+	Address string
+	// Backlog is the accept queue length; 0 leaves the kernel default
+	// (net.core.somaxconn).
+	Backlog int
+	// Mode, UID and GID apply to unix socket files; -1 (or 0 for Mode)
+	// leaves what the kernel and umask chose.
+	Mode os.FileMode
+	UID  int
+	GID  int
+	// Spec is the text this was parsed from, for messages.
+	Spec string
+}
+
+// Stream reports whether the socket is a listening stream socket rather
+// than a datagram socket.
+func (l ListenSpec) Stream() bool { return !strings.HasPrefix(l.Network, "udp") }
+
+// ParseListen parses "[NAME=]URL" as given to --listen:
+//
+//	tcp://127.0.0.1:8080   tcp4://0.0.0.0:80   tcp6://[::1]:8080
+//	unix:///run/app.sock   udp://127.0.0.1:5353
+//
+// Options go in the query: backlog=N for stream sockets, and
+// mode=0660, owner=USER|UID, group=GROUP|GID for unix sockets.
+func ParseListen(s string) (ListenSpec, error) {
+	spec := ListenSpec{Spec: s, UID: -1, GID: -1}
+	rest := s
+	if i := strings.Index(s, "="); i >= 0 && !strings.Contains(s[:i], "://") {
+		spec.Name, rest = s[:i], s[i+1:]
+		if err := validName(spec.Name); err != nil {
+			return spec, err
+		}
+	}
+	u, err := url.Parse(rest)
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return spec, fmt.Errorf("%q is not a URL: want tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT or unix:///PATH", rest)
+	}
+	if u.User != nil || u.Fragment != "" {
+		return spec, fmt.Errorf("%q: user info and fragments are not allowed", rest)
+	}
+	switch u.Scheme {
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+		if u.Path != "" {
+			return spec, fmt.Errorf("%q: a %s address has no path: want %s://HOST:PORT", rest, u.Scheme, u.Scheme)
+		}
+		host, port, err := net.SplitHostPort(u.Host)
+		if err != nil {
+			return spec, fmt.Errorf("%q: want %s://HOST:PORT: %v", rest, u.Scheme, err)
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			return spec, fmt.Errorf("%q: port %q is not a number from 0 to 65535", rest, port)
+		}
+		if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
+			return spec, fmt.Errorf("%q: host %q is neither an IP address nor a host name", rest, host)
+		}
+		spec.Network, spec.Address = u.Scheme, u.Host
+		if spec.Name == "" {
+			spec.Name = fmt.Sprintf("%s-%d", strings.TrimRight(u.Scheme, "46"), p)
+		}
+	case "unix":
+		if u.Host != "" || u.Path == "" {
+			return spec, fmt.Errorf("%q: want unix:///ABSOLUTE/PATH (three slashes)", rest)
+		}
+		spec.Network, spec.Address = "unix", filepath.Clean(u.Path)
+		if spec.Name == "" {
+			spec.Name = "unix-" + filepath.Base(spec.Address)
+			if err := validName(spec.Name); err != nil {
+				return spec, err
+			}
+		}
+	default:
+		return spec, fmt.Errorf("%q: unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6 or unix", rest, u.Scheme)
+	}
+	for key, vals := range u.Query() {
+		v := vals[len(vals)-1]
+		switch {
+		case key == "backlog" && spec.Stream():
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1<<16 {
+				return spec, fmt.Errorf("%q: backlog=%q: want a number from 1 to 65536", rest, v)
+			}
+			spec.Backlog = n
+		case key == "mode" && spec.Network == "unix":
+			m, err := strconv.ParseUint(v, 8, 32)
+			if err != nil || m > 0o777 || m == 0 {
+				return spec, fmt.Errorf("%q: mode=%q: want octal permissions such as 0660", rest, v)
+			}
+			spec.Mode = os.FileMode(m)
+		case key == "owner" && spec.Network == "unix":
+			if spec.UID, err = lookupID(v, true); err != nil {
+				return spec, fmt.Errorf("%q: owner=%q: %w", rest, v, err)
+			}
+		case key == "group" && spec.Network == "unix":
+			if spec.GID, err = lookupID(v, false); err != nil {
+				return spec, fmt.Errorf("%q: group=%q: %w", rest, v, err)
+			}
+		default:
+			valid := "backlog"
+			if spec.Network == "unix" {
+				valid = "backlog, mode, owner, group"
+			} else if !spec.Stream() {
+				valid = "none for udp"
+			}
+			return spec, fmt.Errorf("%q: unknown option %q (valid: %s)", rest, key, valid)
+		}
+	}
+	return spec, nil
+}
+
+// validName enforces what LISTEN_FDNAMES can carry: 1 to 255 printable
+// ASCII characters and no colon, which separates names.
+func validName(name string) error {
+	if name == "" || len(name) > 255 {
+		return fmt.Errorf("name %q: want 1 to 255 characters", name)
+	}
+	for _, r := range name {
+		if r <= ' ' || r > '~' || r == ':' {
+			return fmt.Errorf("name %q: want printable ASCII without spaces or ':'", name)
+		}
+	}
+	return nil
+}
+
+func validHostname(h string) bool {
+	for _, r := range h {
+		if !(r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return h != ""
+}
+
+func lookupID(v string, isUser bool) (int, error) {
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return n, nil
+	}
+	var id string
+	if isUser {
+		u, err := user.Lookup(v)
+		if err != nil {
+			return -1, fmt.Errorf("no such user (want a user name or uid)")
+		}
+		id = u.Uid
+	} else {
+		g, err := user.LookupGroup(v)
+		if err != nil {
+			return -1, fmt.Errorf("no such group (want a group name or gid)")
+		}
+		id = g.Gid
+	}
+	return strconv.Atoi(id)
+}
+
+// Registry holds listening sockets across hitless's own life, and across a
+// self-upgrade. *tableflip.Fds implements it; a nil Registry binds directly.
+type Registry interface {
+	ListenWithCallback(network, addr string, callback func(network, addr string) (net.Listener, error)) (net.Listener, error)
+	ListenPacketWithCallback(network, addr string, callback func(network, addr string) (net.PacketConn, error)) (net.PacketConn, error)
+}
+
+type directRegistry struct{}
+
+func (directRegistry) ListenWithCallback(network, addr string, cb func(string, string) (net.Listener, error)) (net.Listener, error) {
+	return cb(network, addr)
+}
+
+func (directRegistry) ListenPacketWithCallback(network, addr string, cb func(string, string) (net.PacketConn, error)) (net.PacketConn, error) {
+	return cb(network, addr)
+}
+
+// socket is a bound listener that hitless keeps for its whole life.
+type socket struct {
+	spec    ListenSpec
+	conn    syscall.Conn // net.Listener or net.PacketConn
+	closer  interface{ Close() error }
+	fd      int    // hitless's own descriptor; valid while conn is open
+	addr    string // the bound address, for SERVER_STARTER_PORT
+	created bool   // hitless created the unix socket file, so it removes it
+}
+
+// bind binds spec through reg, or takes it over from a parent hitless.
+func bind(reg Registry, spec ListenSpec) (*socket, error) {
+	s := &socket{spec: spec}
+	if spec.Stream() {
+		ln, err := reg.ListenWithCallback(spec.Network, spec.Address, func(network, addr string) (net.Listener, error) {
+			if network == "unix" {
+				if err := removeStale(addr); err != nil {
+					return nil, err
+				}
+				s.created = true
+			}
+			return net.Listen(network, addr)
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.conn, s.closer, s.addr = ln.(syscall.Conn), ln, ln.Addr().String()
+		if ul, ok := ln.(*net.UnixListener); ok {
+			// The registry keeps the file for a self-upgrade; hitless
+			// removes it itself on exit.
+			ul.SetUnlinkOnClose(false)
+		}
+	} else {
+		pc, err := reg.ListenPacketWithCallback(spec.Network, spec.Address, func(network, addr string) (net.PacketConn, error) {
+			return net.ListenPacket(network, addr)
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.conn, s.closer, s.addr = pc.(syscall.Conn), pc, pc.LocalAddr().String()
+	}
+	var lerr error
+	rc, err := s.conn.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) {
+			s.fd = int(fd)
+			if spec.Backlog > 0 {
+				// Linux lets listen(2) be called again to resize the queue.
+				lerr = unix.Listen(s.fd, spec.Backlog)
+			}
+		})
+	}
+	if err == nil {
+		err = lerr
+	}
+	if err == nil && spec.Network == "unix" {
+		err = s.chmod()
+	}
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *socket) chmod() error {
+	if s.spec.Mode != 0 {
+		if err := os.Chmod(s.spec.Address, s.spec.Mode); err != nil {
+			return err
+		}
+	}
+	if s.spec.UID >= 0 || s.spec.GID >= 0 {
+		if err := os.Lchown(s.spec.Address, s.spec.UID, s.spec.GID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *socket) close() {
+	s.closer.Close()
+	if s.created {
+		os.Remove(s.spec.Address)
+	}
+}
+
+// removeStale removes a unix socket file left behind by a process that is
+// gone, and refuses to touch one that something still listens on, or a
+// file that is not a socket.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s: address already in use (something is listening on it)", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s: cannot tell whether it is stale: %w", path, err)
+	}
+	return os.Remove(path)
+}

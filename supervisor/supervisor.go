@@ -1,0 +1,878 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/sdnotify"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultReadyTimeout = 60 * time.Second
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultBackoffMin   = 100 * time.Millisecond
+	DefaultBackoffMax   = 30 * time.Second
+	DefaultStableAfter  = 10 * time.Second
+)
+
+// Config says what to run and how. The zero value of every field but
+// Listen and Command means its default.
+type Config struct {
+	Listen  []ListenSpec
+	Command []string // the program and its arguments
+	Dir     string   // the child's working directory, resolved at each start
+	Env     []string // KEY=VALUE added to the child's environment
+
+	// ReadyDelay, if positive, declares a child ready once it has lived
+	// this long, for programs that cannot send READY=1. It is the weaker
+	// choice: a slow or half-started child gets traffic anyway.
+	ReadyDelay   time.Duration
+	ReadyTimeout time.Duration
+	DrainSignal  syscall.Signal // default SIGTERM
+	DrainTimeout time.Duration
+
+	// A serving child that dies is restarted after BackoffMin, doubling
+	// up to BackoffMax; a child that served StableAfter resets it.
+	BackoffMin, BackoffMax, StableAfter time.Duration
+
+	// OutputPrefix puts "[gen N pid P] " before each line the child
+	// writes to stdout and stderr.
+	OutputPrefix bool
+	Stdout       *os.File // default os.Stdout
+	Stderr       *os.File // default os.Stderr
+
+	Logger   *slog.Logger
+	Registry Registry // where sockets are kept; nil binds directly
+
+	// Notifier reports to the service manager; nil for none.
+	Notifier *sdnotify.Notifier
+
+	// ShimPath is the binary that runs RunShim when its first argument
+	// is ShimArg; default /proc/self/exe.
+	ShimPath string
+}
+
+// Supervisor holds the sockets and runs generations of the child. Create
+// it with New, which binds the sockets, then call Run once.
+type Supervisor struct {
+	cfg     Config
+	log     *slog.Logger
+	sockets []*socket
+	rundir  string // private notify sockets live here
+	reaper  *reaper
+
+	events chan event
+	reqs   chan request
+	done   chan struct{} // closed when the loop has returned
+	bg     sync.WaitGroup
+
+	// Owned by the loop.
+	nextID     int
+	gens       []*generation // every generation not yet reaped
+	serving    *generation
+	starting   *generation
+	pending    bool       // one more reload queued behind starting
+	waiting    []chan error // callers of the reload in flight
+	queued     []chan error // callers of the queued reload
+	stopping   bool
+	stopWait   []chan error
+	everServed bool
+	restart    *time.Timer
+	backoff    time.Duration
+	exitCode   int
+	initErr    error
+	exited     []*generation // reaped, output may still be copying
+
+	stats Stats
+}
+
+// Stats counts what happened to reloads.
+type Stats struct {
+	ReloadsOK     int       `json:"reloads_ok"`
+	ReloadsFailed int       `json:"reloads_failed"`
+	Restarts      int       `json:"restarts"`
+	LastFailure   string    `json:"last_failure,omitempty"`
+	LastFailureAt time.Time `json:"last_failure_at,omitzero"`
+}
+
+// ReloadError says why a new generation did not take over. The serving
+// generation, if any, is untouched.
+type ReloadError struct {
+	Generation int
+	PID        int      // 0 if it never started
+	Reason     string   // exit status, signal, timeout or start error
+	Stderr     []string // the last lines it wrote to stderr
+}
+
+func (e *ReloadError) Error() string {
+	s := fmt.Sprintf("generation %d", e.Generation)
+	if e.PID > 0 {
+		s += fmt.Sprintf(" (pid %d)", e.PID)
+	}
+	s += " failed: " + e.Reason
+	if len(e.Stderr) > 0 {
+		s += ": last stderr: " + e.Stderr[len(e.Stderr)-1]
+	}
+	return s
+}
+
+// ExitError is returned by Run when the last serving child exited with a
+// non-zero status; Code is its shell-style exit code.
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("child exited with code %d", e.Code) }
+
+// ErrStopping is returned to reloads asked for or queued after a stop.
+var ErrStopping = errors.New("hitless is stopping")
+
+type evKind int
+
+const (
+	evExit evKind = iota
+	evReady
+	evReadyTimeout
+	evDrainTimeout
+	evRestart
+)
+
+type event struct {
+	kind evKind
+	gen  *generation
+	ws   unix.WaitStatus
+}
+
+type reqKind int
+
+const (
+	reqReload reqKind = iota
+	reqStop
+	reqStatus
+)
+
+type request struct {
+	kind   reqKind
+	reply  chan error
+	status chan Status
+}
+
+// New checks cfg and binds every socket. Nothing is started yet. Errors
+// name the offending listener; on error nothing stays bound.
+func New(cfg Config) (*Supervisor, error) {
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
+		return nil, errors.New("no command to run: give it after --")
+	}
+	if len(cfg.Listen) == 0 {
+		return nil, errors.New("no sockets: give at least one --listen")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.ReadyTimeout, DefaultReadyTimeout)
+	def(&cfg.DrainTimeout, DefaultDrainTimeout)
+	def(&cfg.BackoffMin, DefaultBackoffMin)
+	def(&cfg.BackoffMax, DefaultBackoffMax)
+	def(&cfg.StableAfter, DefaultStableAfter)
+	if cfg.BackoffMax < cfg.BackoffMin {
+		return nil, fmt.Errorf("backoff max %v is below backoff min %v", cfg.BackoffMax, cfg.BackoffMin)
+	}
+	if cfg.DrainSignal == 0 {
+		cfg.DrainSignal = syscall.SIGTERM
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = os.Stdout
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(cfg.Stderr, nil))
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = directRegistry{}
+	}
+	if cfg.ShimPath == "" {
+		cfg.ShimPath = "/proc/self/exe"
+	}
+	names := make(map[string]string)
+	for _, l := range cfg.Listen {
+		if prev, ok := names[l.Name]; ok {
+			return nil, fmt.Errorf("--listen %s: name %q is already used by %s: give each a NAME=", l.Spec, l.Name, prev)
+		}
+		names[l.Name] = l.Spec
+	}
+	s := &Supervisor{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		events:  make(chan event),
+		reqs:    make(chan request),
+		done:    make(chan struct{}),
+		backoff: cfg.BackoffMin,
+	}
+	for _, l := range cfg.Listen {
+		sock, err := bind(cfg.Registry, l)
+		if err != nil {
+			s.closeSockets()
+			return nil, fmt.Errorf("--listen %s: %w", l.Spec, err)
+		}
+		s.sockets = append(s.sockets, sock)
+	}
+	return s, nil
+}
+
+func (s *Supervisor) closeSockets() {
+	for _, sock := range s.sockets {
+		sock.close()
+	}
+	s.sockets = nil
+}
+
+// Addrs returns the bound address of each socket, in --listen order.
+func (s *Supervisor) Addrs() []string {
+	a := make([]string, len(s.sockets))
+	for i, sock := range s.sockets {
+		a[i] = sock.addr
+	}
+	return a
+}
+
+// Run starts the first generation and supervises until ctx is done, a
+// stop is asked for, or SIGTERM or SIGINT arrives; then it drains every
+// child and closes the sockets. It returns an error if the first child
+// never became ready, and *ExitError if the last serving child exited
+// with a non-zero status.
+//
+// Run handles SIGHUP (reload), SIGTERM and SIGINT (graceful stop; a
+// second SIGINT kills at once), and forwards SIGUSR1 and SIGUSR2 to the
+// serving child's process group.
+func (s *Supervisor) Run(ctx context.Context) error {
+	defer s.closeSockets()
+	// Before anything can be announced: a SIGHUP sent as soon as hitless
+	// says it listens must reload, not kill it.
+	sigc := make(chan os.Signal, 8)
+	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sigc)
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		s.log.Warn("cannot become a subreaper; orphans of children will not be reaped", "err", err)
+	}
+	dir, err := os.MkdirTemp("", "hitless-")
+	if err != nil {
+		return fmt.Errorf("create notify socket directory: %w", err)
+	}
+	s.rundir = dir
+	defer os.RemoveAll(dir)
+
+	// Descriptors hitless inherited without close-on-exec (from a shell,
+	// a test runner, a leaky parent) must not reach the children, which
+	// get exactly stdio and the sockets.
+	if err := closeOnExecFrom(3); err != nil {
+		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
+	}
+	s.reaper = newReaper()
+	defer s.reaper.stop()
+
+	s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "))
+	s.loop(ctx, sigc)
+	close(s.done)
+	s.bg.Wait()
+	for _, g := range s.exited {
+		for _, p := range g.pipes {
+			p.Close()
+		}
+		g.outw.Wait()
+	}
+	if s.initErr != nil {
+		return s.initErr
+	}
+	if s.exitCode != 0 {
+		return &ExitError{Code: s.exitCode}
+	}
+	return nil
+}
+
+func (s *Supervisor) loop(ctx context.Context, sigc <-chan os.Signal) {
+	s.startReload()
+	ctxDone := ctx.Done()
+	for !s.stopping || len(s.gens) > 0 {
+		select {
+		case sig := <-sigc:
+			s.handleSignal(sig.(syscall.Signal))
+		case <-ctxDone:
+			ctxDone = nil
+			s.stop()
+		case ev := <-s.events:
+			s.handleEvent(ev)
+		case req := <-s.reqs:
+			switch req.kind {
+			case reqReload:
+				s.reload(req.reply)
+			case reqStop:
+				s.stopWait = append(s.stopWait, req.reply)
+				s.stop()
+			case reqStatus:
+				req.status <- s.snapshot()
+			}
+		}
+	}
+	if s.restart != nil {
+		s.restart.Stop()
+	}
+	for _, c := range s.stopWait {
+		c <- nil
+	}
+}
+
+func (s *Supervisor) handleSignal(sig syscall.Signal) {
+	switch sig {
+	case syscall.SIGHUP:
+		s.log.Info("SIGHUP: reload")
+		s.reload(nil)
+	case syscall.SIGTERM, syscall.SIGINT:
+		if sig == syscall.SIGINT && s.stopping {
+			s.log.Warn("second SIGINT: killing every child now")
+			for _, g := range s.gens {
+				g.signal(syscall.SIGKILL)
+			}
+			return
+		}
+		s.log.Info("stop", "signal", unix.SignalName(sig))
+		s.stop()
+	case syscall.SIGUSR1, syscall.SIGUSR2:
+		if s.serving != nil {
+			s.log.Info("forwarding signal", "signal", unix.SignalName(sig), "generation", s.serving.id, "pid", s.serving.pid)
+			s.serving.signal(sig)
+		}
+	}
+}
+
+// reload starts a new generation now, or queues one behind the one in
+// flight. Requests that arrive while one is queued join it: a burst of
+// reloads ends in at most two starts, never in aborting the one running.
+func (s *Supervisor) reload(reply chan error) {
+	if s.stopping {
+		if reply != nil {
+			reply <- ErrStopping
+		}
+		return
+	}
+	if s.starting != nil {
+		s.pending = true
+		if reply != nil {
+			s.queued = append(s.queued, reply)
+		}
+		return
+	}
+	if reply != nil {
+		s.waiting = append(s.waiting, reply)
+	}
+	if s.restart != nil {
+		// An operator's reload during a crash-restart backoff runs now.
+		s.restart.Stop()
+		s.restart = nil
+	}
+	s.startReload()
+}
+
+// startReload starts a generation; a start error fails the reload at once.
+func (s *Supervisor) startReload() {
+	for {
+		g, err := s.start()
+		if err == nil {
+			s.starting = g
+			return
+		}
+		s.failed(g, err.Error())
+		if !s.takeQueued() {
+			return
+		}
+	}
+}
+
+// takeQueued moves the queued reload's callers to the front; false when
+// none is queued.
+func (s *Supervisor) takeQueued() bool {
+	if !s.pending || s.stopping {
+		return false
+	}
+	s.pending = false
+	s.waiting, s.queued = s.queued, nil
+	return true
+}
+
+func (s *Supervisor) handleEvent(ev event) {
+	g := ev.gen
+	switch ev.kind {
+	case evReady:
+		if g == s.starting {
+			s.promote(g)
+		}
+	case evReadyTimeout:
+		if g == s.starting {
+			s.failed(g, fmt.Sprintf("not ready within %v", s.cfg.ReadyTimeout))
+			s.afterFailure()
+		}
+	case evDrainTimeout:
+		if g.state == Draining {
+			s.log.Warn("drain timeout: killing process group", "generation", g.id, "pid", g.pid, "timeout", s.cfg.DrainTimeout)
+			g.signal(syscall.SIGKILL)
+		}
+	case evRestart:
+		s.restart = nil
+		if !s.stopping && s.serving == nil && s.starting == nil {
+					s.stats.Restarts++
+					s.startReload()
+		}
+	case evExit:
+		s.exit(g, ev.ws)
+	}
+}
+
+// promote makes g the serving generation and drains the one before it.
+func (s *Supervisor) promote(g *generation) {
+	g.readyAt = time.Now()
+	g.stopTimers()
+	old := s.serving
+	g.state, s.serving, s.starting = Serving, g, nil
+	took := g.readyAt.Sub(g.started).Round(time.Millisecond)
+	if old != nil || s.everServed {
+			s.stats.ReloadsOK++
+		}
+	s.everServed = true
+	s.log.Info("serving", "generation", g.id, "pid", g.pid, "ready_after", took)
+	if old != nil {
+		s.drain(old)
+	}
+	for _, c := range s.waiting {
+		c <- nil
+	}
+	s.waiting = nil
+	if s.takeQueued() {
+		s.startReload()
+	}
+}
+
+func (s *Supervisor) drain(g *generation) {
+	g.state, g.drainAt = Draining, time.Now()
+	g.stopTimers()
+	s.log.Info("draining", "generation", g.id, "pid", g.pid, "signal", unix.SignalName(s.cfg.DrainSignal), "timeout", s.cfg.DrainTimeout)
+	if err := g.signal(s.cfg.DrainSignal); err != nil {
+		s.log.Error("signal", "generation", g.id, "pid", g.pid, "err", err)
+	}
+	g.timer = time.AfterFunc(s.cfg.DrainTimeout, func() { s.post(event{kind: evDrainTimeout, gen: g}) })
+}
+
+// failed records that g did not take over and kills what is left of it.
+func (s *Supervisor) failed(g *generation, reason string) {
+	err := &ReloadError{Generation: g.id, PID: g.pid, Reason: reason}
+	if g.stderr != nil {
+		err.Stderr = g.stderr.Lines(5)
+	}
+	if g.pid > 0 && g.state != Failed {
+		g.state = Failed
+		g.stopTimers()
+		g.signal(syscall.SIGKILL)
+	}
+	if s.starting == g {
+		s.starting = nil
+	}
+	s.stats.ReloadsFailed++
+	s.stats.LastFailure, s.stats.LastFailureAt = err.Error(), time.Now()
+	s.log.Error("reload failed", "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(err.Stderr, " | "))
+	for _, c := range s.waiting {
+		c <- err
+	}
+	s.waiting = nil
+	if !s.everServed && !s.stopping && s.serving == nil && s.initErr == nil {
+		// The first child goes through the same gate; failing it ends hitless.
+		s.initErr = fmt.Errorf("first child: %w", err)
+		s.stopping = true
+		s.pending = false
+		for _, c := range s.queued {
+			c <- ErrStopping
+		}
+		s.queued = nil
+	}
+}
+
+// afterFailure starts what must follow a failed start: the queued reload,
+// or a restart if nothing serves.
+func (s *Supervisor) afterFailure() {
+	if s.takeQueued() {
+		s.startReload()
+		return
+	}
+	if s.serving == nil && s.starting == nil && !s.stopping {
+		s.scheduleRestart()
+	}
+}
+
+func (s *Supervisor) scheduleRestart() {
+	d := s.backoff
+	s.backoff = min(2*s.backoff, s.cfg.BackoffMax)
+	s.log.Warn("no serving child: restarting", "in", d)
+	s.restart = time.AfterFunc(d, func() { s.post(event{kind: evRestart}) })
+}
+
+func (s *Supervisor) exit(g *generation, ws unix.WaitStatus) {
+	for i, x := range s.gens {
+		if x == g {
+			s.gens = append(s.gens[:i], s.gens[i+1:]...)
+			break
+		}
+	}
+	g.stopTimers()
+	g.notify.Close()
+	s.exited = append(s.exited, g)
+	reason := exitReason(ws)
+	switch {
+	case g == s.starting:
+		s.failed(g, "exited before ready: "+reason)
+		s.afterFailure()
+	case g == s.serving:
+		s.serving = nil
+		s.exitCode = exitCode(ws)
+		if s.stopping {
+			s.log.Info("stopped", "generation", g.id, "pid", g.pid, "status", reason, "took", time.Since(g.drainAt).Round(time.Millisecond))
+			return
+		}
+		s.log.Error("serving child died", "generation", g.id, "pid", g.pid, "status", reason, "stderr", strings.Join(g.stderr.Lines(3), " | "))
+		if time.Since(g.readyAt) >= s.cfg.StableAfter {
+			s.backoff = s.cfg.BackoffMin
+		}
+		if s.starting == nil {
+			s.scheduleRestart()
+		}
+	case g.state == Draining:
+		s.log.Info("drained", "generation", g.id, "pid", g.pid, "status", reason, "took", time.Since(g.drainAt).Round(time.Millisecond))
+	default:
+		s.log.Debug("reaped", "generation", g.id, "pid", g.pid, "status", reason)
+	}
+}
+
+// stop drains every generation; the loop ends when all are reaped.
+func (s *Supervisor) stop() {
+	if s.stopping && s.initErr == nil {
+		return
+	}
+	s.stopping = true
+	if s.restart != nil {
+		s.restart.Stop()
+		s.restart = nil
+	}
+	s.pending = false
+	for _, c := range append(s.waiting, s.queued...) {
+		c <- ErrStopping
+	}
+	s.waiting, s.queued = nil, nil
+	for _, g := range s.gens {
+		if g.state == Starting || g.state == Serving || g.state == Ready {
+			s.drain(g)
+		}
+	}
+}
+
+// post hands an event to the loop, or drops it once the loop is gone.
+func (s *Supervisor) post(ev event) {
+	select {
+	case s.events <- ev:
+	case <-s.done:
+	}
+}
+
+func (g *generation) stopTimers() {
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	if g.delay != nil {
+		g.delay.Stop()
+	}
+}
+
+// start spawns a generation through the shim. On error the returned
+// generation carries its id for the report.
+func (s *Supervisor) start() (*generation, error) {
+	s.nextID++
+	g := &generation{id: s.nextID, state: Starting, exitc: make(chan unix.WaitStatus, 1), stderr: &tail{max: 8 << 10}}
+	dir, prog, err := resolve(s.cfg.Dir, s.cfg.Command, s.cfg.Env)
+	if err != nil {
+		return g, fmt.Errorf("start: %w", err)
+	}
+	notifyPath := filepath.Join(s.rundir, "notify-"+strconv.Itoa(g.id))
+	g.notify, err = sdnotify.Listen(notifyPath)
+	if err != nil {
+		return g, fmt.Errorf("start: notify socket: %w", err)
+	}
+
+	// stderr always goes through a pipe, so a failure can quote its last
+	// lines; stdout only when it gets a prefix.
+	files := []uintptr{0, s.cfg.Stdout.Fd(), s.cfg.Stderr.Fd()}
+	type pipe struct {
+		r      *os.File
+		dst    *os.File
+		stderr bool
+	}
+	var pipes []pipe
+	var writeEnds []*os.File
+	closeAll := func(readEnds bool) {
+		for _, w := range writeEnds {
+			w.Close()
+		}
+		if readEnds {
+			for _, p := range pipes {
+				p.r.Close()
+			}
+			g.notify.Close()
+		}
+	}
+	for fd, dst := range map[int]*os.File{1: s.cfg.Stdout, 2: s.cfg.Stderr} {
+		if fd == 1 && !s.cfg.OutputPrefix {
+			continue
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(true)
+			return g, fmt.Errorf("start: output pipe: %w", err)
+		}
+		pipes = append(pipes, pipe{r: r, dst: dst, stderr: fd == 2})
+		writeEnds = append(writeEnds, w)
+		files[fd] = w.Fd()
+	}
+	for _, sock := range s.sockets {
+		files = append(files, uintptr(sock.fd))
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   s.childEnv(g, notifyPath),
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	argv := append([]string{"hitless", ShimArg, prog}, s.cfg.Command...)
+	pid, err := s.reaper.start(func() (int, error) {
+		pid, _, err := syscall.StartProcess(s.cfg.ShimPath, argv, attr)
+		return pid, err
+	}, func(ws unix.WaitStatus) { g.exitc <- ws })
+	closeAll(err != nil)
+	if err != nil {
+		return g, fmt.Errorf("start: %w", err)
+	}
+	g.pid, g.started = pid, time.Now()
+	s.gens = append(s.gens, g)
+	s.log.Info("started", "generation", g.id, "pid", pid, "program", prog, "dir", dir)
+
+	for _, p := range pipes {
+		var dst io.Writer = p.dst
+		if s.cfg.OutputPrefix {
+			dst = &prefixWriter{w: p.dst, prefix: fmt.Appendf(nil, "[gen %d pid %d] ", g.id, pid)}
+		}
+		if p.stderr {
+			dst = io.MultiWriter(dst, g.stderr)
+		}
+		g.pipes = append(g.pipes, p.r)
+		g.outw.Add(1)
+		go copyOutput(&g.outw, dst, p.r)
+	}
+	s.bg.Add(2)
+	go func() {
+		defer s.bg.Done()
+		ws := <-g.exitc
+		// Whatever the leader left in its group would hold the sockets
+		// and the output pipes. A group that still has members keeps its
+		// id, so this cannot hit a reused pid.
+		g.signal(syscall.SIGKILL)
+		// Report the exit once its output is copied, so the last lines
+		// are in the log before the verdict, within a bound in case an
+		// escaped descendant keeps the pipe open.
+		copied := make(chan struct{})
+		go func() { g.outw.Wait(); close(copied) }()
+		select {
+		case <-copied:
+		case <-time.After(2 * time.Second):
+		}
+		s.post(event{kind: evExit, gen: g, ws: ws})
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.readNotify(g)
+	}()
+	g.timer = time.AfterFunc(s.cfg.ReadyTimeout, func() { s.post(event{kind: evReadyTimeout, gen: g}) })
+	if s.cfg.ReadyDelay > 0 {
+		g.delay = time.AfterFunc(s.cfg.ReadyDelay, func() { s.post(event{kind: evReady, gen: g}) })
+	}
+	return g, nil
+}
+
+// readNotify reads the generation's private notify socket until it is
+// closed. Only the child and its descendants are believed; the sender is
+// known from SCM_CREDENTIALS, never from the payload.
+func (s *Supervisor) readNotify(g *generation) {
+	readySent := false
+	for {
+		m, err := g.notify.Read()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return
+			}
+			s.log.Warn("notify socket: bad message", "generation", g.id, "err", err)
+			continue
+		}
+		if !inTree(int(m.PID), g.pid) {
+			s.log.Warn("notify socket: message from a process outside the child's tree ignored", "generation", g.id, "sender_pid", m.PID)
+			continue
+		}
+		g.mu.Lock()
+		if v, ok := m.Get("STATUS"); ok {
+			g.status = sdnotify.CleanStatus(v)
+		}
+		if v, _ := m.Get("STOPPING"); v == "1" {
+			g.stopping = true
+		}
+		g.mu.Unlock()
+		if v, _ := m.Get("READY"); v == "1" && !readySent && s.cfg.ReadyDelay <= 0 {
+			readySent = true
+			s.post(event{kind: evReady, gen: g})
+		}
+	}
+}
+
+// childEnv is hitless's environment less what belongs to hitless's own
+// supervisor, plus the child's sockets in every supported convention.
+func (s *Supervisor) childEnv(g *generation, notifyPath string) []string {
+	drop := func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
+			"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+			"SERVER_STARTER_PORT", "SERVER_STARTER_GENERATION", "HITLESS_GENERATION":
+			return true
+		}
+		return strings.HasPrefix(k, "EINHORN_")
+	}
+	var env []string
+	for _, kv := range append(os.Environ(), s.cfg.Env...) {
+		if !drop(kv) {
+			env = append(env, kv)
+		}
+	}
+	var names, starter, einhornFDs []string
+	einhorn := 0
+	for i, sock := range s.sockets {
+		fd := strconv.Itoa(3 + i)
+		names = append(names, sock.spec.Name)
+		if sock.spec.Stream() {
+			starter = append(starter, sock.addr+"="+fd)
+			env = append(env, "EINHORN_FD_"+strconv.Itoa(einhorn)+"="+fd)
+			einhornFDs = append(einhornFDs, fd)
+			einhorn++
+		}
+	}
+	gen := strconv.Itoa(g.id)
+	env = append(env,
+		"LISTEN_FDS="+strconv.Itoa(len(s.sockets)),
+		"LISTEN_FDNAMES="+strings.Join(names, ":"),
+		"NOTIFY_SOCKET="+notifyPath,
+		"HITLESS_GENERATION="+gen,
+		"SERVER_STARTER_GENERATION="+gen,
+	)
+	if einhorn > 0 {
+		env = append(env,
+			"SERVER_STARTER_PORT="+strings.Join(starter, ";"),
+			"EINHORN_FD_COUNT="+strconv.Itoa(einhorn),
+			"EINHORN_FDS="+strings.Join(einhornFDs, " "),
+		)
+	}
+	return dedupEnv(env)
+}
+
+// dedupEnv keeps the last value of each key, as a shell would.
+func dedupEnv(env []string) []string {
+	idx := make(map[string]int, len(env))
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+// inTree reports whether pid is root, in root's process group, or a
+// descendant of root.
+func inTree(pid, root int) bool {
+	for depth := 0; pid > 1 && depth < 64; depth++ {
+		if pid == root {
+			return true
+		}
+		ppid, pgid, ok := procStat(pid)
+		if !ok {
+			return false
+		}
+		if pgid == root {
+			return true
+		}
+		pid = ppid
+	}
+	return false
+}
+
+// procStat reads the parent pid and process group from /proc/PID/stat.
+func procStat(pid int) (ppid, pgid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// The command name may hold spaces and parentheses; fields after the
+	// last ')' are plain: state ppid pgrp ...
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 3 {
+		return 0, 0, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	pgid, err2 := strconv.Atoi(f[2])
+	return ppid, pgid, err1 == nil && err2 == nil
+}
+
+// closeOnExecFrom sets FD_CLOEXEC on every descriptor from lowfd up.
+func closeOnExecFrom(lowfd int) error {
+	err := unix.CloseRange(uint(lowfd), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return nil
+	}
+	// Before Linux 5.11: walk /proc/self/fd.
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= lowfd {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
+}
