@@ -13,7 +13,13 @@
 #
 # Usage: scripts/demo.sh [--no-graceful] [--reloads N] [--requests N]
 #                        [--rate R] [--concurrency C] [--keepalive on|off]
-#                        [--write-delay D] [--keep]
+#                        [--write-delay D] [--no-idempotency-key] [--keep]
+#
+# The load generator sends an Idempotency-Key with each POST, as a careful
+# client does: a keep-alive connection that sat idle can be closed by the
+# server exactly as the client sends on it (HTTP/1.1 has no way around
+# that; the lame duck makes it rare), and Go's client retries such a POST
+# only when it carries that key. --no-idempotency-key shows the raw race.
 # Needs only Go (and bash). Exit status: 0 when correct (or, with
 # --no-graceful, when the run completed), 1 otherwise.
 set -euo pipefail
@@ -26,6 +32,7 @@ concurrency=8
 keepalive=on
 write_delay=200ms
 keep=false
+idempotency=true
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
@@ -38,6 +45,7 @@ while [[ $# -gt 0 ]]; do
 	--keepalive) keepalive=$2; shift ;;
 	--write-delay) write_delay=$2; shift ;;
 	--keep) keep=true ;;
+	--no-idempotency-key) idempotency=false ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "demo.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -97,7 +105,7 @@ pid=$("$tmp/loadgen" -url "$url" -wait-new-pid 0 -deadline 30s)
 log "generation 1 is pid $pid"
 
 log "sending $requests orders ($concurrency clients, $rate/s, keep-alive $keepalive) while reloading $reloads times"
-"$tmp/loadgen" -url "$url" -n "$requests" -c "$concurrency" -rate "$rate" -keepalive="$ka" >"$tmp/load.txt" &
+"$tmp/loadgen" -url "$url" -n "$requests" -c "$concurrency" -rate "$rate" -keepalive="$ka" -idempotency-key="$idempotency" >"$tmp/load.txt" &
 load_pid=$!
 
 # Spread the reloads over the stream: pacing, not waiting for an effect.
