@@ -98,6 +98,7 @@ func run(cfg config, log *slog.Logger) error {
 		db.Close()
 		return err
 	}
+	log.Info("orders: listening", "addr", ln.Addr().String(), "sockets", socks.String())
 	socks.Close() // anything else we were given
 
 	lc := childproc.New(childproc.Options{Logger: log, DrainTimeout: cfg.drainTimeout, LameDuck: cfg.lameDuck})
