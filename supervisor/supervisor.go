@@ -86,7 +86,7 @@ type Supervisor struct {
 	gens       []*generation // every generation not yet reaped
 	serving    *generation
 	starting   *generation
-	pending    bool       // one more reload queued behind starting
+	pending    bool         // one more reload queued behind starting
 	waiting    []chan error // callers of the reload in flight
 	queued     []chan error // callers of the queued reload
 	stopping   bool
@@ -435,8 +435,8 @@ func (s *Supervisor) handleEvent(ev event) {
 	case evRestart:
 		s.restart = nil
 		if !s.stopping && s.serving == nil && s.starting == nil {
-					s.stats.Restarts++
-					s.startReload()
+			s.stats.Restarts++
+			s.startReload()
 		}
 	case evExit:
 		s.exit(g, ev.ws)
@@ -451,8 +451,8 @@ func (s *Supervisor) promote(g *generation) {
 	g.state, s.serving, s.starting = Serving, g, nil
 	took := g.readyAt.Sub(g.started).Round(time.Millisecond)
 	if old != nil || s.everServed {
-			s.stats.ReloadsOK++
-		}
+		s.stats.ReloadsOK++
+	}
 	s.everServed = true
 	s.log.Info("serving", "generation", g.id, "pid", g.pid, "ready_after", took)
 	if old != nil {
@@ -541,6 +541,9 @@ func (s *Supervisor) exit(g *generation, ws unix.WaitStatus) {
 	s.exited = append(s.exited, g)
 	reason := exitReason(ws)
 	switch {
+	case g == s.starting && s.stopping:
+		s.starting = nil
+		s.log.Info("stopped before ready", "generation", g.id, "pid", g.pid, "status", reason)
 	case g == s.starting:
 		s.failed(g, "exited before ready: "+reason)
 		s.afterFailure()

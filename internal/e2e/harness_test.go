@@ -252,9 +252,7 @@ func (p *proc) reloadDrained() record {
 	p.t.Helper()
 	m := p.mark()
 	r := p.reload()
-	p.waitSince(m, 40*time.Second, func(d record) bool {
-		return d.msg() == "drained" && d.int("generation") == r.int("generation")-1
-	})
+	p.waitSince(m, 40*time.Second, msgIs("drained"))
 	return r
 }
 
