@@ -35,6 +35,7 @@ const (
 // goroutines write.
 type generation struct {
 	id      int
+	kind    startKind
 	pid     int
 	started time.Time
 	state   State

@@ -140,6 +140,16 @@ func (e *ExitError) Error() string { return fmt.Sprintf("child exited with code 
 // ErrStopping is returned to reloads asked for or queued after a stop.
 var ErrStopping = errors.New("hitless is stopping")
 
+// startKind says why a generation was started, which decides what its
+// success or failure means and what the service manager is told.
+type startKind int
+
+const (
+	kindInitial startKind = iota // the first child
+	kindReload                   // SIGHUP, or Reload
+	kindRestart                  // after the serving child died
+)
+
 type evKind int
 
 const (
@@ -307,7 +317,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) loop(ctx context.Context, sigc <-chan os.Signal) {
-	s.startReload()
+	s.startReload(kindInitial)
+	var watchdog <-chan time.Time
+	if d := s.cfg.Notifier.WatchdogInterval(); d > 0 {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		watchdog = t.C
+	}
 	ctxDone := ctx.Done()
 	for !s.stopping || len(s.gens) > 0 {
 		select {
@@ -318,6 +334,11 @@ func (s *Supervisor) loop(ctx context.Context, sigc <-chan os.Signal) {
 			s.stop()
 		case ev := <-s.events:
 			s.handleEvent(ev)
+		case <-watchdog:
+			// Only a service that serves is alive to the service manager.
+			if s.serving != nil {
+				s.notify(s.cfg.Notifier.Watchdog())
+			}
 		case req := <-s.reqs:
 			switch req.kind {
 			case reqReload:
@@ -386,21 +407,28 @@ func (s *Supervisor) reload(reply chan error) {
 		s.restart.Stop()
 		s.restart = nil
 	}
-	s.startReload()
+	s.startReload(kindReload)
 }
 
 // startReload starts a generation; a start error fails the reload at once.
-func (s *Supervisor) startReload() {
+func (s *Supervisor) startReload(kind startKind) {
 	for {
-		g, err := s.start()
+		if kind == kindReload {
+			s.notify(s.cfg.Notifier.Reloading())
+		}
+		g, err := s.start(kind)
 		if err == nil {
 			s.starting = g
 			return
 		}
 		s.failed(g, err.Error())
 		if !s.takeQueued() {
+			if s.serving == nil && !s.stopping {
+				s.scheduleRestart()
+			}
 			return
 		}
+		kind = kindReload
 	}
 }
 
@@ -436,7 +464,7 @@ func (s *Supervisor) handleEvent(ev event) {
 		s.restart = nil
 		if !s.stopping && s.serving == nil && s.starting == nil {
 			s.stats.Restarts++
-			s.startReload()
+			s.startReload(kindRestart)
 		}
 	case evExit:
 		s.exit(g, ev.ws)
@@ -450,11 +478,17 @@ func (s *Supervisor) promote(g *generation) {
 	old := s.serving
 	g.state, s.serving, s.starting = Serving, g, nil
 	took := g.readyAt.Sub(g.started).Round(time.Millisecond)
-	if old != nil || s.everServed {
-		s.stats.ReloadsOK++
-	}
 	s.everServed = true
 	s.log.Info("serving", "generation", g.id, "pid", g.pid, "ready_after", took)
+	switch g.kind {
+	case kindInitial:
+		s.notify(s.cfg.Notifier.Ready(fmt.Sprintf("serving: generation %d (pid %d)", g.id, g.pid)))
+	case kindReload:
+		s.stats.ReloadsOK++
+		s.notify(s.cfg.Notifier.Ready(fmt.Sprintf("reload succeeded: generation %d (pid %d) serving", g.id, g.pid)))
+	case kindRestart:
+		s.notify(s.cfg.Notifier.Status(fmt.Sprintf("restarted: generation %d (pid %d) serving", g.id, g.pid)))
+	}
 	if old != nil {
 		s.drain(old)
 	}
@@ -463,7 +497,7 @@ func (s *Supervisor) promote(g *generation) {
 	}
 	s.waiting = nil
 	if s.takeQueued() {
-		s.startReload()
+		s.startReload(kindReload)
 	}
 }
 
@@ -493,7 +527,20 @@ func (s *Supervisor) failed(g *generation, reason string) {
 	}
 	s.stats.ReloadsFailed++
 	s.stats.LastFailure, s.stats.LastFailureAt = err.Error(), time.Now()
-	s.log.Error("reload failed", "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(err.Stderr, " | "))
+	msg := map[startKind]string{kindInitial: "start failed", kindReload: "reload failed", kindRestart: "restart failed"}[g.kind]
+	s.log.Error(msg, "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(err.Stderr, " | "))
+	still := "nothing serving"
+	if s.serving != nil {
+		still = fmt.Sprintf("generation %d (pid %d) still serving", s.serving.id, s.serving.pid)
+	}
+	switch g.kind {
+	case kindReload:
+		// systemd has no "reload failed" message: READY=1 ends the
+		// reload job, and STATUS= says how it went.
+		s.notify(s.cfg.Notifier.Ready(fmt.Sprintf("reload failed: %s; %s", err, still)))
+	case kindRestart:
+		s.notify(s.cfg.Notifier.Status(fmt.Sprintf("restart failed: %s", err)))
+	}
 	for _, c := range s.waiting {
 		c <- err
 	}
@@ -514,7 +561,7 @@ func (s *Supervisor) failed(g *generation, reason string) {
 // or a restart if nothing serves.
 func (s *Supervisor) afterFailure() {
 	if s.takeQueued() {
-		s.startReload()
+		s.startReload(kindReload)
 		return
 	}
 	if s.serving == nil && s.starting == nil && !s.stopping {
@@ -574,6 +621,7 @@ func (s *Supervisor) stop() {
 		return
 	}
 	s.stopping = true
+	s.notify(s.cfg.Notifier.Stopping())
 	if s.restart != nil {
 		s.restart.Stop()
 		s.restart = nil
@@ -587,6 +635,13 @@ func (s *Supervisor) stop() {
 		if g.state == Starting || g.state == Serving || g.state == Ready {
 			s.drain(g)
 		}
+	}
+}
+
+// notify logs a failure to reach the service manager; it is not fatal.
+func (s *Supervisor) notify(err error) {
+	if err != nil {
+		s.log.Warn("notify service manager", "err", err)
 	}
 }
 
@@ -609,9 +664,9 @@ func (g *generation) stopTimers() {
 
 // start spawns a generation through the shim. On error the returned
 // generation carries its id for the report.
-func (s *Supervisor) start() (*generation, error) {
+func (s *Supervisor) start(kind startKind) (*generation, error) {
 	s.nextID++
-	g := &generation{id: s.nextID, state: Starting, exitc: make(chan unix.WaitStatus, 1), stderr: &tail{max: 8 << 10}}
+	g := &generation{id: s.nextID, kind: kind, state: Starting, exitc: make(chan unix.WaitStatus, 1), stderr: &tail{max: 8 << 10}}
 	dir, prog, err := resolve(s.cfg.Dir, s.cfg.Command, s.cfg.Env)
 	if err != nil {
 		return g, fmt.Errorf("start: %w", err)

@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hitless/hitless/internal/config"
+	"github.com/hitless/hitless/internal/pidfile"
+	"github.com/hitless/hitless/internal/sdnotify"
 	"github.com/hitless/hitless/supervisor"
 	"github.com/hitless/hitless/upgrade"
 )
@@ -30,6 +32,9 @@ type runFlags struct {
 	stableAfter  time.Duration
 	logFormat    string
 	logLevel     string
+	name         string
+	control      string
+	pidFile      string
 }
 
 func runCommand() *cobra.Command {
@@ -72,6 +77,9 @@ The default NAME is SCHEME-PORT (tcp-8080, udp-53) or unix-FILENAME.`,
 	fl.DurationVar(&f.stableAfter, "stable-after", config.DefaultStableAfter, "a child that served this long resets the restart delay")
 	fl.StringVar(&f.logFormat, "log-format", "text", "hitless's own log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.name, "name", "", "service name, used in the default control socket path (default: the command's base name)")
+	fl.StringVar(&f.control, "control", "", "control socket path for hitless reload/status/stop (default $HITLESS_CONTROL, else per service under $XDG_RUNTIME_DIR/hitless or /run/hitless)")
+	fl.StringVar(&f.pidFile, "pid-file", "", "write hitless's pid here (atomically); it never changes across reloads")
 	return c
 }
 
@@ -86,6 +94,9 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 	if err := applyFlags(c, f, file, args); err != nil {
 		return err
 	}
+	if err := file.Validate(); err != nil {
+		return usageError{err}
+	}
 	cfg := supervisor.Config{
 		Command:      file.Command,
 		Dir:          file.Dir,
@@ -98,13 +109,14 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 		StableAfter:  file.Restart.StableAfter,
 		OutputPrefix: file.OutputPrefix,
 	}
-	for k, v := range file.Env {
-		cfg.Env = append(cfg.Env, k+"="+v)
-	}
-	for _, l := range file.Listen {
+	cfg.Env = file.Environ()
+	for i, l := range file.Listen {
 		spec, err := supervisor.ParseListen(l)
 		if err != nil {
-			return usagef("--listen %s: %w", l, err)
+			if c.Flags().Changed("listen") {
+				return usagef("--listen %s: %w", l, err)
+			}
+			return usageError{file.ErrorAt(fmt.Sprintf("listen[%d]", i), err)}
 		}
 		cfg.Listen = append(cfg.Listen, spec)
 	}
@@ -121,6 +133,13 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 
+	// Read (and unset, so no child inherits it) what systemd gave hitless.
+	notifier, err := sdnotify.FromEnv()
+	if err != nil {
+		return fmt.Errorf("NOTIFY_SOCKET: %w", err)
+	}
+	cfg.Notifier = notifier
+
 	upg, err := upgrade.New()
 	if err != nil {
 		return err
@@ -131,6 +150,12 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 	if err != nil {
 		// A busy port or a bad address: nothing was started.
 		return usageError{err}
+	}
+	if file.PIDFile != "" {
+		if err := pidfile.Write(file.PIDFile, os.Getpid()); err != nil {
+			return fmt.Errorf("--pid-file: %w", err)
+		}
+		defer pidfile.Remove(file.PIDFile)
 	}
 	return sup.Run(context.Background())
 }
@@ -191,8 +216,10 @@ func applyFlags(c *cobra.Command, f *runFlags, file *config.File, args []string)
 			}
 		}
 	}
-	if file.Restart.BackoffMax < file.Restart.BackoffMin {
-		return usagef("--backoff-max %v is below --backoff-min %v", file.Restart.BackoffMax, file.Restart.BackoffMin)
+	for flag, dst := range map[string]*string{"name": &file.Name, "control": &file.Control, "pid-file": &file.PIDFile} {
+		if set(flag) {
+			*dst, _ = c.Flags().GetString(flag)
+		}
 	}
 	if set("log-format") || f.config == "" {
 		if file.Log.Format, err = config.ParseLogFormat(f.logFormat); err != nil {
@@ -213,5 +240,3 @@ func positive(flag string, d time.Duration) (time.Duration, error) {
 	}
 	return d, nil
 }
-
-var _ = fmt.Sprint

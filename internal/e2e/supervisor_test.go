@@ -262,7 +262,7 @@ func waitQuiet(t *testing.T, p *proc) {
 				last = max(last, g)
 			case "serving":
 				serving = g
-			case "drained", "reload failed":
+			case "drained", "reload failed", "restart failed":
 				settled[g] = true
 			}
 		}
