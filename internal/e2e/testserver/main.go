@@ -4,11 +4,27 @@
 // read from -mode-file, so a test can make the next generation fail.
 //
 // Modes: serve (default), exit (exit 3 at start), hang (never ready),
-// ignore-term (ready, but ignores SIGTERM), crash (ready, then exits 4),
-// orphan (serve, after starting a grandchild that outlives its parent).
+// ignore-term (ready, but ignores SIGTERM), crash (ready, then exits 4
+// after 200ms; crash:DURATION waits DURATION instead), orphan (serve,
+// after starting a grandchild that outlives its parent), notify-junk
+// (sends malformed and oversized datagrams to NOTIFY_SOCKET, then serves).
+//
+// Endpoints: GET /info, POST /work?ms=N, GET /events?n=N&every=DURATION
+// (server-sent events: N events, then the response ends), GET /hijack
+// (a WebSocket-style hijacked connection that echoes each line it reads
+// with "gen=G pid=P " in front; with ?goodbye=1 it writes "goodbye" and
+// closes when the server shuts down).
+//
+// Run without a supervisor (for the benchmark's baseline and its naive
+// stop-then-start restart), -addr binds the address itself; -h2c also
+// serves HTTP/2 over cleartext (prior knowledge); -timing-file appends
+// one line per start: "GEN PID MAIN_NS READY_NS", the Unix times in
+// nanoseconds at which main began and at which the server was about to
+// report READY=1.
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -26,6 +42,16 @@ import (
 	"github.com/hitless/hitless/childproc"
 )
 
+// mainStart is taken before main runs: the child's own start-up time is
+// measured from here.
+var mainStart = time.Now()
+
+var opt struct {
+	addr       string
+	h2c        bool
+	timingFile string
+}
+
 type info struct {
 	PID        int               `json:"pid"`
 	PPID       int               `json:"ppid"`
@@ -40,6 +66,9 @@ func main() {
 	modeFile := flag.String("mode-file", "", "file holding this start's mode; missing means serve")
 	name := flag.String("listener", "", "take the listener by this LISTEN_FDNAMES name (default: the first)")
 	lameDuck := flag.Duration("lame-duck", 0, "childproc lame-duck window; negative turns it off")
+	flag.StringVar(&opt.addr, "addr", "", "when not supervised: bind this TCP address itself")
+	flag.BoolVar(&opt.h2c, "h2c", false, "also serve HTTP/2 over cleartext (prior knowledge)")
+	flag.StringVar(&opt.timingFile, "timing-file", "", "append \"GEN PID MAIN_NS READY_NS\" to this file at each start")
 	flag.Parse()
 	mode := "serve"
 	if *modeFile != "" {
@@ -73,9 +102,12 @@ func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) e
 		return err
 	}
 	var ln net.Listener
-	if name != "" {
+	switch {
+	case !socks.Supervised() && opt.addr != "":
+		ln, err = socks.Listen("tcp", opt.addr)
+	case name != "":
 		ln, err = socks.Listener(name)
-	} else {
+	default:
 		ln, err = socks.ListenerAt(0)
 	}
 	if err != nil {
@@ -94,6 +126,71 @@ func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) e
 		fmt.Fprintf(w, "ok gen=%s pid=%d bytes=%d\n", in.Generation, in.PID, n)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if opt.h2c {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	shutdown := make(chan struct{})
+	srv.RegisterOnShutdown(func() { close(shutdown) })
+	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		every, _ := time.ParseDuration(r.URL.Query().Get("every"))
+		n, every = max(n, 1), max(every, time.Millisecond)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		rc := http.NewResponseController(w)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for i := range n {
+			if i > 0 {
+				select {
+				case <-t.C:
+				case <-r.Context().Done():
+					return
+				}
+			}
+			fmt.Fprintf(w, "id: %d\ndata: gen=%s pid=%d\n\n", i, in.Generation, in.PID)
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	})
+	mux.HandleFunc("GET /hijack", func(w http.ResponseWriter, r *http.Request) {
+		goodbye := r.URL.Query().Get("goodbye") == "1"
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		lines := make(chan string)
+		go func() {
+			defer close(lines)
+			sc := bufio.NewScanner(brw.Reader)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+		}()
+		for {
+			var bye <-chan struct{}
+			if goodbye {
+				bye = shutdown
+			}
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					return
+				}
+				fmt.Fprintf(conn, "gen=%s pid=%d %s\n", in.Generation, in.PID, line)
+			case <-bye:
+				io.WriteString(conn, "goodbye\n")
+				return
+			}
+		}
+	})
 
 	switch mode {
 	case "hang":
@@ -108,16 +205,47 @@ func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) e
 			return err
 		}
 		select {}
-	case "crash":
+	case "notify-junk":
+		// Malformed, oversized and binary datagrams first: hitless must
+		// ignore them and still take the READY=1 that Run sends.
+		for _, junk := range []string{
+			"READY", "=1", "READY=1=2\x00\xff", "\xff\xfe\x00garbage\n\n\n",
+			strings.Repeat("X", 1<<20), "STATUS=" + strings.Repeat("s", 60<<10),
+		} {
+			if err := childproc.Notify(junk); err != nil {
+				log.Info("notify-junk: send refused", "len", len(junk), "err", err)
+			}
+		}
+	}
+	if d, ok := strings.CutPrefix(mode, "crash"); ok {
+		after := 200 * time.Millisecond
+		if d, ok := strings.CutPrefix(d, ":"); ok {
+			if after, err = time.ParseDuration(d); err != nil {
+				return err
+			}
+		}
 		go srv.Serve(ln)
 		if err := childproc.Ready("about to crash"); err != nil {
 			return err
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(after)
 		os.Exit(4)
 	}
 	lc := childproc.New(childproc.Options{Logger: log, LameDuck: lameDuck})
 	lc.ServeHTTP(srv, ln)
+	if opt.timingFile != "" {
+		f, err := os.OpenFile(opt.timingFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+		// One write, so that lines of concurrent generations never mix.
+		gen := in.Generation
+		if gen == "" {
+			gen = "0"
+		}
+		fmt.Fprintf(f, "%s %d %d %d\n", gen, in.PID, mainStart.UnixNano(), time.Now().UnixNano())
+		f.Close()
+	}
 	return lc.Run()
 }
 
