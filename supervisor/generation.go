@@ -64,6 +64,15 @@ func (g *generation) lastStatus() (string, bool) {
 	return g.status, g.stopping
 }
 
+func (g *generation) stopTimers() {
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	if g.delay != nil {
+		g.delay.Stop()
+	}
+}
+
 // signal sends sig to the generation's whole process group.
 func (g *generation) signal(sig syscall.Signal) error {
 	if g.pid <= 0 {

@@ -1,0 +1,50 @@
+// Package supervisor is the parent half of hitless: it holds listening
+// sockets for its whole life and runs generations of a child server on
+// them, replacing one generation by the next without refusing or resetting
+// a connection.
+//
+// # Model
+//
+// New binds every socket once (through a Registry, which is
+// cloudflare/tableflip's Fds in the hitless binary). Run starts the first
+// generation: the child gets the sockets as fds 3, 4, ... with the systemd
+// socket-activation variables (LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID
+// equal to its own pid, set by a shim, see ShimArg), the Server::Starter
+// and einhorn variables, HITLESS_GENERATION, and a private NOTIFY_SOCKET.
+//
+// A reload (SIGHUP, or Reload) starts a new generation on the same
+// sockets and waits for its readiness: READY=1 on its notify socket from
+// the child or a descendant (the sender is known from SCM_CREDENTIALS), or
+// a fixed delay. Only then does the old generation get the drain signal;
+// it has the drain timeout to exit before its process group gets SIGKILL.
+// Both generations accept from the same kernel queue while they overlap,
+// so no connection waits on a process that has stopped accepting. A new
+// generation that exits or is not ready in time is killed with its
+// process group, and the serving generation is untouched.
+//
+// One goroutine owns all state: signals, reload requests, child exits,
+// readiness and timers arrive to it as events. A reload asked for while
+// one is in flight is queued, and further requests join the queued one,
+// so a burst of reloads ends in at most two starts, and never aborts the
+// reload in flight.
+//
+// hitless is a subreaper and reaps every process re-parented to it; one
+// loop owns every wait(2) in the process (see reaper), so nothing else in
+// a program that uses this package may wait for children, os/exec
+// included. Children lead their own process groups and get a
+// parent-death signal (SIGKILL), so they do not outlive hitless.
+//
+// # Limits
+//
+//   - Linux only: subreaper, parent-death signal, SCM_CREDENTIALS, /proc.
+//   - One supervisor per process, and the process must not use os/exec.
+//   - The program path and working directory are resolved (through
+//     symlinks) at every start, but the environment and arguments are
+//     those given to New.
+//   - Processes that leave the child's process group (setsid) are reaped
+//     when they exit but not signalled at drain time.
+//   - A child that has accepted connections and then fails readiness is
+//     killed with SIGKILL, and those connections are reset: a child
+//     should not accept before it is ready, or should be ready once it
+//     accepts (childproc sends READY=1 right after it starts serving).
+package supervisor

@@ -1,0 +1,291 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/sdnotify"
+)
+
+// start spawns a generation through the shim. On error the returned
+// generation carries its id for the report.
+func (s *Supervisor) start(kind startKind) (*generation, error) {
+	s.nextID++
+	g := &generation{id: s.nextID, kind: kind, state: Starting, exitc: make(chan unix.WaitStatus, 1), stderr: &tail{max: 8 << 10}}
+	dir, prog, err := resolve(s.cfg.Dir, s.cfg.Command, s.cfg.Env)
+	if err != nil {
+		return g, fmt.Errorf("start: %w", err)
+	}
+	notifyPath := filepath.Join(s.rundir, "notify-"+strconv.Itoa(g.id))
+	g.notify, err = sdnotify.Listen(notifyPath)
+	if err != nil {
+		return g, fmt.Errorf("start: notify socket: %w", err)
+	}
+
+	// stderr always goes through a pipe, so a failure can quote its last
+	// lines; stdout only when it gets a prefix.
+	files := []uintptr{0, s.cfg.Stdout.Fd(), s.cfg.Stderr.Fd()}
+	type pipe struct {
+		r      *os.File
+		dst    *os.File
+		stderr bool
+	}
+	var pipes []pipe
+	var writeEnds []*os.File
+	closeAll := func(readEnds bool) {
+		for _, w := range writeEnds {
+			w.Close()
+		}
+		if readEnds {
+			for _, p := range pipes {
+				p.r.Close()
+			}
+			g.notify.Close()
+		}
+	}
+	for fd, dst := range map[int]*os.File{1: s.cfg.Stdout, 2: s.cfg.Stderr} {
+		if fd == 1 && !s.cfg.OutputPrefix {
+			continue
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(true)
+			return g, fmt.Errorf("start: output pipe: %w", err)
+		}
+		pipes = append(pipes, pipe{r: r, dst: dst, stderr: fd == 2})
+		writeEnds = append(writeEnds, w)
+		files[fd] = w.Fd()
+	}
+	for _, sock := range s.sockets {
+		files = append(files, uintptr(sock.fd))
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   s.childEnv(g, notifyPath),
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	argv := append([]string{"hitless", ShimArg, prog}, s.cfg.Command...)
+	pid, err := s.reaper.start(func() (int, error) {
+		pid, _, err := syscall.StartProcess(s.cfg.ShimPath, argv, attr)
+		return pid, err
+	}, func(ws unix.WaitStatus) { g.exitc <- ws })
+	closeAll(err != nil)
+	if err != nil {
+		return g, fmt.Errorf("start: %w", err)
+	}
+	g.pid, g.started = pid, time.Now()
+	s.gens = append(s.gens, g)
+	s.log.Info("started", "generation", g.id, "pid", pid, "program", prog, "dir", dir)
+
+	for _, p := range pipes {
+		var dst io.Writer = p.dst
+		if s.cfg.OutputPrefix {
+			dst = &prefixWriter{w: p.dst, prefix: fmt.Appendf(nil, "[gen %d pid %d] ", g.id, pid)}
+		}
+		if p.stderr {
+			dst = io.MultiWriter(dst, g.stderr)
+		}
+		g.pipes = append(g.pipes, p.r)
+		g.outw.Add(1)
+		go copyOutput(&g.outw, dst, p.r)
+	}
+	s.bg.Add(2)
+	go func() {
+		defer s.bg.Done()
+		ws := <-g.exitc
+		// Whatever the leader left in its group would hold the sockets
+		// and the output pipes. A group that still has members keeps its
+		// id, so this cannot hit a reused pid.
+		g.signal(syscall.SIGKILL)
+		// Report the exit once its output is copied, so the last lines
+		// are in the log before the verdict, within a bound in case an
+		// escaped descendant keeps the pipe open.
+		copied := make(chan struct{})
+		go func() { g.outw.Wait(); close(copied) }()
+		select {
+		case <-copied:
+		case <-time.After(2 * time.Second):
+		}
+		s.post(event{kind: evExit, gen: g, ws: ws})
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.readNotify(g)
+	}()
+	g.timer = time.AfterFunc(s.cfg.ReadyTimeout, func() { s.post(event{kind: evReadyTimeout, gen: g}) })
+	if s.cfg.ReadyDelay > 0 {
+		g.delay = time.AfterFunc(s.cfg.ReadyDelay, func() { s.post(event{kind: evReady, gen: g}) })
+	}
+	return g, nil
+}
+
+// readNotify reads the generation's private notify socket until it is
+// closed. Only the child and its descendants are believed; the sender is
+// known from SCM_CREDENTIALS, never from the payload.
+func (s *Supervisor) readNotify(g *generation) {
+	readySent := false
+	for {
+		m, err := g.notify.Read()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return
+			}
+			s.log.Warn("notify socket: bad message", "generation", g.id, "err", err)
+			continue
+		}
+		if !inTree(int(m.PID), g.pid) {
+			s.log.Warn("notify socket: message from a process outside the child's tree ignored", "generation", g.id, "sender_pid", m.PID)
+			continue
+		}
+		g.mu.Lock()
+		if v, ok := m.Get("STATUS"); ok {
+			g.status = sdnotify.CleanStatus(v)
+		}
+		if v, _ := m.Get("STOPPING"); v == "1" {
+			g.stopping = true
+		}
+		g.mu.Unlock()
+		if v, _ := m.Get("READY"); v == "1" && !readySent && s.cfg.ReadyDelay <= 0 {
+			readySent = true
+			s.post(event{kind: evReady, gen: g})
+		}
+	}
+}
+
+// childEnv is hitless's environment less what belongs to hitless's own
+// supervisor, plus the child's sockets in every supported convention.
+func (s *Supervisor) childEnv(g *generation, notifyPath string) []string {
+	drop := func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
+			"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+			"SERVER_STARTER_PORT", "SERVER_STARTER_GENERATION", "HITLESS_GENERATION":
+			return true
+		}
+		return strings.HasPrefix(k, "EINHORN_")
+	}
+	var env []string
+	for _, kv := range append(os.Environ(), s.cfg.Env...) {
+		if !drop(kv) {
+			env = append(env, kv)
+		}
+	}
+	var names, starter, einhornFDs []string
+	einhorn := 0
+	for i, sock := range s.sockets {
+		fd := strconv.Itoa(3 + i)
+		names = append(names, sock.spec.Name)
+		if sock.spec.Stream() {
+			starter = append(starter, sock.addr+"="+fd)
+			env = append(env, "EINHORN_FD_"+strconv.Itoa(einhorn)+"="+fd)
+			einhornFDs = append(einhornFDs, fd)
+			einhorn++
+		}
+	}
+	gen := strconv.Itoa(g.id)
+	env = append(env,
+		"LISTEN_FDS="+strconv.Itoa(len(s.sockets)),
+		"LISTEN_FDNAMES="+strings.Join(names, ":"),
+		"NOTIFY_SOCKET="+notifyPath,
+		"HITLESS_GENERATION="+gen,
+		"SERVER_STARTER_GENERATION="+gen,
+	)
+	if einhorn > 0 {
+		env = append(env,
+			"SERVER_STARTER_PORT="+strings.Join(starter, ";"),
+			"EINHORN_FD_COUNT="+strconv.Itoa(einhorn),
+			"EINHORN_FDS="+strings.Join(einhornFDs, " "),
+		)
+	}
+	return dedupEnv(env)
+}
+
+// dedupEnv keeps the last value of each key, as a shell would.
+func dedupEnv(env []string) []string {
+	idx := make(map[string]int, len(env))
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+// inTree reports whether pid is root, in root's process group, or a
+// descendant of root.
+func inTree(pid, root int) bool {
+	for depth := 0; pid > 1 && depth < 64; depth++ {
+		if pid == root {
+			return true
+		}
+		ppid, pgid, ok := procStat(pid)
+		if !ok {
+			return false
+		}
+		if pgid == root {
+			return true
+		}
+		pid = ppid
+	}
+	return false
+}
+
+// procStat reads the parent pid and process group from /proc/PID/stat.
+func procStat(pid int) (ppid, pgid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// The command name may hold spaces and parentheses; fields after the
+	// last ')' are plain: state ppid pgrp ...
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 3 {
+		return 0, 0, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	pgid, err2 := strconv.Atoi(f[2])
+	return ppid, pgid, err1 == nil && err2 == nil
+}
+
+// closeOnExecFrom sets FD_CLOEXEC on every descriptor from lowfd up.
+func closeOnExecFrom(lowfd int) error {
+	err := unix.CloseRange(uint(lowfd), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return nil
+	}
+	// Before Linux 5.11: walk /proc/self/fd.
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= lowfd {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
+}
