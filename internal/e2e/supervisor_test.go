@@ -83,6 +83,41 @@ func TestChildContract(t *testing.T) {
 	}
 }
 
+// The shared socket stays non-blocking: hitless never calls Fd() on it
+// (which would clear O_NONBLOCK on the open file description that every
+// generation shares, and leave an old Go child's accept blocked).
+func TestSocketStaysNonBlocking(t *testing.T) {
+	p := startHitless(t, opts{})
+	in := getInfo(t, p.addr)
+	p.reloadDrained()
+	p.reloadDrained()
+	hpid := p.cmd.Process.Pid
+	want := fmt.Sprintf("socket:[%d]", in.Inode)
+	found := false
+	for _, fd := range fdNumbers(t, hpid) {
+		dir := "/proc/" + strconv.Itoa(hpid)
+		if target, _ := os.Readlink(dir + "/fd/" + strconv.Itoa(fd)); target != want {
+			continue
+		}
+		found = true
+		b, err := os.ReadFile(dir + "/fdinfo/" + strconv.Itoa(fd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, _ := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+				if flags&syscall.O_NONBLOCK == 0 {
+					t.Errorf("hitless fd %d (the socket) lost O_NONBLOCK after reloads: flags %s", fd, strings.TrimSpace(v))
+				}
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("hitless holds no fd for %s", want)
+	}
+}
+
 func fdNumbers(t *testing.T, pid int) []int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
