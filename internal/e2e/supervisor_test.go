@@ -524,3 +524,30 @@ func TestUnixSocket(t *testing.T) {
 		t.Errorf("socket file %s left behind", path)
 	}
 }
+
+// A second SIGINT kills at once what the first one is draining.
+func TestSecondSIGINT(t *testing.T) {
+	modeFile := filepath.Join(t.TempDir(), "mode")
+	os.WriteFile(modeFile, []byte("ignore-term"), 0o644)
+	p := startHitless(t, opts{srv: []string{"-mode-file", modeFile}})
+	in := getInfo(t, p.addr)
+	m := p.mark()
+	p.signal(syscall.SIGINT)
+	p.waitSince(m, 10*time.Second, msgIs("draining"))
+	p.signal(syscall.SIGINT)
+	p.waitSince(m, 10*time.Second, msgIs("second SIGINT: killing every child now"))
+	if code := p.wait(10 * time.Second); code != 128+int(syscall.SIGKILL) {
+		t.Errorf("exit code %d, want %d (the child was killed)", code, 128+int(syscall.SIGKILL))
+	}
+	if alive(in.PID) {
+		t.Errorf("child %d still alive", in.PID)
+	}
+}
+
+// --output-prefix marks every line of the child's output with its
+// generation and pid.
+func TestOutputPrefix(t *testing.T) {
+	p := startHitless(t, opts{args: []string{"--output-prefix"}})
+	in := getInfo(t, p.addr)
+	waitOutput(t, p, fmt.Sprintf("[gen 1 pid %d] ", in.PID))
+}
