@@ -249,6 +249,11 @@ func (s *Supervisor) closeSockets() {
 	s.sockets = nil
 }
 
+// Close releases the sockets of a Supervisor whose Run will not be
+// called, and removes the unix socket files New created. Run does this
+// itself when it returns; do not call Close while Run runs.
+func (s *Supervisor) Close() { s.closeSockets() }
+
 // Addrs returns the bound address of each socket, in --listen order.
 func (s *Supervisor) Addrs() []string {
 	a := make([]string, len(s.sockets))

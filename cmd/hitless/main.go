@@ -39,7 +39,7 @@ func execute(args []string) int {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
-	root.AddCommand(runCommand())
+	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand())
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -48,6 +48,10 @@ func execute(args []string) int {
 	var exit *supervisor.ExitError
 	if errors.As(err, &exit) {
 		return exit.Code
+	}
+	var code exitCode // a control command that has said why
+	if errors.As(err, &code) {
+		return int(code)
 	}
 	fmt.Fprintln(os.Stderr, "hitless:", err)
 	var usage usageError

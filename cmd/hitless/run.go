@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hitless/hitless/internal/config"
+	"github.com/hitless/hitless/internal/control"
 	"github.com/hitless/hitless/internal/pidfile"
 	"github.com/hitless/hitless/internal/sdnotify"
 	"github.com/hitless/hitless/supervisor"
@@ -53,6 +54,13 @@ Signals to hitless:
   second SIGINT   kill every child at once
   SIGUSR1/SIGUSR2 forwarded to the serving child's process group
 
+Control socket (for hitless reload, hitless status, hitless stop): --control
+PATH, else $HITLESS_CONTROL, else NAME.sock in $XDG_RUNTIME_DIR/hitless if
+XDG_RUNTIME_DIR is set, /run/hitless for root, $TMPDIR/hitless-UID otherwise,
+where NAME is --name, by default the base name of COMMAND. Mode 0600; only
+root and hitless's own user may use it. A live socket there is refused (exit
+status 2): give a second instance of the same program its own --name.
+
 Socket URLs: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, udp://HOST:PORT,
 unix:///PATH. Options as a query: ?backlog=N, and for unix ?mode=0660&owner=U&group=G.
 The default NAME is SCHEME-PORT (tcp-8080, udp-53) or unix-FILENAME.`,
@@ -78,7 +86,7 @@ The default NAME is SCHEME-PORT (tcp-8080, udp-53) or unix-FILENAME.`,
 	fl.StringVar(&f.logFormat, "log-format", "text", "hitless's own log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.name, "name", "", "service name, used in the default control socket path (default: the command's base name)")
-	fl.StringVar(&f.control, "control", "", "control socket path for hitless reload/status/stop (default $HITLESS_CONTROL, else per service under $XDG_RUNTIME_DIR/hitless or /run/hitless)")
+	fl.StringVar(&f.control, "control", "", "control socket path for hitless reload/status/stop (default $HITLESS_CONTROL, else NAME.sock under $XDG_RUNTIME_DIR/hitless, /run/hitless for root, or $TMPDIR/hitless-UID)")
 	fl.StringVar(&f.pidFile, "pid-file", "", "write hitless's pid here (atomically); it never changes across reloads")
 	return c
 }
@@ -126,6 +134,21 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 	if len(cfg.Command) == 0 {
 		return usagef("no command: give it after --, e.g. hitless run --listen tcp://127.0.0.1:8080 -- ./server")
 	}
+	// The control socket: --control, else $HITLESS_CONTROL, else derived
+	// from the service name (--name, else the command's base name).
+	name := file.Name
+	if name == "" {
+		name = control.NameFromCommand(cfg.Command[0])
+	} else if err := control.CheckName(name); err != nil {
+		return usagef("--name: %w", err)
+	}
+	ctlPath := file.Control
+	if ctlPath == "" {
+		ctlPath = control.DefaultPath(name)
+	}
+	if err := control.CheckPath(ctlPath); err != nil {
+		return usagef("--control: %w", err)
+	}
 	opts := &slog.HandlerOptions{Level: file.Log.Level}
 	if file.Log.Format == config.LogJSON {
 		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, opts))
@@ -151,8 +174,20 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 		// A busy port or a bad address: nothing was started.
 		return usageError{err}
 	}
+	// After New, so that a busy port is reported first; before Run, so
+	// that no child starts if hitless cannot be controlled.
+	ctl, err := control.Listen(ctlPath)
+	if err != nil {
+		sup.Close()
+		return usageError{err}
+	}
+	ctl.Log = cfg.Logger
+	cfg.Logger.Info("control socket", "path", ctl.Path(), "name", name)
+	go ctl.Serve(sup)
+	defer ctl.Close()
 	if file.PIDFile != "" {
 		if err := pidfile.Write(file.PIDFile, os.Getpid()); err != nil {
+			sup.Close()
 			return fmt.Errorf("--pid-file: %w", err)
 		}
 		defer pidfile.Remove(file.PIDFile)

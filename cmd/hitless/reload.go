@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hitless/hitless/internal/control"
+)
+
+// Exit statuses of the control commands (reload, status, stop).
+const (
+	exitFailed      = 1 // the reload failed, or hitless refused the command
+	exitUsage       = 2 // bad flags or arguments
+	exitUnreachable = 3 // no control socket, nothing listening, permission denied
+	exitNoVerdict   = 4 // the timeout passed before the outcome was known
+)
+
+// exitCode ends the program with that status; the command has already
+// said why on stderr.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+const exitHelp = `
+Exit status:
+  0  done (for reload: the new generation serves)
+  1  failed: the reload failed (the reason and the new child's last stderr
+     lines are printed; the old generation keeps serving), or hitless refused
+     the command (for instance because it is stopping)
+  2  usage error
+  3  cannot reach hitless: no control socket, nothing listening on it,
+     permission denied (only root and the user hitless runs as may use it)
+  4  --timeout passed before the outcome was known: the command goes on
+     inside hitless ("hitless status" tells how it ended)`
+
+const socketHelp = `
+The control socket is --control PATH if given, else $HITLESS_CONTROL, else
+the one of the service --name NAME (as given to hitless run, where it
+defaults to the base name of the command) in the default directory:
+$XDG_RUNTIME_DIR/hitless if XDG_RUNTIME_DIR is set, /run/hitless for root,
+$TMPDIR/hitless-UID otherwise. Without --name, the only socket in that
+directory is used.`
+
+// controlFlags are the flags every control command has.
+type controlFlags struct {
+	control string
+	name    string
+	timeout time.Duration
+}
+
+func (f *controlFlags) register(c *cobra.Command, timeout time.Duration, timeoutHelp string) {
+	fl := c.Flags()
+	fl.StringVar(&f.control, "control", "", "control socket of the hitless to talk to (default $HITLESS_CONTROL, else derived from --name)")
+	fl.StringVar(&f.name, "name", "", "service name as given to hitless run (default: the only control socket in the default directory)")
+	fl.DurationVar(&f.timeout, "timeout", timeout, timeoutHelp)
+}
+
+// dial finds the control socket and connects to it. Its errors are
+// already reported: it returns exitCode.
+func (f *controlFlags) dial(stderr io.Writer) (*control.Client, error) {
+	if f.timeout <= 0 {
+		return nil, usagef("--timeout %v: want a positive duration such as 90s", f.timeout)
+	}
+	path, err := control.Resolve(f.control, f.name)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintln(stderr, "hitless:", err)
+			return nil, exitCode(exitUnreachable)
+		}
+		return nil, usageError{err}
+	}
+	c, err := control.Dial(path)
+	if err != nil {
+		var unreach *control.UnreachableError
+		if errors.As(err, &unreach) {
+			fmt.Fprintln(stderr, "hitless:", err)
+			return nil, exitCode(exitUnreachable)
+		}
+		return nil, usageError{err} // a path no socket can have
+	}
+	return c, nil
+}
+
+// report prints an error from a control command and returns its exit code.
+func report(stderr io.Writer, err error) error {
+	fmt.Fprintln(stderr, "hitless:", err)
+	var unreach *control.UnreachableError
+	switch {
+	case errors.As(err, &unreach):
+		return exitCode(exitUnreachable)
+	case errors.Is(err, control.ErrNoVerdict):
+		return exitCode(exitNoVerdict)
+	}
+	return exitCode(exitFailed)
+}
+
+func reloadCommand() *cobra.Command {
+	var f controlFlags
+	c := &cobra.Command{
+		Use:   "reload [--control PATH | --name NAME] [--timeout D]",
+		Short: "Reload a running hitless and wait until the new generation serves, or failed",
+		Long: `hitless reload asks a running "hitless run" to start a new generation of its
+child (or joins the reload already queued) and waits for the verdict: it
+exits 0 once the new generation is ready and serving, and non-zero if it
+exited or was not ready within hitless run's --ready-timeout, printing the
+reason and the last lines the new child wrote to stderr. Either way, the old
+generation keeps serving until a new one is ready.
+
+This is what systemd's ExecReload= and deploy scripts should run; unlike
+"kill -HUP", it tells whether the new version serves.
+
+If --timeout passes first, the verdict is unknown: the reload goes on, and
+"hitless status" tells how it ended (exit status 4).
+` + socketHelp + "\n" + exitHelp,
+		Example: `  hitless reload --control /run/hitless-app/control.sock --timeout 90s
+  hitless reload --name orders`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			return reload(c.Context(), &f, c.OutOrStdout(), c.ErrOrStderr())
+		},
+	}
+	f.register(c, 90*time.Second, "how long to wait for the verdict; keep it above hitless run's --ready-timeout")
+	return c
+}
+
+func reload(ctx context.Context, f *controlFlags, stdout, stderr io.Writer) error {
+	c, err := f.dial(stderr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	res, err := c.Reload(ctx, f.timeout)
+	var failed *control.ReloadFailed
+	if errors.As(err, &failed) {
+		r := failed.Result
+		fmt.Fprintf(stderr, "hitless: reload failed: %s: %s\n", genName(r.Generation, r.PID), r.Reason)
+		if r.Serving != nil {
+			fmt.Fprintf(stderr, "hitless: %s is still serving\n", genName(r.Serving.Generation, r.Serving.PID))
+		} else {
+			fmt.Fprintln(stderr, "hitless: no generation is serving")
+		}
+		if len(r.Stderr) > 0 {
+			fmt.Fprintf(stderr, "hitless: last lines generation %d wrote to stderr:\n", r.Generation)
+			for _, l := range r.Stderr {
+				fmt.Fprintf(stderr, "  | %s\n", l)
+			}
+		}
+		return exitCode(exitFailed)
+	}
+	if err != nil {
+		return report(stderr, err)
+	}
+	fmt.Fprintf(stdout, "reload ok: %s serving\n", genName(res.Generation, res.PID))
+	return nil
+}
+
+func genName(gen, pid int) string {
+	s := "generation " + fmt.Sprint(gen)
+	if gen == 0 {
+		s = "the new generation"
+	}
+	if pid > 0 {
+		s += fmt.Sprintf(" (pid %d)", pid)
+	}
+	return s
+}
+
+// oneLine keeps text from a child on one line of output.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}

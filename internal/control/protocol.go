@@ -1,0 +1,214 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hitless/hitless/supervisor"
+)
+
+// MaxRequest is the longest request line the server reads, newline
+// excluded.
+const MaxRequest = 4096
+
+// MaxTimeout is the longest "timeout" a request may carry.
+const MaxTimeout = 24 * time.Hour
+
+// Commands.
+const (
+	CmdReload = "reload"
+	CmdStatus = "status"
+	CmdStop   = "stop"
+)
+
+// Reply codes, for clients that branch on the kind of failure.
+const (
+	CodeBadRequest    = "bad_request"    // the request was malformed; nothing changed
+	CodeNotAuthorized = "not_authorized" // the peer is neither root nor hitless's user
+	CodeBusy          = "busy"           // too many connections at once; try again
+	CodeReloadFailed  = "reload_failed"  // the new generation did not take over
+	CodeTimeout       = "timeout"        // no outcome within the timeout; it may still come
+	CodeStopping      = "stopping"       // hitless is shutting down
+	CodeInternal      = "internal"       // anything else
+)
+
+// Request is one command to the server, sent as one line of JSON.
+type Request struct {
+	Cmd string `json:"cmd"`
+	// Timeout bounds the server's wait for the outcome, as a Go
+	// duration ("90s"); empty means the server's default.
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// Reply is the server's answer, one line of JSON.
+type Reply struct {
+	OK    bool   `json:"ok"`
+	Code  string `json:"code,omitempty"`  // set when !OK
+	Error string `json:"error,omitempty"` // set when !OK
+	// Reload is set in replies to reload: the new generation, and on
+	// failure why it failed.
+	Reload *ReloadResult `json:"reload,omitempty"`
+	// Status is set in replies to status.
+	Status *supervisor.Status `json:"status,omitempty"`
+}
+
+// ReloadResult is the outcome of a reload.
+type ReloadResult struct {
+	Generation int      `json:"generation,omitempty"` // the new generation (0 if unknown)
+	PID        int      `json:"pid,omitempty"`
+	Reason     string   `json:"reason,omitempty"` // why it failed
+	Stderr     []string `json:"stderr,omitempty"` // the last lines the failed child wrote to stderr
+	// Serving is the generation serving once the verdict was in: the
+	// new one after a success, the old one (if any) after a failure.
+	Serving *GenRef `json:"serving,omitempty"`
+}
+
+// GenRef names a generation.
+type GenRef struct {
+	Generation int `json:"generation"`
+	PID        int `json:"pid"`
+}
+
+// request is a parsed, valid Request.
+type request struct {
+	cmd     string
+	timeout time.Duration // 0: the server's default
+}
+
+const validCmds = `valid commands are "reload", "status" and "stop"`
+const example = `want one JSON object on one line, such as {"cmd":"reload","timeout":"90s"}`
+
+// parseRequest parses one request line (without its newline). It accepts
+// exactly one JSON object with a string "cmd" naming a command and an
+// optional string "timeout" holding a positive Go duration, each at most
+// once, and nothing else.
+func parseRequest(line []byte) (request, error) {
+	var req request
+	if len(bytes.TrimSpace(line)) == 0 {
+		return req, fmt.Errorf("empty request: %s", example)
+	}
+	if !utf8.Valid(line) {
+		return req, fmt.Errorf("request is not valid UTF-8: %s", example)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return req, fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return req, fmt.Errorf("request is %s, not a JSON object: %s", describe(tok), example)
+	}
+	seen := map[string]bool{}
+	var cmd, timeout string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return req, fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
+		}
+		key, _ := tok.(string) // object keys are always strings
+		if key != "cmd" && key != "timeout" {
+			return req, fmt.Errorf("unknown field %s: valid fields are \"cmd\" and \"timeout\"", quote(key))
+		}
+		if seen[key] {
+			return req, fmt.Errorf("field %q given twice", key)
+		}
+		seen[key] = true
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return req, fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
+		}
+		s, ok := v.(string)
+		if !ok {
+			return req, fmt.Errorf("field %q is %s: want a string", key, describe(v))
+		}
+		if key == "cmd" {
+			cmd = s
+		} else {
+			timeout = s
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return req, fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, fmt.Errorf("data after the JSON object: %s", example)
+	}
+	switch cmd {
+	case CmdReload, CmdStatus, CmdStop:
+		req.cmd = cmd
+	case "":
+		if !seen["cmd"] {
+			return req, fmt.Errorf(`missing field "cmd": %s`, validCmds)
+		}
+		return req, fmt.Errorf(`empty "cmd": %s`, validCmds)
+	default:
+		return req, fmt.Errorf("unknown cmd %s: %s", quote(cmd), validCmds)
+	}
+	if seen["timeout"] {
+		d, err := time.ParseDuration(timeout)
+		switch {
+		case err != nil:
+			return req, fmt.Errorf(`"timeout" %s is not a duration: want a Go duration such as "90s" or "2m"`, quote(timeout))
+		case d <= 0:
+			return req, fmt.Errorf(`"timeout" %s: want a positive duration such as "90s"`, quote(timeout))
+		case d > MaxTimeout:
+			return req, fmt.Errorf(`"timeout" %s: want at most %v`, quote(timeout), MaxTimeout)
+		}
+		req.timeout = d
+	}
+	return req, nil
+}
+
+// jsonErr drops the "json: " prefix some decoder errors carry.
+func jsonErr(err error) string {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "unexpected end of line"
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// describe names the JSON type of a token or decoded value.
+func describe(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case json.Number, float64:
+		return "a number"
+	case string:
+		return "a string"
+	case json.Delim:
+		if v == '[' {
+			return "an array"
+		}
+		return "an object"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// quote quotes s for an error message, cut to a readable length: the
+// request may be anything.
+func quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "…"
+	}
+	return strconv.Quote(s)
+}

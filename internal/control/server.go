@@ -1,0 +1,446 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/supervisor"
+)
+
+// Handler carries out the commands; *supervisor.Supervisor is one.
+type Handler interface {
+	Reload(ctx context.Context) error
+	Status(ctx context.Context) (supervisor.Status, error)
+	Stop(ctx context.Context) error
+}
+
+// Server defaults.
+const (
+	// MaxConns is how many connections are served at once.
+	MaxConns = 32
+	// DefaultReadTimeout bounds the wait for a complete request line.
+	DefaultReadTimeout = 5 * time.Second
+	// DefaultWait bounds a reload or stop whose request has no timeout.
+	DefaultWait = time.Hour
+	// statusWait bounds a status request without a timeout.
+	statusWait = 10 * time.Second
+	writeTimeout = 5 * time.Second
+)
+
+// Server is a listening control socket. Set its exported fields before
+// calling Serve.
+type Server struct {
+	// Log receives a record for each request and each refused
+	// connection; nil discards them.
+	Log *slog.Logger
+	// ReadTimeout bounds the wait for a complete request line; zero means
+	// DefaultReadTimeout.
+	ReadTimeout time.Duration
+
+	path     string
+	ln       *net.UnixListener
+	dev, ino uint64 // of the socket file we created
+	uid      int    // who may connect besides root
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	sem    chan struct{}
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Listen creates the control socket at path, mode 0600, and its parent
+// directory (mode 0700) if missing. It removes a stale socket file left by
+// a process that is gone, and refuses a live one, a file that is not a
+// socket, and a directory that someone other than root or this user
+// controls.
+func Listen(path string) (*Server, error) {
+	if err := CheckPath(path); err != nil {
+		return nil, err
+	}
+	path = filepath.Clean(path)
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("control socket %s: create its directory: %w", path, err)
+	}
+	if err := checkDir(dir); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, os.NewSyscallError("socket", err))
+	}
+	// The file that bind creates takes its mode from the socket's inode
+	// (less the umask): setting it first means the file is 0600 from the
+	// moment it exists, without touching the process-wide umask.
+	if err := unix.Fchmod(fd, 0o600); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("control socket %s: %w", path, os.NewSyscallError("fchmod", err))
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EADDRINUSE) {
+			return nil, fmt.Errorf("control socket %s: created by someone else just now: %w", path, err)
+		}
+		return nil, fmt.Errorf("control socket %s: %w", path, os.NewSyscallError("bind", err))
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("control socket %s: %w", path, os.NewSyscallError("lstat", err))
+	}
+	if st.Mode&0o077 != 0 {
+		// A kernel that ignored the mode of the socket's inode: narrow it
+		// now. Peer credentials are checked on every connection anyway.
+		if err := os.Chmod(path, 0o600); err != nil {
+			unix.Close(fd)
+			os.Remove(path)
+			return nil, fmt.Errorf("control socket %s: %w", path, err)
+		}
+	}
+	if err := unix.Listen(fd, 64); err != nil {
+		unix.Close(fd)
+		os.Remove(path)
+		return nil, fmt.Errorf("control socket %s: %w", path, os.NewSyscallError("listen", err))
+	}
+	f := os.NewFile(uintptr(fd), path)
+	ln, err := net.FileListener(f)
+	f.Close() // FileListener holds a duplicate, close-on-exec
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		path: path, ln: ul, dev: uint64(st.Dev), ino: st.Ino, uid: os.Geteuid(),
+		ctx: ctx, cancel: cancel, sem: make(chan struct{}, MaxConns),
+	}, nil
+}
+
+// Path returns the socket's path.
+func (s *Server) Path() string { return s.path }
+
+// checkDir refuses a directory where someone else could replace our
+// socket: owned by another user than root and us, or writable by others
+// without the sticky bit.
+func checkDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return os.NewSyscallError("stat "+dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if uid := int(st.Uid); uid != 0 && uid != os.Geteuid() {
+		return fmt.Errorf("directory %s belongs to uid %d, not to root or to this user (uid %d): whoever owns it could replace the socket; choose another --control", dir, uid, os.Geteuid())
+	}
+	if st.Mode&0o002 != 0 && st.Mode&unix.S_ISVTX == 0 {
+		return fmt.Errorf("directory %s is writable by everyone and not sticky: anyone could replace the socket; choose another --control", dir)
+	}
+	return nil
+}
+
+// removeStale removes a socket file nobody listens on, and refuses a live
+// one or a file that is not a socket.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket; remove it or choose another --control", path)
+	}
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err == nil {
+		who := "another process"
+		if cred, err := peerCred(c.(*net.UnixConn)); err == nil {
+			who = "pid " + strconv.Itoa(int(cred.Pid))
+		}
+		c.Close()
+		return fmt.Errorf("already in use by %s (a running hitless?): give this one another --name or --control", who)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("cannot tell whether the socket is in use: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// Serve answers connections with h until Close is called, and then
+// returns nil. Each connection runs in its own goroutine.
+func (s *Server) Serve(h Handler) error {
+	var delay time.Duration
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return nil
+			}
+			// Out of descriptors and the like: wait and retry, as
+			// net/http does, rather than give up the socket.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.logger().Warn("control socket: accept", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-s.ctx.Done():
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(c, h)
+		}()
+	}
+}
+
+// Close stops accepting, cancels the requests in flight (a reload in
+// flight runs to its end regardless; only the wait for it ends), waits
+// for their handlers to return, and removes the socket file if it is
+// still the one Listen created.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.closeErr = s.ln.Close()
+		s.wg.Wait()
+		var st unix.Stat_t
+		if unix.Lstat(s.path, &st) == nil && uint64(st.Dev) == s.dev && st.Ino == s.ino {
+			os.Remove(s.path)
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+func (s *Server) serveConn(c *net.UnixConn, h Handler) {
+	defer c.Close()
+	log := s.logger()
+	cred, err := peerCred(c)
+	if err != nil {
+		log.Warn("control socket: no peer credentials; connection refused", "err", err)
+		s.reply(c, Reply{Code: CodeInternal, Error: "cannot read peer credentials: " + err.Error()})
+		return
+	}
+	log = log.With("peer_pid", cred.Pid, "peer_uid", cred.Uid)
+	if err := authorize(cred.Uid, s.uid); err != nil {
+		log.Warn("control socket: connection refused", "err", err)
+		// Read what the client sent first: closing a unix socket with
+		// unread data resets the connection, and the client could lose
+		// this reply.
+		s.readLine(c, time.Second)
+		s.reply(c, Reply{Code: CodeNotAuthorized, Error: err.Error()})
+		return
+	}
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	default:
+		log.Warn("control socket: too many connections; refused", "max", MaxConns)
+		s.readLine(c, time.Second)
+		s.reply(c, Reply{Code: CodeBusy, Error: fmt.Sprintf("hitless is already answering %d control connections; try again", MaxConns)})
+		return
+	}
+	rt := s.ReadTimeout
+	if rt <= 0 {
+		rt = DefaultReadTimeout
+	}
+	line, err := s.readLine(c, rt)
+	var req request
+	if err == nil {
+		req, err = parseRequest(line)
+	}
+	if err != nil {
+		log.Warn("control socket: bad request", "err", err)
+		s.reply(c, Reply{Code: CodeBadRequest, Error: err.Error()})
+		return
+	}
+	log.Info("control request", "cmd", req.cmd, "timeout", req.timeout)
+	s.reply(c, s.do(req, h))
+}
+
+// readLine reads one line of at most MaxRequest bytes, without its
+// newline. A client that half-closes after a request without a newline
+// is taken at its word.
+func (s *Server) readLine(c *net.UnixConn, timeout time.Duration) ([]byte, error) {
+	c.SetReadDeadline(time.Now().Add(timeout))
+	defer c.SetReadDeadline(time.Time{})
+	buf := make([]byte, 0, 512)
+	chunk := make([]byte, 512)
+	for {
+		n, err := c.Read(chunk)
+		if i := bytes.IndexByte(chunk[:n], '\n'); i >= 0 {
+			buf = append(buf, chunk[:i]...)
+			if len(buf) > MaxRequest {
+				return nil, fmt.Errorf("request longer than %d bytes", MaxRequest)
+			}
+			return bytes.TrimSuffix(buf, []byte("\r")), nil
+		}
+		buf = append(buf, chunk[:n]...)
+		if len(buf) > MaxRequest {
+			return nil, fmt.Errorf("request longer than %d bytes", MaxRequest)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			if len(buf) == 0 {
+				return nil, errors.New("connection closed before a request was sent")
+			}
+			return buf, nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, fmt.Errorf("no complete request line within %v: %s", timeout, example)
+		default:
+			return nil, err
+		}
+	}
+}
+
+func (s *Server) reply(c *net.UnixConn, r Reply) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		b, _ = json.Marshal(Reply{Code: CodeInternal, Error: "encode reply: " + err.Error()})
+	}
+	c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	c.Write(append(b, '\n'))
+}
+
+// do carries out a valid request.
+func (s *Server) do(req request, h Handler) Reply {
+	wait := req.timeout
+	if wait == 0 {
+		wait = DefaultWait
+		if req.cmd == CmdStatus {
+			wait = statusWait
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, wait)
+	defer cancel()
+	switch req.cmd {
+	case CmdStatus:
+		st, err := h.Status(ctx)
+		if err != nil {
+			return s.failure(ctx, err, CmdStatus, wait)
+		}
+		return Reply{OK: true, Status: &st}
+	case CmdStop:
+		err := h.Stop(ctx)
+		if err != nil && s.ctx.Err() != nil {
+			// Close is called once hitless has stopped.
+			err = nil
+		}
+		if err != nil {
+			return s.failure(ctx, err, CmdStop, wait)
+		}
+		return Reply{OK: true}
+	case CmdReload:
+		err := h.Reload(ctx)
+		res := &ReloadResult{}
+		var rerr *supervisor.ReloadError
+		if errors.As(err, &rerr) {
+			res.Generation, res.PID, res.Reason, res.Stderr = rerr.Generation, rerr.PID, rerr.Reason, rerr.Stderr
+		}
+		if err == nil || rerr != nil {
+			// Which generation serves now: the new one, or the one
+			// that keeps serving after a failure.
+			sctx, scancel := context.WithTimeout(s.ctx, statusWait)
+			st, serr := h.Status(sctx)
+			scancel()
+			if serr == nil {
+				for _, g := range st.Generations {
+					if g.State == supervisor.Serving {
+						res.Serving = &GenRef{Generation: g.ID, PID: g.PID}
+					}
+				}
+			}
+			if err == nil && res.Serving != nil {
+				res.Generation, res.PID = res.Serving.Generation, res.Serving.PID
+			}
+		}
+		if err == nil {
+			return Reply{OK: true, Reload: res}
+		}
+		if rerr != nil {
+			return Reply{Code: CodeReloadFailed, Error: err.Error(), Reload: res}
+		}
+		return s.failure(ctx, err, CmdReload, wait)
+	}
+	return Reply{Code: CodeInternal, Error: "unhandled command " + req.cmd}
+}
+
+// failure turns a handler's error other than a failed reload into a reply.
+func (s *Server) failure(ctx context.Context, err error, what string, wait time.Duration) Reply {
+	switch {
+	case errors.Is(err, supervisor.ErrStopping), s.ctx.Err() != nil:
+		return Reply{Code: CodeStopping, Error: "hitless is stopping"}
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+		msg := fmt.Sprintf("%s: no outcome within %v", what, wait)
+		switch what {
+		case CmdReload:
+			msg = fmt.Sprintf("reload: no verdict within %v; the reload goes on and may still succeed (hitless status will tell)", wait)
+		case CmdStop:
+			msg = fmt.Sprintf("stop: not stopped within %v; hitless goes on draining its children and exits once they are done or their drain timeout passes", wait)
+		}
+		return Reply{Code: CodeTimeout, Error: msg}
+	}
+	return Reply{Code: CodeInternal, Error: what + ": " + err.Error()}
+}
+
+// peerCred returns the credentials of the process at the other end, as
+// the kernel recorded them when it connected.
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, os.NewSyscallError("getsockopt SO_PEERCRED", cerr)
+	}
+	return cred, nil
+}
+
+// authorize admits root and the user the server runs as.
+func authorize(peerUID uint32, self int) error {
+	if peerUID == 0 || int(peerUID) == self {
+		return nil
+	}
+	return fmt.Errorf("not authorized: uid %d may not control this hitless (only root and uid %d may)", peerUID, self)
+}
