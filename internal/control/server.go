@@ -37,7 +37,7 @@ const (
 	// DefaultWait bounds a reload or stop whose request has no timeout.
 	DefaultWait = time.Hour
 	// statusWait bounds a status request without a timeout.
-	statusWait = 10 * time.Second
+	statusWait   = 10 * time.Second
 	writeTimeout = 5 * time.Second
 )
 
