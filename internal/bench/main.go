@@ -547,7 +547,29 @@ func benchCrash(b *bins, p plan, tmp string) ([]row, error) {
 // ---- 8: 10,000 connections and event streams across reloads ----
 
 func benchScale(b *bins, p plan, tmp string) ([]row, error) {
-	h, err := startHitless(b, nil)
+	var rows []row
+	for _, v := range []struct {
+		name string
+		srv  []string
+	}{
+		{"childproc defaults (lame duck up to 5 s, idle connections closed once quiet 250 ms)", nil},
+		{"lame duck up to 20 s, idle connections closed once quiet 16 s (longer than the clients' idle interval)", []string{"-lame-duck=20s", "-lame-duck-quiet=16s"}},
+	} {
+		r, err := benchScaleOnce(b, p, v.srv)
+		if err != nil {
+			return nil, err
+		}
+		r[0].setup = v.name + "; " + r[0].setup
+		if len(rows) > 0 {
+			r[0].num, r[0].scenario = "", ""
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
+}
+
+func benchScaleOnce(b *bins, p plan, srv []string) ([]row, error) {
+	h, err := startHitless(b, nil, srv...)
 	if err != nil {
 		return nil, err
 	}
@@ -660,8 +682,8 @@ loop:
 			fmt.Sprintf("%d idle connections (a POST every 5-15 s each) + %d active (a POST every ~50 ms each), %d reloads in %v",
 				idle, p.scaleActive, reloads, p.scaleRun),
 			strconv.Itoa(t.Sent), t.failureText(), fmt.Sprintf("%.0f", float64(t.OK)/p.scaleRun.Seconds()), ms(t.Pct(50)), ms(t.Pct(99)),
-			fmt.Sprintf("%d connections opened in %s; closed by a draining generation while idle and reopened: %d; fewest open at once: %d; old generations drained in median %s, max %s; hitless RSS %s at rest, at most %s during the run",
-				peakOpen, ms(openTook), st.idleClosed.Load(), minOpen, ms(median(drains)), ms(maxOf(drains)), mib(restUsage.RSS), mib(maxRSS))},
+			fmt.Sprintf("%d connections opened in %s; closed by a draining generation while idle (reopened at their next request): %d; fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; old generations drained in median %s, max %s; hitless RSS %s at rest, at most %s during the run",
+				peakOpen, ms(openTook), st.idleClosed.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(), ms(median(drains)), ms(maxOf(drains)), mib(restUsage.RSS), mib(maxRSS))},
 		{"", "", fmt.Sprintf("%d server-sent event streams of %d events × %v, open across the first reload", p.sseStreams, sseEvents, sseEvery),
 			fmt.Sprintf("%d streams", p.sseStreams), fmt.Sprintf("broken %d%s", broken, strings.TrimPrefix(" ("+strings.Join(brokenText, ", ")+")", map[bool]string{true: " ()", false: ""}[len(brokenText) == 0])),
 			"", "", "",
@@ -670,28 +692,29 @@ loop:
 	}, nil
 }
 
-// loopAfterFirst is loop without its first request (done while opening).
+// loopAfterFirst sends a request every think (randomized ±50%) until ctx
+// ends; the first was sent while opening. Between requests it waits on a
+// read, so a connection the server closes while idle is seen at once and
+// closed; the next request opens a new one, as a client's pool does.
 func (rc *rawConn) loopAfterFirst(ctx context.Context, think time.Duration) {
 	defer rc.close()
 	for ctx.Err() == nil {
-		wait := think/2 + time.Duration(randN(int64(think)+1))
-		if rc.c == nil {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
+		next := time.Now().Add(think/2 + time.Duration(randN(int64(think)+1)))
+		if rc.c != nil {
+			rc.c.SetReadDeadline(next)
+			_, err := rc.br.Peek(1)
+			if ctx.Err() != nil {
 				return
 			}
-			rc.do()
-			continue
+			if err == nil || !isTimeout(err) {
+				rc.stats.idleClosed.Add(1)
+				rc.close()
+			}
 		}
-		rc.c.SetReadDeadline(time.Now().Add(wait))
-		_, err := rc.br.Peek(1)
-		if ctx.Err() != nil {
+		select {
+		case <-time.After(time.Until(next)):
+		case <-ctx.Done():
 			return
-		}
-		if err == nil || !isTimeout(err) {
-			rc.stats.idleClosed.Add(1)
-			rc.close()
 		}
 		rc.do()
 	}

@@ -30,6 +30,8 @@ type scaleStats struct {
 	idleClosed atomic.Int64 // closed by the server while idle, then reopened
 	closeAsked atomic.Int64 // responses with "Connection: close"
 	dialFails  atomic.Int64
+	failFresh  atomic.Int64 // failures on a connection dialed for this request
+	failReused atomic.Int64 // failures on a connection that had served before
 }
 
 var scaleRequest = []byte("POST /work HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\npayload")
@@ -57,19 +59,28 @@ func (rc *rawConn) close() {
 // do sends one request on the connection (dialing first if needed) and
 // reads the answer.
 func (rc *rawConn) do() {
-	if rc.c == nil && rc.dial() != nil {
+	fresh := rc.c == nil
+	if fresh && rc.dial() != nil {
 		return
+	}
+	fail := func(class, msg string) {
+		rc.stats.tally.fail(class, msg)
+		if fresh {
+			rc.stats.failFresh.Add(1)
+		} else {
+			rc.stats.failReused.Add(1)
+		}
 	}
 	start := time.Now()
 	rc.c.SetDeadline(start.Add(10 * time.Second))
 	if _, err := rc.c.Write(scaleRequest); err != nil {
-		rc.stats.tally.fail(classify(err), err.Error())
+		fail(classify(err), err.Error())
 		rc.close()
 		return
 	}
 	resp, err := http.ReadResponse(rc.br, nil)
 	if err != nil {
-		rc.stats.tally.fail(classify(err), err.Error())
+		fail(classify(err), err.Error())
 		rc.close()
 		return
 	}
@@ -78,11 +89,11 @@ func (rc *rawConn) do() {
 	rc.c.SetDeadline(time.Time{})
 	switch {
 	case err != nil:
-		rc.stats.tally.fail(classify(err), err.Error())
+		fail(classify(err), err.Error())
 		rc.close()
 		return
 	case resp.StatusCode/100 != 2:
-		rc.stats.tally.fail(classStatus, resp.Status)
+		fail(classStatus, resp.Status)
 	default:
 		rc.stats.tally.ok(time.Since(start))
 	}

@@ -47,9 +47,10 @@ import (
 var mainStart = time.Now()
 
 var opt struct {
-	addr       string
-	h2c        bool
-	timingFile string
+	addr          string
+	h2c           bool
+	timingFile    string
+	lameDuckQuiet time.Duration
 }
 
 type info struct {
@@ -66,6 +67,7 @@ func main() {
 	modeFile := flag.String("mode-file", "", "file holding this start's mode; missing means serve")
 	name := flag.String("listener", "", "take the listener by this LISTEN_FDNAMES name (default: the first)")
 	lameDuck := flag.Duration("lame-duck", 0, "childproc lame-duck window; negative turns it off")
+	flag.DurationVar(&opt.lameDuckQuiet, "lame-duck-quiet", 0, "childproc LameDuckQuiet (0: its default)")
 	flag.StringVar(&opt.addr, "addr", "", "when not supervised: bind this TCP address itself")
 	flag.BoolVar(&opt.h2c, "h2c", false, "also serve HTTP/2 over cleartext (prior knowledge)")
 	flag.StringVar(&opt.timingFile, "timing-file", "", "append \"GEN PID MAIN_NS READY_NS\" to this file at each start")
@@ -231,7 +233,7 @@ func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) e
 		time.Sleep(after)
 		os.Exit(4)
 	}
-	lc := childproc.New(childproc.Options{Logger: log, LameDuck: lameDuck})
+	lc := childproc.New(childproc.Options{Logger: log, LameDuck: lameDuck, LameDuckQuiet: opt.lameDuckQuiet})
 	lc.ServeHTTP(srv, ln)
 	if opt.timingFile != "" {
 		f, err := os.OpenFile(opt.timingFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
