@@ -42,11 +42,11 @@ Exit status:
 
 const socketHelp = `
 The control socket is --control PATH if given, else $HITLESS_CONTROL, else
-the one of the service --name NAME (as given to hitless run, where it
-defaults to the base name of the command) in the default directory:
-$XDG_RUNTIME_DIR/hitless if XDG_RUNTIME_DIR is set, /run/hitless for root,
-$TMPDIR/hitless-UID otherwise. Without --name, the only socket in that
-directory is used.`
+NAME.sock in the default directory, NAME being --name (as given to hitless
+run, where it defaults to the base name of the command). The default
+directory is $XDG_RUNTIME_DIR/hitless if XDG_RUNTIME_DIR is set, /run/hitless
+for root, $TMPDIR/hitless-UID otherwise. Without --name, the only live socket
+in that directory is used.`
 
 // controlFlags are the flags every control command has.
 type controlFlags struct {

@@ -287,7 +287,11 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 		s.reply(c, Reply{Code: CodeBadRequest, Error: err.Error()})
 		return
 	}
-	log.Info("control request", "cmd", req.cmd, "timeout", req.timeout)
+	level := slog.LevelInfo
+	if req.cmd == CmdStatus {
+		level = slog.LevelDebug // monitoring may poll it
+	}
+	log.Log(s.ctx, level, "control request", "cmd", req.cmd, "timeout", req.timeout)
 	s.reply(c, s.do(req, h))
 }
 
