@@ -68,11 +68,12 @@ func (r record) str(k string) string { s, _ := r[k].(string); return s }
 
 // proc is a running hitless.
 type proc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	addr   string // first socket's bound address
-	exited chan struct{}
-	state  *os.ProcessState
+	t       *testing.T
+	cmd     *exec.Cmd
+	addr    string // first socket's bound address
+	wrapped int    // hitless's pid when it runs under a wrapper
+	exited  chan struct{}
+	state   *os.ProcessState
 
 	mu      sync.Mutex
 	records []record
@@ -86,6 +87,7 @@ type opts struct {
 	srv    []string // extra testserver flags
 	cmd    []string // replaces the testserver command entirely
 	noWait bool     // do not wait for the first child to serve
+	wrap   []string // run hitless under this command (e.g. unshare)
 }
 
 // startHitless runs hitless around the test server on an ephemeral
@@ -104,9 +106,18 @@ func startHitless(t *testing.T, o opts) *proc {
 		args = append(args, bin.server)
 		args = append(args, o.srv...)
 	}
-	p := startRaw(t, o.env, args...)
+	p := startWrapped(t, o.env, o.wrap, args...)
 	rec := p.waitFor(10*time.Second, func(r record) bool { return r.msg() == "listening" })
 	p.addr = strings.Fields(rec.str("sockets"))[0]
+	if o.wrap != nil {
+		kids := children(t, p.cmd.Process.Pid)
+		if len(kids) != 1 {
+			t.Fatalf("wrapper %v has children %v, want one hitless", o.wrap, kids)
+		}
+		for pid := range kids {
+			p.wrapped = pid
+		}
+	}
 	if !o.noWait {
 		p.waitFor(10*time.Second, msgIs("serving"))
 	}
@@ -125,8 +136,19 @@ func hasFlag(args []string, f string) bool {
 // startRaw runs the hitless binary with args and collects its stderr.
 func startRaw(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
+	return startWrapped(t, env, nil, args...)
+}
+
+// startWrapped runs hitless under wrap (a command such as unshare that
+// execs its arguments in a child), or directly when wrap is nil.
+func startWrapped(t *testing.T, env, wrap []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, exited: make(chan struct{}), changed: make(chan struct{})}
-	p.cmd = exec.Command(bin.hitless, args...)
+	if wrap != nil {
+		p.cmd = exec.Command(wrap[0], append(append(wrap[1:len(wrap):len(wrap)], bin.hitless), args...)...)
+	} else {
+		p.cmd = exec.Command(bin.hitless, args...)
+	}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = io.Discard
 	stderr, err := p.cmd.StderrPipe()
@@ -181,6 +203,15 @@ func (p *proc) logs() string {
 	return p.output.String()
 }
 
+// pid is hitless's pid as seen from the test: the process started, or
+// its only child when it runs under a wrapper.
+func (p *proc) pid() int {
+	if p.wrapped == 0 {
+		return p.cmd.Process.Pid
+	}
+	return p.wrapped
+}
+
 // mark returns a cursor into the records, for waitSince.
 func (p *proc) mark() int {
 	p.mu.Lock()
@@ -232,7 +263,7 @@ func msgIs(msg string) func(record) bool {
 
 func (p *proc) signal(sig syscall.Signal) {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := syscall.Kill(p.pid(), sig); err != nil {
 		p.t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -67,7 +68,7 @@ func TestChildContract(t *testing.T) {
 		}
 		// Beyond stdio and the two sockets, no descriptor of the child may
 		// share an open file description with hitless: kcmp(2) tells.
-		hpid := p.cmd.Process.Pid
+		hpid := p.pid()
 		for _, fd := range in.FDs {
 			n, _, _ := strings.Cut(fd, " -> ")
 			num, _ := strconv.Atoi(n)
@@ -91,7 +92,7 @@ func TestSocketStaysNonBlocking(t *testing.T) {
 	in := getInfo(t, p.addr)
 	p.reloadDrained()
 	p.reloadDrained()
-	hpid := p.cmd.Process.Pid
+	hpid := p.pid()
 	want := fmt.Sprintf("socket:[%d]", in.Inode)
 	found := false
 	for _, fd := range fdNumbers(t, hpid) {
@@ -248,7 +249,7 @@ func TestDrainTimeoutKills(t *testing.T) {
 func TestSIGHUPBurst(t *testing.T) {
 	p := startHitless(t, opts{})
 	getInfo(t, p.addr)
-	pid := p.cmd.Process.Pid
+	pid := p.pid()
 	p.reload() // warm up: the first reload opens what every reload keeps
 	p.waitFor(10*time.Second, msgIs("drained"))
 	fds := fdCount(t, pid)
@@ -258,6 +259,7 @@ func TestSIGHUPBurst(t *testing.T) {
 	}
 	// Signals coalesce, so the burst starts one to fifty reloads; wait
 	// for them to settle, then make sure the state machine still reloads.
+	p.waitSince(m, 10*time.Second, msgIs("started"))
 	waitQuiet(t, p)
 	burst := 0
 	p.mu.Lock()
@@ -328,7 +330,7 @@ func TestManyReloads(t *testing.T) {
 		n = 30
 	}
 	p := startHitless(t, opts{})
-	pid := p.cmd.Process.Pid
+	pid := p.pid()
 	p.reload()
 	p.waitFor(10*time.Second, msgIs("drained"))
 	fds := fdCount(t, pid)
@@ -477,7 +479,7 @@ func TestReapsOrphans(t *testing.T) {
 	os.WriteFile(modeFile, []byte("orphan"), 0o644)
 	p := startHitless(t, opts{srv: []string{"-mode-file", modeFile}})
 	in := getInfo(t, p.addr)
-	pid := p.cmd.Process.Pid
+	pid := p.pid()
 	waitUntil(t, 10*time.Second, "orphan reaped", func() bool {
 		kids := children(t, pid)
 		for k, st := range kids {
@@ -550,4 +552,38 @@ func TestOutputPrefix(t *testing.T) {
 	p := startHitless(t, opts{args: []string{"--output-prefix"}})
 	in := getInfo(t, p.addr)
 	waitOutput(t, p, fmt.Sprintf("[gen 1 pid %d] ", in.PID))
+}
+
+// As PID 1 of a container (a new PID namespace), hitless reloads, reaps
+// the orphans re-parented to it, and stops on SIGTERM.
+func TestPID1(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to create a PID namespace")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare (util-linux) not installed")
+	}
+	modeFile := filepath.Join(t.TempDir(), "mode")
+	os.WriteFile(modeFile, []byte("orphan"), 0o644)
+	p := startHitless(t, opts{wrap: []string{unshare, "--pid", "--fork", "--mount-proc"}, srv: []string{"-mode-file", modeFile}})
+	if in := getInfo(t, p.addr); in.PPID != 1 {
+		t.Fatalf("the child's parent is pid %d inside the namespace, want hitless as 1", in.PPID)
+	}
+	p.reloadDrained()
+	// The orphan each generation leaves is reaped by hitless as PID 1:
+	// only the serving child remains, and it is no zombie.
+	waitUntil(t, 10*time.Second, "orphans reaped", func() bool {
+		kids := children(t, p.pid())
+		for _, state := range kids {
+			if state == "Z" {
+				return false
+			}
+		}
+		return len(kids) == 1
+	})
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM", code)
+	}
 }
