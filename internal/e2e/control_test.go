@@ -254,7 +254,7 @@ func TestControlReloadFails(t *testing.T) {
 func TestControlReloadNoVerdict(t *testing.T) {
 	sock := ctlSocket(t)
 	modeFile := filepath.Join(t.TempDir(), "mode")
-	p := startHitless(t, opts{args: []string{"--control", sock, "--ready-timeout", "2s"}, cmd: failingChild(modeFile)})
+	p := startHitless(t, opts{args: []string{"--control", sock, "--ready-timeout", "4s"}, cmd: failingChild(modeFile)})
 	os.WriteFile(modeFile, []byte("hang"), 0o644)
 	m := p.mark()
 	r := cli(t, 30*time.Second, nil, "reload", "--control", sock, "--timeout", "500ms")
