@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/config"
 )
 
 // phasedLoad sends POST /work from workers goroutines until ctx ends and
@@ -180,7 +182,7 @@ func (s *sseStream) wait(t *testing.T, d time.Duration) {
 func TestFaultDrainLongerThanTimeout(t *testing.T) {
 	p := startHitless(t, opts{args: []string{"--drain-timeout", "2s"}})
 	old := getInfo(t, p.addr)
-	short := openSSE(p.addr, 5, 200*time.Millisecond)  // 0.8s: within the deadline
+	short := openSSE(p.addr, 5, 200*time.Millisecond)   // 0.8s: within the deadline
 	long := openSSE(p.addr, 1000, 100*time.Millisecond) // 100s: beyond it
 	<-short.first
 	<-long.first
@@ -400,6 +402,11 @@ func TestFaultStopUnderLoad(t *testing.T) {
 	if before.failed.Load() != 0 {
 		t.Errorf("requests sent before SIGTERM failed: %s", before)
 	}
+	if knownBug(t, "connections made during a stop's drain wait in hitless's backlog and are reset at exit") {
+		if n := after.failed.Load() - int64(after.count("connection refused")); n != 0 {
+			t.Errorf("%d requests sent after SIGTERM failed otherwise than refused: %s", n, after)
+		}
+	}
 	for i, s := range streams {
 		s.wait(t, 10*time.Second)
 		if s.err != nil || s.events.Load() != 4 {
@@ -586,4 +593,102 @@ func childEnv(t *testing.T, pid int, key string) string {
 	}
 	t.Fatalf("%s not in the environment of %d", key, pid)
 	return ""
+}
+
+// The values of hitless run's flags (--ready, --drain-signal, durations,
+// --log-format, --log-level) go through internal/config's parsers, which
+// FuzzParse reaches only inside YAML. Here they get raw strings: none may
+// panic, and what one accepts must survive a round trip through its
+// canonical form.
+func FuzzFlagValues(f *testing.F) {
+	for _, s := range []string{"notify", "delay:2s", "delay:-1s", "delay:", "SIGTERM", "usr2", "15", "64", "33", "SIGKILL",
+		"30s", "1m30s", "30", "-5s", "json", "text", "debug", "warn", "\x00", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if m, err := config.ParseReady(s); err == nil {
+			back, err := config.ParseReady(m.String())
+			if err != nil || back != m {
+				t.Fatalf("ParseReady(%q) = %v, whose String %q parses to %v, %v", s, m, m.String(), back, err)
+			}
+			if !m.Notify && m.Delay <= 0 {
+				t.Fatalf("ParseReady(%q) accepted a delay of %v", s, m.Delay)
+			}
+		}
+		if sig, err := config.ParseSignal(s); err == nil {
+			if sig == syscall.SIGKILL || sig == syscall.SIGSTOP || sig < 1 || sig > 64 {
+				t.Fatalf("ParseSignal(%q) accepted %d", s, sig)
+			}
+			if back, err := config.ParseSignal(config.SignalName(sig)); err != nil || back != sig {
+				t.Fatalf("ParseSignal(%q) = %d, whose name %q parses to %d, %v", s, sig, config.SignalName(sig), back, err)
+			}
+		}
+		if d, err := config.ParseDuration(s); err == nil {
+			if back, err := config.ParseDuration(d.String()); d <= 0 || err != nil || back != d {
+				t.Fatalf("ParseDuration(%q) = %v, round trip %v, %v", s, d, back, err)
+			}
+		}
+		if v, err := config.ParseLogFormat(s); err == nil && v != config.LogText && v != config.LogJSON {
+			t.Fatalf("ParseLogFormat(%q) = %q", s, v)
+		}
+		if _, err := config.ParseLogLevel(s); err == nil && s != "debug" && s != "info" && s != "warn" && s != "error" {
+			t.Fatalf("ParseLogLevel(%q) accepted", s)
+		}
+	})
+}
+
+// knownBug reports whether to check a supervisor bug that is known and not
+// fixed yet: only with HITLESS_KNOWN_BUGS=1, so that CI stays green until
+// the fix lands; then the gate goes.
+func knownBug(t *testing.T, what string) bool {
+	if os.Getenv("HITLESS_KNOWN_BUGS") == "1" {
+		return true
+	}
+	t.Logf("known bug, not checked (HITLESS_KNOWN_BUGS=1 checks it): %s", what)
+	return false
+}
+
+// Generations that exited must not be kept for the life of hitless: 300
+// failed reloads of a child that writes 32 KiB to stderr must not grow
+// hitless's resident memory by more than 10 MiB.
+func TestFaultExitedGenerationsReleased(t *testing.T) {
+	if !knownBug(t, "supervisor keeps every exited generation (Supervisor.exited) until Run returns") {
+		t.Skip()
+	}
+	modeFile := filepath.Join(t.TempDir(), "mode")
+	p := startHitless(t, opts{srv: []string{"-mode-file", modeFile}})
+	os.WriteFile(modeFile, []byte("exit-loud"), 0o644)
+	fail := func() {
+		m := p.mark()
+		p.signal(syscall.SIGHUP)
+		p.waitSince(m, 10*time.Second, msgIs("reload failed"))
+	}
+	for range 20 { // warm up
+		fail()
+	}
+	rss0 := rssOf(t, p.cmd.Process.Pid)
+	for range 300 {
+		fail()
+	}
+	rss1 := rssOf(t, p.cmd.Process.Pid)
+	t.Logf("hitless RSS %d KiB -> %d KiB after 300 failed reloads", rss0>>10, rss1>>10)
+	if rss1-rss0 > 10<<20 {
+		t.Errorf("hitless grew by %d KiB over 300 exited generations", (rss1-rss0)>>10)
+	}
+}
+
+func rssOf(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
 }

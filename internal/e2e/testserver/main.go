@@ -7,7 +7,8 @@
 // ignore-term (ready, but ignores SIGTERM), crash (ready, then exits 4
 // after 200ms; crash:DURATION waits DURATION instead), orphan (serve,
 // after starting a grandchild that outlives its parent), notify-junk
-// (sends malformed and oversized datagrams to NOTIFY_SOCKET, then serves).
+// (sends malformed and oversized datagrams to NOTIFY_SOCKET, then serves),
+// exit-loud (writes 32 KiB to stderr, then exits 1 at start).
 //
 // Endpoints: GET /info, POST /work?ms=N, GET /events?n=N&every=DURATION
 // (server-sent events: N events, then the response ends), GET /hijack
@@ -90,6 +91,10 @@ func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) e
 	switch mode {
 	case "exit":
 		return fmt.Errorf("mode exit: failing at start on purpose")
+	case "exit-loud":
+		// 32 KiB of stderr in one write, then exit 1.
+		os.Stderr.WriteString(strings.Repeat(strings.Repeat("x", 127)+"\n", 256))
+		return fmt.Errorf("mode exit-loud: failing at start on purpose")
 	case "orphan":
 		// A grandchild whose parent exits at once: it is re-parented to
 		// hitless, the subreaper, which must reap it.
