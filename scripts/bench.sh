@@ -5,7 +5,7 @@
 # hitless's own cost, a crash under load, 10,000 connections and event
 # streams across reloads, and h2c clients across reloads. Every figure comes
 # from the run; all traffic goes to 127.0.0.1 and every scenario is bounded
-# in time (about 8 minutes in all, 4 with --quick).
+# in time (about 5 minutes in all, 3 with --quick).
 #
 #   ./scripts/bench.sh            # full run, prints the table, writes docs/benchmarks.md
 #   ./scripts/bench.sh --quick    # shorter runs, same table

@@ -52,7 +52,7 @@ type plan struct {
 }
 
 var fullPlan = plan{
-	rounds: 3, wrkTime: 5 * time.Second,
+	rounds: 5, wrkTime: 4 * time.Second,
 	reloadRun: 30 * time.Second, reloadEvery: 1500 * time.Millisecond,
 	latencyN: 50, costReloads: 1000, kills: 5,
 	scaleConns: 10000, scaleActive: 100, scaleRun: 30 * time.Second, scaleEvery: 6 * time.Second, sseStreams: 100,
@@ -73,7 +73,7 @@ func main() {
 	flag.StringVar(&b.server, "server", "", "test server binary (internal/e2e/testserver)")
 	flag.StringVar(&b.wrk, "wrk", "wrk", "wrk binary")
 	flag.StringVar(&b.h2load, "h2load", "h2load", "h2load binary")
-	quick := flag.Bool("quick", false, "shorter runs (about 3 minutes instead of 8)")
+	quick := flag.Bool("quick", false, "shorter runs (about 3 minutes instead of 5)")
 	out := flag.String("out", "", "also write the report to this file")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default: all)")
 	commit := flag.String("commit", "", "commit being measured, for the header")
