@@ -22,24 +22,6 @@ import (
 	"time"
 )
 
-// Every hitless these tests start finds its default control socket in a
-// directory of this test process (through XDG_RUNTIME_DIR), not in
-// /run/hitless/testserver.sock: two test runs at once would otherwise
-// refuse each other's socket. Directories of earlier runs that are gone
-// are removed.
-func init() {
-	base := os.TempDir()
-	olds, _ := filepath.Glob(filepath.Join(base, "hitless-e2e-xdg-*"))
-	for _, old := range olds {
-		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(old), "hitless-e2e-xdg-"))
-		if err == nil && syscall.Kill(pid, 0) == syscall.ESRCH {
-			os.RemoveAll(old)
-		}
-	}
-	os.Setenv("XDG_RUNTIME_DIR", filepath.Join(base, "hitless-e2e-xdg-"+strconv.Itoa(os.Getpid())))
-	os.Unsetenv("HITLESS_CONTROL")
-}
-
 // ctlSocket returns a control socket path in a short new directory: a
 // unix socket path is limited to 107 bytes, which t.TempDir() can exceed.
 func ctlSocket(t *testing.T) string {

@@ -34,6 +34,11 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Every hitless run takes a control socket, by default in
+	// $XDG_RUNTIME_DIR: give this run its own, so that concurrent test
+	// runs (and a hitless on the machine) do not meet.
+	os.Setenv("XDG_RUNTIME_DIR", filepath.Join(dir, "run"))
+	os.Unsetenv("HITLESS_CONTROL")
 	bin.hitless = filepath.Join(dir, "hitless")
 	bin.server = filepath.Join(dir, "testserver")
 	build := func(out, pkg string, race bool) error {
