@@ -114,13 +114,15 @@ func (s *Supervisor) start(kind startKind) (*generation, error) {
 		// Report the exit once its output is copied, so the last lines
 		// are in the log before the verdict, within a bound in case an
 		// escaped descendant keeps the pipe open.
-		copied := make(chan struct{})
-		go func() { g.outw.Wait(); close(copied) }()
+		done := make(chan struct{})
+		go func() { g.outw.Wait(); close(done) }()
+		copied := true
 		select {
-		case <-copied:
+		case <-done:
 		case <-time.After(2 * time.Second):
+			copied = false
 		}
-		s.post(event{kind: evExit, gen: g, ws: ws})
+		s.post(event{kind: evExit, gen: g, ws: ws, copied: copied})
 	}()
 	go func() {
 		defer s.bg.Done()

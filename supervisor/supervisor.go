@@ -54,6 +54,10 @@ type Config struct {
 
 	Logger   *slog.Logger
 	Registry Registry // where sockets are kept; nil binds directly
+	// ReleaseSockets, if set, is called when a stop begins, after hitless
+	// closed its own copies of the sockets: it must close the copies the
+	// Registry keeps (tableflip's Upgrader.Stop does).
+	ReleaseSockets func()
 
 	// Notifier reports to the service manager; nil for none.
 	Notifier *sdnotify.Notifier
@@ -92,7 +96,7 @@ type Supervisor struct {
 	backoff    time.Duration
 	exitCode   int
 	initErr    error
-	exited     []*generation // reaped, output may still be copying
+	lingering  []*generation // reaped, but a descendant still holds its output
 
 	stats Stats
 }
@@ -157,9 +161,10 @@ const (
 )
 
 type event struct {
-	kind evKind
-	gen  *generation
-	ws   unix.WaitStatus
+	kind   evKind
+	gen    *generation
+	ws     unix.WaitStatus
+	copied bool // evExit: the output copiers have finished
 }
 
 type reqKind int
@@ -302,7 +307,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.loop(ctx, sigc)
 	close(s.done)
 	s.bg.Wait()
-	for _, g := range s.exited {
+	for _, g := range s.lingering {
 		for _, p := range g.pipes {
 			p.Close()
 		}
@@ -468,7 +473,7 @@ func (s *Supervisor) handleEvent(ev event) {
 			s.startReload(kindRestart)
 		}
 	case evExit:
-		s.exit(g, ev.ws)
+		s.exit(g, ev.ws, ev.copied)
 	}
 }
 
@@ -577,7 +582,7 @@ func (s *Supervisor) scheduleRestart() {
 	s.restart = time.AfterFunc(d, func() { s.post(event{kind: evRestart}) })
 }
 
-func (s *Supervisor) exit(g *generation, ws unix.WaitStatus) {
+func (s *Supervisor) exit(g *generation, ws unix.WaitStatus, copied bool) {
 	for i, x := range s.gens {
 		if x == g {
 			s.gens = append(s.gens[:i], s.gens[i+1:]...)
@@ -586,7 +591,9 @@ func (s *Supervisor) exit(g *generation, ws unix.WaitStatus) {
 	}
 	g.stopTimers()
 	g.notify.Close()
-	s.exited = append(s.exited, g)
+	if !copied {
+		s.lingering = append(s.lingering, g)
+	}
 	reason := exitReason(ws)
 	switch {
 	case g == s.starting && s.stopping:
@@ -636,6 +643,14 @@ func (s *Supervisor) stop() {
 		if g.state == Starting || g.state == Serving || g.state == Ready {
 			s.drain(g)
 		}
+	}
+	// Let go of hitless's own copies of the sockets: they close once the
+	// children have closed theirs, so a client that connects after that
+	// is refused at once rather than queued behind a process that will
+	// never accept, and reset when hitless exits.
+	s.closeSockets()
+	if s.cfg.ReleaseSockets != nil {
+		s.cfg.ReleaseSockets()
 	}
 }
 

@@ -169,6 +169,7 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 	}
 	defer upg.Stop()
 	cfg.Registry = upg.Registry()
+	cfg.ReleaseSockets = upg.Stop
 	sup, err := supervisor.New(cfg)
 	if err != nil {
 		// A busy port or a bad address: nothing was started.
