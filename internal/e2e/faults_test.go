@@ -375,8 +375,8 @@ func TestFaultCrashLoopBackoff(t *testing.T) {
 
 // SIGTERM to hitless under load: every request sent before the signal is
 // answered (keep-alive clients with a 50ms handler, and event streams in
-// progress); hitless exits 0. What clients sent after the signal is
-// counted and logged: those requests can no longer be served.
+// progress); hitless exits 0; what clients send after the signal is
+// refused.
 func TestFaultStopUnderLoad(t *testing.T) {
 	p := startHitless(t, opts{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -402,10 +402,11 @@ func TestFaultStopUnderLoad(t *testing.T) {
 	if before.failed.Load() != 0 {
 		t.Errorf("requests sent before SIGTERM failed: %s", before)
 	}
-	if knownBug(t, "connections made during a stop's drain wait in hitless's backlog and are reset at exit") {
-		if n := after.failed.Load() - int64(after.count("connection refused")); n != 0 {
-			t.Errorf("%d requests sent after SIGTERM failed otherwise than refused: %s", n, after)
-		}
+	// hitless releases its copies of the sockets when the stop begins, so
+	// a client that comes after is refused (it knows nothing was sent),
+	// never accepted into a backlog nobody serves and reset at exit.
+	if n := after.failed.Load() - int64(after.count("connection refused")); n != 0 {
+		t.Errorf("%d requests sent after SIGTERM failed otherwise than refused: %s", n, after)
 	}
 	for i, s := range streams {
 		s.wait(t, 10*time.Second)
@@ -637,24 +638,13 @@ func FuzzFlagValues(f *testing.F) {
 	})
 }
 
-// knownBug reports whether to check a supervisor bug that is known and not
-// fixed yet: only with HITLESS_KNOWN_BUGS=1, so that CI stays green until
-// the fix lands; then the gate goes.
-func knownBug(t *testing.T, what string) bool {
-	if os.Getenv("HITLESS_KNOWN_BUGS") == "1" {
-		return true
-	}
-	t.Logf("known bug, not checked (HITLESS_KNOWN_BUGS=1 checks it): %s", what)
-	return false
-}
-
 // Generations that exited must not be kept for the life of hitless: 300
 // failed reloads of a child that writes 32 KiB to stderr must not grow
-// hitless's resident memory by more than 10 MiB.
+// hitless's resident memory by more than 8 MiB (20 MiB with the race
+// detector, whose shadow memory moves more). Measured without the race
+// detector: 2.6 MiB with exited generations released, 13.6 MiB when the
+// supervisor kept them all (each with its stderr tail).
 func TestFaultExitedGenerationsReleased(t *testing.T) {
-	if !knownBug(t, "supervisor keeps every exited generation (Supervisor.exited) until Run returns") {
-		t.Skip()
-	}
 	modeFile := filepath.Join(t.TempDir(), "mode")
 	p := startHitless(t, opts{srv: []string{"-mode-file", modeFile}})
 	os.WriteFile(modeFile, []byte("exit-loud"), 0o644)
@@ -672,7 +662,11 @@ func TestFaultExitedGenerationsReleased(t *testing.T) {
 	}
 	rss1 := rssOf(t, p.cmd.Process.Pid)
 	t.Logf("hitless RSS %d KiB -> %d KiB after 300 failed reloads", rss0>>10, rss1>>10)
-	if rss1-rss0 > 10<<20 {
+	limit := int64(8 << 20)
+	if raceEnabled {
+		limit = 20 << 20
+	}
+	if rss1-rss0 > limit {
 		t.Errorf("hitless grew by %d KiB over 300 exited generations", (rss1-rss0)>>10)
 	}
 }
