@@ -40,10 +40,11 @@
 //
 // Lifecycle.Run drains in an order that loses nothing: stop accepting
 // (close this process's copy of the listener, never shutdown(2)), a
-// lame-duck window in which every response says "Connection: close",
-// http.Server.Shutdown only once no connection is new or active, then
-// background tasks (Lifecycle.Go), then closers in reverse order. See Run
-// for why that order, measured against net/http in Go 1.26.
+// lame-duck window in which every HTTP/1 response says "Connection:
+// close", http.Server.Shutdown (GOAWAY for HTTP/2) only once no HTTP/1
+// connection is new or active, then background tasks (Lifecycle.Go), then
+// closers in reverse order. See Run for why that order, measured against
+// net/http in Go 1.26.
 //
 // # Limits
 //
@@ -55,8 +56,15 @@
 //     duck makes it rare (a connection must be quiet for
 //     Options.LameDuckQuiet first), not impossible: HTTP/1.1 has no way to
 //     tell an idle client to go away.
-//   - HTTP/2 connections are told to leave by Shutdown's GOAWAY, not by the
-//     lame duck; there is no "Connection: close" in HTTP/2.
+//   - HTTP/2 connections (h2c and over TLS) are told to leave by Shutdown's
+//     GOAWAY, not by the lame duck: there is no "Connection: close" in
+//     HTTP/2, so the lame duck does not wait for them, and their streams in
+//     flight finish under Shutdown. A stream the client opens as GOAWAY
+//     goes out is refused unprocessed; clients that retry such streams
+//     (Go's does, when it can replay the body) lose nothing, others
+//     (h2load) report an error. A connection is known to be HTTP/2 from
+//     its first request; one that has sent none yet is waited for like an
+//     idle HTTP/1 connection, at most Options.LameDuckQuiet.
 //   - Hijacked connections (WebSockets) are waited for while their handler
 //     runs; connections handed to other goroutines must be tracked with
 //     Lifecycle.Go. Tell them to leave with http.Server.RegisterOnShutdown.

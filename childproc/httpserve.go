@@ -35,7 +35,18 @@ type httpServer struct {
 type connInfo struct {
 	state http.ConnState
 	since time.Time // when it entered state
+	// http2 is set at the connection's first HTTP/2 request. The lame
+	// duck does not wait for such a connection: it cannot tell it to
+	// leave (GOAWAY from Shutdown does), and net/http reports it active
+	// for as long as any stream is open, which with a busy client is
+	// always.
+	http2 bool
 }
+
+// connKey is the request context key (set by ConnContext) of the
+// connection a request came on: the net.Conn that ConnState reports, for
+// HTTP/1, h2c and HTTP/2 over TLS alike.
+type connKey struct{}
 
 type inflightReq struct {
 	method, uri, remote string
@@ -62,6 +73,16 @@ func newHTTPServer(srv *http.Server, ln net.Listener, reqBase context.Context) *
 		if userState != nil {
 			userState(c, st)
 		}
+	}
+
+	// The handler learns which connection a request came on from its
+	// context, to mark HTTP/2 connections.
+	userConn := srv.ConnContext
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if userConn != nil {
+			ctx = userConn(ctx, c)
+		}
+		return context.WithValue(ctx, connKey{}, c)
 	}
 
 	// Request contexts derive from reqBase, which the drain cancels a
@@ -114,6 +135,9 @@ func (h *httpServer) wrap(next http.Handler) http.Handler {
 		ir := &inflightReq{method: r.Method, uri: r.RequestURI, remote: r.RemoteAddr, start: time.Now()}
 		h.mu.Lock()
 		h.inflight[ir] = struct{}{}
+		if r.ProtoMajor == 2 {
+			h.markHTTP2Locked(r.Context())
+		}
 		h.mu.Unlock()
 		defer func() {
 			h.mu.Lock()
@@ -130,13 +154,25 @@ func (h *httpServer) wrap(next http.Handler) http.Handler {
 	})
 }
 
+// markHTTP2Locked marks the connection of an HTTP/2 request, so that
+// settle stops waiting for it.
+func (h *httpServer) markHTTP2Locked(ctx context.Context) {
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	if ci := h.conns[c]; ci != nil && !ci.http2 {
+		ci.http2 = true
+		h.changed.fire()
+	}
+}
+
 // settle waits until no connection is new or active and every idle
 // keep-alive connection has been idle for at least quiet; or until ctx is
 // done. quiet covers the client that just got a response and is about to
 // send its next request on the same connection: it gets one more answer,
 // with "Connection: close", instead of a connection closed under it.
-// Connections idle for longer are left to Shutdown. It returns what was
-// still busy when ctx ended.
+// Connections idle for longer are left to Shutdown, and so are HTTP/2
+// connections, whatever their state: Shutdown's GOAWAY tells them to
+// leave and waits for their streams. It returns what was still busy when
+// ctx ended.
 func (h *httpServer) settle(ctx context.Context, quiet time.Duration) []string {
 	var timer *time.Timer
 	defer func() {
@@ -150,6 +186,9 @@ func (h *httpServer) settle(ctx context.Context, quiet time.Duration) []string {
 		busy := false
 		h.mu.Lock()
 		for _, ci := range h.conns {
+			if ci.http2 {
+				continue
+			}
 			switch ci.state {
 			case http.StateNew, http.StateActive:
 				busy = true
@@ -185,6 +224,19 @@ func (h *httpServer) settle(ctx context.Context, quiet time.Duration) []string {
 	}
 }
 
+// http2Conns counts the open connections known to be HTTP/2.
+func (h *httpServer) http2Conns() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, ci := range h.conns {
+		if ci.http2 {
+			n++
+		}
+	}
+	return n
+}
+
 // waitHandlers waits until every handler returned, including those whose
 // connection was hijacked (WebSockets), which Shutdown does not wait for.
 func (h *httpServer) waitHandlers(ctx context.Context) []string {
@@ -209,13 +261,21 @@ func (h *httpServer) describe() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var counts [http.StateClosed + 1]int
+	h2 := 0
 	for _, ci := range h.conns {
 		counts[ci.state]++
+		if ci.http2 {
+			h2++
+		}
 	}
 	var out []string
 	if len(h.conns) > 0 {
-		out = append(out, fmt.Sprintf("%s: %d connections open (%d new, %d active, %d idle)",
-			h.name(), len(h.conns), counts[http.StateNew], counts[http.StateActive], counts[http.StateIdle]))
+		of := ""
+		if h2 > 0 {
+			of = fmt.Sprintf("; %d of them HTTP/2", h2)
+		}
+		out = append(out, fmt.Sprintf("%s: %d connections open (%d new, %d active, %d idle%s)",
+			h.name(), len(h.conns), counts[http.StateNew], counts[http.StateActive], counts[http.StateIdle], of))
 	}
 	reqs := make([]*inflightReq, 0, len(h.inflight))
 	for ir := range h.inflight {

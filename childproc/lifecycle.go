@@ -193,11 +193,12 @@ func (l *Lifecycle) Draining() <-chan struct{} { return l.draining }
 func (l *Lifecycle) Stop() { l.stopOnce.Do(func() { close(l.stopCh) }) }
 
 // ServeHTTP serves srv on ln from Run until the drain. It takes srv over:
-// it wraps srv.Handler (nil means http.DefaultServeMux), srv.ConnState and
-// srv.BaseContext, chaining to what was set, so call it before touching
-// srv from other goroutines. srv serves TLS when srv.TLSConfig has
-// certificates. Hijacked connections (WebSockets) are waited for as long as
-// their handler runs; tell them to leave with srv.RegisterOnShutdown.
+// it wraps srv.Handler (nil means http.DefaultServeMux), srv.ConnState,
+// srv.ConnContext and srv.BaseContext, chaining to what was set, so call
+// it before touching srv from other goroutines. srv serves TLS when
+// srv.TLSConfig has certificates. Hijacked connections (WebSockets) are
+// waited for as long as their handler runs; tell them to leave with
+// srv.RegisterOnShutdown.
 func (l *Lifecycle) ServeHTTP(srv *http.Server, ln net.Listener) {
 	h := newHTTPServer(srv, ln, l.reqCtx)
 	l.add(&server{name: h.name(), http: h, serve: h.serve})
@@ -319,9 +320,14 @@ func (l *Lifecycle) AddCloser(name string, fn func(ctx context.Context) error) {
 //     with "Connection: close", until no connection is new or active and
 //     idle ones have been quiet for Options.LameDuckQuiet (at most
 //     Options.LameDuck). Keep-alive clients leave after an answer instead
-//     of sending into a connection that is about to close.
-//  3. http.Server.Shutdown for what is left (idle connections); wait for
-//     handlers of hijacked connections, and for generic servers to stop.
+//     of sending into a connection that is about to close. HTTP/2
+//     connections (known from their first request) are not waited for:
+//     HTTP/2 has no "Connection: close", and a busy client keeps its
+//     connection active for good.
+//  3. http.Server.Shutdown for what is left: idle HTTP/1 connections are
+//     closed, HTTP/2 ones get GOAWAY and finish their streams in flight.
+//     Wait for handlers of hijacked connections, and for generic servers
+//     to stop.
 //  4. Cancel Context() and wait for every task started with Go, including
 //     those handlers started during steps 1-3. Go fails from here on.
 //  5. Run the closers in reverse order of registration.
@@ -487,9 +493,11 @@ func (l *Lifecycle) drain(reason string, sigs <-chan os.Signal) error {
 		cancel()
 		var left []string
 		var closeSent int64
+		h2 := 0
 		for i, h := range httpSrvs {
 			left = append(left, open[i]...)
 			closeSent += h.closeSent.Load()
+			h2 += h.http2Conns()
 		}
 		if ctx.Err() != nil {
 			cutShort("lame duck", left)
@@ -497,7 +505,8 @@ func (l *Lifecycle) drain(reason string, sigs <-chan os.Signal) error {
 			// The window is a bound, not a failure: Shutdown takes over.
 			l.log.Warn("childproc: lame duck window ended with connections busy", "max", l.opts.LameDuck, "busy", joinList(left))
 		}
-		l.log.Info("childproc: drain step done", "step", "2 lame duck", "took", time.Since(t), "responses_with_connection_close", closeSent)
+		l.log.Info("childproc: drain step done", "step", "2 lame duck", "took", time.Since(t), "responses_with_connection_close", closeSent,
+			"http2_connections_left_to_goaway", h2)
 	}
 
 	// 3. Shutdown: idle connections, hijacked handlers, generic servers.

@@ -3,13 +3,16 @@ package childproc
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -244,6 +247,180 @@ func TestLameDuckIdleKeepAlive(t *testing.T) {
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("drain took %s: the lame duck did not end when the connection closed", took)
+	}
+}
+
+// TestLameDuckHTTP2: HTTP/2 connections do not hold up the lame duck. It
+// has no "Connection: close" to give them; Shutdown's GOAWAY is what tells
+// them to leave, and it lets their streams in flight finish. A client that
+// keeps its HTTP/2 connection busy moves to the next generation without a
+// failed request, and the lame duck ends long before its bound.
+func TestLameDuckHTTP2(t *testing.T) {
+	t.Run("h2c", func(t *testing.T) { testLameDuckHTTP2(t, false) })
+	t.Run("tls", func(t *testing.T) { testLameDuckHTTP2(t, true) })
+}
+
+func testLameDuckHTTP2(t *testing.T, useTLS bool) {
+	logger, rec := newLogger(t)
+	const lameDuck = 10 * time.Second
+	lc := New(Options{Logger: logger, LameDuck: lameDuck, DrainTimeout: 2 * lameDuck})
+
+	var serverProtos, clientProtos http.Protocols
+	serverProtos.SetHTTP1(true)
+	tr := &http.Transport{Protocols: &clientProtos}
+	defer tr.CloseIdleConnections()
+	var serverTLS *tls.Config
+	scheme := "http"
+	if useTLS {
+		// Borrow httptest's certificate (for 127.0.0.1) and a client
+		// configuration that trusts it.
+		ts := httptest.NewTLSServer(http.NotFoundHandler())
+		serverTLS = ts.TLS.Clone()
+		tr.TLSClientConfig = ts.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+		ts.Close()
+		serverProtos.SetHTTP2(true)
+		clientProtos.SetHTTP2(true)
+		scheme = "https"
+	} else {
+		serverProtos.SetUnencryptedHTTP2(true)
+		clientProtos.SetUnencryptedHTTP2(true) // prior knowledge
+	}
+
+	ln := listenLocal(t)
+	// The next generation accepts from the same socket, through its own
+	// descriptor, as under a supervisor.
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln2, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+
+	shutdown := make(chan struct{})
+	slowEntered := make(chan struct{})
+	srv := &http.Server{Protocols: &serverProtos, TLSConfig: serverTLS, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(slowEntered)
+			<-shutdown // in flight when Shutdown sends GOAWAY
+		}
+		io.WriteString(w, "gen1")
+	})}
+	srv.RegisterOnShutdown(func() { close(shutdown) })
+	lc.ServeHTTP(srv, ln)
+	errc := runAsync(lc)
+	rec.waitFor(t, "childproc: serving", testWait)
+
+	client := &http.Client{Transport: tr, Timeout: testWait}
+	get := func(path string) (string, error) {
+		resp, err := client.Get(scheme + "://" + ln.Addr().String() + path)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && (resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2) {
+			err = fmt.Errorf("%s %s", resp.Proto, resp.Status)
+		}
+		return string(body), err
+	}
+	// Only the first generation accepts yet: the client's one HTTP/2
+	// connection is to it.
+	if body, err := get("/"); err != nil || body != "gen1" {
+		t.Fatalf("first request: %q, %v", body, err)
+	}
+	reachedGen2 := make(chan struct{})
+	var once sync.Once
+	srv2 := &http.Server{Protocols: &serverProtos, TLSConfig: serverTLS, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(reachedGen2) })
+		io.WriteString(w, "gen2")
+	})}
+	if useTLS {
+		go srv2.ServeTLS(ln2, "", "")
+	} else {
+		go srv2.Serve(ln2)
+	}
+	defer srv2.Close()
+
+	// A stream in flight across the drain.
+	slow := make(chan error, 1)
+	go func() {
+		body, err := get("/slow")
+		if err == nil && body != "gen1" {
+			err = fmt.Errorf("answered by %s", body)
+		}
+		slow <- err
+	}()
+	<-slowEntered
+
+	// And a request every 20ms, well within LameDuckQuiet: the connection
+	// is never quiet.
+	stop := make(chan struct{})
+	warm := make(chan struct{}) // closed after a few answers from generation 1
+	var failures []error
+	var served [2]int
+	clientDone := make(chan struct{})
+	go func() {
+		defer close(clientDone)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			switch body, err := get("/"); {
+			case err != nil:
+				failures = append(failures, err)
+			case body == "gen1":
+				if served[0]++; served[0] == 3 {
+					close(warm)
+				}
+			case body == "gen2":
+				served[1]++
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	<-warm
+
+	lc.Stop()
+	step2 := rec.waitFor(t, "step=2 lame duck", lameDuck+testWait)
+	if err := waitErr(t, errc); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("request in flight at the drain: %v", err)
+	}
+	select {
+	case <-reachedGen2:
+	case <-time.After(testWait):
+		t.Error("the client never reached the next generation")
+	}
+	close(stop)
+	<-clientDone
+	t.Logf("periodic requests: %d answered by generation 1, %d by generation 2", served[0], served[1])
+	for _, err := range failures {
+		t.Errorf("request failed: %v", err)
+	}
+
+	m := regexp.MustCompile(`took=(\S+)`).FindStringSubmatch(step2)
+	if m == nil {
+		t.Fatalf("no duration in %q", step2)
+	}
+	took, err := time.ParseDuration(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("lame duck took %s with an HTTP/2 client (bound %s)", took, lameDuck)
+	if took > 2*time.Second {
+		t.Errorf("lame duck took %s: it waited for the HTTP/2 connection instead of leaving it to GOAWAY", took)
+	}
+	if !strings.Contains(step2, "http2_connections_left_to_goaway=1") {
+		t.Errorf("step 2 did not count the HTTP/2 connection: %s", step2)
 	}
 }
 
