@@ -30,10 +30,20 @@ const listenFDsStart = 3
 // over it (or allocating for it) would only hide the mistake.
 const maxInheritedFDs = 1 << 16
 
+// atoi parses a plain decimal number: digits only. strconv.Atoi alone
+// also takes a sign, so "+3" and "-0" would pass.
+func atoi(s string) (int, bool) {
+	if s == "" || s[0] < '0' || s[0] > '9' {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil
+}
+
 // parseCount parses a non-negative decimal count of descriptors.
 func parseCount(key, s string) (int, error) {
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 || strings.HasPrefix(s, "+") {
+	n, ok := atoi(s)
+	if !ok {
 		return 0, fmt.Errorf("%s=%q: not a non-negative decimal count", key, s)
 	}
 	if n > maxInheritedFDs {
@@ -44,8 +54,8 @@ func parseCount(key, s string) (int, error) {
 
 // parseFD parses a descriptor number.
 func parseFD(key, s string) (int, error) {
-	fd, err := strconv.Atoi(s)
-	if err != nil || fd < 0 || strings.HasPrefix(s, "+") {
+	fd, ok := atoi(s)
+	if !ok {
 		return 0, fmt.Errorf("%s: %q is not a file descriptor number", key, s)
 	}
 	return fd, nil
@@ -83,8 +93,8 @@ func parseListenPID(s string, set bool, self int) error {
 	if !set {
 		return fmt.Errorf("%w: %s is not set", errWrongPID, envListenPID)
 	}
-	pid, err := strconv.Atoi(s)
-	if err != nil || pid <= 0 || strings.HasPrefix(s, "+") {
+	pid, ok := atoi(s)
+	if !ok || pid <= 0 {
 		return fmt.Errorf("%s=%q: not a process id", envListenPID, s)
 	}
 	if pid != self {

@@ -1,6 +1,10 @@
 package childproc
 
 import (
+	"errors"
+	"math"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,7 +44,7 @@ func TestParseCountAndPID(t *testing.T) {
 		in   string
 		want int
 		ok   bool
-	}{{"0", 0, true}, {"3", 3, true}, {"-1", 0, false}, {"+3", 0, false}, {"x", 0, false}, {"", 0, false}, {"99999999", 0, false}} {
+	}{{"0", 0, true}, {"3", 3, true}, {"-1", 0, false}, {"+3", 0, false}, {"x", 0, false}, {"", 0, false}, {"99999999", 0, false}, {"-0", 0, false}, {" 3", 0, false}} {
 		got, err := parseCount(envListenFDs, tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("parseCount(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
@@ -245,6 +249,103 @@ func FuzzNotifyPayload(f *testing.F) {
 			if !ok || st == "" || strings.ContainsAny(st, "\r\x00") || !utf8.ValidString(st) {
 				t.Fatalf("notifyPayload(%q) = %q: bad STATUS line", status, p)
 			}
+		}
+	})
+}
+
+// isDecimal reports whether s is a plain decimal number: digits only, no
+// sign, no spaces. It is the spec the count and pid parsers are held to.
+func isDecimal(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func FuzzParseCount(f *testing.F) {
+	for _, s := range []string{"0", "3", "007", "65536", "65537", "-1", "-0", "+3", " 3", "3 ", "0x10", "1_000", "99999999999999999999", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseCount(envListenFDs, s)
+		v, perr := strconv.ParseUint(s, 10, 64)
+		want := isDecimal(s) && perr == nil && v <= maxInheritedFDs
+		if (err == nil) != want {
+			t.Fatalf("parseCount(%q) = %d, %v; want accepted=%v", s, n, err, want)
+		}
+		if err != nil {
+			if n != 0 || !strings.Contains(err.Error(), envListenFDs) {
+				t.Fatalf("parseCount(%q) = %d, %v: want 0 and an error naming %s", s, n, err, envListenFDs)
+			}
+			return
+		}
+		if uint64(n) != v {
+			t.Fatalf("parseCount(%q) = %d, want %d", s, n, v)
+		}
+		if again, err := parseCount(envListenFDs, strconv.Itoa(n)); err != nil || again != n {
+			t.Fatalf("parseCount(%q) = %d, but %q parses to %d, %v", s, n, strconv.Itoa(n), again, err)
+		}
+	})
+}
+
+func FuzzParseListenPID(f *testing.F) {
+	for _, s := range []string{"42", "042", "43", "0", "-42", "-0", "+42", " 42", "4294967338", "99999999999999999999", "x", ""} {
+		f.Add(s, 42)
+	}
+	f.Fuzz(func(t *testing.T, s string, self int) {
+		if self <= 0 {
+			return // pids are positive
+		}
+		if err := parseListenPID(strconv.Itoa(self), true, self); err != nil {
+			t.Fatalf("parseListenPID(%d, self %d) = %v", self, self, err)
+		}
+		if err := parseListenPID(s, false, self); !errors.Is(err, errWrongPID) {
+			t.Fatalf("parseListenPID unset = %v, want errWrongPID", err)
+		}
+		err := parseListenPID(s, true, self)
+		v, perr := strconv.ParseUint(s, 10, 64)
+		isPID := isDecimal(s) && perr == nil && v > 0 && v <= math.MaxInt
+		switch {
+		case !isPID:
+			// A malformed variable is an error to report, not a sign
+			// that the descriptors were meant for another process.
+			if err == nil || errors.Is(err, errWrongPID) || !strings.Contains(err.Error(), envListenPID) {
+				t.Fatalf("parseListenPID(%q, self %d) = %v; want a format error", s, self, err)
+			}
+		case v == uint64(self):
+			if err != nil {
+				t.Fatalf("parseListenPID(%q, self %d) = %v; want it accepted", s, self, err)
+			}
+		default:
+			if !errors.Is(err, errWrongPID) {
+				t.Fatalf("parseListenPID(%q, self %d) = %v; want errWrongPID", s, self, err)
+			}
+		}
+	})
+}
+
+func FuzzCheckPIDFDID(f *testing.F) {
+	for _, s := range []string{"0", "12345", "18446744073709551615", "18446744073709551616", "-1", "+1", "x", ""} {
+		f.Add(s)
+	}
+	self := os.Getpid()
+	f.Fuzz(func(t *testing.T, s string) {
+		err := checkPIDFDID(s, self)
+		if _, perr := strconv.ParseUint(s, 10, 64); perr == nil {
+			// A well-formed number is checked (or the check skipped):
+			// it matches, or it names another process.
+			if err != nil && !errors.Is(err, errWrongPID) {
+				t.Fatalf("checkPIDFDID(%q) = %v; want nil or errWrongPID", s, err)
+			}
+			return
+		}
+		if runtime.GOOS == "linux" && (err == nil || errors.Is(err, errWrongPID) || !strings.Contains(err.Error(), envListenPIDFDID)) {
+			t.Fatalf("checkPIDFDID(%q) = %v; want a format error", s, err)
 		}
 	})
 }
