@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hitless/hitless/internal/unixsock"
 	"golang.org/x/sys/unix"
 )
 
@@ -212,7 +212,7 @@ func bind(reg Registry, spec ListenSpec) (*socket, error) {
 	if spec.Stream() {
 		ln, err := reg.ListenWithCallback(spec.Network, spec.Address, func(network, addr string) (net.Listener, error) {
 			if network == "unix" {
-				if err := removeStale(addr); err != nil {
+				if err := unixsock.RemoveStale(addr); err != nil {
 					return nil, err
 				}
 				s.created = true
@@ -280,28 +280,4 @@ func (s *socket) close() {
 	if s.created {
 		os.Remove(s.spec.Address)
 	}
-}
-
-// removeStale removes a unix socket file left behind by a process that is
-// gone, and refuses to touch one that something still listens on, or a
-// file that is not a socket.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket", path)
-	}
-	c, err := net.Dial("unix", path)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("%s: address already in use (something is listening on it)", path)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("%s: cannot tell whether it is stale: %w", path, err)
-	}
-	return os.Remove(path)
 }

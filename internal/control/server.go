@@ -11,13 +11,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/internal/unixsock"
 	"github.com/hitless/hitless/supervisor"
 )
 
@@ -82,8 +81,9 @@ func Listen(path string) (*Server, error) {
 	if err := checkDir(dir); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	if err := removeStale(path); err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	if err := unixsock.RemoveStale(path); err != nil {
+		// A second hitless for the same service, or a file in the way.
+		return nil, fmt.Errorf("control socket: %w; give this hitless another --name or --control", err)
 	}
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
@@ -161,36 +161,6 @@ func checkDir(dir string) error {
 	return nil
 }
 
-// removeStale removes a socket file nobody listens on, and refuses a live
-// one or a file that is not a socket.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket; remove it or choose another --control", path)
-	}
-	c, err := net.DialTimeout("unix", path, 2*time.Second)
-	if err == nil {
-		who := "another process"
-		if cred, err := peerCred(c.(*net.UnixConn)); err == nil {
-			who = "pid " + strconv.Itoa(int(cred.Pid))
-		}
-		c.Close()
-		return fmt.Errorf("already in use by %s (a running hitless?): give this one another --name or --control", who)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("cannot tell whether the socket is in use: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	return nil
-}
-
 // Serve answers connections with h until Close is called, and then
 // returns nil. Each connection runs in its own goroutine.
 func (s *Server) Serve(h Handler) error {
@@ -248,7 +218,7 @@ func (s *Server) logger() *slog.Logger {
 func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 	defer c.Close()
 	log := s.logger()
-	cred, err := peerCred(c)
+	cred, err := unixsock.PeerCred(c)
 	if err != nil {
 		log.Warn("control socket: no peer credentials; connection refused", "err", err)
 		s.reply(c, Reply{Code: CodeInternal, Error: "cannot read peer credentials: " + err.Error()})
@@ -419,26 +389,6 @@ func (s *Server) failure(ctx context.Context, err error, what string, wait time.
 		return Reply{Code: CodeTimeout, Error: msg}
 	}
 	return Reply{Code: CodeInternal, Error: what + ": " + err.Error()}
-}
-
-// peerCred returns the credentials of the process at the other end, as
-// the kernel recorded them when it connected.
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	if cerr != nil {
-		return nil, os.NewSyscallError("getsockopt SO_PEERCRED", cerr)
-	}
-	return cred, nil
 }
 
 // authorize admits root and the user the server runs as.

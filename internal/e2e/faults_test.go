@@ -38,31 +38,17 @@ type phasedLoad struct {
 func startPhasedLoad(ctx context.Context, addr string, workers int, keepAlive bool, ms int) (*phasedLoad, <-chan struct{}) {
 	pl := &phasedLoad{}
 	done := make(chan struct{})
-	tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: workers}
-	client := &http.Client{Transport: tr, Timeout: 20 * time.Second}
-	url := "http://" + addr + "/work"
-	if ms > 0 {
-		url += "?ms=" + strconv.Itoa(ms)
-	}
+	tr, client, url := workClient(addr, workers, keepAlive, ms)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				res := &pl.res[pl.phase.Load()]
-				resp, err := client.Post(url, "text/plain", strings.NewReader("payload"))
-				if err != nil {
-					if ctx.Err() == nil {
-						res.fail(classify(err))
-					}
-					continue
+				if fail := postWork(client, url); fail != "" && ctx.Err() == nil {
+					res.fail(fail)
+				} else if fail == "" {
+					res.ok.Add(1)
 				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					res.fail("status " + resp.Status)
-					continue
-				}
-				res.ok.Add(1)
 			}
 		})
 	}

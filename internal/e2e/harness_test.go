@@ -356,37 +356,49 @@ func (r *loadResult) String() string {
 // ctx ends or max requests were sent. Each request must answer 200.
 func load(ctx context.Context, addr string, workers int, keepAlive bool, ms int, max int64) *loadResult {
 	res := &loadResult{}
-	tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: workers}
+	tr, client, url := workClient(addr, workers, keepAlive, ms)
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil && sent.Add(1) <= max {
+				if fail := postWork(client, url); fail != "" {
+					res.fail(fail)
+				} else {
+					res.ok.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return res
+}
+
+// workClient is an HTTP client for POST /work?ms=MS, with keep-alive on
+// or off, and the URL to post to.
+func workClient(addr string, workers int, keepAlive bool, ms int) (*http.Transport, *http.Client, string) {
+	tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: workers}
 	url := "http://" + addr + "/work"
 	if ms > 0 {
 		url += "?ms=" + strconv.Itoa(ms)
 	}
-	var sent atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil && sent.Add(1) <= max {
-				resp, err := client.Post(url, "text/plain", strings.NewReader("payload"))
-				if err != nil {
-					res.fail(classify(err))
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					res.fail("status " + resp.Status)
-					continue
-				}
-				res.ok.Add(1)
-			}
-		}()
+	return tr, &http.Client{Transport: tr, Timeout: 20 * time.Second}, url
+}
+
+// postWork sends one POST, which no client retries, and returns "" when
+// it was answered 200, or the class of the failure.
+func postWork(client *http.Client, url string) string {
+	resp, err := client.Post(url, "text/plain", strings.NewReader("payload"))
+	if err != nil {
+		return classify(err)
 	}
-	wg.Wait()
-	return res
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "status " + resp.Status
+	}
+	return ""
 }
 
 func classify(err error) string {
