@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -325,20 +326,11 @@ func (s *Sockets) describeLocked() string {
 func (s *Sockets) Listener(name string) (net.Listener, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var found bool
-	for _, sk := range s.socks {
-		if sk.name != name {
-			continue
-		}
-		found = true
-		if !sk.taken {
-			return s.listenerLocked(sk)
-		}
+	sk, err := s.namedLocked(name)
+	if err != nil {
+		return nil, err
 	}
-	if found {
-		return nil, fmt.Errorf("childproc: every socket named %q was already taken; %s", name, s.describeLocked())
-	}
-	return nil, fmt.Errorf("childproc: no inherited socket named %q; %s", name, s.describeLocked())
+	return s.listenerLocked(sk)
 }
 
 // ListenerAt returns the i-th inherited socket (0-based, in the order the
@@ -360,6 +352,16 @@ func (s *Sockets) ListenerAt(i int) (net.Listener, error) {
 func (s *Sockets) PacketConn(name string) (net.PacketConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	sk, err := s.namedLocked(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.packetConnLocked(sk)
+}
+
+// namedLocked finds the first inherited socket named name that was not
+// taken yet.
+func (s *Sockets) namedLocked(name string) (*socket, error) {
 	var found bool
 	for _, sk := range s.socks {
 		if sk.name != name {
@@ -367,7 +369,7 @@ func (s *Sockets) PacketConn(name string) (net.PacketConn, error) {
 		}
 		found = true
 		if !sk.taken {
-			return s.packetConnLocked(sk)
+			return sk, nil
 		}
 	}
 	if found {
@@ -458,21 +460,7 @@ func (s *Sockets) listenerLocked(sk *socket) (net.Listener, error) {
 	case !sk.listening:
 		return nil, fmt.Errorf("childproc: inherited %s is not listening (a connected socket, as with systemd Accept=yes, is not supported)", sk)
 	}
-	// FileListener dups the descriptor (and puts the shared file
-	// description back into non-blocking mode, which a parent's
-	// os/exec may have cleared). The original must be closed here:
-	// when the listener is closed at drain time, no other copy may stay
-	// open in this process.
-	ln, err := net.FileListener(sk.file)
-	if err != nil {
-		return nil, fmt.Errorf("childproc: listener from %s: %w", sk, err)
-	}
-	sk.taken = true
-	if err := sk.file.Close(); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("childproc: close original %s: %w", sk, err)
-	}
-	return ln, nil
+	return take(sk, "listener", net.FileListener)
 }
 
 func (s *Sockets) packetConnLocked(sk *socket) (net.PacketConn, error) {
@@ -482,16 +470,27 @@ func (s *Sockets) packetConnLocked(sk *socket) (net.PacketConn, error) {
 	case sk.sotype != unix.SOCK_DGRAM:
 		return nil, fmt.Errorf("childproc: inherited %s is a stream socket; use Listener or Listen", sk)
 	}
-	pc, err := net.FilePacketConn(sk.file)
+	return take(sk, "packet conn", net.FilePacketConn)
+}
+
+// take hands sk out as the listener or packet conn (what, in errors) that
+// from, net.FileListener or net.FilePacketConn, makes of it. from dups the
+// descriptor (and puts the shared file description back into non-blocking
+// mode, which a parent's os/exec may have cleared). The original must be
+// closed here: when the listener is closed at drain time, no other copy
+// may stay open in this process.
+func take[T io.Closer](sk *socket, what string, from func(*os.File) (T, error)) (T, error) {
+	var none T
+	c, err := from(sk.file)
 	if err != nil {
-		return nil, fmt.Errorf("childproc: packet conn from %s: %w", sk, err)
+		return none, fmt.Errorf("childproc: %s from %s: %w", what, sk, err)
 	}
 	sk.taken = true
 	if err := sk.file.Close(); err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("childproc: close original %s: %w", sk, err)
+		c.Close()
+		return none, fmt.Errorf("childproc: close original %s: %w", sk, err)
 	}
-	return pc, nil
+	return c, nil
 }
 
 // matchLocked finds the untaken inherited socket bound to addr.
