@@ -112,8 +112,10 @@ func TestFaultReadyThenCrash(t *testing.T) {
 	}
 	// Each keep-alive worker holds one connection to the crashing child:
 	// at most one request each dies with it.
-	if res.failed.Load() > workers {
-		t.Errorf("%d requests failed, want at most one per worker (%d): %s", res.failed.Load(), workers, res)
+	// As in TestFaultKillServingUnderLoad: at most the requests on
+	// connections the crashed child held, two per keep-alive worker.
+	if res.failed.Load() > 2*workers {
+		t.Errorf("%d requests failed, want at most two per worker (%d): %s", res.failed.Load(), 2*workers, res)
 	}
 	if in := getInfo(t, p.addr); in.Generation != "3" {
 		t.Errorf("generation %s serves, want 3", in.Generation)
@@ -289,8 +291,8 @@ func TestFaultHijackedAcrossReload(t *testing.T) {
 
 // SIGKILL to the serving child under load, with keep-alive and with
 // connection-per-request clients: hitless restarts it, no connection is
-// refused (the socket stays open, connections wait in its backlog), and at
-// most the one request each client had on the killed child fails.
+// refused (the socket stays open, connections wait in its backlog), and
+// only requests on connections the killed child held fail.
 func TestFaultKillServingUnderLoad(t *testing.T) {
 	p := startHitless(t, opts{})
 	in := getInfo(t, p.addr)
@@ -317,8 +319,12 @@ func TestFaultKillServingUnderLoad(t *testing.T) {
 		if n := res.count("connection refused"); n != 0 {
 			t.Errorf("%s: %d connections refused", name, n)
 		}
-		if res.failed.Load() > workers {
-			t.Errorf("%s: %d requests failed, want at most one per worker (%d)", name, res.failed.Load(), workers)
+		// Each connection the killed child held can fail the one request
+		// sent on it. A worker holds one; a keep-alive worker whose
+		// request failed may next pick a pooled connection that the child
+		// had also accepted, so each may meet at most two.
+		if res.failed.Load() > 2*workers {
+			t.Errorf("%s: %d requests failed, want at most two per worker (%d)", name, res.failed.Load(), 2*workers)
 		}
 	}
 }
