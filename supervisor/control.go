@@ -25,6 +25,9 @@ type GenerationStatus struct {
 	DrainAt  time.Time `json:"drain_at,omitzero"`
 	Status   string    `json:"status,omitempty"` // the child's last STATUS=
 	Stopping bool      `json:"stopping,omitempty"`
+	// RSS is the resident memory of the generation's whole process
+	// group, in bytes: while two generations overlap, memory doubles.
+	RSS int64 `json:"rss_bytes"`
 }
 
 // ListenerStatus describes one socket hitless holds.
@@ -104,6 +107,7 @@ func (s *Supervisor) snapshot() Status {
 		st.Generations = append(st.Generations, GenerationStatus{
 			ID: g.id, PID: g.pid, State: g.state, Started: g.started,
 			ReadyAt: g.readyAt, DrainAt: g.drainAt, Status: text, Stopping: stopping,
+			RSS: groupRSS(g.pid),
 		})
 	}
 	for i, sock := range s.sockets {

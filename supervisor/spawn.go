@@ -240,37 +240,65 @@ func inTree(pid, root int) bool {
 		if pid == root {
 			return true
 		}
-		ppid, pgid, ok := procStat(pid)
+		st, ok := procStat(pid)
 		if !ok {
 			return false
 		}
-		if pgid == root {
+		if st.pgid == root {
 			return true
 		}
-		pid = ppid
+		pid = st.ppid
 	}
 	return false
 }
 
-// procStat reads the parent pid and process group from /proc/PID/stat.
-func procStat(pid int) (ppid, pgid int, ok bool) {
+// procStat reads the parent pid, process group and resident set size
+// (in pages) from /proc/PID/stat.
+func procStat(pid int) (st procInfo, ok bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, false
+		return st, false
 	}
 	// The command name may hold spaces and parentheses; fields after the
-	// last ')' are plain: state ppid pgrp ...
+	// last ')' are plain: state ppid pgrp ... (rss is the 22nd of them).
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, 0, false
+		return st, false
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 3 {
-		return 0, 0, false
+	if len(f) < 22 {
+		return st, false
 	}
-	ppid, err1 := strconv.Atoi(f[1])
-	pgid, err2 := strconv.Atoi(f[2])
-	return ppid, pgid, err1 == nil && err2 == nil
+	var err1, err2, err3 error
+	st.ppid, err1 = strconv.Atoi(f[1])
+	st.pgid, err2 = strconv.Atoi(f[2])
+	st.rssPages, err3 = strconv.ParseInt(f[21], 10, 64)
+	return st, err1 == nil && err2 == nil && err3 == nil
+}
+
+type procInfo struct {
+	ppid, pgid int
+	rssPages   int64
+}
+
+// groupRSS adds up the resident memory of every process in the process
+// group pgid: what a generation costs while it overlaps another.
+func groupRSS(pgid int) int64 {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var pages int64
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, ok := procStat(pid); ok && st.pgid == pgid {
+			pages += st.rssPages
+		}
+	}
+	return pages * int64(os.Getpagesize())
 }
 
 // closeOnExecFrom sets FD_CLOEXEC on every descriptor from lowfd up.

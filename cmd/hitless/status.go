@@ -60,9 +60,9 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 	}
 	fmt.Fprintf(w, "hitless pid %d, %s, control %s\n", st.PID, state, path)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "GENERATION\tPID\tSTATE\tAGE\tSTATUS")
+	fmt.Fprintln(tw, "GENERATION\tPID\tSTATE\tAGE\tRSS\tSTATUS")
 	if len(st.Generations) == 0 {
-		fmt.Fprintln(tw, "-\t-\t(no child)\t-\t-")
+		fmt.Fprintln(tw, "-\t-\t(no child)\t-\t-\t-")
 	}
 	for _, g := range st.Generations {
 		text := oneLine(g.Status)
@@ -76,7 +76,7 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 		if !g.Started.IsZero() {
 			age = fmtAge(now.Sub(g.Started))
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", g.ID, g.PID, g.State, age, text)
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%.1f MiB\t%s\n", g.ID, g.PID, g.State, age, float64(g.RSS)/(1<<20), text)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "reloads: %d ok, %d failed; restarts after a crash: %d\n", st.ReloadsOK, st.ReloadsFailed, st.Restarts)

@@ -86,6 +86,7 @@ type ctlStatus struct {
 		Started    time.Time `json:"started"`
 		DrainAt    time.Time `json:"drain_at"`
 		Status     string    `json:"status"`
+		RSS        int64     `json:"rss_bytes"`
 	} `json:"generations"`
 	Stopping      bool   `json:"stopping"`
 	ReloadsOK     int    `json:"reloads_ok"`
@@ -273,6 +274,10 @@ func TestControlStatusDrainAndStop(t *testing.T) {
 		if g.State == "draining" && g.DrainAt.IsZero() {
 			t.Errorf("draining generation without drain_at: %+v", g)
 		}
+		// Both generations are Go servers: each holds megabytes.
+		if g.RSS < 1<<20 {
+			t.Errorf("generation %d: rss_bytes %d, want its process group's resident memory", g.Generation, g.RSS)
+		}
 	}
 	_, newPID := st.serving()
 	if len(st.Generations) != 2 || states[old.PID] != "draining" || newPID == 0 || newPID == old.PID {
@@ -284,7 +289,7 @@ func TestControlStatusDrainAndStop(t *testing.T) {
 	text := cli(t, 20*time.Second, nil, "status", "--control", sock)
 	for _, want := range []string{
 		fmt.Sprintf("hitless pid %d", p.cmd.Process.Pid),
-		"GENERATION", "draining", "serving", strconv.Itoa(old.PID), strconv.Itoa(newPID),
+		"GENERATION", "RSS", "MiB", "draining", "serving", strconv.Itoa(old.PID), strconv.Itoa(newPID),
 		"reloads: 1 ok, 0 failed",
 	} {
 		if text.code != 0 || !strings.Contains(text.stdout, want) {
