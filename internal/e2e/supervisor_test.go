@@ -587,3 +587,45 @@ func TestPID1(t *testing.T) {
 		t.Errorf("exit code %d after SIGTERM", code)
 	}
 }
+
+// A SIGHUP while the first child is still starting is queued: the first
+// child serves, then the queued reload replaces it.
+func TestReloadDuringStart(t *testing.T) {
+	p := startHitless(t, opts{args: []string{"--ready", "delay:300ms"}, noWait: true})
+	p.waitFor(10*time.Second, func(r record) bool { return r.msg() == "started" && r.int("generation") == 1 })
+	p.signal(syscall.SIGHUP)
+	i, _ := p.waitSince(0, 10*time.Second, func(r record) bool { return r.msg() == "serving" && r.int("generation") == 1 })
+	p.waitSince(i, 10*time.Second, func(r record) bool { return r.msg() == "serving" && r.int("generation") == 2 })
+	p.waitSince(i, 10*time.Second, func(r record) bool { return r.msg() == "drained" && r.int("generation") == 1 })
+}
+
+// SIGTERM while a reload is in flight: the starting child is stopped too,
+// and hitless exits with the serving child's status.
+func TestStopDuringReload(t *testing.T) {
+	p := startHitless(t, opts{args: []string{"--ready", "delay:2s", "--ready-timeout", "30s"}})
+	m := p.mark()
+	p.signal(syscall.SIGHUP)
+	p.waitSince(m, 10*time.Second, func(r record) bool { return r.msg() == "started" && r.int("generation") == 2 })
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(20 * time.Second); code != 0 {
+		t.Errorf("exit code %d, want the serving child's 0", code)
+	}
+	p.waitSince(m, time.Second, func(r record) bool { return r.msg() == "stopped before ready" && r.int("generation") == 2 })
+	p.waitSince(m, time.Second, func(r record) bool { return r.msg() == "stopped" && r.int("generation") == 1 })
+}
+
+// A reload asked for while a crashed child waits out its restart delay
+// runs at once: the operator's fix need not wait for the backoff.
+func TestReloadDuringBackoff(t *testing.T) {
+	p := startHitless(t, opts{args: []string{"--backoff-min", "20s", "--backoff-max", "40s"}})
+	in := getInfo(t, p.addr)
+	m := p.mark()
+	syscall.Kill(in.PID, syscall.SIGKILL)
+	p.waitSince(m, 10*time.Second, msgIs("no serving child: restarting"))
+	p.signal(syscall.SIGHUP)
+	// Well before the 20s delay would have run out.
+	_, r := p.waitSince(m, 10*time.Second, msgIs("serving"))
+	if r.int("generation") != 2 {
+		t.Errorf("generation %d serves, want 2", r.int("generation"))
+	}
+}
