@@ -19,8 +19,10 @@
 // it has the drain timeout to exit before its process group gets SIGKILL.
 // Both generations accept from the same kernel queue while they overlap,
 // so no connection waits on a process that has stopped accepting. A new
-// generation that exits or is not ready in time is killed with its
-// process group, and the serving generation is untouched.
+// generation that exits or is not ready in time fails the reload, and the
+// serving generation is untouched; what is left of the failed one gets the
+// drain signal too (it may have accepted connections already) and its
+// process group SIGKILL at the drain timeout.
 //
 // One goroutine owns all state: signals, reload requests, child exits,
 // readiness and timers arrive to it as events. A reload asked for while
@@ -43,8 +45,8 @@
 //     those given to New.
 //   - Processes that leave the child's process group (setsid) are reaped
 //     when they exit but not signalled at drain time.
-//   - A child that has accepted connections and then fails readiness is
-//     killed with SIGKILL, and those connections are reset: a child
-//     should not accept before it is ready, or should be ready once it
-//     accepts (childproc sends READY=1 right after it starts serving).
+//   - A child that accepts connections and then fails readiness gets the
+//     drain signal; if it ignores it, its connections are reset when its
+//     group is killed at the drain timeout. childproc sends READY=1 right
+//     after it starts serving, so this is rare for Go children.
 package supervisor

@@ -41,6 +41,7 @@ type generation struct {
 	state   State
 	readyAt time.Time
 	drainAt time.Time
+	reaped  bool // its pid has exited and been waited for
 
 	exitc chan unix.WaitStatus // filled once by the reaper
 	timer *time.Timer          // ready timeout, or drain deadline

@@ -462,7 +462,7 @@ func (s *Supervisor) handleEvent(ev event) {
 			s.afterFailure()
 		}
 	case evDrainTimeout:
-		if g.state == Draining {
+		if g.state == Draining || g.state == Failed {
 			s.log.Warn("drain timeout: killing process group", "generation", g.id, "pid", g.pid, "timeout", s.cfg.DrainTimeout)
 			g.signal(syscall.SIGKILL)
 		}
@@ -517,16 +517,20 @@ func (s *Supervisor) drain(g *generation) {
 	g.timer = time.AfterFunc(s.cfg.DrainTimeout, func() { s.post(event{kind: evDrainTimeout, gen: g}) })
 }
 
-// failed records that g did not take over and kills what is left of it.
+// failed records that g did not take over and stops what is left of it.
 func (s *Supervisor) failed(g *generation, reason string) {
 	err := &ReloadError{Generation: g.id, PID: g.pid, Reason: reason}
 	if g.stderr != nil {
 		err.Stderr = g.stderr.Lines(5)
 	}
-	if g.pid > 0 && g.state != Failed {
-		g.state = Failed
+	if g.pid > 0 && !g.reaped && g.state != Failed {
+		// A child that is not ready may still have accepted connections
+		// from the shared queue: drain it like an old generation, so they
+		// are answered, and kill its group at the drain deadline.
+		g.state, g.drainAt = Failed, time.Now()
 		g.stopTimers()
-		g.signal(syscall.SIGKILL)
+		g.signal(s.cfg.DrainSignal)
+		g.timer = time.AfterFunc(s.cfg.DrainTimeout, func() { s.post(event{kind: evDrainTimeout, gen: g}) })
 	}
 	if s.starting == g {
 		s.starting = nil
@@ -589,6 +593,7 @@ func (s *Supervisor) exit(g *generation, ws unix.WaitStatus, copied bool) {
 			break
 		}
 	}
+	g.reaped = true
 	g.stopTimers()
 	g.notify.Close()
 	if !copied {
@@ -618,6 +623,8 @@ func (s *Supervisor) exit(g *generation, ws unix.WaitStatus, copied bool) {
 		}
 	case g.state == Draining:
 		s.log.Info("drained", "generation", g.id, "pid", g.pid, "status", reason, "took", time.Since(g.drainAt).Round(time.Millisecond))
+	case g.state == Failed && !g.drainAt.IsZero():
+		s.log.Info("failed generation drained", "generation", g.id, "pid", g.pid, "status", reason, "took", time.Since(g.drainAt).Round(time.Millisecond))
 	default:
 		s.log.Debug("reaped", "generation", g.id, "pid", g.pid, "status", reason)
 	}

@@ -678,3 +678,43 @@ func rssOf(t *testing.T, pid int) int64 {
 	t.Fatal("no VmRSS")
 	return 0
 }
+
+// A new child that serves but never says it is ready (a server run with
+// the wrong --ready) fails the reload, yet it has taken connections from
+// the shared queue: it is drained like an old generation, so every
+// request it accepted is answered, and the serving child is untouched.
+func TestFaultServesButNeverReady(t *testing.T) {
+	modeFile := filepath.Join(t.TempDir(), "mode")
+	p := startHitless(t, opts{args: []string{"--ready-timeout", "1s"}, srv: []string{"-mode-file", modeFile}})
+	before := getInfo(t, p.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ka, kaDone := startPhasedLoad(ctx, p.addr, 4, true, 20)
+	pr, prDone := startPhasedLoad(ctx, p.addr, 4, false, 20)
+	ka.okAtLeast(t, 0, 20)
+	os.WriteFile(modeFile, []byte("silent"), 0o644)
+	m := p.mark()
+	p.signal(syscall.SIGHUP)
+	_, r := p.waitSince(m, 10*time.Second, msgIs("reload failed"))
+	if !strings.Contains(r.str("reason"), "not ready within 1s") {
+		t.Errorf("reason %q", r.str("reason"))
+	}
+	failedPID := r.int("pid")
+	_, d := p.waitSince(m, 10*time.Second, msgIs("failed generation drained"))
+	if d.int("pid") != failedPID || d.str("status") != "exit status 0" {
+		t.Errorf("failed child ended %v, want pid %d drained with exit status 0", d, failedPID)
+	}
+	ka.okAtLeast(t, 0, 20)
+	cancel()
+	<-kaDone
+	<-prDone
+	for name, res := range map[string]*loadResult{"keep-alive": &ka.res[0], "per-request": &pr.res[0]} {
+		t.Logf("%s: %s", name, res)
+		if res.failed.Load() != 0 {
+			t.Errorf("%s: requests failed across a reload whose child never became ready: %s", name, res)
+		}
+	}
+	if in := getInfo(t, p.addr); in.PID != before.PID {
+		t.Errorf("pid %d serves, want the untouched %d", in.PID, before.PID)
+	}
+}

@@ -8,7 +8,8 @@
 // after 200ms; crash:DURATION waits DURATION instead), orphan (serve,
 // after starting a grandchild that outlives its parent), notify-junk
 // (sends malformed and oversized datagrams to NOTIFY_SOCKET, then serves),
-// exit-loud (writes 32 KiB to stderr, then exits 1 at start).
+// exit-loud (writes 32 KiB to stderr, then exits 1 at start), silent
+// (serves and drains, but never sends READY=1).
 //
 // Endpoints: GET /info, POST /work?ms=N, GET /events?n=N&every=DURATION
 // (server-sent events: N events, then the response ends), GET /hijack
@@ -89,6 +90,10 @@ func main() {
 
 func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) error {
 	switch mode {
+	case "silent":
+		// Serves and drains like "serve", but never says it is ready: a
+		// server run with the wrong --ready.
+		os.Unsetenv("NOTIFY_SOCKET")
 	case "exit":
 		return fmt.Errorf("mode exit: failing at start on purpose")
 	case "exit-loud":
