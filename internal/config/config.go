@@ -10,17 +10,19 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/hitless/hitless/supervisor"
 )
 
 // Defaults, shared with the flags of "hitless run" so that both document
-// and apply the same values.
+// and apply the same values: the supervisor's own.
 const (
-	DefaultReadyTimeout = 60 * time.Second
+	DefaultReadyTimeout = supervisor.DefaultReadyTimeout
 	DefaultDrainSignal  = syscall.SIGTERM
-	DefaultDrainTimeout = 30 * time.Second
-	DefaultBackoffMin   = 100 * time.Millisecond
-	DefaultBackoffMax   = 30 * time.Second
-	DefaultStableAfter  = 10 * time.Second
+	DefaultDrainTimeout = supervisor.DefaultDrainTimeout
+	DefaultBackoffMin   = supervisor.DefaultBackoffMin
+	DefaultBackoffMax   = supervisor.DefaultBackoffMax
+	DefaultStableAfter  = supervisor.DefaultStableAfter
 	DefaultLogFormat    = LogText
 	DefaultLogLevel     = slog.LevelInfo
 )
