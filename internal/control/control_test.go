@@ -329,11 +329,7 @@ func TestCloseEndsWaits(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}}
-	s, err := Listen(filepath.Join(shortDir(t), "c.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(f)
+	s := serve(t, f)
 	c := dialT(t, s.Path())
 	errc := make(chan error, 1)
 	go func() {
@@ -361,11 +357,7 @@ func TestStopDuringClose(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}}
-	s, err := Listen(filepath.Join(shortDir(t), "c.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(f)
+	s := serve(t, f)
 	c := dialT(t, s.Path())
 	errc := make(chan error, 1)
 	go func() { errc <- c.Stop(context.Background(), time.Hour) }()
