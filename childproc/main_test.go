@@ -320,12 +320,6 @@ func (r *logRecorder) waitFor(t *testing.T, substr string, within time.Duration)
 	}
 }
 
-func (r *logRecorder) all() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return strings.Join(r.records, "\n")
-}
-
 func newLogger(t *testing.T) (*slog.Logger, *logRecorder) {
 	r := &logRecorder{t: t}
 	return slog.New(r), r

@@ -133,16 +133,6 @@ func (h *Hitless) since(from int) []record {
 
 func (h *Hitless) signal(sig syscall.Signal) error { return h.cmd.Process.Signal(sig) }
 
-// reload sends SIGHUP and waits for the new generation to serve.
-func (h *Hitless) reload() (record, error) {
-	m := h.mark()
-	if err := h.signal(syscall.SIGHUP); err != nil {
-		return record{}, err
-	}
-	_, r, err := h.waitFor(m, 30*time.Second, is("serving"))
-	return r, err
-}
-
 // Stop sends SIGTERM and waits for hitless to exit.
 func (h *Hitless) Stop() {
 	h.signal(syscall.SIGTERM)

@@ -101,7 +101,7 @@ func TestFaultReadyThenCrash(t *testing.T) {
 		t.Errorf("died record %v, want pid %d with exit status 4", r, crashPID)
 	}
 	p.waitSince(m, 20*time.Second, func(r record) bool { return r.msg() == "drained" && r.int("generation") == 1 })
-	_, r = p.waitSince(m, 20*time.Second, func(r record) bool { return r.msg() == "serving" && r.int("generation") == 3 })
+	p.waitSince(m, 20*time.Second, func(r record) bool { return r.msg() == "serving" && r.int("generation") == 3 })
 	pl.okAtLeast(t, 0, 50)
 	cancel()
 	<-done
