@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# Runs every test of the project: vet, the race-enabled test suites of the
-# main module and of each example module, and each fuzz target for a
-# bounded time (FUZZTIME, default 5s; FUZZTIME=0 skips fuzzing; see
-# scripts/fuzz.sh).
+# Runs every test of the project: the tree's hygiene (go mod tidy in every
+# module, staticcheck, childproc cross-built for darwin and windows), vet,
+# the race-enabled test suites of the main module and of each example
+# module, and each fuzz target for a bounded time (FUZZTIME, default 5s;
+# FUZZTIME=0 skips fuzzing; see scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
+staticcheck="honnef.co/go/tools/cmd/staticcheck@v0.8.2"
+
+modules=(. examples/*/)
+for mod in "${modules[@]}"; do
+	echo "== $mod: go mod tidy -diff, staticcheck"
+	(cd "$mod" && go mod tidy -diff && go run "$staticcheck" ./...)
+done
+
+echo "== childproc builds for darwin and windows"
+GOOS=darwin go build ./childproc
+GOOS=windows go build ./childproc
 
 echo "== go vet"
 go vet ./...
