@@ -1,3 +1,5 @@
+//go:build linux
+
 package supervisor
 
 import (
@@ -56,12 +58,13 @@ func (s *Supervisor) Reload(ctx context.Context) error {
 	}
 }
 
-// Stop drains every generation and waits until Run is about to return.
+// Stop drains every generation and waits until Run has released
+// everything it holds (sockets, notify sockets) and is about to return.
 func (s *Supervisor) Stop(ctx context.Context) error {
 	reply := make(chan error, 1)
 	if err := s.ask(ctx, request{kind: reqStop, reply: reply}); err != nil {
 		if err == ErrStopping {
-			return nil
+			return nil // Run has returned
 		}
 		return err
 	}
@@ -100,21 +103,23 @@ func (s *Supervisor) ask(ctx context.Context, req request) error {
 	}
 }
 
-func (s *Supervisor) snapshot() Status {
-	st := Status{PID: os.Getpid(), Stopping: s.stopping}
-	for _, g := range s.gens {
-		text, stopping := g.lastStatus()
-		st.Generations = append(st.Generations, GenerationStatus{
+// status completes the machine's view with what the driver knows.
+func (s *Supervisor) status(v machineView) Status {
+	st := Status{PID: os.Getpid(), Stopping: v.stopping, Stats: v.stats}
+	for _, g := range v.gens {
+		gs := GenerationStatus{
 			ID: g.id, PID: g.pid, State: g.state, Started: g.started,
-			ReadyAt: g.readyAt, DrainAt: g.drainAt, Status: text, Stopping: stopping,
-			RSS: groupRSS(g.pid),
-		})
+			ReadyAt: g.readyAt, DrainAt: g.drain, RSS: groupRSS(g.pid),
+		}
+		if c := s.children[g.id]; c != nil {
+			gs.Status, gs.Stopping = c.lastStatus()
+		}
+		st.Generations = append(st.Generations, gs)
 	}
 	for i, sock := range s.sockets {
 		st.Listeners = append(st.Listeners, ListenerStatus{
 			Name: sock.spec.Name, Network: sock.spec.Network, Address: sock.addr, FD: 3 + i,
 		})
 	}
-	st.Stats = s.stats
 	return st
 }

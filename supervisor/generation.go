@@ -1,8 +1,9 @@
+//go:build linux
+
 package supervisor
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,79 +12,48 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/sdnotify"
 )
 
-// State is where a generation is in its life.
-type State string
-
-const (
-	Starting State = "starting" // spawned, not yet ready
-	Ready    State = "ready"    // ready, about to take over
-	Serving  State = "serving"  // the current generation
-	Draining State = "draining" // told to stop, finishing its work
-	Failed   State = "failed"   // did not become ready; being killed
-)
-
-// generation is one start of the child program. The supervisor's loop owns
-// every field but the ones under mu, which the notify and output
-// goroutines write.
-type generation struct {
-	id      int
-	kind    startKind
-	pid     int
-	started time.Time
-	state   State
-	readyAt time.Time
-	drainAt time.Time
-	reaped  bool // its pid has exited and been waited for
-
-	exitc chan unix.WaitStatus // filled once by the reaper
-	timer *time.Timer          // ready timeout, or drain deadline
-	delay *time.Timer          // --ready delay:D
+// child is what the driver holds for one generation while it runs: its
+// notify socket, its output and what it said. The machine holds its state.
+type child struct {
+	id, pid int
 
 	notify *sdnotify.Conn
 	stderr *tail
 	outw   sync.WaitGroup // output copiers
 	pipes  []*os.File     // read ends, closed after exit
+	copied bool           // the output copiers finished before the exit was reported
 
-	mu       sync.Mutex
-	status   string // last STATUS=
-	stopping bool   // sent STOPPING=1
+	mu       sync.Mutex // status and stopping, written by the notify reader
+	status   string     // last STATUS=
+	stopping bool       // sent STOPPING=1
 }
 
-func (g *generation) String() string { return fmt.Sprintf("generation %d (pid %d)", g.id, g.pid) }
-
-func (g *generation) lastStatus() (string, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.status, g.stopping
+func (c *child) lastStatus() (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status, c.stopping
 }
 
-func (g *generation) stopTimers() {
-	if g.timer != nil {
-		g.timer.Stop()
-	}
-	if g.delay != nil {
-		g.delay.Stop()
+// forget closes the notify socket of a child that exited.
+func (c *child) forget() {
+	if c.notify != nil {
+		c.notify.Close()
 	}
 }
 
-// signal sends sig to the generation's whole process group.
-func (g *generation) signal(sig syscall.Signal) error {
-	if g.pid <= 0 {
-		return nil
+// closeOutput closes the output pipes that an escaped descendant still
+// holds open, and waits for their copiers.
+func (c *child) closeOutput() {
+	for _, p := range c.pipes {
+		p.Close()
 	}
-	err := unix.Kill(-g.pid, sig)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	return err
+	c.outw.Wait()
 }
 
 // resolve finds the program and working directory afresh, so that a deploy

@@ -1,7 +1,11 @@
+//go:build linux
+
 package supervisor
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"net"
 	"net/url"
 	"os"
@@ -42,22 +46,46 @@ type ListenSpec struct {
 // than a datagram socket.
 func (l ListenSpec) Stream() bool { return !strings.HasPrefix(l.Network, "udp") }
 
+// String returns the socket as given, or else in the syntax of the
+// --listen flag.
+func (l ListenSpec) String() string {
+	if l.Spec != "" {
+		return l.Spec
+	}
+	if l.Network == "unix" {
+		return l.Name + "=unix://" + l.Address
+	}
+	return l.Name + "=" + l.Network + "://" + l.Address
+}
+
 // ParseListen parses "[NAME=]URL" as given to --listen:
 //
 //	tcp://127.0.0.1:8080   tcp4://0.0.0.0:80   tcp6://[::1]:8080
 //	unix:///run/app.sock   udp://127.0.0.1:5353
 //
-// Options go in the query: backlog=N for stream sockets, and
-// mode=0660, owner=USER|UID, group=GROUP|GID for unix sockets.
+// Options go in the query (see SetOption): backlog=N for stream sockets,
+// and mode=0660, owner=USER|UID, group=GROUP|GID for unix sockets.
 func ParseListen(s string) (ListenSpec, error) {
-	spec := ListenSpec{Spec: s, UID: -1, GID: -1}
-	rest := s
+	name, rest := "", s
 	if i := strings.Index(s, "="); i >= 0 && !strings.Contains(s[:i], "://") {
-		spec.Name, rest = s[:i], s[i+1:]
-		if err := validName(spec.Name); err != nil {
-			return spec, err
+		name, rest = s[:i], s[i+1:]
+		if err := CheckSocketName(name); err != nil {
+			return ListenSpec{Spec: s}, err
 		}
 	}
+	spec, err := parseURL(rest)
+	spec.Spec = s
+	if err != nil {
+		return spec, err
+	}
+	if name != "" {
+		spec.Name = name
+	}
+	return spec, nil
+}
+
+func parseURL(rest string) (ListenSpec, error) {
+	spec := ListenSpec{UID: -1, GID: -1}
 	u, err := url.Parse(rest)
 	if err != nil || u.Scheme == "" || u.Opaque != "" {
 		return spec, fmt.Errorf("%q is not a URL: want tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT or unix:///PATH", rest)
@@ -82,68 +110,78 @@ func ParseListen(s string) (ListenSpec, error) {
 			return spec, fmt.Errorf("%q: host %q is neither an IP address nor a host name", rest, host)
 		}
 		spec.Network, spec.Address = u.Scheme, u.Host
-		if spec.Name == "" {
-			spec.Name = fmt.Sprintf("%s-%d", strings.TrimRight(u.Scheme, "46"), p)
-		}
+		spec.Name = fmt.Sprintf("%s-%d", strings.TrimRight(u.Scheme, "46"), p)
 	case "unix":
 		if u.Host != "" || u.Path == "" {
 			return spec, fmt.Errorf("%q: want unix:///ABSOLUTE/PATH (three slashes)", rest)
 		}
 		spec.Network, spec.Address = "unix", filepath.Clean(u.Path)
-		if spec.Name == "" {
-			spec.Name = "unix-" + filepath.Base(spec.Address)
-			if err := validName(spec.Name); err != nil {
-				return spec, err
-			}
+		spec.Name = "unix-" + filepath.Base(spec.Address)
+		if err := CheckSocketName(spec.Name); err != nil {
+			return spec, fmt.Errorf("%q: default name: %w (give one as NAME=URL)", rest, err)
 		}
 	default:
 		return spec, fmt.Errorf("%q: unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6 or unix", rest, u.Scheme)
 	}
-	for key, vals := range u.Query() {
-		v := vals[len(vals)-1]
-		switch {
-		case key == "backlog" && spec.Stream():
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1<<16 {
-				return spec, fmt.Errorf("%q: backlog=%q: want a number from 1 to 65536", rest, v)
-			}
-			spec.Backlog = n
-		case key == "mode" && spec.Network == "unix":
-			m, err := strconv.ParseUint(v, 8, 32)
-			if err != nil || m > 0o777 || m == 0 {
-				return spec, fmt.Errorf("%q: mode=%q: want octal permissions such as 0660", rest, v)
-			}
-			spec.Mode = os.FileMode(m)
-		case key == "owner" && spec.Network == "unix":
-			if spec.UID, err = lookupID(v, true); err != nil {
-				return spec, fmt.Errorf("%q: owner=%q: %w", rest, v, err)
-			}
-		case key == "group" && spec.Network == "unix":
-			if spec.GID, err = lookupID(v, false); err != nil {
-				return spec, fmt.Errorf("%q: group=%q: %w", rest, v, err)
-			}
-		default:
-			valid := "backlog"
-			if spec.Network == "unix" {
-				valid = "backlog, mode, owner, group"
-			} else if !spec.Stream() {
-				valid = "none for udp"
-			}
-			return spec, fmt.Errorf("%q: unknown option %q (valid: %s)", rest, key, valid)
+	q := u.Query()
+	for _, key := range slices.Sorted(maps.Keys(q)) {
+		vals := q[key]
+		if err := spec.SetOption(key, vals[len(vals)-1]); err != nil {
+			return spec, fmt.Errorf("%q: %w", rest, err)
 		}
 	}
 	return spec, nil
 }
 
-// validName enforces what LISTEN_FDNAMES can carry: 1 to 255 printable
-// ASCII characters and no colon, which separates names.
-func validName(name string) error {
+// SetOption sets one option of the socket, as the URL's query gives it:
+// backlog=N (1 to 65536) for stream sockets, and mode=0660 (octal),
+// owner=USER|UID and group=GROUP|GID for unix sockets.
+func (l *ListenSpec) SetOption(key, v string) error {
+	var err error
+	switch {
+	case key == "backlog" && l.Stream():
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1<<16 {
+			return fmt.Errorf("backlog=%q: want a number from 1 to 65536", v)
+		}
+		l.Backlog = n
+	case key == "mode" && l.Network == "unix":
+		m, err := strconv.ParseUint(strings.TrimPrefix(v, "0o"), 8, 32)
+		if err != nil || m > 0o777 || m == 0 {
+			return fmt.Errorf("mode=%q: want octal permissions such as 0660", v)
+		}
+		l.Mode = os.FileMode(m)
+	case key == "owner" && l.Network == "unix":
+		if l.UID, err = lookupID(v, true); err != nil {
+			return fmt.Errorf("owner=%q: %w", v, err)
+		}
+	case key == "group" && l.Network == "unix":
+		if l.GID, err = lookupID(v, false); err != nil {
+			return fmt.Errorf("group=%q: %w", v, err)
+		}
+	default:
+		valid := "backlog"
+		if l.Network == "unix" {
+			valid = "backlog, mode, owner, group"
+		} else if !l.Stream() {
+			valid = "none for udp"
+		}
+		return fmt.Errorf("unknown option %q (valid: %s)", key, valid)
+	}
+	return nil
+}
+
+// CheckSocketName enforces what a socket's name may be: what
+// LISTEN_FDNAMES can carry (1 to 255 printable ASCII characters, no ':',
+// which separates names) without spaces, which would need quoting in logs,
+// or '=', which ends the name in the NAME=URL syntax.
+func CheckSocketName(name string) error {
 	if name == "" || len(name) > 255 {
-		return fmt.Errorf("name %q: want 1 to 255 characters", name)
+		return fmt.Errorf("socket name %q: want 1 to 255 characters", name)
 	}
 	for _, r := range name {
-		if r <= ' ' || r > '~' || r == ':' {
-			return fmt.Errorf("name %q: want printable ASCII without spaces or ':'", name)
+		if r <= ' ' || r > '~' || r == ':' || r == '=' {
+			return fmt.Errorf("socket name %q: want printable ASCII without spaces, ':' or '='", name)
 		}
 	}
 	return nil

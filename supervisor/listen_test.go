@@ -73,7 +73,7 @@ func FuzzParseListen(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if validName(spec.Name) != nil {
+		if CheckSocketName(spec.Name) != nil {
 			t.Fatalf("ParseListen(%q) accepted name %q that LISTEN_FDNAMES cannot carry", s, spec.Name)
 		}
 		switch spec.Network {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package supervisor
 
 import (
@@ -17,19 +19,18 @@ import (
 	"github.com/hitless/hitless/internal/sdnotify"
 )
 
-// start spawns a generation through the shim. On error the returned
-// generation carries its id for the report.
-func (s *Supervisor) start(kind startKind) (*generation, error) {
-	s.nextID++
-	g := &generation{id: s.nextID, kind: kind, state: Starting, exitc: make(chan unix.WaitStatus, 1), stderr: &tail{max: 8 << 10}}
+// spawn starts generation c through the shim and the goroutines that
+// watch it: one reports its exit, one reads its notify socket. It is the
+// real osEnv.spawn.
+func (s *Supervisor) spawn(c *child) (int, error) {
 	dir, prog, err := resolve(s.cfg.Dir, s.cfg.Command, s.cfg.Env)
 	if err != nil {
-		return g, fmt.Errorf("start: %w", err)
+		return 0, fmt.Errorf("start: %w", err)
 	}
-	notifyPath := filepath.Join(s.rundir, "notify-"+strconv.Itoa(g.id))
-	g.notify, err = sdnotify.Listen(notifyPath)
+	notifyPath := filepath.Join(s.rundir, "notify-"+strconv.Itoa(c.id))
+	c.notify, err = sdnotify.Listen(notifyPath)
 	if err != nil {
-		return g, fmt.Errorf("start: notify socket: %w", err)
+		return 0, fmt.Errorf("start: notify socket: %w", err)
 	}
 
 	// stderr always goes through a pipe, so a failure can quote its last
@@ -50,17 +51,21 @@ func (s *Supervisor) start(kind startKind) (*generation, error) {
 			for _, p := range pipes {
 				p.r.Close()
 			}
-			g.notify.Close()
+			c.notify.Close()
 		}
 	}
-	for fd, dst := range map[int]*os.File{1: s.cfg.Stdout, 2: s.cfg.Stderr} {
+	for _, out := range []struct {
+		fd  int
+		dst *os.File
+	}{{1, s.cfg.Stdout}, {2, s.cfg.Stderr}} {
+		fd, dst := out.fd, out.dst
 		if fd == 1 && !s.cfg.OutputPrefix {
 			continue
 		}
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(true)
-			return g, fmt.Errorf("start: output pipe: %w", err)
+			return 0, fmt.Errorf("start: output pipe: %w", err)
 		}
 		pipes = append(pipes, pipe{r: r, dst: dst, stderr: fd == 2})
 		writeEnds = append(writeEnds, w)
@@ -71,115 +76,104 @@ func (s *Supervisor) start(kind startKind) (*generation, error) {
 	}
 	attr := &syscall.ProcAttr{
 		Dir:   dir,
-		Env:   s.childEnv(g, notifyPath),
+		Env:   s.childEnv(c, notifyPath),
 		Files: files,
 		Sys: &syscall.SysProcAttr{
 			Setpgid:   true,
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}
+	exitc := make(chan unix.WaitStatus, 1)
 	argv := append([]string{"hitless", ShimArg, prog}, s.cfg.Command...)
 	pid, err := s.reaper.start(func() (int, error) {
 		pid, _, err := syscall.StartProcess(s.cfg.ShimPath, argv, attr)
 		return pid, err
-	}, func(ws unix.WaitStatus) { g.exitc <- ws })
+	}, func(ws unix.WaitStatus) { exitc <- ws })
 	closeAll(err != nil)
 	if err != nil {
-		return g, fmt.Errorf("start: %w", err)
+		return 0, fmt.Errorf("start: %w", err)
 	}
-	g.pid, g.started = pid, time.Now()
-	s.gens = append(s.gens, g)
-	s.log.Info("started", "generation", g.id, "pid", pid, "program", prog, "dir", dir)
+	c.pid = pid
+	s.log.Info("started", "generation", c.id, "pid", pid, "program", prog, "dir", dir)
 
 	for _, p := range pipes {
 		var dst io.Writer = p.dst
 		if s.cfg.OutputPrefix {
-			dst = &prefixWriter{w: p.dst, prefix: fmt.Appendf(nil, "[gen %d pid %d] ", g.id, pid)}
+			dst = &prefixWriter{w: p.dst, prefix: fmt.Appendf(nil, "[gen %d pid %d] ", c.id, pid)}
 		}
 		if p.stderr {
-			dst = io.MultiWriter(dst, g.stderr)
+			dst = io.MultiWriter(dst, c.stderr)
 		}
-		g.pipes = append(g.pipes, p.r)
-		g.outw.Add(1)
-		go copyOutput(&g.outw, dst, p.r)
+		c.pipes = append(c.pipes, p.r)
+		c.outw.Add(1)
+		go copyOutput(&c.outw, dst, p.r)
 	}
 	s.bg.Add(2)
 	go func() {
 		defer s.bg.Done()
-		ws := <-g.exitc
+		ws := <-exitc
 		// Whatever the leader left in its group would hold the sockets
 		// and the output pipes. A group that still has members keeps its
 		// id, so this cannot hit a reused pid.
-		g.signal(syscall.SIGKILL)
+		signalGroup(pid, syscall.SIGKILL)
 		// Report the exit once its output is copied, so the last lines
 		// are in the log before the verdict, within a bound in case an
 		// escaped descendant keeps the pipe open.
 		done := make(chan struct{})
-		go func() { g.outw.Wait(); close(done) }()
-		copied := true
+		go func() { c.outw.Wait(); close(done) }()
 		select {
 		case <-done:
+			c.copied = true
 		case <-time.After(2 * time.Second):
-			copied = false
 		}
-		s.post(event{kind: evExit, gen: g, ws: ws, copied: copied})
+		s.post(evExited{gen: c.id, status: ws, stderr: c.stderr.Lines(5)})
 	}()
 	go func() {
 		defer s.bg.Done()
-		s.readNotify(g)
+		s.readNotify(c)
 	}()
-	g.timer = time.AfterFunc(s.cfg.ReadyTimeout, func() { s.post(event{kind: evReadyTimeout, gen: g}) })
-	if s.cfg.ReadyDelay > 0 {
-		g.delay = time.AfterFunc(s.cfg.ReadyDelay, func() { s.post(event{kind: evReady, gen: g}) })
-	}
-	return g, nil
+	return pid, nil
 }
 
 // readNotify reads the generation's private notify socket until it is
 // closed. Only the child and its descendants are believed; the sender is
 // known from SCM_CREDENTIALS, never from the payload.
-func (s *Supervisor) readNotify(g *generation) {
+func (s *Supervisor) readNotify(c *child) {
 	readySent := false
 	for {
-		m, err := g.notify.Read()
+		m, err := c.notify.Read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return
 			}
-			s.log.Warn("notify socket: bad message", "generation", g.id, "err", err)
+			s.log.Warn("notify socket: bad message", "generation", c.id, "err", err)
 			continue
 		}
-		if !inTree(int(m.PID), g.pid) {
-			s.log.Warn("notify socket: message from a process outside the child's tree ignored", "generation", g.id, "sender_pid", m.PID)
+		if !inTree(int(m.PID), c.pid) {
+			s.log.Warn("notify socket: message from a process outside the child's tree ignored", "generation", c.id, "sender_pid", m.PID)
 			continue
 		}
-		g.mu.Lock()
+		c.mu.Lock()
 		if v, ok := m.Get("STATUS"); ok {
-			g.status = sdnotify.CleanStatus(v)
+			c.status = sdnotify.CleanStatus(v)
 		}
 		if v, _ := m.Get("STOPPING"); v == "1" {
-			g.stopping = true
+			c.stopping = true
 		}
-		g.mu.Unlock()
+		c.mu.Unlock()
 		if v, _ := m.Get("READY"); v == "1" && !readySent && s.cfg.ReadyDelay <= 0 {
 			readySent = true
-			s.post(event{kind: evReady, gen: g})
+			s.post(evReady{gen: c.id})
 		}
 	}
 }
 
 // childEnv is hitless's environment less what belongs to hitless's own
 // supervisor, plus the child's sockets in every supported convention.
-func (s *Supervisor) childEnv(g *generation, notifyPath string) []string {
+func (s *Supervisor) childEnv(c *child, notifyPath string) []string {
 	drop := func(kv string) bool {
 		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
-			"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
-			"SERVER_STARTER_PORT", "SERVER_STARTER_GENERATION", "HITLESS_GENERATION":
-			return true
-		}
-		return strings.HasPrefix(k, "EINHORN_")
+		return ReservedEnv(k)
 	}
 	var env []string
 	for _, kv := range append(os.Environ(), s.cfg.Env...) {
@@ -199,7 +193,7 @@ func (s *Supervisor) childEnv(g *generation, notifyPath string) []string {
 			einhorn++
 		}
 	}
-	gen := strconv.Itoa(g.id)
+	gen := strconv.Itoa(c.id)
 	env = append(env,
 		"LISTEN_FDS="+strconv.Itoa(len(s.sockets)),
 		"LISTEN_FDNAMES="+strings.Join(names, ":"),

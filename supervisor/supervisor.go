@@ -1,3 +1,5 @@
+//go:build linux
+
 package supervisor
 
 import (
@@ -13,92 +15,47 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/hitless/hitless/internal/sdnotify"
 )
-
-// Defaults for the zero values of Config.
-const (
-	DefaultReadyTimeout = 60 * time.Second
-	DefaultDrainTimeout = 30 * time.Second
-	DefaultBackoffMin   = 100 * time.Millisecond
-	DefaultBackoffMax   = 30 * time.Second
-	DefaultStableAfter  = 10 * time.Second
-)
-
-// Config says what to run and how. The zero value of every field but
-// Listen and Command means its default.
-type Config struct {
-	Listen  []ListenSpec
-	Command []string // the program and its arguments
-	Dir     string   // the child's working directory, resolved at each start
-	Env     []string // KEY=VALUE added to the child's environment
-
-	// ReadyDelay, if positive, declares a child ready once it has lived
-	// this long, for programs that cannot send READY=1. It is the weaker
-	// choice: a slow or half-started child gets traffic anyway.
-	ReadyDelay   time.Duration
-	ReadyTimeout time.Duration
-	DrainSignal  syscall.Signal // default SIGTERM
-	DrainTimeout time.Duration
-
-	// A serving child that dies is restarted after BackoffMin, doubling
-	// up to BackoffMax; a child that served StableAfter resets it.
-	BackoffMin, BackoffMax, StableAfter time.Duration
-
-	// OutputPrefix puts "[gen N pid P] " before each line the child
-	// writes to stdout and stderr.
-	OutputPrefix bool
-	Stdout       *os.File // default os.Stdout
-	Stderr       *os.File // default os.Stderr
-
-	Logger   *slog.Logger
-	Registry Registry // where sockets are kept; nil binds directly
-	// ReleaseSockets, if set, is called when a stop begins, after hitless
-	// closed its own copies of the sockets: it must close the copies the
-	// Registry keeps (tableflip's Upgrader.Stop does).
-	ReleaseSockets func()
-
-	// Notifier reports to the service manager; nil for none.
-	Notifier *sdnotify.Notifier
-
-	// ShimPath is the binary that runs RunShim when its first argument
-	// is ShimArg; default /proc/self/exe.
-	ShimPath string
-}
 
 // Supervisor holds the sockets and runs generations of the child. Create
 // it with New, which binds the sockets, then call Run once.
+//
+// It is the driver of the state machine in machine.go: one goroutine (Run's)
+// feeds the machine every event in order and carries out the actions it
+// returns. Other goroutines only observe (a child's exit, its READY=1, a
+// timer) and post what they saw to that goroutine.
 type Supervisor struct {
 	cfg     Config
 	log     *slog.Logger
 	sockets []*socket
-	rundir  string // private notify sockets live here
-	reaper  *reaper
+	sigc    chan os.Signal // caught from New on
+	os      osEnv
 
-	events chan event
-	reqs   chan request
-	done   chan struct{} // closed when the loop has returned
-	bg     sync.WaitGroup
+	events   chan event
+	reqs     chan request
+	loopDone chan struct{} // closed when the loop has returned
+	done     chan struct{} // closed when Run has released everything
 
-	// Owned by the loop.
-	nextID     int
-	gens       []*generation // every generation not yet reaped
-	serving    *generation
-	starting   *generation
-	pending    bool         // one more reload queued behind starting
-	waiting    []chan error // callers of the reload in flight
-	queued     []chan error // callers of the queued reload
-	stopping   bool
-	stopWait   []chan error
-	everServed bool
-	restart    *time.Timer
-	backoff    time.Duration
-	exitCode   int
-	initErr    error
-	lingering  []*generation // reaped, but a descendant still holds its output
+	// Owned by Run's goroutine.
+	m          *machine
+	rundir     string // private notify sockets live here
+	reaper     *reaper
+	children   map[int]*child
+	timers     map[timerID]*time.Timer
+	callers    map[callerID]request
+	lastCaller callerID
+	exit       *actExit
+	lingering  []*child // reaped, but a descendant still holds its output
+	bg         sync.WaitGroup
+	closeOnce  sync.Once
+}
 
-	stats Stats
+// osEnv is the operating system as the driver uses it: starting a
+// generation and signalling a process group. Tests replace it to run the
+// driver without children.
+type osEnv struct {
+	spawn  func(c *child) (pid int, err error)
+	signal func(pgid int, sig syscall.Signal) error
 }
 
 // Stats counts what happened to reloads.
@@ -131,41 +88,15 @@ func (e *ReloadError) Error() string {
 	return s
 }
 
-// ExitError is returned by Run when the last serving child exited with a
-// non-zero status; Code is its shell-style exit code.
+// ExitError is returned by Run when the last serving child ended with a
+// status other than 0 or hitless's own drain signal; Code is its
+// shell-style exit code.
 type ExitError struct{ Code int }
 
 func (e *ExitError) Error() string { return fmt.Sprintf("child exited with code %d", e.Code) }
 
 // ErrStopping is returned to reloads asked for or queued after a stop.
 var ErrStopping = errors.New("hitless is stopping")
-
-// startKind says why a generation was started, which decides what its
-// success or failure means and what the service manager is told.
-type startKind int
-
-const (
-	kindInitial startKind = iota // the first child
-	kindReload                   // SIGHUP, or Reload
-	kindRestart                  // after the serving child died
-)
-
-type evKind int
-
-const (
-	evExit evKind = iota
-	evReady
-	evReadyTimeout
-	evDrainTimeout
-	evRestart
-)
-
-type event struct {
-	kind   evKind
-	gen    *generation
-	ws     unix.WaitStatus
-	copied bool // evExit: the output copiers have finished
-}
 
 type reqKind int
 
@@ -181,69 +112,38 @@ type request struct {
 	status chan Status
 }
 
-// New checks cfg and binds every socket. Nothing is started yet. Errors
-// name the offending listener; on error nothing stays bound.
+// New checks cfg (see Config.Validate) and binds every socket. Nothing is
+// started yet, but from now on SIGHUP, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2
+// are caught and kept for Run: a SIGHUP sent as soon as hitless announces
+// its pid reloads rather than kills it. Errors name the offending
+// listener; on error nothing stays bound and no signal is caught.
 func New(cfg Config) (*Supervisor, error) {
-	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
-		return nil, errors.New("no command to run: give it after --")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if len(cfg.Listen) == 0 {
-		return nil, errors.New("no sockets: give at least one --listen")
-	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&cfg.ReadyTimeout, DefaultReadyTimeout)
-	def(&cfg.DrainTimeout, DefaultDrainTimeout)
-	def(&cfg.BackoffMin, DefaultBackoffMin)
-	def(&cfg.BackoffMax, DefaultBackoffMax)
-	def(&cfg.StableAfter, DefaultStableAfter)
-	if cfg.BackoffMax < cfg.BackoffMin {
-		return nil, fmt.Errorf("backoff max %v is below backoff min %v", cfg.BackoffMax, cfg.BackoffMin)
-	}
-	if cfg.DrainSignal == 0 {
-		cfg.DrainSignal = syscall.SIGTERM
-	}
-	if cfg.Stdout == nil {
-		cfg.Stdout = os.Stdout
-	}
-	if cfg.Stderr == nil {
-		cfg.Stderr = os.Stderr
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(cfg.Stderr, nil))
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = directRegistry{}
-	}
-	if cfg.ShimPath == "" {
-		cfg.ShimPath = "/proc/self/exe"
-	}
-	names := make(map[string]string)
-	for _, l := range cfg.Listen {
-		if prev, ok := names[l.Name]; ok {
-			return nil, fmt.Errorf("--listen %s: name %q is already used by %s: give each a NAME=", l.Spec, l.Name, prev)
-		}
-		names[l.Name] = l.Spec
-	}
+	cfg = cfg.withDefaults()
 	s := &Supervisor{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		events:  make(chan event),
-		reqs:    make(chan request),
-		done:    make(chan struct{}),
-		backoff: cfg.BackoffMin,
+		cfg:      cfg,
+		log:      cfg.Logger,
+		sigc:     make(chan os.Signal, 8),
+		events:   make(chan event),
+		reqs:     make(chan request),
+		loopDone: make(chan struct{}),
+		done:     make(chan struct{}),
+		children: make(map[int]*child),
+		timers:   make(map[timerID]*time.Timer),
+		callers:  make(map[callerID]request),
 	}
+	s.os = osEnv{spawn: s.spawn, signal: signalGroup}
 	for _, l := range cfg.Listen {
 		sock, err := bind(cfg.Registry, l)
 		if err != nil {
 			s.closeSockets()
-			return nil, fmt.Errorf("--listen %s: %w", l.Spec, err)
+			return nil, fmt.Errorf("listen %s: %w", l, err)
 		}
 		s.sockets = append(s.sockets, sock)
 	}
+	signal.Notify(s.sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	return s, nil
 }
 
@@ -255,11 +155,18 @@ func (s *Supervisor) closeSockets() {
 }
 
 // Close releases the sockets of a Supervisor whose Run will not be
-// called, and removes the unix socket files New created. Run does this
-// itself when it returns; do not call Close while Run runs.
-func (s *Supervisor) Close() { s.closeSockets() }
+// called, removes the unix socket files New created, and stops catching
+// signals. Run does this itself when it returns; do not call Close while
+// Run runs.
+func (s *Supervisor) Close() {
+	s.closeOnce.Do(func() {
+		signal.Stop(s.sigc)
+		s.closeSockets()
+	})
+}
 
-// Addrs returns the bound address of each socket, in --listen order.
+// Addrs returns the bound address of each socket, in the order of
+// Config.Listen.
 func (s *Supervisor) Addrs() []string {
 	a := make([]string, len(s.sockets))
 	for i, sock := range s.sockets {
@@ -270,399 +177,217 @@ func (s *Supervisor) Addrs() []string {
 
 // Run starts the first generation and supervises until ctx is done, a
 // stop is asked for, or SIGTERM or SIGINT arrives; then it drains every
-// child and closes the sockets. It returns an error if the first child
-// never became ready, and *ExitError if the last serving child exited
-// with a non-zero status.
+// child, releases the sockets and everything else it holds, and returns.
+// It returns an error if the first child never became ready, and
+// *ExitError if the last serving child ended with a status other than 0
+// or the drain signal hitless sent it.
 //
 // Run handles SIGHUP (reload), SIGTERM and SIGINT (graceful stop; a
 // second SIGINT kills at once), and forwards SIGUSR1 and SIGUSR2 to the
 // serving child's process group.
-func (s *Supervisor) Run(ctx context.Context) error {
-	defer s.closeSockets()
-	// Before anything can be announced: a SIGHUP sent as soon as hitless
-	// says it listens must reload, not kill it.
-	sigc := make(chan os.Signal, 8)
-	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(sigc)
+func (s *Supervisor) Run(ctx context.Context) (err error) {
+	defer s.release()
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		s.log.Warn("cannot become a subreaper; orphans of children will not be reaped", "err", err)
 	}
 	dir, err := os.MkdirTemp("", "hitless-")
 	if err != nil {
+		close(s.loopDone)
 		return fmt.Errorf("create notify socket directory: %w", err)
 	}
 	s.rundir = dir
-	defer os.RemoveAll(dir)
-
 	// Descriptors hitless inherited without close-on-exec (from a shell,
 	// a test runner, a leaky parent) must not reach the children, which
 	// get exactly stdio and the sockets.
 	if err := closeOnExecFrom(3); err != nil {
+		close(s.loopDone)
 		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
 	}
 	s.reaper = newReaper()
-	defer s.reaper.stop()
 
 	s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "))
-	s.loop(ctx, sigc)
-	close(s.done)
-	s.bg.Wait()
-	for _, g := range s.lingering {
-		for _, p := range g.pipes {
-			p.Close()
+	s.m = newMachine(machineConfig{
+		ReadyDelay: s.cfg.ReadyDelay, ReadyTimeout: s.cfg.ReadyTimeout, DrainTimeout: s.cfg.DrainTimeout,
+		BackoffMin: s.cfg.BackoffMin, BackoffMax: s.cfg.BackoffMax, StableAfter: s.cfg.StableAfter,
+		DrainSignal: s.cfg.DrainSignal,
+	})
+	s.loop(ctx)
+	return s.exit.err
+}
+
+func (s *Supervisor) loop(ctx context.Context) {
+	defer close(s.loopDone)
+	var watchdog <-chan time.Time
+	if n := s.cfg.Notifier; n != nil && n.WatchdogInterval() > 0 {
+		t := time.NewTicker(n.WatchdogInterval())
+		defer t.Stop()
+		watchdog = t.C
+	}
+	s.run(s.m.begin(time.Now()))
+	ctxDone := ctx.Done()
+	for s.exit == nil {
+		select {
+		case sig := <-s.sigc:
+			s.feed(evSignal{sig: sig.(syscall.Signal)})
+		case <-ctxDone:
+			ctxDone = nil
+			s.feed(evStop{})
+		case ev := <-s.events:
+			s.feed(ev)
+		case <-watchdog:
+			s.feed(evTick{})
+		case req := <-s.reqs:
+			s.lastCaller++
+			id := s.lastCaller
+			s.callers[id] = req
+			switch req.kind {
+			case reqReload:
+				s.feed(evReload{caller: id})
+			case reqStop:
+				s.feed(evStop{caller: id})
+			case reqStatus:
+				s.feed(evStatus{caller: id})
+			}
 		}
-		g.outw.Wait()
 	}
-	if s.initErr != nil {
-		return s.initErr
+	for _, t := range s.timers {
+		t.Stop()
 	}
-	if s.exitCode != 0 {
-		return &ExitError{Code: s.exitCode}
+}
+
+// feed steps the machine with ev and carries out its actions, and those
+// of the events the actions themselves produce (a spawn's outcome), before
+// anything else happens.
+func (s *Supervisor) feed(ev event) {
+	s.run(s.m.step(time.Now(), ev))
+}
+
+func (s *Supervisor) run(acts []action) {
+	for len(acts) > 0 {
+		var next []event
+		for _, a := range acts {
+			if ev := s.do(a); ev != nil {
+				next = append(next, ev)
+			}
+		}
+		acts = nil
+		for _, ev := range next {
+			acts = append(acts, s.m.step(time.Now(), ev)...)
+		}
+	}
+}
+
+// do carries out one action; it returns the event that answers it, if any.
+func (s *Supervisor) do(a action) event {
+	switch a := a.(type) {
+	case actStart:
+		c := &child{id: a.gen, stderr: &tail{max: 8 << 10}}
+		pid, err := s.os.spawn(c)
+		if err != nil {
+			return evSpawnFailed{gen: a.gen, err: err.Error()}
+		}
+		c.pid = pid
+		s.children[a.gen] = c
+		return evSpawned{gen: a.gen, pid: pid}
+	case actSignal:
+		if err := s.os.signal(a.pid, a.sig); err != nil {
+			s.log.Error("signal", "generation", a.gen, "pid", a.pid, "signal", unix.SignalName(a.sig), "err", err)
+		}
+	case actArm:
+		c := s.children[a.gen]
+		s.timers[a.id] = time.AfterFunc(a.after, func() {
+			ev := evTimer{id: a.id}
+			if c != nil {
+				ev.stderr = c.stderr.Lines(5)
+			}
+			s.post(ev)
+		})
+	case actDisarm:
+		if t := s.timers[a.id]; t != nil {
+			t.Stop()
+			delete(s.timers, a.id)
+		}
+	case actReply:
+		if req, ok := s.callers[a.caller]; ok {
+			delete(s.callers, a.caller)
+			req.reply <- a.err
+		}
+	case actStatus:
+		if req, ok := s.callers[a.caller]; ok {
+			delete(s.callers, a.caller)
+			req.status <- s.status(a.view)
+		}
+	case actNotify:
+		s.notify(a)
+	case actLog:
+		s.log.Log(context.Background(), a.level, a.msg, a.attrs...)
+	case actForget:
+		if c := s.children[a.gen]; c != nil {
+			delete(s.children, a.gen)
+			c.forget()
+			if !c.copied {
+				s.lingering = append(s.lingering, c)
+			}
+		}
+	case actRelease:
+		// Let go of hitless's own copies of the sockets: they close once
+		// the children have closed theirs, so a client that connects
+		// after that is refused at once rather than queued behind a
+		// process that will never accept, and reset when hitless exits.
+		s.closeSockets()
+		if s.cfg.ReleaseSockets != nil {
+			s.cfg.ReleaseSockets()
+		}
+	case actExit:
+		s.exit = &a
 	}
 	return nil
 }
 
-func (s *Supervisor) loop(ctx context.Context, sigc <-chan os.Signal) {
-	s.startReload(kindInitial)
-	var watchdog <-chan time.Time
-	if d := s.cfg.Notifier.WatchdogInterval(); d > 0 {
-		t := time.NewTicker(d)
-		defer t.Stop()
-		watchdog = t.C
+// release lets go of everything Run holds, then answers the Stop calls:
+// a caller that sees Stop return finds the sockets closed and the notify
+// directory gone.
+func (s *Supervisor) release() {
+	<-s.loopDone
+	s.bg.Wait()
+	for _, c := range s.lingering {
+		c.closeOutput()
 	}
-	ctxDone := ctx.Done()
-	for !s.stopping || len(s.gens) > 0 {
-		select {
-		case sig := <-sigc:
-			s.handleSignal(sig.(syscall.Signal))
-		case <-ctxDone:
-			ctxDone = nil
-			s.stop()
-		case ev := <-s.events:
-			s.handleEvent(ev)
-		case <-watchdog:
-			// Only a service that serves is alive to the service manager.
-			if s.serving != nil {
-				s.notify(s.cfg.Notifier.Watchdog())
-			}
-		case req := <-s.reqs:
-			switch req.kind {
-			case reqReload:
-				s.reload(req.reply)
-			case reqStop:
-				s.stopWait = append(s.stopWait, req.reply)
-				s.stop()
-			case reqStatus:
-				req.status <- s.snapshot()
+	if s.reaper != nil {
+		s.reaper.stop()
+	}
+	if s.rundir != "" {
+		os.RemoveAll(s.rundir)
+	}
+	s.Close()
+	if s.exit != nil {
+		for _, id := range s.exit.callers {
+			if req, ok := s.callers[id]; ok {
+				req.reply <- nil
 			}
 		}
 	}
-	if s.restart != nil {
-		s.restart.Stop()
-	}
-	for _, c := range s.stopWait {
-		c <- nil
-	}
+	close(s.done)
 }
 
-func (s *Supervisor) handleSignal(sig syscall.Signal) {
-	switch sig {
-	case syscall.SIGHUP:
-		s.log.Info("SIGHUP: reload")
-		s.reload(nil)
-	case syscall.SIGTERM, syscall.SIGINT:
-		if sig == syscall.SIGINT && s.stopping {
-			s.log.Warn("second SIGINT: killing every child now")
-			for _, g := range s.gens {
-				g.signal(syscall.SIGKILL)
-			}
-			return
-		}
-		s.log.Info("stop", "signal", unix.SignalName(sig))
-		s.stop()
-	case syscall.SIGUSR1, syscall.SIGUSR2:
-		if s.serving != nil {
-			s.log.Info("forwarding signal", "signal", unix.SignalName(sig), "generation", s.serving.id, "pid", s.serving.pid)
-			s.serving.signal(sig)
-		}
-	}
-}
-
-// reload starts a new generation now, or queues one behind the one in
-// flight. Requests that arrive while one is queued join it: a burst of
-// reloads ends in at most two starts, never in aborting the one running.
-func (s *Supervisor) reload(reply chan error) {
-	if s.stopping {
-		if reply != nil {
-			reply <- ErrStopping
-		}
+func (s *Supervisor) notify(a actNotify) {
+	n := s.cfg.Notifier
+	if n == nil {
 		return
 	}
-	if s.starting != nil {
-		s.pending = true
-		if reply != nil {
-			s.queued = append(s.queued, reply)
-		}
-		return
+	var err error
+	switch a.what {
+	case notifyReady:
+		err = n.Ready(a.text)
+	case notifyReloading:
+		err = n.Reloading()
+	case notifyStopping:
+		err = n.Stopping()
+	case notifyStatus:
+		err = n.Status(a.text)
+	case notifyWatchdog:
+		err = n.Watchdog()
 	}
-	if reply != nil {
-		s.waiting = append(s.waiting, reply)
-	}
-	if s.restart != nil {
-		// An operator's reload during a crash-restart backoff runs now.
-		s.restart.Stop()
-		s.restart = nil
-	}
-	s.startReload(kindReload)
-}
-
-// startReload starts a generation; a start error fails the reload at once.
-func (s *Supervisor) startReload(kind startKind) {
-	for {
-		if kind == kindReload {
-			s.notify(s.cfg.Notifier.Reloading())
-		}
-		g, err := s.start(kind)
-		if err == nil {
-			s.starting = g
-			return
-		}
-		s.failed(g, err.Error())
-		if !s.takeQueued() {
-			if s.serving == nil && !s.stopping {
-				s.scheduleRestart()
-			}
-			return
-		}
-		kind = kindReload
-	}
-}
-
-// takeQueued moves the queued reload's callers to the front; false when
-// none is queued.
-func (s *Supervisor) takeQueued() bool {
-	if !s.pending || s.stopping {
-		return false
-	}
-	s.pending = false
-	s.waiting, s.queued = s.queued, nil
-	return true
-}
-
-func (s *Supervisor) handleEvent(ev event) {
-	g := ev.gen
-	switch ev.kind {
-	case evReady:
-		if g == s.starting {
-			s.promote(g)
-		}
-	case evReadyTimeout:
-		if g == s.starting {
-			s.failed(g, fmt.Sprintf("not ready within %v", s.cfg.ReadyTimeout))
-			s.afterFailure()
-		}
-	case evDrainTimeout:
-		if g.state == Draining || g.state == Failed {
-			s.log.Warn("drain timeout: killing process group", "generation", g.id, "pid", g.pid, "timeout", s.cfg.DrainTimeout)
-			g.signal(syscall.SIGKILL)
-		}
-	case evRestart:
-		s.restart = nil
-		if !s.stopping && s.serving == nil && s.starting == nil {
-			s.stats.Restarts++
-			s.startReload(kindRestart)
-		}
-	case evExit:
-		s.exit(g, ev.ws, ev.copied)
-	}
-}
-
-// promote makes g the serving generation and drains the one before it.
-func (s *Supervisor) promote(g *generation) {
-	g.readyAt = time.Now()
-	g.stopTimers()
-	old := s.serving
-	g.state, s.serving, s.starting = Serving, g, nil
-	took := g.readyAt.Sub(g.started).Round(time.Millisecond)
-	s.everServed = true
-	s.log.Info("serving", "generation", g.id, "pid", g.pid, "ready_after", took)
-	switch g.kind {
-	case kindInitial:
-		s.notify(s.cfg.Notifier.Ready(fmt.Sprintf("serving: generation %d (pid %d)", g.id, g.pid)))
-	case kindReload:
-		s.stats.ReloadsOK++
-		s.notify(s.cfg.Notifier.Ready(fmt.Sprintf("reload succeeded: generation %d (pid %d) serving", g.id, g.pid)))
-	case kindRestart:
-		s.notify(s.cfg.Notifier.Status(fmt.Sprintf("restarted: generation %d (pid %d) serving", g.id, g.pid)))
-	}
-	if old != nil {
-		s.drain(old)
-	}
-	for _, c := range s.waiting {
-		c <- nil
-	}
-	s.waiting = nil
-	if s.takeQueued() {
-		s.startReload(kindReload)
-	}
-}
-
-func (s *Supervisor) drain(g *generation) {
-	g.state, g.drainAt = Draining, time.Now()
-	g.stopTimers()
-	s.log.Info("draining", "generation", g.id, "pid", g.pid, "signal", unix.SignalName(s.cfg.DrainSignal), "timeout", s.cfg.DrainTimeout)
-	if err := g.signal(s.cfg.DrainSignal); err != nil {
-		s.log.Error("signal", "generation", g.id, "pid", g.pid, "err", err)
-	}
-	g.timer = time.AfterFunc(s.cfg.DrainTimeout, func() { s.post(event{kind: evDrainTimeout, gen: g}) })
-}
-
-// failed records that g did not take over and stops what is left of it.
-func (s *Supervisor) failed(g *generation, reason string) {
-	err := &ReloadError{Generation: g.id, PID: g.pid, Reason: reason}
-	if g.stderr != nil {
-		err.Stderr = g.stderr.Lines(5)
-	}
-	if g.pid > 0 && !g.reaped && g.state != Failed {
-		// A child that is not ready may still have accepted connections
-		// from the shared queue: drain it like an old generation, so they
-		// are answered, and kill its group at the drain deadline.
-		g.state, g.drainAt = Failed, time.Now()
-		g.stopTimers()
-		g.signal(s.cfg.DrainSignal)
-		g.timer = time.AfterFunc(s.cfg.DrainTimeout, func() { s.post(event{kind: evDrainTimeout, gen: g}) })
-	}
-	if s.starting == g {
-		s.starting = nil
-	}
-	s.stats.ReloadsFailed++
-	s.stats.LastFailure, s.stats.LastFailureAt = err.Error(), time.Now()
-	msg := map[startKind]string{kindInitial: "start failed", kindReload: "reload failed", kindRestart: "restart failed"}[g.kind]
-	s.log.Error(msg, "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(err.Stderr, " | "))
-	still := "nothing serving"
-	if s.serving != nil {
-		still = fmt.Sprintf("generation %d (pid %d) still serving", s.serving.id, s.serving.pid)
-	}
-	switch g.kind {
-	case kindReload:
-		// systemd has no "reload failed" message: READY=1 ends the
-		// reload job, and STATUS= says how it went.
-		s.notify(s.cfg.Notifier.Ready(fmt.Sprintf("reload failed: %s; %s", err, still)))
-	case kindRestart:
-		s.notify(s.cfg.Notifier.Status(fmt.Sprintf("restart failed: %s", err)))
-	}
-	for _, c := range s.waiting {
-		c <- err
-	}
-	s.waiting = nil
-	if !s.everServed && !s.stopping && s.serving == nil && s.initErr == nil {
-		// The first child goes through the same gate; failing it ends hitless.
-		s.initErr = fmt.Errorf("first child: %w", err)
-		s.stopping = true
-		s.pending = false
-		for _, c := range s.queued {
-			c <- ErrStopping
-		}
-		s.queued = nil
-	}
-}
-
-// afterFailure starts what must follow a failed start: the queued reload,
-// or a restart if nothing serves.
-func (s *Supervisor) afterFailure() {
-	if s.takeQueued() {
-		s.startReload(kindReload)
-		return
-	}
-	if s.serving == nil && s.starting == nil && !s.stopping {
-		s.scheduleRestart()
-	}
-}
-
-func (s *Supervisor) scheduleRestart() {
-	d := s.backoff
-	s.backoff = min(2*s.backoff, s.cfg.BackoffMax)
-	s.log.Warn("no serving child: restarting", "in", d)
-	s.restart = time.AfterFunc(d, func() { s.post(event{kind: evRestart}) })
-}
-
-func (s *Supervisor) exit(g *generation, ws unix.WaitStatus, copied bool) {
-	for i, x := range s.gens {
-		if x == g {
-			s.gens = append(s.gens[:i], s.gens[i+1:]...)
-			break
-		}
-	}
-	g.reaped = true
-	g.stopTimers()
-	g.notify.Close()
-	if !copied {
-		s.lingering = append(s.lingering, g)
-	}
-	reason := exitReason(ws)
-	switch {
-	case g == s.starting && s.stopping:
-		s.starting = nil
-		s.log.Info("stopped before ready", "generation", g.id, "pid", g.pid, "status", reason)
-	case g == s.starting:
-		s.failed(g, "exited before ready: "+reason)
-		s.afterFailure()
-	case g == s.serving:
-		s.serving = nil
-		s.exitCode = exitCode(ws)
-		if s.stopping {
-			s.log.Info("stopped", "generation", g.id, "pid", g.pid, "status", reason, "took", time.Since(g.drainAt).Round(time.Millisecond))
-			return
-		}
-		s.log.Error("serving child died", "generation", g.id, "pid", g.pid, "status", reason, "stderr", strings.Join(g.stderr.Lines(3), " | "))
-		if time.Since(g.readyAt) >= s.cfg.StableAfter {
-			s.backoff = s.cfg.BackoffMin
-		}
-		if s.starting == nil {
-			s.scheduleRestart()
-		}
-	case g.state == Draining:
-		s.log.Info("drained", "generation", g.id, "pid", g.pid, "status", reason, "took", time.Since(g.drainAt).Round(time.Millisecond))
-	case g.state == Failed && !g.drainAt.IsZero():
-		s.log.Info("failed generation drained", "generation", g.id, "pid", g.pid, "status", reason, "took", time.Since(g.drainAt).Round(time.Millisecond))
-	default:
-		s.log.Debug("reaped", "generation", g.id, "pid", g.pid, "status", reason)
-	}
-}
-
-// stop drains every generation; the loop ends when all are reaped.
-func (s *Supervisor) stop() {
-	if s.stopping && s.initErr == nil {
-		return
-	}
-	s.stopping = true
-	s.notify(s.cfg.Notifier.Stopping())
-	if s.restart != nil {
-		s.restart.Stop()
-		s.restart = nil
-	}
-	s.pending = false
-	for _, c := range append(s.waiting, s.queued...) {
-		c <- ErrStopping
-	}
-	s.waiting, s.queued = nil, nil
-	for _, g := range s.gens {
-		if g.state == Starting || g.state == Serving || g.state == Ready {
-			s.drain(g)
-		}
-	}
-	// Let go of hitless's own copies of the sockets: they close once the
-	// children have closed theirs, so a client that connects after that
-	// is refused at once rather than queued behind a process that will
-	// never accept, and reset when hitless exits.
-	s.closeSockets()
-	if s.cfg.ReleaseSockets != nil {
-		s.cfg.ReleaseSockets()
-	}
-}
-
-// notify logs a failure to reach the service manager; it is not fatal.
-func (s *Supervisor) notify(err error) {
 	if err != nil {
 		s.log.Warn("notify service manager", "err", err)
 	}
@@ -672,6 +397,19 @@ func (s *Supervisor) notify(err error) {
 func (s *Supervisor) post(ev event) {
 	select {
 	case s.events <- ev:
-	case <-s.done:
+	case <-s.loopDone:
 	}
+}
+
+// signalGroup sends sig to the process group pgid; a group that is gone
+// is not an error.
+func signalGroup(pgid int, sig syscall.Signal) error {
+	if pgid <= 0 {
+		return nil
+	}
+	err := unix.Kill(-pgid, sig)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
 }

@@ -1,0 +1,221 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultReadyTimeout = 60 * time.Second
+	DefaultDrainSignal  = syscall.SIGTERM
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultBackoffMin   = 100 * time.Millisecond
+	DefaultBackoffMax   = 30 * time.Second
+	DefaultStableAfter  = 10 * time.Second
+)
+
+// Config says what to run and how. The zero value of every field but
+// Listen and Command means its default.
+type Config struct {
+	Listen  []ListenSpec
+	Command []string // the program and its arguments
+	Dir     string   // the child's working directory, resolved at each start
+	Env     []string // KEY=VALUE added to the child's environment
+
+	// ReadyDelay, if positive, declares a child ready once it has lived
+	// this long, for programs that cannot send READY=1. It is the weaker
+	// choice: a slow or half-started child gets traffic anyway.
+	ReadyDelay   time.Duration
+	ReadyTimeout time.Duration
+	DrainSignal  syscall.Signal // default SIGTERM
+	DrainTimeout time.Duration
+
+	// A serving child that dies is restarted after BackoffMin, doubling
+	// up to BackoffMax; a child that served StableAfter resets it.
+	BackoffMin, BackoffMax, StableAfter time.Duration
+
+	// OutputPrefix puts "[gen N pid P] " before each line the child
+	// writes to stdout and stderr.
+	OutputPrefix bool
+	Stdout       *os.File // default os.Stdout
+	Stderr       *os.File // default os.Stderr
+
+	Logger   *slog.Logger
+	Registry Registry // where sockets are kept; nil binds directly
+	// ReleaseSockets, if set, is called when a stop begins, after hitless
+	// closed its own copies of the sockets: it must close the copies the
+	// Registry keeps (tableflip's Upgrader.Stop does).
+	ReleaseSockets func()
+
+	// Notifier reports to the service manager; nil for none.
+	Notifier Notifier
+
+	// ShimPath is the binary that runs RunShim when its first argument
+	// is ShimArg; default /proc/self/exe.
+	ShimPath string
+}
+
+// Notifier is how the supervisor speaks to a service manager (systemd's
+// sd_notify protocol in the hitless binary). Every method may fail; the
+// supervisor logs the error and goes on.
+type Notifier interface {
+	// Ready says start-up or a reload is over; status says how it went.
+	Ready(status string) error
+	// Reloading says a reload began.
+	Reloading() error
+	// Stopping says the stop began.
+	Stopping() error
+	// Status reports a line of text.
+	Status(status string) error
+	// Watchdog is the keep-alive ping, sent every WatchdogInterval while
+	// a child serves; an interval of 0 sends none.
+	Watchdog() error
+	WatchdogInterval() time.Duration
+}
+
+// A ConfigError says what is wrong with one field of a Config, named as
+// in Go ("DrainTimeout", "Listen[1]", "Env[0]"), so that a caller can say
+// where the value came from: a flag, or a line of a file.
+type ConfigError struct {
+	Field string
+	Msg   string
+}
+
+func (e *ConfigError) Error() string { return e.Field + ": " + e.Msg }
+
+// withDefaults fills in the zero values.
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.ReadyTimeout, DefaultReadyTimeout)
+	def(&c.DrainTimeout, DefaultDrainTimeout)
+	def(&c.BackoffMin, DefaultBackoffMin)
+	def(&c.BackoffMax, DefaultBackoffMax)
+	def(&c.StableAfter, DefaultStableAfter)
+	if c.DrainSignal == 0 {
+		c.DrainSignal = DefaultDrainSignal
+	}
+	if c.Stdout == nil {
+		c.Stdout = os.Stdout
+	}
+	if c.Stderr == nil {
+		c.Stderr = os.Stderr
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(c.Stderr, nil))
+	}
+	if c.Registry == nil {
+		c.Registry = directRegistry{}
+	}
+	if c.ShimPath == "" {
+		c.ShimPath = "/proc/self/exe"
+	}
+	return c
+}
+
+// Validate checks c as New would, zero values standing for their
+// defaults, and reports every problem as a *ConfigError, joined. It is
+// where the rules live: the hitless command checks flags and the config
+// file with it.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, &ConfigError{Field: field, Msg: fmt.Sprintf(format, a...)})
+	}
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		bad("Command", "no program to run")
+	}
+	if len(c.Listen) == 0 {
+		bad("Listen", "no sockets: give at least one")
+	}
+	names := make(map[string]int)
+	for i, l := range c.Listen {
+		if err := CheckSocketName(l.Name); err != nil {
+			bad(fmt.Sprintf("Listen[%d]", i), "%v", err)
+		} else if prev, ok := names[l.Name]; ok {
+			bad(fmt.Sprintf("Listen[%d]", i), "name %q is already used by %s: give each socket its own name", l.Name, c.Listen[prev])
+		} else {
+			names[l.Name] = i
+		}
+	}
+	for i, kv := range c.Env {
+		if err := checkEnv(kv); err != nil {
+			bad(fmt.Sprintf("Env[%d]", i), "%v", err)
+		}
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"ReadyDelay", c.ReadyDelay}, {"ReadyTimeout", c.ReadyTimeout}, {"DrainTimeout", c.DrainTimeout},
+		{"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}, {"StableAfter", c.StableAfter},
+	} {
+		if d.v < 0 {
+			bad(d.field, "%v is negative (want a positive duration, or zero for the default)", d.v)
+		}
+	}
+	if c.ReadyDelay >= c.ReadyTimeout {
+		// Every start would time out before the child counts as ready.
+		bad("ReadyDelay", "%v is not shorter than the ready timeout (%v): no child would ever be ready in time", c.ReadyDelay, c.ReadyTimeout)
+	}
+	if c.BackoffMin > c.BackoffMax {
+		bad("BackoffMax", "%v is below the minimum backoff (%v)", c.BackoffMax, c.BackoffMin)
+	}
+	if err := CheckDrainSignal(c.DrainSignal); err != nil {
+		bad("DrainSignal", "%v", err)
+	}
+	return errors.Join(errs...)
+}
+
+// CheckDrainSignal refuses a signal a child cannot catch: it could never
+// drain. The hard stop at the drain timeout is hitless's own SIGKILL.
+func CheckDrainSignal(sig syscall.Signal) error {
+	if sig <= 0 || sig > 64 || sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
+		return fmt.Errorf("signal %d cannot be used to drain (want a signal the child can catch, e.g. SIGTERM)", int(sig))
+	}
+	return nil
+}
+
+// validEnvName is what a variable name may look like: what POSIX shells
+// accept, which is also what every program can read back.
+var validEnvName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// checkEnv checks one KEY=VALUE entry of Config.Env.
+func checkEnv(kv string) error {
+	k, _, ok := strings.Cut(kv, "=")
+	switch {
+	case !ok:
+		return fmt.Errorf("%q is not KEY=VALUE", kv)
+	case !validEnvName.MatchString(k):
+		return fmt.Errorf("%q is not a variable name (want letters, digits and _, not starting with a digit)", k)
+	case ReservedEnv(k):
+		return fmt.Errorf("hitless sets %s for each child itself; it cannot be configured", k)
+	}
+	return nil
+}
+
+// ReservedEnv reports whether the supervisor sets the variable itself for
+// each child (the sockets, readiness, the generation), so that a value
+// given in Config.Env would break the hand-over.
+func ReservedEnv(name string) bool {
+	switch name {
+	case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HITLESS_GENERATION":
+		return true
+	}
+	return strings.HasPrefix(name, "LISTEN_") ||
+		strings.HasPrefix(name, "SERVER_STARTER_") ||
+		strings.HasPrefix(name, "EINHORN_")
+}

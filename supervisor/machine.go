@@ -1,0 +1,680 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// This file is the supervisor's state: every decision about generations,
+// reloads, stops and restarts, and nothing else. The machine takes one
+// event at a time and returns the actions the driver must carry out. It
+// starts no goroutine, makes no system call and reads no clock: time comes
+// in with each event, and everything the driver observed (a pid, an exit
+// status, the last lines a child wrote) comes in as an event too. That is
+// what lets machine_test.go explore every interleaving of events.
+//
+// The transition table, event by event, is the switch in step.
+
+// State is where a generation is in its life.
+type State string
+
+const (
+	Starting State = "starting" // spawned, not yet ready
+	Serving  State = "serving"  // the current generation
+	Draining State = "draining" // sent the drain signal, finishing its work
+	Failed   State = "failed"   // did not take over; what is left of it drains
+	Exited   State = "exited"   // reaped
+)
+
+// startKind says why a generation was started, which decides what its
+// success or failure means and what the service manager is told.
+type startKind int
+
+const (
+	kindInitial startKind = iota // the first child
+	kindReload                   // SIGHUP, or Reload
+	kindRestart                  // after the serving child died
+)
+
+// callerID names someone waiting for a verdict (a Reload or Stop call);
+// 0 is nobody (a signal).
+type callerID int
+
+// timerID names one arming of a timer. Each arming gets a new id, so a
+// timer that fires after it was disarmed (its event already queued) is
+// recognised as stale and ignored.
+type timerID int
+
+type timerKind int
+
+const (
+	timerReady      timerKind = iota // a starting generation's ready timeout
+	timerReadyDelay                  // --ready delay:D: ready once this passes
+	timerDrain                       // a draining generation's deadline
+	timerRestart                     // crash-restart backoff
+)
+
+// machineConfig is what the machine needs of Config.
+type machineConfig struct {
+	ReadyDelay, ReadyTimeout, DrainTimeout time.Duration
+	BackoffMin, BackoffMax, StableAfter    time.Duration
+	DrainSignal                            syscall.Signal
+}
+
+// Events. The driver feeds them in the order they happened.
+type (
+	event interface{ isEvent() }
+
+	// evSignal: a signal reached hitless.
+	evSignal struct{ sig syscall.Signal }
+	// evReload: Reload was called; caller waits for the verdict.
+	evReload struct{ caller callerID }
+	// evStop: Stop was called, or Run's context ended (caller 0).
+	evStop struct{ caller callerID }
+	// evStatus: Status was called.
+	evStatus struct{ caller callerID }
+	// evSpawned and evSpawnFailed answer actStart, before any other event.
+	evSpawned     struct{ gen, pid int }
+	evSpawnFailed struct {
+		gen int
+		err string
+	}
+	// evReady: the generation (or a descendant) sent READY=1.
+	evReady struct{ gen int }
+	// evExited: the generation's process was reaped. stderr holds the
+	// last lines it wrote there.
+	evExited struct {
+		gen    int
+		status unix.WaitStatus
+		stderr []string
+	}
+	// evTimer: an armed timer fired. stderr holds the last lines the
+	// timer's generation wrote, if it has one.
+	evTimer struct {
+		id     timerID
+		stderr []string
+	}
+	// evTick: the service manager's watchdog interval passed.
+	evTick struct{}
+)
+
+func (evSignal) isEvent()      {}
+func (evReload) isEvent()      {}
+func (evStop) isEvent()        {}
+func (evStatus) isEvent()      {}
+func (evSpawned) isEvent()     {}
+func (evSpawnFailed) isEvent() {}
+func (evReady) isEvent()       {}
+func (evExited) isEvent()      {}
+func (evTimer) isEvent()       {}
+func (evTick) isEvent()        {}
+
+// Actions, carried out by the driver in the order given.
+type (
+	action interface{ isAction() }
+
+	// actStart: spawn generation gen; answer with evSpawned or
+	// evSpawnFailed before anything else.
+	actStart struct {
+		gen  int
+		kind startKind
+	}
+	// actSignal: send sig to the process group of pid.
+	actSignal struct {
+		gen, pid int
+		sig      syscall.Signal
+	}
+	// actArm: fire evTimer{id} after the duration. gen is the generation
+	// the timer belongs to (0 for none), whose stderr the event carries.
+	actArm struct {
+		id    timerID
+		gen   int
+		after time.Duration
+	}
+	actDisarm struct{ id timerID }
+	// actReply: the verdict for caller: nil, *ReloadError or ErrStopping.
+	actReply struct {
+		caller callerID
+		err    error
+	}
+	// actStatus: answer caller with the machine's view.
+	actStatus struct {
+		caller callerID
+		view   machineView
+	}
+	// actNotify: tell the service manager.
+	actNotify struct {
+		what notifyKind
+		text string
+	}
+	actLog struct {
+		level slog.Level
+		msg   string
+		attrs []any
+	}
+	// actForget: the generation exited; release what the driver holds
+	// for it.
+	actForget struct{ gen int }
+	// actRelease: a stop began; close hitless's copies of the sockets, so
+	// that late clients are refused instead of queued behind nobody.
+	actRelease struct{}
+	// actExit: every generation has exited; Run returns err. The stop
+	// callers get their reply once hitless has released everything.
+	actExit struct {
+		err     error
+		callers []callerID
+	}
+)
+
+func (actStart) isAction()   {}
+func (actSignal) isAction()  {}
+func (actArm) isAction()     {}
+func (actDisarm) isAction()  {}
+func (actReply) isAction()   {}
+func (actStatus) isAction()  {}
+func (actNotify) isAction()  {}
+func (actLog) isAction()     {}
+func (actForget) isAction()  {}
+func (actRelease) isAction() {}
+func (actExit) isAction()    {}
+
+type notifyKind int
+
+const (
+	notifyReady     notifyKind = iota // READY=1, with STATUS=text
+	notifyReloading                   // RELOADING=1 and MONOTONIC_USEC
+	notifyStopping                    // STOPPING=1
+	notifyStatus                      // STATUS=text
+	notifyWatchdog                    // WATCHDOG=1
+)
+
+// machineView is what the machine knows for Status.
+type machineView struct {
+	gens     []genView
+	stopping bool
+	stats    Stats
+}
+
+type genView struct {
+	id, pid                 int
+	state                   State
+	started, readyAt, drain time.Time
+}
+
+// mgen is one generation as the machine sees it.
+type mgen struct {
+	id      int
+	kind    startKind
+	pid     int // 0 until spawned
+	state   State
+	started time.Time
+	readyAt time.Time
+	drainAt time.Time
+
+	ready, delay, drain timerID // armed timers; 0 when none
+	drainSent           bool    // the drain signal went out (once, ever)
+}
+
+type timerRef struct {
+	kind timerKind
+	gen  *mgen // nil for the restart timer
+}
+
+// machine is the supervisor's state. The zero value is not usable; see
+// newMachine.
+type machine struct {
+	cfg machineConfig
+	now time.Time
+	out []action
+
+	gens     []*mgen // every generation not yet exited, oldest first
+	lastID   int
+	serving  *mgen
+	starting *mgen
+
+	pending bool       // one more reload queued behind starting
+	waiting []callerID // callers of the reload in flight
+	queued  []callerID // callers of the queued reload
+
+	stopping    bool
+	stopCallers []callerID
+	done        bool
+
+	everServed bool
+	restart    timerID // armed restart timer
+	backoff    time.Duration
+	exitCode   int
+	initErr    error
+
+	timers    map[timerID]timerRef // armed
+	lastTimer timerID
+
+	stats Stats
+}
+
+func newMachine(cfg machineConfig) *machine {
+	return &machine{cfg: cfg, backoff: cfg.BackoffMin, timers: make(map[timerID]timerRef)}
+}
+
+// begin starts the first generation. It is the machine's first step.
+func (m *machine) begin(now time.Time) []action {
+	m.now, m.out = now, nil
+	m.startGen(kindInitial)
+	return m.out
+}
+
+// step applies one event and returns what the driver must do.
+func (m *machine) step(now time.Time, ev event) []action {
+	m.now, m.out = now, nil
+	if m.done {
+		return nil
+	}
+	switch ev := ev.(type) {
+	case evSignal:
+		m.signal(ev.sig)
+	case evReload:
+		m.reload(ev.caller)
+	case evStop:
+		m.stop(ev.caller)
+	case evStatus:
+		m.emit(actStatus{caller: ev.caller, view: m.view()})
+	case evTick:
+		// Only a service that serves is alive to the service manager.
+		if m.serving != nil {
+			m.emit(actNotify{what: notifyWatchdog})
+		}
+	case evSpawned:
+		if g := m.starting; g != nil && g.id == ev.gen && g.pid == 0 {
+			m.spawned(g, ev.pid)
+		}
+	case evSpawnFailed:
+		if g := m.starting; g != nil && g.id == ev.gen && g.pid == 0 {
+			g.state = Exited
+			m.failed(g, ev.err, nil)
+			m.afterFailure()
+		}
+	case evReady:
+		// Only the generation being started can take over: a READY=1
+		// from one that serves, drains, or was stopped changes nothing.
+		if g := m.starting; g != nil && g.id == ev.gen && g.state == Starting && g.pid > 0 {
+			m.promote(g)
+		}
+	case evTimer:
+		m.timer(ev.id, ev.stderr)
+	case evExited:
+		if g := m.find(ev.gen); g != nil {
+			m.exited(g, ev.status, ev.stderr)
+		}
+	}
+	if m.stopping && len(m.gens) == 0 && !m.done {
+		m.finish()
+	}
+	return m.out
+}
+
+func (m *machine) emit(a action) { m.out = append(m.out, a) }
+
+func (m *machine) logf(level slog.Level, msg string, attrs ...any) {
+	m.emit(actLog{level: level, msg: msg, attrs: attrs})
+}
+
+func (m *machine) find(id int) *mgen {
+	for _, g := range m.gens {
+		if g.id == id {
+			return g
+		}
+	}
+	return nil
+}
+
+func (m *machine) signal(sig syscall.Signal) {
+	switch sig {
+	case syscall.SIGHUP:
+		m.logf(slog.LevelInfo, "SIGHUP: reload")
+		m.reload(0)
+	case syscall.SIGINT, syscall.SIGTERM:
+		if sig == syscall.SIGINT && m.stopping {
+			m.logf(slog.LevelWarn, "second SIGINT: killing every child now")
+			for _, g := range m.gens {
+				m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGKILL})
+			}
+			return
+		}
+		m.logf(slog.LevelInfo, "stop", "signal", unix.SignalName(sig))
+		m.stop(0)
+	case syscall.SIGUSR1, syscall.SIGUSR2:
+		if g := m.serving; g != nil {
+			m.logf(slog.LevelInfo, "forwarding signal", "signal", unix.SignalName(sig), "generation", g.id, "pid", g.pid)
+			m.emit(actSignal{gen: g.id, pid: g.pid, sig: sig})
+		}
+	}
+}
+
+// reload starts a new generation now, or queues one behind the one in
+// flight. Requests that arrive while one is queued join it: a burst of
+// reloads ends in at most two starts, never in aborting the one running.
+func (m *machine) reload(caller callerID) {
+	switch {
+	case m.stopping:
+		m.reply(caller, ErrStopping)
+	case m.starting != nil:
+		m.pending = true
+		m.queued = appendCaller(m.queued, caller)
+	default:
+		m.waiting = appendCaller(m.waiting, caller)
+		// An operator's reload during a crash-restart backoff runs now.
+		m.disarm(&m.restart)
+		m.startGen(kindReload)
+	}
+}
+
+func (m *machine) startGen(kind startKind) {
+	if kind == kindReload {
+		m.emit(actNotify{what: notifyReloading})
+	}
+	m.lastID++
+	g := &mgen{id: m.lastID, kind: kind, state: Starting}
+	m.starting = g
+	m.emit(actStart{gen: g.id, kind: kind})
+}
+
+func (m *machine) spawned(g *mgen, pid int) {
+	g.pid, g.started = pid, m.now
+	m.gens = append(m.gens, g)
+	g.ready = m.arm(timerReady, g, m.cfg.ReadyTimeout)
+	if m.cfg.ReadyDelay > 0 {
+		g.delay = m.arm(timerReadyDelay, g, m.cfg.ReadyDelay)
+	}
+}
+
+// promote makes g the serving generation and drains the one before it.
+func (m *machine) promote(g *mgen) {
+	g.readyAt = m.now
+	m.disarm(&g.ready)
+	m.disarm(&g.delay)
+	old := m.serving
+	g.state, m.serving, m.starting = Serving, g, nil
+	m.everServed = true
+	m.logf(slog.LevelInfo, "serving", "generation", g.id, "pid", g.pid, "ready_after", m.now.Sub(g.started).Round(time.Millisecond))
+	switch g.kind {
+	case kindInitial:
+		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("serving: generation %d (pid %d)", g.id, g.pid)})
+	case kindReload:
+		m.stats.ReloadsOK++
+		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("reload succeeded: generation %d (pid %d) serving", g.id, g.pid)})
+	case kindRestart:
+		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("restarted: generation %d (pid %d) serving", g.id, g.pid)})
+	}
+	if old != nil {
+		m.drain(old)
+	}
+	m.replyAll(&m.waiting, nil)
+	if m.takeQueued() {
+		m.startGen(kindReload)
+	}
+}
+
+// drain tells g to finish its work and exit, and arms its deadline.
+func (m *machine) drain(g *mgen) {
+	m.logf(slog.LevelInfo, "draining", "generation", g.id, "pid", g.pid, "signal", unix.SignalName(m.cfg.DrainSignal), "timeout", m.cfg.DrainTimeout)
+	m.sendDrain(g, Draining)
+}
+
+// sendDrain sends g the drain signal and arms its deadline, once in g's
+// life: a second drain signal would read as "cut the drain short" to
+// childproc, and a second deadline would outlive the first.
+func (m *machine) sendDrain(g *mgen, state State) {
+	g.state = state
+	m.disarm(&g.ready)
+	m.disarm(&g.delay)
+	if g.drainSent {
+		return
+	}
+	g.drainSent, g.drainAt = true, m.now
+	m.emit(actSignal{gen: g.id, pid: g.pid, sig: m.cfg.DrainSignal})
+	g.drain = m.arm(timerDrain, g, m.cfg.DrainTimeout)
+}
+
+// failed records that g did not take over and stops what is left of it.
+func (m *machine) failed(g *mgen, reason string, stderr []string) {
+	err := &ReloadError{Generation: g.id, PID: g.pid, Reason: reason, Stderr: stderr}
+	if g.state == Starting {
+		// A child that is not ready may still have accepted connections
+		// from the shared queue: drain it like an old generation, so they
+		// are answered, and kill its group at the drain deadline.
+		m.sendDrain(g, Failed)
+	}
+	if m.starting == g {
+		m.starting = nil
+	}
+	m.stats.ReloadsFailed++
+	m.stats.LastFailure, m.stats.LastFailureAt = err.Error(), m.now
+	msg := map[startKind]string{kindInitial: "start failed", kindReload: "reload failed", kindRestart: "restart failed"}[g.kind]
+	m.logf(slog.LevelError, msg, "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(stderr, " | "))
+	switch g.kind {
+	case kindReload:
+		still := "nothing serving"
+		if s := m.serving; s != nil {
+			still = fmt.Sprintf("generation %d (pid %d) still serving", s.id, s.pid)
+		}
+		// systemd has no "reload failed" message: READY=1 ends the
+		// reload job, and STATUS= says how it went.
+		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("reload failed: %s; %s", err, still)})
+	case kindRestart:
+		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("restart failed: %s", err)})
+	}
+	m.replyAll(&m.waiting, err)
+	if g.kind == kindInitial && !m.stopping {
+		// The first child goes through the same gate; failing it ends hitless.
+		m.initErr = fmt.Errorf("first child: %w", err)
+		m.stop(0)
+	}
+}
+
+// afterFailure starts what must follow a failed start: the queued reload,
+// or a restart if nothing serves.
+func (m *machine) afterFailure() {
+	if m.takeQueued() {
+		m.startGen(kindReload)
+		return
+	}
+	if m.serving == nil && m.starting == nil && !m.stopping {
+		m.scheduleRestart()
+	}
+}
+
+// takeQueued moves the queued reload's callers to the front; false when
+// none is queued.
+func (m *machine) takeQueued() bool {
+	if !m.pending || m.stopping {
+		return false
+	}
+	m.pending = false
+	m.waiting, m.queued = m.queued, nil
+	return true
+}
+
+func (m *machine) scheduleRestart() {
+	d := m.backoff
+	m.backoff = min(2*m.backoff, m.cfg.BackoffMax)
+	m.logf(slog.LevelWarn, "no serving child: restarting", "in", d)
+	m.restart = m.arm(timerRestart, nil, d)
+}
+
+func (m *machine) timer(id timerID, stderr []string) {
+	ref, ok := m.timers[id]
+	if !ok {
+		return // disarmed after it fired: stale
+	}
+	delete(m.timers, id)
+	g := ref.gen
+	switch ref.kind {
+	case timerReady:
+		g.ready = 0
+		m.failed(g, fmt.Sprintf("not ready within %v", m.cfg.ReadyTimeout), stderr)
+		m.afterFailure()
+	case timerReadyDelay:
+		g.delay = 0
+		m.promote(g)
+	case timerDrain:
+		g.drain = 0
+		m.logf(slog.LevelWarn, "drain timeout: killing process group", "generation", g.id, "pid", g.pid, "timeout", m.cfg.DrainTimeout)
+		m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGKILL})
+	case timerRestart:
+		m.restart = 0
+		if !m.stopping && m.serving == nil && m.starting == nil {
+			m.stats.Restarts++
+			m.startGen(kindRestart)
+		}
+	}
+}
+
+func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
+	for i, x := range m.gens {
+		if x == g {
+			m.gens = append(m.gens[:i], m.gens[i+1:]...)
+			break
+		}
+	}
+	was := g.state
+	g.state = Exited
+	m.disarm(&g.ready)
+	m.disarm(&g.delay)
+	m.disarm(&g.drain)
+	m.emit(actForget{gen: g.id})
+	reason := exitReason(ws)
+	took := m.now.Sub(g.drainAt).Round(time.Millisecond)
+	switch {
+	case g == m.starting:
+		m.failed(g, "exited before ready: "+reason, stderr)
+		m.afterFailure()
+	case g == m.serving:
+		m.serving = nil
+		m.exitCode = m.code(g, ws)
+		if m.stopping {
+			m.logf(slog.LevelInfo, "stopped", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
+			return
+		}
+		m.logf(slog.LevelError, "serving child died", "generation", g.id, "pid", g.pid, "status", reason, "stderr", strings.Join(lastN(stderr, 3), " | "))
+		if m.now.Sub(g.readyAt) >= m.cfg.StableAfter {
+			m.backoff = m.cfg.BackoffMin
+		}
+		if m.starting == nil {
+			m.scheduleRestart()
+		}
+	case was == Draining && g.readyAt.IsZero():
+		m.logf(slog.LevelInfo, "stopped before ready", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
+	case was == Draining:
+		m.logf(slog.LevelInfo, "drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
+	case was == Failed:
+		m.logf(slog.LevelInfo, "failed generation drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
+	}
+}
+
+// code is the exit status hitless reports for the serving generation: 0
+// when it exited 0 or ended by the drain signal hitless sent it, which is
+// how a server without a handler for that signal stops; else its own
+// status, shell style.
+func (m *machine) code(g *mgen, ws unix.WaitStatus) int {
+	if ws.Signaled() && g.drainSent && ws.Signal() == m.cfg.DrainSignal {
+		return 0
+	}
+	return exitCode(ws)
+}
+
+// stop drains every generation; Run ends when the last one has exited.
+func (m *machine) stop(caller callerID) {
+	m.stopCallers = appendCaller(m.stopCallers, caller)
+	if m.stopping {
+		return
+	}
+	m.stopping = true
+	m.emit(actNotify{what: notifyStopping})
+	m.disarm(&m.restart)
+	m.pending = false
+	m.replyAll(&m.waiting, ErrStopping)
+	m.replyAll(&m.queued, ErrStopping)
+	for _, g := range m.gens {
+		if g.state == Starting || g.state == Serving {
+			m.drain(g)
+		}
+	}
+	m.starting = nil
+	m.emit(actRelease{})
+}
+
+func (m *machine) finish() {
+	m.done = true
+	var err error
+	switch {
+	case m.initErr != nil:
+		err = m.initErr
+	case m.exitCode != 0:
+		err = &ExitError{Code: m.exitCode}
+	}
+	m.emit(actExit{err: err, callers: m.stopCallers})
+	m.stopCallers = nil
+}
+
+func (m *machine) arm(kind timerKind, g *mgen, d time.Duration) timerID {
+	m.lastTimer++
+	id := m.lastTimer
+	m.timers[id] = timerRef{kind: kind, gen: g}
+	gen := 0
+	if g != nil {
+		gen = g.id
+	}
+	m.emit(actArm{id: id, gen: gen, after: d})
+	return id
+}
+
+func (m *machine) disarm(id *timerID) {
+	if *id == 0 {
+		return
+	}
+	delete(m.timers, *id)
+	m.emit(actDisarm{id: *id})
+	*id = 0
+}
+
+func (m *machine) reply(c callerID, err error) {
+	if c != 0 {
+		m.emit(actReply{caller: c, err: err})
+	}
+}
+
+func (m *machine) replyAll(cs *[]callerID, err error) {
+	for _, c := range *cs {
+		m.reply(c, err)
+	}
+	*cs = nil
+}
+
+func appendCaller(cs []callerID, c callerID) []callerID {
+	if c == 0 {
+		return cs
+	}
+	return append(cs, c)
+}
+
+func (m *machine) view() machineView {
+	v := machineView{stopping: m.stopping, stats: m.stats}
+	for _, g := range m.gens {
+		v.gens = append(v.gens, genView{id: g.id, pid: g.pid, state: g.state, started: g.started, readyAt: g.readyAt, drain: g.drainAt})
+	}
+	return v
+}
+
+func lastN(lines []string, n int) []string {
+	if len(lines) > n {
+		return lines[len(lines)-n:]
+	}
+	return lines
+}
