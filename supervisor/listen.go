@@ -5,12 +5,12 @@ package supervisor
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"net"
 	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
