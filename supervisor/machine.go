@@ -135,6 +135,7 @@ type (
 	// the timer belongs to (0 for none), whose stderr the event carries.
 	actArm struct {
 		id    timerID
+		kind  timerKind
 		gen   int
 		after time.Duration
 	}
@@ -631,7 +632,7 @@ func (m *machine) arm(kind timerKind, g *mgen, d time.Duration) timerID {
 	if g != nil {
 		gen = g.id
 	}
-	m.emit(actArm{id: id, gen: gen, after: d})
+	m.emit(actArm{id: id, kind: kind, gen: gen, after: d})
 	return id
 }
 

@@ -1,0 +1,944 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var testMachineConfig = machineConfig{
+	ReadyTimeout: 60 * time.Second, DrainTimeout: 30 * time.Second,
+	BackoffMin: 100 * time.Millisecond, BackoffMax: 400 * time.Millisecond, StableAfter: 10 * time.Second,
+	DrainSignal: syscall.SIGTERM,
+}
+
+var t0 = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+
+// Wait statuses as the kernel reports them.
+var (
+	exit0     = unix.WaitStatus(0)
+	exit1     = unix.WaitStatus(1 << 8)
+	exit3     = unix.WaitStatus(3 << 8)
+	bySIGTERM = unix.WaitStatus(syscall.SIGTERM)
+	bySIGKILL = unix.WaitStatus(syscall.SIGKILL)
+)
+
+// mtest drives a machine through events, answering every spawn with
+// success (pid 1000+generation) unless told otherwise.
+type mtest struct {
+	t        *testing.T
+	m        *machine
+	now      time.Time
+	failNext bool // answer the next actStart with a failure
+	log      []action
+}
+
+func newMtest(t *testing.T, cfg machineConfig) *mtest {
+	h := &mtest{t: t, m: newMachine(cfg), now: t0}
+	h.settle(h.m.begin(h.now))
+	return h
+}
+
+// settle answers spawns until none is left, and returns every action.
+func (h *mtest) settle(acts []action) []action {
+	var all []action
+	for len(acts) > 0 {
+		all = append(all, acts...)
+		var next []action
+		for _, a := range acts {
+			if s, ok := a.(actStart); ok {
+				var ev event = evSpawned{gen: s.gen, pid: 1000 + s.gen}
+				if h.failNext {
+					h.failNext = false
+					ev = evSpawnFailed{gen: s.gen, err: "start: program: no such file or directory"}
+				}
+				next = append(next, h.m.step(h.now, ev)...)
+			}
+		}
+		acts = next
+	}
+	h.log = append(h.log, all...)
+	return all
+}
+
+func (h *mtest) do(ev event) []action {
+	h.t.Helper()
+	return h.settle(h.m.step(h.now, ev))
+}
+
+func (h *mtest) after(d time.Duration) { h.now = h.now.Add(d) }
+
+// fire fires the armed timer of the given kind (of generation gen, 0 for
+// the restart timer).
+func (h *mtest) fire(kind timerKind, gen int) []action {
+	h.t.Helper()
+	for id, ref := range h.m.timers {
+		if ref.kind == kind && (ref.gen == nil && gen == 0 || ref.gen != nil && ref.gen.id == gen) {
+			return h.do(evTimer{id: id, stderr: []string{"last words"}})
+		}
+	}
+	h.t.Fatalf("no timer of kind %d armed for generation %d; armed: %v", kind, gen, h.m.timers)
+	return nil
+}
+
+func (h *mtest) armed(kind timerKind, gen int) bool {
+	for _, ref := range h.m.timers {
+		if ref.kind == kind && (ref.gen == nil && gen == 0 || ref.gen != nil && ref.gen.id == gen) {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *mtest) state(gen int) State {
+	if g := h.m.find(gen); g != nil {
+		return g.state
+	}
+	return Exited
+}
+
+func signals(acts []action, gen int) []syscall.Signal {
+	var sigs []syscall.Signal
+	for _, a := range acts {
+		if s, ok := a.(actSignal); ok && s.gen == gen {
+			sigs = append(sigs, s.sig)
+		}
+	}
+	return sigs
+}
+
+func replies(acts []action) map[callerID][]error {
+	r := map[callerID][]error{}
+	for _, a := range acts {
+		switch a := a.(type) {
+		case actReply:
+			r[a.caller] = append(r[a.caller], a.err)
+		case actExit:
+			for _, c := range a.callers {
+				r[c] = append(r[c], nil)
+			}
+		}
+	}
+	return r
+}
+
+func find[T action](acts []action) (T, bool) {
+	for _, a := range acts {
+		if x, ok := a.(T); ok {
+			return x, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+func logged(acts []action, msg string) bool {
+	for _, a := range acts {
+		if l, ok := a.(actLog); ok && l.msg == msg {
+			return true
+		}
+	}
+	return false
+}
+
+func TestMachineFirstStart(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	if start, ok := find[actStart](h.log); !ok || start.gen != 1 || start.kind != kindInitial {
+		t.Fatalf("begin: %v", h.log)
+	}
+	if !h.armed(timerReady, 1) || h.state(1) != Starting {
+		t.Fatalf("after spawn: state %s, timers %v", h.state(1), h.m.timers)
+	}
+	h.after(1500 * time.Millisecond)
+	acts := h.do(evReady{gen: 1})
+	if h.state(1) != Serving || h.armed(timerReady, 1) {
+		t.Fatalf("after READY=1: state %s, timers %v", h.state(1), h.m.timers)
+	}
+	n, ok := find[actNotify](acts)
+	if !ok || n.what != notifyReady || n.text != "serving: generation 1 (pid 1001)" {
+		t.Errorf("notify: %+v", n)
+	}
+	if l, _ := find[actLog](acts); l.msg != "serving" || !slices.Contains(l.attrs, any(1500*time.Millisecond)) {
+		t.Errorf("log: %+v", l)
+	}
+	if acts := h.do(evReady{gen: 1}); len(acts) != 0 {
+		t.Errorf("a second READY=1 did something: %v", acts)
+	}
+}
+
+func TestMachineReload(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	acts := h.do(evReload{caller: 7})
+	if n, _ := find[actNotify](acts); n.what != notifyReloading {
+		t.Errorf("no RELOADING=1: %v", acts)
+	}
+	if s, _ := find[actStart](acts); s.gen != 2 || s.kind != kindReload {
+		t.Fatalf("reload started %+v", s)
+	}
+	if len(signals(acts, 1)) != 0 || h.state(1) != Serving {
+		t.Fatal("the serving generation was touched before the new one was ready")
+	}
+	acts = h.do(evReady{gen: 2})
+	if got := signals(acts, 1); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
+		t.Errorf("old generation got %v, want one SIGTERM", got)
+	}
+	if !h.armed(timerDrain, 1) || h.state(1) != Draining || h.state(2) != Serving {
+		t.Errorf("states %s %s, timers %v", h.state(1), h.state(2), h.m.timers)
+	}
+	if r := replies(acts); len(r[7]) != 1 || r[7][0] != nil {
+		t.Errorf("caller replies %v", r)
+	}
+	if h.m.stats.ReloadsOK != 1 {
+		t.Errorf("stats %+v", h.m.stats)
+	}
+	acts = h.do(evExited{gen: 1, status: bySIGTERM})
+	if !logged(acts, "drained") || h.armed(timerDrain, 1) {
+		t.Errorf("drained: %v", acts)
+	}
+	if _, ok := find[actForget](acts); !ok {
+		t.Error("exited generation not forgotten")
+	}
+}
+
+func TestMachineReloadsQueueBehindStart(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	h.do(evReload{caller: 1})
+	for c := callerID(2); c <= 5; c++ {
+		if acts := h.do(evReload{caller: c}); len(acts) != 0 {
+			t.Fatalf("a reload during a reload did %v", acts)
+		}
+	}
+	h.do(evSignal{sig: syscall.SIGHUP})
+	acts := h.do(evReady{gen: 2})
+	r := replies(acts)
+	if len(r) != 1 || len(r[1]) != 1 {
+		t.Errorf("first reload's verdict went to %v", r)
+	}
+	if s, ok := find[actStart](acts); !ok || s.gen != 3 {
+		t.Fatalf("queued reload not started: %v", acts)
+	}
+	acts = h.do(evReady{gen: 3})
+	if r := replies(acts); len(r) != 4 {
+		t.Errorf("queued callers' verdicts: %v", r)
+	}
+	if _, ok := find[actStart](acts); ok || h.m.lastID != 3 {
+		t.Errorf("a burst of reloads ran more than two starts")
+	}
+}
+
+func TestMachineFailedReloads(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fail   func(h *mtest) []action
+		reason string
+		drains bool // what is left of the child gets the drain signal
+	}{
+		{"exits before ready", func(h *mtest) []action { return h.do(evExited{gen: 2, status: exit1, stderr: []string{"listen: config.yaml: no such file"}}) }, "exited before ready: exit status 1", false},
+		{"not ready in time", func(h *mtest) []action { return h.fire(timerReady, 2) }, "not ready within 1m0s", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newMtest(t, testMachineConfig)
+			h.do(evReady{gen: 1})
+			h.do(evReload{caller: 9})
+			acts := tc.fail(h)
+			r := replies(acts)
+			var rerr *ReloadError
+			if len(r[9]) != 1 || !errors.As(r[9][0], &rerr) || rerr.Reason != tc.reason || rerr.Generation != 2 || rerr.PID != 1002 || len(rerr.Stderr) != 1 {
+				t.Fatalf("verdict %v", r)
+			}
+			if len(signals(acts, 1)) != 0 || h.state(1) != Serving {
+				t.Error("the serving generation was touched")
+			}
+			if got := signals(acts, 2); tc.drains != (len(got) == 1) {
+				t.Errorf("failed generation got %v", got)
+			}
+			if tc.drains {
+				if h.state(2) != Failed || !h.armed(timerDrain, 2) {
+					t.Fatalf("failed generation: %s, timers %v", h.state(2), h.m.timers)
+				}
+				acts = h.fire(timerDrain, 2)
+				if !slices.Equal(signals(acts, 2), []syscall.Signal{syscall.SIGKILL}) {
+					t.Errorf("at the drain deadline: %v", acts)
+				}
+				if acts = h.do(evExited{gen: 2, status: bySIGKILL}); !logged(acts, "failed generation drained") {
+					t.Errorf("exit of the failed generation: %v", acts)
+				}
+			}
+			if h.m.stats.ReloadsFailed != 1 || !strings.Contains(h.m.stats.LastFailure, tc.reason) {
+				t.Errorf("stats %+v", h.m.stats)
+			}
+			// The next reload works.
+			h.do(evReload{caller: 10})
+			if acts := h.do(evReady{gen: 3}); len(replies(acts)[10]) != 1 || h.state(1) != Draining {
+				t.Errorf("next reload: %v", acts)
+			}
+		})
+	}
+}
+
+func TestMachineSpawnFailure(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	h.failNext = true
+	acts := h.do(evReload{caller: 1})
+	var rerr *ReloadError
+	if r := replies(acts); len(r[1]) != 1 || !errors.As(r[1][0], &rerr) || rerr.PID != 0 || !strings.Contains(rerr.Reason, "no such file") {
+		t.Fatalf("verdict %v", r)
+	}
+	var n actNotify
+	for _, a := range acts {
+		if x, ok := a.(actNotify); ok {
+			n = x
+		}
+	}
+	if n.what != notifyReady || !strings.Contains(n.text, "reload failed") || !strings.Contains(n.text, "generation 1 (pid 1001) still serving") {
+		t.Errorf("service manager told %+v", n)
+	}
+	if h.m.starting != nil || len(h.m.gens) != 1 {
+		t.Errorf("machine after a spawn failure: %+v", h.m)
+	}
+}
+
+func TestMachineFirstChildFails(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReload{caller: 4}) // queued behind the first start
+	acts := h.do(evExited{gen: 1, status: exit1})
+	x, ok := find[actExit](acts)
+	if !ok || x.err == nil || !strings.HasPrefix(x.err.Error(), "first child: generation 1 (pid 1001) failed: exited before ready") {
+		t.Fatalf("exit %+v", x)
+	}
+	if r := replies(acts); len(r[4]) != 1 || r[4][0] != ErrStopping {
+		t.Errorf("queued reload: %v", r)
+	}
+	if acts := h.do(evReload{caller: 5}); len(acts) != 0 {
+		t.Errorf("the machine acted after it finished: %v", acts)
+	}
+}
+
+func TestMachineCrashRestartBackoff(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	var delays []time.Duration
+	gen := 1
+	for range 4 {
+		acts := h.do(evExited{gen: gen, status: exit3, stderr: []string{"a", "b", "c", "panic: boom"}})
+		arm, ok := find[actArm](acts)
+		if !ok || !logged(acts, "serving child died") {
+			t.Fatalf("no restart after a crash: %v", acts)
+		}
+		delays = append(delays, arm.after)
+		acts = h.fire(timerRestart, 0)
+		gen++
+		if s, _ := find[actStart](acts); s.gen != gen || s.kind != kindRestart {
+			t.Fatalf("restart started %+v", s)
+		}
+		acts = h.do(evReady{gen: gen})
+		if n, _ := find[actNotify](acts); n.what != notifyStatus || !strings.HasPrefix(n.text, "restarted") {
+			t.Errorf("restart notify %+v", n)
+		}
+	}
+	if want := []time.Duration{100, 200, 400, 400}; !slices.Equal(delays, scale(want, time.Millisecond)) {
+		t.Errorf("backoff %v, want %v ms", delays, want)
+	}
+	// A child that served StableAfter resets the backoff.
+	h.after(testMachineConfig.StableAfter)
+	acts := h.do(evExited{gen: gen, status: exit3})
+	if arm, _ := find[actArm](acts); arm.after != 100*time.Millisecond {
+		t.Errorf("after a stable child: %v", arm.after)
+	}
+	if h.m.stats.Restarts != 4 {
+		t.Errorf("stats %+v", h.m.stats)
+	}
+	// An operator's reload during the backoff runs at once.
+	acts = h.do(evReload{caller: 3})
+	if _, ok := find[actDisarm](acts); !ok || h.m.restart != 0 {
+		t.Errorf("restart timer left armed: %v", acts)
+	}
+	if s, _ := find[actStart](acts); s.kind != kindReload {
+		t.Errorf("reload during backoff: %v", acts)
+	}
+}
+
+func scale(ds []time.Duration, unit time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d * unit
+	}
+	return out
+}
+
+func TestMachineStop(t *testing.T) {
+	for _, tc := range []struct {
+		status unix.WaitStatus
+		code   int
+	}{
+		{exit0, 0},
+		{bySIGTERM, 0}, // a server without a handler for the drain signal
+		{exit3, 3},
+		{bySIGKILL, 137},
+	} {
+		t.Run(exitReason(tc.status), func(t *testing.T) {
+			h := newMtest(t, testMachineConfig)
+			h.do(evReady{gen: 1})
+			acts := h.do(evStop{caller: 2})
+			if n, _ := find[actNotify](acts); n.what != notifyStopping {
+				t.Errorf("no STOPPING=1: %v", acts)
+			}
+			if _, ok := find[actRelease](acts); !ok {
+				t.Error("sockets not released at the stop")
+			}
+			if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGTERM}) || !h.armed(timerDrain, 1) {
+				t.Errorf("serving generation at stop: %v", acts)
+			}
+			if r := replies(acts); len(r) != 0 {
+				t.Errorf("stop answered before the children exited: %v", r)
+			}
+			h.do(evStop{caller: 3})
+			acts = h.do(evExited{gen: 1, status: tc.status})
+			x, ok := find[actExit](acts)
+			if !ok || !slices.Equal(x.callers, []callerID{2, 3}) {
+				t.Fatalf("exit %+v", x)
+			}
+			var xerr *ExitError
+			if tc.code == 0 && x.err != nil || tc.code != 0 && (!errors.As(x.err, &xerr) || xerr.Code != tc.code) {
+				t.Errorf("exit error %v, want code %d", x.err, tc.code)
+			}
+		})
+	}
+}
+
+// Bug 1: a SIGTERM during the first start, a child that ignores it and
+// sends READY=1 later: the READY must not cancel the drain deadline.
+func TestMachineStopDuringStartThenReady(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evSignal{sig: syscall.SIGTERM})
+	if h.state(1) != Draining || !h.armed(timerDrain, 1) {
+		t.Fatalf("starting generation at stop: %s %v", h.state(1), h.m.timers)
+	}
+	if acts := h.do(evReady{gen: 1}); len(acts) != 0 {
+		t.Fatalf("READY=1 after the stop did %v", acts)
+	}
+	acts := h.fire(timerDrain, 1)
+	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGKILL}) {
+		t.Fatalf("deadline: %v", acts)
+	}
+	acts = h.do(evExited{gen: 1, status: bySIGKILL})
+	if _, ok := find[actExit](acts); !ok || !logged(acts, "stopped before ready") {
+		t.Errorf("never finished: %v", acts)
+	}
+}
+
+// Bug 2: SIGHUP, SIGTERM, then the new child's READY=1: the old
+// generation gets its drain signal once, and the new one keeps its drain
+// deadline.
+func TestMachineReloadStopReady(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	h.do(evSignal{sig: syscall.SIGHUP})
+	h.do(evSignal{sig: syscall.SIGTERM})
+	h.do(evReady{gen: 2})
+	if got := signals(h.log, 1); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
+		t.Errorf("old generation got %v", got)
+	}
+	if !h.armed(timerDrain, 2) || !h.armed(timerDrain, 1) || h.state(2) != Draining {
+		t.Errorf("drain deadlines: %v, new generation %s", h.m.timers, h.state(2))
+	}
+}
+
+func TestMachineSignals(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	if acts := h.do(evSignal{sig: syscall.SIGUSR1}); len(signals(acts, 1)) != 0 {
+		t.Error("forwarded to a child that does not serve yet")
+	}
+	h.do(evReady{gen: 1})
+	if acts := h.do(evSignal{sig: syscall.SIGUSR2}); !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGUSR2}) {
+		t.Errorf("USR2: %v", acts)
+	}
+	h.do(evSignal{sig: syscall.SIGHUP})
+	h.do(evSignal{sig: syscall.SIGINT})
+	acts := h.do(evSignal{sig: syscall.SIGINT})
+	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGKILL}) || !slices.Equal(signals(acts, 2), []syscall.Signal{syscall.SIGKILL}) {
+		t.Errorf("second SIGINT: %v", acts)
+	}
+}
+
+func TestMachineReadyDelay(t *testing.T) {
+	cfg := testMachineConfig
+	cfg.ReadyDelay = 2 * time.Second
+	h := newMtest(t, cfg)
+	acts := h.fire(timerReadyDelay, 1)
+	if h.state(1) != Serving {
+		t.Fatalf("after the delay: %s %v", h.state(1), acts)
+	}
+	if _, ok := find[actDisarm](acts); !ok {
+		t.Error("ready timeout left armed")
+	}
+}
+
+func TestMachineStatusAndWatchdog(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	if acts := h.do(evTick{}); len(acts) != 0 {
+		t.Errorf("watchdog ping before anything serves: %v", acts)
+	}
+	h.do(evReady{gen: 1})
+	if n, _ := find[actNotify](h.do(evTick{})); n.what != notifyWatchdog {
+		t.Error("no watchdog ping while serving")
+	}
+	h.do(evReload{caller: 1})
+	acts := h.do(evStatus{caller: 2})
+	st, ok := find[actStatus](acts)
+	if !ok || st.caller != 2 || len(st.view.gens) != 2 || st.view.gens[0].state != Serving || st.view.gens[1].state != Starting {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestMachineStaleTimer(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	var ready timerID
+	for id := range h.m.timers {
+		ready = id
+	}
+	h.do(evReady{gen: 1})
+	if acts := h.do(evTimer{id: ready}); len(acts) != 0 || h.state(1) != Serving {
+		t.Errorf("a ready timeout that fired as READY=1 came did %v", acts)
+	}
+}
+
+// TestMachineInterleavings explores every sequence of events up to a depth,
+// breadth first over the machine's states, as a model checker would, and
+// checks the supervisor's invariants after every step. From every state it
+// also drives the machine to the end of a stop in which children exit only
+// when killed, which must always finish with every caller answered.
+func TestMachineInterleavings(t *testing.T) {
+	depth := 7
+	if testing.Short() {
+		depth = 5
+	}
+	for _, delay := range []bool{false, true} {
+		cfg := testMachineConfig
+		if delay {
+			cfg.ReadyDelay = time.Second
+		}
+		states, transitions := explore(t, cfg, depth)
+		t.Logf("ready delay %v: depth %d: %d states, %d transitions", delay, depth, states, transitions)
+		if states < 1000 {
+			t.Errorf("only %d states explored; the model is not exploring", states)
+		}
+	}
+}
+
+// A transition is one event from outside, with the answers (fail or not)
+// to the spawns it causes, in order.
+type transition struct {
+	ev        event
+	spawnFail []bool
+}
+
+func (tr transition) String() string {
+	return fmt.Sprintf("%T%+v%v", tr.ev, tr.ev, tr.spawnFail)
+}
+
+// observer follows the actions of a path and holds what the invariants
+// need beyond the machine's own state.
+type observer struct {
+	callers  map[callerID]string // caller -> "reload" or "stop"
+	replied  map[callerID]int
+	killed   map[int]bool // generations sent SIGKILL
+	armed    []timerID    // every timer armed on the path, for stale firings
+	drainSig map[int]int  // drain signals per generation
+	drainArm map[int]int  // drain deadlines armed per generation
+	finished bool
+}
+
+func newObserver() *observer {
+	return &observer{callers: map[callerID]string{}, replied: map[callerID]int{}, killed: map[int]bool{}, drainSig: map[int]int{}, drainArm: map[int]int{}}
+}
+
+type pathState struct {
+	m   *machine
+	obs *observer
+}
+
+// apply runs one transition, checking the invariants of each step. It
+// returns false when the transition needs more spawn answers than given.
+func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, ...any)) bool {
+	m, obs := ps.m, ps.obs
+	switch ev := tr.ev.(type) {
+	case evReload:
+		obs.callers[ev.caller] = "reload"
+	case evStop:
+		obs.callers[ev.caller] = "stop"
+	}
+	var preKey string
+	if _, ok := tr.ev.(evReady); ok {
+		preKey = machineKey(m)
+	}
+	pre := map[int]bool{} // drainSent before the step
+	for _, g := range m.gens {
+		pre[g.id] = g.drainSent
+	}
+	preArmed := map[timerID]bool{}
+	for id := range m.timers {
+		preArmed[id] = true
+	}
+	var preStarting *mgen
+	if m.starting != nil && m.starting.state == Starting {
+		preStarting = m.starting
+	}
+	var acts []action
+	if tr.ev == nil {
+		acts = m.begin(t0)
+	} else {
+		acts = m.step(t0, tr.ev)
+	}
+	used := 0
+	var all []action
+	for len(acts) > 0 {
+		all = append(all, acts...)
+		var next []action
+		for _, a := range acts {
+			s, ok := a.(actStart)
+			if !ok {
+				continue
+			}
+			if used == len(tr.spawnFail) {
+				return false
+			}
+			var ev event = evSpawned{gen: s.gen, pid: 1000 + s.gen}
+			if tr.spawnFail[used] {
+				ev = evSpawnFailed{gen: s.gen, err: "start failed"}
+			}
+			used++
+			next = append(next, m.step(t0, ev)...)
+		}
+		acts = next
+	}
+	if used != len(tr.spawnFail) {
+		return false
+	}
+
+	// Invariants of the transition.
+	switch ev := tr.ev.(type) {
+	case evReady:
+		if preStarting == nil || preStarting.id != ev.gen {
+			if len(all) != 0 || machineKey(m) != preKey {
+				check("READY=1 from generation %d, not the starting one, changed the machine: %v", ev.gen, all)
+			}
+		}
+	case evTimer:
+		if !preArmed[ev.id] && len(all) != 0 {
+			check("stale timer %d did %v", ev.id, all)
+		}
+	}
+	if obs.finished && len(all) != 0 {
+		check("the machine acted after it finished: %v", all)
+	}
+	for _, a := range all {
+		switch a := a.(type) {
+		case actSignal:
+			if a.sig == cfg.DrainSignal {
+				obs.drainSig[a.gen]++
+				if obs.drainSig[a.gen] > 1 || pre[a.gen] {
+					check("generation %d sent the drain signal twice", a.gen)
+				}
+			}
+			if a.sig == syscall.SIGKILL {
+				obs.killed[a.gen] = true
+			}
+		case actArm:
+			obs.armed = append(obs.armed, a.id)
+			if a.kind == timerDrain {
+				obs.drainArm[a.gen]++
+			}
+		case actReply:
+			if obs.callers[a.caller] != "reload" {
+				check("reply to %d, which is not waiting for a reload", a.caller)
+			}
+			obs.replied[a.caller]++
+		case actExit:
+			obs.finished = true
+			for _, c := range a.callers {
+				if obs.callers[c] != "stop" {
+					check("stop reply to %d, which did not ask to stop", c)
+				}
+				obs.replied[c]++
+			}
+			for c := range obs.callers {
+				if obs.replied[c] != 1 {
+					check("at the end, caller %d (%s) got %d replies", c, obs.callers[c], obs.replied[c])
+				}
+			}
+		}
+	}
+	for c, n := range obs.replied {
+		if n > 1 {
+			check("caller %d got %d replies", c, n)
+		}
+	}
+
+	// Invariants of the state.
+	serving := 0
+	drainTimers := map[int]int{}
+	for _, ref := range m.timers {
+		if ref.kind == timerDrain {
+			drainTimers[ref.gen.id]++
+		}
+	}
+	for _, g := range m.gens {
+		if g.state == Serving {
+			serving++
+		}
+		if g.drainSent && g.state == Serving {
+			check("generation %d serves after it was told to drain", g.id)
+		}
+		if g.drainSent != (obs.drainSig[g.id] == 1) || obs.drainArm[g.id] != obs.drainSig[g.id] {
+			check("generation %d: drain signals %d, deadlines %d, drainSent %v", g.id, obs.drainSig[g.id], obs.drainArm[g.id], g.drainSent)
+		}
+		if drainTimers[g.id] > 1 || drainTimers[g.id] == 1 && !g.drainSent {
+			check("generation %d has %d drain timers", g.id, drainTimers[g.id])
+		}
+		if m.stopping && !g.drainSent {
+			check("stopping, but generation %d (%s) was never told to drain", g.id, g.state)
+		}
+		if g.state == Exited {
+			check("exited generation %d still listed", g.id)
+		}
+	}
+	if serving > 1 {
+		check("%d generations serving", serving)
+	}
+	if m.starting != nil && (m.starting.state != Starting || m.stopping) {
+		check("starting generation %d is %s (stopping %v)", m.starting.id, m.starting.state, m.stopping)
+	}
+	return true
+}
+
+// machineKey identifies a machine state up to what cannot change its
+// future: times are left out.
+func machineKey(m *machine) string {
+	var b strings.Builder
+	id := func(g *mgen) int {
+		if g == nil {
+			return 0
+		}
+		return g.id
+	}
+	fmt.Fprintf(&b, "s%d st%d p%v w%v q%v x%v sc%v d%v e%v r%v b%v c%d i%v %+v|", id(m.serving), id(m.starting), m.pending, m.waiting, m.queued,
+		m.stopping, m.stopCallers, m.done, m.everServed, m.restart != 0, m.backoff, m.exitCode, m.initErr != nil, m.stats.ReloadsOK+100*m.stats.ReloadsFailed+10000*m.stats.Restarts)
+	for _, g := range m.gens {
+		fmt.Fprintf(&b, "g%d:%d:%s:%v:", g.id, g.kind, g.state, g.drainSent)
+		for _, t := range []timerID{g.ready, g.delay, g.drain} {
+			if t != 0 {
+				fmt.Fprintf(&b, "t%d,", t)
+			}
+		}
+	}
+	return b.String()
+}
+
+func (obs *observer) key() string {
+	return fmt.Sprintf("%v|%v|%v|%v", obs.callers, obs.replied, obs.killed, obs.finished)
+}
+
+func replay(cfg machineConfig, path []transition) *pathState {
+	ps := &pathState{m: newMachine(cfg), obs: newObserver()}
+	for _, tr := range path {
+		ps.apply(cfg, tr, func(string, ...any) {})
+	}
+	return ps
+}
+
+// clone copies a state between transitions, so that each branch of the
+// exploration gets its own.
+func (ps *pathState) clone() *pathState {
+	m := *ps.m
+	gens := map[*mgen]*mgen{nil: nil}
+	m.gens = nil
+	for _, g := range ps.m.gens {
+		c := *g
+		gens[g] = &c
+		m.gens = append(m.gens, &c)
+	}
+	remap := func(g *mgen) *mgen {
+		c, ok := gens[g]
+		if !ok {
+			panic(fmt.Sprintf("generation %d is referenced but not listed", g.id))
+		}
+		return c
+	}
+	m.serving, m.starting = remap(ps.m.serving), remap(ps.m.starting)
+	m.waiting, m.queued, m.stopCallers = slices.Clone(m.waiting), slices.Clone(m.queued), slices.Clone(m.stopCallers)
+	m.out = nil
+	m.timers = make(map[timerID]timerRef, len(ps.m.timers))
+	for id, ref := range ps.m.timers {
+		m.timers[id] = timerRef{kind: ref.kind, gen: remap(ref.gen)}
+	}
+	o := *ps.obs
+	o.callers, o.replied, o.killed = maps.Clone(o.callers), maps.Clone(o.replied), maps.Clone(o.killed)
+	o.drainSig, o.drainArm, o.armed = maps.Clone(o.drainSig), maps.Clone(o.drainArm), slices.Clone(o.armed)
+	return &pathState{m: &m, obs: &o}
+}
+
+// The clone above copies every field of machine and mgen by hand; a new
+// field must be handled there.
+func TestCloneCoversMachine(t *testing.T) {
+	if n := reflect.TypeFor[machine]().NumField(); n != 21 {
+		t.Errorf("machine has %d fields: check that pathState.clone copies the new ones deeply, then update this count", n)
+	}
+	if n := reflect.TypeFor[mgen]().NumField(); n != 11 {
+		t.Errorf("mgen has %d fields: check pathState.clone, then update this count", n)
+	}
+	ps := replay(testMachineConfig, []transition{{spawnFail: []bool{false}}, {ev: evReady{gen: 1}}, {ev: evReload{caller: 1}, spawnFail: []bool{false}}})
+	c := ps.clone()
+	c.apply(testMachineConfig, transition{ev: evStop{caller: 2}}, func(string, ...any) {})
+	if machineKey(ps.m) == machineKey(c.m) || ps.m.stopping || len(ps.obs.callers) != 1 {
+		t.Error("a clone shares state with its original")
+	}
+}
+
+// candidates lists the events that can happen next: signals, requests
+// (a bounded number of callers), READY=1 from any generation, any exit of
+// any live generation, and any timer firing, stale ones included.
+func candidates(ps *pathState) []event {
+	m, obs := ps.m, ps.obs
+	evs := []event{evSignal{sig: syscall.SIGHUP}, evSignal{sig: syscall.SIGTERM}, evSignal{sig: syscall.SIGINT}, evTick{}}
+	next := callerID(len(obs.callers) + 1)
+	if len(obs.callers) < 3 {
+		evs = append(evs, evReload{caller: next}, evStop{caller: next})
+	}
+	for _, g := range m.gens {
+		evs = append(evs, evReady{gen: g.id})
+		statuses := []unix.WaitStatus{exit0, exit1, bySIGTERM}
+		if obs.killed[g.id] {
+			statuses = []unix.WaitStatus{bySIGKILL}
+		}
+		for _, st := range statuses {
+			evs = append(evs, evExited{gen: g.id, status: st})
+		}
+	}
+	for _, id := range obs.armed {
+		evs = append(evs, evTimer{id: id})
+	}
+	return evs
+}
+
+// expand returns the transitions for ev from ps, one per combination of
+// spawn answers it needs, each with the state it leads to.
+func expand(cfg machineConfig, ps *pathState, ev event, check func(transition) func(string, ...any)) ([]transition, []*pathState) {
+	var trs []transition
+	var states []*pathState
+	var try func(answers []bool)
+	try = func(answers []bool) {
+		next := ps.clone()
+		tr := transition{ev: ev, spawnFail: answers}
+		if next.apply(cfg, tr, check(tr)) {
+			trs, states = append(trs, tr), append(states, next)
+			return
+		}
+		if len(answers) > 4 {
+			return
+		}
+		try(append(slices.Clone(answers), false))
+		try(append(slices.Clone(answers), true))
+	}
+	try(nil)
+	return trs, states
+}
+
+func explore(t *testing.T, cfg machineConfig, depth int) (states, transitions int) {
+	type node struct {
+		path []transition
+		ps   *pathState
+	}
+	seen := map[string]bool{}
+	failed := false
+	checker := func(path []transition) func(transition) func(string, ...any) {
+		return func(tr transition) func(string, ...any) {
+			return func(format string, a ...any) {
+				if !failed {
+					t.Errorf("after %v:\n"+format, append([]any{append(slices.Clone(path), tr)}, a...)...)
+				}
+				failed = true
+			}
+		}
+	}
+	var frontier []node
+	trs, pss := expand(cfg, &pathState{m: newMachine(cfg), obs: newObserver()}, nil, checker(nil))
+	for i, tr := range trs {
+		frontier = append(frontier, node{path: []transition{tr}, ps: pss[i]})
+	}
+	for d := 0; d < depth && len(frontier) > 0 && !failed; d++ {
+		var next []node
+		for _, n := range frontier {
+			k := machineKey(n.ps.m) + "#" + n.ps.obs.key()
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			checkCompletion(t, cfg, n.path, n.ps.clone())
+			for _, ev := range candidates(n.ps) {
+				trs, pss := expand(cfg, n.ps, ev, checker(n.path))
+				transitions += len(trs)
+				for i, tr := range trs {
+					next = append(next, node{path: append(slices.Clone(n.path), tr), ps: pss[i]})
+				}
+			}
+			if failed || t.Failed() {
+				return len(seen), transitions
+			}
+		}
+		frontier = next
+	}
+	return len(seen), transitions
+}
+
+// checkCompletion stops the machine at the end of path and lets time pass
+// with children that exit only when killed (the worst case: they ignore
+// the drain signal). Every timer fires in turn and every killed child
+// exits; the machine must finish, with every caller answered exactly once.
+func checkCompletion(t *testing.T, cfg machineConfig, path []transition, ps *pathState) {
+	t.Helper()
+	fail := func(format string, a ...any) {
+		t.Errorf("completing %v:\n"+format, append([]any{path}, a...)...)
+	}
+	caller := callerID(len(ps.obs.callers) + 1)
+	steps := []event{evStop{caller: caller}}
+	for i := 0; i < 50 && !ps.obs.finished; i++ {
+		if len(steps) == 0 {
+			for id := range ps.m.timers {
+				steps = append(steps, evTimer{id: id})
+			}
+			for _, g := range ps.m.gens {
+				if ps.obs.killed[g.id] {
+					steps = append(steps, evExited{gen: g.id, status: bySIGKILL})
+				}
+			}
+			if len(steps) == 0 {
+				fail("stuck: nothing can happen, machine %s", machineKey(ps.m))
+				return
+			}
+		}
+		ev := steps[0]
+		steps = steps[1:]
+		// Spawns cannot happen while stopping; answer none.
+		if !ps.apply(cfg, transition{ev: ev}, fail) {
+			fail("a spawn during a stop")
+			return
+		}
+	}
+	if !ps.obs.finished {
+		fail("the stop never finished: %s", machineKey(ps.m))
+	}
+}
