@@ -245,7 +245,9 @@ func TestMachineFailedReloads(t *testing.T) {
 		reason string
 		drains bool // what is left of the child gets the drain signal
 	}{
-		{"exits before ready", func(h *mtest) []action { return h.do(evExited{gen: 2, status: exit1, stderr: []string{"listen: config.yaml: no such file"}}) }, "exited before ready: exit status 1", false},
+		{"exits before ready", func(h *mtest) []action {
+			return h.do(evExited{gen: 2, status: exit1, stderr: []string{"listen: config.yaml: no such file"}})
+		}, "exited before ready: exit status 1", false},
 		{"not ready in time", func(h *mtest) []action { return h.fire(timerReady, 2) }, "not ready within 1m0s", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
