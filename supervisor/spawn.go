@@ -22,15 +22,15 @@ import (
 // spawn starts generation c through the shim and the goroutines that
 // watch it: one reports its exit, one reads its notify socket. It is the
 // real osEnv.spawn.
-func (s *Supervisor) spawn(c *child) (int, error) {
+func (s *Supervisor) spawn(c *child) error {
 	dir, prog, err := resolve(s.cfg.Dir, s.cfg.Command, s.cfg.Env)
 	if err != nil {
-		return 0, fmt.Errorf("start: %w", err)
+		return fmt.Errorf("start: %w", err)
 	}
 	notifyPath := filepath.Join(s.rundir, "notify-"+strconv.Itoa(c.id))
 	c.notify, err = sdnotify.Listen(notifyPath)
 	if err != nil {
-		return 0, fmt.Errorf("start: notify socket: %w", err)
+		return fmt.Errorf("start: notify socket: %w", err)
 	}
 
 	// stderr always goes through a pipe, so a failure can quote its last
@@ -65,7 +65,7 @@ func (s *Supervisor) spawn(c *child) (int, error) {
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(true)
-			return 0, fmt.Errorf("start: output pipe: %w", err)
+			return fmt.Errorf("start: output pipe: %w", err)
 		}
 		pipes = append(pipes, pipe{r: r, dst: dst, stderr: fd == 2})
 		writeEnds = append(writeEnds, w)
@@ -91,7 +91,7 @@ func (s *Supervisor) spawn(c *child) (int, error) {
 	}, func(ws unix.WaitStatus) { exitc <- ws })
 	closeAll(err != nil)
 	if err != nil {
-		return 0, fmt.Errorf("start: %w", err)
+		return fmt.Errorf("start: %w", err)
 	}
 	c.pid = pid
 	s.log.Info("started", "generation", c.id, "pid", pid, "program", prog, "dir", dir)
@@ -132,7 +132,7 @@ func (s *Supervisor) spawn(c *child) (int, error) {
 		defer s.bg.Done()
 		s.readNotify(c)
 	}()
-	return pid, nil
+	return nil
 }
 
 // readNotify reads the generation's private notify socket until it is

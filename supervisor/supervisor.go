@@ -54,7 +54,7 @@ type Supervisor struct {
 // generation and signalling a process group. Tests replace it to run the
 // driver without children.
 type osEnv struct {
-	spawn  func(c *child) (pid int, err error)
+	spawn  func(c *child) error // sets c.pid before anything reads it
 	signal func(pgid int, sig syscall.Signal) error
 }
 
@@ -282,13 +282,11 @@ func (s *Supervisor) do(a action) event {
 	switch a := a.(type) {
 	case actStart:
 		c := &child{id: a.gen, stderr: &tail{max: 8 << 10}}
-		pid, err := s.os.spawn(c)
-		if err != nil {
+		if err := s.os.spawn(c); err != nil {
 			return evSpawnFailed{gen: a.gen, err: err.Error()}
 		}
-		c.pid = pid
 		s.children[a.gen] = c
-		return evSpawned{gen: a.gen, pid: pid}
+		return evSpawned{gen: a.gen, pid: c.pid}
 	case actSignal:
 		if err := s.os.signal(a.pid, a.sig); err != nil {
 			s.log.Error("signal", "generation", a.gen, "pid", a.pid, "signal", unix.SignalName(a.sig), "err", err)

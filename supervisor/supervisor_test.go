@@ -1,0 +1,602 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests in this file run real children: the test binary itself, which
+// TestMain turns into the shim (ShimArg) or into a small server
+// (TEST_CHILD=mode). They run one at a time, since a supervisor reaps every
+// child of the process.
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == ShimArg {
+		os.Exit(RunShim(os.Args[2:]))
+	}
+	if mode, ok := os.LookupEnv("TEST_CHILD"); ok {
+		os.Exit(testChild(mode))
+	}
+	os.Exit(m.Run())
+}
+
+// testChild is the child server. Its mode is a comma-separated list:
+//
+//	exit:N        write to stderr and exit N before ready
+//	noready       never send READY=1
+//	ignoreterm    ignore SIGTERM
+//	noterm        no handler for SIGTERM: it kills the process
+//	readyafter:D  send STATUS=booting, and READY=1 only after D
+//	status:TEXT   send STATUS=TEXT with READY=1
+//	hello         write "hello" to stdout
+//	termexit:N    exit N on SIGTERM
+//
+// Otherwise it sends READY=1 and answers each connection on fd 3 with
+// "gen N pid P\n", until SIGTERM.
+func testChild(mode string) int {
+	opts := map[string]string{}
+	for _, kv := range strings.Split(mode, ",") {
+		k, v, _ := strings.Cut(kv, ":")
+		opts[k] = v
+	}
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) || os.Getenv("LISTEN_FDS") == "" {
+		fmt.Fprintln(os.Stderr, "bad LISTEN_PID/LISTEN_FDS:", os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"))
+		return 90
+	}
+	if v, ok := opts["exit"]; ok {
+		fmt.Fprintln(os.Stderr, "starting up")
+		fmt.Fprintln(os.Stderr, "fatal: config missing")
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+	if _, ok := opts["hello"]; ok {
+		fmt.Println("hello")
+	}
+	sigs := make(chan os.Signal, 1)
+	switch {
+	case hasKey(opts, "ignoreterm"):
+		signal.Ignore(syscall.SIGTERM)
+	case hasKey(opts, "noterm"):
+	default:
+		signal.Notify(sigs, syscall.SIGTERM)
+	}
+	ln, err := net.FileListener(os.NewFile(3, "listener"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 91
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "gen %s pid %d\n", os.Getenv("HITLESS_GENERATION"), os.Getpid())
+			c.Close()
+		}
+	}()
+	if d, ok := opts["readyafter"]; ok {
+		if err := sendNotify("STATUS=booting"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 92
+		}
+		dur, _ := time.ParseDuration(d)
+		time.Sleep(dur) // the child's own behaviour under test: a slow start
+	}
+	if !hasKey(opts, "noready") {
+		msg := "READY=1"
+		if s, ok := opts["status"]; ok {
+			msg += "\nSTATUS=" + s
+		}
+		if err := sendNotify(msg); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 92
+		}
+	}
+	<-sigs // blocks forever when SIGTERM is ignored or not handled
+	ln.Close()
+	n, _ := strconv.Atoi(opts["termexit"])
+	return n
+}
+
+func hasKey(m map[string]string, k string) bool { _, ok := m[k]; return ok }
+
+func sendNotify(msg string) error {
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: os.Getenv("NOTIFY_SOCKET"), Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte(msg))
+	return err
+}
+
+// logBuffer collects hitless's log records, safe for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+type running struct {
+	t      *testing.T
+	s      *Supervisor
+	addr   string
+	logs   *logBuffer
+	err    error         // what Run returned
+	exited chan struct{} // closed once Run has returned
+}
+
+// start runs a supervisor around the test binary in the given child mode
+// (the mode of each start is read from modes in turn; the last one
+// repeats).
+func start(t *testing.T, cfg Config, modes ...string) *running {
+	t.Helper()
+	modeFile := t.TempDir() + "/mode"
+	os.WriteFile(modeFile, []byte(strings.Join(modes, "\n")), 0o600)
+	if cfg.Listen == nil {
+		spec, _ := ParseListen("tcp://127.0.0.1:0")
+		cfg.Listen = []ListenSpec{spec}
+	}
+	if cfg.Command == nil {
+		// The shim runs the child; a shell picks the mode for each start,
+		// so that one test can start children that behave differently.
+		cfg.Command = []string{"/bin/sh", "-c", `m=$(head -n1 "$0"); [ "$(wc -l < "$0")" -gt 0 ] && sed -i 1d "$0"; TEST_CHILD=$m exec "$1"`, modeFile, os.Args[0]}
+	}
+	logs := &logBuffer{}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 5 * time.Second
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &running{t: t, s: s, addr: s.Addrs()[0], logs: logs, exited: make(chan struct{})}
+	go func() {
+		r.err = s.Run(context.Background())
+		close(r.exited)
+	}()
+	t.Cleanup(func() {
+		s.Stop(context.Background())
+		<-r.exited
+	})
+	return r
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// serving waits until a generation serves, by asking for a reload that
+// queues behind the first start: its verdict comes when the second serves.
+func (r *running) reload() error {
+	return r.s.Reload(ctxFor(r.t, 30*time.Second))
+}
+
+func (r *running) status() Status {
+	r.t.Helper()
+	st, err := r.s.Status(ctxFor(r.t, 10*time.Second))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+func (r *running) stop() error {
+	r.t.Helper()
+	if err := r.s.Stop(ctxFor(r.t, 30*time.Second)); err != nil {
+		r.t.Fatal("Stop:", err)
+	}
+	select {
+	case <-r.exited:
+		return r.err
+	case <-time.After(10 * time.Second):
+		r.t.Fatal("Run did not return after Stop")
+		return nil
+	}
+}
+
+// ask connects to the first socket and returns what the child says.
+func (r *running) ask() string {
+	r.t.Helper()
+	c, err := net.DialTimeout("tcp", r.addr, 5*time.Second)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// waitFor polls the status until cond holds; the state it waits for has
+// no event of its own that a test can wait on.
+func (r *running) waitFor(what string, cond func(Status) bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond(r.status()) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("waited 20s for %s; status %+v", what, r.status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func servingGen(st Status) (int, int) {
+	for _, g := range st.Generations {
+		if g.State == Serving {
+			return g.ID, g.PID
+		}
+	}
+	return 0, 0
+}
+
+func TestRunReloadStop(t *testing.T) {
+	r := start(t, Config{}, "status:warming up", "")
+	// A reload asked during the first start queues behind it.
+	if err := r.reload(); err != nil {
+		t.Fatal("reload:", err)
+	}
+	st := r.status()
+	gen, pid := servingGen(st)
+	if gen != 2 || st.ReloadsOK != 1 || len(st.Listeners) != 1 || st.Listeners[0].FD != 3 {
+		t.Fatalf("status after a reload: %+v", st)
+	}
+	if got, want := r.ask(), fmt.Sprintf("gen 2 pid %d", pid); got != want {
+		t.Errorf("the socket answered %q, want %q", got, want)
+	}
+	for _, g := range st.Generations {
+		if g.ID == 2 && g.RSS <= 0 {
+			t.Errorf("generation %+v", g)
+		}
+	}
+	if err := r.stop(); err != nil {
+		t.Errorf("Run after a stop of a child that exits 0: %v", err)
+	}
+	// Stop returned: the sockets are closed, the notify directory is gone.
+	if c, err := net.Dial("tcp", r.addr); err == nil {
+		c.Close()
+		t.Error("the socket still accepts after Stop returned")
+	}
+	if _, err := os.Stat(r.s.rundir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("notify directory after Stop: %v", err)
+	}
+}
+
+// Bug 4: a child without a SIGTERM handler dies of the drain signal on
+// every stop; that is a clean stop, not exit status 143.
+func TestStopChildWithoutHandlerExitsZero(t *testing.T) {
+	r := start(t, Config{}, "noterm")
+	r.reload() // joins the first start
+	if err := r.stop(); err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+}
+
+// A child's own status at the stop is hitless's: its exit code, or the
+// kill at the drain deadline.
+func TestStopReportsChildStatus(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		code int
+	}{{"termexit:3", 3}, {"ignoreterm", 128 + int(syscall.SIGKILL)}} {
+		r := start(t, Config{DrainTimeout: time.Second}, tc.mode)
+		r.reload()
+		var xe *ExitError
+		if err := r.stop(); !errors.As(err, &xe) || xe.Code != tc.code {
+			t.Errorf("%s: Run = %v, want exit code %d", tc.mode, err, tc.code)
+		}
+	}
+}
+
+// Bug 1: SIGTERM while the first child starts; the child ignores it and
+// says READY=1 later. hitless must still kill it at the drain deadline.
+func TestStopDuringStartThenReady(t *testing.T) {
+	r := start(t, Config{DrainTimeout: time.Second}, "ignoreterm,readyafter:500ms")
+	r.waitFor("the child to ignore SIGTERM", func(st Status) bool {
+		return len(st.Generations) == 1 && st.Generations[0].Status == "booting"
+	})
+	// Before the fix, READY=1 cancelled the drain deadline and Run never
+	// returned; stop fails the test if Run does not return.
+	r.stop()
+	if !strings.Contains(r.logs.String(), "drain timeout: killing process group") {
+		t.Error("no kill at the drain deadline")
+	}
+}
+
+// Bug 5: a SIGHUP that arrives between New and Run (a deploy script that
+// read the pid file at once) reloads instead of killing hitless.
+func TestSIGHUPBeforeRun(t *testing.T) {
+	spec, _ := ParseListen("tcp://127.0.0.1:0")
+	s, err := New(Config{Listen: []ListenSpec{spec}, Command: []string{"/bin/true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	// The signal is queued for Run, not lost and not fatal.
+	select {
+	case sig := <-s.sigc:
+		if sig != syscall.SIGHUP {
+			t.Errorf("got %v", sig)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SIGHUP not caught")
+	}
+	s.Close()
+}
+
+func TestFailedReloadKeepsServing(t *testing.T) {
+	r := start(t, Config{}, "", "", "exit:3", "")
+	r.reload()
+	_, pid := servingGen(r.status())
+	err := r.reload()
+	var rerr *ReloadError
+	if !errors.As(err, &rerr) || rerr.Generation != 3 || rerr.Reason != "exited before ready: exit status 3" ||
+		len(rerr.Stderr) != 2 || rerr.Stderr[1] != "fatal: config missing" {
+		t.Fatalf("reload: %#v", err)
+	}
+	st := r.status()
+	if _, p := servingGen(st); p != pid || st.ReloadsFailed != 1 || !strings.Contains(st.LastFailure, "fatal: config missing") {
+		t.Errorf("status after a failed reload: %+v", st)
+	}
+	if got := r.ask(); got != fmt.Sprintf("gen 2 pid %d", pid) {
+		t.Errorf("after the failed reload the socket answered %q", got)
+	}
+	if err := r.reload(); err != nil {
+		t.Errorf("the next reload: %v", err)
+	}
+}
+
+func TestReadyTimeoutDrainsFailedChild(t *testing.T) {
+	r := start(t, Config{ReadyTimeout: 2 * time.Second, DrainTimeout: time.Second}, "", "", "noready,ignoreterm", "")
+	r.reload()
+	err := r.reload()
+	var rerr *ReloadError
+	if !errors.As(err, &rerr) || rerr.Reason != "not ready within 2s" {
+		t.Fatalf("reload: %v", err)
+	}
+	found := false
+	for _, g := range r.status().Generations {
+		if g.ID == 3 {
+			found = g.State == Failed
+		}
+	}
+	if !found && !strings.Contains(r.logs.String(), "failed generation drained") {
+		t.Error("the failed generation is neither failed nor drained")
+	}
+	if err := r.reload(); err != nil {
+		t.Errorf("next reload: %v", err)
+	}
+}
+
+func TestSpawnFailure(t *testing.T) {
+	r := start(t, Config{}, "")
+	r.reload()
+	r.s.cfg.Dir = "/nonexistent-dir" // only the loop reads it, at each start
+	err := r.reload()
+	var rerr *ReloadError
+	if !errors.As(err, &rerr) || rerr.PID != 0 || !strings.Contains(rerr.Reason, "working directory") {
+		t.Errorf("reload from a missing directory: %v", err)
+	}
+}
+
+func TestOutputPrefixAndStatus(t *testing.T) {
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	r := start(t, Config{OutputPrefix: true, Stdout: wr}, "hello,status:up and running")
+	r.reload()
+	st := r.status()
+	for _, g := range st.Generations {
+		if g.State == Serving && g.Status != "up and running" {
+			t.Errorf("STATUS= not kept: %+v", g)
+		}
+	}
+	r.stop()
+	wr.Close()
+	out, _ := io.ReadAll(rd)
+	if !strings.Contains(string(out), "[gen 1 pid ") || !strings.Contains(string(out), "] hello") {
+		t.Errorf("stdout: %q", out)
+	}
+}
+
+func TestCrashRestart(t *testing.T) {
+	r := start(t, Config{BackoffMin: 10 * time.Millisecond}, "")
+	r.reload()
+	_, pid := servingGen(r.status())
+	syscall.Kill(pid, syscall.SIGKILL)
+	// A reload during the backoff runs at once; either way, a generation
+	// serves again.
+	if err := r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, p := servingGen(r.status()); p == pid || p == 0 {
+		t.Errorf("after a crash: serving pid %d", p)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	spec, _ := ParseListen("tcp://127.0.0.1:0")
+	for _, tc := range []struct {
+		cfg  Config
+		want []string
+	}{
+		{Config{}, []string{"Command: no program", "Listen: no sockets"}},
+		{Config{Listen: []ListenSpec{spec, spec}, Command: []string{"x"}}, []string{`Listen[1]: name "tcp-0" is already used by tcp://127.0.0.1:0`}},
+		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, Env: []string{"A=1", "LISTEN_FDS=3", "1X=2", "NOEQ"}},
+			[]string{"Env[1]: hitless sets LISTEN_FDS", `Env[2]: "1X" is not a variable name`, `Env[3]: "NOEQ" is not KEY=VALUE`}},
+		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, ReadyDelay: time.Minute, BackoffMin: time.Minute, BackoffMax: time.Second, DrainSignal: syscall.SIGKILL, StableAfter: -1},
+			[]string{"ReadyDelay: 1m0s is not shorter than the ready timeout (1m0s)", "BackoffMax: 1s is below", "DrainSignal: signal 9 cannot", "StableAfter: -1ns is negative"}},
+	} {
+		err := tc.cfg.Validate()
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("Validate(%+v) = %v, want %q", tc.cfg, err, w)
+			}
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			t.Errorf("not a *ConfigError: %v", err)
+		}
+		if _, err := New(tc.cfg); err == nil {
+			t.Error("New accepted what Validate refuses")
+		}
+	}
+}
+
+// fakeNotifier records what the supervisor tells the service manager.
+type fakeNotifier struct {
+	mu       sync.Mutex
+	sent     []string
+	interval time.Duration
+	ping     chan struct{}
+}
+
+func (f *fakeNotifier) add(s string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, s)
+	return nil
+}
+
+func (f *fakeNotifier) Ready(status string) error  { return f.add("READY " + status) }
+func (f *fakeNotifier) Reloading() error           { return f.add("RELOADING") }
+func (f *fakeNotifier) Stopping() error            { return f.add("STOPPING") }
+func (f *fakeNotifier) Status(status string) error { return f.add("STATUS " + status) }
+func (f *fakeNotifier) WatchdogInterval() time.Duration {
+	return f.interval
+}
+func (f *fakeNotifier) Watchdog() error {
+	select {
+	case f.ping <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (f *fakeNotifier) messages() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.sent)
+}
+
+func TestServiceManagerNotifications(t *testing.T) {
+	n := &fakeNotifier{interval: 10 * time.Millisecond, ping: make(chan struct{}, 1)}
+	r := start(t, Config{Notifier: n}, "", "", "exit:1")
+	r.reload()
+	select {
+	case <-n.ping:
+	case <-time.After(10 * time.Second):
+		t.Error("no watchdog ping while serving")
+	}
+	r.reload() // fails
+	r.stop()
+	want := []string{
+		"READY serving: generation 1",
+		"RELOADING", // the reload asked during the first start, queued until now
+		"READY reload succeeded: generation 2",
+		"RELOADING",
+		"READY reload failed: generation 3",
+		"STOPPING",
+	}
+	got := n.messages()
+	if len(got) != len(want) {
+		t.Fatalf("sent %q\nwant %q", got, want)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("message %d: %q, want %q...", i, got[i], want[i])
+		}
+	}
+}
+
+// The driver runs without children when osEnv is faked: the seam that
+// keeps the OS work out of the state machine.
+func TestDriverWithFakeOS(t *testing.T) {
+	spec, _ := ParseListen("tcp://127.0.0.1:0")
+	s, err := New(Config{Listen: []ListenSpec{spec}, Command: []string{"/nonexistent"}, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var sent []string
+	s.os = osEnv{
+		spawn: func(c *child) error {
+			c.pid = 4000 + c.id
+			go s.post(evReady{gen: c.id})
+			return nil
+		},
+		signal: func(pid int, sig syscall.Signal) error {
+			mu.Lock()
+			sent = append(sent, fmt.Sprintf("%d:%s", pid, sig))
+			mu.Unlock()
+			if sig == syscall.SIGTERM {
+				go s.post(evExited{gen: pid - 4000, status: bySIGTERM})
+			}
+			return nil
+		},
+	}
+	done := make(chan error)
+	go func() { done <- s.Run(context.Background()) }()
+	ctx := ctxFor(t, 10*time.Second)
+	if err := s.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if want := []string{"4001:terminated", "4002:terminated"}; !slices.Equal(sent, want) {
+		t.Errorf("signals %q, want %q", sent, want)
+	}
+}
