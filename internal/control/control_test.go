@@ -301,7 +301,7 @@ func TestReloadNoVerdict(t *testing.T) {
 func TestStatusAndStop(t *testing.T) {
 	want := supervisor.Status{PID: 42, Stats: supervisor.Stats{ReloadsOK: 3, ReloadsFailed: 1, LastFailure: "x"},
 		Generations: []supervisor.GenerationStatus{{ID: 7, PID: 700, State: supervisor.Serving, Status: "ok"}}}
-	f := &fake{st: want}
+	f := &fake{st: want, entered: make(chan string, 2)}
 	s := serve(t, f)
 	c := dialT(t, s.Path())
 	got, err := c.Status(context.Background())
@@ -313,9 +313,24 @@ func TestStatusAndStop(t *testing.T) {
 	if !bytes.Equal(gb, wb) {
 		t.Errorf("status %s, want %s", gb, wb)
 	}
-	// The same client makes a second request on a new connection.
-	if err := c.Stop(context.Background(), time.Minute); err != nil {
+	// The same client makes a second request on a new connection. The
+	// stop is answered only when the server closes, which the process
+	// does last, once it released everything else: a client that sees
+	// "stopped" finds the socket gone.
+	errc := make(chan error, 1)
+	go func() { errc <- c.Stop(context.Background(), time.Minute) }()
+	<-f.entered
+	select {
+	case err := <-errc:
+		t.Fatalf("stop answered (%v) before the server closed", err)
+	case <-time.After(100 * time.Millisecond): // a reply would have come by now
+	}
+	s.Close()
+	if err := <-errc; err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Lstat(s.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket file when stop returned: %v", err)
 	}
 	if f.stops.Load() != 1 || f.reloads.Load() != 0 {
 		t.Errorf("stops %d reloads %d", f.stops.Load(), f.reloads.Load())

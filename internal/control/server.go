@@ -55,10 +55,11 @@ type Server struct {
 	dev, ino uint64 // of the socket file we created
 	uid      int    // who may connect besides root
 
-	ctx    context.Context // cancelled by Close
-	cancel context.CancelFunc
-	sem    chan struct{}
-	wg     sync.WaitGroup
+	ctx      context.Context // cancelled by Close
+	cancel   context.CancelFunc
+	released chan struct{} // closed by Close once the socket file is gone
+	sem      chan struct{}
+	wg       sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -134,7 +135,7 @@ func Listen(path string) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		path: path, ln: ul, dev: uint64(st.Dev), ino: st.Ino, uid: os.Geteuid(),
-		ctx: ctx, cancel: cancel, sem: make(chan struct{}, MaxConns),
+		ctx: ctx, cancel: cancel, released: make(chan struct{}), sem: make(chan struct{}, MaxConns),
 	}, nil
 }
 
@@ -191,19 +192,28 @@ func (s *Server) Serve(h Handler) error {
 	}
 }
 
-// Close stops accepting, cancels the requests in flight (a reload in
-// flight runs to its end regardless; only the wait for it ends), waits
-// for their handlers to return, and removes the socket file if it is
-// still the one Listen created.
+// Close stops accepting and removes the socket file if it is still the
+// one Listen created; then it answers the stop requests that were waiting
+// for it, cancels the other requests in flight (a reload in flight runs to
+// its end regardless; only the wait for it ends), and waits for their
+// handlers to return.
+//
+// A stop is answered here, not when the Handler's Stop returns, so that a
+// client that sees "stopped" finds the socket gone: call Close last, once
+// everything else the process holds is released (the supervisor's Run has
+// returned, the pid file is removed), right before the process exits. A
+// deploy script's "hitless stop && hitless run" then never meets a live
+// socket.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		s.cancel()
 		s.closeErr = s.ln.Close()
-		s.wg.Wait()
 		var st unix.Stat_t
 		if unix.Lstat(s.path, &st) == nil && uint64(st.Dev) == s.dev && st.Ino == s.ino {
 			os.Remove(s.path)
 		}
+		close(s.released)
+		s.cancel()
+		s.wg.Wait()
 	})
 	return s.closeErr
 }
@@ -329,13 +339,20 @@ func (s *Server) do(req request, h Handler) Reply {
 		}
 		return Reply{OK: true, Status: &st}
 	case CmdStop:
-		err := h.Stop(ctx)
-		if err != nil && s.ctx.Err() != nil {
-			// Close is called once hitless has stopped.
-			err = nil
-		}
-		if err != nil {
+		if err := h.Stop(ctx); err != nil && s.ctx.Err() == nil {
 			return s.failure(ctx, err, CmdStop, wait)
+		}
+		// Stopped: the reply waits for Close, which comes once the
+		// process has released everything. Close cancels ctx too, after
+		// releasing: released wins.
+		select {
+		case <-s.released:
+		case <-ctx.Done():
+			select {
+			case <-s.released:
+			default:
+				return s.failure(ctx, ctx.Err(), CmdStop, wait)
+			}
 		}
 		return Reply{OK: true}
 	case CmdReload:
