@@ -21,6 +21,10 @@ const (
 	DefaultBackoffMin   = 100 * time.Millisecond
 	DefaultBackoffMax   = 30 * time.Second
 	DefaultStableAfter  = 10 * time.Second
+	// DefaultWatchdogGrace is how long a child has to exit after the
+	// watchdog's SIGABRT before its process group gets SIGKILL: time for
+	// a Go program to print every goroutine's stack.
+	DefaultWatchdogGrace = 5 * time.Second
 )
 
 // Config says what to run and how. The zero value of every field but
@@ -42,6 +46,25 @@ type Config struct {
 	// A serving child that dies is restarted after BackoffMin, doubling
 	// up to BackoffMax; a child that served StableAfter resets it.
 	BackoffMin, BackoffMax, StableAfter time.Duration
+
+	// Trial, if positive, is how long a reloaded generation serves beside
+	// the old one before the old one is told to drain. If the new one
+	// exits, misses its watchdog, sends WATCHDOG=trigger, or is rolled
+	// back (Rollback) meanwhile, it is drained and the old one, never
+	// signalled, goes on serving.
+	Trial time.Duration
+	// Watchdog, if positive, gives every child WATCHDOG_USEC and
+	// WATCHDOG_PID, as systemd's WatchdogSec= does: once ready, it must
+	// send WATCHDOG=1 at least this often (the child may change its own
+	// interval with WATCHDOG_USEC=). A serving child that misses it gets
+	// SIGABRT, then SIGKILL of its group after WatchdogGrace, and is
+	// restarted like a crash.
+	Watchdog      time.Duration
+	WatchdogGrace time.Duration
+
+	// Observer, if set, receives measurements as they happen (for
+	// metrics).
+	Observer Observer
 
 	// OutputPrefix puts "[gen N pid P] " before each line the child
 	// writes to stdout and stderr.
@@ -82,6 +105,16 @@ type Notifier interface {
 	WatchdogInterval() time.Duration
 }
 
+// Observer receives measurements from the supervisor as they happen. Its
+// methods are called from the supervisor's goroutine and must not block.
+type Observer interface {
+	// ReloadServing: a reload took d from its request (the first, when
+	// several joined) to its generation serving, trial included.
+	ReloadServing(d time.Duration)
+	// Drained: a generation took d from the drain signal to its exit.
+	Drained(d time.Duration)
+}
+
 // A ConfigError says what is wrong with one field of a Config, named as
 // in Go ("DrainTimeout", "Listen[1]", "Env[0]"), so that a caller can say
 // where the value came from: a flag, or a line of a file.
@@ -104,6 +137,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BackoffMin, DefaultBackoffMin)
 	def(&c.BackoffMax, DefaultBackoffMax)
 	def(&c.StableAfter, DefaultStableAfter)
+	def(&c.WatchdogGrace, DefaultWatchdogGrace)
 	if c.DrainSignal == 0 {
 		c.DrainSignal = DefaultDrainSignal
 	}
@@ -162,6 +196,7 @@ func (c Config) Validate() error {
 	}{
 		{"ReadyDelay", c.ReadyDelay}, {"ReadyTimeout", c.ReadyTimeout}, {"DrainTimeout", c.DrainTimeout},
 		{"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}, {"StableAfter", c.StableAfter},
+		{"Trial", c.Trial}, {"Watchdog", c.Watchdog}, {"WatchdogGrace", c.WatchdogGrace},
 	} {
 		if d.v < 0 {
 			bad(d.field, "%v is negative (want a positive duration, or zero for the default)", d.v)

@@ -19,14 +19,20 @@ type Status struct {
 
 // GenerationStatus describes one generation that has not been reaped.
 type GenerationStatus struct {
-	ID       int       `json:"generation"`
-	PID      int       `json:"pid"`
-	State    State     `json:"state"`
-	Started  time.Time `json:"started"`
-	ReadyAt  time.Time `json:"ready_at,omitzero"`
-	DrainAt  time.Time `json:"drain_at,omitzero"`
-	Status   string    `json:"status,omitempty"` // the child's last STATUS=
-	Stopping bool      `json:"stopping,omitempty"`
+	ID      int       `json:"generation"`
+	PID     int       `json:"pid"`
+	State   State     `json:"state"`
+	Started time.Time `json:"started"`
+	ReadyAt time.Time `json:"ready_at,omitzero"`
+	DrainAt time.Time `json:"drain_at,omitzero"`
+	// TrialEndsAt is when a generation on trial takes over, unless it is
+	// promoted or rolled back first.
+	TrialEndsAt time.Time `json:"trial_ends_at,omitzero"`
+	// WatchdogUSec is the interval, in microseconds, within which it
+	// must send WATCHDOG=1; zero when none is enforced.
+	WatchdogUSec int64 `json:"watchdog_usec,omitempty"`
+	Status   string        `json:"status,omitempty"` // the child's last STATUS=
+	Stopping bool          `json:"stopping,omitempty"`
 	// RSS is the resident memory of the generation's whole process
 	// group, in bytes: while two generations overlap, memory doubles.
 	RSS int64 `json:"rss_bytes"`
@@ -46,16 +52,7 @@ type ListenerStatus struct {
 // ErrStopping, or ctx's error if ctx ends first. A reload that ctx
 // abandons still runs to its end.
 func (s *Supervisor) Reload(ctx context.Context) error {
-	reply := make(chan error, 1)
-	if err := s.ask(ctx, request{kind: reqReload, reply: reply}); err != nil {
-		return err
-	}
-	select {
-	case err := <-reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return s.call(ctx, reqReload)
 }
 
 // Stop drains every generation and waits until Run has released
@@ -73,6 +70,34 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 		return nil
 	case <-s.done:
 		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Promote ends the trial in progress with success: the generation on
+// trial serves, the one before it drains. It returns ErrNoTrial when no
+// generation is on trial.
+func (s *Supervisor) Promote(ctx context.Context) error {
+	return s.call(ctx, reqPromote)
+}
+
+// Rollback ends the trial in progress with a rollback: the generation on
+// trial drains, the serving one goes on, and the reload's callers are
+// told it was rolled back. It returns ErrNoTrial when no generation is on
+// trial.
+func (s *Supervisor) Rollback(ctx context.Context) error {
+	return s.call(ctx, reqRollback)
+}
+
+func (s *Supervisor) call(ctx context.Context, kind reqKind) error {
+	reply := make(chan error, 1)
+	if err := s.ask(ctx, request{kind: kind, reply: reply}); err != nil {
+		return err
+	}
+	select {
+	case err := <-reply:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -109,7 +134,8 @@ func (s *Supervisor) status(v machineView) Status {
 	for _, g := range v.gens {
 		gs := GenerationStatus{
 			ID: g.id, PID: g.pid, State: g.state, Started: g.started,
-			ReadyAt: g.readyAt, DrainAt: g.drain, RSS: groupRSS(g.pid),
+			ReadyAt: g.readyAt, DrainAt: g.drain, TrialEndsAt: g.trialEnds, WatchdogUSec: g.watchdog.Microseconds(),
+			RSS: groupRSS(g.pid),
 		}
 		if c := s.children[g.id]; c != nil {
 			gs.Status, gs.Stopping = c.lastStatus()

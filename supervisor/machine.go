@@ -28,6 +28,7 @@ type State string
 const (
 	Starting State = "starting" // spawned, not yet ready
 	Serving  State = "serving"  // the current generation
+	Trial    State = "trial"    // ready, serving beside the serving one until its trial ends
 	Draining State = "draining" // sent the drain signal, finishing its work
 	Failed   State = "failed"   // did not take over; what is left of it drains
 	Exited   State = "exited"   // reaped
@@ -59,6 +60,9 @@ const (
 	timerReadyDelay                  // --ready delay:D: ready once this passes
 	timerDrain                       // a draining generation's deadline
 	timerRestart                     // crash-restart backoff
+	timerTrial                       // the end of a generation's trial
+	timerWatchdog                    // a ready generation's watchdog
+	timerAbort                       // the grace after the watchdog's SIGABRT
 )
 
 // machineConfig is what the machine needs of Config.
@@ -66,6 +70,7 @@ type machineConfig struct {
 	ReadyDelay, ReadyTimeout, DrainTimeout time.Duration
 	BackoffMin, BackoffMax, StableAfter    time.Duration
 	DrainSignal                            syscall.Signal
+	Trial, Watchdog, WatchdogGrace         time.Duration
 }
 
 // Events. The driver feeds them in the order they happened.
@@ -103,6 +108,24 @@ type (
 	}
 	// evTick: the service manager's watchdog interval passed.
 	evTick struct{}
+	// evPromote and evRollback end the trial in progress early.
+	evPromote  struct{ caller callerID }
+	evRollback struct{ caller callerID }
+	// evWatchdog: the generation sent WATCHDOG=1, WATCHDOG=trigger, or
+	// WATCHDOG_USEC=usec.
+	evWatchdog struct {
+		gen  int
+		kind watchdogKind
+		usec time.Duration
+	}
+)
+
+type watchdogKind int
+
+const (
+	watchdogPing     watchdogKind = iota // WATCHDOG=1
+	watchdogTrigger                      // WATCHDOG=trigger: act as if it expired
+	watchdogInterval                     // WATCHDOG_USEC=: a new interval
 )
 
 func (evSignal) isEvent()      {}
@@ -115,6 +138,9 @@ func (evReady) isEvent()       {}
 func (evExited) isEvent()      {}
 func (evTimer) isEvent()       {}
 func (evTick) isEvent()        {}
+func (evPromote) isEvent()     {}
+func (evRollback) isEvent()    {}
+func (evWatchdog) isEvent()    {}
 
 // Actions, carried out by the driver in the order given.
 type (
@@ -172,6 +198,18 @@ type (
 		err     error
 		callers []callerID
 	}
+	// actObserve: a measurement for the metrics.
+	actObserve struct {
+		what observeKind
+		d    time.Duration
+	}
+)
+
+type observeKind int
+
+const (
+	observeReload observeKind = iota // from the reload's request to the new generation serving
+	observeDrain                     // from the drain signal to the exit
 )
 
 func (actStart) isAction()   {}
@@ -185,6 +223,7 @@ func (actLog) isAction()     {}
 func (actForget) isAction()  {}
 func (actRelease) isAction() {}
 func (actExit) isAction()    {}
+func (actObserve) isAction() {}
 
 type notifyKind int
 
@@ -207,6 +246,8 @@ type genView struct {
 	id, pid                 int
 	state                   State
 	started, readyAt, drain time.Time
+	trialEnds               time.Time
+	watchdog                time.Duration // 0 when not enforced
 }
 
 // mgen is one generation as the machine sees it.
@@ -219,8 +260,18 @@ type mgen struct {
 	readyAt time.Time
 	drainAt time.Time
 
+	askedAt time.Time // when the reload that started it was asked for
+
 	ready, delay, drain timerID // armed timers; 0 when none
 	drainSent           bool    // the drain signal went out (once, ever)
+
+	trial     timerID // the end of its trial
+	trialEnds time.Time
+
+	wdInterval time.Duration // enforced once ready; 0 for none
+	watchdog   timerID
+	abort      timerID // SIGKILL after the watchdog's SIGABRT
+	wdFired    bool    // the watchdog expired: it is being killed
 }
 
 type timerRef struct {
@@ -239,10 +290,12 @@ type machine struct {
 	lastID   int
 	serving  *mgen
 	starting *mgen
+	trial    *mgen // ready, serving beside serving until its trial ends
 
-	pending bool       // one more reload queued behind starting
-	waiting []callerID // callers of the reload in flight
-	queued  []callerID // callers of the queued reload
+	pending  bool       // one more reload queued behind the one in flight
+	queuedAt time.Time  // when the queued reload was first asked for
+	waiting  []callerID // callers of the reload in flight
+	queued   []callerID // callers of the queued reload
 
 	stopping    bool
 	stopCallers []callerID
@@ -267,7 +320,7 @@ func newMachine(cfg machineConfig) *machine {
 // begin starts the first generation. It is the machine's first step.
 func (m *machine) begin(now time.Time) []action {
 	m.now, m.out = now, nil
-	m.startGen(kindInitial)
+	m.startGen(kindInitial, now)
 	return m.out
 }
 
@@ -305,7 +358,26 @@ func (m *machine) step(now time.Time, ev event) []action {
 		// Only the generation being started can take over: a READY=1
 		// from one that serves, drains, or was stopped changes nothing.
 		if g := m.starting; g != nil && g.id == ev.gen && g.state == Starting && g.pid > 0 {
+			m.ready(g)
+		}
+	case evPromote:
+		if g := m.trial; g != nil {
+			m.logf(slog.LevelInfo, "trial ended early: promote", "generation", g.id, "pid", g.pid)
 			m.promote(g)
+			m.reply(ev.caller, nil)
+		} else {
+			m.reply(ev.caller, ErrNoTrial)
+		}
+	case evRollback:
+		if g := m.trial; g != nil {
+			m.rollback(g, "asked by hitless rollback", nil)
+			m.reply(ev.caller, nil)
+		} else {
+			m.reply(ev.caller, ErrNoTrial)
+		}
+	case evWatchdog:
+		if g := m.find(ev.gen); g != nil {
+			m.watchdogEvent(g, ev)
 		}
 	case evTimer:
 		m.timer(ev.id, ev.stderr)
@@ -365,23 +437,25 @@ func (m *machine) reload(caller callerID) {
 	switch {
 	case m.stopping:
 		m.reply(caller, ErrStopping)
-	case m.starting != nil:
-		m.pending = true
+	case m.starting != nil || m.trial != nil:
+		if !m.pending {
+			m.pending, m.queuedAt = true, m.now
+		}
 		m.queued = appendCaller(m.queued, caller)
 	default:
 		m.waiting = appendCaller(m.waiting, caller)
 		// An operator's reload during a crash-restart backoff runs now.
 		m.disarm(&m.restart)
-		m.startGen(kindReload)
+		m.startGen(kindReload, m.now)
 	}
 }
 
-func (m *machine) startGen(kind startKind) {
+func (m *machine) startGen(kind startKind, askedAt time.Time) {
 	if kind == kindReload {
 		m.emit(actNotify{what: notifyReloading})
 	}
 	m.lastID++
-	g := &mgen{id: m.lastID, kind: kind, state: Starting}
+	g := &mgen{id: m.lastID, kind: kind, state: Starting, askedAt: askedAt, wdInterval: m.cfg.Watchdog}
 	m.starting = g
 	m.emit(actStart{gen: g.id, kind: kind})
 }
@@ -395,20 +469,79 @@ func (m *machine) spawned(g *mgen, pid int) {
 	}
 }
 
-// promote makes g the serving generation and drains the one before it.
-func (m *machine) promote(g *mgen) {
+// ready: g said READY=1 (or its delay passed). A reload with a trial
+// window serves beside the serving generation first; anything else takes
+// over at once.
+func (m *machine) ready(g *mgen) {
+	if g.kind == kindReload && m.serving != nil && m.cfg.Trial > 0 {
+		m.beginTrial(g)
+		return
+	}
+	m.promote(g)
+}
+
+// beginTrial lets g serve beside the serving generation, which is not
+// signalled, until the trial ends: if g fails meanwhile, nothing was
+// lost, and the old one simply goes on.
+func (m *machine) beginTrial(g *mgen) {
 	g.readyAt = m.now
 	m.disarm(&g.ready)
 	m.disarm(&g.delay)
+	g.state, m.trial, m.starting = Trial, g, nil
+	g.trialEnds = m.now.Add(m.cfg.Trial)
+	g.trial = m.arm(timerTrial, g, m.cfg.Trial)
+	m.armWatchdog(g)
+	old := m.serving
+	m.logf(slog.LevelInfo, "trial", "generation", g.id, "pid", g.pid, "ready_after", m.now.Sub(g.started).Round(time.Millisecond),
+		"trial", m.cfg.Trial, "beside_generation", old.id)
+	m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("trial: generation %d (pid %d) serves beside generation %d (pid %d) for %v",
+		g.id, g.pid, old.id, old.pid, m.cfg.Trial)})
+}
+
+// rollback ends g's trial with a failure: g is drained, the serving
+// generation, never signalled, goes on.
+func (m *machine) rollback(g *mgen, reason string, stderr []string) {
+	err := &ReloadError{Generation: g.id, PID: g.pid, Reason: "rolled back during the trial: " + reason, Stderr: stderr, RolledBack: true}
+	m.trial = nil
+	m.disarm(&g.trial)
+	m.disarm(&g.watchdog)
+	if g.state == Trial {
+		m.sendDrain(g, Failed)
+	}
+	m.stats.ReloadsRolledBack++
+	m.stats.LastFailure, m.stats.LastFailureAt = err.Error(), m.now
+	m.logf(slog.LevelError, "reload rolled back", "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(stderr, " | "))
+	still := "nothing serving"
+	if s := m.serving; s != nil {
+		still = fmt.Sprintf("generation %d (pid %d) still serving", s.id, s.pid)
+	}
+	m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("reload rolled back: %s; %s", err, still)})
+	m.replyAll(&m.waiting, err)
+	m.afterFailure()
+}
+
+// promote makes g the serving generation and drains the one before it.
+func (m *machine) promote(g *mgen) {
+	if g.readyAt.IsZero() {
+		g.readyAt = m.now
+	}
+	m.disarm(&g.ready)
+	m.disarm(&g.delay)
+	m.disarm(&g.trial)
+	if m.trial == g {
+		m.trial = nil
+	}
 	old := m.serving
 	g.state, m.serving, m.starting = Serving, g, nil
 	m.everServed = true
-	m.logf(slog.LevelInfo, "serving", "generation", g.id, "pid", g.pid, "ready_after", m.now.Sub(g.started).Round(time.Millisecond))
+	m.armWatchdog(g)
+	m.logf(slog.LevelInfo, "serving", "generation", g.id, "pid", g.pid, "ready_after", g.readyAt.Sub(g.started).Round(time.Millisecond))
 	switch g.kind {
 	case kindInitial:
 		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("serving: generation %d (pid %d)", g.id, g.pid)})
 	case kindReload:
 		m.stats.ReloadsOK++
+		m.emit(actObserve{what: observeReload, d: m.now.Sub(g.askedAt)})
 		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("reload succeeded: generation %d (pid %d) serving", g.id, g.pid)})
 	case kindRestart:
 		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("restarted: generation %d (pid %d) serving", g.id, g.pid)})
@@ -418,7 +551,7 @@ func (m *machine) promote(g *mgen) {
 	}
 	m.replyAll(&m.waiting, nil)
 	if m.takeQueued() {
-		m.startGen(kindReload)
+		m.startGen(kindReload, m.queuedAt)
 	}
 }
 
@@ -435,6 +568,8 @@ func (m *machine) sendDrain(g *mgen, state State) {
 	g.state = state
 	m.disarm(&g.ready)
 	m.disarm(&g.delay)
+	m.disarm(&g.trial)
+	m.disarm(&g.watchdog)
 	if g.drainSent {
 		return
 	}
@@ -483,10 +618,10 @@ func (m *machine) failed(g *mgen, reason string, stderr []string) {
 // or a restart if nothing serves.
 func (m *machine) afterFailure() {
 	if m.takeQueued() {
-		m.startGen(kindReload)
+		m.startGen(kindReload, m.queuedAt)
 		return
 	}
-	if m.serving == nil && m.starting == nil && !m.stopping {
+	if m.serving == nil && m.starting == nil && m.trial == nil && !m.stopping {
 		m.scheduleRestart()
 	}
 }
@@ -528,11 +663,22 @@ func (m *machine) timer(id timerID, stderr []string) {
 		g.drain = 0
 		m.logf(slog.LevelWarn, "drain timeout: killing process group", "generation", g.id, "pid", g.pid, "timeout", m.cfg.DrainTimeout)
 		m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGKILL})
+	case timerTrial:
+		g.trial = 0
+		m.logf(slog.LevelInfo, "trial passed", "generation", g.id, "pid", g.pid, "trial", m.cfg.Trial)
+		m.promote(g)
+	case timerWatchdog:
+		g.watchdog = 0
+		m.watchdogExpired(g, fmt.Sprintf("no WATCHDOG=1 within %v", g.wdInterval), stderr)
+	case timerAbort:
+		g.abort = 0
+		m.logf(slog.LevelWarn, "watchdog: killing process group", "generation", g.id, "pid", g.pid, "grace", m.cfg.WatchdogGrace)
+		m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGKILL})
 	case timerRestart:
 		m.restart = 0
-		if !m.stopping && m.serving == nil && m.starting == nil {
+		if !m.stopping && m.serving == nil && m.starting == nil && m.trial == nil {
 			m.stats.Restarts++
-			m.startGen(kindRestart)
+			m.startGen(kindRestart, m.now)
 		}
 	}
 }
@@ -546,24 +692,36 @@ func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
 	}
 	was := g.state
 	g.state = Exited
-	m.disarm(&g.ready)
-	m.disarm(&g.delay)
-	m.disarm(&g.drain)
+	for _, t := range []*timerID{&g.ready, &g.delay, &g.drain, &g.trial, &g.watchdog, &g.abort} {
+		m.disarm(t)
+	}
 	m.emit(actForget{gen: g.id})
 	reason := exitReason(ws)
+	if g.wdFired {
+		reason += " (after its watchdog expired)"
+	}
 	took := m.now.Sub(g.drainAt).Round(time.Millisecond)
 	switch {
 	case g == m.starting:
 		m.failed(g, "exited before ready: "+reason, stderr)
 		m.afterFailure()
+	case g == m.trial:
+		m.rollback(g, "exited: "+reason, stderr)
 	case g == m.serving:
 		m.serving = nil
 		m.exitCode = m.code(g, ws)
 		if m.stopping {
 			m.logf(slog.LevelInfo, "stopped", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
+			m.emit(actObserve{what: observeDrain, d: m.now.Sub(g.drainAt)})
 			return
 		}
 		m.logf(slog.LevelError, "serving child died", "generation", g.id, "pid", g.pid, "status", reason, "stderr", strings.Join(lastN(stderr, 3), " | "))
+		if t := m.trial; t != nil {
+			// The generation on trial is ready and serves already.
+			m.logf(slog.LevelInfo, "trial ended early: the serving generation died", "generation", t.id, "pid", t.pid)
+			m.promote(t)
+			return
+		}
 		if m.now.Sub(g.readyAt) >= m.cfg.StableAfter {
 			m.backoff = m.cfg.BackoffMin
 		}
@@ -574,6 +732,7 @@ func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
 		m.logf(slog.LevelInfo, "stopped before ready", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
 	case was == Draining:
 		m.logf(slog.LevelInfo, "drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
+		m.emit(actObserve{what: observeDrain, d: m.now.Sub(g.drainAt)})
 	case was == Failed:
 		m.logf(slog.LevelInfo, "failed generation drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
 	}
@@ -590,6 +749,54 @@ func (m *machine) code(g *mgen, ws unix.WaitStatus) int {
 	return exitCode(ws)
 }
 
+// watchdogEvent handles what g sent about its watchdog.
+func (m *machine) watchdogEvent(g *mgen, ev evWatchdog) {
+	if g.wdFired || g.drainSent {
+		return
+	}
+	live := g.state == Serving || g.state == Trial // enforced once ready
+	switch ev.kind {
+	case watchdogPing:
+		if live && g.watchdog != 0 {
+			m.armWatchdog(g)
+		}
+	case watchdogInterval:
+		// As under systemd, the child may change its own interval.
+		g.wdInterval = ev.usec
+		if live {
+			m.armWatchdog(g)
+		}
+	case watchdogTrigger:
+		if live {
+			m.disarm(&g.watchdog)
+			m.watchdogExpired(g, "it sent WATCHDOG=trigger", nil)
+		}
+	}
+}
+
+// armWatchdog (re)starts g's watchdog, if it has one.
+func (m *machine) armWatchdog(g *mgen) {
+	m.disarm(&g.watchdog)
+	if g.wdInterval > 0 && !g.wdFired {
+		g.watchdog = m.arm(timerWatchdog, g, g.wdInterval)
+	}
+}
+
+// watchdogExpired: g stopped proving it is alive. On trial, that is a
+// rollback; serving, it gets SIGABRT (a Go program prints every
+// goroutine's stack) and SIGKILL after the grace, and its exit is a crash.
+func (m *machine) watchdogExpired(g *mgen, why string, stderr []string) {
+	if g == m.trial {
+		m.rollback(g, "its watchdog expired: "+why, stderr)
+		return
+	}
+	g.wdFired = true
+	m.stats.WatchdogKills++
+	m.logf(slog.LevelError, "watchdog expired: aborting", "generation", g.id, "pid", g.pid, "reason", why, "grace", m.cfg.WatchdogGrace)
+	m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGABRT})
+	g.abort = m.arm(timerAbort, g, m.cfg.WatchdogGrace)
+}
+
 // stop drains every generation; Run ends when the last one has exited.
 func (m *machine) stop(caller callerID) {
 	m.stopCallers = appendCaller(m.stopCallers, caller)
@@ -603,11 +810,11 @@ func (m *machine) stop(caller callerID) {
 	m.replyAll(&m.waiting, ErrStopping)
 	m.replyAll(&m.queued, ErrStopping)
 	for _, g := range m.gens {
-		if g.state == Starting || g.state == Serving {
+		if g.state == Starting || g.state == Serving || g.state == Trial {
 			m.drain(g)
 		}
 	}
-	m.starting = nil
+	m.starting, m.trial = nil, nil
 	m.emit(actRelease{})
 }
 
@@ -668,7 +875,11 @@ func appendCaller(cs []callerID, c callerID) []callerID {
 func (m *machine) view() machineView {
 	v := machineView{stopping: m.stopping, stats: m.stats}
 	for _, g := range m.gens {
-		v.gens = append(v.gens, genView{id: g.id, pid: g.pid, state: g.state, started: g.started, readyAt: g.readyAt, drain: g.drainAt})
+		gv := genView{id: g.id, pid: g.pid, state: g.state, started: g.started, readyAt: g.readyAt, drain: g.drainAt, trialEnds: g.trialEnds}
+		if g.watchdog != 0 {
+			gv.watchdog = g.wdInterval
+		}
+		v.gens = append(v.gens, gv)
 	}
 	return v
 }

@@ -528,13 +528,19 @@ func TestMachineInterleavings(t *testing.T) {
 	if testing.Short() {
 		depth = 5
 	}
-	for _, delay := range []bool{false, true} {
+	for _, tc := range []struct {
+		name  string
+		depth int
+		set   func(*machineConfig)
+	}{
+		{"ready notify", depth, func(*machineConfig) {}},
+		{"ready delay", depth, func(c *machineConfig) { c.ReadyDelay = time.Second }},
+		{"trial and watchdog", depth - 1, func(c *machineConfig) { c.Trial, c.Watchdog, c.WatchdogGrace = 3*time.Second, time.Second, time.Second }},
+	} {
 		cfg := testMachineConfig
-		if delay {
-			cfg.ReadyDelay = time.Second
-		}
-		states, transitions := explore(t, cfg, depth)
-		t.Logf("ready delay %v: depth %d: %d states, %d transitions", delay, depth, states, transitions)
+		tc.set(&cfg)
+		states, transitions := explore(t, cfg, tc.depth)
+		t.Logf("%s: depth %d: %d states, %d transitions", tc.name, tc.depth, states, transitions)
 		if states < 1000 {
 			t.Errorf("only %d states explored; the model is not exploring", states)
 		}
@@ -569,8 +575,9 @@ func newObserver() *observer {
 }
 
 type pathState struct {
-	m   *machine
-	obs *observer
+	m        *machine
+	obs      *observer
+	watchdog bool // explore watchdog events
 }
 
 // apply runs one transition, checking the invariants of each step. It
@@ -582,6 +589,10 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 		obs.callers[ev.caller] = "reload"
 	case evStop:
 		obs.callers[ev.caller] = "stop"
+	case evPromote:
+		obs.callers[ev.caller] = "promote"
+	case evRollback:
+		obs.callers[ev.caller] = "rollback"
 	}
 	var preKey string
 	if _, ok := tr.ev.(evReady); ok {
@@ -665,8 +676,8 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 				obs.drainArm[a.gen]++
 			}
 		case actReply:
-			if obs.callers[a.caller] != "reload" {
-				check("reply to %d, which is not waiting for a reload", a.caller)
+			if k := obs.callers[a.caller]; k == "stop" || k == "" {
+				check("reply to %d (%q), which is not waiting for a reply", a.caller, k)
 			}
 			obs.replied[a.caller]++
 		case actExit:
@@ -721,6 +732,17 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 	if serving > 1 {
 		check("%d generations serving", serving)
 	}
+	if m.trial != nil && (m.trial.state != Trial || m.serving == nil || m.stopping) {
+		check("trial of generation %d (%s) with serving %v, stopping %v", m.trial.id, m.trial.state, m.serving != nil, m.stopping)
+	}
+	for _, ref := range m.timers {
+		if ref.kind == timerWatchdog && ref.gen.state != Serving && ref.gen.state != Trial {
+			check("watchdog armed for generation %d, which is %s", ref.gen.id, ref.gen.state)
+		}
+		if ref.kind == timerTrial && ref.gen != m.trial {
+			check("trial timer armed for generation %d, not on trial", ref.gen.id)
+		}
+	}
 	if m.starting != nil && (m.starting.state != Starting || m.stopping) {
 		check("starting generation %d is %s (stopping %v)", m.starting.id, m.starting.state, m.stopping)
 	}
@@ -737,11 +759,12 @@ func machineKey(m *machine) string {
 		}
 		return g.id
 	}
-	fmt.Fprintf(&b, "s%d st%d p%v w%v q%v x%v sc%v d%v e%v r%v b%v c%d i%v %+v|", id(m.serving), id(m.starting), m.pending, m.waiting, m.queued,
-		m.stopping, m.stopCallers, m.done, m.everServed, m.restart != 0, m.backoff, m.exitCode, m.initErr != nil, m.stats.ReloadsOK+100*m.stats.ReloadsFailed+10000*m.stats.Restarts)
+	fmt.Fprintf(&b, "s%d st%d tr%d p%v w%v q%v x%v sc%v d%v e%v r%v b%v c%d i%v %+v|", id(m.serving), id(m.starting), id(m.trial), m.pending, m.waiting, m.queued,
+		m.stopping, m.stopCallers, m.done, m.everServed, m.restart != 0, m.backoff, m.exitCode, m.initErr != nil,
+		[]int{m.stats.ReloadsOK, m.stats.ReloadsFailed, m.stats.ReloadsRolledBack, m.stats.Restarts, m.stats.WatchdogKills})
 	for _, g := range m.gens {
-		fmt.Fprintf(&b, "g%d:%d:%s:%v:", g.id, g.kind, g.state, g.drainSent)
-		for _, t := range []timerID{g.ready, g.delay, g.drain} {
+		fmt.Fprintf(&b, "g%d:%d:%s:%v:%v:%v:", g.id, g.kind, g.state, g.drainSent, g.wdFired, g.wdInterval)
+		for _, t := range []timerID{g.ready, g.delay, g.drain, g.trial, g.watchdog, g.abort} {
 			if t != 0 {
 				fmt.Fprintf(&b, "t%d,", t)
 			}
@@ -780,7 +803,7 @@ func (ps *pathState) clone() *pathState {
 		}
 		return c
 	}
-	m.serving, m.starting = remap(ps.m.serving), remap(ps.m.starting)
+	m.serving, m.starting, m.trial = remap(ps.m.serving), remap(ps.m.starting), remap(ps.m.trial)
 	m.waiting, m.queued, m.stopCallers = slices.Clone(m.waiting), slices.Clone(m.queued), slices.Clone(m.stopCallers)
 	m.out = nil
 	m.timers = make(map[timerID]timerRef, len(ps.m.timers))
@@ -790,16 +813,16 @@ func (ps *pathState) clone() *pathState {
 	o := *ps.obs
 	o.callers, o.replied, o.killed = maps.Clone(o.callers), maps.Clone(o.replied), maps.Clone(o.killed)
 	o.drainSig, o.drainArm, o.armed = maps.Clone(o.drainSig), maps.Clone(o.drainArm), slices.Clone(o.armed)
-	return &pathState{m: &m, obs: &o}
+	return &pathState{m: &m, obs: &o, watchdog: ps.watchdog}
 }
 
 // The clone above copies every field of machine and mgen by hand; a new
 // field must be handled there.
 func TestCloneCoversMachine(t *testing.T) {
-	if n := reflect.TypeFor[machine]().NumField(); n != 21 {
+	if n := reflect.TypeFor[machine]().NumField(); n != 23 {
 		t.Errorf("machine has %d fields: check that pathState.clone copies the new ones deeply, then update this count", n)
 	}
-	if n := reflect.TypeFor[mgen]().NumField(); n != 11 {
+	if n := reflect.TypeFor[mgen]().NumField(); n != 18 {
 		t.Errorf("mgen has %d fields: check pathState.clone, then update this count", n)
 	}
 	ps := replay(testMachineConfig, []transition{{spawnFail: []bool{false}}, {ev: evReady{gen: 1}}, {ev: evReload{caller: 1}, spawnFail: []bool{false}}})
@@ -820,8 +843,15 @@ func candidates(ps *pathState) []event {
 	if len(obs.callers) < 3 {
 		evs = append(evs, evReload{caller: next}, evStop{caller: next})
 	}
+	if len(obs.callers) < 3 {
+		evs = append(evs, evPromote{caller: next}, evRollback{caller: next})
+	}
 	for _, g := range m.gens {
 		evs = append(evs, evReady{gen: g.id})
+		if ps.watchdog {
+			evs = append(evs, evWatchdog{gen: g.id, kind: watchdogPing}, evWatchdog{gen: g.id, kind: watchdogTrigger},
+				evWatchdog{gen: g.id, kind: watchdogInterval, usec: 0})
+		}
 		statuses := []unix.WaitStatus{exit0, exit1, bySIGTERM}
 		if obs.killed[g.id] {
 			statuses = []unix.WaitStatus{bySIGKILL}
@@ -877,7 +907,7 @@ func explore(t *testing.T, cfg machineConfig, depth int) (states, transitions in
 		}
 	}
 	var frontier []node
-	trs, pss := expand(cfg, &pathState{m: newMachine(cfg), obs: newObserver()}, nil, checker(nil))
+	trs, pss := expand(cfg, &pathState{m: newMachine(cfg), obs: newObserver(), watchdog: cfg.Watchdog > 0}, nil, checker(nil))
 	for i, tr := range trs {
 		frontier = append(frontier, node{path: []transition{tr}, ps: pss[i]})
 	}
@@ -942,5 +972,185 @@ func checkCompletion(t *testing.T, cfg machineConfig, path []transition, ps *pat
 	}
 	if !ps.obs.finished {
 		fail("the stop never finished: %s", machineKey(ps.m))
+	}
+}
+
+func trialConfig() machineConfig {
+	cfg := testMachineConfig
+	cfg.Trial, cfg.Watchdog, cfg.WatchdogGrace = 3*time.Second, 2*time.Second, time.Second
+	return cfg
+}
+
+// reloadIntoTrial serves generation 1, reloads, and brings generation 2
+// into its trial.
+func reloadIntoTrial(t *testing.T) *mtest {
+	h := newMtest(t, trialConfig())
+	h.do(evReady{gen: 1})
+	h.do(evReload{caller: 1})
+	acts := h.do(evReady{gen: 2})
+	if h.state(2) != Trial || h.state(1) != Serving || len(signals(acts, 1)) != 0 || len(replies(acts)) != 0 {
+		t.Fatalf("into the trial: %s %s %v", h.state(1), h.state(2), acts)
+	}
+	if !h.armed(timerTrial, 2) || !h.armed(timerWatchdog, 2) || !h.armed(timerWatchdog, 1) {
+		t.Fatalf("timers in the trial: %v", h.m.timers)
+	}
+	return h
+}
+
+func TestMachineTrialPasses(t *testing.T) {
+	h := reloadIntoTrial(t)
+	if acts := h.do(evSignal{sig: syscall.SIGHUP}); len(acts) != 1 || !h.m.pending {
+		t.Errorf("SIGHUP during the trial: %v", acts) // queued: only the log line
+	}
+	h.after(3 * time.Second)
+	acts := h.fire(timerTrial, 2)
+	if h.state(2) != Serving || h.state(1) != Draining || !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGTERM}) {
+		t.Fatalf("after the trial: %s %s %v", h.state(1), h.state(2), acts)
+	}
+	if r := replies(acts); len(r[1]) != 1 || r[1][0] != nil {
+		t.Errorf("verdict %v", r)
+	}
+	if o, ok := find[actObserve](acts); !ok || o.what != observeReload || o.d != 3*time.Second {
+		t.Errorf("reload observed as %+v", o)
+	}
+	if s, ok := find[actStart](acts); !ok || s.gen != 3 {
+		t.Errorf("the SIGHUP queued during the trial did not start: %v", acts)
+	}
+}
+
+func TestMachineTrialRollsBack(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fail   func(h *mtest) []action
+		reason string
+		drains bool
+	}{
+		{"crash", func(h *mtest) []action {
+			return h.do(evExited{gen: 2, status: unix.WaitStatus(4 << 8), stderr: []string{"panic: nil map"}})
+		}, "rolled back during the trial: exited: exit status 4", false},
+		{"watchdog", func(h *mtest) []action { return h.fire(timerWatchdog, 2) }, "rolled back during the trial: its watchdog expired: no WATCHDOG=1 within 2s", true},
+		{"trigger", func(h *mtest) []action { return h.do(evWatchdog{gen: 2, kind: watchdogTrigger}) }, "its watchdog expired: it sent WATCHDOG=trigger", true},
+		{"rollback", func(h *mtest) []action { return h.do(evRollback{caller: 9}) }, "rolled back during the trial: asked by hitless rollback", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := reloadIntoTrial(t)
+			acts := tc.fail(h)
+			r := replies(acts)
+			var rerr *ReloadError
+			if len(r[1]) != 1 || !errors.As(r[1][0], &rerr) || !rerr.RolledBack || !strings.Contains(rerr.Reason, tc.reason) {
+				t.Fatalf("verdict %v", r)
+			}
+			if len(signals(acts, 1)) != 0 || h.state(1) != Serving {
+				t.Error("the old generation was touched")
+			}
+			if got := signals(acts, 2); tc.drains != slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
+				t.Errorf("new generation got %v", got)
+			}
+			if h.m.trial != nil || h.m.stats.ReloadsRolledBack != 1 || h.m.stats.ReloadsFailed != 0 {
+				t.Errorf("after the rollback: trial %v, stats %+v", h.m.trial, h.m.stats)
+			}
+			var n actNotify
+			for _, a := range acts {
+				if x, ok := a.(actNotify); ok {
+					n = x
+				}
+			}
+			if n.what != notifyReady || !strings.HasPrefix(n.text, "reload rolled back") {
+				t.Errorf("service manager told %+v", n)
+			}
+			if tc.name == "rollback" && (len(r[9]) != 1 || r[9][0] != nil) {
+				t.Errorf("rollback caller got %v", r[9])
+			}
+		})
+	}
+}
+
+func TestMachineTrialOldDies(t *testing.T) {
+	h := reloadIntoTrial(t)
+	acts := h.do(evExited{gen: 1, status: exit1})
+	if h.state(2) != Serving || len(replies(acts)[1]) != 1 || replies(acts)[1][0] != nil {
+		t.Fatalf("old generation died during the trial: %v", acts)
+	}
+	if _, ok := find[actArm](acts); ok && h.m.restart != 0 {
+		t.Error("restart scheduled although the new generation serves")
+	}
+}
+
+func TestMachinePromote(t *testing.T) {
+	h := newMtest(t, trialConfig())
+	h.do(evReady{gen: 1})
+	if r := replies(h.do(evPromote{caller: 5})); len(r[5]) != 1 || r[5][0] != ErrNoTrial {
+		t.Errorf("promote without a trial: %v", r)
+	}
+	if r := replies(h.do(evRollback{caller: 6})); len(r[6]) != 1 || r[6][0] != ErrNoTrial {
+		t.Errorf("rollback without a trial: %v", r)
+	}
+	h.do(evReload{caller: 1})
+	h.do(evReady{gen: 2})
+	acts := h.do(evPromote{caller: 7})
+	if r := replies(acts); len(r[1]) != 1 || r[1][0] != nil || len(r[7]) != 1 || r[7][0] != nil || h.state(1) != Draining {
+		t.Errorf("promote: %v", acts)
+	}
+	if h.armed(timerTrial, 2) {
+		t.Error("trial timer left armed")
+	}
+}
+
+func TestMachineTrialStop(t *testing.T) {
+	h := reloadIntoTrial(t)
+	acts := h.do(evStop{caller: 4})
+	if r := replies(acts); len(r[1]) != 1 || r[1][0] != ErrStopping {
+		t.Errorf("reload verdict at the stop: %v", r)
+	}
+	if len(signals(acts, 1)) != 1 || len(signals(acts, 2)) != 1 || h.m.trial != nil {
+		t.Errorf("stop during the trial: %v", acts)
+	}
+}
+
+func TestMachineWatchdog(t *testing.T) {
+	h := newMtest(t, trialConfig())
+	if h.armed(timerWatchdog, 1) {
+		t.Fatal("watchdog enforced before READY=1")
+	}
+	h.do(evWatchdog{gen: 1, kind: watchdogPing}) // early pings are harmless
+	h.do(evReady{gen: 1})
+	if !h.armed(timerWatchdog, 1) {
+		t.Fatal("no watchdog once serving")
+	}
+	acts := h.do(evWatchdog{gen: 1, kind: watchdogPing})
+	if a, ok := find[actArm](acts); !ok || a.after != 2*time.Second {
+		t.Errorf("a ping did not re-arm the watchdog: %v", acts)
+	}
+	acts = h.do(evWatchdog{gen: 1, kind: watchdogInterval, usec: 5 * time.Second})
+	if a, _ := find[actArm](acts); a.after != 5*time.Second {
+		t.Errorf("WATCHDOG_USEC= did not change the interval: %v", acts)
+	}
+	acts = h.fire(timerWatchdog, 1)
+	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGABRT}) || !h.armed(timerAbort, 1) || h.m.stats.WatchdogKills != 1 {
+		t.Fatalf("watchdog expiry: %v", acts)
+	}
+	if acts := h.do(evWatchdog{gen: 1, kind: watchdogPing}); len(acts) != 0 {
+		t.Errorf("a ping after the expiry did %v", acts)
+	}
+	acts = h.fire(timerAbort, 1)
+	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGKILL}) {
+		t.Errorf("after the grace: %v", acts)
+	}
+	acts = h.do(evExited{gen: 1, status: bySIGKILL})
+	var l actLog
+	for _, a := range acts {
+		if x, ok := a.(actLog); ok && x.msg == "serving child died" {
+			l = x
+		}
+	}
+	if !slices.Contains(l.attrs, any("killed by signal SIGKILL (after its watchdog expired)")) || h.m.restart == 0 {
+		t.Errorf("exit after the watchdog: %+v, restart %v", l, h.m.restart)
+	}
+	// WATCHDOG_USEC=0 turns it off.
+	h2 := newMtest(t, trialConfig())
+	h2.do(evReady{gen: 1})
+	h2.do(evWatchdog{gen: 1, kind: watchdogInterval})
+	if h2.armed(timerWatchdog, 1) {
+		t.Error("WATCHDOG_USEC=0 left the watchdog armed")
 	}
 }

@@ -15,7 +15,8 @@ import (
 //
 // os/exec and syscall.StartProcess fix the environment before fork, so the
 // parent cannot know the pid to put in LISTEN_PID. The shim runs in the
-// child's process, sets LISTEN_PID to its own pid and replaces itself with
+// child's process, sets LISTEN_PID (and WATCHDOG_PID, when the child has a
+// watchdog) to its own pid and replaces itself with
 // the target by execve, which keeps the pid, the process group, the parent
 // death signal and the inherited descriptors. The binary that embeds the
 // supervisor must call RunShim when it sees ShimArg first.
@@ -29,7 +30,11 @@ func RunShim(args []string) int {
 		fmt.Fprintln(os.Stderr, "hitless: internal shim called without a program")
 		return 127
 	}
-	env := append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()))
+	pid := strconv.Itoa(os.Getpid())
+	env := append(os.Environ(), "LISTEN_PID="+pid)
+	if _, ok := os.LookupEnv("WATCHDOG_USEC"); ok {
+		env = append(env, "WATCHDOG_PID="+pid)
+	}
 	err := unix.Exec(args[0], args[1:], env)
 	fmt.Fprintf(os.Stderr, "hitless: exec %s: %v\n", args[0], err)
 	return 127

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -165,6 +166,19 @@ func (s *Supervisor) readNotify(c *child) {
 			readySent = true
 			s.post(evReady{gen: c.id})
 		}
+		if v, ok := m.Get("WATCHDOG_USEC"); ok {
+			if us, err := strconv.ParseUint(v, 10, 63); err == nil && us <= uint64(math.MaxInt64/int64(time.Microsecond)) {
+				s.post(evWatchdog{gen: c.id, kind: watchdogInterval, usec: time.Duration(us) * time.Microsecond})
+			} else {
+				s.log.Warn("notify socket: bad WATCHDOG_USEC", "generation", c.id, "value", v)
+			}
+		}
+		switch v, _ := m.Get("WATCHDOG"); v {
+		case "1":
+			s.post(evWatchdog{gen: c.id, kind: watchdogPing})
+		case "trigger":
+			s.post(evWatchdog{gen: c.id, kind: watchdogTrigger})
+		}
 	}
 }
 
@@ -194,6 +208,10 @@ func (s *Supervisor) childEnv(c *child, notifyPath string) []string {
 		}
 	}
 	gen := strconv.Itoa(c.id)
+	if d := s.cfg.Watchdog; d > 0 {
+		// The shim adds WATCHDOG_PID, the child's own pid.
+		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(d.Microseconds(), 10))
+	}
 	env = append(env,
 		"LISTEN_FDS="+strconv.Itoa(len(s.sockets)),
 		"LISTEN_FDNAMES="+strings.Join(names, ":"),

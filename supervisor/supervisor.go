@@ -60,11 +60,13 @@ type osEnv struct {
 
 // Stats counts what happened to reloads.
 type Stats struct {
-	ReloadsOK     int       `json:"reloads_ok"`
-	ReloadsFailed int       `json:"reloads_failed"`
-	Restarts      int       `json:"restarts"`
-	LastFailure   string    `json:"last_failure,omitempty"`
-	LastFailureAt time.Time `json:"last_failure_at,omitzero"`
+	ReloadsOK         int       `json:"reloads_ok"`
+	ReloadsFailed     int       `json:"reloads_failed"`
+	ReloadsRolledBack int       `json:"reloads_rolled_back"` // during their trial
+	Restarts          int       `json:"restarts"`
+	WatchdogKills     int       `json:"watchdog_kills"`
+	LastFailure       string    `json:"last_failure,omitempty"`
+	LastFailureAt     time.Time `json:"last_failure_at,omitzero"`
 }
 
 // ReloadError says why a new generation did not take over. The serving
@@ -74,6 +76,9 @@ type ReloadError struct {
 	PID        int      // 0 if it never started
 	Reason     string   // exit status, signal, timeout or start error
 	Stderr     []string // the last lines it wrote to stderr
+	// RolledBack is set when it was ready but failed its trial: it
+	// served beside the old generation for a while, which serves on.
+	RolledBack bool
 }
 
 func (e *ReloadError) Error() string {
@@ -98,12 +103,18 @@ func (e *ExitError) Error() string { return fmt.Sprintf("child exited with code 
 // ErrStopping is returned to reloads asked for or queued after a stop.
 var ErrStopping = errors.New("hitless is stopping")
 
+// ErrNoTrial is returned by Promote and Rollback when no generation is
+// on trial.
+var ErrNoTrial = errors.New("no generation is on trial")
+
 type reqKind int
 
 const (
 	reqReload reqKind = iota
 	reqStop
 	reqStatus
+	reqPromote
+	reqRollback
 )
 
 type request struct {
@@ -210,6 +221,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		ReadyDelay: s.cfg.ReadyDelay, ReadyTimeout: s.cfg.ReadyTimeout, DrainTimeout: s.cfg.DrainTimeout,
 		BackoffMin: s.cfg.BackoffMin, BackoffMax: s.cfg.BackoffMax, StableAfter: s.cfg.StableAfter,
 		DrainSignal: s.cfg.DrainSignal,
+		Trial:       s.cfg.Trial, Watchdog: s.cfg.Watchdog, WatchdogGrace: s.cfg.WatchdogGrace,
 	})
 	s.loop(ctx)
 	return s.exit.err
@@ -247,6 +259,10 @@ func (s *Supervisor) loop(ctx context.Context) {
 				s.feed(evStop{caller: id})
 			case reqStatus:
 				s.feed(evStatus{caller: id})
+			case reqPromote:
+				s.feed(evPromote{caller: id})
+			case reqRollback:
+				s.feed(evRollback{caller: id})
 			}
 		}
 	}
@@ -338,6 +354,15 @@ func (s *Supervisor) do(a action) event {
 		}
 	case actExit:
 		s.exit = &a
+	case actObserve:
+		if o := s.cfg.Observer; o != nil {
+			switch a.what {
+			case observeReload:
+				o.ReloadServing(a.d)
+			case observeDrain:
+				o.Drained(a.d)
+			}
+		}
 	}
 	return nil
 }

@@ -47,6 +47,9 @@ func TestMain(m *testing.M) {
 //	status:TEXT   send STATUS=TEXT with READY=1
 //	hello         write "hello" to stdout
 //	termexit:N    exit N on SIGTERM
+//	crashafter:D  exit 4 D after READY=1
+//	nowatchdog    never send WATCHDOG=1 (it does every half interval
+//	              when WATCHDOG_USEC is set and WATCHDOG_PID is its pid)
 //
 // Otherwise it sends READY=1 and answers each connection on fd 3 with
 // "gen N pid P\n", until SIGTERM.
@@ -109,6 +112,24 @@ func testChild(mode string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 92
 		}
+	}
+	if us := os.Getenv("WATCHDOG_USEC"); us != "" && !hasKey(opts, "nowatchdog") {
+		if os.Getenv("WATCHDOG_PID") != strconv.Itoa(os.Getpid()) {
+			fmt.Fprintln(os.Stderr, "bad WATCHDOG_PID:", os.Getenv("WATCHDOG_PID"))
+			return 93
+		}
+		n, _ := strconv.Atoi(us)
+		go func() {
+			for range time.Tick(time.Duration(n) * time.Microsecond / 2) {
+				sendNotify("WATCHDOG=1")
+			}
+		}()
+	}
+	if d, ok := opts["crashafter"]; ok {
+		dur, _ := time.ParseDuration(d)
+		time.Sleep(dur) // the child's own behaviour under test
+		fmt.Fprintln(os.Stderr, "panic: crashed after ready")
+		return 4
 	}
 	<-sigs // blocks forever when SIGTERM is ignored or not handled
 	ln.Close()
@@ -598,5 +619,85 @@ func TestDriverWithFakeOS(t *testing.T) {
 	}
 	if want := []string{"4001:terminated", "4002:terminated"}; !slices.Equal(sent, want) {
 		t.Errorf("signals %q, want %q", sent, want)
+	}
+}
+
+func TestTrialRollbackOnCrash(t *testing.T) {
+	r := start(t, Config{Trial: 5 * time.Second}, "", "", "crashafter:300ms")
+	r.reload()
+	_, pid := servingGen(r.status())
+	err := r.reload()
+	var rerr *ReloadError
+	if !errors.As(err, &rerr) || !rerr.RolledBack || rerr.Reason != "rolled back during the trial: exited: exit status 4" ||
+		len(rerr.Stderr) == 0 || rerr.Stderr[len(rerr.Stderr)-1] != "panic: crashed after ready" {
+		t.Fatalf("reload: %#v", err)
+	}
+	st := r.status()
+	for _, g := range st.Generations {
+		if g.PID == pid && (g.State != Serving || !g.DrainAt.IsZero()) {
+			t.Errorf("old generation after the rollback: %+v", g)
+		}
+	}
+	if _, p := servingGen(st); p != pid || st.ReloadsRolledBack != 1 {
+		t.Errorf("status after the rollback: %+v", st)
+	}
+	if got := r.ask(); got != fmt.Sprintf("gen 2 pid %d", pid) {
+		t.Errorf("answered by %q", got)
+	}
+}
+
+func TestTrialPassesAndPromote(t *testing.T) {
+	r := start(t, Config{Trial: 300 * time.Millisecond}, "")
+	r.reload()
+	if err := r.reload(); err != nil {
+		t.Fatalf("reload with a trial: %v", err)
+	}
+	if g, _ := servingGen(r.status()); g != 3 {
+		t.Errorf("serving generation %d after the trial", g)
+	}
+	if err := r.s.Promote(ctxFor(t, 5*time.Second)); err != ErrNoTrial {
+		t.Errorf("promote without a trial: %v", err)
+	}
+	r2 := start(t, Config{Trial: time.Hour}, "")
+	r2.waitFor("the first child", func(st Status) bool { g, _ := servingGen(st); return g == 1 })
+	errc := make(chan error, 1)
+	go func() { errc <- r2.reload() }()
+	r2.waitFor("a generation on trial", func(st Status) bool {
+		for _, g := range st.Generations {
+			if g.State == Trial && !g.TrialEndsAt.IsZero() {
+				return true
+			}
+		}
+		return false
+	})
+	if err := r2.s.Promote(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("reload after promote: %v", err)
+	}
+}
+
+func TestWatchdogAbortsAndRestarts(t *testing.T) {
+	var stderr logBuffer
+	rd, wr, _ := os.Pipe()
+	go io.Copy(&stderr, rd)
+	r := start(t, Config{Watchdog: 500 * time.Millisecond, WatchdogGrace: 5 * time.Second, Stderr: wr, BackoffMin: 10 * time.Millisecond}, "nowatchdog", "")
+	defer wr.Close()
+	r.waitFor("a restart after the watchdog", func(st Status) bool {
+		g, _ := servingGen(st)
+		return st.WatchdogKills == 1 && g == 2
+	})
+	if !strings.Contains(r.logs.String(), "after its watchdog expired") {
+		t.Error("the log does not say the watchdog killed it")
+	}
+	r.waitFor("the goroutine dump", func(Status) bool { return strings.Contains(stderr.String(), "goroutine ") })
+	if !strings.Contains(stderr.String(), "SIGABRT") {
+		t.Errorf("child stderr: %s", stderr.String())
+	}
+	for _, g := range r.status().Generations {
+		if g.State == Serving && g.WatchdogUSec != 500000 {
+			t.Errorf("watchdog of the serving generation: %+v", g)
+		}
 	}
 }
