@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/sys/unix"
+	"github.com/hitless/hitless/internal/unixsock"
 )
 
 // MaxMessageSize is the largest notification datagram, in bytes, that
@@ -102,7 +102,7 @@ func New(socket string) (*Notifier, error) {
 	if !strings.HasPrefix(socket, "/") && !strings.HasPrefix(socket, "@") {
 		return nil, fmt.Errorf("sdnotify: %s=%q: want an absolute path or an @abstract name", envSocket, socket)
 	}
-	if len(socket) > 107 {
+	if len(socket) > unixsock.MaxPath {
 		return nil, fmt.Errorf("sdnotify: %s=%q: longer than a unix socket address can be", envSocket, socket)
 	}
 	return &Notifier{addr: &net.UnixAddr{Name: socket, Net: "unixgram"}}, nil
@@ -171,7 +171,9 @@ func (n *Notifier) Ready(status string) error {
 // Reloading sends RELOADING=1 with MONOTONIC_USEC= set to now, in one
 // datagram. Type=notify-reload services must send both together; systemd
 // ignores RELOADING=1 without a timestamp, or with one from before its own
-// reload signal. A Ready must follow when the reload is over.
+// reload signal. A Ready must follow when the reload is over. It needs
+// Linux, whose CLOCK_MONOTONIC systemd reads; elsewhere it fails with an
+// error wrapping errors.ErrUnsupported.
 func (n *Notifier) Reloading() error {
 	if n == nil {
 		return nil
@@ -241,17 +243,6 @@ func CleanStatus(s string) string {
 		s = s[:cut] + "…"
 	}
 	return s
-}
-
-// monotonicUsec returns CLOCK_MONOTONIC in microseconds, the clock systemd
-// compares MONOTONIC_USEC with. Go's time.Now carries a monotonic reading
-// too, but from an unspecified origin, so the clock is read directly.
-func monotonicUsec() (uint64, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0, fmt.Errorf("clock_gettime(CLOCK_MONOTONIC): %w", err)
-	}
-	return uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3, nil
 }
 
 func firstLine(s string) string {
