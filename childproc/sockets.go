@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/unixsock"
 )
 
 // Sources of inherited sockets, as reported by Sockets.Source.
@@ -591,11 +593,18 @@ func familyMatches(network string, ip net.IP) bool {
 
 // bindLocked is Listen for a process that is not supervised.
 func (s *Sockets) bindLocked(network, addr string) (net.Listener, error) {
+	var inTheWay error
 	if network == "unix" || network == "unixpacket" {
-		removeStaleUnixSocket(network, addr)
+		// A socket file left by a process that died without unlinking it
+		// would make bind fail; a live one, or a file that is not a
+		// socket, is left alone, for bind to refuse.
+		inTheWay = unixsock.RemoveStale(addr)
 	}
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), network, addr)
 	if err != nil {
+		if inTheWay != nil {
+			err = fmt.Errorf("%w; %v", err, inTheWay) // such as the pid of the live server
+		}
 		return nil, s.bindError(network, addr, err)
 	}
 	return ln, nil
@@ -615,25 +624,4 @@ func (s *Sockets) bindError(network, addr string, err error) error {
 			"If this runs under a supervisor, the supervisor did not pass its sockets to this process", s.describeLocked(), network, addr, err)
 	}
 	return fmt.Errorf("childproc: not supervised, bind %s %s: %w", network, addr, err)
-}
-
-// removeStaleUnixSocket removes a socket file left behind by a process that
-// died without unlinking it, so that a restarted unsupervised server can
-// bind again. It only removes a socket nobody accepts on.
-func removeStaleUnixSocket(network, path string) {
-	if strings.HasPrefix(path, "@") {
-		return
-	}
-	fi, err := os.Lstat(path)
-	if err != nil || fi.Mode().Type() != os.ModeSocket {
-		return
-	}
-	c, err := net.Dial(network, path)
-	if err == nil {
-		c.Close()
-		return // alive: let bind fail with EADDRINUSE
-	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		os.Remove(path)
-	}
 }

@@ -32,6 +32,9 @@ func TestSendRejects(t *testing.T) {
 			t.Errorf("Send(%.40q) = %v, want it refused before sending", lines, err)
 		}
 	}
+	if err := n.SendRaw(strings.Repeat("x", MaxMessageSize+1)); err == nil || strings.Contains(err.Error(), "nonexistent") {
+		t.Errorf("SendRaw of %d bytes = %v, want it refused before sending", MaxMessageSize+1, err)
+	}
 	if err := n.Send("READY=1"); err == nil || !strings.Contains(err.Error(), "/nonexistent/socket") {
 		t.Errorf("Send to a missing socket = %v, want an error naming it", err)
 	}

@@ -125,7 +125,6 @@ func (n *Notifier) Send(lines ...string) error {
 	if n == nil {
 		return nil
 	}
-	size := 0
 	for _, l := range lines {
 		if i := strings.IndexByte(l, '='); i <= 0 {
 			return fmt.Errorf("sdnotify: %q is not KEY=VALUE", l)
@@ -133,13 +132,27 @@ func (n *Notifier) Send(lines ...string) error {
 		if strings.ContainsAny(l, "\n\x00") {
 			return fmt.Errorf("sdnotify: %q contains a newline or NUL byte", l)
 		}
-		size += len(l) + 1
 	}
-	if size > MaxMessageSize {
-		return fmt.Errorf("sdnotify: message of %d bytes exceeds %d", size, MaxMessageSize)
-	}
-	msg := strings.Join(lines, "\n")
+	return n.SendRaw(strings.Join(lines, "\n"))
+}
 
+// SendRaw sends payload, newline-separated KEY=VALUE lines, as one
+// datagram, unchecked, as sd_notify(3) does: for payloads composed
+// elsewhere, such as what a library's caller hands it (the receiver drops
+// lines it cannot parse). Send checks each line first, and is the one to
+// use for text of your own. A payload larger than MaxMessageSize is
+// refused, since systemd would drop it.
+func (n *Notifier) SendRaw(payload string) error {
+	if n == nil {
+		return nil
+	}
+	if len(payload) > MaxMessageSize {
+		return fmt.Errorf("sdnotify: message of %d bytes exceeds %d", len(payload), MaxMessageSize)
+	}
+	return n.send(payload)
+}
+
+func (n *Notifier) send(msg string) error {
 	// A new socket per message, as sd_notify(3) does: a socket connected
 	// once would keep pointing at a stale inode after systemd re-executes
 	// itself and binds its notification socket anew.

@@ -158,6 +158,10 @@ func TestNotifierMessages(t *testing.T) {
 		{func() error { return n.Status("reload failed:\nSTOPPING=1") }, "STATUS=reload failed: STOPPING=1"},
 		{func() error { return n.Status("bad \xff utf8") }, "STATUS=bad \uFFFD utf8"},
 		{func() error { return n.Send("A=1", "B=x=y") }, "A=1\nB=x=y"},
+		// SendRaw passes a payload on as it is, as sd_notify(3) does.
+		{func() error { return n.SendRaw("READY=1\nSTATUS=x\n") }, "READY=1\nSTATUS=x\n"},
+		{func() error { return n.SendRaw("garbage") }, "garbage"},
+		{func() error { return n.Send("STATUS=" + strings.Repeat("z", MaxMessageSize-len("STATUS="))) }, "STATUS=" + strings.Repeat("z", MaxMessageSize-len("STATUS="))},
 	}
 	for _, tt := range tests {
 		if err := tt.send(); err != nil {
