@@ -48,8 +48,22 @@
 //
 // # Limits
 //
-//   - Unix only. Readiness (sd_notify) works over unix datagram sockets;
-//     vsock NOTIFY_SOCKET addresses are not supported.
+//   - Linux has everything. The other unix systems (macOS, the BSDs) too,
+//     except the LISTEN_PIDFDID check (they have no pidfds; it is skipped,
+//     as libsystemd skips it on older kernels) and "@" abstract
+//     NOTIFY_SOCKET names, which are Linux's.
+//   - Windows and the other systems (js/wasm, wasip1, plan9) cannot
+//     inherit sockets. Inherit reports "not supervised" when no variable
+//     is set (or LISTEN_PID names another process), and fails with an
+//     error wrapping errors.ErrUnsupported when the variables pass
+//     descriptors to this process, rather than ignore them; Listen and
+//     ListenPacket bind the address themselves, as on a laptop. Without
+//     NOTIFY_SOCKET, Ready and Notify do nothing; with it they fail on
+//     Windows, which has no unix datagram sockets. Lifecycle works the
+//     same; on Windows the drain starts at Ctrl-C (os.Interrupt) or when
+//     the console closes, which Go delivers as SIGTERM.
+//   - Readiness (sd_notify) works over unix datagram sockets; vsock
+//     NOTIFY_SOCKET addresses are not supported.
 //   - A keep-alive connection that has been idle for a while is still closed
 //     by Shutdown; a client that sends on it at that very instant gets an
 //     error, which clients retry for idempotent requests only. The lame
