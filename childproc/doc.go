@@ -46,6 +46,14 @@
 // closers in reverse order. See Run for why that order, measured against
 // net/http in Go 1.26.
 //
+// When the supervisor runs a watchdog (WATCHDOG_USEC and WATCHDOG_PID, as
+// systemd's WatchdogSec= sets them, and hitless), Run also sends
+// WATCHDOG=1 at half its interval, from READY=1 until the drain starts,
+// as long as Options.Healthy says the process still works: one that runs
+// but is stuck stops pinging, and the supervisor finds out. Like LISTEN_*,
+// the variables are removed once read. WatchdogInterval is for servers
+// that ping by themselves.
+//
 // # Limits
 //
 //   - Linux has everything. The other unix systems (macOS, the BSDs) too,

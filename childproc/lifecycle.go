@@ -69,6 +69,21 @@ type Options struct {
 	RequestCancelMargin time.Duration
 	// ReadyStatus is sent as STATUS= with READY=1.
 	ReadyStatus string
+	// Healthy, when set, is asked before each watchdog ping whether the
+	// process still works; while it returns an error no ping is sent, so
+	// that the supervisor, once the watchdog timeout passes, deals with a
+	// process that runs but no longer serves (systemd aborts it and
+	// restarts the service). Nil means always healthy.
+	//
+	// The pings: when WATCHDOG_USEC is set, and WATCHDOG_PID is unset or
+	// names this process, Run sends WATCHDOG=1 to NOTIFY_SOCKET every half
+	// WATCHDOG_USEC (see WatchdogInterval), from READY=1 until the drain
+	// starts, when the supervisor stops expecting them. Healthy is called
+	// from one goroutine, never concurrently with itself, with a context
+	// that ends at the next ping or when the drain starts: return by then,
+	// since a late answer is a missed ping. Each change, from healthy to
+	// failing and back, is logged once.
+	Healthy func(ctx context.Context) error
 	// Context, when done, starts the drain as a signal would. It is not
 	// the parent of Lifecycle.Context: that one is cancelled only at the
 	// right step of the drain.
@@ -308,8 +323,9 @@ func (l *Lifecycle) AddCloser(name string, fn func(ctx context.Context) error) {
 	}
 }
 
-// Run starts the servers, sends READY=1 (see Ready), and waits for one of
-// the signals, Stop, Options.Context, or a server that stops on its own.
+// Run starts the servers, sends READY=1 (see Ready), pings the watchdog if
+// the supervisor set one (see Options.Healthy), and waits for one of the
+// signals, Stop, Options.Context, or a server that stops on its own.
 // Then it drains, in this order, under one deadline (Options.DrainTimeout):
 //
 //  1. Stop accepting: close this process's copy of each listener (close,
@@ -362,6 +378,7 @@ func (l *Lifecycle) Run() error {
 	}
 	n := len(l.servers)
 	l.mu.Unlock()
+	pingEvery := l.readWatchdog()
 
 	if err := Ready(l.opts.ReadyStatus); err != nil {
 		// The supervisor will time the start-up out; keep serving until it
@@ -370,6 +387,7 @@ func (l *Lifecycle) Run() error {
 	} else {
 		l.log.Info("childproc: serving", "servers", n, "pid", os.Getpid())
 	}
+	wd := l.startWatchdog(pingEvery)
 
 	var reason string
 	var failure error
@@ -383,6 +401,8 @@ func (l *Lifecycle) Run() error {
 	case failure = <-l.failures:
 		reason = "server failed: " + failure.Error()
 	}
+	// The supervisor stops expecting pings when the drain starts.
+	wd.stop()
 	return errors.Join(failure, l.drain(reason, sigs))
 }
 

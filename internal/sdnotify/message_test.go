@@ -1,9 +1,11 @@
 package sdnotify
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -133,4 +135,37 @@ func FuzzParseMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseWatchdog(t *testing.T) {
+	const self = 1000
+	for _, tt := range []struct {
+		usec, pid string
+		want      time.Duration
+		err       string
+	}{
+		{"", "", 0, ""},
+		{"", "999", 0, ""}, // no watchdog, whoever it is for
+		{"2000000", "", 2 * time.Second, ""},
+		{"2000000", "1000", 2 * time.Second, ""},
+		{"1", "1000", time.Microsecond, ""},
+		{"9223372036854775807", "", 0, ""}, // never fires
+		{"2000000", "999", 0, "WATCHDOG_PID is not this process"},
+		{"0", "", 0, "not a positive number"},
+		{"-1", "", 0, "not a positive number"},
+		{"+1", "", 0, "not a positive number"},
+		{"1s", "", 0, "not a positive number"},
+		{"18446744073709551615", "", 0, "not a positive number"},
+		{"2000000", "x", 0, "not a pid"},
+		{"2000000", "0", 0, "not a pid"},
+		{"2000000", "+1000", 0, "not a pid"},
+	} {
+		got, err := ParseWatchdog(tt.usec, tt.pid, self)
+		if got != tt.want || (err == nil) != (tt.err == "") || err != nil && !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("ParseWatchdog(%q, %q) = %v, %v; want %v, %q", tt.usec, tt.pid, got, err, tt.want, tt.err)
+		}
+		if strings.Contains(tt.err, "not this process") && !errors.Is(err, ErrWatchdogOtherPID) {
+			t.Errorf("ParseWatchdog(%q, %q) = %v, want ErrWatchdogOtherPID", tt.usec, tt.pid, err)
+		}
+	}
 }

@@ -1,7 +1,9 @@
 package sdnotify
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -68,31 +70,54 @@ func fromValues(socket, usec, wpid string, pid int) (*Notifier, error) {
 	if err != nil {
 		return nil, err
 	}
+	timeout, err := ParseWatchdog(usec, wpid, pid)
+	switch {
+	case errors.Is(err, ErrWatchdogOtherPID):
+		// The watchdog is meant for another process (we were started by
+		// one that was supervised); pinging would keep a dead service
+		// alive.
+	case err != nil:
+		return nil, fmt.Errorf("sdnotify: %w", err)
+	default:
+		n.watchdog = timeout
+	}
+	return n, nil
+}
+
+// ErrWatchdogOtherPID is wrapped by ParseWatchdog's error when
+// WATCHDOG_PID names another process: the pings are expected from that
+// one.
+var ErrWatchdogOtherPID = errors.New("WATCHDOG_PID is not this process")
+
+// ParseWatchdog reads the values of WATCHDOG_USEC and WATCHDOG_PID, as the
+// service manager sets them, for the process whose pid is self. It returns
+// the watchdog's timeout: the manager acts when no WATCHDOG=1 came for
+// that long, so ping at half of it. The timeout is 0 when usec is empty,
+// or too large for a time.Duration (a watchdog that never fires). An empty
+// pid means the pings are expected from whoever reads the variables. A
+// value that is not a positive decimal number is an error, and so is a
+// pid other than self, wrapping ErrWatchdogOtherPID.
+func ParseWatchdog(usec, pid string, self int) (time.Duration, error) {
 	if usec == "" {
-		return n, nil
+		return 0, nil
 	}
 	us, err := strconv.ParseUint(usec, 10, 63)
 	if err != nil || us == 0 {
-		return nil, fmt.Errorf("sdnotify: %s=%q is not a positive number of microseconds", envWatchdogUS, usec)
+		return 0, fmt.Errorf("%s=%q is not a positive number of microseconds", envWatchdogUS, usec)
 	}
-	if wpid != "" {
-		p, err := strconv.Atoi(wpid)
-		if err != nil || p <= 0 {
-			return nil, fmt.Errorf("sdnotify: %s=%q is not a pid", envWatchdogPID, wpid)
+	if pid != "" {
+		p, err := strconv.ParseUint(pid, 10, 31)
+		if err != nil || p == 0 {
+			return 0, fmt.Errorf("%s=%q is not a pid", envWatchdogPID, pid)
 		}
-		if p != pid {
-			// The watchdog is meant for another process (we were
-			// started by one that was supervised); pinging would
-			// keep a dead service alive.
-			return n, nil
+		if int(p) != self {
+			return 0, fmt.Errorf("%w: %s=%d, this process is %d", ErrWatchdogOtherPID, envWatchdogPID, p, self)
 		}
 	}
-	// Microseconds that overflow a Duration are a watchdog that never
-	// fires; treat them as none.
-	if us <= uint64(1<<63-1)/uint64(time.Microsecond) {
-		n.watchdog = time.Duration(us) * time.Microsecond
+	if us > uint64(math.MaxInt64/time.Microsecond) {
+		return 0, nil
 	}
-	return n, nil
+	return time.Duration(us) * time.Microsecond, nil
 }
 
 // New returns a Notifier that sends to socket: a filesystem path starting
