@@ -46,10 +46,32 @@
 // closers in reverse order. See Run for why that order, measured against
 // net/http in Go 1.26.
 //
+// When the supervisor runs a watchdog (WATCHDOG_USEC and WATCHDOG_PID, as
+// systemd's WatchdogSec= sets them, and hitless), Run also sends
+// WATCHDOG=1 at half its interval, from READY=1 until the drain starts,
+// as long as Options.Healthy says the process still works: one that runs
+// but is stuck stops pinging, and the supervisor finds out. Like LISTEN_*,
+// the variables are removed once read. WatchdogInterval is for servers
+// that ping by themselves.
+//
 // # Limits
 //
-//   - Unix only. Readiness (sd_notify) works over unix datagram sockets;
-//     vsock NOTIFY_SOCKET addresses are not supported.
+//   - Linux has everything. The other unix systems (macOS, the BSDs) too,
+//     except the LISTEN_PIDFDID check (they have no pidfds; it is skipped,
+//     as libsystemd skips it on older kernels) and "@" abstract
+//     NOTIFY_SOCKET names, which are Linux's.
+//   - Windows and the other systems (js/wasm, wasip1, plan9) cannot
+//     inherit sockets. Inherit reports "not supervised" when no variable
+//     is set (or LISTEN_PID names another process), and fails with an
+//     error wrapping errors.ErrUnsupported when the variables pass
+//     descriptors to this process, rather than ignore them; Listen and
+//     ListenPacket bind the address themselves, as on a laptop. Without
+//     NOTIFY_SOCKET, Ready and Notify do nothing; with it they fail on
+//     Windows, which has no unix datagram sockets. Lifecycle works the
+//     same; on Windows the drain starts at Ctrl-C (os.Interrupt) or when
+//     the console closes, which Go delivers as SIGTERM.
+//   - Readiness (sd_notify) works over unix datagram sockets; vsock
+//     NOTIFY_SOCKET addresses are not supported.
 //   - A keep-alive connection that has been idle for a while is still closed
 //     by Shutdown; a client that sends on it at that very instant gets an
 //     error, which clients retry for idempotent requests only. The lame

@@ -147,10 +147,13 @@ func (h *httpServer) wrap(next http.Handler) http.Handler {
 		}()
 		// HTTP/2 has no Connection header (GOAWAY from Shutdown does that
 		// job); only HTTP/1 responses get the lame-duck writer.
-		if r.ProtoMajor == 1 {
-			w = &lameDuckWriter{ResponseWriter: w, h: h, ir: ir}
+		if r.ProtoMajor != 1 {
+			next.ServeHTTP(w, r)
+			return
 		}
-		next.ServeHTTP(w, r)
+		lw := &lameDuckWriter{ResponseWriter: w, h: h, ir: ir}
+		next.ServeHTTP(lw, r)
+		lw.handlerReturned()
 	})
 }
 
@@ -303,7 +306,8 @@ func (h *httpServer) describe() []string {
 // after it and the client opens its next one to the new generation. It
 // checks when the header goes out, not when the handler starts, so that a
 // slow handler running across the start of the drain closes its
-// connection too.
+// connection too. The header goes out when the handler first writes, or,
+// if it never does, when it returns (handlerReturned).
 //
 // It implements what net/http's HTTP/1 response writer implements
 // (Flusher, Hijacker, io.ReaderFrom, CloseNotifier) and Unwrap for
@@ -324,6 +328,17 @@ func (w *lameDuckWriter) beforeHeader() {
 		w.ResponseWriter.Header().Set("Connection", "close")
 		w.h.closeSent.Add(1)
 	}
+}
+
+// handlerReturned runs once the handler returned. A handler that wrote
+// nothing (an implicit 200, as a HEAD or an empty answer often is) leaves
+// the header to net/http, which writes it after this, past the wrapper:
+// decide about "Connection: close" now, while the header can still change.
+func (w *lameDuckWriter) handlerReturned() {
+	if w.ir.hijacked.Load() {
+		return // the connection is no longer net/http's; no header follows
+	}
+	w.beforeHeader()
 }
 
 func (w *lameDuckWriter) WriteHeader(code int) {

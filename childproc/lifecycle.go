@@ -69,6 +69,21 @@ type Options struct {
 	RequestCancelMargin time.Duration
 	// ReadyStatus is sent as STATUS= with READY=1.
 	ReadyStatus string
+	// Healthy, when set, is asked before each watchdog ping whether the
+	// process still works; while it returns an error no ping is sent, so
+	// that the supervisor, once the watchdog timeout passes, deals with a
+	// process that runs but no longer serves (systemd aborts it and
+	// restarts the service). Nil means always healthy.
+	//
+	// The pings: when WATCHDOG_USEC is set, and WATCHDOG_PID is unset or
+	// names this process, Run sends WATCHDOG=1 to NOTIFY_SOCKET every half
+	// WATCHDOG_USEC (see WatchdogInterval), from READY=1 until the drain
+	// starts, when the supervisor stops expecting them. Healthy is called
+	// from one goroutine, never concurrently with itself, with a context
+	// that ends at the next ping or when the drain starts: return by then,
+	// since a late answer is a missed ping. Each change, from healthy to
+	// failing and back, is logged once.
+	Healthy func(ctx context.Context) error
 	// Context, when done, starts the drain as a signal would. It is not
 	// the parent of Lifecycle.Context: that one is cancelled only at the
 	// right step of the drain.
@@ -308,8 +323,9 @@ func (l *Lifecycle) AddCloser(name string, fn func(ctx context.Context) error) {
 	}
 }
 
-// Run starts the servers, sends READY=1 (see Ready), and waits for one of
-// the signals, Stop, Options.Context, or a server that stops on its own.
+// Run starts the servers, sends READY=1 (see Ready), pings the watchdog if
+// the supervisor set one (see Options.Healthy), and waits for one of the
+// signals, Stop, Options.Context, or a server that stops on its own.
 // Then it drains, in this order, under one deadline (Options.DrainTimeout):
 //
 //  1. Stop accepting: close this process's copy of each listener (close,
@@ -362,6 +378,7 @@ func (l *Lifecycle) Run() error {
 	}
 	n := len(l.servers)
 	l.mu.Unlock()
+	pingEvery := l.readWatchdog()
 
 	if err := Ready(l.opts.ReadyStatus); err != nil {
 		// The supervisor will time the start-up out; keep serving until it
@@ -370,6 +387,7 @@ func (l *Lifecycle) Run() error {
 	} else {
 		l.log.Info("childproc: serving", "servers", n, "pid", os.Getpid())
 	}
+	wd := l.startWatchdog(pingEvery)
 
 	var reason string
 	var failure error
@@ -383,13 +401,45 @@ func (l *Lifecycle) Run() error {
 	case failure = <-l.failures:
 		reason = "server failed: " + failure.Error()
 	}
+	// The supervisor stops expecting pings when the drain starts.
+	wd.stop()
 	return errors.Join(failure, l.drain(reason, sigs))
 }
 
-// drain runs the steps documented on Run.
+// drain runs the steps documented on Run, one method each, under one
+// deadline.
 func (l *Lifecycle) drain(reason string, sigs <-chan os.Signal) error {
 	start := time.Now()
-	timeout := l.opts.DrainTimeout
+	d := l.beginDrain(reason)
+	ctx, release := l.drainContext(sigs)
+	defer release()
+	d.ctx = ctx
+
+	d.stopAccepting()
+	d.lameDuck()
+	d.shutdown()
+	d.backgroundTasks()
+	closeErr := d.closers()
+	return d.finish(start, closeErr)
+}
+
+// drainState is what the steps of one drain share.
+type drainState struct {
+	l *Lifecycle
+	// ctx is done at the drain's deadline, or when a second signal cuts
+	// the drain short; steps stop waiting then.
+	ctx      context.Context
+	servers  []*server     // every server, in registration order
+	httpSrvs []*httpServer // the HTTP ones among them
+	generic  []*server     // the serve/stop pairs among them (Serve)
+	// stillRunning collects what steps left running when the drain was
+	// cut short; Run's error names it.
+	stillRunning []string
+}
+
+// beginDrain marks the drain as begun, to the servers, to Draining's
+// waiters and to the supervisor, and returns the state its steps share.
+func (l *Lifecycle) beginDrain(reason string) *drainState {
 	l.mu.Lock()
 	l.state = stateDraining
 	servers := l.servers
@@ -407,18 +457,32 @@ func (l *Lifecycle) drain(reason string, sigs <-chan os.Signal) error {
 	if err := Notify(notifyPayload("STOPPING=1", "draining: "+reason)); err != nil {
 		l.log.Warn("childproc: could not report STOPPING=1", "err", err)
 	}
-	l.log.Info("childproc: drain started", "reason", reason, "timeout", timeout)
+	l.log.Info("childproc: drain started", "reason", reason, "timeout", l.opts.DrainTimeout)
 
+	d := &drainState{l: l, servers: servers}
+	for _, s := range servers {
+		if s.http != nil {
+			d.httpSrvs = append(d.httpSrvs, s.http)
+		} else {
+			d.generic = append(d.generic, s)
+		}
+	}
+	return d
+}
+
+// drainContext returns the context the drain's steps wait under: done at
+// the deadline (Options.DrainTimeout from now) or at a second signal on
+// sigs. Request contexts are cancelled RequestCancelMargin before the
+// deadline, or as soon as the drain is cut short. release stops all of it.
+func (l *Lifecycle) drainContext(sigs <-chan os.Signal) (ctx context.Context, release func()) {
+	timeout := l.opts.DrainTimeout
 	deadlineCtx, cancelDeadline := context.WithTimeoutCause(context.Background(), timeout,
 		fmt.Errorf("drain deadline (%s) passed", timeout))
-	defer cancelDeadline()
 	ctx, cut := context.WithCancelCause(deadlineCtx)
-	defer cut(nil)
 
 	// A second signal (or the supervisor's SIGINT after SIGTERM) cuts the
-	// drain short. This goroutine ends with the drain.
+	// drain short. This goroutine ends with release.
 	watchDone := make(chan struct{})
-	defer close(watchDone)
 	go func() {
 		select {
 		case sig := <-sigs:
@@ -430,44 +494,48 @@ func (l *Lifecycle) drain(reason string, sigs <-chan os.Signal) error {
 	// Requests are told to give up a little before the deadline, or at
 	// once when the drain is cut short.
 	reqTimer := time.AfterFunc(timeout-l.opts.RequestCancelMargin, func() { l.reqCancel(ErrDrainDeadline) })
-	defer reqTimer.Stop()
 	stopReqs := context.AfterFunc(ctx, func() { l.reqCancel(context.Cause(ctx)) })
-	defer stopReqs()
 
-	var stillRunning []string
-	cutShort := func(step string, list []string) {
-		if len(list) == 0 || ctx.Err() == nil {
-			return
-		}
-		l.log.Error("childproc: drain cut short", "step", step, "cause", context.Cause(ctx), "still_running", joinList(list))
-		stillRunning = append(stillRunning, list...)
+	return ctx, func() {
+		// Unhook the requests first: cutting ctx below must not cancel
+		// them.
+		stopReqs()
+		reqTimer.Stop()
+		close(watchDone)
+		cut(nil)
+		cancelDeadline()
 	}
+}
 
-	var httpSrvs []*httpServer
-	var generic []*server
-	for _, s := range servers {
-		if s.http != nil {
-			httpSrvs = append(httpSrvs, s.http)
-		} else {
-			generic = append(generic, s)
-		}
+// cutShort records list, what step left running, when the drain was cut
+// short; a step that ended in time records nothing.
+func (d *drainState) cutShort(step string, list []string) {
+	if len(list) == 0 || d.ctx.Err() == nil {
+		return
 	}
+	d.l.log.Error("childproc: drain cut short", "step", step, "cause", context.Cause(d.ctx), "still_running", joinList(list))
+	d.stillRunning = append(d.stillRunning, list...)
+}
 
-	// 1. Stop accepting.
+// stopAccepting is step 1: close this process's copy of each listener and
+// wait until each Serve returned, so that every accepted connection is
+// known; start the generic servers' stop functions.
+func (d *drainState) stopAccepting() {
+	l, ctx := d.l, d.ctx
 	t := time.Now()
-	for _, h := range httpSrvs {
+	for _, h := range d.httpSrvs {
 		if err := h.ln.Close(); err != nil {
 			l.log.Warn("childproc: closing listener", "server", h.name(), "err", err)
 		}
 	}
-	for _, s := range generic {
+	for _, s := range d.generic {
 		go func() {
 			defer close(s.stopDone)
 			s.stopErr = s.stop(ctx)
 		}()
 	}
 	var pending []string
-	for _, s := range servers {
+	for _, s := range d.servers {
 		if s.http == nil {
 			continue
 		}
@@ -477,94 +545,114 @@ func (l *Lifecycle) drain(reason string, sigs <-chan os.Signal) error {
 			pending = append(pending, s.name+": Serve has not returned")
 		}
 	}
-	cutShort("stop accepting", pending)
-	l.log.Info("childproc: drain step done", "step", "1 stop accepting", "took", time.Since(t), "listeners", len(httpSrvs))
+	d.cutShort("stop accepting", pending)
+	l.log.Info("childproc: drain step done", "step", "1 stop accepting", "took", time.Since(t), "listeners", len(d.httpSrvs))
+}
 
-	// 2. Lame duck.
-	if l.opts.LameDuck > 0 && len(httpSrvs) > 0 {
-		t = time.Now()
-		lctx, cancel := context.WithTimeout(ctx, l.opts.LameDuck)
-		var wg sync.WaitGroup
-		open := make([][]string, len(httpSrvs))
-		for i, h := range httpSrvs {
-			wg.Go(func() { open[i] = h.settle(lctx, l.opts.LameDuckQuiet) })
-		}
-		wg.Wait()
-		cancel()
-		var left []string
-		var closeSent int64
-		h2 := 0
-		for i, h := range httpSrvs {
-			left = append(left, open[i]...)
-			closeSent += h.closeSent.Load()
-			h2 += h.http2Conns()
-		}
-		if ctx.Err() != nil {
-			cutShort("lame duck", left)
-		} else if len(left) > 0 {
-			// The window is a bound, not a failure: Shutdown takes over.
-			l.log.Warn("childproc: lame duck window ended with connections busy", "max", l.opts.LameDuck, "busy", joinList(left))
-		}
-		l.log.Info("childproc: drain step done", "step", "2 lame duck", "took", time.Since(t), "responses_with_connection_close", closeSent,
-			"http2_connections_left_to_goaway", h2)
+// lameDuck is step 2: keep serving, every HTTP/1 response with
+// "Connection: close", until the HTTP servers settle or Options.LameDuck
+// passed.
+func (d *drainState) lameDuck() {
+	l, ctx := d.l, d.ctx
+	if l.opts.LameDuck <= 0 || len(d.httpSrvs) == 0 {
+		return
 	}
+	t := time.Now()
+	lctx, cancel := context.WithTimeout(ctx, l.opts.LameDuck)
+	var wg sync.WaitGroup
+	open := make([][]string, len(d.httpSrvs))
+	for i, h := range d.httpSrvs {
+		wg.Go(func() { open[i] = h.settle(lctx, l.opts.LameDuckQuiet) })
+	}
+	wg.Wait()
+	cancel()
+	var left []string
+	var closeSent int64
+	h2 := 0
+	for i, h := range d.httpSrvs {
+		left = append(left, open[i]...)
+		closeSent += h.closeSent.Load()
+		h2 += h.http2Conns()
+	}
+	if ctx.Err() != nil {
+		d.cutShort("lame duck", left)
+	} else if len(left) > 0 {
+		// The window is a bound, not a failure: Shutdown takes over.
+		l.log.Warn("childproc: lame duck window ended with connections busy", "max", l.opts.LameDuck, "busy", joinList(left))
+	}
+	l.log.Info("childproc: drain step done", "step", "2 lame duck", "took", time.Since(t), "responses_with_connection_close", closeSent,
+		"http2_connections_left_to_goaway", h2)
+}
 
-	// 3. Shutdown: idle connections, hijacked handlers, generic servers.
-	t = time.Now()
-	{
-		var wg sync.WaitGroup
-		left := make([][]string, len(httpSrvs))
-		for i, h := range httpSrvs {
-			wg.Go(func() {
-				if err := h.srv.Shutdown(ctx); err != nil {
-					left[i] = h.describe()
-					h.srv.Close() // force what is left
-				}
-				left[i] = append(left[i], h.waitHandlers(ctx)...)
-			})
-		}
-		wg.Wait()
-		for _, s := range generic {
-			select {
-			case <-s.stopDone:
-				if s.stopErr != nil {
-					l.log.Warn("childproc: server stop", "server", s.name, "err", s.stopErr)
-				}
-			case <-ctx.Done():
-				left = append(left, []string{s.name + ": still stopping"})
-				continue
+// shutdown is step 3: http.Server.Shutdown for idle connections, then wait
+// for the handlers of hijacked connections and for the generic servers.
+func (d *drainState) shutdown() {
+	l, ctx := d.l, d.ctx
+	t := time.Now()
+	var wg sync.WaitGroup
+	left := make([][]string, len(d.httpSrvs))
+	for i, h := range d.httpSrvs {
+		wg.Go(func() {
+			if err := h.srv.Shutdown(ctx); err != nil {
+				left[i] = h.describe()
+				h.srv.Close() // force what is left
 			}
-			select {
-			case <-s.done:
-			case <-ctx.Done():
-				left = append(left, []string{s.name + ": serve has not returned"})
+			left[i] = append(left[i], h.waitHandlers(ctx)...)
+		})
+	}
+	wg.Wait()
+	for _, s := range d.generic {
+		select {
+		case <-s.stopDone:
+			if s.stopErr != nil {
+				l.log.Warn("childproc: server stop", "server", s.name, "err", s.stopErr)
 			}
+		case <-ctx.Done():
+			left = append(left, []string{s.name + ": still stopping"})
+			continue
 		}
-		for _, list := range left {
-			cutShort("shutdown", list)
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			left = append(left, []string{s.name + ": serve has not returned"})
 		}
 	}
-	l.log.Info("childproc: drain step done", "step", "3 shutdown", "took", time.Since(t), "servers", len(servers))
+	for _, list := range left {
+		d.cutShort("shutdown", list)
+	}
+	l.log.Info("childproc: drain step done", "step", "3 shutdown", "took", time.Since(t), "servers", len(d.servers))
+}
 
-	// 4. Background tasks.
-	t = time.Now()
+// backgroundTasks is step 4: refuse new tasks, cancel Context() and wait
+// for the running ones.
+func (d *drainState) backgroundTasks() {
+	l := d.l
+	t := time.Now()
 	n := l.tasks.close()
 	l.cancel(errors.New("childproc: draining"))
-	cutShort("background tasks", l.tasks.wait(ctx))
+	d.cutShort("background tasks", l.tasks.wait(d.ctx))
 	l.log.Info("childproc: drain step done", "step", "4 background tasks", "took", time.Since(t), "tasks", n)
+}
 
-	// 5. Closers.
-	t = time.Now()
-	closeErr := l.runClosers(ctx)
-	l.log.Info("childproc: drain step done", "step", "5 closers", "took", time.Since(t))
+// closers is step 5: run the closers, in reverse order of registration.
+func (d *drainState) closers() error {
+	t := time.Now()
+	err := d.l.runClosers(d.ctx)
+	d.l.log.Info("childproc: drain step done", "step", "5 closers", "took", time.Since(t))
+	return err
+}
 
+// finish is step 6: mark the Lifecycle done and report the drain as a
+// whole, so that Run can return.
+func (d *drainState) finish(start time.Time, closeErr error) error {
+	l := d.l
 	l.mu.Lock()
 	l.state = stateDone
 	l.mu.Unlock()
 
 	var drainErr error
-	if len(stillRunning) > 0 {
-		drainErr = fmt.Errorf("%w (%v): still running: %s", ErrDrainIncomplete, context.Cause(ctx), joinList(stillRunning))
+	if len(d.stillRunning) > 0 {
+		drainErr = fmt.Errorf("%w (%v): still running: %s", ErrDrainIncomplete, context.Cause(d.ctx), joinList(d.stillRunning))
 	}
 	if drainErr != nil || closeErr != nil {
 		l.log.Error("childproc: drain finished with errors", "took", time.Since(start), "err", errors.Join(drainErr, closeErr))

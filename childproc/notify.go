@@ -2,9 +2,10 @@ package childproc
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"strings"
+
+	"github.com/hitless/hitless/internal/sdnotify"
 )
 
 // Ready tells the supervisor (or systemd) that this process is ready to
@@ -18,8 +19,10 @@ func Ready(status string) error {
 }
 
 // Notify sends a raw sd_notify(3) payload, newline separated KEY=VALUE
-// lines such as "STOPPING=1\nSTATUS=draining", to $NOTIFY_SOCKET. Without
-// NOTIFY_SOCKET it does nothing and returns nil.
+// lines such as "STOPPING=1\nSTATUS=draining", to $NOTIFY_SOCKET: a
+// filesystem path, or an "@name" in Linux's abstract namespace. Without
+// NOTIFY_SOCKET it does nothing and returns nil. A payload larger than
+// 4096 bytes, which systemd would drop, is refused.
 //
 // NOTIFY_SOCKET is left in the environment (a later STOPPING=1 needs it).
 // Under hitless it is a socket private to this child, so a helper process
@@ -29,46 +32,27 @@ func Notify(state string) error {
 	if !ok || path == "" {
 		return nil
 	}
-	return notifySocket(path, state)
-}
-
-func notifySocket(path, state string) error {
-	if path[0] != '/' && path[0] != '@' {
-		// systemd also knows vsock: addresses; nothing here would hand
-		// one to a child process.
-		return fmt.Errorf("childproc: %s=%q: only absolute paths and @abstract names are supported", envNotifySocket, path)
-	}
-	// Go maps a leading '@' to the abstract namespace (a leading NUL).
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	// systemd also knows vsock: addresses; nothing here would hand one to
+	// a child process, and sdnotify refuses them.
+	n, err := sdnotify.New(path)
 	if err != nil {
-		return fmt.Errorf("childproc: sd_notify to %s: %w", path, err)
+		return fmt.Errorf("childproc: %w", err)
 	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte(state)); err != nil {
+	if err := n.SendRaw(state); err != nil {
 		return fmt.Errorf("childproc: sd_notify to %s: %w", path, err)
 	}
 	return nil
 }
 
 // notifyPayload builds "KEY=1" plus an optional "STATUS=" line. STATUS must
-// be one line of UTF-8, so line breaks and NULs in status become spaces and
-// invalid UTF-8 is replaced, rather than letting a stray newline inject
-// another key (a "\nSTOPPING=1" in a status text would stop the unit).
+// be one line of UTF-8: sdnotify.CleanStatus makes it so rather than let a
+// stray newline inject another key (a "\nSTOPPING=1" in a status text
+// would stop the unit). A status that is blank once cleaned sends no
+// STATUS= at all.
 func notifyPayload(state, status string) string {
-	status = statusLine(status)
+	status = strings.TrimSpace(sdnotify.CleanStatus(status))
 	if status == "" {
 		return state
 	}
 	return state + "\nSTATUS=" + status
-}
-
-func statusLine(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\r' || r == 0 {
-			return ' '
-		}
-		return r
-	}, s)
-	return strings.TrimSpace(s)
 }

@@ -1,5 +1,3 @@
-//go:build unix
-
 package childproc
 
 import (
@@ -13,9 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/hitless/hitless/internal/unixsock"
 )
 
 // Sources of inherited sockets, as reported by Sockets.Source.
@@ -96,6 +93,10 @@ func (sk *socket) String() string {
 // reason. A process that is not supervised gets an empty Sockets and no
 // error. An error means the variables were present but wrong (a bad count,
 // a descriptor that is not open): a supervisor bug better seen at start-up.
+//
+// Outside unix, descriptors cannot be inherited this way: Inherit still
+// reads and removes the variables, but when they pass descriptors to this
+// process it fails with an error wrapping errors.ErrUnsupported.
 func Inherit() (*Sockets, error) {
 	defer unsetInheritEnv()
 	return inherit(os.LookupEnv, os.Getpid())
@@ -201,7 +202,7 @@ func inherit(lookup func(string) (string, bool), self int) (*Sockets, error) {
 		sk.name = labels[i]
 		// Close-on-exec: a descriptor leaked into a grandchild keeps the
 		// socket open after this process closed its copy.
-		unix.CloseOnExec(fd)
+		closeOnExec(fd)
 		sk.file = os.NewFile(uintptr(fd), sk.describeFile(s.source))
 		s.socks = append(s.socks, sk)
 	}
@@ -213,64 +214,6 @@ func (sk *socket) describeFile(source string) string {
 		return source + ":" + sk.name
 	}
 	return source + ":fd" + strconv.Itoa(sk.fd)
-}
-
-// probe describes descriptor fd without taking ownership of it.
-func probe(fd int) (*socket, error) {
-	sk := &socket{fd: fd}
-	sotype, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-	switch {
-	case errors.Is(err, unix.EBADF):
-		return nil, errors.New("descriptor is not open")
-	case errors.Is(err, unix.ENOTSOCK):
-		// systemd may pass plain files (FileDescriptorStoreMax=, "stored").
-		// They are kept so that indexes line up, but cannot be listened on.
-		return sk, nil
-	case err != nil:
-		return nil, fmt.Errorf("getsockopt SO_TYPE: %w", err)
-	}
-	sk.sotype = sotype
-	if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil {
-		sk.listening = acc != 0
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return nil, fmt.Errorf("getsockname: %w", err)
-	}
-	sk.addr = sockaddrToAddr(sa, sotype)
-	return sk, nil
-}
-
-func sockaddrToAddr(sa unix.Sockaddr, sotype int) net.Addr {
-	ipAddr := func(ip net.IP, port int, zone string) net.Addr {
-		if sotype == unix.SOCK_DGRAM {
-			return &net.UDPAddr{IP: ip, Port: port, Zone: zone}
-		}
-		return &net.TCPAddr{IP: ip, Port: port, Zone: zone}
-	}
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return ipAddr(net.IP(sa.Addr[:]).To16(), sa.Port, "")
-	case *unix.SockaddrInet6:
-		zone := ""
-		if sa.ZoneId != 0 {
-			zone = strconv.Itoa(int(sa.ZoneId))
-			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
-				zone = ifi.Name
-			}
-		}
-		return ipAddr(append(net.IP(nil), sa.Addr[:]...), sa.Port, zone)
-	case *unix.SockaddrUnix:
-		network := "unix"
-		switch sotype {
-		case unix.SOCK_DGRAM:
-			network = "unixgram"
-		case unix.SOCK_SEQPACKET:
-			network = "unixpacket"
-		}
-		return &net.UnixAddr{Name: sa.Name, Net: network}
-	}
-	return nil
 }
 
 // Supervised reports whether a supervisor passed sockets (or an explicit
@@ -455,7 +398,7 @@ func (s *Sockets) listenerLocked(sk *socket) (net.Listener, error) {
 	switch {
 	case sk.sotype == 0:
 		return nil, fmt.Errorf("childproc: inherited %s is not a socket", sk)
-	case sk.sotype == unix.SOCK_DGRAM:
+	case sk.sotype == sockDgram:
 		return nil, fmt.Errorf("childproc: inherited %s is a datagram socket; use PacketConn or ListenPacket", sk)
 	case !sk.listening:
 		return nil, fmt.Errorf("childproc: inherited %s is not listening (a connected socket, as with systemd Accept=yes, is not supported)", sk)
@@ -467,7 +410,7 @@ func (s *Sockets) packetConnLocked(sk *socket) (net.PacketConn, error) {
 	switch {
 	case sk.sotype == 0:
 		return nil, fmt.Errorf("childproc: inherited %s is not a socket", sk)
-	case sk.sotype != unix.SOCK_DGRAM:
+	case sk.sotype != sockDgram:
 		return nil, fmt.Errorf("childproc: inherited %s is a stream socket; use Listener or Listen", sk)
 	}
 	return take(sk, "packet conn", net.FilePacketConn)
@@ -518,7 +461,7 @@ func (s *Sockets) matchLocked(network, addr string) (*socket, error) {
 		wantIP := net.ParseIP(host)
 		wildcard := host == "" || (wantIP != nil && wantIP.IsUnspecified())
 		for _, sk := range s.socks {
-			if sk.taken || (sk.sotype == unix.SOCK_DGRAM) != datagram {
+			if sk.taken || (sk.sotype == sockDgram) != datagram {
 				continue
 			}
 			ip, p, ok := ipPort(sk.addr)
@@ -591,11 +534,18 @@ func familyMatches(network string, ip net.IP) bool {
 
 // bindLocked is Listen for a process that is not supervised.
 func (s *Sockets) bindLocked(network, addr string) (net.Listener, error) {
+	var inTheWay error
 	if network == "unix" || network == "unixpacket" {
-		removeStaleUnixSocket(network, addr)
+		// A socket file left by a process that died without unlinking it
+		// would make bind fail; a live one, or a file that is not a
+		// socket, is left alone, for bind to refuse.
+		inTheWay = unixsock.RemoveStale(addr)
 	}
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), network, addr)
 	if err != nil {
+		if inTheWay != nil {
+			err = fmt.Errorf("%w; %v", err, inTheWay) // such as the pid of the live server
+		}
 		return nil, s.bindError(network, addr, err)
 	}
 	return ln, nil
@@ -610,30 +560,9 @@ func (s *Sockets) bindPacketLocked(network, addr string) (net.PacketConn, error)
 }
 
 func (s *Sockets) bindError(network, addr string, err error) error {
-	if errors.Is(err, syscall.EADDRINUSE) {
+	if errors.Is(err, errAddrInUse) {
 		return fmt.Errorf("childproc: %s; bound %s %s itself and another process holds it (%w). "+
 			"If this runs under a supervisor, the supervisor did not pass its sockets to this process", s.describeLocked(), network, addr, err)
 	}
 	return fmt.Errorf("childproc: not supervised, bind %s %s: %w", network, addr, err)
-}
-
-// removeStaleUnixSocket removes a socket file left behind by a process that
-// died without unlinking it, so that a restarted unsupervised server can
-// bind again. It only removes a socket nobody accepts on.
-func removeStaleUnixSocket(network, path string) {
-	if strings.HasPrefix(path, "@") {
-		return
-	}
-	fi, err := os.Lstat(path)
-	if err != nil || fi.Mode().Type() != os.ModeSocket {
-		return
-	}
-	c, err := net.Dial(network, path)
-	if err == nil {
-		c.Close()
-		return // alive: let bind fail with EADDRINUSE
-	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		os.Remove(path)
-	}
 }

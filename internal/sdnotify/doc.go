@@ -23,7 +23,12 @@
 //
 // # Limits
 //
-// Linux only. Filesystem and abstract ("@name") socket addresses only; the
+// Conn, and Notifier.Reloading (MONOTONIC_USEC is Linux's
+// CLOCK_MONOTONIC), need Linux: elsewhere they fail at run time with an
+// error wrapping errors.ErrUnsupported. The package builds everywhere, so
+// that what imports it does too; the rest of Notifier sends wherever unix
+// datagram sockets exist (Linux, macOS, the BSDs; not Windows).
+// Filesystem and abstract ("@name") socket addresses only; the
 // vsock: addresses newer systemd uses for virtual machines are refused.
 // Datagrams larger than MaxMessageSize are rejected, as systemd rejects
 // them. File descriptors sent along with a notification (FDSTORE=1) are not

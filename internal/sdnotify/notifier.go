@@ -1,7 +1,9 @@
 package sdnotify
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -9,7 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/sys/unix"
+	"github.com/hitless/hitless/internal/unixsock"
 )
 
 // MaxMessageSize is the largest notification datagram, in bytes, that
@@ -68,31 +70,54 @@ func fromValues(socket, usec, wpid string, pid int) (*Notifier, error) {
 	if err != nil {
 		return nil, err
 	}
+	timeout, err := ParseWatchdog(usec, wpid, pid)
+	switch {
+	case errors.Is(err, ErrWatchdogOtherPID):
+		// The watchdog is meant for another process (we were started by
+		// one that was supervised); pinging would keep a dead service
+		// alive.
+	case err != nil:
+		return nil, fmt.Errorf("sdnotify: %w", err)
+	default:
+		n.watchdog = timeout
+	}
+	return n, nil
+}
+
+// ErrWatchdogOtherPID is wrapped by ParseWatchdog's error when
+// WATCHDOG_PID names another process: the pings are expected from that
+// one.
+var ErrWatchdogOtherPID = errors.New("WATCHDOG_PID is not this process")
+
+// ParseWatchdog reads the values of WATCHDOG_USEC and WATCHDOG_PID, as the
+// service manager sets them, for the process whose pid is self. It returns
+// the watchdog's timeout: the manager acts when no WATCHDOG=1 came for
+// that long, so ping at half of it. The timeout is 0 when usec is empty,
+// or too large for a time.Duration (a watchdog that never fires). An empty
+// pid means the pings are expected from whoever reads the variables. A
+// value that is not a positive decimal number is an error, and so is a
+// pid other than self, wrapping ErrWatchdogOtherPID.
+func ParseWatchdog(usec, pid string, self int) (time.Duration, error) {
 	if usec == "" {
-		return n, nil
+		return 0, nil
 	}
 	us, err := strconv.ParseUint(usec, 10, 63)
 	if err != nil || us == 0 {
-		return nil, fmt.Errorf("sdnotify: %s=%q is not a positive number of microseconds", envWatchdogUS, usec)
+		return 0, fmt.Errorf("%s=%q is not a positive number of microseconds", envWatchdogUS, usec)
 	}
-	if wpid != "" {
-		p, err := strconv.Atoi(wpid)
-		if err != nil || p <= 0 {
-			return nil, fmt.Errorf("sdnotify: %s=%q is not a pid", envWatchdogPID, wpid)
+	if pid != "" {
+		p, err := strconv.ParseUint(pid, 10, 31)
+		if err != nil || p == 0 {
+			return 0, fmt.Errorf("%s=%q is not a pid", envWatchdogPID, pid)
 		}
-		if p != pid {
-			// The watchdog is meant for another process (we were
-			// started by one that was supervised); pinging would
-			// keep a dead service alive.
-			return n, nil
+		if int(p) != self {
+			return 0, fmt.Errorf("%w: %s=%d, this process is %d", ErrWatchdogOtherPID, envWatchdogPID, p, self)
 		}
 	}
-	// Microseconds that overflow a Duration are a watchdog that never
-	// fires; treat them as none.
-	if us <= uint64(1<<63-1)/uint64(time.Microsecond) {
-		n.watchdog = time.Duration(us) * time.Microsecond
+	if us > uint64(math.MaxInt64/time.Microsecond) {
+		return 0, nil
 	}
-	return n, nil
+	return time.Duration(us) * time.Microsecond, nil
 }
 
 // New returns a Notifier that sends to socket: a filesystem path starting
@@ -102,7 +127,7 @@ func New(socket string) (*Notifier, error) {
 	if !strings.HasPrefix(socket, "/") && !strings.HasPrefix(socket, "@") {
 		return nil, fmt.Errorf("sdnotify: %s=%q: want an absolute path or an @abstract name", envSocket, socket)
 	}
-	if len(socket) > 107 {
+	if len(socket) > unixsock.MaxPath {
 		return nil, fmt.Errorf("sdnotify: %s=%q: longer than a unix socket address can be", envSocket, socket)
 	}
 	return &Notifier{addr: &net.UnixAddr{Name: socket, Net: "unixgram"}}, nil
@@ -125,7 +150,6 @@ func (n *Notifier) Send(lines ...string) error {
 	if n == nil {
 		return nil
 	}
-	size := 0
 	for _, l := range lines {
 		if i := strings.IndexByte(l, '='); i <= 0 {
 			return fmt.Errorf("sdnotify: %q is not KEY=VALUE", l)
@@ -133,13 +157,27 @@ func (n *Notifier) Send(lines ...string) error {
 		if strings.ContainsAny(l, "\n\x00") {
 			return fmt.Errorf("sdnotify: %q contains a newline or NUL byte", l)
 		}
-		size += len(l) + 1
 	}
-	if size > MaxMessageSize {
-		return fmt.Errorf("sdnotify: message of %d bytes exceeds %d", size, MaxMessageSize)
-	}
-	msg := strings.Join(lines, "\n")
+	return n.SendRaw(strings.Join(lines, "\n"))
+}
 
+// SendRaw sends payload, newline-separated KEY=VALUE lines, as one
+// datagram, unchecked, as sd_notify(3) does: for payloads composed
+// elsewhere, such as what a library's caller hands it (the receiver drops
+// lines it cannot parse). Send checks each line first, and is the one to
+// use for text of your own. A payload larger than MaxMessageSize is
+// refused, since systemd would drop it.
+func (n *Notifier) SendRaw(payload string) error {
+	if n == nil {
+		return nil
+	}
+	if len(payload) > MaxMessageSize {
+		return fmt.Errorf("sdnotify: message of %d bytes exceeds %d", len(payload), MaxMessageSize)
+	}
+	return n.send(payload)
+}
+
+func (n *Notifier) send(msg string) error {
 	// A new socket per message, as sd_notify(3) does: a socket connected
 	// once would keep pointing at a stale inode after systemd re-executes
 	// itself and binds its notification socket anew.
@@ -171,7 +209,9 @@ func (n *Notifier) Ready(status string) error {
 // Reloading sends RELOADING=1 with MONOTONIC_USEC= set to now, in one
 // datagram. Type=notify-reload services must send both together; systemd
 // ignores RELOADING=1 without a timestamp, or with one from before its own
-// reload signal. A Ready must follow when the reload is over.
+// reload signal. A Ready must follow when the reload is over. It needs
+// Linux, whose CLOCK_MONOTONIC systemd reads; elsewhere it fails with an
+// error wrapping errors.ErrUnsupported.
 func (n *Notifier) Reloading() error {
 	if n == nil {
 		return nil
@@ -241,17 +281,6 @@ func CleanStatus(s string) string {
 		s = s[:cut] + "…"
 	}
 	return s
-}
-
-// monotonicUsec returns CLOCK_MONOTONIC in microseconds, the clock systemd
-// compares MONOTONIC_USEC with. Go's time.Now carries a monotonic reading
-// too, but from an unspecified origin, so the clock is read directly.
-func monotonicUsec() (uint64, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0, fmt.Errorf("clock_gettime(CLOCK_MONOTONIC): %w", err)
-	}
-	return uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3, nil
 }
 
 func firstLine(s string) string {

@@ -1,11 +1,20 @@
 // Package unixsock holds what hitless does with unix socket files in more
-// than one place: telling a stale socket file from a live one, and asking
-// the kernel who is at the other end of a connection.
+// than one place: how long a socket path may be, telling a stale socket
+// file from a live one, and asking the kernel who is at the other end of a
+// connection.
 //
-// Limits: Linux (SO_PEERCRED). A socket file is judged live when a connect
-// to it succeeds; a server whose accept queue is full looks stale only if
-// the connect fails with ECONNREFUSED, which Linux does not return for a
-// full queue, so it is never removed by mistake.
+// A socket file is judged live when a connect to it succeeds, or is
+// refused because the socket bound there is of another type; it is stale
+// only when the connect fails with ECONNREFUSED, which the kernel returns
+// when nothing is bound to the file any more. Linux does not return it for
+// a live server whose accept queue is full, so such a server is never
+// removed by mistake.
+//
+// Limits: PeerCred needs Linux (SO_PEERCRED); elsewhere it fails at run
+// time with an error wrapping errors.ErrUnsupported. RemoveStale works
+// wherever the Go net package dials unix stream sockets; Windows reports a
+// refused connect in its own terms, so there a stale file is reported
+// (cannot tell) rather than removed.
 package unixsock
 
 import (
@@ -14,17 +23,19 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"syscall"
+	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // RemoveStale removes the socket file at path if nothing listens on it,
 // so that it can be bound again. It refuses a live socket (naming the
 // listener's pid when the kernel tells it) and a file that is not a
-// socket. A missing file is not an error.
+// socket. A missing file is not an error, and neither is an abstract
+// socket name ("@name" on Linux), which has no file.
 func RemoveStale(path string) error {
+	if abstractNames && strings.HasPrefix(path, "@") {
+		return nil
+	}
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -43,31 +54,16 @@ func RemoveStale(path string) error {
 		c.Close()
 		return fmt.Errorf("%s: address already in use by %s", path, who)
 	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
+	if errors.Is(err, errWrongType) {
+		// A datagram or seqpacket socket is bound there: connecting to a
+		// file nobody is bound to would have been refused instead.
+		return fmt.Errorf("%s: address already in use by a socket of another type", path)
+	}
+	if !errors.Is(err, errRefused) {
 		return fmt.Errorf("%s: cannot tell whether the socket is in use: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove stale socket: %w", err)
 	}
 	return nil
-}
-
-// PeerCred returns the credentials of the process at the other end of c,
-// as the kernel recorded them when the connection was made.
-func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	if cerr != nil {
-		return nil, os.NewSyscallError("getsockopt SO_PEERCRED", cerr)
-	}
-	return cred, nil
 }

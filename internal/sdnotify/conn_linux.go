@@ -1,0 +1,117 @@
+package sdnotify
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// oobSize is room for the sender's credentials, plus the most file
+// descriptors one message can carry (SCM_MAX_FD), so that descriptors are
+// received and closed by us rather than half-received.
+var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(253*4)
+
+func listen(path string) (*Conn, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sdnotify: listen %s: socket: %w", path, err)
+	}
+	// SO_PASSCRED before bind: the kernel attaches credentials to a
+	// datagram when it is sent, according to the receiver's option at
+	// that moment, so no datagram may arrive before it is set.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("sdnotify: listen %s: SO_PASSCRED: %w", path, err)
+	}
+	// x/sys/unix maps a leading "@" to the abstract namespace.
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("sdnotify: listen %s: bind: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	pc, err := net.FilePacketConn(f)
+	f.Close() // FilePacketConn holds a duplicate
+	if err != nil {
+		if !strings.HasPrefix(path, "@") {
+			os.Remove(path)
+		}
+		return nil, fmt.Errorf("sdnotify: listen %s: %w", path, err)
+	}
+	return &Conn{conn: pc.(*net.UnixConn), path: path}, nil
+}
+
+func (c *Conn) read() (Message, error) {
+	buf := make([]byte, MaxMessageSize)
+	oob := make([]byte, oobSize)
+	n, oobn, flags, _, err := c.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return Message{}, fmt.Errorf("sdnotify: read %s: %w", c.path, err)
+	}
+	cred, nfds, ctrlErr := parseControl(oob[:oobn], flags)
+	var m Message
+	if flags&unix.MSG_TRUNC != 0 {
+		m.Raw = buf[:n]
+	} else {
+		m = ParseMessage(buf[:n])
+	}
+	if cred != nil {
+		m.PID, m.UID, m.GID = cred.Pid, cred.Uid, cred.Gid
+	}
+	switch {
+	case flags&unix.MSG_TRUNC != 0:
+		return m, &DatagramError{PID: m.PID, Err: ErrTooLarge}
+	case cred == nil || cred.Pid <= 0:
+		// Only a datagram sent before SO_PASSCRED was set could lack
+		// them; without a pid nobody can tell which child spoke.
+		return m, &DatagramError{PID: m.PID, Err: ErrNoCredentials}
+	}
+	if ctrlErr != nil || nfds > 0 {
+		extra := ctrlErr
+		if nfds > 0 {
+			extra = errors.Join(extra, fmt.Errorf("%d file descriptors received and closed: fd passing (FDSTORE) is not supported", nfds))
+		}
+		m.Err = errors.Join(m.Err, extra)
+	}
+	return m, nil
+}
+
+// parseControl extracts the credentials from the control messages and
+// closes every file descriptor that came along, so that a child cannot make
+// hitless leak descriptors by sending them.
+func parseControl(oob []byte, flags int) (cred *unix.Ucred, nfds int, err error) {
+	if flags&unix.MSG_CTRUNC != 0 {
+		// The kernel closed what did not fit; what did is handled below.
+		err = errors.New("control data truncated")
+	}
+	msgs, perr := unix.ParseSocketControlMessage(oob)
+	if perr != nil {
+		return nil, 0, errors.Join(err, fmt.Errorf("control data: %w", perr))
+	}
+	for i := range msgs {
+		msg := &msgs[i]
+		if msg.Header.Level != unix.SOL_SOCKET {
+			continue
+		}
+		switch msg.Header.Type {
+		case unix.SCM_CREDENTIALS:
+			if c, cerr := unix.ParseUnixCredentials(msg); cerr == nil {
+				cred = c
+			}
+		case unix.SCM_RIGHTS:
+			fds, ferr := unix.ParseUnixRights(msg)
+			if ferr != nil {
+				err = errors.Join(err, fmt.Errorf("control data: %w", ferr))
+				continue
+			}
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			nfds += len(fds)
+		}
+	}
+	return cred, nfds, err
+}
