@@ -30,9 +30,9 @@ type GenerationStatus struct {
 	TrialEndsAt time.Time `json:"trial_ends_at,omitzero"`
 	// WatchdogUSec is the interval, in microseconds, within which it
 	// must send WATCHDOG=1; zero when none is enforced.
-	WatchdogUSec int64 `json:"watchdog_usec,omitempty"`
-	Status   string        `json:"status,omitempty"` // the child's last STATUS=
-	Stopping bool          `json:"stopping,omitempty"`
+	WatchdogUSec int64  `json:"watchdog_usec,omitempty"`
+	Status       string `json:"status,omitempty"` // the child's last STATUS=
+	Stopping     bool   `json:"stopping,omitempty"`
 	// RSS is the resident memory of the generation's whole process
 	// group, in bytes: while two generations overlap, memory doubles.
 	RSS int64 `json:"rss_bytes"`
