@@ -623,8 +623,8 @@ func TestDriverWithFakeOS(t *testing.T) {
 }
 
 func TestTrialRollbackOnCrash(t *testing.T) {
-	r := start(t, Config{Trial: 5 * time.Second}, "", "", "crashafter:300ms")
-	r.reload()
+	r := start(t, Config{Trial: 5 * time.Second}, "", "crashafter:300ms")
+	r.waitFor("the first child", func(st Status) bool { g, _ := servingGen(st); return g == 1 })
 	_, pid := servingGen(r.status())
 	err := r.reload()
 	var rerr *ReloadError
@@ -641,7 +641,7 @@ func TestTrialRollbackOnCrash(t *testing.T) {
 	if _, p := servingGen(st); p != pid || st.ReloadsRolledBack != 1 {
 		t.Errorf("status after the rollback: %+v", st)
 	}
-	if got := r.ask(); got != fmt.Sprintf("gen 2 pid %d", pid) {
+	if got := r.ask(); got != fmt.Sprintf("gen 1 pid %d", pid) {
 		t.Errorf("answered by %q", got)
 	}
 }
