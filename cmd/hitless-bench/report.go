@@ -127,9 +127,10 @@ The test server is ` + "`internal/e2e/testserver`" + ` (Go, net/http, ` + "`chil
 every row; "fast" is ` + "`POST /work`" + `, "50 ms" is ` + "`POST /work?ms=50`" + `. The driver is
 ` + "`cmd/hitless-bench`" + ` (load and failure classes: ` + "`internal/harness`" + `); its clients send POSTs,
 which no HTTP client retries on its own, so every failure the server side causes is counted.
-A failure is filed under the first class that matches: **refused** (connect got ECONNREFUSED), **reset** (ECONNRESET or EPIPE),
-**EOF** (the connection closed before a whole response), **timeout** (10 s), **non-2xx**.
-Latency percentiles are over successful requests.
+A failure is filed under the first class that matches: **refused** (connect got
+ECONNREFUSED), **reset** (ECONNRESET or EPIPE), **EOF** (the connection closed before a
+whole response), **timeout** (10 s), **non-2xx**. Latency percentiles are over successful
+requests.
 
 1. The test server binds 127.0.0.1 itself (` + "`-addr`" + `); wrk (1 thread) sends POST /work.
 2. The same under ` + "`hitless run`" + `, runs alternating with (1) in the same process of the
