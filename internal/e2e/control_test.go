@@ -24,16 +24,10 @@ import (
 	"github.com/hitless/hitless/internal/harness"
 )
 
-// ctlSocket returns a control socket path in a short new directory: a
-// unix socket path is limited to 107 bytes, which t.TempDir() can exceed.
+// ctlSocket returns a control socket path in a new directory.
 func ctlSocket(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "hl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return filepath.Join(dir, "c.sock")
+	return filepath.Join(harness.ShortDir(t), "c.sock")
 }
 
 // cli runs the hitless client with args, or the command prefix (which
@@ -412,11 +406,7 @@ func TestControlSecondUser(t *testing.T) {
 		t.Skip("needs setpriv (util-linux), to run the client as nobody")
 	}
 	// nobody must be able to run the binary and reach the socket file.
-	pub, err := os.MkdirTemp("", "hl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(pub) })
+	pub := harness.ShortDir(t)
 	os.Chmod(pub, 0o755)
 	client := filepath.Join(pub, "hitless")
 	copyBinary(t, bin.hitless, client)

@@ -39,12 +39,7 @@ type fakeSystemd struct {
 
 func newFakeSystemd(t *testing.T) *fakeSystemd {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "hl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	f := &fakeSystemd{t: t, path: filepath.Join(dir, "notify"), msgs: make(chan sdnotify.Message, 4096)}
+	f := &fakeSystemd{t: t, path: filepath.Join(harness.ShortDir(t), "notify"), msgs: make(chan sdnotify.Message, 4096)}
 	conn, err := sdnotify.Listen(f.path)
 	if err != nil {
 		t.Fatal(err)

@@ -118,14 +118,7 @@ func Start(t TB, o Options) *Hitless {
 		args = append(args, "--listen", "http=tcp://127.0.0.1:0")
 	}
 	if !o.DefaultControl && !hasFlag(o.Args, "--control") && !hasFlag(o.Args, "--name") {
-		// Short: a unix socket's path holds at most 107 bytes, which a
-		// test's TempDir can exceed.
-		dir, err := os.MkdirTemp("", "hl")
-		if err != nil {
-			t.Fatalf("control socket: %v", err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		args = append(args, "--control", filepath.Join(dir, "c.sock"))
+		args = append(args, "--control", filepath.Join(ShortDir(t), "c.sock"))
 	}
 	args = append(append(append(args, o.Args...), "--"), o.Command...)
 	h := launch(t, o.Hitless, o.Env, o.Wrap, args)
@@ -157,6 +150,19 @@ func Start(t TB, o Options) *Hitless {
 func StartCommand(t TB, hitless string, env []string, args ...string) *Hitless {
 	t.Helper()
 	return launch(t, hitless, env, nil, args)
+}
+
+// ShortDir returns a new directory, removed at cleanup, whose path is
+// short enough for unix sockets in it: a socket's path holds at most 107
+// bytes, which a test's TempDir can exceed.
+func ShortDir(t TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hl")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 func hasFlag(args []string, f string) bool {
@@ -365,9 +371,6 @@ func (h *Hitless) Wait(d time.Duration) int {
 	}
 	return h.state.ExitCode()
 }
-
-// Exited is closed once hitless has exited and been reaped.
-func (h *Hitless) Exited() <-chan struct{} { return h.exited }
 
 // Stop sends SIGTERM, unless hitless has exited, and waits for the exit;
 // after 40 s it kills hitless.

@@ -204,6 +204,3 @@ func (l *Load) Stop() *Tally {
 	l.cancel()
 	return l.Wait()
 }
-
-// Done is closed once every worker has stopped.
-func (l *Load) Done() <-chan struct{} { return l.done }

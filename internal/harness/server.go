@@ -66,9 +66,6 @@ func OpenStream(addr string, n int, interval time.Duration) *Stream {
 // First is closed at the first event, or when the stream ends without one.
 func (s *Stream) First() <-chan struct{} { return s.first }
 
-// Done is closed when the stream has ended.
-func (s *Stream) Done() <-chan struct{} { return s.done }
-
 // Events is the number of events read so far.
 func (s *Stream) Events() int64 { return s.events.Load() }
 

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -83,15 +84,11 @@ func (t *Tally) Count(c Class) int {
 	return t.failures[c]
 }
 
-// Failures returns the failures by class.
+// Failures returns the failures by class (nil for none).
 func (t *Tally) Failures() map[Class]int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make(map[Class]int, len(t.failures))
-	for c, n := range t.failures {
-		out[c] = n
-	}
-	return out
+	return maps.Clone(t.failures)
 }
 
 // Latency returns the p-th percentile (0 < p <= 100) of the successes'
