@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -12,10 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hitless/hitless/internal/harness"
 )
 
 // fakeSupervisor does what hitless does, minimally: it holds the listening
@@ -124,89 +126,36 @@ func (g *generation) stop(t *testing.T) {
 	}
 }
 
-// loadResult counts what a load run saw.
-type loadResult struct {
-	mu       sync.Mutex
-	ok       int
-	failures map[string]int
-	acked    map[string]bool
-}
-
-func (r *loadResult) failed() int {
-	n := 0
-	for _, k := range r.failures {
-		n += k
-	}
-	return n
-}
-
-// runLoad POSTs orders from workers until ctx is done. progress counts
-// acknowledged orders, so the caller can wait for traffic, not for time.
-func runLoad(ctx context.Context, addr string, workers int, keepAlive, slow bool, progress *atomic.Int64) *loadResult {
-	res := &loadResult{failures: map[string]int{}, acked: map[string]bool{}}
-	tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: workers}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := 0; ctx.Err() == nil; i++ {
-				id := fmt.Sprintf("w%d-%d", w, i)
-				url := "http://" + addr + "/orders?id=" + id
-				if slow {
-					url += "&slow=1"
-				}
-				req, _ := http.NewRequest("POST", url, strings.NewReader(`{"item":"x"}`))
-				resp, err := client.Do(req)
-				res.mu.Lock()
-				switch {
-				case err != nil:
-					res.failures[classify(err)]++
-				case resp.StatusCode != http.StatusAccepted:
-					res.failures["status "+strconv.Itoa(resp.StatusCode)]++
-				default:
-					res.ok++
-					res.acked[id] = true
-					progress.Add(1)
-				}
-				res.mu.Unlock()
-				if resp != nil {
-					resp.Body.Close()
-				}
+// orders POSTs orders, each with an id of its own, from workers clients
+// until stopped, for at most two minutes; acked collects the ids the
+// server acknowledged (202).
+func orders(addr string, workers int, keepAlive, slow bool) (load *harness.Load, acked func() map[string]bool) {
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	load = harness.StartLoad(context.Background(), harness.LoadOptions{
+		Workers:   workers,
+		KeepAlive: keepAlive,
+		Duration:  2 * time.Minute,
+		Want:      http.StatusAccepted,
+		NewRequest: func(n int64) (*http.Request, error) {
+			url := "http://" + addr + "/orders?id=o" + strconv.FormatInt(n, 10)
+			if slow {
+				url += "&slow=1"
 			}
-		})
-	}
-	wg.Wait()
-	return res
-}
-
-func classify(err error) string {
-	switch {
-	case errors.Is(err, syscall.ECONNRESET):
-		return "connection reset"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case strings.Contains(err.Error(), "server closed idle connection"):
-		return "server closed idle connection"
-	case strings.Contains(err.Error(), "EOF"):
-		return "EOF (closed without response)"
-	case errors.Is(err, context.DeadlineExceeded), strings.Contains(err.Error(), "Timeout"):
-		return "timeout"
-	}
-	return err.Error()
-}
-
-func waitProgress(t *testing.T, p *atomic.Int64, n int64) {
-	t.Helper()
-	target := p.Load() + n
-	deadline := time.Now().Add(testWait)
-	for p.Load() < target {
-		if time.Now().After(deadline) {
-			t.Fatalf("load made no progress (%d of %d)", p.Load(), target)
-		}
-		// The counter has no channel to wait on; yielding in a tight loop
-		// would steal a core from the server on a small machine.
-		time.Sleep(time.Millisecond)
+			return http.NewRequest(http.MethodPost, url, strings.NewReader(`{"item":"x"}`))
+		},
+		OnResult: func(req *http.Request, err error) {
+			if err == nil {
+				mu.Lock()
+				ids[req.URL.Query().Get("id")] = true
+				mu.Unlock()
+			}
+		},
+	})
+	return load, func() map[string]bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(ids)
 	}
 }
 
@@ -226,7 +175,7 @@ func readStored(t *testing.T, path string) map[string]bool {
 
 type reloadOutcome struct {
 	requests, failed, lost int
-	failures               map[string]int
+	failures               map[harness.Class]int
 }
 
 func runReloads(t *testing.T, keepAlive, slow, lameDuck bool, reloads int) reloadOutcome {
@@ -238,35 +187,39 @@ func runReloads(t *testing.T, keepAlive, slow, lameDuck bool, reloads int) reloa
 	sup := newFakeSupervisor(t, env...)
 	cur := sup.start()
 
-	ctx, cancel := context.WithCancel(context.Background())
 	// Traffic between reloads, in acknowledged orders: enough that every
 	// drain starts with requests in flight on every connection.
 	between := int64(150)
 	if slow {
 		between = 30
 	}
-	var progress atomic.Int64
-	done := make(chan *loadResult)
-	go func() { done <- runLoad(ctx, sup.addr(), 6, keepAlive, slow, &progress) }()
-	waitProgress(t, &progress, between)
+	load, acked := orders(sup.addr(), 6, keepAlive, slow)
+	defer load.Stop()
+	waitOK(t, load, between)
 	for range reloads {
 		next := sup.start()
 		cur.stop(t)
 		cur = next
-		waitProgress(t, &progress, between)
+		waitOK(t, load, between)
 	}
-	cancel()
-	res := <-done
+	res := load.Stop()
 	cur.stop(t)
 
 	stored := readStored(t, store)
 	lost := 0
-	for id := range res.acked {
+	for id := range acked() {
 		if !stored[id] {
 			lost++
 		}
 	}
-	return reloadOutcome{requests: res.ok + res.failed(), failed: res.failed(), lost: lost, failures: res.failures}
+	return reloadOutcome{requests: int(res.Sent()), failed: int(res.Failed()), lost: lost, failures: res.Failures()}
+}
+
+func waitOK(t *testing.T, load *harness.Load, n int64) {
+	t.Helper()
+	if err := load.WaitOK(n, testWait); err != nil {
+		t.Fatalf("load: %v", err)
+	}
 }
 
 // TestReloadUnderLoad is the integration proof for the library: a server

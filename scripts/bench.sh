@@ -59,7 +59,7 @@ trap 'rm -rf "$tmp"' EXIT
 echo "== building" >&2
 go build -o "$tmp/hitless" ./cmd/hitless
 go build -o "$tmp/testserver" ./internal/e2e/testserver
-go build -o "$tmp/bench" ./internal/bench
+go build -o "$tmp/hitless-bench" ./cmd/hitless-bench
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$commit" != unknown ] && ! git diff --quiet HEAD -- cmd supervisor childproc upgrade internal 2>/dev/null; then
@@ -67,7 +67,7 @@ if [ "$commit" != unknown ] && ! git diff --quiet HEAD -- cmd supervisor childpr
 fi
 out=()
 [ "$write" -eq 1 ] && out=(-out docs/benchmarks.md)
-timeout 30m "$tmp/bench" -hitless "$tmp/hitless" -server "$tmp/testserver" -wrk "$(command -v wrk)" \
+timeout 30m "$tmp/hitless-bench" -hitless "$tmp/hitless" -server "$tmp/testserver" -wrk "$(command -v wrk)" \
 	-h2load "$(command -v h2load)" -commit "$commit" "${quick[@]}" "${only[@]}" "${out[@]}"
 [ "$write" -eq 1 ] && echo "== written to docs/benchmarks.md" >&2
 exit 0

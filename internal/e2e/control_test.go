@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // The control socket, driven through the real "hitless reload", "hitless
@@ -5,10 +7,8 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,139 +20,65 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hitless/hitless/internal/harness"
 )
 
-// ctlSocket returns a control socket path in a short new directory: a
-// unix socket path is limited to 107 bytes, which t.TempDir() can exceed.
+// ctlSocket returns a control socket path in a new directory.
 func ctlSocket(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "hl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return filepath.Join(dir, "c.sock")
-}
-
-// cliResult is the outcome of one run of the hitless client.
-type cliResult struct {
-	code           int
-	stdout, stderr string
-	took           time.Duration
-}
-
-func (r cliResult) String() string {
-	return fmt.Sprintf("exit %d after %v\nstdout: %s\nstderr: %s", r.code, r.took.Round(time.Millisecond), r.stdout, r.stderr)
+	return filepath.Join(harness.ShortDir(t), "c.sock")
 }
 
 // cli runs the hitless client with args, or the command prefix (which
 // names its own hitless binary, e.g. through setpriv) if given, and fails
 // the test if it runs longer than d.
-func cli(t *testing.T, d time.Duration, prefix []string, args ...string) cliResult {
+func cli(t *testing.T, d time.Duration, prefix []string, args ...string) harness.CLIResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
 	if prefix == nil {
 		prefix = []string{bin.hitless}
 	}
-	argv := append(append([]string{}, prefix...), args...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	err := cmd.Run()
-	r := cliResult{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
-	if ctx.Err() != nil {
-		t.Fatalf("hitless %s: still running after %v", strings.Join(args, " "), d)
-	}
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exit):
-		r.code = exit.ExitCode()
-	default:
-		t.Fatalf("hitless %s: %v", strings.Join(args, " "), err)
+	r, err := harness.RunCLI(d, append(append([]string{}, prefix...), args...)...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return r
-}
-
-// ctlStatus is what "hitless status --json" prints.
-type ctlStatus struct {
-	PID         int `json:"pid"`
-	Generations []struct {
-		Generation int       `json:"generation"`
-		PID        int       `json:"pid"`
-		State      string    `json:"state"`
-		Started    time.Time `json:"started"`
-		DrainAt    time.Time `json:"drain_at"`
-		Status     string    `json:"status"`
-		RSS        int64     `json:"rss_bytes"`
-	} `json:"generations"`
-	Stopping      bool   `json:"stopping"`
-	ReloadsOK     int    `json:"reloads_ok"`
-	ReloadsFailed int    `json:"reloads_failed"`
-	LastFailure   string `json:"last_failure"`
-}
-
-func (s ctlStatus) serving() (gen, pid int) {
-	for _, g := range s.Generations {
-		if g.State == "serving" {
-			return g.Generation, g.PID
-		}
-	}
-	return 0, 0
-}
-
-func status(t *testing.T, sock string) ctlStatus {
-	t.Helper()
-	r := cli(t, 20*time.Second, nil, "status", "--json", "--control", sock)
-	if r.code != 0 {
-		t.Fatalf("hitless status: %v", r)
-	}
-	var st ctlStatus
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
-		t.Fatalf("hitless status --json: %v\n%s", err, r.stdout)
-	}
-	return st
 }
 
 // "hitless reload" exits 0 once the new generation serves, and says which
 // one; POST load across several such reloads loses nothing.
 func TestControlReload(t *testing.T) {
 	sock := ctlSocket(t)
-	p := startHitless(t, opts{args: []string{"--control", sock}})
+	p := start(t, harness.Options{Args: []string{"--control", sock}})
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("control socket: %v, mode %v; want a socket with mode 0600", err, fi.Mode())
 	}
-	first := getInfo(t, p.addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	done := make(chan *loadResult)
-	go func() { done <- load(ctx, p.addr, 4, true, 0, 1_000_000) }()
+	first := getInfo(t, p.Addr())
+	l := work(p.Addr(), 4, true, 0)
+	defer l.Stop()
 	for gen := 2; gen <= 4; gen++ {
 		r := cli(t, 60*time.Second, nil, "reload", "--control", sock, "--timeout", "30s")
-		if r.code != 0 {
+		if r.Code != 0 {
 			t.Fatalf("reload to generation %d: %v", gen, r)
 		}
-		st := status(t, sock)
-		sgen, spid := st.serving()
-		want := fmt.Sprintf("reload ok: generation %d (pid %d) serving", gen, spid)
-		if sgen != gen || !strings.Contains(r.stdout, want) {
-			t.Errorf("after reload %d: generation %d serves, hitless reload said %q, want %q", gen, sgen, r.stdout, want)
+		st := p.Status()
+		g, _ := st.Serving()
+		want := fmt.Sprintf("reload ok: generation %d (pid %d) serving", gen, g.PID)
+		if g.Generation != gen || !strings.Contains(r.Stdout, want) {
+			t.Errorf("after reload %d: generation %d serves, hitless reload said %q, want %q", gen, g.Generation, r.Stdout, want)
 		}
-		if st.ReloadsOK != gen-1 || st.PID != p.cmd.Process.Pid {
-			t.Errorf("status after reload %d: reloads_ok %d, pid %d (hitless is %d)", gen, st.ReloadsOK, st.PID, p.cmd.Process.Pid)
+		if st.ReloadsOK != gen-1 || st.PID != p.PID() {
+			t.Errorf("status after reload %d: reloads_ok %d, pid %d (hitless is %d)", gen, st.ReloadsOK, st.PID, p.PID())
 		}
 	}
-	cancel()
-	res := <-done
+	res := l.Stop()
 	t.Logf("load across 3 reloads by hitless reload: %s", res)
-	if res.failed.Load() != 0 || res.ok.Load() == 0 {
+	if res.Failed() != 0 || res.OK() == 0 {
 		t.Fatalf("want zero failed requests: %s", res)
 	}
-	p.waitFor(30*time.Second, func(r record) bool { return r.msg() == "drained" && r.int("generation") == 3 })
-	if in := getInfo(t, p.addr); in.PID == first.PID || in.Generation != "4" {
+	p.WaitStatus(30*time.Second, gens(1))
+	if in := getInfo(t, p.Addr()); in.PID == first.PID || in.Generation != "4" {
 		t.Errorf("generation %s (pid %d) answers, want 4", in.Generation, in.PID)
 	}
 }
@@ -180,22 +106,20 @@ func TestControlReloadFails(t *testing.T) {
 		t.Run(tc.mode, func(t *testing.T) {
 			sock := ctlSocket(t)
 			modeFile := filepath.Join(t.TempDir(), "mode")
-			p := startHitless(t, opts{args: []string{"--control", sock, "--ready-timeout", "1s"}, cmd: failingChild(modeFile)})
-			before := getInfo(t, p.addr)
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			done := make(chan *loadResult)
-			go func() { done <- load(ctx, p.addr, 4, true, 0, 1_000_000) }()
+			p := start(t, harness.Options{Args: []string{"--control", sock, "--ready-timeout", "1s"}, Command: failingChild(modeFile)})
+			before := getInfo(t, p.Addr())
+			l := work(p.Addr(), 4, true, 0)
+			defer l.Stop()
 
 			os.WriteFile(modeFile, []byte(tc.mode), 0o644)
 			r := cli(t, 30*time.Second, nil, "reload", "--control", sock, "--timeout", "30s")
-			if r.code != 1 {
+			if r.Code != 1 {
 				t.Fatalf("failed reload: want exit 1: %v", r)
 			}
 			// The ready timeout (1s) bounds the wait, with room for a
 			// loaded machine and the race detector.
-			if r.took > 10*time.Second {
-				t.Errorf("hitless reload took %v to report a failure, ready timeout 1s", r.took)
+			if r.Took > 10*time.Second {
+				t.Errorf("hitless reload took %v to report a failure, ready timeout 1s", r.Took)
 			}
 			for _, want := range []string{
 				"reload failed: generation 2",
@@ -203,29 +127,28 @@ func TestControlReloadFails(t *testing.T) {
 				tc.stderr,
 				fmt.Sprintf("generation 1 (pid %d) is still serving", before.PID),
 			} {
-				if !strings.Contains(r.stderr, want) {
-					t.Errorf("hitless reload's stderr lacks %q:\n%s", want, r.stderr)
+				if !strings.Contains(r.Stderr, want) {
+					t.Errorf("hitless reload's stderr lacks %q:\n%s", want, r.Stderr)
 				}
 			}
-			st := status(t, sock)
-			if gen, pid := st.serving(); gen != 1 || pid != before.PID {
-				t.Errorf("after the failure generation %d (pid %d) serves, want 1 (pid %d)", gen, pid, before.PID)
+			st := p.Status()
+			if g, _ := st.Serving(); g.Generation != 1 || g.PID != before.PID {
+				t.Errorf("after the failure generation %d (pid %d) serves, want 1 (pid %d)", g.Generation, g.PID, before.PID)
 			}
 			if st.ReloadsFailed != 1 || !strings.Contains(st.LastFailure, tc.reason) {
 				t.Errorf("status: reloads_failed %d, last_failure %q", st.ReloadsFailed, st.LastFailure)
 			}
-			if in := getInfo(t, p.addr); in.PID != before.PID {
+			if in := getInfo(t, p.Addr()); in.PID != before.PID {
 				t.Errorf("pid %d answers, want the old %d", in.PID, before.PID)
 			}
 
 			os.WriteFile(modeFile, []byte("serve"), 0o644)
-			if r := cli(t, 30*time.Second, nil, "reload", "--control", sock, "--timeout", "30s"); r.code != 0 {
+			if r := cli(t, 30*time.Second, nil, "reload", "--control", sock, "--timeout", "30s"); r.Code != 0 {
 				t.Fatalf("reload after the failure: %v", r)
 			}
-			cancel()
-			res := <-done
+			res := l.Stop()
 			t.Logf("load across the failed reload: %s", res)
-			if res.failed.Load() != 0 || res.ok.Load() == 0 {
+			if res.Failed() != 0 || res.OK() == 0 {
 				t.Fatalf("requests failed while a reload failed: %s", res)
 			}
 		})
@@ -237,19 +160,19 @@ func TestControlReloadFails(t *testing.T) {
 func TestControlReloadNoVerdict(t *testing.T) {
 	sock := ctlSocket(t)
 	modeFile := filepath.Join(t.TempDir(), "mode")
-	p := startHitless(t, opts{args: []string{"--control", sock, "--ready-timeout", "4s"}, cmd: failingChild(modeFile)})
+	p := start(t, harness.Options{Args: []string{"--control", sock, "--ready-timeout", "4s"}, Command: failingChild(modeFile)})
 	os.WriteFile(modeFile, []byte("hang"), 0o644)
-	m := p.mark()
 	r := cli(t, 30*time.Second, nil, "reload", "--control", sock, "--timeout", "500ms")
-	if r.code != 4 || !strings.Contains(r.stderr, "no verdict within 500ms") || !strings.Contains(r.stderr, "hitless status") {
+	if r.Code != 4 || !strings.Contains(r.Stderr, "no verdict within 500ms") || !strings.Contains(r.Stderr, "hitless status") {
 		t.Fatalf("want exit 4 and a message that the verdict is unknown: %v", r)
 	}
-	st := status(t, sock)
-	if len(st.Generations) != 2 || st.Generations[1].State != "starting" {
+	st := p.Status()
+	if len(st.Generations) != 2 || st.Generations[1].State != harness.StateStarting {
 		t.Errorf("while the reload goes on, status shows %+v", st.Generations)
 	}
-	p.waitSince(m, 20*time.Second, msgIs("reload failed"))
-	if st := status(t, sock); st.ReloadsFailed != 1 {
+	// The reload goes on to its end: a failure, at the ready timeout.
+	st = p.WaitStatus(20*time.Second, func(s harness.Status) bool { return s.ReloadsFailed > 0 })
+	if st.ReloadsFailed != 1 {
 		t.Errorf("reloads_failed %d after the reload ended, want 1", st.ReloadsFailed)
 	}
 }
@@ -261,13 +184,13 @@ func TestControlStatusDrainAndStop(t *testing.T) {
 	sock := ctlSocket(t)
 	modeFile := filepath.Join(t.TempDir(), "mode")
 	os.WriteFile(modeFile, []byte("ignore-term"), 0o644)
-	p := startHitless(t, opts{args: []string{"--control", sock, "--drain-timeout", "60s"}, srv: []string{"-mode-file", modeFile}})
-	old := getInfo(t, p.addr)
+	p := start(t, harness.Options{Args: []string{"--control", sock, "--drain-timeout", "60s"}}, "-mode-file", modeFile)
+	old := getInfo(t, p.Addr())
 	os.WriteFile(modeFile, []byte("serve"), 0o644)
-	if r := cli(t, 30*time.Second, nil, "reload", "--control", sock); r.code != 0 {
+	if r := cli(t, 30*time.Second, nil, "reload", "--control", sock); r.Code != 0 {
 		t.Fatalf("reload: %v", r)
 	}
-	st := status(t, sock)
+	st := p.Status()
 	states := map[int]string{}
 	for _, g := range st.Generations {
 		states[g.PID] = g.State
@@ -279,7 +202,8 @@ func TestControlStatusDrainAndStop(t *testing.T) {
 			t.Errorf("generation %d: rss_bytes %d, want its process group's resident memory", g.Generation, g.RSS)
 		}
 	}
-	_, newPID := st.serving()
+	g, _ := st.Serving()
+	newPID := g.PID
 	if len(st.Generations) != 2 || states[old.PID] != "draining" || newPID == 0 || newPID == old.PID {
 		t.Fatalf("status during the drain: %+v; want generation 1 (pid %d) draining and generation 2 serving", st.Generations, old.PID)
 	}
@@ -288,33 +212,33 @@ func TestControlStatusDrainAndStop(t *testing.T) {
 	}
 	text := cli(t, 20*time.Second, nil, "status", "--control", sock)
 	for _, want := range []string{
-		fmt.Sprintf("hitless pid %d", p.cmd.Process.Pid),
+		fmt.Sprintf("hitless pid %d", p.PID()),
 		"GENERATION", "RSS", "MiB", "draining", "serving", strconv.Itoa(old.PID), strconv.Itoa(newPID),
 		"reloads: 1 ok, 0 failed",
 	} {
-		if text.code != 0 || !strings.Contains(text.stdout, want) {
+		if text.Code != 0 || !strings.Contains(text.Stdout, want) {
 			t.Errorf("hitless status lacks %q: %v", want, text)
 		}
 	}
-	t.Logf("hitless status:\n%s", text.stdout)
+	t.Logf("hitless status:\n%s", text.Stdout)
 
 	// The old child ignores SIGTERM and would hold the stop for the whole
 	// drain timeout; end it, then stop.
 	syscall.Kill(old.PID, syscall.SIGKILL)
 	r := cli(t, 60*time.Second, nil, "stop", "--control", sock, "--timeout", "30s")
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("hitless stop: %v", r)
 	}
-	if alive(newPID) {
+	if harness.Alive(newPID) {
 		t.Errorf("hitless stop returned while the serving child %d is alive", newPID)
 	}
-	if code := p.wait(10 * time.Second); code != 0 {
+	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Errorf("hitless exited %d after hitless stop", code)
 	}
 	if _, err := os.Lstat(sock); err == nil {
 		t.Errorf("control socket %s left behind", sock)
 	}
-	if r := cli(t, 10*time.Second, nil, "status", "--control", sock); r.code != 3 {
+	if r := cli(t, 10*time.Second, nil, "status", "--control", sock); r.Code != 3 {
 		t.Errorf("status with hitless gone: want exit 3: %v", r)
 	}
 }
@@ -325,43 +249,44 @@ func TestControlStatusDrainAndStop(t *testing.T) {
 // name is refused before any child starts.
 func TestControlDefaultPath(t *testing.T) {
 	dir := filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "hitless")
-	p := startHitless(t, opts{args: []string{"--name", "orders"}})
+	p := start(t, harness.Options{Args: []string{"--name", "orders"}})
 	sock := filepath.Join(dir, "orders.sock")
-	if rec := p.waitFor(time.Second, msgIs("control socket")); rec.str("path") != sock {
-		t.Errorf("control socket at %q, want %q", rec.str("path"), sock)
+	// Where hitless put its socket is in its log alone.
+	if got := p.Control(); got != sock {
+		t.Errorf("control socket at %q, want %q", got, sock)
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("directory %s: %v, mode %v; want 0700", dir, err, fi.Mode())
 	}
 	for _, args := range [][]string{{"status", "--name", "orders"}, {"status"}} {
-		if r := cli(t, 20*time.Second, nil, args...); r.code != 0 || !strings.Contains(r.stdout, "serving") {
+		if r := cli(t, 20*time.Second, nil, args...); r.Code != 0 || !strings.Contains(r.Stdout, "serving") {
 			t.Errorf("hitless %s: %v", strings.Join(args, " "), r)
 		}
 	}
 	marker := filepath.Join(t.TempDir(), "started")
 	q := startRaw(t, nil, "run", "--name", "orders", "--listen", "tcp://127.0.0.1:0", "--", "/bin/sh", "-c", "touch "+marker)
-	if code := q.wait(10 * time.Second); code != 2 || !strings.Contains(q.logs(), "already in use by pid "+strconv.Itoa(p.cmd.Process.Pid)) {
-		t.Errorf("second hitless with the same name: exit %d, %s", code, q.logs())
+	if code := q.Wait(10 * time.Second); code != 2 || !strings.Contains(q.Output(), "already in use by pid "+strconv.Itoa(p.PID())) {
+		t.Errorf("second hitless with the same name: exit %d, %s", code, q.Output())
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("the second hitless started a child")
 	}
 	// The command's base name is the default name.
-	r := startHitless(t, opts{})
-	if rec := r.waitFor(time.Second, msgIs("control socket")); rec.str("path") != filepath.Join(dir, "testserver.sock") {
-		t.Errorf("default control socket %q, want testserver.sock in %s", rec.str("path"), dir)
+	r := start(t, harness.Options{DefaultControl: true})
+	if got := r.Control(); got != filepath.Join(dir, "testserver.sock") {
+		t.Errorf("default control socket %q, want testserver.sock in %s", got, dir)
 	}
-	if res := cli(t, 20*time.Second, nil, "status"); res.code != 2 || !strings.Contains(res.stderr, "orders.sock, testserver.sock") {
+	if res := cli(t, 20*time.Second, nil, "status"); res.Code != 2 || !strings.Contains(res.Stderr, "orders.sock, testserver.sock") {
 		t.Errorf("status with two sockets and no --name: want exit 2 naming both: %v", res)
 	}
-	if res := cli(t, 20*time.Second, nil, "reload", "--name", "testserver"); res.code != 0 {
+	if res := cli(t, 20*time.Second, nil, "reload", "--name", "testserver"); res.Code != 0 {
 		t.Errorf("reload --name testserver: %v", res)
 	}
-	if gen, _ := status(t, filepath.Join(dir, "testserver.sock")).serving(); gen != 2 {
-		t.Errorf("generation %d serves after reload --name testserver", gen)
+	if g, _ := r.Status().Serving(); g.Generation != 2 {
+		t.Errorf("generation %d serves after reload --name testserver", g.Generation)
 	}
-	if gen, _ := status(t, sock).serving(); gen != 1 {
-		t.Errorf("the other service reloaded too: generation %d serves", gen)
+	if g, _ := p.Status().Serving(); g.Generation != 1 {
+		t.Errorf("the other service reloaded too: generation %d serves", g.Generation)
 	}
 }
 
@@ -369,9 +294,9 @@ func TestControlDefaultPath(t *testing.T) {
 // changes nothing; a client that sends nothing holds up no one else.
 func TestControlGarbage(t *testing.T) {
 	sock := ctlSocket(t)
-	p := startHitless(t, opts{args: []string{"--control", sock}})
-	before := getInfo(t, p.addr)
-	m := p.mark()
+	p := start(t, harness.Options{Args: []string{"--control", sock}})
+	before := getInfo(t, p.Addr())
+	m := p.Mark()
 
 	// A client that connects and says nothing, held open throughout.
 	idle, err := net.Dial("unix", sock)
@@ -450,19 +375,18 @@ func TestControlGarbage(t *testing.T) {
 		t.Errorf("idle client got %q", b)
 	}
 
-	st := status(t, sock)
-	if gen, pid := st.serving(); gen != 1 || pid != before.PID || len(st.Generations) != 1 || st.ReloadsOK+st.ReloadsFailed != 0 || st.Stopping {
+	st := p.Status()
+	if g, ok := st.Serving(); !ok || g.Generation != 1 || g.PID != before.PID || len(st.Generations) != 1 || st.ReloadsOK+st.ReloadsFailed != 0 || st.Stopping {
 		t.Errorf("after the garbage: %+v", st)
 	}
-	if in := getInfo(t, p.addr); in.PID != before.PID {
+	if in := getInfo(t, p.Addr()); in.PID != before.PID {
 		t.Errorf("pid %d answers, want %d", in.PID, before.PID)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, r := range p.records[m:] {
-		switch r.msg() {
+	// That nothing else happened meanwhile is in the log alone.
+	for _, r := range p.Records(m) {
+		switch r.Msg() {
 		case "started", "SIGHUP: reload", "stop", "control request":
-			if r.msg() == "control request" && r.str("cmd") == "status" {
+			if r.Msg() == "control request" && r.Str("cmd") == "status" {
 				continue
 			}
 			t.Errorf("garbage on the control socket caused %v", r)
@@ -482,24 +406,20 @@ func TestControlSecondUser(t *testing.T) {
 		t.Skip("needs setpriv (util-linux), to run the client as nobody")
 	}
 	// nobody must be able to run the binary and reach the socket file.
-	pub, err := os.MkdirTemp("", "hl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(pub) })
+	pub := harness.ShortDir(t)
 	os.Chmod(pub, 0o755)
 	client := filepath.Join(pub, "hitless")
 	copyBinary(t, bin.hitless, client)
 	sock := filepath.Join(pub, "c.sock")
 
-	p := startHitless(t, opts{args: []string{"--control", sock}})
-	before := getInfo(t, p.addr)
-	m := p.mark()
+	p := start(t, harness.Options{Args: []string{"--control", sock}})
+	before := getInfo(t, p.Addr())
+	m := p.Mark()
 	asNobody := []string{setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", client}
 
 	for _, cmd := range []string{"reload", "stop", "status"} {
 		r := cli(t, 20*time.Second, asNobody, cmd, "--control", sock, "--timeout", "5s")
-		if r.code != 3 || !strings.Contains(r.stderr, "permission denied") {
+		if r.Code != 3 || !strings.Contains(r.Stderr, "permission denied") {
 			t.Errorf("%s as nobody through a 0600 socket: want exit 3 and permission denied: %v", cmd, r)
 		}
 	}
@@ -509,27 +429,26 @@ func TestControlSecondUser(t *testing.T) {
 	}
 	for _, cmd := range []string{"reload", "stop", "status"} {
 		r := cli(t, 20*time.Second, asNobody, cmd, "--control", sock, "--timeout", "5s")
-		if r.code != 3 || !strings.Contains(r.stderr, "not authorized: uid 65534") {
+		if r.Code != 3 || !strings.Contains(r.Stderr, "not authorized: uid 65534") {
 			t.Errorf("%s as nobody through a 0666 socket: want exit 3 and not authorized: %v", cmd, r)
 		}
 	}
-	_, rec := p.waitSince(m, 10*time.Second, msgIs("control socket: connection refused"))
-	if rec.int("peer_uid") != 65534 {
-		t.Errorf("refusal logged for uid %d, want 65534", rec.int("peer_uid"))
+	// Who was refused is in the log alone.
+	_, rec := p.WaitSince(m, 10*time.Second, harness.Is("control socket: connection refused"))
+	if rec.Int("peer_uid") != 65534 {
+		t.Errorf("refusal logged for uid %d, want 65534", rec.Int("peer_uid"))
 	}
-	st := status(t, sock)
-	if gen, pid := st.serving(); gen != 1 || pid != before.PID || st.ReloadsOK+st.ReloadsFailed != 0 || st.Stopping {
+	st := p.Status()
+	if g, ok := st.Serving(); !ok || g.Generation != 1 || g.PID != before.PID || st.ReloadsOK+st.ReloadsFailed != 0 || st.Stopping {
 		t.Errorf("after nobody's attempts: %+v", st)
 	}
-	p.mu.Lock()
-	for _, r := range p.records[m:] {
-		if r.msg() == "started" || r.msg() == "control request" && r.str("cmd") != "status" {
+	for _, r := range p.Records(m) {
+		if r.Msg() == "started" || r.Msg() == "control request" && r.Str("cmd") != "status" {
 			t.Errorf("nobody caused %v", r)
 		}
 	}
-	p.mu.Unlock()
 	// Root still may.
-	if r := cli(t, 30*time.Second, nil, "reload", "--control", sock); r.code != 0 {
+	if r := cli(t, 30*time.Second, nil, "reload", "--control", sock); r.Code != 0 {
 		t.Errorf("reload as root: %v", r)
 	}
 }

@@ -1,7 +1,8 @@
+//go:build linux
+
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,25 +15,27 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/harness"
 )
 
 // The socket is bound once: every generation sees the same kernel socket,
 // with the systemd contract exactly (LISTEN_PID is the child's own pid),
 // the compatibility variables, a private NOTIFY_SOCKET, and no other fd.
 func TestChildContract(t *testing.T) {
-	p := startHitless(t, opts{
-		args: []string{"--listen", "http=tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0"},
-		env:  []string{"NOTIFY_SOCKET=/nonexistent/systemd.sock", "LISTEN_PIDFDID=1234", "LISTEN_FDS=7"},
+	p := start(t, harness.Options{
+		Args: []string{"--listen", "http=tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0"},
+		Env:  []string{"NOTIFY_SOCKET=/nonexistent/systemd.sock", "LISTEN_PIDFDID=1234", "LISTEN_FDS=7"},
 	})
-	port2 := strings.Fields(p.waitFor(time.Second, msgIs("listening")).str("sockets"))[1]
+	port2 := p.Addrs()[1]
 	var first info
 	for gen := 1; gen <= 3; gen++ {
-		in := getInfo(t, p.addr)
+		in := getInfo(t, p.Addr())
 		if gen == 1 {
 			first = in
 		} else {
-			p.reloadDrained()
-			in = getInfo(t, p.addr)
+			p.ReloadDrained()
+			in = getInfo(t, p.Addr())
 		}
 		if in.Generation != strconv.Itoa(gen) {
 			t.Fatalf("generation %q, want %d", in.Generation, gen)
@@ -44,7 +47,7 @@ func TestChildContract(t *testing.T) {
 			"LISTEN_PID":                strconv.Itoa(in.PID),
 			"LISTEN_FDS":                "2",
 			"LISTEN_FDNAMES":            "http:tcp-0",
-			"SERVER_STARTER_PORT":       p.addr + "=3;" + port2 + "=4",
+			"SERVER_STARTER_PORT":       p.Addr() + "=3;" + port2 + "=4",
 			"SERVER_STARTER_GENERATION": strconv.Itoa(gen),
 			"EINHORN_FD_COUNT":          "2",
 			"EINHORN_FD_0":              "3",
@@ -68,7 +71,7 @@ func TestChildContract(t *testing.T) {
 		}
 		// Beyond stdio and the two sockets, no descriptor of the child may
 		// share an open file description with hitless: kcmp(2) tells.
-		hpid := p.pid()
+		hpid := p.PID()
 		for _, fd := range in.FDs {
 			n, _, _ := strings.Cut(fd, " -> ")
 			num, _ := strconv.Atoi(n)
@@ -88,11 +91,11 @@ func TestChildContract(t *testing.T) {
 // (which would clear O_NONBLOCK on the open file description that every
 // generation shares, and leave an old Go child's accept blocked).
 func TestSocketStaysNonBlocking(t *testing.T) {
-	p := startHitless(t, opts{})
-	in := getInfo(t, p.addr)
-	p.reloadDrained()
-	p.reloadDrained()
-	hpid := p.pid()
+	p := start(t, harness.Options{})
+	in := getInfo(t, p.Addr())
+	p.ReloadDrained()
+	p.ReloadDrained()
+	hpid := p.PID()
 	want := fmt.Sprintf("socket:[%d]", in.Inode)
 	found := false
 	for _, fd := range fdNumbers(t, hpid) {
@@ -148,29 +151,26 @@ func TestReloadUnderLoad(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		keepAlive bool
-		ms        int
+		delay     time.Duration
 	}{
 		{"keepalive-fast", true, 0},
-		{"keepalive-slow", true, 50},
+		{"keepalive-slow", true, 50 * time.Millisecond},
 		{"per-request-fast", false, 0},
-		{"per-request-slow", false, 50},
+		{"per-request-slow", false, 50 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := startHitless(t, opts{})
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			done := make(chan *loadResult)
-			go func() { done <- load(ctx, p.addr, 8, tc.keepAlive, tc.ms, 1_000_000) }()
+			p := start(t, harness.Options{})
+			l := work(p.Addr(), 8, tc.keepAlive, tc.delay)
+			defer l.Stop()
 			const reloads = 5
 			for range reloads {
-				p.reload()
+				p.Reload()
 			}
 			// Let the last old generation drain under load too.
-			p.waitFor(30*time.Second, func(r record) bool { return r.msg() == "drained" && r.int("generation") == reloads })
-			cancel()
-			res := <-done
+			p.WaitStatus(30*time.Second, gens(1))
+			res := l.Stop()
 			t.Logf("%d reloads: %s", reloads, res)
-			if res.failed.Load() != 0 || res.ok.Load() == 0 {
+			if res.Failed() != 0 || res.OK() == 0 {
 				t.Fatalf("want zero failed requests: %s", res)
 			}
 		})
@@ -187,32 +187,28 @@ func TestFailedReloadKeepsServing(t *testing.T) {
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			modeFile := filepath.Join(t.TempDir(), "mode")
-			p := startHitless(t, opts{args: []string{"--ready-timeout", "1s"}, srv: []string{"-mode-file", modeFile}})
-			before := getInfo(t, p.addr)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			done := make(chan *loadResult)
-			go func() { done <- load(ctx, p.addr, 4, true, 0, 1_000_000) }()
+			p := start(t, harness.Options{Args: []string{"--ready-timeout", "1s"}}, "-mode-file", modeFile)
+			before := getInfo(t, p.Addr())
+			l := work(p.Addr(), 4, true, 0)
+			defer l.Stop()
 
 			os.WriteFile(modeFile, []byte(tc.mode), 0o644)
-			m := p.mark()
-			p.signal(syscall.SIGHUP)
-			_, r := p.waitSince(m, 20*time.Second, msgIs("reload failed"))
-			if r.int("generation") != 2 || !strings.Contains(r.str("reason"), tc.reason) {
-				t.Errorf("failure record %v, want generation 2 and reason %q", r, tc.reason)
+			p.Signal(syscall.SIGHUP)
+			st := p.WaitStatus(20*time.Second, func(s harness.Status) bool { return s.ReloadsFailed == 1 })
+			if !strings.HasPrefix(st.LastFailure, "generation 2 ") || !strings.Contains(st.LastFailure, tc.reason) {
+				t.Errorf("last failure %q, want generation 2 and reason %q", st.LastFailure, tc.reason)
 			}
-			failedPID := r.int("pid")
-			waitUntil(t, 5*time.Second, "failed child reaped", func() bool { return !alive(failedPID) })
+			// Reaped: hitless lists a generation until it has waited for it.
+			p.WaitStatus(5*time.Second, func(s harness.Status) bool { _, ok := s.Gen(2); return !ok })
 			// The next reload works again.
 			os.WriteFile(modeFile, []byte("serve"), 0o644)
-			p.reloadDrained()
-			cancel()
-			res := <-done
+			p.ReloadDrained()
+			res := l.Stop()
 			t.Logf("load across the failed reload: %s", res)
-			if res.failed.Load() != 0 {
+			if res.Failed() != 0 {
 				t.Fatalf("requests failed while a reload failed: %s", res)
 			}
-			after := getInfo(t, p.addr)
+			after := getInfo(t, p.Addr())
 			if after.Generation != "3" || after.PID == before.PID {
 				t.Errorf("after a good reload: generation %s pid %d", after.Generation, after.PID)
 			}
@@ -225,101 +221,70 @@ func TestFailedReloadKeepsServing(t *testing.T) {
 func TestDrainTimeoutKills(t *testing.T) {
 	modeFile := filepath.Join(t.TempDir(), "mode")
 	os.WriteFile(modeFile, []byte("ignore-term"), 0o644)
-	p := startHitless(t, opts{args: []string{"--drain-timeout", "1s"}, srv: []string{"-mode-file", modeFile}})
-	old := getInfo(t, p.addr)
+	p := start(t, harness.Options{Args: []string{"--drain-timeout", "1s"}}, "-mode-file", modeFile)
+	old := getInfo(t, p.Addr())
 	os.WriteFile(modeFile, []byte("serve"), 0o644)
-	m := p.mark()
-	p.signal(syscall.SIGHUP)
-	p.waitSince(m, 10*time.Second, msgIs("serving"))
-	_, r := p.waitSince(m, 10*time.Second, msgIs("drain timeout: killing process group"))
-	if r.int("pid") != old.PID {
-		t.Errorf("killed pid %d, want %d", r.int("pid"), old.PID)
-	}
-	_, r = p.waitSince(m, 10*time.Second, msgIs("drained"))
-	if !strings.Contains(r.str("status"), "SIGKILL") {
-		t.Errorf("old child ended with %q, want SIGKILL", r.str("status"))
-	}
-	if in := getInfo(t, p.addr); in.Generation != "2" {
+	reloadKillsAtDrainTimeout(t, p, old.PID)
+	if in := getInfo(t, p.Addr()); in.Generation != "2" {
 		t.Errorf("generation %s serves, want 2", in.Generation)
+	}
+}
+
+// reloadKillsAtDrainTimeout reloads to generation 2 while the old child
+// (oldPID) cannot finish within the drain timeout, and checks that its
+// process group is killed at the deadline.
+func reloadKillsAtDrainTimeout(t *testing.T, p *harness.Hitless, oldPID int) {
+	t.Helper()
+	m := p.Mark()
+	p.Signal(syscall.SIGHUP)
+	p.WaitStatus(10*time.Second, serves(2))
+	// The kill and how the old child ended show only in the log.
+	_, r := p.WaitSince(m, 10*time.Second, harness.Is("drain timeout: killing process group"))
+	if r.Int("pid") != oldPID {
+		t.Errorf("killed pid %d, want the old child %d", r.Int("pid"), oldPID)
+	}
+	_, r = p.WaitSince(m, 10*time.Second, harness.Is("drained"))
+	if !strings.Contains(r.Str("status"), "SIGKILL") {
+		t.Errorf("old child ended with %q, want SIGKILL", r.Str("status"))
 	}
 }
 
 // Fifty SIGHUPs in a burst: at most one reload queued behind the one in
 // flight; one serving child at the end, no zombie, no leaked fd.
 func TestSIGHUPBurst(t *testing.T) {
-	p := startHitless(t, opts{})
-	getInfo(t, p.addr)
-	pid := p.pid()
-	p.reload() // warm up: the first reload opens what every reload keeps
-	p.waitFor(10*time.Second, msgIs("drained"))
-	fds := fdCount(t, pid)
-	m := p.mark()
+	p := start(t, harness.Options{})
+	getInfo(t, p.Addr())
+	pid := p.PID()
+	p.Reload() // warm up: the first reload opens what every reload keeps
+	p.WaitStatus(10*time.Second, gens(1))
+	fds := usage(t, pid).FDs
 	for range 50 {
-		p.signal(syscall.SIGHUP)
+		p.Signal(syscall.SIGHUP)
 	}
 	// Signals coalesce, so the burst starts one to fifty reloads; wait
 	// for them to settle, then make sure the state machine still reloads.
-	p.waitSince(m, 10*time.Second, msgIs("started"))
-	waitQuiet(t, p)
-	burst := 0
-	p.mu.Lock()
-	for _, r := range p.records[m:] {
-		if r.msg() == "started" {
-			burst++
-		}
-	}
-	p.mu.Unlock()
-	t.Logf("50 SIGHUPs started %d generations", burst)
-	p.reloadDrained()
-	waitQuiet(t, p)
-	in := getInfo(t, p.addr)
+	st := p.WaitStatus(60*time.Second, func(s harness.Status) bool {
+		return s.ReloadsOK+s.ReloadsFailed >= 2 && settled(s)
+	})
+	t.Logf("50 SIGHUPs started %d generations", st.ReloadsOK+st.ReloadsFailed-1)
+	p.ReloadDrained()
+	p.WaitStatus(60*time.Second, settled)
+	in := getInfo(t, p.Addr())
 	kids := children(t, pid)
 	if len(kids) != 1 || kids[in.PID] == "" {
 		t.Fatalf("children of hitless %v, want only the serving pid %d", kids, in.PID)
 	}
-	if got := fdCount(t, pid); got != fds {
+	if got := usage(t, pid).FDs; got != fds {
 		t.Errorf("hitless has %d fds after the burst, %d before", got, fds)
 	}
 }
 
-// waitQuiet waits until the newest generation serves and every older one
-// has been drained or has failed, by the log.
-func waitQuiet(t *testing.T, p *proc) {
-	t.Helper()
-	deadline := time.After(60 * time.Second)
-	for {
-		started, settled := map[int]bool{}, map[int]bool{}
-		last, serving := 0, 0
-		p.mu.Lock()
-		for _, r := range p.records {
-			g := r.int("generation")
-			switch r.msg() {
-			case "started":
-				started[g] = true
-				last = max(last, g)
-			case "serving":
-				serving = g
-			case "drained", "reload failed", "restart failed":
-				settled[g] = true
-			}
-		}
-		changed := p.changed
-		p.mu.Unlock()
-		quiet := serving == last
-		for g := range started {
-			if g != last && !settled[g] {
-				quiet = false
-			}
-		}
-		if quiet {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline:
-			t.Fatalf("reloads did not settle: started %v settled %v serving %d", started, settled, serving)
-		}
-	}
+// settled is a status predicate: one generation is left, and it serves,
+// and every generation started after the first has had its verdict (with
+// no restart after a crash, each is a reload that served or failed).
+func settled(s harness.Status) bool {
+	g, ok := s.Serving()
+	return ok && len(s.Generations) == 1 && g.Generation == 1+s.ReloadsOK+s.ReloadsFailed
 }
 
 // Two hundred reloads in a row end with one child, no zombie, and the
@@ -329,22 +294,22 @@ func TestManyReloads(t *testing.T) {
 	if testing.Short() {
 		n = 30
 	}
-	p := startHitless(t, opts{})
-	pid := p.pid()
-	p.reload()
-	p.waitFor(10*time.Second, msgIs("drained"))
-	fds := fdCount(t, pid)
+	p := start(t, harness.Options{})
+	pid := p.PID()
+	p.Reload()
+	p.WaitStatus(10*time.Second, gens(1))
+	fds := usage(t, pid).FDs
 	for i := range n {
-		if r := p.reload(); r.int("generation") != i+3 {
-			t.Fatalf("reload %d: generation %d serves", i, r.int("generation"))
+		if g := p.Reload(); g.Generation != i+3 {
+			t.Fatalf("reload %d: generation %d serves", i, g.Generation)
 		}
 	}
-	p.waitFor(30*time.Second, func(r record) bool { return r.msg() == "drained" && r.int("generation") == n+1 })
-	in := getInfo(t, p.addr)
+	p.WaitStatus(30*time.Second, gens(1))
+	in := getInfo(t, p.Addr())
 	if kids := children(t, pid); len(kids) != 1 || kids[in.PID] == "" {
 		t.Fatalf("children of hitless after %d reloads: %v, want only %d", n, kids, in.PID)
 	}
-	if got := fdCount(t, pid); got != fds {
+	if got := usage(t, pid).FDs; got != fds {
 		t.Errorf("hitless has %d fds after %d reloads, %d before", got, n, fds)
 	}
 }
@@ -372,10 +337,10 @@ func TestBadInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startRaw(t, nil, append(tc.args, child...)...)
-			if code := p.wait(10 * time.Second); code != 2 {
+			if code := p.Wait(10 * time.Second); code != 2 {
 				t.Errorf("exit code %d, want 2", code)
 			}
-			if out := p.logs(); !strings.Contains(out, tc.want) {
+			if out := p.Output(); !strings.Contains(out, tc.want) {
 				t.Errorf("message %q does not name %q", out, tc.want)
 			}
 			if _, err := os.Stat(marker); err == nil {
@@ -401,10 +366,10 @@ func TestFirstChildFails(t *testing.T) {
 	modeFile := filepath.Join(t.TempDir(), "mode")
 	os.WriteFile(modeFile, []byte("exit"), 0o644)
 	p := startRaw(t, nil, "run", "--log-format", "json", "--listen", "tcp://127.0.0.1:0", "--", bin.server, "-mode-file", modeFile)
-	if code := p.wait(10 * time.Second); code == 0 {
+	if code := p.Wait(10 * time.Second); code == 0 {
 		t.Fatal("hitless exited 0 although its first child failed")
 	}
-	if out := p.logs(); !strings.Contains(out, "first child") || !strings.Contains(out, "exit status 1") {
+	if out := p.Output(); !strings.Contains(out, "first child") || !strings.Contains(out, "exit status 1") {
 		t.Errorf("the reason is not given: %s", out)
 	}
 }
@@ -412,21 +377,20 @@ func TestFirstChildFails(t *testing.T) {
 // A serving child that dies is restarted; the socket stays open, so
 // clients wait in the backlog instead of being refused.
 func TestCrashRestart(t *testing.T) {
-	p := startHitless(t, opts{})
-	in := getInfo(t, p.addr)
-	m := p.mark()
+	p := start(t, harness.Options{})
+	in := getInfo(t, p.Addr())
 	syscall.Kill(in.PID, syscall.SIGKILL)
 	// A connection made while nothing serves is queued, not refused.
-	c, err := net.Dial("tcp", p.addr)
+	c, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatalf("connect while the child is down: %v", err)
 	}
 	c.Close()
-	_, r := p.waitSince(m, 10*time.Second, msgIs("serving"))
-	if r.int("generation") != 2 {
-		t.Errorf("generation %d serves after the crash, want 2", r.int("generation"))
+	st := p.WaitStatus(10*time.Second, func(s harness.Status) bool { g, ok := s.Serving(); return ok && g.PID != in.PID })
+	if g, _ := st.Serving(); g.Generation != 2 {
+		t.Errorf("generation %d serves after the crash, want 2", g.Generation)
 	}
-	if in := getInfo(t, p.addr); in.Generation != "2" {
+	if in := getInfo(t, p.Addr()); in.Generation != "2" {
 		t.Errorf("generation %s answers", in.Generation)
 	}
 }
@@ -434,52 +398,36 @@ func TestCrashRestart(t *testing.T) {
 // SIGTERM drains the children and hitless exits with the child's status;
 // SIGUSR1 is forwarded to the serving child's group.
 func TestStopAndForward(t *testing.T) {
-	p := startHitless(t, opts{cmd: []string{"/bin/sh", "-c", `trap 'echo got-usr1 >&2' USR1; trap 'exit 7' TERM; while :; do sleep 0.05; done`}, args: []string{"--ready", "delay:200ms"}})
-	p.waitFor(10*time.Second, msgIs("serving"))
-	p.signal(syscall.SIGUSR1)
-	p.waitFor(10*time.Second, msgIs("forwarding signal"))
-	waitOutput(t, p, "got-usr1")
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(10 * time.Second); code != 7 {
+	p := start(t, harness.Options{
+		Command: []string{"/bin/sh", "-c", `trap 'echo got-usr1 >&2' USR1; trap 'exit 7' TERM; while :; do sleep 0.05; done`},
+		Args:    []string{"--ready", "delay:200ms"},
+	})
+	p.Signal(syscall.SIGUSR1)
+	// An act, not a state: only the log and the child's output show it.
+	p.WaitFor(10*time.Second, harness.Is("forwarding signal"))
+	p.WaitOutput(10*time.Second, "got-usr1")
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != 7 {
 		t.Errorf("exit code %d, want the child's 7", code)
-	}
-}
-
-func waitOutput(t *testing.T, p *proc, s string) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		p.mu.Lock()
-		ok := strings.Contains(p.output.String(), s)
-		changed := p.changed
-		p.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline:
-			t.Fatalf("output never contained %q", s)
-		}
 	}
 }
 
 // If hitless is killed outright, its children do not linger on the port.
 func TestHitlessKilled(t *testing.T) {
-	p := startHitless(t, opts{})
-	in := getInfo(t, p.addr)
-	p.signal(syscall.SIGKILL)
-	p.wait(10 * time.Second)
-	waitUntil(t, 10*time.Second, fmt.Sprintf("child %d gone", in.PID), func() bool { return !alive(in.PID) })
+	p := start(t, harness.Options{})
+	in := getInfo(t, p.Addr())
+	p.Signal(syscall.SIGKILL)
+	p.Wait(10 * time.Second)
+	waitUntil(t, 10*time.Second, fmt.Sprintf("child %d gone", in.PID), func() bool { return !harness.Alive(in.PID) })
 }
 
 // hitless reaps orphans that are re-parented to it.
 func TestReapsOrphans(t *testing.T) {
 	modeFile := filepath.Join(t.TempDir(), "mode")
 	os.WriteFile(modeFile, []byte("orphan"), 0o644)
-	p := startHitless(t, opts{srv: []string{"-mode-file", modeFile}})
-	in := getInfo(t, p.addr)
-	pid := p.pid()
+	p := start(t, harness.Options{}, "-mode-file", modeFile)
+	in := getInfo(t, p.Addr())
+	pid := p.PID()
 	waitUntil(t, 10*time.Second, "orphan reaped", func() bool {
 		kids := children(t, pid)
 		for k, st := range kids {
@@ -503,7 +451,7 @@ func TestUnixSocket(t *testing.T) {
 	// Closing a listener normally unlinks the file; keep it, as a crash would.
 	stale.(interface{ SetUnlinkOnClose(bool) }).SetUnlinkOnClose(false)
 	stale.Close()
-	p := startHitless(t, opts{args: []string{"--listen", "unix://" + path + "?mode=0600"}})
+	p := start(t, harness.Options{Args: []string{"--listen", "unix://" + path + "?mode=0600"}})
 	fi, err := os.Stat(path)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket file: %v, mode %v", err, fi.Mode())
@@ -515,11 +463,11 @@ func TestUnixSocket(t *testing.T) {
 	c.Close()
 	// A second hitless on the same live path refuses it.
 	q := startRaw(t, nil, "run", "--listen", "unix://"+path, "--", bin.server)
-	if code := q.wait(10 * time.Second); code != 2 || !strings.Contains(q.logs(), "already in use") {
-		t.Errorf("second hitless on a live socket: exit %d, %s", code, q.logs())
+	if code := q.Wait(10 * time.Second); code != 2 || !strings.Contains(q.Output(), "already in use") {
+		t.Errorf("second hitless on a live socket: exit %d, %s", code, q.Output())
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(30 * time.Second); code != 0 {
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(30 * time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM", code)
 	}
 	if _, err := os.Lstat(path); err == nil {
@@ -531,17 +479,21 @@ func TestUnixSocket(t *testing.T) {
 func TestSecondSIGINT(t *testing.T) {
 	modeFile := filepath.Join(t.TempDir(), "mode")
 	os.WriteFile(modeFile, []byte("ignore-term"), 0o644)
-	p := startHitless(t, opts{srv: []string{"-mode-file", modeFile}})
-	in := getInfo(t, p.addr)
-	m := p.mark()
-	p.signal(syscall.SIGINT)
-	p.waitSince(m, 10*time.Second, msgIs("draining"))
-	p.signal(syscall.SIGINT)
-	p.waitSince(m, 10*time.Second, msgIs("second SIGINT: killing every child now"))
-	if code := p.wait(10 * time.Second); code != 128+int(syscall.SIGKILL) {
+	p := start(t, harness.Options{}, "-mode-file", modeFile)
+	in := getInfo(t, p.Addr())
+	m := p.Mark()
+	p.Signal(syscall.SIGINT)
+	p.WaitStatus(10*time.Second, func(s harness.Status) bool {
+		g, ok := s.Gen(1)
+		return s.Stopping && ok && g.State == harness.StateDraining
+	})
+	p.Signal(syscall.SIGINT)
+	// An act, not a state: only the log tells.
+	p.WaitSince(m, 10*time.Second, harness.Is("second SIGINT: killing every child now"))
+	if code := p.Wait(10 * time.Second); code != 128+int(syscall.SIGKILL) {
 		t.Errorf("exit code %d, want %d (the child was killed)", code, 128+int(syscall.SIGKILL))
 	}
-	if alive(in.PID) {
+	if harness.Alive(in.PID) {
 		t.Errorf("child %d still alive", in.PID)
 	}
 }
@@ -549,9 +501,9 @@ func TestSecondSIGINT(t *testing.T) {
 // --output-prefix marks every line of the child's output with its
 // generation and pid.
 func TestOutputPrefix(t *testing.T) {
-	p := startHitless(t, opts{args: []string{"--output-prefix"}})
-	in := getInfo(t, p.addr)
-	waitOutput(t, p, fmt.Sprintf("[gen 1 pid %d] ", in.PID))
+	p := start(t, harness.Options{Args: []string{"--output-prefix"}})
+	in := getInfo(t, p.Addr())
+	p.WaitOutput(10*time.Second, fmt.Sprintf("[gen 1 pid %d] ", in.PID))
 }
 
 // As PID 1 of a container (a new PID namespace), hitless reloads, reaps
@@ -566,15 +518,15 @@ func TestPID1(t *testing.T) {
 	}
 	modeFile := filepath.Join(t.TempDir(), "mode")
 	os.WriteFile(modeFile, []byte("orphan"), 0o644)
-	p := startHitless(t, opts{wrap: []string{unshare, "--pid", "--fork", "--mount-proc"}, srv: []string{"-mode-file", modeFile}})
-	if in := getInfo(t, p.addr); in.PPID != 1 {
+	p := start(t, harness.Options{Wrap: []string{unshare, "--pid", "--fork", "--mount-proc"}}, "-mode-file", modeFile)
+	if in := getInfo(t, p.Addr()); in.PPID != 1 {
 		t.Fatalf("the child's parent is pid %d inside the namespace, want hitless as 1", in.PPID)
 	}
-	p.reloadDrained()
+	p.ReloadDrained()
 	// The orphan each generation leaves is reaped by hitless as PID 1:
 	// only the serving child remains, and it is no zombie.
 	waitUntil(t, 10*time.Second, "orphans reaped", func() bool {
-		kids := children(t, p.pid())
+		kids := children(t, p.PID())
 		for _, state := range kids {
 			if state == "Z" {
 				return false
@@ -582,8 +534,8 @@ func TestPID1(t *testing.T) {
 		}
 		return len(kids) == 1
 	})
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(30 * time.Second); code != 0 {
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(30 * time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM", code)
 	}
 }
@@ -591,41 +543,44 @@ func TestPID1(t *testing.T) {
 // A SIGHUP while the first child is still starting is queued: the first
 // child serves, then the queued reload replaces it.
 func TestReloadDuringStart(t *testing.T) {
-	p := startHitless(t, opts{args: []string{"--ready", "delay:300ms"}, noWait: true})
-	p.waitFor(10*time.Second, func(r record) bool { return r.msg() == "started" && r.int("generation") == 1 })
-	p.signal(syscall.SIGHUP)
-	i, _ := p.waitSince(0, 10*time.Second, func(r record) bool { return r.msg() == "serving" && r.int("generation") == 1 })
-	p.waitSince(i, 10*time.Second, func(r record) bool { return r.msg() == "serving" && r.int("generation") == 2 })
-	p.waitSince(i, 10*time.Second, func(r record) bool { return r.msg() == "drained" && r.int("generation") == 1 })
+	p := start(t, harness.Options{Args: []string{"--ready", "delay:300ms"}, NoWait: true})
+	// The log, not the status: the SIGHUP must land within the 300ms the
+	// first child takes, and the test is about the order of events.
+	p.WaitFor(10*time.Second, harness.IsGen("started", 1))
+	p.Signal(syscall.SIGHUP)
+	i, _ := p.WaitSince(0, 10*time.Second, harness.IsGen("serving", 1))
+	p.WaitSince(i, 10*time.Second, harness.IsGen("serving", 2))
+	p.WaitSince(i, 10*time.Second, harness.IsGen("drained", 1))
 }
 
 // SIGTERM while a reload is in flight: the starting child is stopped too,
 // and hitless exits with the serving child's status.
 func TestStopDuringReload(t *testing.T) {
-	p := startHitless(t, opts{args: []string{"--ready", "delay:2s", "--ready-timeout", "30s"}})
-	m := p.mark()
-	p.signal(syscall.SIGHUP)
-	p.waitSince(m, 10*time.Second, func(r record) bool { return r.msg() == "started" && r.int("generation") == 2 })
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(20 * time.Second); code != 0 {
+	p := start(t, harness.Options{Args: []string{"--ready", "delay:2s", "--ready-timeout", "30s"}})
+	m := p.Mark()
+	p.Signal(syscall.SIGHUP)
+	p.WaitStatus(10*time.Second, func(s harness.Status) bool { g, ok := s.Gen(2); return ok && g.State == harness.StateStarting })
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(20 * time.Second); code != 0 {
 		t.Errorf("exit code %d, want the serving child's 0", code)
 	}
-	p.waitSince(m, time.Second, func(r record) bool { return r.msg() == "stopped before ready" && r.int("generation") == 2 })
-	p.waitSince(m, time.Second, func(r record) bool { return r.msg() == "stopped" && r.int("generation") == 1 })
+	// hitless has exited: how each child ended is in its log alone.
+	p.WaitSince(m, time.Second, harness.IsGen("stopped before ready", 2))
+	p.WaitSince(m, time.Second, harness.IsGen("stopped", 1))
 }
 
 // A reload asked for while a crashed child waits out its restart delay
 // runs at once: the operator's fix need not wait for the backoff.
 func TestReloadDuringBackoff(t *testing.T) {
-	p := startHitless(t, opts{args: []string{"--backoff-min", "20s", "--backoff-max", "40s"}})
-	in := getInfo(t, p.addr)
-	m := p.mark()
+	p := start(t, harness.Options{Args: []string{"--backoff-min", "20s", "--backoff-max", "40s"}})
+	in := getInfo(t, p.Addr())
 	syscall.Kill(in.PID, syscall.SIGKILL)
-	p.waitSince(m, 10*time.Second, msgIs("no serving child: restarting"))
-	p.signal(syscall.SIGHUP)
+	// The child is reaped and the restart is 20s away: no generation.
+	p.WaitStatus(10*time.Second, gens(0))
+	p.Signal(syscall.SIGHUP)
 	// Well before the 20s delay would have run out.
-	_, r := p.waitSince(m, 10*time.Second, msgIs("serving"))
-	if r.int("generation") != 2 {
-		t.Errorf("generation %d serves, want 2", r.int("generation"))
+	st := p.WaitStatus(10*time.Second, func(s harness.Status) bool { _, ok := s.Serving(); return ok })
+	if g, _ := st.Serving(); g.Generation != 2 {
+		t.Errorf("generation %d serves, want 2", g.Generation)
 	}
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // hitless under a fake systemd: a notification socket the test owns,
@@ -17,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/internal/harness"
 	"github.com/hitless/hitless/internal/sdnotify"
 )
 
@@ -36,12 +39,7 @@ type fakeSystemd struct {
 
 func newFakeSystemd(t *testing.T) *fakeSystemd {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "hl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	f := &fakeSystemd{t: t, path: filepath.Join(dir, "notify"), msgs: make(chan sdnotify.Message, 4096)}
+	f := &fakeSystemd{t: t, path: filepath.Join(harness.ShortDir(t), "notify"), msgs: make(chan sdnotify.Message, 4096)}
 	conn, err := sdnotify.Listen(f.path)
 	if err != nil {
 		t.Fatal(err)
@@ -176,40 +174,40 @@ func TestSystemdNotifications(t *testing.T) {
 	// Each child takes 300ms to start, as a real server would: a ping in
 	// that time would be a lie.
 	child := []string{"/bin/sh", "-c", `sleep 0.3; exec "$1" -mode-file "$2"`, "sh", bin.server, modeFile}
-	p := startHitless(t, opts{
-		env:  []string{"NOTIFY_SOCKET=" + sd.path, "WATCHDOG_USEC=200000"},
-		args: []string{"--control", sock, "--backoff-min", "1s"},
-		cmd:  child,
+	p := start(t, harness.Options{
+		Env:     []string{"NOTIFY_SOCKET=" + sd.path, "WATCHDOG_USEC=200000"},
+		Args:    []string{"--control", sock, "--backoff-min", "1s"},
+		Command: child,
 	})
-	pid := p.cmd.Process.Pid
+	pid := p.PID()
 
 	// Start-up.
 	checkReady(t, sd.next(20*time.Second, pid), "serving: generation 1")
 	if sd.pings != 0 {
 		t.Errorf("%d WATCHDOG=1 before the first child was ready", sd.pings)
 	}
-	checkChildEnv(t, p.addr, sd.path)
+	checkChildEnv(t, p.Addr(), sd.path)
 
 	// Type=notify-reload: systemd sends SIGHUP right after READY=1; the
 	// handler must already be in place.
 	before := monotonicUsec(t)
-	p.signal(syscall.SIGHUP)
+	p.Signal(syscall.SIGHUP)
 	checkReloading(t, sd.next(20*time.Second, pid), before)
 	checkReady(t, sd.next(20*time.Second, pid), "reload succeeded: generation 2")
 
 	// Type=notify with ExecReload=hitless reload.
 	before = monotonicUsec(t)
-	if r := cli(t, 60*time.Second, nil, "reload", "--control", sock, "--timeout", "30s"); r.code != 0 {
+	if r := cli(t, 60*time.Second, nil, "reload", "--control", sock, "--timeout", "30s"); r.Code != 0 {
 		t.Fatalf("hitless reload: %v", r)
 	}
 	checkReloading(t, sd.next(20*time.Second, pid), before)
 	checkReady(t, sd.next(20*time.Second, pid), "reload succeeded: generation 3")
-	checkChildEnv(t, p.addr, sd.path)
+	checkChildEnv(t, p.Addr(), sd.path)
 
 	// A failed reload ends with READY=1 too, and says so.
 	os.WriteFile(modeFile, []byte("exit"), 0o644)
 	before = monotonicUsec(t)
-	if r := cli(t, 60*time.Second, nil, "reload", "--control", sock, "--timeout", "30s"); r.code != 1 {
+	if r := cli(t, 60*time.Second, nil, "reload", "--control", sock, "--timeout", "30s"); r.Code != 1 {
 		t.Fatalf("failing reload: want exit 1: %v", r)
 	}
 	checkReloading(t, sd.next(20*time.Second, pid), before)
@@ -221,10 +219,12 @@ func TestSystemdNotifications(t *testing.T) {
 	// No serving child, no ping: between the crash (as hitless logged it,
 	// then the marker) and the restarted child's report.
 	pingsServing := sd.pings
-	in := getInfo(t, p.addr)
-	mk := p.mark()
+	in := getInfo(t, p.Addr())
+	mk := p.Mark()
 	syscall.Kill(in.PID, syscall.SIGKILL)
-	p.waitSince(mk, 20*time.Second, msgIs("serving child died"))
+	// The log, not the status: the marker must go out within the 1s
+	// before the restart, and the record comes as soon as hitless knows.
+	p.WaitSince(mk, 20*time.Second, harness.Is("serving child died"))
 	sd.mark()
 	v := expect(t, sd.next(20*time.Second, pid), "STATUS")
 	if !strings.HasPrefix(v["STATUS"], "restarted: generation 5") {
@@ -242,9 +242,9 @@ func TestSystemdNotifications(t *testing.T) {
 	}
 
 	// Stop.
-	p.signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	expect(t, sd.next(20*time.Second, pid), "STOPPING")
-	if code := p.wait(30 * time.Second); code != 0 {
+	if code := p.Wait(30 * time.Second); code != 0 {
 		t.Errorf("hitless exited %d", code)
 	}
 	// Nothing but pings after STOPPING=1: all hitless sent is queued

@@ -1,6 +1,7 @@
 // Command loadgen sends a bounded stream of POST /orders to the orders
 // demo and counts what happened: acknowledged (202) orders, and failures
-// by class. It prints one JSON object (with -json) or one summary line.
+// by class (internal/harness's load and classes). It prints one JSON
+// object (with -json) or one summary line.
 //
 //	loadgen -url http://127.0.0.1:8080 -n 5000 -c 8 -rate 500 -keepalive=false
 package main
@@ -8,18 +9,17 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/signal"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/hitless/hitless/internal/harness"
 )
 
 // Result is what loadgen reports.
@@ -40,6 +40,7 @@ func main() {
 	rate := flag.Float64("rate", 0, "orders per second over all clients (0: as fast as possible)")
 	keepAlive := flag.Bool("keepalive", true, "reuse connections; false opens a new connection per request")
 	timeout := flag.Duration("timeout", 30*time.Second, "per-request timeout")
+	maxTime := flag.Duration("max-time", 10*time.Minute, "stop sending after this long, whatever is left of -n")
 	idempotency := flag.Bool("idempotency-key", true, "send an Idempotency-Key with each POST, as a careful client does; Go's client then retries a POST whose idle keep-alive connection the server closed just as it was sent (a race in HTTP/1.1 itself, not in the server)")
 	asJSON := flag.Bool("json", false, "print a JSON object instead of a summary line")
 	waitPID := flag.Int("wait-new-pid", -1, "instead of sending orders: wait until GET /healthz answers from a pid other than this one (0: any), print that pid and exit")
@@ -59,7 +60,7 @@ func main() {
 	// Ctrl-C stops sending; what was sent is still reported.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res := run(ctx, *url, *n, *c, *rate, *keepAlive, *idempotency, *timeout)
+	res := run(ctx, *url, *n, *c, *rate, *keepAlive, *idempotency, *timeout, *maxTime)
 	if *asJSON {
 		json.NewEncoder(os.Stdout).Encode(res)
 		return
@@ -106,91 +107,41 @@ func summary(r Result) string {
 	return s
 }
 
-func run(ctx context.Context, url string, n, workers int, rate float64, keepAlive, idempotency bool, timeout time.Duration) Result {
+func run(ctx context.Context, url string, n, workers int, rate float64, keepAlive, idempotency bool, timeout, maxTime time.Duration) Result {
 	start := time.Now()
-	tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: workers}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: timeout}
-
-	jobs := make(chan int)
-	go func() { // the pacer owns jobs
-		defer close(jobs)
-		var tick *time.Ticker
-		if rate > 0 {
-			tick = time.NewTicker(time.Duration(float64(time.Second) / rate))
-			defer tick.Stop()
-		}
-		for i := range n {
-			if tick != nil {
-				select {
-				case <-tick.C:
-				case <-ctx.Done():
-					return
-				}
+	tally := harness.StartLoad(ctx, harness.LoadOptions{
+		Workers:   workers,
+		KeepAlive: keepAlive,
+		Requests:  int64(n),
+		Duration:  maxTime,
+		Rate:      rate,
+		Timeout:   timeout,
+		Want:      http.StatusAccepted,
+		NewRequest: func(i int64) (*http.Request, error) {
+			ref := fmt.Sprintf("loadgen-%d-%d", start.UnixNano(), i)
+			body := fmt.Sprintf(`{"item":"widget","qty":%d,"ref":%q}`, i%5+1, ref)
+			req, err := http.NewRequest(http.MethodPost, url+"/orders", strings.NewReader(body))
+			if err != nil {
+				return nil, err
 			}
-			select {
-			case jobs <- i:
-			case <-ctx.Done():
-				return
+			req.Header.Set("Content-Type", "application/json")
+			if idempotency {
+				req.Header.Set("Idempotency-Key", ref)
 			}
-		}
-	}()
-
-	var mu sync.Mutex
-	res := Result{Failures: map[string]int{}, KeepAlive: keepAlive, Idempotency: idempotency}
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := range jobs {
-				ref := fmt.Sprintf("loadgen-%d-%d", start.UnixNano(), i)
-				body := fmt.Sprintf(`{"item":"widget","qty":%d,"ref":%q}`, i%5+1, ref)
-				req, _ := http.NewRequest(http.MethodPost, url+"/orders", strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				if idempotency {
-					req.Header.Set("Idempotency-Key", ref)
-				}
-				resp, err := client.Do(req)
-				class := ""
-				switch {
-				case err != nil:
-					class = classify(err)
-				case resp.StatusCode != http.StatusAccepted:
-					class = "status " + resp.Status
-				}
-				if resp != nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				mu.Lock()
-				res.Sent++
-				if class == "" {
-					res.Acknowledged++
-				} else {
-					res.Failed++
-					res.Failures[class]++
-				}
-				mu.Unlock()
-			}
-		})
+			return req, nil
+		},
+	}).Wait()
+	res := Result{
+		Sent:         int(tally.Sent()),
+		Acknowledged: int(tally.OK()),
+		Failed:       int(tally.Failed()),
+		Failures:     map[string]int{},
+		KeepAlive:    keepAlive,
+		Idempotency:  idempotency,
+		Seconds:      time.Since(start).Seconds(),
 	}
-	wg.Wait()
-	res.Seconds = time.Since(start).Seconds()
+	for c, k := range tally.Failures() {
+		res.Failures[string(c)] = k
+	}
 	return res
-}
-
-func classify(err error) string {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "connection reset"
-	case strings.Contains(msg, "server closed idle connection"):
-		return "server closed idle connection"
-	case strings.Contains(msg, "EOF"):
-		return "closed without response (EOF)"
-	case errors.Is(err, context.DeadlineExceeded), strings.Contains(msg, "Timeout"):
-		return "timeout"
-	}
-	return msg
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -137,5 +138,5 @@ func machine() string {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = ", Linux " + strings.TrimSpace(string(b))
 	}
-	return fmt.Sprintf("%d × %s%s%s", numCPU(), cpu, mem, kernel)
+	return fmt.Sprintf("%d × %s%s%s", runtime.NumCPU(), cpu, mem, kernel)
 }

@@ -1,11 +1,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -56,40 +51,5 @@ time for request:       72us     67.08ms      3.35ms      2.71ms    87.47%
 	want := h2loadResult{Total: 138075, Succeeded: 138072, Failed: 3, Errored: 3, Status2xx: 138072, RPS: 23012, Mean: "3.35ms", Max: "67.08ms"}
 	if r != want {
 		t.Errorf("parsed %+v, want %+v", r, want)
-	}
-}
-
-func TestClassify(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want string
-	}{
-		{&net.OpError{Op: "dial", Err: &net.AddrError{}}, classOther},
-		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), classRefused},
-		{fmt.Errorf("read: %w", syscall.ECONNRESET), classReset},
-		{fmt.Errorf("write: %w", syscall.EPIPE), classReset},
-		{fmt.Errorf("Post: %w", io.EOF), classEOF},
-		{io.ErrUnexpectedEOF, classEOF},
-		{errors.New("net/http: HTTP/1.x transport connection broken: http: server closed idle connection"), classEOF},
-		{errors.New("Post: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"), classTimeout},
-	} {
-		if got := classify(tc.err); got != tc.want {
-			t.Errorf("classify(%v) = %s, want %s", tc.err, got, tc.want)
-		}
-	}
-}
-
-func TestPercentile(t *testing.T) {
-	var d []time.Duration
-	for i := 1; i <= 100; i++ {
-		d = append(d, time.Duration(i))
-	}
-	for p, want := range map[float64]time.Duration{50: 50, 99: 99, 100: 100, 1: 1} {
-		if got := percentile(d, p); got != want {
-			t.Errorf("p%v = %v, want %v", p, got, want)
-		}
-	}
-	if percentile(nil, 50) != 0 {
-		t.Error("empty")
 	}
 }

@@ -1,0 +1,227 @@
+// Command hitless-bench measures what hitless claims: that clients see
+// nothing of a reload. It runs the test server (internal/e2e/testserver)
+// directly and under hitless, on 127.0.0.1 only, drives it with wrk,
+// h2load and load clients of its own (POSTs, which no client retries;
+// internal/harness), and prints one markdown table in which every figure
+// comes from this run. Each scenario is bounded in time; one that fails
+// stops what it started, and ends the run with an error.
+//
+// scripts/bench.sh installs the tools, builds the binaries and runs it:
+//
+//	hitless-bench -hitless BIN -server BIN -wrk wrk -h2load h2load [-quick] [-out docs/benchmarks.md]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type bins struct {
+	hitless, server, wrk, h2load string
+}
+
+type row struct {
+	num, scenario, setup, requests, failures, rps, p50, p99, other string
+}
+
+// plan holds the sizes of a run; -quick shrinks them.
+type plan struct {
+	rounds       int           // baseline rounds, alternating direct and hitless
+	wrkTime      time.Duration // per wrk run
+	reloadRun    time.Duration // scenarios 3, 4
+	reloadEvery  time.Duration
+	latencyN     int // scenario 5
+	costReloads  int // scenario 6
+	kills        int // scenario 7
+	scaleConns   int
+	scaleActive  int
+	scaleRun     time.Duration
+	scaleEvery   time.Duration
+	sseStreams   int
+	h2Run        time.Duration
+	h2ReloadEach time.Duration
+}
+
+func fullPlan() plan {
+	return plan{
+		rounds: 5, wrkTime: 4 * time.Second,
+		reloadRun: 30 * time.Second, reloadEvery: 1500 * time.Millisecond,
+		latencyN: 50, costReloads: 1000, kills: 5,
+		scaleConns: 10000, scaleActive: 100, scaleRun: 30 * time.Second, scaleEvery: 6 * time.Second, sseStreams: 100,
+		h2Run: 20 * time.Second, h2ReloadEach: 2 * time.Second,
+	}
+}
+
+// quickPlan is fullPlan with shorter runs and fewer repetitions.
+func quickPlan() plan {
+	p := fullPlan()
+	p.rounds, p.wrkTime = 2, 3*time.Second
+	p.reloadRun = 10 * time.Second
+	p.costReloads, p.kills = 200, 3
+	p.scaleRun = 15 * time.Second
+	p.h2Run = 10 * time.Second
+	return p
+}
+
+// bench is one run: what every scenario needs, and the totals of the
+// reload scenarios for the headline.
+type bench struct {
+	bins
+	plan   plan
+	tmp    string
+	totals map[string][2]int // scenario name -> requests, failed
+}
+
+func main() {
+	var b bins
+	flag.StringVar(&b.hitless, "hitless", "", "hitless binary")
+	flag.StringVar(&b.server, "server", "", "test server binary (internal/e2e/testserver)")
+	flag.StringVar(&b.wrk, "wrk", "wrk", "wrk binary")
+	flag.StringVar(&b.h2load, "h2load", "h2load", "h2load binary")
+	quick := flag.Bool("quick", false, "shorter runs (about 3 minutes instead of 5)")
+	out := flag.String("out", "", "also write the report to this file")
+	only := flag.String("only", "", "comma-separated scenario numbers to run (default: all)")
+	commit := flag.String("commit", "", "commit being measured, for the header")
+	flag.Parse()
+	if b.hitless == "" || b.server == "" {
+		fmt.Fprintln(os.Stderr, "hitless-bench: -hitless and -server are required")
+		os.Exit(2)
+	}
+	if err := run(b, *quick, *only, *commit, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "hitless-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(b bins, quick bool, only, commit, out string) error {
+	p := fullPlan()
+	if quick {
+		p = quickPlan()
+	}
+	raiseNoFile()
+	tmp, err := os.MkdirTemp("", "hitless-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bn := &bench{bins: b, plan: p, tmp: tmp, totals: map[string][2]int{}}
+
+	want := func(n string) bool {
+		return only == "" || slices.Contains(strings.Split(only, ","), n)
+	}
+	r := &report{started: time.Now(), plan: p, quick: quick}
+	steps := []struct {
+		nums string
+		fn   func(*scenario) []row
+	}{
+		{"1,2", benchBaseline},
+		{"3,4", benchReloads},
+		{"5,6", benchCost},
+		{"7", benchCrash},
+		{"8", benchScale},
+		{"9", benchH2C},
+	}
+	for _, s := range steps {
+		run := false
+		for n := range strings.SplitSeq(s.nums, ",") {
+			run = run || want(n)
+		}
+		if !run {
+			continue
+		}
+		t := time.Now()
+		logf("scenario %s ...", s.nums)
+		rows, err := bn.run(s.fn)
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", s.nums, err)
+		}
+		logf("scenario %s done in %v", s.nums, time.Since(t).Round(time.Second))
+		r.rows = append(r.rows, rows...)
+	}
+	r.took = time.Since(r.started)
+	text := r.markdown(b, commit, bn.headline())
+	fmt.Print(text)
+	if out != "" {
+		return os.WriteFile(out, []byte(text), 0o644)
+	}
+	return nil
+}
+
+// scenario is the run of one scenario, and the harness.TB it gives
+// internal/harness: as a failed test ends its goroutine, a failed
+// scenario ends its own (runtime.Goexit), and the cleanups it registered
+// stop what it started.
+type scenario struct {
+	*bench
+	err      error
+	cleanups []func()
+}
+
+// run runs fn on a goroutine of its own and returns its rows, or the
+// failure that ended it.
+func (b *bench) run(fn func(*scenario) []row) ([]row, error) {
+	s := &scenario{bench: b}
+	var rows []row
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			for i := len(s.cleanups) - 1; i >= 0; i-- {
+				s.cleanups[i]()
+			}
+		}()
+		rows = fn(s)
+	}()
+	<-done
+	return rows, s.err
+}
+
+func (s *scenario) Helper()          {}
+func (s *scenario) Cleanup(f func()) { s.cleanups = append(s.cleanups, f) }
+func (s *scenario) Failed() bool     { return s.err != nil }
+
+// Fatalf records the failure and ends the scenario's goroutine.
+func (s *scenario) Fatalf(format string, args ...any) {
+	if s.err == nil {
+		s.err = fmt.Errorf(format, args...)
+	}
+	runtime.Goexit()
+}
+
+// Logf logs to stderr; of a long text (hitless's whole log when a
+// scenario fails) only the end.
+func (s *scenario) Logf(format string, args ...any) {
+	const most = 16 << 10
+	msg := fmt.Sprintf(format, args...)
+	if len(msg) > most {
+		msg = "…" + msg[len(msg)-most:]
+	}
+	logf("%s", msg)
+}
+
+// check ends the scenario if err is not nil.
+func (s *scenario) check(err error) {
+	if err != nil {
+		s.Fatalf("%v", err)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "hitless-bench: "+format+"\n", args...)
+}
+
+// raiseNoFile lifts the soft open-files limit to the hard one, for this
+// process and what it starts: 10,000 connections need more than 1024.
+func raiseNoFile() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}

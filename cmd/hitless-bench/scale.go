@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hitless/hitless/internal/harness"
+)
+
+// ---- 8: 10,000 connections and event streams across reloads ----
+
+func benchScale(s *scenario) []row {
+	var rows []row
+	for _, v := range []struct {
+		name string
+		srv  []string
+	}{
+		{"childproc defaults (lame duck up to 5 s, idle connections closed once quiet 250 ms)", nil},
+		{"lame duck up to 20 s, idle connections closed once quiet 16 s (longer than the clients' idle interval)", []string{"-lame-duck=20s", "-lame-duck-quiet=16s"}},
+	} {
+		r := benchScaleOnce(s, v.srv)
+		r[0].setup = v.name + "; " + r[0].setup
+		if len(rows) > 0 {
+			r[0].num, r[0].scenario = "", ""
+		}
+		rows = append(rows, r...)
+	}
+	return rows
+}
+
+func benchScaleOnce(s *scenario, srv []string) []row {
+	p := s.plan
+	h := s.startHitless(nil, srv...)
+	defer h.Stop() // before the next variant starts, not at the scenario's end
+	restUsage, _ := harness.ProcUsage(h.PID())
+	st := &scaleStats{}
+	ctx, cancel := context.WithTimeout(context.Background(), p.scaleRun+60*time.Second)
+	defer cancel()
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var wg sync.WaitGroup
+	defer wg.Wait() // if the scenario fails: stopRun (deferred after) ends them
+	// Open the connections at a bounded pace so as not to overflow the
+	// accept queue (a SYN dropped there costs a 1 s retransmit).
+	sem := make(chan struct{}, 64)
+	var opened sync.WaitGroup
+	idle := p.scaleConns - p.scaleActive
+	openStart := time.Now()
+	for i := range p.scaleConns {
+		think := 10 * time.Second // idle: one request every 5-15 s
+		if i >= idle {
+			think = 50 * time.Millisecond // active
+		}
+		sem <- struct{}{}
+		opened.Add(1)
+		rc := &rawConn{addr: h.Addr(), stats: st}
+		wg.Go(func() {
+			rc.do()
+			opened.Done()
+			<-sem
+			rc.loopAfterFirst(runCtx, think)
+		})
+	}
+	opened.Wait()
+	openTook := time.Since(openStart)
+	logf("  %d connections open (%d) in %v", p.scaleConns, st.open.Load(), openTook.Round(time.Millisecond))
+	peakOpen := st.open.Load()
+
+	// Event streams that outlive the first reload.
+	sseEvents, sseEvery := 60, 100*time.Millisecond
+	var streams []*harness.Stream
+	for range p.sseStreams {
+		streams = append(streams, harness.OpenStream(h.Addr(), sseEvents, sseEvery))
+	}
+	for _, x := range streams {
+		<-x.First()
+	}
+
+	m := h.Mark()
+	var maxRSS int64
+	sampler := time.NewTicker(250 * time.Millisecond)
+	defer sampler.Stop()
+	reloadT := time.NewTicker(p.scaleEvery)
+	defer reloadT.Stop()
+	end := time.After(p.scaleRun)
+	reloads := 0
+	minOpen := peakOpen
+	h.Signal(syscall.SIGHUP) // the first at once, under the streams
+	reloads++
+loop:
+	for {
+		select {
+		case <-sampler.C:
+			if u, err := harness.ProcUsage(h.PID()); err == nil {
+				maxRSS = max(maxRSS, u.RSS)
+			}
+			minOpen = min(minOpen, st.open.Load())
+		case <-reloadT.C:
+			h.Signal(syscall.SIGHUP)
+			reloads++
+		case <-end:
+			break loop
+		}
+	}
+	broken := map[string]int{}
+	complete, events := 0, int64(0)
+	for _, x := range streams {
+		switch err := x.Err(); {
+		case err != nil:
+			broken[string(harness.Classify(err))]++
+		case x.Events() != int64(sseEvents):
+			broken[fmt.Sprintf("ended after %d of %d events", x.Events(), sseEvents)]++
+		default:
+			complete++
+		}
+		events += x.Events()
+	}
+	// Every generation but the last must have drained. The log, not the
+	// status: how long each drain took is in the log alone.
+	_, last := h.WaitSince(m, 60*time.Second, harness.IsGen("serving", reloads+1))
+	h.WaitSince(m, 60*time.Second, harness.IsGen("drained", last.Int("generation")-1))
+	stopRun()
+	wg.Wait()
+	var drains []time.Duration
+	var firstDrain time.Duration
+	for _, r := range h.Records(m) {
+		if r.Msg() == "drained" {
+			d := time.Duration(r.Int("took"))
+			drains = append(drains, d)
+			if r.Int("generation") == 1 {
+				firstDrain = d
+			}
+		}
+	}
+	t := &st.tally
+	nBroken := 0
+	var brokenText []string
+	for k, v := range broken {
+		nBroken += v
+		brokenText = append(brokenText, fmt.Sprintf("%s %d", k, v))
+	}
+	slices.Sort(brokenText)
+	brokenSummary := fmt.Sprintf("broken %d", nBroken)
+	if len(brokenText) > 0 {
+		brokenSummary += " (" + strings.Join(brokenText, ", ") + ")"
+	}
+	return []row{
+		{"8", "Scale: 10,000 keep-alive connections across reloads",
+			fmt.Sprintf("%d idle connections (a POST every 5-15 s each) + %d active (a POST every ~50 ms each), %d reloads in %v",
+				idle, p.scaleActive, reloads, p.scaleRun),
+			strconv.FormatInt(t.Sent(), 10), failureText(t), fmt.Sprintf("%.0f", float64(t.OK())/p.scaleRun.Seconds()), ms(t.Latency(50)), ms(t.Latency(99)),
+			fmt.Sprintf("%d connections opened in %s; closed by a draining generation while idle (reopened at their next request): %d; fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; old generations drained in median %s, max %s; hitless RSS %s at rest, at most %s during the run",
+				peakOpen, ms(openTook), st.idleClosed.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(), ms(median(drains)), ms(maxOf(drains)), mib(restUsage.RSS), mib(maxRSS))},
+		{"", "", fmt.Sprintf("%d server-sent event streams of %d events × %v, open across the first reload", p.sseStreams, sseEvents, sseEvery),
+			fmt.Sprintf("%d streams", p.sseStreams), brokenSummary,
+			"", "", "",
+			fmt.Sprintf("%d of %d streams got all %d events (%d events in all); the generation holding them drained in %s",
+				complete, p.sseStreams, sseEvents, events, ms(firstDrain))},
+	}
+}
+
+// rawConn is one hand-driven HTTP/1.1 keep-alive connection of the scale
+// scenario. Between requests it waits on a read: a server that closes the
+// idle connection is seen at once, and the client reconnects with a
+// request, as a pool that keeps its connections warm would.
+type rawConn struct {
+	addr  string
+	c     net.Conn
+	br    *bufio.Reader
+	stats *scaleStats
+}
+
+type scaleStats struct {
+	tally      harness.Tally
+	open       atomic.Int64 // connections open now
+	idleClosed atomic.Int64 // closed by the server while idle, then reopened
+	closeAsked atomic.Int64 // responses with "Connection: close"
+	failFresh  atomic.Int64 // failures on a connection dialed for this request
+	failReused atomic.Int64 // failures on a connection that had served before
+}
+
+var scaleRequest = []byte("POST /work HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\npayload")
+
+func (rc *rawConn) dial() error {
+	c, err := net.DialTimeout("tcp", rc.addr, 10*time.Second)
+	if err != nil {
+		rc.stats.tally.AddFailure(err)
+		return err
+	}
+	rc.c, rc.br = c, bufio.NewReader(c)
+	rc.stats.open.Add(1)
+	return nil
+}
+
+func (rc *rawConn) close() {
+	if rc.c != nil {
+		rc.c.Close()
+		rc.c = nil
+		rc.stats.open.Add(-1)
+	}
+}
+
+// do sends one request on the connection (dialing first if needed) and
+// reads the answer.
+func (rc *rawConn) do() {
+	fresh := rc.c == nil
+	if fresh && rc.dial() != nil {
+		return
+	}
+	start := time.Now()
+	resp, err := rc.roundTrip(start.Add(10 * time.Second))
+	if err != nil {
+		rc.stats.tally.AddFailure(err)
+		if fresh {
+			rc.stats.failFresh.Add(1)
+		} else {
+			rc.stats.failReused.Add(1)
+		}
+		if _, answered := err.(*harness.StatusError); !answered {
+			rc.close()
+			return
+		}
+	} else {
+		rc.stats.tally.AddOK(time.Since(start))
+	}
+	if resp.Close {
+		rc.stats.closeAsked.Add(1)
+		rc.close()
+	}
+}
+
+// roundTrip writes the request and reads the whole answer by deadline;
+// an answer other than 2xx comes back with a *harness.StatusError.
+func (rc *rawConn) roundTrip(deadline time.Time) (*http.Response, error) {
+	rc.c.SetDeadline(deadline)
+	if _, err := rc.c.Write(scaleRequest); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(rc.br, nil)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	rc.c.SetDeadline(time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return resp, &harness.StatusError{Code: resp.StatusCode, Status: resp.Status}
+	}
+	return resp, nil
+}
+
+// loopAfterFirst sends a request every think (randomized ±50%) until ctx
+// ends; the first was sent while opening. Between requests it waits on a
+// read, so a connection the server closes while idle is seen at once and
+// closed; the next request opens a new one, as a client's pool does.
+func (rc *rawConn) loopAfterFirst(ctx context.Context, think time.Duration) {
+	defer rc.close()
+	for ctx.Err() == nil {
+		next := time.Now().Add(think/2 + time.Duration(rand.Int64N(int64(think)+1)))
+		if rc.c != nil {
+			rc.c.SetReadDeadline(next)
+			_, err := rc.br.Peek(1)
+			if ctx.Err() != nil {
+				return
+			}
+			if ne, ok := err.(net.Error); err == nil || !ok || !ne.Timeout() {
+				rc.stats.idleClosed.Add(1)
+				rc.close()
+			}
+		}
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		rc.do()
+	}
+}

@@ -1,0 +1,47 @@
+package config
+
+import (
+	"syscall"
+	"testing"
+)
+
+// The values of hitless run's flags (--ready, --drain-signal, durations,
+// --log-format, --log-level) go through these parsers, which FuzzParse
+// reaches only inside YAML. Here they get raw strings: none may panic, and
+// what one accepts must survive a round trip through its canonical form.
+func FuzzFlagValues(f *testing.F) {
+	for _, s := range []string{"notify", "delay:2s", "delay:-1s", "delay:", "SIGTERM", "usr2", "15", "64", "33", "SIGKILL",
+		"30s", "1m30s", "30", "-5s", "json", "text", "debug", "warn", "\x00", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if m, err := ParseReady(s); err == nil {
+			back, err := ParseReady(m.String())
+			if err != nil || back != m {
+				t.Fatalf("ParseReady(%q) = %v, whose String %q parses to %v, %v", s, m, m.String(), back, err)
+			}
+			if !m.Notify && m.Delay <= 0 {
+				t.Fatalf("ParseReady(%q) accepted a delay of %v", s, m.Delay)
+			}
+		}
+		if sig, err := ParseSignal(s); err == nil {
+			if sig == syscall.SIGKILL || sig == syscall.SIGSTOP || sig < 1 || sig > 64 {
+				t.Fatalf("ParseSignal(%q) accepted %d", s, sig)
+			}
+			if back, err := ParseSignal(SignalName(sig)); err != nil || back != sig {
+				t.Fatalf("ParseSignal(%q) = %d, whose name %q parses to %d, %v", s, sig, SignalName(sig), back, err)
+			}
+		}
+		if d, err := ParseDuration(s); err == nil {
+			if back, err := ParseDuration(d.String()); d <= 0 || err != nil || back != d {
+				t.Fatalf("ParseDuration(%q) = %v, round trip %v, %v", s, d, back, err)
+			}
+		}
+		if v, err := ParseLogFormat(s); err == nil && v != LogText && v != LogJSON {
+			t.Fatalf("ParseLogFormat(%q) = %q", s, v)
+		}
+		if _, err := ParseLogLevel(s); err == nil && s != "debug" && s != "info" && s != "warn" && s != "error" {
+			t.Fatalf("ParseLogLevel(%q) accepted", s)
+		}
+	})
+}

@@ -1,0 +1,64 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// CLIResult is the outcome of one run of a command, such as a hitless
+// client (`hitless reload`, `status`, `stop`).
+type CLIResult struct {
+	Code           int // exit status
+	Stdout, Stderr string
+	Took           time.Duration
+}
+
+func (r CLIResult) String() string {
+	return fmt.Sprintf("exit %d after %v\nstdout: %s\nstderr: %s", r.Code, r.Took.Round(time.Millisecond), r.Stdout, r.Stderr)
+}
+
+// RunCLI runs argv, killing it if it still runs after d; an exit status
+// other than 0 is a result, not an error. A binary built with the race
+// detector sleeps a second before it exits, to catch late reports; a
+// client that is run often is told not to.
+func RunCLI(d time.Duration, argv ...string) (CLIResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	r := CLIResult{Stdout: stdout.String(), Stderr: stderr.String(), Took: time.Since(start)}
+	if ctx.Err() != nil {
+		return r, fmt.Errorf("%s: still running after %v", strings.Join(argv, " "), d)
+	}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		r.Code = exit.ExitCode()
+	default:
+		return r, fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+	}
+	return r, nil
+}
+
+// Build compiles the Go package pkg into the binary out, running go build
+// in dir (the current directory if empty) with flags such as -race.
+func Build(dir, out, pkg string, flags ...string) error {
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package harness
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ProcUsage reads pid's usage from /proc.
+func ProcUsage(pid int) (Usage, error) {
+	var u Usage
+	dir := "/proc/" + strconv.Itoa(pid)
+	status, err := os.ReadFile(dir + "/status")
+	if err != nil {
+		return u, err
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v) // "1234 kB"
+			if len(f) == 0 {
+				return u, fmt.Errorf("%s/status: VmRSS: %q", dir, v)
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return u, fmt.Errorf("%s/status: VmRSS: %w", dir, err)
+			}
+			u.RSS = kb << 10
+		}
+	}
+	f, err := statFields(pid)
+	if err != nil {
+		return u, err
+	}
+	// After the command: state(0) ppid(1) … utime(11) stime(12), in
+	// clock ticks, which Linux fixes at 100 a second for /proc.
+	if len(f) > 12 {
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		u.CPU = time.Duration(ut+st) * time.Second / 100
+	}
+	ents, err := os.ReadDir(dir + "/fd")
+	if err != nil {
+		return u, err
+	}
+	u.FDs = len(ents)
+	return u, nil
+}
+
+// Children lists the processes whose parent is pid, zombies included,
+// with their state letter (R, S, Z, …).
+func Children(pid int) (map[int]string, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	parent := strconv.Itoa(pid)
+	out := map[int]string{}
+	for _, e := range ents {
+		cpid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f, err := statFields(cpid)
+		if err != nil {
+			continue // gone since the listing
+		}
+		if len(f) > 2 && f[1] == parent {
+			out[cpid] = f[0]
+		}
+	}
+	return out, nil
+}
+
+// Alive reports whether pid exists and is not a zombie.
+func Alive(pid int) bool {
+	f, err := statFields(pid)
+	return err == nil && len(f) > 0 && f[0] != "Z"
+}
+
+// statFields returns the fields of /proc/PID/stat after the command, whose
+// name may hold spaces and parentheses.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: no command", pid)
+	}
+	return strings.Fields(string(b[i+1:])), nil
+}
