@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command hitless runs a server as a child process on sockets that it
 // holds for its whole life, and replaces the child without dropping a
 // connection. See the README and "hitless help".

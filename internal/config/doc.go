@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package config reads the YAML configuration file of "hitless run".
 //
 // A file holds the same settings as the flags of "hitless run", and the
