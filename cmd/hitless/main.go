@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hitless/hitless/supervisor"
 )
@@ -41,6 +42,13 @@ func execute(args []string) int {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		// A value that a flag's parser refused: "--flag: why", as the
+		// config file says "file:line: key: why"; the reason quotes the
+		// value.
+		var bad *pflag.InvalidValueError
+		if errors.As(err, &bad) {
+			err = fmt.Errorf("--%s: %w", bad.GetFlag().Name, bad.Unwrap())
+		}
 		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
 	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand())
