@@ -41,16 +41,7 @@ func execute(args []string) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		// A value that a flag's parser refused: "--flag: why", as the
-		// config file says "file:line: key: why"; the reason quotes the
-		// value.
-		var bad *pflag.InvalidValueError
-		if errors.As(err, &bad) {
-			err = fmt.Errorf("--%s: %w", bad.GetFlag().Name, bad.Unwrap())
-		}
-		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
-	})
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand())
 	root.SetArgs(args)
 	err := root.Execute()
@@ -71,6 +62,17 @@ func execute(args []string) int {
 		return 2
 	}
 	return 1
+}
+
+// flagError is the error of a flag that cannot be parsed: a usage error.
+// A value that the flag's parser refused reads "--flag: why", as the config
+// file says "file:line: key: why"; the reason quotes the value.
+func flagError(c *cobra.Command, err error) error {
+	var bad *pflag.InvalidValueError
+	if errors.As(err, &bad) {
+		err = fmt.Errorf("--%s: %w", bad.GetFlag().Name, bad.Unwrap())
+	}
+	return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 }
 
 // isCobraUsage recognises cobra's own errors for unknown commands and

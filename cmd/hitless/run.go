@@ -26,11 +26,7 @@ import (
 )
 
 func runCommand() *cobra.Command {
-	var configPath string
-	// The flags parse into a File of their own; run lays those that were
-	// given over the config file.
-	flags := config.Default()
-	settings := runSettings(flags)
+	var r *runFlags
 	c := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARG...]",
 		Short: "Hold the sockets and run COMMAND as a child that can be replaced without downtime",
@@ -58,18 +54,33 @@ The default NAME is SCHEME-PORT (tcp-8080, udp-53) or unix-FILENAME.`,
 		Example: `  hitless run --listen http=tcp://127.0.0.1:8080 -- ./myserver --flag value
   kill -HUP $(pidof hitless)`,
 		RunE: func(c *cobra.Command, args []string) error {
-			return run(c.Flags(), configPath, flags, settings, args)
+			return run(c.Flags(), r, args)
 		},
 	}
-	fl := c.Flags()
-	fl.StringVar(&configPath, "config", "", "YAML config file holding any of these settings; flags override it")
-	for _, s := range settings {
+	r = newRunFlags(c.Flags())
+	return c
+}
+
+// runFlags are the flags of "hitless run".
+type runFlags struct {
+	config string // --config
+	// flags holds what the flags say; configure lays those that were
+	// given over the config file.
+	flags    *config.File
+	settings []setting
+}
+
+func newRunFlags(fl *pflag.FlagSet) *runFlags {
+	r := &runFlags{flags: config.Default()}
+	r.settings = runSettings(r.flags)
+	fl.StringVar(&r.config, "config", "", "YAML config file holding any of these settings; flags override it")
+	for _, s := range r.settings {
 		f := fl.VarPF(s.value, s.flag, "", s.usage)
 		if s.value.Type() == "bool" {
 			f.NoOptDefVal = "true" // --output-prefix alone means true
 		}
 	}
-	return c
+	return r
 }
 
 // A setting is a flag of "hitless run" that the config file also sets.
@@ -155,15 +166,18 @@ func setEnv(env []string, kv string) []string {
 	return append(env, kv)
 }
 
-func run(fs *pflag.FlagSet, configPath string, flags *config.File, settings []setting, args []string) error {
+// configure reads the config file, lays the flags that were given over it
+// in the order of the settings and the command (args) last, and validates
+// the result. Its errors are usageError.
+func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, error) {
 	file := config.Default()
-	if configPath != "" {
+	if r.config != "" {
 		var err error
-		if file, err = config.Load(configPath); err != nil {
-			return usageError{err}
+		if file, err = config.Load(r.config); err != nil {
+			return nil, usageError{err}
 		}
 	}
-	for _, s := range settings {
+	for _, s := range r.settings {
 		if fs.Changed(s.flag) {
 			s.lay(file)
 		}
@@ -172,7 +186,15 @@ func run(fs *pflag.FlagSet, configPath string, flags *config.File, settings []se
 		file.Command = args
 	}
 	if err := file.Validate(); err != nil {
-		return usageError{explain(err, fs, file, flags, settings)}
+		return nil, usageError{r.explain(err, fs, file)}
+	}
+	return file, nil
+}
+
+func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
+	file, err := r.configure(fs, args)
+	if err != nil {
+		return err
 	}
 	cfg := file.Config
 
@@ -251,7 +273,7 @@ func run(fs *pflag.FlagSet, configPath string, flags *config.File, settings []se
 // each value came from: the flag that set it ("--drain-timeout: ..."), else
 // the file's line ("app.yaml:7: drain_timeout: ..."), else, the value
 // being a default, the flag that would change it.
-func explain(err error, fs *pflag.FlagSet, file, flags *config.File, settings []setting) error {
+func (r *runFlags) explain(err error, fs *pflag.FlagSet, file *config.File) error {
 	errs := []error{err}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
@@ -273,13 +295,13 @@ func explain(err error, fs *pflag.FlagSet, file, flags *config.File, settings []
 			continue
 		}
 		field, index, indexed := strings.Cut(ce.Field, "[")
-		i := slices.IndexFunc(settings, func(s setting) bool { return s.field == field })
+		i := slices.IndexFunc(r.settings, func(s setting) bool { return s.field == field })
 		if i < 0 {
 			out = append(out, err)
 			continue
 		}
-		flag := "--" + settings[i].flag
-		fromFlag := fs.Changed(settings[i].flag)
+		flag := "--" + r.settings[i].flag
+		fromFlag := fs.Changed(r.settings[i].flag)
 		if indexed {
 			// An item of a repeatable flag: say which.
 			n, _ := strconv.Atoi(strings.TrimSuffix(index, "]"))
@@ -289,7 +311,7 @@ func explain(err error, fs *pflag.FlagSet, file, flags *config.File, settings []
 			case field == "Env" && n < len(file.Env):
 				flag += " " + file.Env[n]
 				// --env adds to the file's variables.
-				fromFlag = fromFlag && slices.Contains(flags.Env, file.Env[n])
+				fromFlag = fromFlag && slices.Contains(r.flags.Env, file.Env[n])
 			default:
 				fromFlag = false
 			}
