@@ -30,7 +30,7 @@ const MaxSize = 1 << 20
 // the file does not set.
 type File struct {
 	// Config is what the supervisor runs, written by the decoder field by
-	// field: Listen (bound specs, in file order), Command, Dir, Env
+	// field: Listen (parsed, in file order), Command, Dir, Env
 	// ("KEY=VALUE" in file order), ReadyDelay (0 for notify),
 	// ReadyTimeout, DrainSignal, DrainTimeout, BackoffMin, BackoffMax,
 	// StableAfter, OutputPrefix. The fields the file cannot set (Logger,

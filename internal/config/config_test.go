@@ -242,6 +242,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{`t.yaml:3: listen[0].url: "tcp://127.0.0.1": want tcp://HOST:PORT`}},
 		{"listen mapping url with a name", "listen:\n  - {url: 'web=tcp://:80'}\n",
 			[]string{`t.yaml:2: listen[0].url: "web=tcp://:80" starts with NAME=; give the name as name:`}},
+		{"listen mapping url with a name that has a slash", "listen:\n  - {url: 'a/b=tcp://:80'}\n",
+			[]string{`t.yaml:2: listen[0].url: "a/b=tcp://:80" starts with NAME=`}},
 		{"listen unknown owner", "listen:\n  - {url: 'unix:///a', owner: no-such-user-hitless}\n",
 			[]string{`t.yaml:2: listen[0].owner: owner="no-such-user-hitless": no such user`}},
 		{"listen same name twice", "listen:\n  - a=tcp://:80\n  - {name: a, url: 'tcp://:81'}\n",

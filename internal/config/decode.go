@@ -467,13 +467,15 @@ func (d *decoder) listenMapping(n *yaml.Node, field string) (supervisor.ListenSp
 		d.errAt(n, field, "has no url (%s)", listenWant)
 		return supervisor.ListenSpec{}, false
 	}
-	if i := strings.Index(rawURL, "="); i >= 0 && !strings.Contains(rawURL[:i], "://") {
-		d.errAt(urlNode, field+".url", "%q starts with NAME=; give the name as name:", rawURL)
-		return supervisor.ListenSpec{}, false
-	}
 	spec, err := supervisor.ParseListen(rawURL)
 	if err != nil {
 		d.errAt(urlNode, field+".url", "%v", err)
+		return supervisor.ListenSpec{}, false
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme == "" {
+		// ParseListen took it, so it is NAME=URL: the name has a key here.
+		d.errAt(urlNode, field+".url", "%q starts with NAME=; give the name as name:", rawURL)
 		return supervisor.ListenSpec{}, false
 	}
 	if nameNode != nil {
@@ -483,10 +485,7 @@ func (d *decoder) listenMapping(n *yaml.Node, field string) (supervisor.ListenSp
 		}
 		spec.Name = name
 	}
-	inURL := url.Values{}
-	if u, err := url.Parse(rawURL); err == nil {
-		inURL = u.Query()
-	}
+	inURL := u.Query()
 	for _, o := range opts {
 		sub := field + "." + o.key
 		if inURL.Has(o.key) {
