@@ -186,7 +186,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for i, kv := range c.Env {
-		if err := checkEnv(kv); err != nil {
+		if err := CheckEnv(kv); err != nil {
 			bad(fmt.Sprintf("Env[%d]", i), "%v", err)
 		}
 	}
@@ -228,8 +228,9 @@ func CheckDrainSignal(sig syscall.Signal) error {
 // accept, which is also what every program can read back.
 var validEnvName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// checkEnv checks one KEY=VALUE entry of Config.Env.
-func checkEnv(kv string) error {
+// CheckEnv checks one KEY=VALUE entry of Config.Env as Validate does, so
+// that a caller can refuse a bad entry where it reads it, with its origin.
+func CheckEnv(kv string) error {
 	k, _, ok := strings.Cut(kv, "=")
 	switch {
 	case !ok:

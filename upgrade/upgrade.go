@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package upgrade keeps hitless's listening sockets in a form that a new
 // hitless binary can inherit, so that hitless itself can one day be
 // replaced without closing them.

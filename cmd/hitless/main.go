@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command hitless runs a server as a child process on sockets that it
 // holds for its whole life, and replaces the child without dropping a
 // connection. See the README and "hitless help".
@@ -11,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hitless/hitless/supervisor"
 )
@@ -38,9 +41,7 @@ func execute(args []string) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
-	})
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand())
 	root.SetArgs(args)
 	err := root.Execute()
@@ -61,6 +62,17 @@ func execute(args []string) int {
 		return 2
 	}
 	return 1
+}
+
+// flagError is the error of a flag that cannot be parsed: a usage error.
+// A value that the flag's parser refused reads "--flag: why", as the config
+// file says "file:line: key: why"; the reason quotes the value.
+func flagError(c *cobra.Command, err error) error {
+	var bad *pflag.InvalidValueError
+	if errors.As(err, &bad) {
+		err = fmt.Errorf("--%s: %w", bad.GetFlag().Name, bad.Unwrap())
+	}
+	return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 }
 
 // isCobraUsage recognises cobra's own errors for unknown commands and

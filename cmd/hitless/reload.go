@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -59,15 +61,13 @@ func (f *controlFlags) register(c *cobra.Command, timeout time.Duration, timeout
 	fl := c.Flags()
 	fl.StringVar(&f.control, "control", "", "control socket of the hitless to talk to (default $HITLESS_CONTROL, else derived from --name)")
 	fl.StringVar(&f.name, "name", "", "service name as given to hitless run (default: the only control socket in the default directory)")
-	fl.DurationVar(&f.timeout, "timeout", timeout, timeoutHelp)
+	f.timeout = timeout
+	fl.Var(durationFlag(&f.timeout), "timeout", timeoutHelp)
 }
 
 // dial finds the control socket and connects to it. Its errors are
 // already reported: it returns exitCode.
 func (f *controlFlags) dial(stderr io.Writer) (*control.Client, error) {
-	if f.timeout <= 0 {
-		return nil, usagef("--timeout %v: want a positive duration such as 90s", f.timeout)
-	}
 	path, err := control.Resolve(f.control, f.name)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

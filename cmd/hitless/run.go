@@ -1,14 +1,21 @@
+//go:build linux
+
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hitless/hitless/internal/config"
 	"github.com/hitless/hitless/internal/control"
@@ -18,28 +25,8 @@ import (
 	"github.com/hitless/hitless/upgrade"
 )
 
-type runFlags struct {
-	config       string
-	listen       []string
-	ready        string
-	readyTimeout time.Duration
-	drainSignal  string
-	drainTimeout time.Duration
-	dir          string
-	env          []string
-	outputPrefix bool
-	backoffMin   time.Duration
-	backoffMax   time.Duration
-	stableAfter  time.Duration
-	logFormat    string
-	logLevel     string
-	name         string
-	control      string
-	pidFile      string
-}
-
 func runCommand() *cobra.Command {
-	var f runFlags
+	var r *runFlags
 	c := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARG...]",
 		Short: "Hold the sockets and run COMMAND as a child that can be replaced without downtime",
@@ -67,80 +54,155 @@ The default NAME is SCHEME-PORT (tcp-8080, udp-53) or unix-FILENAME.`,
 		Example: `  hitless run --listen http=tcp://127.0.0.1:8080 -- ./myserver --flag value
   kill -HUP $(pidof hitless)`,
 		RunE: func(c *cobra.Command, args []string) error {
-			return run(c, &f, args)
+			return run(c.Flags(), r, args)
 		},
 	}
-	fl := c.Flags()
-	fl.StringVar(&f.config, "config", "", "YAML config file holding any of these settings; flags override it")
-	fl.StringArrayVar(&f.listen, "listen", nil, "socket to hold, [NAME=]URL (repeatable)")
-	fl.StringVar(&f.ready, "ready", "notify", "readiness gate: notify (the child sends READY=1) or delay:DURATION (weaker)")
-	fl.DurationVar(&f.readyTimeout, "ready-timeout", config.DefaultReadyTimeout, "a new child not ready in this time fails the reload")
-	fl.StringVar(&f.drainSignal, "drain-signal", "SIGTERM", "signal that tells an old child to drain")
-	fl.DurationVar(&f.drainTimeout, "drain-timeout", config.DefaultDrainTimeout, "time an old child has to exit before its process group gets SIGKILL")
-	fl.StringVar(&f.dir, "dir", "", "working directory of the child, resolved afresh at every start (default: hitless's)")
-	fl.StringArrayVar(&f.env, "env", nil, "KEY=VALUE added to the child's environment (repeatable)")
-	fl.BoolVar(&f.outputPrefix, "output-prefix", false, `prefix each line of child output with "[gen N pid P] "`)
-	fl.DurationVar(&f.backoffMin, "backoff-min", config.DefaultBackoffMin, "first delay before restarting a child that died")
-	fl.DurationVar(&f.backoffMax, "backoff-max", config.DefaultBackoffMax, "longest delay between restarts")
-	fl.DurationVar(&f.stableAfter, "stable-after", config.DefaultStableAfter, "a child that served this long resets the restart delay")
-	fl.StringVar(&f.logFormat, "log-format", "text", "hitless's own log format: text or json")
-	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fl.StringVar(&f.name, "name", "", "service name, used in the default control socket path (default: the command's base name)")
-	fl.StringVar(&f.control, "control", "", "control socket path for hitless reload/status/stop (default $HITLESS_CONTROL, else NAME.sock under $XDG_RUNTIME_DIR/hitless, /run/hitless for root, or $TMPDIR/hitless-UID)")
-	fl.StringVar(&f.pidFile, "pid-file", "", "write hitless's pid here (atomically); it never changes across reloads")
+	r = newRunFlags(c.Flags())
 	return c
 }
 
-func run(c *cobra.Command, f *runFlags, args []string) error {
-	file := config.Default()
-	if f.config != "" {
-		var err error
-		if file, err = config.Load(f.config); err != nil {
-			return usageError{err}
+// runFlags are the flags of "hitless run".
+type runFlags struct {
+	config string // --config
+	// flags holds what the flags say; configure lays those that were
+	// given over the config file.
+	flags    *config.File
+	settings []setting
+}
+
+func newRunFlags(fl *pflag.FlagSet) *runFlags {
+	r := &runFlags{flags: config.Default()}
+	r.settings = runSettings(r.flags)
+	fl.StringVar(&r.config, "config", "", "YAML config file holding any of these settings; flags override it")
+	for _, s := range r.settings {
+		f := fl.VarPF(s.value, s.flag, "", s.usage)
+		if s.value.Type() == "bool" {
+			f.NoOptDefVal = "true" // --output-prefix alone means true
 		}
 	}
-	if err := applyFlags(c, f, file, args); err != nil {
-		return err
+	return r
+}
+
+// A setting is a flag of "hitless run" that the config file also sets.
+type setting struct {
+	flag  string      // the flag's name, without "--"
+	field string      // the supervisor.Config field it sets, as a *supervisor.ConfigError names it; "" if none
+	usage string      // for --help
+	value pflag.Value // parses the flag into a File of the flags' own
+	lay   func(file *config.File)
+}
+
+// runSettings returns the flags of "hitless run", which parse into
+// flags. The flags given on the command line are laid over the config
+// file in this order; no two of them set the same field, so the order
+// matters only to a reader.
+func runSettings(flags *config.File) []setting {
+	return []setting{
+		{"listen", "Listen", "socket to hold, [NAME=]URL (repeatable)",
+			&list[supervisor.ListenSpec]{&flags.Listen, supervisor.ParseListen, supervisor.ListenSpec.String},
+			func(f *config.File) { f.Listen = flags.Listen }},
+		{"ready", "ReadyDelay", "readiness gate: notify (the child sends READY=1) or delay:DURATION (weaker)",
+			&value[time.Duration]{&flags.ReadyDelay, config.ParseReady, config.FormatReady, "string"},
+			func(f *config.File) { f.ReadyDelay = flags.ReadyDelay }},
+		{"ready-timeout", "ReadyTimeout", "a new child not ready in this time fails the reload",
+			durationFlag(&flags.ReadyTimeout),
+			func(f *config.File) { f.ReadyTimeout = flags.ReadyTimeout }},
+		{"drain-signal", "DrainSignal", "signal that tells an old child to drain",
+			&value[syscall.Signal]{&flags.DrainSignal, config.ParseSignal, config.SignalName, "string"},
+			func(f *config.File) { f.DrainSignal = flags.DrainSignal }},
+		{"drain-timeout", "DrainTimeout", "time an old child has to exit before its process group gets SIGKILL",
+			durationFlag(&flags.DrainTimeout),
+			func(f *config.File) { f.DrainTimeout = flags.DrainTimeout }},
+		{"dir", "Dir", "working directory of the child, resolved afresh at every start (default: hitless's)",
+			textFlag(&flags.Dir, nil),
+			func(f *config.File) { f.Dir = flags.Dir }},
+		{"env", "Env", "KEY=VALUE added to the child's environment (repeatable)",
+			&list[string]{&flags.Env, func(kv string) (string, error) { return kv, supervisor.CheckEnv(kv) }, func(kv string) string { return kv }},
+			func(f *config.File) {
+				for _, kv := range flags.Env {
+					f.Env = setEnv(f.Env, kv)
+				}
+			}},
+		{"output-prefix", "OutputPrefix", `prefix each line of child output with "[gen N pid P] "`,
+			&value[bool]{&flags.OutputPrefix, strconv.ParseBool, strconv.FormatBool, "bool"},
+			func(f *config.File) { f.OutputPrefix = flags.OutputPrefix }},
+		{"backoff-min", "BackoffMin", "first delay before restarting a child that died",
+			durationFlag(&flags.BackoffMin),
+			func(f *config.File) { f.BackoffMin = flags.BackoffMin }},
+		{"backoff-max", "BackoffMax", "longest delay between restarts",
+			durationFlag(&flags.BackoffMax),
+			func(f *config.File) { f.BackoffMax = flags.BackoffMax }},
+		{"stable-after", "StableAfter", "a child that served this long resets the restart delay",
+			durationFlag(&flags.StableAfter),
+			func(f *config.File) { f.StableAfter = flags.StableAfter }},
+		{"log-format", "", "hitless's own log format: text or json",
+			&value[string]{&flags.Log.Format, config.ParseLogFormat, func(s string) string { return s }, "string"},
+			func(f *config.File) { f.Log.Format = flags.Log.Format }},
+		{"log-level", "", "debug, info, warn or error",
+			&value[slog.Level]{&flags.Log.Level, config.ParseLogLevel, func(l slog.Level) string { return strings.ToLower(l.String()) }, "string"},
+			func(f *config.File) { f.Log.Level = flags.Log.Level }},
+		{"name", "", "service name, used in the default control socket path (default: the command's base name)",
+			textFlag(&flags.Name, control.CheckName),
+			func(f *config.File) { f.Name = flags.Name }},
+		{"control", "", "control socket path for hitless reload/status/stop (default $HITLESS_CONTROL, else NAME.sock under $XDG_RUNTIME_DIR/hitless, /run/hitless for root, or $TMPDIR/hitless-UID)",
+			textFlag(&flags.Control, nil),
+			func(f *config.File) { f.Control = flags.Control }},
+		{"pid-file", "", "write hitless's pid here (atomically); it never changes across reloads",
+			textFlag(&flags.PIDFile, nil),
+			func(f *config.File) { f.PIDFile = flags.PIDFile }},
+	}
+}
+
+// setEnv sets the variable of kv in env: in place if env has it, as a
+// flag overrides the file's value, else at the end.
+func setEnv(env []string, kv string) []string {
+	key, _, _ := strings.Cut(kv, "=")
+	for i, e := range env {
+		if k, _, _ := strings.Cut(e, "="); k == key {
+			env[i] = kv
+			return env
+		}
+	}
+	return append(env, kv)
+}
+
+// configure reads the config file, lays the flags that were given over it
+// in the order of the settings and the command (args) last, and validates
+// the result. Its errors are usageError.
+func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, error) {
+	file := config.Default()
+	if r.config != "" {
+		var err error
+		if file, err = config.Load(r.config); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	for _, s := range r.settings {
+		if fs.Changed(s.flag) {
+			s.lay(file)
+		}
+	}
+	if len(args) > 0 {
+		file.Command = args
 	}
 	if err := file.Validate(); err != nil {
-		return usageError{err}
+		return nil, usageError{r.explain(err, fs, file)}
 	}
-	cfg := supervisor.Config{
-		Command:      file.Command,
-		Dir:          file.Dir,
-		ReadyDelay:   file.Ready.Delay,
-		ReadyTimeout: file.ReadyTimeout,
-		DrainSignal:  file.DrainSignal,
-		DrainTimeout: file.DrainTimeout,
-		BackoffMin:   file.Restart.BackoffMin,
-		BackoffMax:   file.Restart.BackoffMax,
-		StableAfter:  file.Restart.StableAfter,
-		OutputPrefix: file.OutputPrefix,
+	return file, nil
+}
+
+func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
+	file, err := r.configure(fs, args)
+	if err != nil {
+		return err
 	}
-	cfg.Env = file.Environ()
-	for i, l := range file.Listen {
-		spec, err := supervisor.ParseListen(l)
-		if err != nil {
-			if c.Flags().Changed("listen") {
-				return usagef("--listen %s: %w", l, err)
-			}
-			return usageError{file.ErrorAt(fmt.Sprintf("listen[%d]", i), err)}
-		}
-		cfg.Listen = append(cfg.Listen, spec)
-	}
-	if len(cfg.Listen) == 0 {
-		return usagef("no sockets: give at least one --listen [NAME=]URL, e.g. --listen http=tcp://127.0.0.1:8080")
-	}
-	if len(cfg.Command) == 0 {
-		return usagef("no command: give it after --, e.g. hitless run --listen tcp://127.0.0.1:8080 -- ./server")
-	}
+	cfg := file.Config
+
 	// The control socket: --control, else $HITLESS_CONTROL, else derived
 	// from the service name (--name, else the command's base name).
 	name := file.Name
 	if name == "" {
 		name = control.NameFromCommand(cfg.Command[0])
-	} else if err := control.CheckName(name); err != nil {
-		return usagef("--name: %w", err)
 	}
 	ctlPath := file.Control
 	if ctlPath == "" {
@@ -161,18 +223,22 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 	if err != nil {
 		return fmt.Errorf("NOTIFY_SOCKET: %w", err)
 	}
-	cfg.Notifier = notifier
+	if notifier != nil {
+		// Only then: a nil *Notifier in the interface is not a nil
+		// interface, and the supervisor would call it.
+		cfg.Notifier = notifier
+	}
 
 	upg, err := upgrade.New()
 	if err != nil {
 		return err
 	}
-	defer upg.Stop()
 	cfg.Registry = upg.Registry()
 	cfg.ReleaseSockets = upg.Stop
 	sup, err := supervisor.New(cfg)
 	if err != nil {
 		// A busy port or a bad address: nothing was started.
+		upg.Stop()
 		return usageError{err}
 	}
 	// After New, so that a busy port is reported first; before Run, so
@@ -180,12 +246,19 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 	ctl, err := control.Listen(ctlPath)
 	if err != nil {
 		sup.Close()
+		upg.Stop()
 		return usageError{err}
 	}
 	ctl.Log = cfg.Logger
 	cfg.Logger.Info("control socket", "path", ctl.Path(), "name", name)
 	go ctl.Serve(sup)
+	// Deferred calls run in reverse: at exit the pid file goes, then the
+	// registry's sockets (Run released them already when the stop began),
+	// and the control server closes last, for it answers a waiting
+	// "hitless stop" only then: whoever runs hitless again next finds
+	// nothing of this one left.
 	defer ctl.Close()
+	defer upg.Stop()
 	if file.PIDFile != "" {
 		if err := pidfile.Write(file.PIDFile, os.Getpid()); err != nil {
 			sup.Close()
@@ -196,83 +269,58 @@ func run(c *cobra.Command, f *runFlags, args []string) error {
 	return sup.Run(context.Background())
 }
 
-// applyFlags lays the flags that were given over the file's settings.
-func applyFlags(c *cobra.Command, f *runFlags, file *config.File, args []string) error {
-	set := c.Flags().Changed
-	var err error
-	if set("listen") {
-		file.Listen = f.listen
+// explain turns the problems Validate found into messages that name where
+// each value came from: the flag that set it ("--drain-timeout: ..."), else
+// the file's line ("app.yaml:7: drain_timeout: ..."), else, the value
+// being a default, the flag that would change it.
+func (r *runFlags) explain(err error, fs *pflag.FlagSet, file *config.File) error {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
 	}
-	if len(args) > 0 {
-		file.Command = args
-	}
-	if set("ready") || f.config == "" {
-		if file.Ready, err = config.ParseReady(f.ready); err != nil {
-			return usagef("--ready: %w", err)
+	out := make([]error, 0, len(errs))
+	for _, err := range errs {
+		var fe *config.Error
+		var ce *supervisor.ConfigError
+		if !errors.As(err, &fe) || !errors.As(err, &ce) {
+			out = append(out, err)
+			continue
 		}
-	}
-	if set("ready-timeout") || f.config == "" {
-		if file.ReadyTimeout, err = positive("--ready-timeout", f.readyTimeout); err != nil {
-			return err
+		switch ce.Field {
+		case "Command":
+			out = append(out, errors.New("no command: give it after --, e.g. hitless run --listen tcp://127.0.0.1:8080 -- ./server"))
+			continue
+		case "Listen":
+			out = append(out, errors.New("no sockets: give at least one --listen [NAME=]URL, e.g. --listen http=tcp://127.0.0.1:8080"))
+			continue
 		}
-	}
-	if set("drain-signal") || f.config == "" {
-		if file.DrainSignal, err = config.ParseSignal(f.drainSignal); err != nil {
-			return usagef("--drain-signal: %w", err)
+		field, index, indexed := strings.Cut(ce.Field, "[")
+		i := slices.IndexFunc(r.settings, func(s setting) bool { return s.field == field })
+		if i < 0 {
+			out = append(out, err)
+			continue
 		}
-	}
-	if set("drain-timeout") || f.config == "" {
-		if file.DrainTimeout, err = positive("--drain-timeout", f.drainTimeout); err != nil {
-			return err
-		}
-	}
-	if set("dir") {
-		file.Dir = f.dir
-	}
-	for _, kv := range f.env {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return usagef("--env %q: want KEY=VALUE", kv)
-		}
-		if file.Env == nil {
-			file.Env = map[string]string{}
-		}
-		file.Env[k] = v
-	}
-	if set("output-prefix") {
-		file.OutputPrefix = f.outputPrefix
-	}
-	for name, dst := range map[string]*time.Duration{
-		"backoff-min": &file.Restart.BackoffMin, "backoff-max": &file.Restart.BackoffMax, "stable-after": &file.Restart.StableAfter,
-	} {
-		if set(name) {
-			v, _ := c.Flags().GetDuration(name)
-			if *dst, err = positive("--"+name, v); err != nil {
-				return err
+		flag := "--" + r.settings[i].flag
+		fromFlag := fs.Changed(r.settings[i].flag)
+		if indexed {
+			// An item of a repeatable flag: say which.
+			n, _ := strconv.Atoi(strings.TrimSuffix(index, "]"))
+			switch {
+			case field == "Listen" && n < len(file.Listen):
+				flag += " " + file.Listen[n].String()
+			case field == "Env" && n < len(file.Env):
+				flag += " " + file.Env[n]
+				// --env adds to the file's variables.
+				fromFlag = fromFlag && slices.Contains(r.flags.Env, file.Env[n])
+			default:
+				fromFlag = false
 			}
 		}
-	}
-	for flag, dst := range map[string]*string{"name": &file.Name, "control": &file.Control, "pid-file": &file.PIDFile} {
-		if set(flag) {
-			*dst, _ = c.Flags().GetString(flag)
+		if fromFlag || fe.Line == 0 && !indexed {
+			out = append(out, fmt.Errorf("%s: %s", flag, ce.Msg))
+		} else {
+			out = append(out, err)
 		}
 	}
-	if set("log-format") || f.config == "" {
-		if file.Log.Format, err = config.ParseLogFormat(f.logFormat); err != nil {
-			return usagef("--log-format: %w", err)
-		}
-	}
-	if set("log-level") || f.config == "" {
-		if file.Log.Level, err = config.ParseLogLevel(f.logLevel); err != nil {
-			return usagef("--log-level: %w", err)
-		}
-	}
-	return nil
-}
-
-func positive(flag string, d time.Duration) (time.Duration, error) {
-	if d <= 0 {
-		return 0, usagef("%s %v: want a positive duration such as 30s", flag, d)
-	}
-	return d, nil
+	return errors.Join(out...)
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package config
 
 import (
@@ -5,96 +7,54 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
-	"slices"
-	"syscall"
-	"time"
+	"strconv"
+	"strings"
 
 	"github.com/hitless/hitless/supervisor"
 )
 
-// Defaults, shared with the flags of "hitless run" so that both document
-// and apply the same values: the supervisor's own.
+// Defaults of the settings only the command uses; those of the supervisor
+// are supervisor.Default*.
 const (
-	DefaultReadyTimeout = supervisor.DefaultReadyTimeout
-	DefaultDrainSignal  = syscall.SIGTERM
-	DefaultDrainTimeout = supervisor.DefaultDrainTimeout
-	DefaultBackoffMin   = supervisor.DefaultBackoffMin
-	DefaultBackoffMax   = supervisor.DefaultBackoffMax
-	DefaultStableAfter  = supervisor.DefaultStableAfter
-	DefaultLogFormat    = LogText
-	DefaultLogLevel     = slog.LevelInfo
+	DefaultLogFormat = LogText
+	DefaultLogLevel  = slog.LevelInfo
 )
 
 // MaxSize is the largest configuration file Load reads. A config file is
 // a page of text; anything bigger is a mistake (the wrong path).
 const MaxSize = 1 << 20
 
-// maxSocketPath is the longest path a unix socket can be bound to: the
-// 108 bytes of sockaddr_un.sun_path on Linux, minus the terminating NUL.
-const maxSocketPath = 107
-
-// File is the content of a configuration file, with defaults filled in
-// for everything the file does not set.
+// File is the configuration of "hitless run": what the supervisor runs,
+// and what only the command uses. Defaults are filled in for everything
+// the file does not set.
 type File struct {
-	// Path is the name the file was parsed under, used in error
-	// messages. It is empty for Default().
-	Path string
-
-	// Listen holds the sockets to bind, each in the syntax of the
-	// --listen flag: "[NAME=]URL", where URL may carry query options
-	// (backlog, mode, owner, group). Items given in mapping form are
-	// converted to this syntax. They are not validated here.
-	Listen []string
-	// Command is the child's argv. It is empty when the file does not
-	// set it; the command may then come after "--" on the command line.
-	Command []string
-	// Dir is the working directory of the child; empty means hitless's.
-	Dir string
-	// Env holds extra environment variables for the child.
-	Env map[string]string
-
-	// Ready says how a new child is judged ready (default notify).
-	Ready ReadyMode
-	// ReadyTimeout bounds the wait for a new child to become ready.
-	ReadyTimeout time.Duration
-	// DrainSignal is sent to an old child to make it drain.
-	DrainSignal syscall.Signal
-	// DrainTimeout bounds a drain; then the old child gets SIGKILL.
-	DrainTimeout time.Duration
-
-	// Restart controls the restarts of a child that exits on its own.
-	Restart Restart
-
-	// OutputPrefix prefixes every line of child output with the child's
-	// generation and pid.
-	OutputPrefix bool
+	// Config is what the supervisor runs, written by the decoder field by
+	// field: Listen (parsed, in file order), Command, Dir, Env
+	// ("KEY=VALUE" in file order), ReadyDelay (0 for notify),
+	// ReadyTimeout, DrainSignal, DrainTimeout, BackoffMin, BackoffMax,
+	// StableAfter, OutputPrefix. The fields the file cannot set (Logger,
+	// Registry, Notifier, ...) are the caller's.
+	supervisor.Config
 
 	// Log controls hitless's own log output.
 	Log Log
-
 	// Name is the service name; the default control socket path is
-	// derived from it.
+	// derived from it. Empty means the base name of the command.
 	Name string
 	// Control is the path of the control socket ("hitless reload" and
-	// friends talk to it).
+	// friends talk to it). Empty means the default.
 	Control string
 	// PIDFile is where hitless writes its own pid; empty means nowhere.
 	PIDFile string
 
-	// lines maps the key paths set by the file ("restart.backoff_min",
-	// "listen[2]") to their 1-based line number.
-	lines map[string]int
-}
+	// Path is the name the file was parsed under, used in error
+	// messages. It is empty for Default().
+	Path string
 
-// Restart controls how hitless restarts a child that exits on its own:
-// after a delay that starts at BackoffMin and doubles up to BackoffMax, and
-// goes back to BackoffMin once a child has run for StableAfter.
-type Restart struct {
-	BackoffMin  time.Duration
-	BackoffMax  time.Duration
-	StableAfter time.Duration
+	// lines maps the key paths set by the file ("restart.backoff_min",
+	// "listen[2]", "env.PATH") to their 1-based line number.
+	lines map[string]int
 }
 
 // Log controls hitless's own log output.
@@ -103,17 +63,17 @@ type Log struct {
 	Level  slog.Level
 }
 
-// Default returns the configuration used when there is no file.
+// Default returns the configuration used when there is no file: the
+// supervisor's defaults, written out, and no sockets or command.
 func Default() *File {
 	return &File{
-		Ready:        ReadyMode{Notify: true},
-		ReadyTimeout: DefaultReadyTimeout,
-		DrainSignal:  DefaultDrainSignal,
-		DrainTimeout: DefaultDrainTimeout,
-		Restart: Restart{
-			BackoffMin:  DefaultBackoffMin,
-			BackoffMax:  DefaultBackoffMax,
-			StableAfter: DefaultStableAfter,
+		Config: supervisor.Config{
+			ReadyTimeout: supervisor.DefaultReadyTimeout,
+			DrainSignal:  supervisor.DefaultDrainSignal,
+			DrainTimeout: supervisor.DefaultDrainTimeout,
+			BackoffMin:   supervisor.DefaultBackoffMin,
+			BackoffMax:   supervisor.DefaultBackoffMax,
+			StableAfter:  supervisor.DefaultStableAfter,
 		},
 		Log: Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
 	}
@@ -142,111 +102,122 @@ func Load(path string) (*File, error) {
 // empty document (or one with only comments) is valid and yields the
 // defaults.
 //
+// Parse checks the result with supervisor.Config.Validate, except that
+// the command and the sockets may be missing: they may come from the
+// command line. A value of the file that conflicts with a default is
+// reported at the file's line. Call Validate once nothing more will be
+// laid over the result.
+//
 // The error, if any, is errors.Join of one *Error per problem found.
 func Parse(name string, data []byte) (*File, error) {
-	f := Default()
-	f.Path = name
-	f.lines = make(map[string]int)
-	d := &decoder{file: name, f: f}
-	d.document(data)
-	if len(d.errs) == 0 {
-		f.validate(d)
-	}
-	if err := d.err(); err != nil {
+	f, errs := parse(name, data)
+	if err := join(name, errs); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-// Validate checks the values of f as a whole: ranges, and relations between
-// fields such as BackoffMin <= BackoffMax. Parse already does this; call
-// Validate again after overriding fields with flags. Errors from Validate
-// name the field but no line, since the value may come from a flag.
+// parse is Parse, returning what it decoded even when it found problems.
+func parse(name string, data []byte) (*File, []error) {
+	f := Default()
+	f.Path = name
+	f.lines = make(map[string]int)
+	d := &decoder{file: name, f: f}
+	d.document(data)
+	if len(d.errs) > 0 {
+		// The rules across fields would mostly repeat what is already
+		// said, about values that were not set.
+		return f, d.errs
+	}
+	return f, f.check(true)
+}
+
+// Validate checks f as the supervisor will run it, with the supervisor's
+// own rules (supervisor.Config.Validate), command and sockets included.
+// Each problem is an *Error that wraps the *supervisor.ConfigError and
+// names the key of the file and the line that set it, or no line if the
+// file did not set it (the value is a default). A caller that laid other
+// values over the file (flags) knows which, and names them itself.
 func (f *File) Validate() error {
-	d := &decoder{file: f.Path, f: f}
-	f.validate(d)
-	return d.err()
+	return join(f.Path, f.check(false))
 }
 
-// validate reports to d the problems of f that no single value shows. When
-// d.lines is set, the errors point at the line that set the field.
-func (f *File) validate(d *decoder) {
-	check := func(field string, v time.Duration) {
-		if v <= 0 {
-			d.add(field, "%s is not positive (%s)", v, durationWant)
-		}
-	}
-	if !f.Ready.Notify && f.Ready.Delay <= 0 {
-		d.add("ready", "delay must be positive (%s)", readyWant)
-	}
-	check("ready_timeout", f.ReadyTimeout)
-	if !f.Ready.Notify && f.Ready.Delay >= f.ReadyTimeout && f.ReadyTimeout > 0 {
-		// Every reload would time out before the child counts as ready.
-		field := "ready"
-		if f.Line(field) == 0 {
-			field = "ready_timeout"
-		}
-		d.add(field, "delay (%s) must be shorter than ready_timeout (%s), or no child is ever ready in time",
-			f.Ready.Delay, f.ReadyTimeout)
-	}
-	check("drain_timeout", f.DrainTimeout)
-	check("restart.backoff_min", f.Restart.BackoffMin)
-	check("restart.backoff_max", f.Restart.BackoffMax)
-	check("restart.stable_after", f.Restart.StableAfter)
-	if f.Restart.BackoffMin > f.Restart.BackoffMax {
-		// Point at whichever of the two the file set, preferring max:
-		// with both set, the second one written is where the reader is.
-		field, other := "restart.backoff_max", "restart.backoff_min"
-		if f.Line(field) == 0 && f.Line(other) != 0 {
-			field, other = other, field
-		}
-		d.add(field, "backoff_min (%s) is greater than backoff_max (%s)",
-			f.Restart.BackoffMin, f.Restart.BackoffMax)
-	}
-	if f.DrainSignal == syscall.SIGKILL || f.DrainSignal == syscall.SIGSTOP || f.DrainSignal <= 0 {
-		d.add("drain_signal", "%s cannot be used to drain (want a signal the child can catch, e.g. SIGTERM)", SignalName(f.DrainSignal))
-	}
-	if _, err := ParseLogFormat(f.Log.Format); err != nil {
-		d.add("log.format", "%v", err)
-	}
-	if len(f.Control) > maxSocketPath {
-		d.add("control", "%q is %d bytes long; unix socket paths are limited to %d", f.Control, len(f.Control), maxSocketPath)
-	}
-}
-
-// Environ returns Env as "KEY=VALUE" strings sorted by key, ready to
-// append to a child's environment. Sorted, so that children get the same
-// environment in the same order every time.
-func (f *File) Environ() []string {
-	keys := slices.Sorted(maps.Keys(f.Env))
-	env := make([]string, 0, len(keys))
-	for _, k := range keys {
-		env = append(env, k+"="+f.Env[k])
-	}
-	return env
-}
-
-// IsSet reports whether the file set the key at the given path, such as
-// "drain_timeout", "restart.backoff_min", "listen[0]" or "env.PATH".
-func (f *File) IsSet(key string) bool {
-	return f.Line(key) != 0
-}
-
-// Line returns the line on which the file set the key at the given path
-// (see IsSet), or 0.
-func (f *File) Line(key string) int {
-	return f.lines[key]
-}
-
-// ErrorAt returns err as an *Error located at the line where the file set
-// key, so that problems found later (such as a listen URL the supervisor
-// cannot parse) point into the file. If the file did not set key, the
-// error names the key without a line.
-func (f *File) ErrorAt(key string, err error) error {
+// check runs the supervisor's rules. With parsing set, f holds the file
+// alone: a missing command or missing sockets are passed over, and every
+// value that is not a default is the file's.
+func (f *File) check(parsing bool) []error {
+	err := f.Config.Validate()
 	if err == nil {
 		return nil
 	}
-	return &Error{File: f.Path, Line: f.Line(key), Field: key, Msg: err.Error(), err: err}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	var out []error
+	for _, err := range errs {
+		var ce *supervisor.ConfigError
+		if !errors.As(err, &ce) {
+			out = append(out, &Error{File: f.Path, Msg: err.Error(), err: err})
+			continue
+		}
+		missing := ce.Field == "Command" && len(f.Command) == 0 || ce.Field == "Listen" && len(f.Listen) == 0
+		if missing && parsing {
+			continue
+		}
+		key := f.key(ce.Field)
+		line := f.lines[key]
+		if line == 0 && parsing && ce.Field == "BackoffMax" {
+			// backoff_max is the default, so the file's backoff_min is
+			// what is too high: point there.
+			line = f.lines["restart.backoff_min"]
+		}
+		out = append(out, &Error{File: f.Path, Line: line, Field: key, Msg: ce.Msg, err: ce})
+	}
+	return out
+}
+
+// key returns the key of the file that sets the supervisor's field:
+// "DrainTimeout" is "drain_timeout", "Listen[1]" is "listen[1]", "Env[0]"
+// is "env.NAME" where NAME is the variable's name.
+func (f *File) key(field string) string {
+	base, rest, indexed := strings.Cut(field, "[")
+	switch base {
+	case "Listen":
+		if indexed {
+			return "listen[" + rest
+		}
+		return "listen"
+	case "Env":
+		i, err := strconv.Atoi(strings.TrimSuffix(rest, "]"))
+		if indexed && err == nil && i >= 0 && i < len(f.Env) {
+			name, _, _ := strings.Cut(f.Env[i], "=")
+			return "env." + name
+		}
+		return "env"
+	case "Command":
+		return "command"
+	case "Dir":
+		return "dir"
+	case "ReadyDelay":
+		return "ready"
+	case "ReadyTimeout":
+		return "ready_timeout"
+	case "DrainSignal":
+		return "drain_signal"
+	case "DrainTimeout":
+		return "drain_timeout"
+	case "BackoffMin":
+		return "restart.backoff_min"
+	case "BackoffMax":
+		return "restart.backoff_max"
+	case "StableAfter":
+		return "restart.stable_after"
+	case "OutputPrefix":
+		return "output_prefix"
+	}
+	// A field the file has no key for: say it as the supervisor does.
+	return field
 }
 
 // Error is one problem in a configuration file.
@@ -255,7 +226,7 @@ type Error struct {
 	Line  int    // 1-based; 0 when unknown
 	Field string // key path such as "restart.backoff_min" or "listen[1].mode"; empty for syntax errors
 	Msg   string
-	err   error // the underlying error, for ErrorAt
+	err   error // the *supervisor.ConfigError behind it, if any
 }
 
 func (e *Error) Error() string {
@@ -272,7 +243,7 @@ func (e *Error) Error() string {
 	return s + e.Msg
 }
 
-// Unwrap returns the error given to ErrorAt, if any.
+// Unwrap returns the *supervisor.ConfigError that Validate found, if any.
 func (e *Error) Unwrap() error { return e.err }
 
 // maxErrors bounds how many problems one Parse reports: past a few, the
@@ -280,15 +251,12 @@ func (e *Error) Unwrap() error { return e.err }
 // would otherwise produce pages.
 const maxErrors = 10
 
-// err returns the collected errors, nil if none.
-func (d *decoder) err() error {
-	if len(d.errs) == 0 {
-		return nil
-	}
-	errs := d.errs
+// join returns errs as one error, nil if none, the excess beyond
+// maxErrors counted rather than shown.
+func join(file string, errs []error) error {
 	if len(errs) > maxErrors {
 		more := len(errs) - maxErrors
-		errs = append(errs[:maxErrors:maxErrors], &Error{File: d.file, Msg: fmt.Sprintf("%d more errors not shown", more)})
+		errs = append(errs[:maxErrors:maxErrors], &Error{File: file, Msg: fmt.Sprintf("%d more errors not shown", more)})
 	}
 	return errors.Join(errs...)
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package config
 
 import (
@@ -13,17 +15,20 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/hitless/hitless/internal/control"
+	"github.com/hitless/hitless/supervisor"
 )
 
 // The decoder walks the yaml.Node tree itself instead of unmarshalling into
 // tagged structs, because that is the only way to know the line of every
 // value, not only of unknown keys, and to say in each error what would be
-// valid.
+// valid. It writes each value straight into the File, the supervisor's
+// fields included, through the same parsers and checks as the flags.
 type decoder struct {
-	file     string
-	f        *File
-	useLines bool // add() looks up the line of the field in f.lines
-	errs     []error
+	file string
+	f    *File
+	errs []error
 }
 
 // errAt records a problem with the value at node n.
@@ -31,15 +36,6 @@ func (d *decoder) errAt(n *yaml.Node, field, format string, args ...any) {
 	line := 0
 	if n != nil {
 		line = n.Line
-	}
-	d.errs = append(d.errs, &Error{File: d.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
-}
-
-// add records a problem with a field as a whole.
-func (d *decoder) add(field, format string, args ...any) {
-	line := 0
-	if d.useLines {
-		line = d.f.Line(field)
 	}
 	d.errs = append(d.errs, &Error{File: d.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
 }
@@ -62,7 +58,6 @@ func (d *decoder) syntaxError(err error) {
 }
 
 func (d *decoder) document(data []byte) {
-	d.useLines = true
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -120,11 +115,11 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 	case "ready":
 		var s string
 		if d.str(v, key, &s) {
-			m, err := ParseReady(s)
+			delay, err := ParseReady(s)
 			if err != nil {
 				d.errAt(v, key, "%v", err)
 			} else {
-				f.Ready = m
+				f.ReadyDelay = delay
 			}
 		}
 	case "ready_timeout":
@@ -146,11 +141,11 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 			field := key + "." + sub
 			switch sub {
 			case "backoff_min":
-				d.duration(v, field, &f.Restart.BackoffMin)
+				d.duration(v, field, &f.BackoffMin)
 			case "backoff_max":
-				d.duration(v, field, &f.Restart.BackoffMax)
+				d.duration(v, field, &f.BackoffMax)
 			case "stable_after":
-				d.duration(v, field, &f.Restart.StableAfter)
+				d.duration(v, field, &f.StableAfter)
 			default:
 				d.unknown(k, field, "backoff_min, backoff_max, stable_after")
 			}
@@ -183,21 +178,29 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 			}
 		})
 	case "name":
-		if d.str(v, key, &f.Name) && !validName.MatchString(f.Name) {
-			d.errAt(v, key, "%q is not a service name (want letters, digits, and . _ @ - , starting with a letter or digit, at most 64 characters)", f.Name)
+		var s string
+		if d.str(v, key, &s) {
+			if err := control.CheckName(s); err != nil {
+				d.errAt(v, key, "%v", err)
+			} else {
+				f.Name = s
+			}
 		}
 	case "control":
-		d.str(v, key, &f.Control)
+		var s string
+		if d.str(v, key, &s) {
+			if len(s) > control.MaxPath {
+				d.errAt(v, key, "%q is %d bytes long; unix socket paths are limited to %d", s, len(s), control.MaxPath)
+			} else {
+				f.Control = s
+			}
+		}
 	case "pid_file":
 		d.str(v, key, &f.PIDFile)
 	default:
 		d.unknown(k, key, topKeys)
 	}
 }
-
-// validName is what a service name may look like. It ends up in a file
-// name and in log lines, so it is kept to characters that need no quoting.
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
 func (d *decoder) unknown(k *yaml.Node, field, valid string) {
 	d.errAt(k, field, "unknown key (valid keys here: %s)", valid)
@@ -237,9 +240,7 @@ func (d *decoder) mapping(n *yaml.Node, field string, fn func(key string, k, v *
 			continue
 		}
 		seen[key] = k.Line
-		if d.useLines {
-			d.f.lines[sub] = k.Line
-		}
+		d.f.lines[sub] = k.Line
 		fn(key, k, v)
 	}
 }
@@ -256,9 +257,7 @@ func (d *decoder) sequence(n *yaml.Node, field, want string, fn func(i int, item
 		return
 	}
 	for i, item := range n.Content {
-		if d.useLines {
-			d.f.lines[fmt.Sprintf("%s[%d]", field, i)] = item.Line
-		}
+		d.f.lines[fmt.Sprintf("%s[%d]", field, i)] = item.Line
 		fn(i, deref(item))
 	}
 }
@@ -357,33 +356,19 @@ func (d *decoder) command(n *yaml.Node) {
 	}
 }
 
-// validEnvName is what a variable name may look like: what POSIX shells
-// accept, which is also what every program can read back.
-var validEnvName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
-// reservedEnv reports whether hitless sets the variable itself for each
-// child, so that a value from the file would be overwritten or, worse,
-// break the hand-over of sockets or readiness.
-func reservedEnv(name string) bool {
-	switch name {
-	case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "EINHORN_FDS", "EINHORN_FD_COUNT":
-		return true
-	}
-	return strings.HasPrefix(name, "LISTEN_") ||
-		strings.HasPrefix(name, "SERVER_STARTER_") ||
-		strings.HasPrefix(name, "EINHORN_FD_")
-}
-
+// env reads the mapping of variables into Env as "KEY=VALUE", in the
+// order of the file, each checked as the supervisor checks it.
 func (d *decoder) env(n *yaml.Node) {
-	env := make(map[string]string)
+	var env []string
 	d.mapping(n, "env", func(key string, k, v *yaml.Node) {
 		field := "env." + key
-		if !validEnvName.MatchString(key) {
-			d.errAt(k, field, "%q is not a variable name (want letters, digits and _, not starting with a digit)", key)
+		if strings.Contains(key, "=") {
+			// KEY=VALUE would read it as a shorter name with a longer value.
+			d.errAt(k, field, "%q contains '=', which ends a variable's name", key)
 			return
 		}
-		if reservedEnv(key) {
-			d.errAt(k, field, "hitless sets %s for each child itself; it cannot be configured", key)
+		if err := supervisor.CheckEnv(key + "="); err != nil {
+			d.errAt(k, field, "%v", err)
 			return
 		}
 		v = deref(v)
@@ -394,27 +379,27 @@ func (d *decoder) env(n *yaml.Node) {
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!bool" {
 			// DEBUG: true means the text the user typed; unlike elsewhere,
 			// there is no other meaning it could have.
-			env[key] = v.Value
+			env = append(env, key+"="+v.Value)
 			return
 		}
 		if s, ok := d.text(v, field); ok {
-			env[key] = s
+			env = append(env, key+"="+s)
 		}
 	})
-	if len(env) > 0 {
-		d.f.Env = env
-	}
+	d.f.Env = env
 }
 
 const listenWant = `want "[NAME=]URL" such as "http=tcp://127.0.0.1:8080", or a mapping {name, url, backlog, mode, owner, group}`
 
+// listen reads the sockets into Listen, each parsed and checked as the
+// --listen flag is, so that a bad one is reported with its line.
 func (d *decoder) listen(n *yaml.Node) {
-	var out []string
+	var out []supervisor.ListenSpec
 	d.sequence(n, "listen", listenWant, func(i int, item *yaml.Node) {
 		field := fmt.Sprintf("listen[%d]", i)
 		if item.Kind == yaml.MappingNode {
-			if s, ok := d.listenMapping(item, field); ok {
-				out = append(out, s)
+			if spec, ok := d.listenMapping(item, field); ok {
+				out = append(out, spec)
 			}
 			return
 		}
@@ -426,66 +411,49 @@ func (d *decoder) listen(n *yaml.Node) {
 			d.errAt(item, field, "is empty (%s)", listenWant)
 			return
 		}
-		out = append(out, s)
+		spec, err := supervisor.ParseListen(s)
+		if err != nil {
+			d.errAt(item, field, "%v", err)
+			return
+		}
+		out = append(out, spec)
 	})
 	d.f.Listen = out
 }
 
-// validListenName is what a socket name may look like: LISTEN_FDNAMES
-// allows printable ASCII without ":", and the flag syntax "NAME=URL" also
-// rules out "=". Spaces are excluded to keep names unquoted in logs.
-var validListenName = regexp.MustCompile(`^[!-9;<>-~]{1,255}$`)
-
-// validMode is a permission mode in octal, as chmod takes it.
-var validMode = regexp.MustCompile(`^(0o|0)?[0-7]{1,4}$`)
-
-// listenMapping converts the mapping form of a listen item to flag syntax.
-func (d *decoder) listenMapping(n *yaml.Node, field string) (string, bool) {
-	var name, rawURL string
-	opts := url.Values{}
-	ok := true
+// listenMapping reads the mapping form of a listen item: the url as
+// supervisor.ParseListen takes it, then the name and each option as the
+// url's NAME= and query would set them. An option may be given in one
+// place only, the url or the mapping.
+func (d *decoder) listenMapping(n *yaml.Node, field string) (supervisor.ListenSpec, bool) {
+	type option struct {
+		key, value string
+		node       *yaml.Node
+	}
+	var (
+		name, rawURL      string
+		nameNode, urlNode *yaml.Node
+		opts              []option
+		ok                = true
+	)
 	d.mapping(n, field, func(key string, k, v *yaml.Node) {
 		sub := field + "." + key
 		var s string
 		switch key {
 		case "name":
-			if !d.str(v, sub, &name) {
-				ok = false
-			} else if !validListenName.MatchString(name) {
-				d.errAt(v, sub, "%q is not a socket name (want up to 255 printable ASCII characters without spaces, ':' or '=')", name)
-				ok = false
-			}
+			nameNode = v
+			ok = d.str(v, sub, &name) && ok
 		case "url":
-			if !d.str(v, sub, &rawURL) {
-				ok = false
-			}
-		case "backlog":
-			v = deref(v)
-			b, err := strconv.Atoi(v.Value)
-			if v.Kind != yaml.ScalarNode || v.Tag != "!!int" || err != nil || b <= 0 {
-				d.errAt(v, sub, "%s is not a positive integer (want e.g. 1024)", describe(v))
-				ok = false
-				return
-			}
-			opts.Set(key, strconv.Itoa(b))
-		case "mode":
-			// The raw text is used, not YAML's reading of it: YAML 1.2
-			// reads 0660 as decimal 660, yaml.v3 as octal; neither
-			// ambiguity matters if we parse it ourselves.
-			if !d.str(v, sub, &s) {
-				ok = false
-			} else if !validMode.MatchString(s) {
-				d.errAt(v, sub, "%q is not a permission mode (want octal, as for chmod, e.g. 0660)", s)
-				ok = false
+			urlNode = v
+			ok = d.str(v, sub, &rawURL) && ok
+		case "backlog", "mode", "owner", "group":
+			// The raw text, not YAML's reading of it: YAML 1.2 reads
+			// mode 0660 as decimal 660, yaml.v3 as octal; SetOption
+			// reads it as the url's query would give it.
+			if d.str(v, sub, &s) {
+				opts = append(opts, option{key, s, v})
 			} else {
-				m, _ := strconv.ParseUint(strings.TrimPrefix(strings.TrimPrefix(s, "0o"), "0"), 8, 32)
-				opts.Set(key, fmt.Sprintf("%04o", m))
-			}
-		case "owner", "group":
-			if !d.str(v, sub, &s) {
 				ok = false
-			} else {
-				opts.Set(key, s)
 			}
 		default:
 			d.unknown(k, sub, "name, url, backlog, mode, owner, group")
@@ -493,40 +461,46 @@ func (d *decoder) listenMapping(n *yaml.Node, field string) (string, bool) {
 		}
 	})
 	if !ok {
-		return "", false
+		return supervisor.ListenSpec{}, false
 	}
 	if rawURL == "" {
 		d.errAt(n, field, "has no url (%s)", listenWant)
-		return "", false
+		return supervisor.ListenSpec{}, false
 	}
-	unixURL := strings.HasPrefix(rawURL, "unix:")
-	for _, key := range []string{"mode", "owner", "group"} {
-		if opts.Has(key) && !unixURL {
-			d.errAt(n, field+"."+key, "only applies to unix:// sockets, not %q", rawURL)
-			return "", false
+	spec, err := supervisor.ParseListen(rawURL)
+	if err != nil {
+		d.errAt(urlNode, field+".url", "%v", err)
+		return supervisor.ListenSpec{}, false
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme == "" {
+		// ParseListen took it, so it is NAME=URL: the name has a key here.
+		d.errAt(urlNode, field+".url", "%q starts with NAME=; give the name as name:", rawURL)
+		return supervisor.ListenSpec{}, false
+	}
+	if nameNode != nil {
+		if err := supervisor.CheckSocketName(name); err != nil {
+			d.errAt(nameNode, field+".name", "%v", err)
+			return supervisor.ListenSpec{}, false
+		}
+		spec.Name = name
+	}
+	inURL := u.Query()
+	for _, o := range opts {
+		sub := field + "." + o.key
+		if inURL.Has(o.key) {
+			d.errAt(o.node, sub, "is also set in the url %q; set it in one place", rawURL)
+			return supervisor.ListenSpec{}, false
+		}
+		if err := spec.SetOption(o.key, o.value); err != nil {
+			d.errAt(o.node, sub, "%v", err)
+			return supervisor.ListenSpec{}, false
 		}
 	}
-	s := rawURL
-	if len(opts) > 0 {
-		if u, err := url.Parse(rawURL); err == nil {
-			q := u.Query()
-			for key := range opts {
-				if q.Has(key) {
-					d.errAt(n, field+"."+key, "is also set in the url %q; set it in one place", rawURL)
-					return "", false
-				}
-			}
-		}
-		sep := "?"
-		if strings.Contains(rawURL, "?") {
-			sep = "&"
-		}
-		s += sep + opts.Encode()
-	}
-	if name != "" {
-		s = name + "=" + s
-	}
-	return s, true
+	// Spec is what messages show: the url alone would hide the name and
+	// the options; String() then gives NAME=URL.
+	spec.Spec = ""
+	return spec, true
 }
 
 // deref follows an alias to the node it stands for, keeping the alias's

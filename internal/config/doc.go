@@ -1,41 +1,66 @@
+//go:build linux
+
 // Package config reads the YAML configuration file of "hitless run".
 //
 // A file holds the same settings as the flags of "hitless run", and the
-// flags override it. The intended use is:
+// flags override it. A File is the supervisor's own Config (embedded)
+// plus what only the command uses (log format and level, service name,
+// control socket, pid file); the decoder writes each value straight into
+// its field, so what the supervisor runs is what the file said, with no
+// second struct to copy into. The intended use is:
 //
-//	f := config.Default()          // no file: built-in defaults
+//	f := config.Default()          // no file: the supervisor's defaults
 //	f, err := config.Load(path)    // or: defaults overlaid with the file
-//	... apply the flags the user set explicitly ...
-//	err = f.Validate()             // check the merged result
+//	... lay the flags the user set over f ...
+//	err = f.Validate()             // the supervisor's rules, on the result
+//	sup, err := supervisor.New(f.Config)
 //
-// Flags and file share one code path for every value that needs parsing:
-// ParseSignal, ParseReady, ParseDuration, ParseLogFormat and ParseLogLevel
-// are what the file decoder uses, and the CLI uses them for flags.
+// # One rule, one place
+//
+// Flags and file share every parser: ParseDuration, ParseReady,
+// ParseSignal, ParseLogFormat and ParseLogLevel are what the decoder uses,
+// and the CLI uses them for its flags. Every rule the supervisor owns is
+// applied through the supervisor: a listen item goes through
+// supervisor.ParseListen, CheckSocketName and ListenSpec.SetOption, an env
+// variable through supervisor.CheckEnv, the drain signal through
+// supervisor.CheckDrainSignal, and the rules across fields (a delay
+// shorter than the ready timeout, backoff_min not above backoff_max, no
+// two sockets of one name) through supervisor.Config.Validate. A service
+// name is checked by control.CheckName, a control path against
+// control.MaxPath.
 //
 // # Errors
 //
-// Every problem is reported with the file, the line and the field, and says
+// Every problem is reported with the file, the line and the key, and says
 // what would be valid:
 //
 //	hitless.yaml:7: drain_timeout: "3x" is not a duration (want e.g. 30s, 1m30s)
 //
 // Unknown keys, duplicate keys, values of the wrong type and values outside
 // their enumeration are all rejected; Parse reports every problem it finds
-// (up to a limit) rather than only the first, as errors.Join of *Error.
+// (up to a limit) rather than only the first, as errors.Join of *Error. A
+// problem that Config.Validate finds names the key of the field (DrainTimeout
+// is drain_timeout, BackoffMax is restart.backoff_max, Listen[1] is
+// listen[1], Env[0] is env.NAME) and the line that set it, or no line when
+// the file left the value at its default; the *Error wraps the
+// *supervisor.ConfigError.
 //
-// # Listen entries
+// Parse does not require command or listen, which may come from the
+// command line; Validate does.
 //
-// Listen addresses are not validated here beyond their shape: a listen item
-// is either a string in the syntax of the --listen flag ("[NAME=]URL") or a
-// mapping {name, url, backlog, mode, owner, group}, and File.Listen holds
-// both forms as flag-syntax strings so that the CLI feeds them to the same
-// URL parser as the flag. File.ErrorAt turns an error from that parser into
-// one that points at the item's line.
+// # Listen items
+//
+// A listen item is either a string in the syntax of the --listen flag
+// ("[NAME=]URL") or a mapping {name, url, backlog, mode, owner, group}.
+// Both become a supervisor.ListenSpec as they are read, so a bad address,
+// option or name is reported at its line. An option may be set in the url's
+// query or in the mapping, not both. owner and group are looked up in the
+// user and group databases of the machine that reads the file.
 //
 // # Limits
 //
 // One YAML document per file, at most 1 MiB. Anchors and aliases work;
-// merge keys (<<) do not. Relative paths (dir, control, pid_file) are kept
-// as written, that is relative to the working directory of hitless, not to
-// the file.
+// merge keys (<<) do not. Relative paths (dir, control, pid_file, unix
+// socket paths) are kept as written, that is relative to the working
+// directory of hitless, not to the file. Env keeps the order of the file.
 package config

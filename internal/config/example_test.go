@@ -1,3 +1,5 @@
+//go:build linux
+
 package config_test
 
 import (
@@ -19,11 +21,14 @@ drain_timeout: 45s
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(f.Listen)
+	for _, l := range f.Listen {
+		fmt.Printf("%s %s %s %#o\n", l.Name, l.Network, l.Address, l.Mode)
+	}
 	fmt.Println(f.Command)
-	fmt.Println(config.SignalName(f.DrainSignal), f.DrainTimeout, f.Ready)
+	fmt.Println(config.SignalName(f.DrainSignal), f.DrainTimeout, config.FormatReady(f.ReadyDelay))
 	// Output:
-	// [http=tcp://127.0.0.1:8080 admin=unix:///run/app/admin.sock?mode=0660]
+	// http tcp 127.0.0.1:8080 0
+	// admin unix /run/app/admin.sock 0660
 	// [./server --port 8080]
 	// SIGUSR2 45s notify
 }

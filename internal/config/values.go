@@ -1,3 +1,5 @@
+//go:build linux
+
 package config
 
 import (
@@ -9,48 +11,37 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/supervisor"
 )
-
-// ReadyMode says how hitless decides that a new child is ready to take
-// traffic.
-type ReadyMode struct {
-	// Notify is true when the child reports readiness itself by sending
-	// READY=1 to the NOTIFY_SOCKET hitless gives it (sd_notify protocol).
-	Notify bool
-	// Delay, when Notify is false, is how long the child must stay alive
-	// before it is considered ready. It is the fallback for programs that
-	// cannot speak sd_notify, and is only as good as the guess.
-	Delay time.Duration
-}
-
-// String returns the mode in the syntax ParseReady accepts.
-func (m ReadyMode) String() string {
-	if m.Notify {
-		return "notify"
-	}
-	return "delay:" + m.Delay.String()
-}
 
 const readyWant = "want notify or delay:DURATION, e.g. delay:2s"
 
-// ParseReady parses a readiness mode: "notify", or "delay:DURATION" with a
-// positive duration such as "delay:2s".
-func ParseReady(s string) (ReadyMode, error) {
+// ParseReady parses a readiness mode into the supervisor's ReadyDelay:
+// "notify" (the child sends READY=1) is 0, and "delay:DURATION", with a
+// duration as ParseDuration takes it, is that duration: the child counts
+// as ready once it has lived that long.
+func ParseReady(s string) (time.Duration, error) {
 	if s == "notify" {
-		return ReadyMode{Notify: true}, nil
+		return 0, nil
 	}
 	rest, ok := strings.CutPrefix(s, "delay:")
 	if !ok {
-		return ReadyMode{}, fmt.Errorf("%q is not a readiness mode (%s)", s, readyWant)
+		return 0, fmt.Errorf("%q is not a readiness mode (%s)", s, readyWant)
 	}
-	d, err := time.ParseDuration(rest)
+	d, err := ParseDuration(rest)
 	if err != nil {
-		return ReadyMode{}, fmt.Errorf("%q: %q is not a duration (%s)", s, rest, readyWant)
+		return 0, fmt.Errorf("%q: the delay %w", s, err)
 	}
-	if d <= 0 {
-		return ReadyMode{}, fmt.Errorf("%q: the delay must be positive (%s)", s, readyWant)
+	return d, nil
+}
+
+// FormatReady returns a ReadyDelay in the syntax ParseReady accepts.
+func FormatReady(delay time.Duration) string {
+	if delay == 0 {
+		return "notify"
 	}
-	return ReadyMode{Delay: d}, nil
+	return "delay:" + delay.String()
 }
 
 const durationWant = "want e.g. 30s, 1m30s"
@@ -76,12 +67,11 @@ func ParseDuration(s string) (time.Duration, error) {
 // kernel defines it, not glibc's, which reserves a few).
 const sigrtmax = 64
 
-// ParseSignal parses a signal that hitless sends to a child for it to
-// handle, such as the drain signal. It accepts a name with or without the
-// SIG prefix, in any case ("SIGTERM", "TERM", "usr2"), or a number ("15").
-//
-// SIGKILL and SIGSTOP are refused: a child cannot catch them, so it could
-// never drain. The hard stop after the drain timeout is hitless's job.
+// ParseSignal parses the drain signal: a name with or without the SIG
+// prefix, in any case ("SIGTERM", "TERM", "usr2"), or a number ("15"). It
+// refuses what supervisor.CheckDrainSignal refuses (SIGKILL and SIGSTOP,
+// which a child cannot catch), so that a bad signal is reported where it
+// was written.
 func ParseSignal(s string) (syscall.Signal, error) {
 	const want = "want a signal name such as SIGTERM, TERM, SIGUSR2, or a number"
 	var sig syscall.Signal
@@ -102,8 +92,8 @@ func ParseSignal(s string) (syscall.Signal, error) {
 			return 0, fmt.Errorf("%q is not a signal (%s)", s, want)
 		}
 	}
-	if sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
-		return 0, fmt.Errorf("%q cannot be caught, so the child could not drain (%s; hitless sends SIGKILL itself when the drain timeout expires)", s, want)
+	if err := supervisor.CheckDrainSignal(sig); err != nil {
+		return 0, fmt.Errorf("%q: %w", s, err)
 	}
 	return sig, nil
 }

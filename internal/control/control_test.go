@@ -1,3 +1,5 @@
+//go:build linux
+
 package control
 
 import (
@@ -7,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -202,6 +205,28 @@ func TestPathTooLong(t *testing.T) {
 }
 
 // Close leaves alone a file that has replaced the socket.
+// Close is no accept error: Serve returns without a warning, however the
+// two interleave.
+func TestCloseQuiet(t *testing.T) {
+	for range 20 {
+		s, err := Listen(filepath.Join(shortDir(t), "c.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		s.Log = slog.New(slog.NewTextHandler(&logs, nil))
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(&fake{}) }()
+		s.Close()
+		if err := <-done; err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+		if logs.Len() > 0 {
+			t.Fatalf("Close was logged as trouble: %s", logs.String())
+		}
+	}
+}
+
 func TestCloseKeepsAnotherFile(t *testing.T) {
 	path := filepath.Join(shortDir(t), "c.sock")
 	s, err := Listen(path)

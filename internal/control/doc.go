@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package control is hitless's control socket: the server that "hitless
 // run" listens on, and the client behind "hitless reload", "hitless
 // status" and "hitless stop".

@@ -1,3 +1,5 @@
+//go:build linux
+
 package control
 
 import (
@@ -5,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,14 +20,29 @@ const EnvControl = "HITLESS_CONTROL"
 // at: sun_path holds 108 bytes including the terminating NUL.
 const MaxPath = 107
 
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+// maxName is the longest service name: it becomes a file name (NAME.sock)
+// and appears in log lines, so it stays short and needs no quoting.
+const maxName = 64
+
+// nameChar reports whether c may appear in a service name.
+func nameChar(c byte) bool {
+	return alnum(c) || c == '.' || c == '_' || c == '@' || c == '-'
+}
+
+func alnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
 
 // CheckName reports whether name can be a service name: letters, digits
-// and . _ @ -, starting with a letter or digit, at most 64 characters, as
-// the "name" key of the config file requires.
+// and . _ @ -, starting with a letter or digit, at most 64 characters. It
+// is the rule for --name and for the "name" key of the config file.
 func CheckName(name string) error {
-	if !validName.MatchString(name) {
-		return fmt.Errorf("%q is not a service name (want letters, digits, and . _ @ - , starting with a letter or digit, at most 64 characters)", name)
+	ok := name != "" && len(name) <= maxName && alnum(name[0])
+	for i := 0; ok && i < len(name); i++ {
+		ok = nameChar(name[i])
+	}
+	if !ok {
+		return fmt.Errorf("%q is not a service name (want letters, digits, and . _ @ - , starting with a letter or digit, at most %d characters)", name, maxName)
 	}
 	return nil
 }
@@ -35,17 +51,15 @@ func CheckName(name string) error {
 // name, with any character CheckName refuses replaced by '_'.
 // "/srv/app/current/bin/orders-api" gives "orders-api".
 func NameFromCommand(prog string) string {
-	base := filepath.Base(prog)
-	b := []byte(base)
+	b := []byte(filepath.Base(prog))
 	for i, c := range b {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '@' || c == '-'
-		if !ok {
+		if !nameChar(c) {
 			b[i] = '_'
 		}
 	}
 	name := strings.TrimLeft(string(b), "._@-")
-	if len(name) > 64 {
-		name = name[:64]
+	if len(name) > maxName {
+		name = name[:maxName]
 	}
 	if name == "" {
 		return "hitless"

@@ -1,3 +1,5 @@
+//go:build linux
+
 package control
 
 import (
@@ -110,7 +112,12 @@ func TestNameFromCommand(t *testing.T) {
 			t.Errorf("NameFromCommand(%q) = %q, which CheckName refuses: %v", in, got, err)
 		}
 	}
-	for _, bad := range []string{"", "../x", "a/b", "-x", strings.Repeat("a", 65), "a b"} {
+	for _, good := range []string{"app@1", "9.x_y-z", strings.Repeat("a", 64)} {
+		if err := CheckName(good); err != nil {
+			t.Errorf("CheckName(%q): %v", good, err)
+		}
+	}
+	for _, bad := range []string{"", "../x", "a/b", "-x", strings.Repeat("a", 65), "a b", "a\n", "é", "a:b"} {
 		if CheckName(bad) == nil {
 			t.Errorf("CheckName(%q) accepted it", bad)
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package control
 
 import (
@@ -169,7 +171,9 @@ func (s *Server) Serve(h Handler) error {
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
-			if s.ctx.Err() != nil {
+			// Only Close closes the listener, and it cancels s.ctx only
+			// after: the closed listener is the first sign of it.
+			if errors.Is(err, net.ErrClosed) || s.ctx.Err() != nil {
 				return nil
 			}
 			// Out of descriptors and the like: wait and retry, as
