@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the tree's hygiene (go mod tidy in every
-# module, staticcheck, childproc cross-built for darwin and windows), vet,
+# module, staticcheck, the module built and vetted for darwin, childproc
+# built for windows), vet,
 # the race-enabled test suites of the main module and of each example
 # module, and each fuzz target for a bounded time (FUZZTIME, default 5s;
 # FUZZTIME=0 skips fuzzing; see scripts/fuzz.sh).
@@ -15,8 +16,9 @@ for mod in "${modules[@]}"; do
 	(cd "$mod" && go mod tidy -diff && go run "$staticcheck" ./...)
 done
 
-echo "== childproc builds for darwin and windows"
-GOOS=darwin go build ./childproc
+echo "== the module builds and vets for darwin; childproc builds for windows"
+GOOS=darwin go build ./...
+GOOS=darwin go vet ./...
 GOOS=windows go build ./childproc
 
 echo "== go vet"

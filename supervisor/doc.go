@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package supervisor is the parent half of hitless: it holds listening
 // sockets for its whole life and runs generations of a child server on
 // them, replacing one generation by the next without refusing or resetting
