@@ -906,25 +906,33 @@ func explore(t *testing.T, cfg machineConfig, depth int) (states, transitions in
 			}
 		}
 	}
+	// Each state is kept once, when first reached: the frontier holds
+	// only states not seen before.
 	var frontier []node
+	add := func(list []node, path []transition, ps *pathState) []node {
+		k := machineKey(ps.m) + "#" + ps.obs.key()
+		if seen[k] {
+			return list
+		}
+		seen[k] = true
+		return append(list, node{path: path, ps: ps})
+	}
 	trs, pss := expand(cfg, &pathState{m: newMachine(cfg), obs: newObserver(), watchdog: cfg.Watchdog > 0}, nil, checker(nil))
 	for i, tr := range trs {
-		frontier = append(frontier, node{path: []transition{tr}, ps: pss[i]})
+		frontier = add(frontier, []transition{tr}, pss[i])
 	}
 	for d := 0; d < depth && len(frontier) > 0 && !failed; d++ {
 		var next []node
 		for _, n := range frontier {
-			k := machineKey(n.ps.m) + "#" + n.ps.obs.key()
-			if seen[k] {
-				continue
-			}
-			seen[k] = true
 			checkCompletion(t, cfg, n.path, n.ps.clone())
+			if d == depth-1 {
+				continue // the last level is checked, not expanded
+			}
 			for _, ev := range candidates(n.ps) {
 				trs, pss := expand(cfg, n.ps, ev, checker(n.path))
 				transitions += len(trs)
 				for i, tr := range trs {
-					next = append(next, node{path: append(slices.Clone(n.path), tr), ps: pss[i]})
+					next = add(next, append(slices.Clone(n.path), tr), pss[i])
 				}
 			}
 			if failed || t.Failed() {
