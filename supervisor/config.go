@@ -72,12 +72,7 @@ type Config struct {
 	Stdout       *os.File // default os.Stdout
 	Stderr       *os.File // default os.Stderr
 
-	Logger   *slog.Logger
-	Registry Registry // where sockets are kept; nil binds directly
-	// ReleaseSockets, if set, is called when a stop begins, after hitless
-	// closed its own copies of the sockets: it must close the copies the
-	// Registry keeps (tableflip's Upgrader.Stop does).
-	ReleaseSockets func()
+	Logger *slog.Logger
 
 	// Notifier reports to the service manager; nil for none.
 	Notifier Notifier
@@ -149,9 +144,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(c.Stderr, nil))
-	}
-	if c.Registry == nil {
-		c.Registry = directRegistry{}
 	}
 	if c.ShimPath == "" {
 		c.ShimPath = "/proc/self/exe"

@@ -43,7 +43,8 @@ type ListenerStatus struct {
 	Name    string `json:"name"`
 	Network string `json:"network"`
 	Address string `json:"address"`
-	FD      int    `json:"fd"` // as the child sees it
+	FD      int    `json:"fd"`     // as the child sees it
+	Source  string `json:"source"` // where hitless got it: "bound"
 }
 
 // Reload starts a new generation, or joins the reload queued behind the
@@ -144,7 +145,7 @@ func (s *Supervisor) status(v machineView) Status {
 	}
 	for i, sock := range s.sockets {
 		st.Listeners = append(st.Listeners, ListenerStatus{
-			Name: sock.spec.Name, Network: sock.spec.Network, Address: sock.addr, FD: 3 + i,
+			Name: sock.spec.Name, Network: sock.spec.Network, Address: sock.addr, FD: 3 + i, Source: sock.source,
 		})
 	}
 	return st

@@ -3,7 +3,9 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/url"
@@ -38,6 +40,12 @@ type ListenSpec struct {
 	Mode os.FileMode
 	UID  int
 	GID  int
+	// NonBlock keeps O_NONBLOCK set on the socket, as systemd's
+	// NonBlocking=yes does. By default the socket reaches the first child
+	// in blocking mode, as systemd hands it; the flag belongs to the
+	// socket, shared by hitless and every child, and a Go child sets it
+	// for everyone when it takes the socket over.
+	NonBlock bool
 	// Spec is the text this was parsed from, for messages.
 	Spec string
 }
@@ -134,11 +142,21 @@ func parseURL(rest string) (ListenSpec, error) {
 }
 
 // SetOption sets one option of the socket, as the URL's query gives it:
-// backlog=N (1 to 65536) for stream sockets, and mode=0660 (octal),
-// owner=USER|UID and group=GROUP|GID for unix sockets.
+// backlog=N (1 to 65536) for stream sockets, nonblock=1 (or 0) for any,
+// and mode=0660 (octal), owner=USER|UID and group=GROUP|GID for unix
+// sockets.
 func (l *ListenSpec) SetOption(key, v string) error {
 	var err error
 	switch {
+	case key == "nonblock":
+		switch v {
+		case "1", "true":
+			l.NonBlock = true
+		case "0", "false":
+			l.NonBlock = false
+		default:
+			return fmt.Errorf("nonblock=%q: want 1 or 0", v)
+		}
 	case key == "backlog" && l.Stream():
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1<<16 {
@@ -160,11 +178,11 @@ func (l *ListenSpec) SetOption(key, v string) error {
 			return fmt.Errorf("group=%q: %w", v, err)
 		}
 	default:
-		valid := "backlog"
+		valid := "backlog, nonblock"
 		if l.Network == "unix" {
-			valid = "backlog, mode, owner, group"
+			valid = "backlog, nonblock, mode, owner, group"
 		} else if !l.Stream() {
-			valid = "none for udp"
+			valid = "nonblock"
 		}
 		return fmt.Errorf("unknown option %q (valid: %s)", key, valid)
 	}
@@ -217,104 +235,138 @@ func lookupID(v string, isUser bool) (int, error) {
 	return strconv.Atoi(id)
 }
 
-// Registry holds listening sockets across hitless's own life, and across a
-// self-upgrade. *tableflip.Fds implements it; a nil Registry binds directly.
-type Registry interface {
-	ListenWithCallback(network, addr string, callback func(network, addr string) (net.Listener, error)) (net.Listener, error)
-	ListenPacketWithCallback(network, addr string, callback func(network, addr string) (net.PacketConn, error)) (net.PacketConn, error)
-}
-
-type directRegistry struct{}
-
-func (directRegistry) ListenWithCallback(network, addr string, cb func(string, string) (net.Listener, error)) (net.Listener, error) {
-	return cb(network, addr)
-}
-
-func (directRegistry) ListenPacketWithCallback(network, addr string, cb func(string, string) (net.PacketConn, error)) (net.PacketConn, error) {
-	return cb(network, addr)
-}
-
-// socket is a bound listener that hitless keeps for its whole life.
+// socket is a listening socket hitless holds for its whole life, as a
+// plain descriptor. It is never registered with Go's poller: hitless
+// never accepts on it, and its O_NONBLOCK flag, which every process that
+// holds the socket shares, is the children's business (see
+// ListenSpec.NonBlock).
 type socket struct {
 	spec    ListenSpec
-	conn    syscall.Conn // net.Listener or net.PacketConn
-	closer  interface{ Close() error }
-	fd      int    // hitless's own descriptor; valid while conn is open
+	file    *os.File // hitless's own descriptor
+	fd      int
 	addr    string // the bound address, for SERVER_STARTER_PORT
+	source  string // where it came from: "bound"
 	created bool   // hitless created the unix socket file, so it removes it
 }
 
-// bind binds spec through reg, or takes it over from a parent hitless.
-func bind(reg Registry, spec ListenSpec) (*socket, error) {
-	s := &socket{spec: spec}
+// bind creates, binds and listens on the socket spec describes. A unix
+// socket file gets its mode before it exists (the socket is chmod'ed
+// before bind), and its owner without following a symbolic link.
+func bind(spec ListenSpec) (*socket, error) {
+	s := &socket{spec: spec, source: "bound"}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		if spec.Network != "unix" || spec.Mode == 0 {
+			return nil
+		}
+		// bind creates the file with the socket's mode less the umask:
+		// never wider than asked.
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = unix.Fchmod(int(fd), uint32(spec.Mode)) }); cerr != nil {
+			return cerr
+		}
+		return os.NewSyscallError("fchmod", err)
+	}}
+	type filer interface{ File() (*os.File, error) }
+	var conn io.Closer
 	if spec.Stream() {
-		ln, err := reg.ListenWithCallback(spec.Network, spec.Address, func(network, addr string) (net.Listener, error) {
-			if network == "unix" {
-				if err := unixsock.RemoveStale(addr); err != nil {
-					return nil, err
-				}
-				s.created = true
+		if spec.Network == "unix" {
+			if err := unixsock.RemoveStale(spec.Address); err != nil {
+				return nil, err
 			}
-			return net.Listen(network, addr)
-		})
+		}
+		ln, err := lc.Listen(context.Background(), spec.Network, spec.Address)
 		if err != nil {
 			return nil, err
 		}
-		s.conn, s.closer, s.addr = ln.(syscall.Conn), ln, ln.Addr().String()
 		if ul, ok := ln.(*net.UnixListener); ok {
-			// The registry keeps the file for a self-upgrade; hitless
-			// removes it itself on exit.
-			ul.SetUnlinkOnClose(false)
+			s.created = true
+			ul.SetUnlinkOnClose(false) // hitless removes it when it exits
 		}
+		conn, s.addr = ln, ln.Addr().String()
 	} else {
-		pc, err := reg.ListenPacketWithCallback(spec.Network, spec.Address, func(network, addr string) (net.PacketConn, error) {
-			return net.ListenPacket(network, addr)
-		})
+		pc, err := lc.ListenPacket(context.Background(), spec.Network, spec.Address)
 		if err != nil {
 			return nil, err
 		}
-		s.conn, s.closer, s.addr = pc.(syscall.Conn), pc, pc.LocalAddr().String()
+		conn, s.addr = pc, pc.LocalAddr().String()
 	}
-	var lerr error
-	rc, err := s.conn.SyscallConn()
-	if err == nil {
-		err = rc.Control(func(fd uintptr) {
-			s.fd = int(fd)
-			if spec.Backlog > 0 {
-				// Linux lets listen(2) be called again to resize the queue.
-				lerr = unix.Listen(s.fd, spec.Backlog)
-			}
-		})
-	}
-	if err == nil {
-		err = lerr
-	}
-	if err == nil && spec.Network == "unix" {
-		err = s.chmod()
-	}
+	f, err := conn.(filer).File()
+	conn.Close() // the socket lives on in f
 	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.file = f
+	// Fd puts the descriptor in blocking mode: the flag belongs to the
+	// socket, and no child holds it yet.
+	s.fd = int(f.Fd())
+	if err := s.setup(); err != nil {
 		s.close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *socket) chmod() error {
-	if s.spec.Mode != 0 {
-		if err := os.Chmod(s.spec.Address, s.spec.Mode); err != nil {
+func (s *socket) setup() error {
+	spec := s.spec
+	if spec.NonBlock {
+		if err := unix.SetNonblock(s.fd, true); err != nil {
+			return os.NewSyscallError("fcntl O_NONBLOCK", err)
+		}
+	}
+	if spec.Backlog > 0 && spec.Stream() {
+		// Linux lets listen(2) be called again to resize the queue.
+		if err := unix.Listen(s.fd, spec.Backlog); err != nil {
+			return os.NewSyscallError("listen", err)
+		}
+	}
+	if spec.Network != "unix" {
+		return nil
+	}
+	if spec.Mode != 0 {
+		// The umask may have narrowed the mode: widen it on the file
+		// bind created, reached without following a symbolic link.
+		if err := chmodNoFollow(spec.Address, spec.Mode); err != nil {
 			return err
 		}
 	}
-	if s.spec.UID >= 0 || s.spec.GID >= 0 {
-		if err := os.Lchown(s.spec.Address, s.spec.UID, s.spec.GID); err != nil {
+	if spec.UID >= 0 || spec.GID >= 0 {
+		if err := os.Lchown(spec.Address, spec.UID, spec.GID); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// chmodNoFollow sets the mode of the socket file at path, refusing a
+// path that is a symbolic link or not a socket.
+func chmodNoFollow(path string, mode os.FileMode) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("%s is no longer the socket hitless bound", path)
+	}
+	if st.Mode&0o777 == uint32(mode.Perm()) {
+		return nil
+	}
+	// fchmod does not work on an O_PATH descriptor; its /proc link does.
+	if err := unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), uint32(mode.Perm())); err != nil {
+		return &os.PathError{Op: "chmod", Path: path, Err: err}
+	}
+	return nil
+}
+
 func (s *socket) close() {
-	s.closer.Close()
+	if s.file != nil {
+		s.file.Close()
+	}
 	if s.created {
 		os.Remove(s.spec.Address)
 	}

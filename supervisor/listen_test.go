@@ -107,7 +107,7 @@ func TestBindBacklogAndStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := bind(directRegistry{}, spec)
+	s, err := bind(spec)
 	if err != nil {
 		t.Fatalf("bind over a stale socket: %v", err)
 	}
@@ -115,7 +115,7 @@ func TestBindBacklogAndStale(t *testing.T) {
 		t.Errorf("socket file mode: %v %v", fi, err)
 	}
 	// The same path while it is live is refused.
-	if _, err := bind(directRegistry{}, spec); err == nil || !strings.Contains(err.Error(), "already in use") {
+	if _, err := bind(spec); err == nil || !strings.Contains(err.Error(), "already in use") {
 		t.Errorf("bind over a live socket: %v", err)
 	}
 	s.close()
@@ -124,7 +124,7 @@ func TestBindBacklogAndStale(t *testing.T) {
 	}
 	// A regular file is never removed.
 	os.WriteFile(path, []byte("data"), 0o600)
-	if _, err := bind(directRegistry{}, spec); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := bind(spec); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("bind over a regular file: %v", err)
 	}
 }
@@ -136,7 +136,7 @@ func TestBindBusyPort(t *testing.T) {
 	}
 	defer ln.Close()
 	spec, _ := ParseListen("tcp://" + ln.Addr().String())
-	if _, err := bind(directRegistry{}, spec); err == nil || !strings.Contains(err.Error(), "address already in use") {
+	if _, err := bind(spec); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Errorf("bind on a busy port: %v", err)
 	}
 }

@@ -147,7 +147,7 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	s.os = osEnv{spawn: s.spawn, signal: signalGroup}
 	for _, l := range cfg.Listen {
-		sock, err := bind(cfg.Registry, l)
+		sock, err := bind(l)
 		if err != nil {
 			s.closeSockets()
 			return nil, fmt.Errorf("listen %s: %w", l, err)
@@ -349,9 +349,6 @@ func (s *Supervisor) do(a action) event {
 		// after that is refused at once rather than queued behind a
 		// process that will never accept, and reset when hitless exits.
 		s.closeSockets()
-		if s.cfg.ReleaseSockets != nil {
-			s.cfg.ReleaseSockets()
-		}
 	case actExit:
 		s.exit = &a
 	case actObserve:

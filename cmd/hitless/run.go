@@ -22,7 +22,6 @@ import (
 	"github.com/hitless/hitless/internal/pidfile"
 	"github.com/hitless/hitless/internal/sdnotify"
 	"github.com/hitless/hitless/supervisor"
-	"github.com/hitless/hitless/upgrade"
 )
 
 func runCommand() *cobra.Command {
@@ -229,16 +228,9 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 		cfg.Notifier = notifier
 	}
 
-	upg, err := upgrade.New()
-	if err != nil {
-		return err
-	}
-	cfg.Registry = upg.Registry()
-	cfg.ReleaseSockets = upg.Stop
 	sup, err := supervisor.New(cfg)
 	if err != nil {
 		// A busy port or a bad address: nothing was started.
-		upg.Stop()
 		return usageError{err}
 	}
 	// After New, so that a busy port is reported first; before Run, so
@@ -246,19 +238,16 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 	ctl, err := control.Listen(ctlPath)
 	if err != nil {
 		sup.Close()
-		upg.Stop()
 		return usageError{err}
 	}
 	ctl.Log = cfg.Logger
 	cfg.Logger.Info("control socket", "path", ctl.Path(), "name", name)
 	go ctl.Serve(sup)
-	// Deferred calls run in reverse: at exit the pid file goes, then the
-	// registry's sockets (Run released them already when the stop began),
-	// and the control server closes last, for it answers a waiting
-	// "hitless stop" only then: whoever runs hitless again next finds
-	// nothing of this one left.
+	// Deferred calls run in reverse: at exit the pid file goes, and the
+	// control server closes last, for it answers a waiting "hitless
+	// stop" only then: whoever runs hitless again next finds nothing of
+	// this one left.
 	defer ctl.Close()
-	defer upg.Stop()
 	if file.PIDFile != "" {
 		if err := pidfile.Write(file.PIDFile, os.Getpid()); err != nil {
 			sup.Close()
