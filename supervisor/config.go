@@ -34,6 +34,10 @@ type Config struct {
 	Command []string // the program and its arguments
 	Dir     string   // the child's working directory, resolved at each start
 	Env     []string // KEY=VALUE added to the child's environment
+	// User, if set, runs every child as that user (see LookupUser), with
+	// USER, LOGNAME, HOME and SHELL set for it unless Env sets them.
+	// hitless itself must then run as root.
+	User *User
 
 	// ReadyDelay, if positive, declares a child ready once it has lived
 	// this long, for programs that cannot send READY=1. It is the weaker
@@ -203,6 +207,9 @@ func (c Config) Validate() error {
 	}
 	if err := CheckDrainSignal(c.DrainSignal); err != nil {
 		bad("DrainSignal", "%v", err)
+	}
+	if u := c.User; u != nil && os.Geteuid() != 0 && (int(u.UID) != os.Geteuid() || int(u.GID) != os.Getegid()) {
+		bad("User", "running children as %s (uid %d) needs hitless to run as root; it runs as uid %d", u.Name, u.UID, os.Geteuid())
 	}
 	return errors.Join(errs...)
 }

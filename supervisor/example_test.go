@@ -28,11 +28,11 @@ func ExampleParseListen() {
 	// udp-5353 udp [::1]:5353
 }
 
-// A program that embeds the supervisor must run the shim when it is
-// started as one, before anything else.
+// A program that embeds the supervisor must run its hidden modes (the
+// shim, the watcher) when it is started in one, before anything else.
 func Example() {
-	// if len(os.Args) > 1 && os.Args[1] == supervisor.ShimArg {
-	// 	os.Exit(supervisor.RunShim(os.Args[2:]))
+	// if code, ok := supervisor.RunHidden(os.Args[1:]); ok {
+	// 	os.Exit(code)
 	// }
 	spec, err := supervisor.ParseListen("http=tcp://127.0.0.1:8080")
 	if err != nil {

@@ -72,13 +72,19 @@ func TestResolveFollowsSymlinkEachTime(t *testing.T) {
 }
 
 func TestInTree(t *testing.T) {
-	if !inTree(os.Getpid(), os.Getpid()) {
+	if in, known := inTree(os.Getpid(), os.Getpid()); !in || !known {
 		t.Error("a process is in its own tree")
 	}
-	if !inTree(os.Getpid(), os.Getppid()) {
+	if in, _ := inTree(os.Getpid(), os.Getppid()); !in {
 		t.Error("a child is in its parent's tree")
 	}
-	if inTree(os.Getppid(), os.Getpid()) {
+	if in, known := inTree(os.Getppid(), os.Getpid()); in || !known {
 		t.Error("a parent is not in its child's tree")
+	}
+	if _, known := inTree(1<<22+1, os.Getpid()); known {
+		t.Error("a pid that does not exist is known")
+	}
+	if uids := procUIDs(os.Getpid()); len(uids) != 4 || int(uids[0]) != os.Getuid() {
+		t.Errorf("procUIDs = %v", uids)
 	}
 }

@@ -326,7 +326,7 @@ func (s *socket) setup() error {
 	if spec.Mode != 0 {
 		// The umask may have narrowed the mode: widen it on the file
 		// bind created, reached without following a symbolic link.
-		if err := chmodNoFollow(spec.Address, spec.Mode); err != nil {
+		if err := unixsock.Chmod(spec.Address, spec.Mode); err != nil {
 			return err
 		}
 	}
@@ -334,31 +334,6 @@ func (s *socket) setup() error {
 		if err := os.Lchown(spec.Address, spec.UID, spec.GID); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// chmodNoFollow sets the mode of the socket file at path, refusing a
-// path that is a symbolic link or not a socket.
-func chmodNoFollow(path string, mode os.FileMode) error {
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return &os.PathError{Op: "fstat", Path: path, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return fmt.Errorf("%s is no longer the socket hitless bound", path)
-	}
-	if st.Mode&0o777 == uint32(mode.Perm()) {
-		return nil
-	}
-	// fchmod does not work on an O_PATH descriptor; its /proc link does.
-	if err := unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), uint32(mode.Perm())); err != nil {
-		return &os.PathError{Op: "chmod", Path: path, Err: err}
 	}
 	return nil
 }

@@ -9,7 +9,7 @@ import (
 	"math"
 	"net"
 	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,8 +28,11 @@ func (s *Supervisor) spawn(c *child) error {
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	notifyPath := filepath.Join(s.rundir, "notify-"+strconv.Itoa(c.id))
-	c.notify, err = sdnotify.Listen(notifyPath)
+	// Mode 0666 in a directory nobody can list: reachable by the child
+	// whichever user it runs as, or becomes; senders are checked by their
+	// credentials (see readNotify).
+	notifyPath := s.rundir.socket(c.id)
+	c.notify, err = sdnotify.Listen(notifyPath, 0o666)
 	if err != nil {
 		return fmt.Errorf("start: notify socket: %w", err)
 	}
@@ -84,6 +87,9 @@ func (s *Supervisor) spawn(c *child) error {
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}
+	if u := s.cfg.User; u != nil {
+		attr.Sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
+	}
 	exitc := make(chan unix.WaitStatus, 1)
 	argv := append([]string{"hitless", ShimArg, prog}, s.cfg.Command...)
 	pid, err := s.reaper.start(func() (int, error) {
@@ -96,6 +102,9 @@ func (s *Supervisor) spawn(c *child) error {
 	}
 	c.pid = pid
 	s.log.Info("started", "generation", c.id, "pid", pid, "program", prog, "dir", dir)
+	if err := s.watcher.add(pid); err != nil {
+		s.log.Warn("watcher", "err", err)
+	}
 
 	for _, p := range pipes {
 		var dst io.Writer = p.dst
@@ -150,8 +159,8 @@ func (s *Supervisor) readNotify(c *child) {
 			s.log.Warn("notify socket: bad message", "generation", c.id, "err", err)
 			continue
 		}
-		if !inTree(int(m.PID), c.pid) {
-			s.log.Warn("notify socket: message from a process outside the child's tree ignored", "generation", c.id, "sender_pid", m.PID)
+		if !s.fromTree(c, m) {
+			s.log.Warn("notify socket: message from a process outside the child's tree ignored", "generation", c.id, "sender_pid", m.PID, "sender_uid", m.UID)
 			continue
 		}
 		c.mu.Lock()
@@ -189,8 +198,12 @@ func (s *Supervisor) childEnv(c *child, notifyPath string) []string {
 		k, _, _ := strings.Cut(kv, "=")
 		return ReservedEnv(k)
 	}
+	base := os.Environ()
+	if u := s.cfg.User; u != nil {
+		base = append(base, u.env()...)
+	}
 	var env []string
-	for _, kv := range append(os.Environ(), s.cfg.Env...) {
+	for _, kv := range append(base, s.cfg.Env...) {
 		if !drop(kv) {
 			env = append(env, kv)
 		}
@@ -245,23 +258,65 @@ func dedupEnv(env []string) []string {
 	return out
 }
 
+// fromTree decides whether a notification came from the child or one of
+// its descendants, from what is known when the datagram is read. A sender
+// that still runs must be in the tree. A sender that is gone already (a
+// one-shot helper such as systemd-notify or socat, reaped by its parent
+// at once) cannot be looked up: it is believed if it ran as a user the
+// tree runs as (hitless's, the one hitless runs children as, or the
+// child's current one, for a child that dropped privileges itself), since
+// only the tree was told the socket's name, which nobody can list.
+func (s *Supervisor) fromTree(c *child, m sdnotify.Message) bool {
+	in, known := inTree(int(m.PID), c.pid)
+	if known {
+		return in
+	}
+	uids := []uint32{uint32(os.Geteuid())}
+	if u := s.cfg.User; u != nil {
+		uids = append(uids, u.UID)
+	}
+	uids = append(uids, procUIDs(c.pid)...)
+	return slices.Contains(uids, m.UID)
+}
+
 // inTree reports whether pid is root, in root's process group, or a
-// descendant of root.
-func inTree(pid, root int) bool {
+// descendant of root; known is false when pid itself is gone.
+func inTree(pid, root int) (in, known bool) {
 	for depth := 0; pid > 1 && depth < 64; depth++ {
 		if pid == root {
-			return true
+			return true, true
 		}
 		st, ok := procStat(pid)
 		if !ok {
-			return false
+			return false, depth > 0
 		}
 		if st.pgid == root {
-			return true
+			return true, true
 		}
 		pid = st.ppid
 	}
-	return false
+	return false, true
+}
+
+// procUIDs returns the real, effective, saved and filesystem uids of pid,
+// from /proc/PID/status; none if it is gone.
+func procUIDs(pid int) []uint32 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			var uids []uint32
+			for _, f := range strings.Fields(rest) {
+				if n, err := strconv.ParseUint(f, 10, 32); err == nil {
+					uids = append(uids, uint32(n))
+				}
+			}
+			return uids
+		}
+	}
+	return nil
 }
 
 // procStat reads the parent pid, process group and resident set size

@@ -38,8 +38,9 @@ type Supervisor struct {
 
 	// Owned by Run's goroutine.
 	m          *machine
-	rundir     string // private notify sockets live here
+	rundir     *rundir // private notify sockets live here
 	reaper     *reaper
+	watcher    *watcher
 	children   map[int]*child
 	timers     map[timerID]*time.Timer
 	callers    map[callerID]request
@@ -201,12 +202,6 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		s.log.Warn("cannot become a subreaper; orphans of children will not be reaped", "err", err)
 	}
-	dir, err := os.MkdirTemp("", "hitless-")
-	if err != nil {
-		close(s.loopDone)
-		return fmt.Errorf("create notify socket directory: %w", err)
-	}
-	s.rundir = dir
 	// Descriptors hitless inherited without close-on-exec (from a shell,
 	// a test runner, a leaky parent) must not reach the children, which
 	// get exactly stdio and the sockets.
@@ -214,7 +209,15 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		close(s.loopDone)
 		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
 	}
+	if s.rundir, err = newRundir(s.log); err != nil {
+		close(s.loopDone)
+		return fmt.Errorf("create notify socket directory: %w", err)
+	}
 	s.reaper = newReaper()
+	if s.watcher, err = s.startWatcher(); err != nil {
+		close(s.loopDone)
+		return err
+	}
 
 	s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "))
 	s.m = newMachine(machineConfig{
@@ -248,6 +251,8 @@ func (s *Supervisor) loop(ctx context.Context) {
 			s.feed(ev)
 		case <-watchdog:
 			s.feed(evTick{})
+		case ws := <-s.watcher.exit:
+			s.restartWatcher(ws)
 		case req := <-s.reqs:
 			s.lastCaller++
 			id := s.lastCaller
@@ -339,6 +344,11 @@ func (s *Supervisor) do(a action) event {
 		if c := s.children[a.gen]; c != nil {
 			delete(s.children, a.gen)
 			c.forget()
+			// Its group got SIGKILL when it exited: nothing for the
+			// watcher to kill.
+			if err := s.watcher.remove(c.pid); err != nil {
+				s.log.Warn("watcher", "err", err)
+			}
 			if !c.copied {
 				s.lingering = append(s.lingering, c)
 			}
@@ -373,11 +383,16 @@ func (s *Supervisor) release() {
 	for _, c := range s.lingering {
 		c.closeOutput()
 	}
+	if s.watcher != nil {
+		s.watcher.stop()
+	}
 	if s.reaper != nil {
 		s.reaper.stop()
 	}
-	if s.rundir != "" {
-		os.RemoveAll(s.rundir)
+	if s.rundir != nil {
+		if err := s.rundir.remove(); err != nil {
+			s.log.Warn("remove notify socket directory", "err", err)
+		}
 	}
 	s.Close()
 	if s.exit != nil {
@@ -410,6 +425,26 @@ func (s *Supervisor) notify(a actNotify) {
 	}
 	if err != nil {
 		s.log.Warn("notify service manager", "err", err)
+	}
+}
+
+// restartWatcher replaces a watcher that died (someone killed it) and
+// tells the new one every process group it must know of.
+func (s *Supervisor) restartWatcher(ws unix.WaitStatus) {
+	s.log.Error("the watcher that kills the children if hitless dies exited; starting another", "status", exitReason(ws))
+	w, err := s.startWatcher()
+	if err != nil {
+		s.log.Error("watcher", "err", err)
+		// Keep the old one's channel out of the select: it has fired.
+		s.watcher.exit = nil
+		return
+	}
+	s.watcher.w.Close()
+	s.watcher = w
+	for _, c := range s.children {
+		if err := w.add(c.pid); err != nil {
+			s.log.Warn("watcher", "err", err)
+		}
 	}
 }
 

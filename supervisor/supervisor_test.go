@@ -23,13 +23,13 @@ import (
 )
 
 // The tests in this file run real children: the test binary itself, which
-// TestMain turns into the shim (ShimArg) or into a small server
-// (TEST_CHILD=mode). They run one at a time, since a supervisor reaps every
+// TestMain turns into the shim and the watcher (RunHidden) or into a small
+// server (TEST_CHILD=mode). They run one at a time, since a supervisor reaps every
 // child of the process.
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == ShimArg {
-		os.Exit(RunShim(os.Args[2:]))
+	if code, ok := RunHidden(os.Args[1:]); ok {
+		os.Exit(code)
 	}
 	if mode, ok := os.LookupEnv("TEST_CHILD"); ok {
 		os.Exit(testChild(mode))
@@ -325,7 +325,7 @@ func TestRunReloadStop(t *testing.T) {
 		c.Close()
 		t.Error("the socket still accepts after Stop returned")
 	}
-	if _, err := os.Stat(r.s.rundir); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(r.s.rundir.path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("notify directory after Stop: %v", err)
 	}
 }

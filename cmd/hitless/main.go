@@ -27,8 +27,8 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == supervisor.ShimArg {
-		os.Exit(supervisor.RunShim(os.Args[2:]))
+	if code, ok := supervisor.RunHidden(os.Args[1:]); ok {
+		os.Exit(code)
 	}
 	os.Exit(execute(os.Args[1:]))
 }

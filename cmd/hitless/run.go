@@ -122,6 +122,9 @@ func runSettings(flags *config.File) []setting {
 					f.Env = setEnv(f.Env, kv)
 				}
 			}},
+		{"user", "User", "run every child as USER[:GROUP] (names or ids), as systemd's User= and Group=; hitless keeps its privileges to bind and supervise",
+			&value[*supervisor.User]{&flags.User, supervisor.LookupUser, (*supervisor.User).String, "string"},
+			func(f *config.File) { f.User = flags.User }},
 		{"output-prefix", "OutputPrefix", `prefix each line of child output with "[gen N pid P] "`,
 			&value[bool]{&flags.OutputPrefix, strconv.ParseBool, strconv.FormatBool, "bool"},
 			func(f *config.File) { f.OutputPrefix = flags.OutputPrefix }},

@@ -215,6 +215,8 @@ func (f *File) key(field string) string {
 		return "restart.stable_after"
 	case "OutputPrefix":
 		return "output_prefix"
+	case "User":
+		return "user"
 	}
 	// A field the file has no key for: say it as the supervisor does.
 	return field

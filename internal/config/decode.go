@@ -99,7 +99,7 @@ func (d *decoder) document(data []byte) {
 }
 
 // topKeys lists the keys of the top level, for the error on an unknown one.
-const topKeys = "listen, command, dir, env, ready, ready_timeout, drain_signal, drain_timeout, restart, output_prefix, log, name, control, pid_file"
+const topKeys = "listen, command, dir, env, user, ready, ready_timeout, drain_signal, drain_timeout, restart, output_prefix, log, name, control, pid_file"
 
 func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 	f := d.f
@@ -112,6 +112,16 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 		d.str(v, key, &f.Dir)
 	case "env":
 		d.env(v)
+	case "user":
+		var s string
+		if d.str(v, key, &s) {
+			u, err := supervisor.LookupUser(s)
+			if err != nil {
+				d.errAt(v, key, "%v", err)
+			} else {
+				f.User = u
+			}
+		}
 	case "ready":
 		var s string
 		if d.str(v, key, &s) {
@@ -319,13 +329,14 @@ func (d *decoder) duration(n *yaml.Node, field string, dst *time.Duration) {
 	*dst = v
 }
 
-func (d *decoder) boolean(n *yaml.Node, field string, dst *bool) {
+func (d *decoder) boolean(n *yaml.Node, field string, dst *bool) bool {
 	n = deref(n)
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
 		d.errAt(n, field, "%s is not a boolean (want true or false)", describe(n))
-		return
+		return false
 	}
 	*dst = n.Value == "true" || n.Value == "True" || n.Value == "TRUE"
+	return true
 }
 
 const commandWant = `want the program and its arguments, e.g. ["/usr/local/bin/app", "--port", "8080"]; hitless runs no shell`
@@ -455,8 +466,15 @@ func (d *decoder) listenMapping(n *yaml.Node, field string) (supervisor.ListenSp
 			} else {
 				ok = false
 			}
+		case "nonblock":
+			var b bool
+			if d.boolean(v, sub, &b) {
+				opts = append(opts, option{key, strconv.FormatBool(b), v})
+			} else {
+				ok = false
+			}
 		default:
-			d.unknown(k, sub, "name, url, backlog, mode, owner, group")
+			d.unknown(k, sub, "name, url, backlog, nonblock, mode, owner, group")
 			ok = false
 		}
 	})

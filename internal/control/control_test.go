@@ -181,6 +181,13 @@ func TestListenDirectoryChecks(t *testing.T) {
 	} else {
 		s.Close()
 	}
+	// $TMPDIR/hitless-UID made a symbolic link to a directory that
+	// passes every check: the link is refused, not followed.
+	link := filepath.Join(shortDir(t), "hitless-0")
+	os.Symlink(sticky, link)
+	if _, err := Listen(filepath.Join(link, "c.sock")); err == nil || !strings.Contains(err.Error(), "is a symbolic link") {
+		t.Errorf("symbolic link to a sticky directory: %v", err)
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to give a directory to another user")
 	}

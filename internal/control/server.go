@@ -148,11 +148,17 @@ func (s *Server) Path() string { return s.path }
 // socket: owned by another user than root and us, or writable by others
 // without the sticky bit.
 func checkDir(dir string) error {
+	// Lstat, not Stat: a symbolic link would make the checks below judge
+	// the directory it points to, which its owner can point elsewhere.
 	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return os.NewSyscallError("stat "+dir, err)
+	if err := unix.Lstat(dir, &st); err != nil {
+		return os.NewSyscallError("lstat "+dir, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+	case unix.S_IFLNK:
+		return fmt.Errorf("%s is a symbolic link: whoever can change it could move the socket; choose another --control", dir)
+	default:
 		return fmt.Errorf("%s is not a directory", dir)
 	}
 	if uid := int(st.Uid); uid != 0 && uid != os.Geteuid() {

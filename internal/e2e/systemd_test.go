@@ -40,7 +40,7 @@ type fakeSystemd struct {
 func newFakeSystemd(t *testing.T) *fakeSystemd {
 	t.Helper()
 	f := &fakeSystemd{t: t, path: filepath.Join(harness.ShortDir(t), "notify"), msgs: make(chan sdnotify.Message, 4096)}
-	conn, err := sdnotify.Listen(f.path)
+	conn, err := sdnotify.Listen(f.path, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,16 +40,18 @@ type Conn struct {
 
 // Listen creates a notification socket at path: a filesystem path, or an
 // "@name" in the abstract namespace. The file must not exist yet; Close
-// removes it. Put it in a directory only hitless and its children can
-// reach, since anyone who can connect can send.
+// removes it. A filesystem socket gets mode (sending needs write
+// permission on it), set before the file exists so that it is never
+// wider. Put it where only the intended senders can find it, since anyone
+// who can reach it can send; the credentials in each Message tell who did.
 //
 // It needs Linux, for the senders' credentials (SO_PASSCRED); elsewhere
 // it fails with an error wrapping errors.ErrUnsupported.
-func Listen(path string) (*Conn, error) {
+func Listen(path string, mode os.FileMode) (*Conn, error) {
 	if path == "" || strings.HasPrefix(path, "@") && len(path) == 1 {
 		return nil, fmt.Errorf("sdnotify: listen: empty socket address %q", path)
 	}
-	return listen(path)
+	return listen(path, mode)
 }
 
 // Path returns the socket's address, in the syntax of NOTIFY_SOCKET.

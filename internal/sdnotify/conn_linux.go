@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/unixsock"
 )
 
 // oobSize is room for the sender's credentials, plus the most file
@@ -15,7 +17,7 @@ import (
 // received and closed by us rather than half-received.
 var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(253*4)
 
-func listen(path string) (*Conn, error) {
+func listen(path string, mode os.FileMode) (*Conn, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("sdnotify: listen %s: socket: %w", path, err)
@@ -27,10 +29,25 @@ func listen(path string) (*Conn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("sdnotify: listen %s: SO_PASSCRED: %w", path, err)
 	}
+	abstract := strings.HasPrefix(path, "@")
+	if !abstract {
+		if err := unix.Fchmod(fd, uint32(mode.Perm())); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("sdnotify: listen %s: fchmod: %w", path, err)
+		}
+	}
 	// x/sys/unix maps a leading "@" to the abstract namespace.
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("sdnotify: listen %s: bind: %w", path, err)
+	}
+	if !abstract {
+		// The umask narrowed the mode bind gave the file: widen it.
+		if err := unixsock.Chmod(path, mode); err != nil {
+			unix.Close(fd)
+			os.Remove(path)
+			return nil, fmt.Errorf("sdnotify: listen: %w", err)
+		}
 	}
 	f := os.NewFile(uintptr(fd), path)
 	pc, err := net.FilePacketConn(f)

@@ -5,6 +5,7 @@ package sdnotify
 import (
 	"errors"
 	"fmt"
+	"os"
 )
 
 // errNoPassCred is why a Conn cannot work here: without the kernel's word
@@ -12,7 +13,7 @@ import (
 // apart.
 var errNoPassCred = fmt.Errorf("receiving notifications needs the senders' credentials (SO_PASSCRED), which only Linux gives: %w", errors.ErrUnsupported)
 
-func listen(path string) (*Conn, error) {
+func listen(path string, mode os.FileMode) (*Conn, error) {
 	return nil, fmt.Errorf("sdnotify: listen %s: %w", path, errNoPassCred)
 }
 

@@ -19,7 +19,7 @@ func ExampleListen() {
 	}
 	defer os.RemoveAll(dir)
 
-	conn, err := sdnotify.Listen(filepath.Join(dir, "child-1.sock"))
+	conn, err := sdnotify.Listen(filepath.Join(dir, "child-1.sock"), 0o600)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 // systemd's.
 func fakeSystemd(t *testing.T) *Conn {
 	t.Helper()
-	c, err := Listen(filepath.Join(t.TempDir(), "notify.sock"))
+	c, err := Listen(filepath.Join(t.TempDir(), "notify.sock"), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestReloading(t *testing.T) {
 
 func TestAbstractSocket(t *testing.T) {
 	name := fmt.Sprintf("@hitless-sdnotify-test-%d-%d", os.Getpid(), time.Now().UnixNano())
-	sd, err := Listen(name)
+	sd, err := Listen(name, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func TestMalformedLinesKept(t *testing.T) {
 }
 
 func TestCloseUnblocksRead(t *testing.T) {
-	sd, err := Listen(filepath.Join(t.TempDir(), "n.sock"))
+	sd, err := Listen(filepath.Join(t.TempDir(), "n.sock"), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,16 +381,35 @@ func TestCloseUnblocksRead(t *testing.T) {
 
 func TestListenErrors(t *testing.T) {
 	sd := fakeSystemd(t)
-	if _, err := Listen(sd.Path()); err == nil || !strings.Contains(err.Error(), sd.Path()) {
+	if _, err := Listen(sd.Path(), 0o600); err == nil || !strings.Contains(err.Error(), sd.Path()) {
 		t.Errorf("Listen on a path in use: %v", err)
 	}
 	if _, err := os.Stat(sd.Path()); err != nil {
 		t.Errorf("failed Listen removed the other socket: %v", err)
 	}
 	for _, p := range []string{"", "@", "/nonexistent/dir/n.sock"} {
-		if c, err := Listen(p); err == nil {
+		if c, err := Listen(p, 0o600); err == nil {
 			c.Close()
 			t.Errorf("Listen(%q) succeeded", p)
 		}
+	}
+}
+
+// The mode asked for is the mode the file gets, whatever the umask: a
+// child of another user must be able to send.
+func TestListenMode(t *testing.T) {
+	old := unix.Umask(0o077)
+	defer unix.Umask(old)
+	for _, mode := range []os.FileMode{0o600, 0o666} {
+		path := filepath.Join(t.TempDir(), "n.sock")
+		c, err := Listen(path, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(path)
+		if err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("Listen(%v): file mode %v, %v", mode, fi.Mode(), err)
+		}
+		c.Close()
 	}
 }

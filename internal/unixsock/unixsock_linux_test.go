@@ -73,3 +73,32 @@ func TestRemoveStaleOtherType(t *testing.T) {
 		t.Errorf("abstract name: the file %s was removed: %v", name, err)
 	}
 }
+
+// Chmod never follows a symbolic link planted where the socket was.
+func TestChmodNoFollow(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	os.WriteFile(target, nil, 0o600)
+	link := filepath.Join(dir, "s.sock")
+	os.Symlink(target, link)
+	if err := Chmod(link, 0o666); err == nil {
+		t.Error("Chmod followed a symbolic link")
+	}
+	if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o600 {
+		t.Errorf("target mode changed to %v", fi.Mode())
+	}
+	if err := Chmod(target, 0o666); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Chmod of a regular file: %v", err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(dir, "real.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := Chmod(filepath.Join(dir, "real.sock"), 0o660); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "real.sock")); fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode %v", fi.Mode())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 )
 
 // abstractNames: outside Linux, "@name" is an ordinary relative path.
@@ -24,4 +25,11 @@ type Ucred struct {
 // wrapping errors.ErrUnsupported.
 func PeerCred(c *net.UnixConn) (*Ucred, error) {
 	return nil, fmt.Errorf("unixsock: peer credentials (SO_PEERCRED) need Linux: %w", errors.ErrUnsupported)
+}
+
+// Chmod sets the permissions of the socket file at path without following
+// a symbolic link. It needs Linux (O_PATH): here it always fails, with an
+// error wrapping errors.ErrUnsupported.
+func Chmod(path string, mode os.FileMode) error {
+	return fmt.Errorf("unixsock: chmod of %s without following links needs Linux: %w", path, errors.ErrUnsupported)
 }

@@ -1,0 +1,120 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The watcher makes sure nothing of a generation outlives hitless, however
+// hitless dies: SIGKILL, the OOM killer, a panic, when it can run no code
+// of its own. The parent-death signal each child gets reaches only that
+// child, never what it started: a wrapper script's server, a pre-fork
+// master's workers.
+//
+// The watcher is hitless's own binary in a hidden mode (WatchArg), in a
+// process group of its own, that outlives hitless. hitless holds the write
+// end of a pipe whose read end is the watcher's fd 3, and tells it each
+// generation's process group as it starts ("+PGID") and once it is gone
+// ("-PGID"). When the last copy of the write end closes, which the kernel
+// does when hitless dies or exits, the watcher reads EOF, sends SIGKILL to
+// every process group it still knows of, and exits.
+//
+// Limits: a process that leaves its generation's process group (setsid,
+// setpgid) is not killed. A process group id freed and reused in the
+// instant between a generation's exit and hitless's own death could be hit.
+
+// watcher is hitless's end of the watcher.
+type watcher struct {
+	w    *os.File
+	pid  int
+	exit chan unix.WaitStatus // the watcher process exited
+}
+
+// startWatcher starts the watcher process.
+func (s *Supervisor) startWatcher() (*watcher, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("watcher pipe: %w", err)
+	}
+	defer r.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("watcher: %w", err)
+	}
+	defer null.Close()
+	wt := &watcher{w: w, exit: make(chan unix.WaitStatus, 1)}
+	attr := &syscall.ProcAttr{
+		Env:   []string{},
+		Files: []uintptr{null.Fd(), null.Fd(), s.cfg.Stderr.Fd(), r.Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	}
+	wt.pid, err = s.reaper.start(func() (int, error) {
+		pid, _, err := syscall.StartProcess(s.cfg.ShimPath, []string{"hitless", WatchArg}, attr)
+		return pid, err
+	}, func(ws unix.WaitStatus) { wt.exit <- ws })
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("start watcher: %w", err)
+	}
+	return wt, nil
+}
+
+// tell sends one line to the watcher. A watcher that does not read within
+// a second is reported, not waited for.
+func (wt *watcher) tell(line string) error {
+	wt.w.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := wt.w.WriteString(line + "\n")
+	return err
+}
+
+func (wt *watcher) add(pgid int) error    { return wt.tell("+" + strconv.Itoa(pgid)) }
+func (wt *watcher) remove(pgid int) error { return wt.tell("-" + strconv.Itoa(pgid)) }
+
+// stop closes the pipe, which ends the watcher, and waits a moment for
+// it to exit so that it is reaped.
+func (wt *watcher) stop() {
+	wt.w.Close()
+	select {
+	case <-wt.exit:
+	case <-time.After(2 * time.Second):
+	}
+}
+
+// runWatcher is the watcher's main: it reads process groups from pipe
+// until EOF, then kills the ones it was not told are gone.
+func runWatcher(pipe *os.File) int {
+	// Signals meant for hitless's terminal or group are not for it: it
+	// ends when hitless does, and only then.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
+	groups := make(map[int]bool)
+	sc := bufio.NewScanner(pipe)
+	for sc.Scan() {
+		line := sc.Text()
+		pgid, err := strconv.Atoi(strings.TrimLeft(line, "+-"))
+		if err != nil || pgid <= 1 || len(line) < 2 {
+			fmt.Fprintf(os.Stderr, "hitless watcher: ignoring %q\n", line)
+			continue
+		}
+		groups[pgid] = line[0] == '+'
+	}
+	for pgid, live := range groups {
+		if live {
+			if err := unix.Kill(-pgid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+				fmt.Fprintf(os.Stderr, "hitless watcher: kill process group %d: %v\n", pgid, err)
+			}
+		}
+	}
+	return 0
+}
