@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The tests in this file run real children: the test binary itself, which
@@ -701,4 +704,151 @@ func TestWatchdogAbortsAndRestarts(t *testing.T) {
 			t.Errorf("watchdog of the serving generation: %+v", g)
 		}
 	}
+}
+
+func TestLookupUser(t *testing.T) {
+	for _, tc := range []struct {
+		spec    string
+		uid     uint32
+		gid     uint32
+		wantErr string
+	}{
+		{"root", 0, 0, ""},
+		{"nobody", 65534, 65534, ""},
+		{"65534", 65534, 65534, ""},
+		{"nobody:root", 65534, 0, ""},
+		{"nobody:0", 65534, 0, ""},
+		{"4242:4242", 4242, 4242, ""},
+		{"4242", 0, 0, "has no entry in the user database"},
+		{"no-such-user-xyz", 0, 0, `no user "no-such-user-xyz"`},
+		{"nobody:no-such-group-xyz", 0, 0, `no group "no-such-group-xyz"`},
+		{":root", 0, 0, "want USER or USER:GROUP"},
+		{"nobody:", 0, 0, "want USER or USER:GROUP"},
+	} {
+		u, err := LookupUser(tc.spec)
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("LookupUser(%q) = %+v, %v; want %q", tc.spec, u, err, tc.wantErr)
+			}
+		case err != nil || u.UID != tc.uid || u.GID != tc.gid:
+			t.Errorf("LookupUser(%q) = %+v, %v", tc.spec, u, err)
+		}
+	}
+	u, _ := LookupUser("nobody")
+	if env := u.env(); !slices.Contains(env, "USER=nobody") || !slices.Contains(env, "HOME=/nonexistent") {
+		t.Errorf("env %q", env)
+	}
+	if (*User)(nil).String() != "" || u.String() != "nobody:65534" {
+		t.Errorf("String: %q", u.String())
+	}
+}
+
+// A notify directory whose lock nobody holds belongs to a hitless that is
+// gone: the next one removes it. Held locks, other users' directories and
+// directories without a lock are left alone.
+func TestSweepRundirs(t *testing.T) {
+	base := t.TempDir()
+	mk := func(name string, lock bool) string {
+		dir := filepath.Join(base, name)
+		os.Mkdir(dir, 0o711)
+		if lock {
+			os.WriteFile(filepath.Join(dir, "lock"), nil, 0o600)
+		}
+		return dir
+	}
+	stale := mk("hitless-stale", true)
+	noLock := mk("hitless-old", false)
+	other := mk("other-thing", true)
+	live := mk("hitless-live", true)
+	f, err := os.Open(filepath.Join(live, "lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	sweepRundirs(base, "", slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	for dir, want := range map[string]bool{stale: false, noLock: true, other: true, live: true} {
+		if _, err := os.Stat(dir); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", dir, err == nil, want)
+		}
+	}
+}
+
+// The watcher kills every process group it knows of, and only those, when
+// the pipe closes.
+func TestWatcherKillsGroups(t *testing.T) {
+	spawn := func() int {
+		pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "60"}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
+		return pid
+	}
+	a, b, c := spawn(), spawn(), spawn()
+	r, w, _ := os.Pipe()
+	fmt.Fprintf(w, "+%d\n+%d\n+%d\n-%d\ngarbage\n", a, b, c, c)
+	w.Close()
+	if code := runWatcher(r); code != 0 {
+		t.Errorf("watcher exit %d", code)
+	}
+	for pid, want := range map[int]bool{a: true, b: true, c: false} {
+		var ws syscall.WaitStatus
+		if want {
+			syscall.Wait4(pid, &ws, 0, nil)
+			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Errorf("pid %d: %v, want killed", pid, ws)
+			}
+		} else if got, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got != 0 {
+			t.Errorf("pid %d, removed from the watcher, was killed", pid)
+		}
+	}
+}
+
+// A watcher that dies is replaced, and told of the children.
+func TestWatcherRestarted(t *testing.T) {
+	r := start(t, Config{}, "")
+	r.waitFor("the first child", func(st Status) bool { g, _ := servingGen(st); return g == 1 })
+	var pid int
+	for p := range children(t) {
+		if strings.Contains(cmdline(p), WatchArg) {
+			pid = p
+		}
+	}
+	if pid == 0 {
+		t.Fatal("no watcher among the children")
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	r.waitFor("a new watcher", func(Status) bool { return strings.Contains(r.logs.String(), "starting another") })
+	found := false
+	for p := range children(t) {
+		found = found || p != pid && strings.Contains(cmdline(p), WatchArg)
+	}
+	if !found {
+		t.Error("no new watcher")
+	}
+}
+
+// children lists the children of this process.
+func children(t *testing.T) map[int]bool {
+	kids := map[int]bool{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, ok := procStat(pid); ok && st.ppid == os.Getpid() {
+			kids[pid] = true
+		}
+	}
+	return kids
+}
+
+func cmdline(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 }

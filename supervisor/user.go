@@ -98,8 +98,13 @@ func loginShell(name string) string {
 	return ""
 }
 
-// String returns the user as --user takes it.
-func (u *User) String() string { return fmt.Sprintf("%s:%d", u.Name, u.GID) }
+// String returns the user as --user takes it; "" for none.
+func (u *User) String() string {
+	if u == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", u.Name, u.GID)
+}
 
 // env is the environment a login as u would set, as systemd's User= does.
 func (u *User) env() []string {

@@ -34,6 +34,9 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Children may run as another user (--user, setpriv): the binaries
+	// must be reachable for them.
+	os.Chmod(dir, 0o755)
 	// A hitless run without --control takes a socket in $XDG_RUNTIME_DIR:
 	// give this run its own, so that concurrent test runs (and a hitless
 	// on the machine) do not meet.
