@@ -118,6 +118,26 @@ type (
 		kind watchdogKind
 		usec time.Duration
 	}
+	// evUpgrade: Upgrade was called, to replace hitless with binary.
+	evUpgrade struct {
+		caller callerID
+		binary string
+	}
+	// evUpgradeChecked answers actCheckUpgrade: err is why the new binary
+	// was refused, "" if it passed.
+	evUpgradeChecked struct {
+		id  int
+		err string
+	}
+	// evUpgradeDone: upgrade id is over: the exec failed ("failed"), or
+	// this is the image it started, which restored the state ("ok"), or
+	// the old image again, after the new one gave up ("rolled_back").
+	evUpgradeDone struct {
+		id             int
+		result, reason string
+	}
+	// evUpgradeResult: a caller asks for the verdict of the last upgrade.
+	evUpgradeResult struct{ caller callerID }
 )
 
 type watchdogKind int
@@ -128,19 +148,23 @@ const (
 	watchdogInterval                     // WATCHDOG_USEC=: a new interval
 )
 
-func (evSignal) isEvent()      {}
-func (evReload) isEvent()      {}
-func (evStop) isEvent()        {}
-func (evStatus) isEvent()      {}
-func (evSpawned) isEvent()     {}
-func (evSpawnFailed) isEvent() {}
-func (evReady) isEvent()       {}
-func (evExited) isEvent()      {}
-func (evTimer) isEvent()       {}
-func (evTick) isEvent()        {}
-func (evPromote) isEvent()     {}
-func (evRollback) isEvent()    {}
-func (evWatchdog) isEvent()    {}
+func (evSignal) isEvent()         {}
+func (evReload) isEvent()         {}
+func (evStop) isEvent()           {}
+func (evStatus) isEvent()         {}
+func (evSpawned) isEvent()        {}
+func (evSpawnFailed) isEvent()    {}
+func (evReady) isEvent()          {}
+func (evExited) isEvent()         {}
+func (evTimer) isEvent()          {}
+func (evTick) isEvent()           {}
+func (evPromote) isEvent()        {}
+func (evRollback) isEvent()       {}
+func (evWatchdog) isEvent()       {}
+func (evUpgrade) isEvent()        {}
+func (evUpgradeChecked) isEvent() {}
+func (evUpgradeDone) isEvent()    {}
+func (evUpgradeResult) isEvent()  {}
 
 // Actions, carried out by the driver in the order given.
 type (
@@ -203,6 +227,16 @@ type (
 		what observeKind
 		d    time.Duration
 	}
+	// actCheckUpgrade: run the new binary's check; answer with
+	// evUpgradeChecked.
+	actCheckUpgrade struct {
+		id     int
+		binary string
+	}
+	// actExecUpgrade: replace this image with the checked binary, handing
+	// the state over; if that fails, answer with evUpgradeDone. The
+	// callers' answer comes from the new image.
+	actExecUpgrade struct{ id int }
 )
 
 type observeKind int
@@ -212,18 +246,20 @@ const (
 	observeDrain                     // from the drain signal to the exit
 )
 
-func (actStart) isAction()   {}
-func (actSignal) isAction()  {}
-func (actArm) isAction()     {}
-func (actDisarm) isAction()  {}
-func (actReply) isAction()   {}
-func (actStatus) isAction()  {}
-func (actNotify) isAction()  {}
-func (actLog) isAction()     {}
-func (actForget) isAction()  {}
-func (actRelease) isAction() {}
-func (actExit) isAction()    {}
-func (actObserve) isAction() {}
+func (actStart) isAction()        {}
+func (actSignal) isAction()       {}
+func (actArm) isAction()          {}
+func (actDisarm) isAction()       {}
+func (actReply) isAction()        {}
+func (actStatus) isAction()       {}
+func (actNotify) isAction()       {}
+func (actLog) isAction()          {}
+func (actForget) isAction()       {}
+func (actRelease) isAction()      {}
+func (actExit) isAction()         {}
+func (actObserve) isAction()      {}
+func (actCheckUpgrade) isAction() {}
+func (actExecUpgrade) isAction()  {}
 
 type notifyKind int
 
@@ -310,6 +346,15 @@ type machine struct {
 	timers    map[timerID]timerRef // armed
 	lastTimer timerID
 
+	// The upgrade of hitless itself (see upgrade.go in package upgrade).
+	upgrading      bool
+	upgradeID      int // the last one begun
+	upgradeBinary  string
+	upgradeCallers []callerID
+	upgradeQueued  bool // asked for during a reload: begins after it
+	stopDeferred   bool // a stop asked for during the upgrade
+	restartDue     bool // the restart timer fired during the upgrade
+
 	stats Stats
 }
 
@@ -379,12 +424,33 @@ func (m *machine) step(now time.Time, ev event) []action {
 		if g := m.find(ev.gen); g != nil {
 			m.watchdogEvent(g, ev)
 		}
+	case evUpgrade:
+		m.upgrade(ev.caller, ev.binary)
+	case evUpgradeChecked:
+		if m.upgrading && ev.id == m.upgradeID {
+			if ev.err != "" {
+				m.upgradeDone("refused", ev.err)
+			} else {
+				m.logf(slog.LevelInfo, "upgrade: the new binary passed its check; executing it", "upgrade", ev.id, "binary", m.upgradeBinary)
+				m.emit(actExecUpgrade{id: ev.id})
+			}
+		}
+	case evUpgradeDone:
+		if m.upgrading && ev.id == m.upgradeID {
+			m.upgradeDone(ev.result, ev.reason)
+		}
+	case evUpgradeResult:
+		m.reply(ev.caller, m.upgradeErr())
 	case evTimer:
 		m.timer(ev.id, ev.stderr)
 	case evExited:
 		if g := m.find(ev.gen); g != nil {
 			m.exited(g, ev.status, ev.stderr)
 		}
+	}
+	if m.upgradeQueued && !m.upgrading && !m.stopping && m.starting == nil && m.trial == nil {
+		m.upgradeQueued = false
+		m.beginUpgrade()
 	}
 	if m.stopping && len(m.gens) == 0 && !m.done {
 		m.finish()
@@ -437,7 +503,7 @@ func (m *machine) reload(caller callerID) {
 	switch {
 	case m.stopping:
 		m.reply(caller, ErrStopping)
-	case m.starting != nil || m.trial != nil:
+	case m.starting != nil || m.trial != nil || m.upgrading:
 		if !m.pending {
 			m.pending, m.queuedAt = true, m.now
 		}
@@ -676,6 +742,10 @@ func (m *machine) timer(id timerID, stderr []string) {
 		m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGKILL})
 	case timerRestart:
 		m.restart = 0
+		if m.upgrading {
+			m.restartDue = true
+			return
+		}
 		if !m.stopping && m.serving == nil && m.starting == nil && m.trial == nil {
 			m.stats.Restarts++
 			m.startGen(kindRestart, m.now)
@@ -797,18 +867,96 @@ func (m *machine) watchdogExpired(g *mgen, why string, stderr []string) {
 	g.abort = m.arm(timerAbort, g, m.cfg.WatchdogGrace)
 }
 
+// upgrade begins replacing hitless's own binary, once no reload is in
+// flight; callers asking meanwhile join it.
+func (m *machine) upgrade(caller callerID, binary string) {
+	switch {
+	case m.stopping:
+		m.reply(caller, ErrStopping)
+	case m.upgrading:
+		m.upgradeCallers = appendCaller(m.upgradeCallers, caller)
+	default:
+		m.upgradeCallers = appendCaller(m.upgradeCallers, caller)
+		m.upgradeBinary = binary
+		if m.starting != nil || m.trial != nil {
+			m.upgradeQueued = true
+			return
+		}
+		m.beginUpgrade()
+	}
+}
+
+func (m *machine) beginUpgrade() {
+	m.upgrading = true
+	m.upgradeID++
+	m.logf(slog.LevelInfo, "upgrade: checking the new binary", "upgrade", m.upgradeID, "binary", m.upgradeBinary)
+	m.emit(actCheckUpgrade{id: m.upgradeID, binary: m.upgradeBinary})
+}
+
+// upgradeDone records the verdict of the upgrade in flight, answers its
+// callers, and lets through what waited for it.
+func (m *machine) upgradeDone(result, reason string) {
+	m.upgrading = false
+	u := &UpgradeResult{ID: m.upgradeID, Result: result, Reason: reason, At: m.now, Binary: m.upgradeBinary}
+	m.stats.LastUpgrade = u
+	if result == "ok" {
+		m.stats.UpgradesOK++
+		m.logf(slog.LevelInfo, "upgraded", "upgrade", u.ID, "binary", u.Binary)
+		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("upgraded in place to %s; children untouched", u.Binary)})
+	} else {
+		m.stats.UpgradesFailed++
+		m.logf(slog.LevelError, "upgrade "+strings.ReplaceAll(result, "_", " "), "upgrade", u.ID, "binary", u.Binary, "reason", reason)
+		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("upgrade %s: %s", strings.ReplaceAll(result, "_", " "), reason)})
+	}
+	m.replyAll(&m.upgradeCallers, m.upgradeErr())
+	if m.stopDeferred {
+		m.stopDeferred = false
+		m.stop(0)
+		return
+	}
+	if m.restartDue {
+		m.restartDue = false
+		if m.serving == nil && m.starting == nil && m.trial == nil {
+			m.stats.Restarts++
+			m.startGen(kindRestart, m.now)
+			return
+		}
+	}
+	if m.starting == nil && m.trial == nil && m.takeQueued() {
+		m.startGen(kindReload, m.queuedAt)
+	}
+}
+
+// upgradeErr is the verdict of the last upgrade: nil if it succeeded.
+func (m *machine) upgradeErr() error {
+	u := m.stats.LastUpgrade
+	switch {
+	case u == nil:
+		return ErrNoUpgrade
+	case u.Result == "ok":
+		return nil
+	}
+	return &UpgradeError{UpgradeResult: *u}
+}
+
 // stop drains every generation; Run ends when the last one has exited.
 func (m *machine) stop(caller callerID) {
 	m.stopCallers = appendCaller(m.stopCallers, caller)
 	if m.stopping {
 		return
 	}
+	if m.upgrading {
+		// It waits for the upgrade, and is carried across it.
+		m.stopDeferred = true
+		return
+	}
 	m.stopping = true
 	m.emit(actNotify{what: notifyStopping})
 	m.disarm(&m.restart)
-	m.pending = false
+	m.pending, m.upgradeQueued = false, false
 	m.replyAll(&m.waiting, ErrStopping)
 	m.replyAll(&m.queued, ErrStopping)
+	m.replyAll(&m.upgradeCallers, ErrStopping)
 	for _, g := range m.gens {
 		if g.state == Starting || g.state == Serving || g.state == Trial {
 			m.drain(g)

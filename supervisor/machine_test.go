@@ -536,10 +536,13 @@ func TestMachineInterleavings(t *testing.T) {
 		{"ready notify", depth, func(*machineConfig) {}},
 		{"ready delay", depth, func(c *machineConfig) { c.ReadyDelay = time.Second }},
 		{"trial and watchdog", depth - 1, func(c *machineConfig) { c.Trial, c.Watchdog, c.WatchdogGrace = 3*time.Second, time.Second, time.Second }},
+		{"upgrades", depth, nil},
 	} {
 		cfg := testMachineConfig
-		tc.set(&cfg)
-		states, transitions := explore(t, cfg, tc.depth)
+		if tc.set != nil {
+			tc.set(&cfg)
+		}
+		states, transitions := explore(t, cfg, tc.depth, tc.set == nil)
 		t.Logf("%s: depth %d: %d states, %d transitions", tc.name, tc.depth, states, transitions)
 		if states < 1000 {
 			t.Errorf("only %d states explored; the model is not exploring", states)
@@ -568,6 +571,8 @@ type observer struct {
 	drainSig map[int]int  // drain signals per generation
 	drainArm map[int]int  // drain deadlines armed per generation
 	finished bool
+	checking int // an upgrade whose check the driver runs
+	execing  int // an upgrade whose exec the driver attempts
 }
 
 func newObserver() *observer {
@@ -578,6 +583,7 @@ type pathState struct {
 	m        *machine
 	obs      *observer
 	watchdog bool // explore watchdog events
+	upgrades bool // explore upgrades
 }
 
 // apply runs one transition, checking the invariants of each step. It
@@ -593,6 +599,12 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 		obs.callers[ev.caller] = "promote"
 	case evRollback:
 		obs.callers[ev.caller] = "rollback"
+	case evUpgrade:
+		obs.callers[ev.caller] = "upgrade"
+	case evUpgradeChecked:
+		obs.checking = 0
+	case evUpgradeDone:
+		obs.execing = 0
 	}
 	var preKey string
 	if _, ok := tr.ev.(evReady); ok {
@@ -670,6 +682,13 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 			if a.sig == syscall.SIGKILL {
 				obs.killed[a.gen] = true
 			}
+		case actCheckUpgrade:
+			if obs.checking != 0 || obs.execing != 0 {
+				check("upgrade %d checked while upgrade %d/%d is in flight", a.id, obs.checking, obs.execing)
+			}
+			obs.checking = a.id
+		case actExecUpgrade:
+			obs.execing = a.id
 		case actArm:
 			obs.armed = append(obs.armed, a.id)
 			if a.kind == timerDrain {
@@ -732,6 +751,9 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 	if serving > 1 {
 		check("%d generations serving", serving)
 	}
+	if m.upgrading && (m.starting != nil || m.trial != nil || m.stopping) {
+		check("upgrading with starting %v, trial %v, stopping %v", m.starting != nil, m.trial != nil, m.stopping)
+	}
 	if m.trial != nil && (m.trial.state != Trial || m.serving == nil || m.stopping) {
 		check("trial of generation %d (%s) with serving %v, stopping %v", m.trial.id, m.trial.state, m.serving != nil, m.stopping)
 	}
@@ -761,7 +783,8 @@ func machineKey(m *machine) string {
 	}
 	fmt.Fprintf(&b, "s%d st%d tr%d p%v w%v q%v x%v sc%v d%v e%v r%v b%v c%d i%v %+v|", id(m.serving), id(m.starting), id(m.trial), m.pending, m.waiting, m.queued,
 		m.stopping, m.stopCallers, m.done, m.everServed, m.restart != 0, m.backoff, m.exitCode, m.initErr != nil,
-		[]int{m.stats.ReloadsOK, m.stats.ReloadsFailed, m.stats.ReloadsRolledBack, m.stats.Restarts, m.stats.WatchdogKills})
+		[]int{m.stats.ReloadsOK, m.stats.ReloadsFailed, m.stats.ReloadsRolledBack, m.stats.Restarts, m.stats.WatchdogKills, m.stats.UpgradesOK, m.stats.UpgradesFailed})
+	fmt.Fprintf(&b, "u%v:%d:%v:%v:%v:%v|", m.upgrading, m.upgradeID, m.upgradeCallers, m.upgradeQueued, m.stopDeferred, m.restartDue)
 	for _, g := range m.gens {
 		fmt.Fprintf(&b, "g%d:%d:%s:%v:%v:%v:", g.id, g.kind, g.state, g.drainSent, g.wdFired, g.wdInterval)
 		for _, t := range []timerID{g.ready, g.delay, g.drain, g.trial, g.watchdog, g.abort} {
@@ -774,7 +797,7 @@ func machineKey(m *machine) string {
 }
 
 func (obs *observer) key() string {
-	return fmt.Sprintf("%v|%v|%v|%v", obs.callers, obs.replied, obs.killed, obs.finished)
+	return fmt.Sprintf("%v|%v|%v|%v|%d|%d", obs.callers, obs.replied, obs.killed, obs.finished, obs.checking, obs.execing)
 }
 
 func replay(cfg machineConfig, path []transition) *pathState {
@@ -805,6 +828,7 @@ func (ps *pathState) clone() *pathState {
 	}
 	m.serving, m.starting, m.trial = remap(ps.m.serving), remap(ps.m.starting), remap(ps.m.trial)
 	m.waiting, m.queued, m.stopCallers = slices.Clone(m.waiting), slices.Clone(m.queued), slices.Clone(m.stopCallers)
+	m.upgradeCallers = slices.Clone(m.upgradeCallers)
 	m.out = nil
 	m.timers = make(map[timerID]timerRef, len(ps.m.timers))
 	for id, ref := range ps.m.timers {
@@ -813,13 +837,13 @@ func (ps *pathState) clone() *pathState {
 	o := *ps.obs
 	o.callers, o.replied, o.killed = maps.Clone(o.callers), maps.Clone(o.replied), maps.Clone(o.killed)
 	o.drainSig, o.drainArm, o.armed = maps.Clone(o.drainSig), maps.Clone(o.drainArm), slices.Clone(o.armed)
-	return &pathState{m: &m, obs: &o, watchdog: ps.watchdog}
+	return &pathState{m: &m, obs: &o, watchdog: ps.watchdog, upgrades: ps.upgrades}
 }
 
 // The clone above copies every field of machine and mgen by hand; a new
 // field must be handled there.
 func TestCloneCoversMachine(t *testing.T) {
-	if n := reflect.TypeFor[machine]().NumField(); n != 23 {
+	if n := reflect.TypeFor[machine]().NumField(); n != 30 {
 		t.Errorf("machine has %d fields: check that pathState.clone copies the new ones deeply, then update this count", n)
 	}
 	if n := reflect.TypeFor[mgen]().NumField(); n != 18 {
@@ -845,6 +869,15 @@ func candidates(ps *pathState) []event {
 	}
 	if len(obs.callers) < 3 {
 		evs = append(evs, evPromote{caller: next}, evRollback{caller: next})
+		if ps.upgrades {
+			evs = append(evs, evUpgrade{caller: next, binary: "/new/hitless"})
+		}
+	}
+	if obs.checking != 0 {
+		evs = append(evs, evUpgradeChecked{id: obs.checking}, evUpgradeChecked{id: obs.checking, err: "not hitless"})
+	}
+	if obs.execing != 0 {
+		evs = append(evs, evUpgradeDone{id: obs.execing, result: "ok"}, evUpgradeDone{id: obs.execing, result: "failed", reason: "exec: ENOENT"})
 	}
 	for _, g := range m.gens {
 		evs = append(evs, evReady{gen: g.id})
@@ -889,7 +922,7 @@ func expand(cfg machineConfig, ps *pathState, ev event, check func(transition) f
 	return trs, states
 }
 
-func explore(t *testing.T, cfg machineConfig, depth int) (states, transitions int) {
+func explore(t *testing.T, cfg machineConfig, depth int, upgrades bool) (states, transitions int) {
 	type node struct {
 		path []transition
 		ps   *pathState
@@ -917,7 +950,7 @@ func explore(t *testing.T, cfg machineConfig, depth int) (states, transitions in
 		seen[k] = true
 		return append(list, node{path: path, ps: ps})
 	}
-	trs, pss := expand(cfg, &pathState{m: newMachine(cfg), obs: newObserver(), watchdog: cfg.Watchdog > 0}, nil, checker(nil))
+	trs, pss := expand(cfg, &pathState{m: newMachine(cfg), obs: newObserver(), watchdog: cfg.Watchdog > 0, upgrades: upgrades}, nil, checker(nil))
 	for i, tr := range trs {
 		frontier = add(frontier, []transition{tr}, pss[i])
 	}
@@ -957,6 +990,12 @@ func checkCompletion(t *testing.T, cfg machineConfig, path []transition, ps *pat
 	steps := []event{evStop{caller: caller}}
 	for i := 0; i < 50 && !ps.obs.finished; i++ {
 		if len(steps) == 0 {
+			if id := ps.obs.checking; id != 0 {
+				steps = append(steps, evUpgradeChecked{id: id, err: "refused"})
+			}
+			if id := ps.obs.execing; id != 0 {
+				steps = append(steps, evUpgradeDone{id: id, result: "failed", reason: "exec failed"})
+			}
 			for id := range ps.m.timers {
 				steps = append(steps, evTimer{id: id})
 			}
@@ -1160,5 +1199,92 @@ func TestMachineWatchdog(t *testing.T) {
 	h2.do(evWatchdog{gen: 1, kind: watchdogInterval})
 	if h2.armed(timerWatchdog, 1) {
 		t.Error("WATCHDOG_USEC=0 left the watchdog armed")
+	}
+}
+
+func TestMachineUpgrade(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	acts := h.do(evUpgrade{caller: 1, binary: "/usr/local/bin/hitless"})
+	c, ok := find[actCheckUpgrade](acts)
+	if !ok || c.id != 1 || c.binary != "/usr/local/bin/hitless" {
+		t.Fatalf("upgrade: %v", acts)
+	}
+	h.do(evUpgrade{caller: 2}) // joins
+	// While the upgrade runs, a reload and a restart wait for it.
+	if acts := h.do(evSignal{sig: syscall.SIGHUP}); !h.m.pending {
+		t.Errorf("SIGHUP during the upgrade: %v", acts)
+	}
+	acts = h.do(evUpgradeChecked{id: 1})
+	if x, ok := find[actExecUpgrade](acts); !ok || x.id != 1 {
+		t.Fatalf("after the check: %v", acts)
+	}
+	acts = h.do(evUpgradeDone{id: 1, result: "ok"})
+	if r := replies(acts); len(r[1]) != 1 || r[1][0] != nil || len(r[2]) != 1 || r[2][0] != nil {
+		t.Errorf("verdicts %v", r)
+	}
+	if s, ok := find[actStart](acts); !ok || s.kind != kindReload {
+		t.Errorf("the SIGHUP during the upgrade did not start: %v", acts)
+	}
+	if h.m.stats.UpgradesOK != 1 || h.m.stats.LastUpgrade == nil || h.m.stats.LastUpgrade.Result != "ok" {
+		t.Errorf("stats %+v", h.m.stats)
+	}
+	if r := replies(h.do(evUpgradeResult{caller: 3})); len(r[3]) != 1 || r[3][0] != nil {
+		t.Errorf("UpgradeResult %v", r)
+	}
+}
+
+func TestMachineUpgradeRefused(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	h.do(evUpgrade{caller: 1, binary: "/tmp/not-hitless"})
+	acts := h.do(evUpgradeChecked{id: 1, err: "the new binary failed its check: exit status 3"})
+	var uerr *UpgradeError
+	if r := replies(acts); len(r[1]) != 1 || !errors.As(r[1][0], &uerr) || uerr.Result != "refused" || !strings.Contains(uerr.Error(), "exit status 3") {
+		t.Fatalf("verdict %v", r)
+	}
+	if h.m.upgrading || h.m.stats.UpgradesFailed != 1 {
+		t.Errorf("after a refusal: %+v", h.m.stats)
+	}
+	// A rollback is reported the same way, to whoever asks after it.
+	h.do(evUpgrade{caller: 2})
+	h.do(evUpgradeChecked{id: 2})
+	h.do(evUpgradeDone{id: 2, result: "rolled_back", reason: "restore: injected"})
+	if r := replies(h.do(evUpgradeResult{caller: 4})); len(r[4]) != 1 || !errors.As(r[4][0], &uerr) || uerr.Result != "rolled_back" {
+		t.Errorf("UpgradeResult after a rollback: %v", r)
+	}
+}
+
+func TestMachineUpgradeWaitsForReload(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	h.do(evReload{caller: 1})
+	if acts := h.do(evUpgrade{caller: 2}); len(acts) != 0 || !h.m.upgradeQueued {
+		t.Fatalf("upgrade during a reload: %v", acts)
+	}
+	acts := h.do(evReady{gen: 2})
+	if _, ok := find[actCheckUpgrade](acts); !ok {
+		t.Errorf("the upgrade did not begin once the reload was over: %v", acts)
+	}
+	// A stop during the upgrade waits for it, then stops.
+	if acts := h.do(evStop{caller: 3}); len(acts) != 0 || h.m.stopping {
+		t.Errorf("stop during the upgrade: %v", acts)
+	}
+	h.do(evUpgradeChecked{id: 1})
+	acts = h.do(evUpgradeDone{id: 1, result: "failed", reason: "exec: permission denied"})
+	if !h.m.stopping || len(signals(acts, 2)) != 1 {
+		t.Errorf("after the upgrade, the stop: %v", acts)
+	}
+	// The restart timer that fires during an upgrade waits for it too.
+	h2 := newMtest(t, testMachineConfig)
+	h2.do(evReady{gen: 1})
+	h2.do(evExited{gen: 1, status: exit1})
+	h2.do(evUpgrade{caller: 1})
+	if acts := h2.fire(timerRestart, 0); len(acts) != 0 || !h2.m.restartDue {
+		t.Errorf("restart during the upgrade: %v", acts)
+	}
+	h2.do(evUpgradeChecked{id: 1, err: "refused"})
+	if h2.m.starting == nil || h2.m.starting.kind != kindRestart {
+		t.Errorf("no restart after the upgrade")
 	}
 }

@@ -61,13 +61,17 @@ type osEnv struct {
 
 // Stats counts what happened to reloads.
 type Stats struct {
-	ReloadsOK         int       `json:"reloads_ok"`
-	ReloadsFailed     int       `json:"reloads_failed"`
-	ReloadsRolledBack int       `json:"reloads_rolled_back"` // during their trial
-	Restarts          int       `json:"restarts"`
-	WatchdogKills     int       `json:"watchdog_kills"`
-	LastFailure       string    `json:"last_failure,omitempty"`
-	LastFailureAt     time.Time `json:"last_failure_at,omitzero"`
+	ReloadsOK         int `json:"reloads_ok"`
+	ReloadsFailed     int `json:"reloads_failed"`
+	ReloadsRolledBack int `json:"reloads_rolled_back"` // during their trial
+	Restarts          int `json:"restarts"`
+	WatchdogKills     int `json:"watchdog_kills"`
+	UpgradesOK        int `json:"upgrades_ok"`
+	UpgradesFailed    int `json:"upgrades_failed"` // refused, failed or rolled back
+	// LastUpgrade is the last upgrade of hitless itself, if any.
+	LastUpgrade   *UpgradeResult `json:"last_upgrade,omitempty"`
+	LastFailure   string         `json:"last_failure,omitempty"`
+	LastFailureAt time.Time      `json:"last_failure_at,omitzero"`
 }
 
 // ReloadError says why a new generation did not take over. The serving
@@ -107,6 +111,30 @@ var ErrStopping = errors.New("hitless is stopping")
 // ErrNoTrial is returned by Promote and Rollback when no generation is
 // on trial.
 var ErrNoTrial = errors.New("no generation is on trial")
+
+// ErrNoUpgrade is returned by UpgradeResult when hitless was never
+// upgraded.
+var ErrNoUpgrade = errors.New("hitless was not upgraded")
+
+// UpgradeResult is the verdict of an upgrade of hitless itself.
+type UpgradeResult struct {
+	ID int `json:"id"`
+	// Result is ok, refused (the new binary failed its check; nothing
+	// changed), failed (the exec failed; nothing changed) or rolled_back
+	// (the new image could not restore the state and ran the old one
+	// again, which serves on with everything).
+	Result string    `json:"result"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+	Binary string    `json:"binary"`
+}
+
+// UpgradeError is an upgrade that did not happen, and why.
+type UpgradeError struct{ UpgradeResult }
+
+func (e *UpgradeError) Error() string {
+	return fmt.Sprintf("upgrade %s: %s", strings.ReplaceAll(e.Result, "_", " "), e.Reason)
+}
 
 type reqKind int
 

@@ -1,42 +1,418 @@
 //go:build linux
 
-// Package upgrade keeps hitless's listening sockets in a form that a new
-// hitless binary can inherit, so that hitless itself can one day be
-// replaced without closing them.
-//
-// The model is cloudflare/tableflip's: every socket is registered in
-// tableflip's Fds under its network and address. A process started by
-// (*Upgrader).Upgrade inherits them all and finds them again by the same
-// network and address, instead of binding anew; only then does the old
-// process exit.
-//
-// Limits: hitless does not trigger a self-upgrade yet. Its children run
-// with a parent-death signal, so an old hitless that exits takes its
-// children with it; handing the children over as well as the sockets is
-// the missing piece. Until then this package only owns the registry.
 package upgrade
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
 
-	"github.com/cloudflare/tableflip"
+	"golang.org/x/sys/unix"
 )
 
-// Upgrader owns the socket registry of one hitless process. Only one may
-// exist per process.
-type Upgrader struct {
-	*tableflip.Upgrader
+// StateVersion is the version of the state this build writes, and the
+// newest it reads. A build reads versions MinStateVersion to StateVersion.
+const (
+	StateVersion    = 1
+	MinStateVersion = 1
+)
+
+// CheckArg is the hidden first argument of the check mode: a binary run
+// with it prints its Info as JSON and exits 0. The program's main must
+// call RunCheck when it sees it (see RunHidden in package supervisor's
+// fashion).
+const CheckArg = "__hitless_upgrade_check"
+
+const (
+	envState    = "HITLESS_UPGRADE_STATE"    // the memory file's descriptor
+	envRollback = "HITLESS_UPGRADE_ROLLBACK" // why the new image gave up
+)
+
+// Info is what a binary says of itself in the check mode.
+type Info struct {
+	Hitless bool   `json:"hitless"`
+	Version string `json:"version"`
+	// States is the range of state versions it reads.
+	States [2]int `json:"states"`
 }
 
-// New creates the process's Upgrader, taking over the sockets of a
-// parent hitless if there is one.
-func New() (*Upgrader, error) {
-	u, err := tableflip.New(tableflip.Options{})
+// Self is the running image: where it was started from, and a descriptor
+// of its binary, opened at start, to roll back to.
+type Self struct {
+	// Path is the binary as hitless was started, made absolute but not
+	// resolved: an upgrade resolves it afresh, so that a deploy that moves
+	// a new file over it, or switches a symlink, is picked up.
+	Path string
+	// Args and Env are what the next image is started with.
+	Args []string
+	Env  []string
+
+	image *os.File // this image's binary
+}
+
+// Open records the running image. Call it early in main, before anything
+// changes the environment, and from the directory hitless was started in.
+func Open() (*Self, error) {
+	path, err := startPath(os.Args[0])
 	if err != nil {
-		return nil, fmt.Errorf("socket registry: %w", err)
+		return nil, fmt.Errorf("upgrade: the path hitless was started from: %w", err)
 	}
-	return &Upgrader{u}, nil
+	image, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: open this image: %w", err)
+	}
+	// What systemd passed (LISTEN_*) was taken by this image; the next
+	// one finds its descriptors in the state instead.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "LISTEN_") })
+	return &Self{Path: path, Args: slices.Clone(os.Args), Env: env, image: image}, nil
 }
 
-// Registry is where the supervisor binds its sockets.
-func (u *Upgrader) Registry() *tableflip.Fds { return u.Fds }
+// startPath is argv0 as the shell would have run it, absolute.
+func startPath(argv0 string) (string, error) {
+	if !strings.Contains(argv0, "/") {
+		p, err := exec.LookPath(argv0)
+		if err != nil {
+			return "", err
+		}
+		argv0 = p
+	}
+	return filepath.Abs(argv0)
+}
+
+// Close releases the descriptor of the image.
+func (s *Self) Close() error { return s.image.Close() }
+
+// Binary is a new binary, opened and checked: the file that was checked
+// is the file that is executed, whatever a deploy does to the path in
+// between.
+type Binary struct {
+	Path string // as resolved, through symbolic links
+	Info Info
+	file *os.File
+}
+
+// Close releases the binary, for an upgrade that will not happen.
+func (b *Binary) Close() error { return b.file.Close() }
+
+// Check opens the binary at path (resolved afresh, through symbolic
+// links) and runs it in the check mode, within ctx. It refuses, with the
+// reason, anything but a hitless that reads this build's StateVersion:
+// a file that is not executable, a program that is not hitless (exits
+// otherwise, prints something else), a truncated binary, a crash, a state
+// version it does not read.
+func Check(ctx context.Context, path string) (*Binary, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil, fmt.Errorf("binary: %w", err)
+	}
+	f, err := os.Open(real)
+	if err != nil {
+		return nil, fmt.Errorf("binary: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil && (!fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0) {
+		err = fmt.Errorf("%s is not an executable file", real)
+	}
+	var info Info
+	if err == nil {
+		info, err = runCheck(ctx, f)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Binary{Path: real, Info: info, file: f}, nil
+}
+
+// runCheck executes the opened binary (through its descriptor, fd 3 in
+// the child) in the check mode.
+func runCheck(ctx context.Context, f *os.File) (Info, error) {
+	var info Info
+	cmd := exec.CommandContext(ctx, "/proc/self/fd/3", CheckArg)
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.Env = []string{}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return info, fmt.Errorf("the new binary did not answer its check in time: %w", context.Cause(ctx))
+	}
+	if err != nil {
+		return info, fmt.Errorf("the new binary failed its check: %v%s", err, lastLine(stderr.String()))
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &info); err != nil || !info.Hitless {
+		return info, fmt.Errorf("the new binary is not hitless: its check printed %q", firstLine(stdout.String()))
+	}
+	if info.States[0] > StateVersion || info.States[1] < StateVersion {
+		return info, fmt.Errorf("the new binary (%s) reads state versions %d to %d, not this one's %d", info.Version, info.States[0], info.States[1], StateVersion)
+	}
+	return info, nil
+}
+
+// RunCheck is the check mode's main: it prints what this binary is and
+// returns the exit status.
+func RunCheck(version string) int {
+	b, _ := json.Marshal(Info{Hitless: true, Version: version, States: [2]int{MinStateVersion, StateVersion}})
+	fmt.Println(string(b))
+	return 0
+}
+
+// State is what one image hands the next across the exec.
+type State struct {
+	Version  int                        `json:"version"`
+	ID       int                        `json:"id"`   // the upgrade's number
+	From     string                     `json:"from"` // version of the image that wrote it
+	Binary   string                     `json:"binary"`
+	Sections map[string]json.RawMessage `json:"sections"`
+	FDs      map[string]int             `json:"fds"` // name -> descriptor number
+	Image    int                        `json:"image"`
+
+	// RolledBack is set in the old image after a rollback: why the new
+	// image gave up.
+	RolledBack string `json:"-"`
+
+	memfd int
+	files map[string]*os.File // taken back by File
+}
+
+// NewState starts the state of upgrade id.
+func NewState(id int, from string) *State {
+	return &State{Version: StateVersion, ID: id, From: from, Sections: map[string]json.RawMessage{}, FDs: map[string]int{}, files: map[string]*os.File{}}
+}
+
+// Put stores v (JSON) as the section name.
+func (st *State) Put(name string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("upgrade: state %s: %w", name, err)
+	}
+	st.Sections[name] = b
+	return nil
+}
+
+// Get reads the section name into v; a missing section is an error.
+func (st *State) Get(name string, v any) error {
+	b, ok := st.Sections[name]
+	if !ok {
+		return fmt.Errorf("upgrade: the state has no section %q", name)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("upgrade: state %s: %w", name, err)
+	}
+	return nil
+}
+
+// Carry names a descriptor to hand over. f stays open and owned by the
+// caller until the exec.
+func (st *State) Carry(name string, f *os.File) {
+	st.files[name] = f
+}
+
+// File takes back the descriptor carried under name; nil if none. The
+// caller owns it from then on.
+func (st *State) File(name string) *os.File {
+	f := st.files[name]
+	delete(st.files, name)
+	return f
+}
+
+// Exec replaces this process with bin, handing st over. It must be called
+// from the main thread (see the package doc). It returns only on failure,
+// having put everything back as it was.
+func (s *Self) Exec(bin *Binary, st *State) error {
+	st.Binary = bin.Path
+	var cleared []int
+	undo := func() {
+		for _, fd := range cleared {
+			unix.CloseOnExec(fd)
+		}
+	}
+	carry := func(name string, f *os.File) error {
+		fd := int(f.Fd())
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("upgrade: carry %s: %w", name, err)
+		}
+		cleared = append(cleared, fd)
+		st.FDs[name] = fd
+		return nil
+	}
+	for name, f := range st.files {
+		if err := carry(name, f); err != nil {
+			undo()
+			return err
+		}
+	}
+	if err := carry("image", s.image); err != nil {
+		undo()
+		return err
+	}
+	st.Image = st.FDs["image"]
+	delete(st.FDs, "image")
+	mem, err := writeMemfd(st)
+	if err != nil {
+		undo()
+		return err
+	}
+	env := append(withoutUpgradeVars(s.Env), envState+"="+strconv.Itoa(mem))
+	err = execBlocked("/proc/self/fd/"+strconv.Itoa(int(bin.file.Fd())), s.Args, env)
+	unix.Close(mem)
+	undo()
+	return fmt.Errorf("upgrade: exec %s: %w", bin.Path, err)
+}
+
+// execBlocked calls execve with the signals hitless handles blocked, so
+// that one arriving during the exec stays pending for the new image
+// instead of meeting the default action. On failure it unblocks them.
+func execBlocked(path string, argv, env []string) error {
+	var set, old unix.Sigset_t
+	for _, sig := range []unix.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGUSR1, unix.SIGUSR2, unix.SIGCHLD} {
+		set.Val[(sig-1)/64] |= 1 << ((uint(sig) - 1) % 64)
+	}
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old); err != nil {
+		return err
+	}
+	err := unix.Exec(path, argv, env)
+	unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+	return err
+}
+
+func writeMemfd(st *State) (int, error) {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return -1, fmt.Errorf("upgrade: state: %w", err)
+	}
+	// Not close-on-exec: it is for the next image.
+	fd, err := unix.MemfdCreate("hitless-upgrade-state", 0)
+	if err != nil {
+		return -1, fmt.Errorf("upgrade: memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "hitless-upgrade-state")
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return -1, fmt.Errorf("upgrade: write state: %w", err)
+	}
+	// The *os.File must not close fd when collected: take fd out of it.
+	nfd, err := unix.Dup(fd)
+	f.Close()
+	if err != nil {
+		return -1, fmt.Errorf("upgrade: dup: %w", err)
+	}
+	return nfd, nil
+}
+
+func withoutUpgradeVars(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		return strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envRollback+"=")
+	})
+}
+
+// Inherited returns the state an old image handed over, or nil when this
+// process was not started by an upgrade. It takes the carried descriptors
+// back (close-on-exec again, until someone carries them anew) and removes
+// the upgrade's variables from the environment.
+func Inherited() (*State, error) {
+	v, ok := os.LookupEnv(envState)
+	if !ok {
+		return nil, nil
+	}
+	rolledBack, _ := os.LookupEnv(envRollback)
+	os.Unsetenv(envState)
+	os.Unsetenv(envRollback)
+	mem, err := strconv.Atoi(v)
+	if err != nil || mem < 3 {
+		return nil, fmt.Errorf("upgrade: %s=%q is not a descriptor", envState, v)
+	}
+	unix.CloseOnExec(mem)
+	b, err := io.ReadAll(io.NewSectionReader(os.NewFile(uintptr(mem), "state"), 0, 1<<30))
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: read the state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("upgrade: the state: %w", err)
+	}
+	if st.Version < MinStateVersion || st.Version > StateVersion {
+		return nil, fmt.Errorf("upgrade: state version %d, this build reads %d to %d", st.Version, MinStateVersion, StateVersion)
+	}
+	st.memfd, st.RolledBack = mem, rolledBack
+	st.files = make(map[string]*os.File, len(st.FDs))
+	for name, fd := range st.FDs {
+		unix.CloseOnExec(fd)
+		st.files[name] = os.NewFile(uintptr(fd), name)
+	}
+	unix.CloseOnExec(st.Image)
+	return &st, nil
+}
+
+// Rollback executes the previous image again with the same state, and
+// tells it why. It must be called from the main thread, with every
+// carried descriptor still open; it returns only if the exec failed.
+func (st *State) Rollback(args, env []string, reason string) error {
+	for name, fd := range st.FDs {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("upgrade: rollback: carry %s: %w", name, err)
+		}
+	}
+	if _, err := unix.FcntlInt(uintptr(st.Image), unix.F_SETFD, 0); err != nil {
+		return fmt.Errorf("upgrade: rollback: %w", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(st.memfd), unix.F_SETFD, 0); err != nil {
+		return fmt.Errorf("upgrade: rollback: %w", err)
+	}
+	env = append(withoutUpgradeVars(env), envState+"="+strconv.Itoa(st.memfd), envRollback+"="+oneLine(reason))
+	err := execBlocked("/proc/self/fd/"+strconv.Itoa(st.Image), args, env)
+	return fmt.Errorf("upgrade: rollback: exec the previous image: %w", err)
+}
+
+// CloseImage closes what only a rollback needs: the previous image and
+// the state's memory file. A new image that restored everything calls it.
+func (st *State) CloseImage() {
+	unix.Close(st.Image)
+	unix.Close(st.memfd)
+}
+
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return ""
+	}
+	lines := strings.Split(s, "\n")
+	return ": " + lines[len(lines)-1]
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
