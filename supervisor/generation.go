@@ -25,8 +25,8 @@ type child struct {
 
 	notify *sdnotify.Conn
 	stderr *tail
+	outs   []outPipe      // its stdout (when prefixed) and stderr
 	outw   sync.WaitGroup // output copiers
-	pipes  []*os.File     // read ends, closed after exit
 	copied bool           // the output copiers finished before the exit was reported
 
 	mu       sync.Mutex // status and stopping, written by the notify reader
@@ -50,10 +50,16 @@ func (c *child) forget() {
 // closeOutput closes the output pipes that an escaped descendant still
 // holds open, and waits for their copiers.
 func (c *child) closeOutput() {
-	for _, p := range c.pipes {
-		p.Close()
+	for _, p := range c.outs {
+		p.r.Close()
 	}
 	c.outw.Wait()
+}
+
+// outPipe is the read end of a pipe a child writes its output to.
+type outPipe struct {
+	r      *os.File
+	stderr bool
 }
 
 // resolve finds the program and working directory afresh, so that a deploy
@@ -188,17 +194,6 @@ func (p *prefixWriter) flush() {
 	}
 	p.w.Write(line)
 	p.part = p.part[:0]
-}
-
-// copyOutput copies r to w until every writer is gone or the supervisor
-// closes r, and then closes r.
-func copyOutput(wg *sync.WaitGroup, w io.Writer, r *os.File) {
-	defer wg.Done()
-	defer r.Close()
-	io.Copy(w, r)
-	if p, ok := w.(*prefixWriter); ok {
-		p.flush()
-	}
 }
 
 // exitReason says in words how a process ended.

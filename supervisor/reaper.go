@@ -24,15 +24,15 @@ type reaper struct {
 	stopped chan struct{}
 }
 
-func newReaper() *reaper {
-	r := &reaper{
-		waiters: make(map[int]func(unix.WaitStatus)),
-		sigc:    make(chan os.Signal, 1),
-		done:    make(chan struct{}),
-		stopped: make(chan struct{}),
+// newReaper starts reaping. adopt names children started before it (by
+// an earlier image of hitless), with what to call when each exits: they
+// are registered before anything is reaped.
+func newReaper(adopt map[int]func(unix.WaitStatus)) *reaper {
+	r := &reaper{waiters: make(map[int]func(unix.WaitStatus))}
+	for pid, fn := range adopt {
+		r.waiters[pid] = fn
 	}
-	signal.Notify(r.sigc, syscall.SIGCHLD)
-	go r.loop()
+	r.resume()
 	return r
 }
 
@@ -51,6 +51,9 @@ func (r *reaper) start(spawn func() (int, error), exited func(unix.WaitStatus)) 
 
 func (r *reaper) loop() {
 	defer close(r.stopped)
+	// A child may have exited before SIGCHLD was caught (or while hitless
+	// was being replaced by its next image): look once at the start.
+	r.reap()
 	for {
 		select {
 		case <-r.sigc:
@@ -80,9 +83,37 @@ func (r *reaper) reap() {
 	}
 }
 
-func (r *reaper) stop() {
+// pause stops reaping: a child that exits from now on stays a zombie, its
+// status kept by the kernel for whoever reaps next (this image after
+// resume, or the next one).
+func (r *reaper) pause() {
 	signal.Stop(r.sigc)
 	close(r.done)
 	<-r.stopped
+}
+
+// resume starts reaping again after pause.
+func (r *reaper) resume() {
+	r.sigc = make(chan os.Signal, 1)
+	r.done = make(chan struct{})
+	r.stopped = make(chan struct{})
+	signal.Notify(r.sigc, syscall.SIGCHLD)
+	go r.loop()
+}
+
+// stop stops reaping and reaps what has exited by now.
+func (r *reaper) stop() {
+	r.pause()
 	r.reap()
+}
+
+// pids returns the children it waits for.
+func (r *reaper) pids() map[int]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := make(map[int]bool, len(r.waiters))
+	for pid := range r.waiters {
+		m[pid] = true
+	}
+	return m
 }

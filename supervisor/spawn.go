@@ -40,12 +40,7 @@ func (s *Supervisor) spawn(c *child) error {
 	// stderr always goes through a pipe, so a failure can quote its last
 	// lines; stdout only when it gets a prefix.
 	files := []uintptr{0, s.cfg.Stdout.Fd(), s.cfg.Stderr.Fd()}
-	type pipe struct {
-		r      *os.File
-		dst    *os.File
-		stderr bool
-	}
-	var pipes []pipe
+	var pipes []outPipe
 	var writeEnds []*os.File
 	closeAll := func(readEnds bool) {
 		for _, w := range writeEnds {
@@ -58,11 +53,7 @@ func (s *Supervisor) spawn(c *child) error {
 			c.notify.Close()
 		}
 	}
-	for _, out := range []struct {
-		fd  int
-		dst *os.File
-	}{{1, s.cfg.Stdout}, {2, s.cfg.Stderr}} {
-		fd, dst := out.fd, out.dst
+	for _, fd := range []int{1, 2} {
 		if fd == 1 && !s.cfg.OutputPrefix {
 			continue
 		}
@@ -71,7 +62,7 @@ func (s *Supervisor) spawn(c *child) error {
 			closeAll(true)
 			return fmt.Errorf("start: output pipe: %w", err)
 		}
-		pipes = append(pipes, pipe{r: r, dst: dst, stderr: fd == 2})
+		pipes = append(pipes, outPipe{r: r, stderr: fd == 2})
 		writeEnds = append(writeEnds, w)
 		files[fd] = w.Fd()
 	}
@@ -95,37 +86,47 @@ func (s *Supervisor) spawn(c *child) error {
 	pid, err := s.reaper.start(func() (int, error) {
 		pid, _, err := syscall.StartProcess(s.cfg.ShimPath, argv, attr)
 		return pid, err
-	}, func(ws unix.WaitStatus) { exitc <- ws })
+	}, s.exited(exitc))
 	closeAll(err != nil)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	c.pid = pid
+	c.pid, c.outs = pid, pipes
 	s.log.Info("started", "generation", c.id, "pid", pid, "program", prog, "dir", dir)
 	if err := s.watcher.add(pid); err != nil {
 		s.log.Warn("watcher", "err", err)
 	}
+	s.watch(c, exitc)
+	return nil
+}
 
-	for _, p := range pipes {
-		var dst io.Writer = p.dst
-		if s.cfg.OutputPrefix {
-			dst = &prefixWriter{w: p.dst, prefix: fmt.Appendf(nil, "[gen %d pid %d] ", c.id, pid)}
-		}
-		if p.stderr {
-			dst = io.MultiWriter(dst, c.stderr)
-		}
-		c.pipes = append(c.pipes, p.r)
-		c.outw.Add(1)
-		go copyOutput(&c.outw, dst, p.r)
+// exited is what the reaper calls when a child exits: the exit is counted
+// in flight until the loop has it (see quiesce).
+func (s *Supervisor) exited(exitc chan<- unix.WaitStatus) func(unix.WaitStatus) {
+	return func(ws unix.WaitStatus) {
+		s.exiting.Add(1)
+		exitc <- ws
 	}
-	s.bg.Add(2)
+}
+
+// watch starts the goroutines that follow a running child: one copies
+// each output pipe, one reads its notify socket, one reports its exit.
+func (s *Supervisor) watch(c *child, exitc <-chan unix.WaitStatus) {
+	s.copyOutputs(c)
+	s.readers.Add(1)
+	go func() {
+		defer s.readers.Done()
+		s.readNotify(c)
+	}()
+	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		ws := <-exitc
+		defer s.exiting.Done()
 		// Whatever the leader left in its group would hold the sockets
 		// and the output pipes. A group that still has members keeps its
 		// id, so this cannot hit a reused pid.
-		signalGroup(pid, syscall.SIGKILL)
+		signalGroup(c.pid, syscall.SIGKILL)
 		// Report the exit once its output is copied, so the last lines
 		// are in the log before the verdict, within a bound in case an
 		// escaped descendant keeps the pipe open.
@@ -138,11 +139,38 @@ func (s *Supervisor) spawn(c *child) error {
 		}
 		s.post(evExited{gen: c.id, status: ws, stderr: c.stderr.Lines(5)})
 	}()
-	go func() {
-		defer s.bg.Done()
-		s.readNotify(c)
-	}()
-	return nil
+}
+
+// copyOutputs starts a copier for each of c's output pipes. A copier ends
+// when every writer is gone (and closes its pipe), when the pipe is
+// closed, or when a read deadline hands the pipe over to the next image
+// (and leaves it open).
+func (s *Supervisor) copyOutputs(c *child) {
+	for _, p := range c.outs {
+		var dst io.Writer = s.cfg.Stdout
+		if p.stderr {
+			dst = s.cfg.Stderr
+		}
+		var pw *prefixWriter
+		if s.cfg.OutputPrefix {
+			pw = &prefixWriter{w: dst, prefix: fmt.Appendf(nil, "[gen %d pid %d] ", c.id, c.pid)}
+			dst = pw
+		}
+		if p.stderr {
+			dst = io.MultiWriter(dst, c.stderr)
+		}
+		c.outw.Add(1)
+		go func() {
+			defer c.outw.Done()
+			_, err := io.Copy(dst, p.r)
+			if pw != nil {
+				pw.flush()
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				p.r.Close()
+			}
+		}()
+	}
 }
 
 // readNotify reads the generation's private notify socket until it is
@@ -153,8 +181,8 @@ func (s *Supervisor) readNotify(c *child) {
 	for {
 		m, err := c.notify.Read()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
-				return
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+				return // closed, or handed over to the next image
 			}
 			s.log.Warn("notify socket: bad message", "generation", c.id, "err", err)
 			continue

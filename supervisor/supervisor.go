@@ -46,8 +46,10 @@ type Supervisor struct {
 	callers    map[callerID]request
 	lastCaller callerID
 	exit       *actExit
-	lingering  []*child // reaped, but a descendant still holds its output
-	bg         sync.WaitGroup
+	lingering  []*child       // reaped, but a descendant still holds its output
+	bg         sync.WaitGroup // exit watchers
+	readers    sync.WaitGroup // notify readers
+	exiting    sync.WaitGroup // exits reaped but not yet fed to the machine
 	closeOnce  sync.Once
 }
 
@@ -241,7 +243,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		close(s.loopDone)
 		return fmt.Errorf("create notify socket directory: %w", err)
 	}
-	s.reaper = newReaper()
+	s.reaper = newReaper(nil)
 	if s.watcher, err = s.startWatcher(); err != nil {
 		close(s.loopDone)
 		return err
@@ -408,6 +410,7 @@ func (s *Supervisor) do(a action) event {
 func (s *Supervisor) release() {
 	<-s.loopDone
 	s.bg.Wait()
+	s.readers.Wait()
 	for _, c := range s.lingering {
 		c.closeOutput()
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // Errors wrapped in a *DatagramError.
@@ -66,6 +68,31 @@ func (c *Conn) Path() string { return c.path }
 // Message without an error from Read (see Message.Skipped). After Close,
 // Read returns an error that wraps net.ErrClosed.
 func (c *Conn) Read() (Message, error) { return c.read() }
+
+// SetReadDeadline makes a pending and any later Read return an error
+// wrapping os.ErrDeadlineExceeded at t (now, for at once); the zero time
+// lifts it. The Conn remains usable.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+
+// SyscallConn gives access to the socket's descriptor, for a process that
+// hands it over to its next image (see FileConn).
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.conn.SyscallConn() }
+
+// FileConn makes a Conn of a notification socket that an earlier Conn
+// created at path and handed over (its descriptor, f). f is not closed:
+// the Conn holds a duplicate.
+func FileConn(f *os.File, path string) (*Conn, error) {
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("sdnotify: %s: %w", path, err)
+	}
+	uc, ok := pc.(*net.UnixConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("sdnotify: %s is not a unix socket", path)
+	}
+	return &Conn{conn: uc, path: path}, nil
+}
 
 // Close closes the socket, which makes a pending Read return, and removes
 // the socket file.
