@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hitless/hitless/upgrade"
 )
 
 // Defaults for the zero values of Config.
@@ -81,9 +83,19 @@ type Config struct {
 	// Notifier reports to the service manager; nil for none.
 	Notifier Notifier
 
-	// ShimPath is the binary that runs RunShim when its first argument
-	// is ShimArg; default /proc/self/exe.
+	// ShimPath is the binary that runs the hidden modes (RunHidden);
+	// default /proc/self/exe.
 	ShimPath string
+
+	// Self is the running image: set, it lets Upgrade replace hitless's
+	// binary in place (see package upgrade). Run must then be called from
+	// the main goroutine, locked to the main thread (runtime.LockOSThread
+	// in an init function): children are forked, and the exec is made,
+	// from it. Carriers are handed over with the supervisor's own state.
+	Self     *upgrade.Self
+	Carriers []Carrier
+	// Version names this build, in the upgrade state.
+	Version string
 }
 
 // Notifier is how the supervisor speaks to a service manager (systemd's

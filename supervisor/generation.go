@@ -141,6 +141,13 @@ func (t *tail) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// bytes returns a copy of what it holds.
+func (t *tail) bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]byte(nil), t.buf...)
+}
+
 // Lines returns up to n complete last lines.
 func (t *tail) Lines(n int) []string {
 	t.mu.Lock()

@@ -844,10 +844,10 @@ func (ps *pathState) clone() *pathState {
 // field must be handled there.
 func TestCloneCoversMachine(t *testing.T) {
 	if n := reflect.TypeFor[machine]().NumField(); n != 30 {
-		t.Errorf("machine has %d fields: check that pathState.clone copies the new ones deeply, then update this count", n)
+		t.Errorf("machine has %d fields: check that pathState.clone copies the new ones deeply, and that exportMachine and importMachine (handoff.go) carry them across an upgrade, then update this count", n)
 	}
 	if n := reflect.TypeFor[mgen]().NumField(); n != 18 {
-		t.Errorf("mgen has %d fields: check pathState.clone, then update this count", n)
+		t.Errorf("mgen has %d fields: check pathState.clone, exportMachine and importMachine, then update this count", n)
 	}
 	ps := replay(testMachineConfig, []transition{{spawnFail: []bool{false}}, {ev: evReady{gen: 1}}, {ev: evReload{caller: 1}, spawnFail: []bool{false}}})
 	c := ps.clone()

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/upgrade"
 )
 
 // Supervisor holds the sockets and runs generations of the child. Create
@@ -38,11 +40,17 @@ type Supervisor struct {
 
 	// Owned by Run's goroutine.
 	m          *machine
-	rundir     *rundir // private notify sockets live here
+	started    time.Time // when hitless first started, before any upgrade
+	checked    chan checked
+	upgradeBin *upgrade.Binary // checked, to exec
+	restored   *restoredState  // set by Restore until Run resumes it
+	adopt      map[int]func(unix.WaitStatus)
+	exits      map[int]chan unix.WaitStatus // of restored children
+	rundir     *rundir                      // private notify sockets live here
 	reaper     *reaper
 	watcher    *watcher
 	children   map[int]*child
-	timers     map[timerID]*time.Timer
+	timers     map[timerID]*armed
 	callers    map[callerID]request
 	lastCaller callerID
 	exit       *actExit
@@ -146,12 +154,15 @@ const (
 	reqStatus
 	reqPromote
 	reqRollback
+	reqUpgrade
+	reqUpgradeResult
 )
 
 type request struct {
 	kind   reqKind
 	reply  chan error
 	status chan Status
+	binary string // reqUpgrade
 }
 
 // New checks cfg (see Config.Validate) and binds every socket. Nothing is
@@ -163,21 +174,9 @@ func New(cfg Config) (*Supervisor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
-	s := &Supervisor{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		sigc:     make(chan os.Signal, 8),
-		events:   make(chan event),
-		reqs:     make(chan request),
-		loopDone: make(chan struct{}),
-		done:     make(chan struct{}),
-		children: make(map[int]*child),
-		timers:   make(map[timerID]*time.Timer),
-		callers:  make(map[callerID]request),
-	}
-	s.os = osEnv{spawn: s.spawn, signal: signalGroup}
-	for _, l := range cfg.Listen {
+	s := newSupervisor(cfg.withDefaults())
+	s.m, s.started = newMachine(s.machineConfig()), time.Now()
+	for _, l := range s.cfg.Listen {
 		sock, err := bind(l)
 		if err != nil {
 			s.closeSockets()
@@ -185,8 +184,40 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 		s.sockets = append(s.sockets, sock)
 	}
-	signal.Notify(s.sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+	s.catchSignals()
 	return s, nil
+}
+
+func newSupervisor(cfg Config) *Supervisor {
+	s := &Supervisor{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		sigc:     make(chan os.Signal, 8),
+		events:   make(chan event),
+		reqs:     make(chan request),
+		checked:  make(chan checked, 1),
+		loopDone: make(chan struct{}),
+		done:     make(chan struct{}),
+		children: make(map[int]*child),
+		exits:    make(map[int]chan unix.WaitStatus),
+		timers:   make(map[timerID]*armed),
+		callers:  make(map[callerID]request),
+	}
+	s.os = osEnv{spawn: s.spawn, signal: signalGroup}
+	return s
+}
+
+func (s *Supervisor) catchSignals() {
+	signal.Notify(s.sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+}
+
+func (s *Supervisor) machineConfig() machineConfig {
+	c := s.cfg
+	return machineConfig{
+		ReadyDelay: c.ReadyDelay, ReadyTimeout: c.ReadyTimeout, DrainTimeout: c.DrainTimeout,
+		BackoffMin: c.BackoffMin, BackoffMax: c.BackoffMax, StableAfter: c.StableAfter, DrainSignal: c.DrainSignal,
+		Trial: c.Trial, Watchdog: c.Watchdog, WatchdogGrace: c.WatchdogGrace,
+	}
 }
 
 func (s *Supervisor) closeSockets() {
@@ -239,6 +270,16 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		close(s.loopDone)
 		return fmt.Errorf("mark descriptors close-on-exec: %w", err)
 	}
+	if s.restored != nil {
+		// Everything was handed over by an earlier image (Restore); the
+		// signals it kept pending are caught from now on.
+		s.catchSignals()
+		s.reaper = newReaper(s.adopt)
+		s.adopt = nil
+		s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "), "restored", true)
+		s.loop(ctx)
+		return s.exit.err
+	}
 	if s.rundir, err = newRundir(s.log); err != nil {
 		close(s.loopDone)
 		return fmt.Errorf("create notify socket directory: %w", err)
@@ -248,14 +289,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		close(s.loopDone)
 		return err
 	}
-
 	s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "))
-	s.m = newMachine(machineConfig{
-		ReadyDelay: s.cfg.ReadyDelay, ReadyTimeout: s.cfg.ReadyTimeout, DrainTimeout: s.cfg.DrainTimeout,
-		BackoffMin: s.cfg.BackoffMin, BackoffMax: s.cfg.BackoffMax, StableAfter: s.cfg.StableAfter,
-		DrainSignal: s.cfg.DrainSignal,
-		Trial:       s.cfg.Trial, Watchdog: s.cfg.Watchdog, WatchdogGrace: s.cfg.WatchdogGrace,
-	})
 	s.loop(ctx)
 	return s.exit.err
 }
@@ -268,7 +302,11 @@ func (s *Supervisor) loop(ctx context.Context) {
 		defer t.Stop()
 		watchdog = t.C
 	}
-	s.run(s.m.begin(time.Now()))
+	if s.restored != nil {
+		s.resumeRestored()
+	} else {
+		s.run(s.m.begin(time.Now()))
+	}
 	ctxDone := ctx.Done()
 	for s.exit == nil {
 		select {
@@ -283,26 +321,45 @@ func (s *Supervisor) loop(ctx context.Context) {
 			s.feed(evTick{})
 		case ws := <-s.watcher.exit:
 			s.restartWatcher(ws)
-		case req := <-s.reqs:
-			s.lastCaller++
-			id := s.lastCaller
-			s.callers[id] = req
-			switch req.kind {
-			case reqReload:
-				s.feed(evReload{caller: id})
-			case reqStop:
-				s.feed(evStop{caller: id})
-			case reqStatus:
-				s.feed(evStatus{caller: id})
-			case reqPromote:
-				s.feed(evPromote{caller: id})
-			case reqRollback:
-				s.feed(evRollback{caller: id})
+		case r := <-s.checked:
+			if s.upgradeBin != nil {
+				s.upgradeBin.Close()
 			}
+			s.upgradeBin = r.bin
+			msg := ""
+			if r.err != nil {
+				msg = r.err.Error()
+			}
+			s.feed(evUpgradeChecked{id: r.id, err: msg})
+		case req := <-s.reqs:
+			s.request(req)
 		}
 	}
 	for _, t := range s.timers {
 		t.Stop()
+	}
+}
+
+// request feeds the machine a caller's request.
+func (s *Supervisor) request(req request) {
+	s.lastCaller++
+	id := s.lastCaller
+	s.callers[id] = req
+	switch req.kind {
+	case reqReload:
+		s.feed(evReload{caller: id})
+	case reqStop:
+		s.feed(evStop{caller: id})
+	case reqStatus:
+		s.feed(evStatus{caller: id})
+	case reqPromote:
+		s.feed(evPromote{caller: id})
+	case reqRollback:
+		s.feed(evRollback{caller: id})
+	case reqUpgrade:
+		s.feed(evUpgrade{caller: id, binary: req.binary})
+	case reqUpgradeResult:
+		s.feed(evUpgradeResult{caller: id})
 	}
 }
 
@@ -343,14 +400,7 @@ func (s *Supervisor) do(a action) event {
 			s.log.Error("signal", "generation", a.gen, "pid", a.pid, "signal", unix.SignalName(a.sig), "err", err)
 		}
 	case actArm:
-		c := s.children[a.gen]
-		s.timers[a.id] = time.AfterFunc(a.after, func() {
-			ev := evTimer{id: a.id}
-			if c != nil {
-				ev.stderr = c.stderr.Lines(5)
-			}
-			s.post(ev)
-		})
+		s.arm(a.id, a.gen, time.Now().Add(a.after))
 	case actDisarm:
 		if t := s.timers[a.id]; t != nil {
 			t.Stop()
@@ -391,6 +441,12 @@ func (s *Supervisor) do(a action) event {
 		s.closeSockets()
 	case actExit:
 		s.exit = &a
+	case actCheckUpgrade:
+		s.checkUpgrade(a.id, a.binary)
+	case actExecUpgrade:
+		if err := s.execUpgrade(a.id); err != nil {
+			return evUpgradeDone{id: a.id, result: "failed", reason: err.Error()}
+		}
 	case actObserve:
 		if o := s.cfg.Observer; o != nil {
 			switch a.what {
@@ -402,6 +458,26 @@ func (s *Supervisor) do(a action) event {
 		}
 	}
 	return nil
+}
+
+// armed is a timer of the machine's, running.
+type armed struct {
+	*time.Timer
+	gen      int // whose stderr its event carries; 0 for none
+	deadline time.Time
+}
+
+// arm starts the machine's timer id, to fire at deadline.
+func (s *Supervisor) arm(id timerID, gen int, deadline time.Time) {
+	c := s.children[gen]
+	t := time.AfterFunc(time.Until(deadline), func() {
+		ev := evTimer{id: id}
+		if c != nil {
+			ev.stderr = c.stderr.Lines(5)
+		}
+		s.post(ev)
+	})
+	s.timers[id] = &armed{Timer: t, gen: gen, deadline: deadline}
 }
 
 // release lets go of everything Run holds, then answers the Stop calls:

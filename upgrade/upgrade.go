@@ -183,12 +183,14 @@ type State struct {
 	RolledBack string `json:"-"`
 
 	memfd int
-	files map[string]*os.File // taken back by File
+	carry map[string]int      // to hand over
+	files map[string]*os.File // handed over, to be taken back by File
+	later []*os.File          // closed by Commit
 }
 
 // NewState starts the state of upgrade id.
 func NewState(id int, from string) *State {
-	return &State{Version: StateVersion, ID: id, From: from, Sections: map[string]json.RawMessage{}, FDs: map[string]int{}, files: map[string]*os.File{}}
+	return &State{Version: StateVersion, ID: id, From: from, Sections: map[string]json.RawMessage{}, FDs: map[string]int{}, carry: map[string]int{}}
 }
 
 // Put stores v (JSON) as the section name.
@@ -213,18 +215,39 @@ func (st *State) Get(name string, v any) error {
 	return nil
 }
 
-// Carry names a descriptor to hand over. f stays open and owned by the
-// caller until the exec.
-func (st *State) Carry(name string, f *os.File) {
-	st.files[name] = f
+// CarryFD names a descriptor to hand over. It stays open and owned by
+// the caller until the exec; Exec clears its close-on-exec flag. A raw
+// number, not an *os.File, since os.File.Fd puts a socket in blocking
+// mode, and that flag belongs to every process that shares the socket.
+func (st *State) CarryFD(name string, fd int) {
+	st.carry[name] = fd
 }
 
 // File takes back the descriptor carried under name; nil if none. The
-// caller owns it from then on.
+// caller owns it from then on, but must not close it before Commit: a
+// rollback hands the same numbers back.
 func (st *State) File(name string) *os.File {
 	f := st.files[name]
 	delete(st.files, name)
 	return f
+}
+
+// CloseLater closes f at Commit: a descriptor the caller duplicated into
+// something of its own, whose number a rollback would still need.
+func (st *State) CloseLater(f *os.File) {
+	st.later = append(st.later, f)
+}
+
+// Commit ends the restore: it closes what only a rollback would have
+// needed (the previous image, the state's memory file, and what was given
+// to CloseLater).
+func (st *State) Commit() {
+	for _, f := range st.later {
+		f.Close()
+	}
+	st.later = nil
+	unix.Close(st.Image)
+	unix.Close(st.memfd)
 }
 
 // Exec replaces this process with bin, handing st over. It must be called
@@ -238,8 +261,7 @@ func (s *Self) Exec(bin *Binary, st *State) error {
 			unix.CloseOnExec(fd)
 		}
 	}
-	carry := func(name string, f *os.File) error {
-		fd := int(f.Fd())
+	carry := func(name string, fd int) error {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 			return fmt.Errorf("upgrade: carry %s: %w", name, err)
 		}
@@ -247,13 +269,13 @@ func (s *Self) Exec(bin *Binary, st *State) error {
 		st.FDs[name] = fd
 		return nil
 	}
-	for name, f := range st.files {
-		if err := carry(name, f); err != nil {
+	for name, fd := range st.carry {
+		if err := carry(name, fd); err != nil {
 			undo()
 			return err
 		}
 	}
-	if err := carry("image", s.image); err != nil {
+	if err := carry("image", int(s.image.Fd())); err != nil {
 		undo()
 		return err
 	}
@@ -373,13 +395,6 @@ func (st *State) Rollback(args, env []string, reason string) error {
 	env = append(withoutUpgradeVars(env), envState+"="+strconv.Itoa(st.memfd), envRollback+"="+oneLine(reason))
 	err := execBlocked("/proc/self/fd/"+strconv.Itoa(st.Image), args, env)
 	return fmt.Errorf("upgrade: rollback: exec the previous image: %w", err)
-}
-
-// CloseImage closes what only a rollback needs: the previous image and
-// the state's memory file. A new image that restored everything calls it.
-func (st *State) CloseImage() {
-	unix.Close(st.Image)
-	unix.Close(st.memfd)
 }
 
 type limitedWriter struct {
