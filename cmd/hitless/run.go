@@ -41,7 +41,23 @@ Signals to hitless:
   second SIGINT   kill every child at once
   SIGUSR1/SIGUSR2 forwarded to the serving child's process group
 
-Control socket (for hitless reload, hitless status, hitless stop): --control
+Trial (--trial D): after a reload, the new child serves beside the old one,
+which is not signalled, for D. If the new child exits, misses its watchdog or
+sends WATCHDOG=trigger meanwhile, the reload is rolled back: the new child
+drains and the old one goes on. If the old one dies, the new one takes over at
+once. When D passes, the old one drains. hitless promote and hitless rollback
+end the trial early; hitless reload waits for its end and reports the verdict.
+
+Watchdog (--watchdog D): every child gets WATCHDOG_USEC and WATCHDOG_PID, as
+under systemd's WatchdogSec=. Once ready, it must send WATCHDOG=1 at least
+every D (childproc does, while Options.Healthy says so). A serving child that
+misses it gets SIGABRT (a Go program prints every goroutine's stack), SIGKILL
+of its process group after --watchdog-grace, and is restarted like a crash.
+
+Metrics (--metrics ADDR): Prometheus metrics on http://ADDR/metrics (host:port,
+or a unix socket path). Nothing listens without it.
+
+Control socket (for hitless reload, status, stop, promote, rollback): --control
 PATH, else $HITLESS_CONTROL, else NAME.sock in $XDG_RUNTIME_DIR/hitless if
 XDG_RUNTIME_DIR is set, /run/hitless for root, $TMPDIR/hitless-UID otherwise,
 where NAME is --name, by default the base name of COMMAND. Mode 0600; only
@@ -135,6 +151,15 @@ func runSettings(flags *config.File) []setting {
 		{"stable-after", "StableAfter", "a child that served this long resets the restart delay",
 			durationFlag(&flags.StableAfter),
 			func(f *config.File) { f.StableAfter = flags.StableAfter }},
+		{"trial", "Trial", "after a reload, the new child serves beside the old one this long, and any failure rolls the reload back (0: none)",
+			optionalDurationFlag(&flags.Trial),
+			func(f *config.File) { f.Trial = flags.Trial }},
+		{"watchdog", "Watchdog", "a ready child must send WATCHDOG=1 at least this often (WATCHDOG_USEC), or it is aborted and restarted (0: none)",
+			optionalDurationFlag(&flags.Watchdog),
+			func(f *config.File) { f.Watchdog = flags.Watchdog }},
+		{"watchdog-grace", "WatchdogGrace", "time a child has to exit after the watchdog's SIGABRT before its process group gets SIGKILL",
+			durationFlag(&flags.WatchdogGrace),
+			func(f *config.File) { f.WatchdogGrace = flags.WatchdogGrace }},
 		{"log-format", "", "hitless's own log format: text or json",
 			&value[string]{&flags.Log.Format, config.ParseLogFormat, func(s string) string { return s }, "string"},
 			func(f *config.File) { f.Log.Format = flags.Log.Format }},
@@ -150,6 +175,9 @@ func runSettings(flags *config.File) []setting {
 		{"pid-file", "", "write hitless's pid here (atomically); it never changes across reloads",
 			textFlag(&flags.PIDFile, nil),
 			func(f *config.File) { f.PIDFile = flags.PIDFile }},
+		{"metrics", "", "serve Prometheus metrics on /metrics at this address: host:port, or a unix socket path (default: none)",
+			&value[string]{&flags.Metrics, config.ParseMetrics, func(s string) string { return s }, "string"},
+			func(f *config.File) { f.Metrics = flags.Metrics }},
 	}
 }
 
