@@ -42,7 +42,7 @@ func execute(args []string) int {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(flagError)
-	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand())
+	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand(), promoteCommand(), rollbackCommand())
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
