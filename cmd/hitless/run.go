@@ -19,6 +19,7 @@ import (
 
 	"github.com/hitless/hitless/internal/config"
 	"github.com/hitless/hitless/internal/control"
+	"github.com/hitless/hitless/internal/metrics"
 	"github.com/hitless/hitless/internal/pidfile"
 	"github.com/hitless/hitless/internal/sdnotify"
 	"github.com/hitless/hitless/supervisor"
@@ -257,6 +258,13 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 		cfg.Notifier = notifier
 	}
 
+	// Metrics only when asked: without --metrics nothing listens.
+	var mtr *metrics.Metrics
+	if file.Metrics != "" {
+		mtr = metrics.New(metrics.Options{DrainTimeout: cfg.DrainTimeout})
+		cfg.Observer = mtr
+	}
+
 	upg, err := upgrade.New()
 	if err != nil {
 		return err
@@ -278,8 +286,26 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 		return usageError{err}
 	}
 	ctl.Log = cfg.Logger
+	var msrv *metrics.Server
+	if mtr != nil {
+		// Bound before any child starts, as the sockets are: an address
+		// that cannot be bound is a start-up error.
+		if msrv, err = metrics.Listen(file.Metrics, mtr.Handler(sup, cfg.Logger)); err != nil {
+			ctl.Close()
+			sup.Close()
+			upg.Stop()
+			return usageError{fmt.Errorf("%s: %w", r.origin(fs, file, "metrics"), err)}
+		}
+	}
 	cfg.Logger.Info("control socket", "path", ctl.Path(), "name", name)
 	go ctl.Serve(sup)
+	if msrv != nil {
+		cfg.Logger.Info("metrics", "addr", msrv.Addr(), "path", "/metrics")
+		go msrv.Serve() // returns at Close
+		// The metrics go on until Run has returned: a scrape during the
+		// drain still sees the generations leave.
+		defer msrv.Close()
+	}
 	// Deferred calls run in reverse: at exit the pid file goes, then the
 	// registry's sockets (Run released them already when the stop began),
 	// and the control server closes last, for it answers a waiting
@@ -295,6 +321,17 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 		defer pidfile.Remove(file.PIDFile)
 	}
 	return sup.Run(context.Background())
+}
+
+// origin names where the value of a setting the supervisor does not
+// check came from, for a message about it: the flag, if given, else the
+// line of the config file.
+func (r *runFlags) origin(fs *pflag.FlagSet, file *config.File, key string) string {
+	flag := "--" + strings.ReplaceAll(key, "_", "-")
+	if line := file.Line(key); line > 0 && !fs.Changed(flag[2:]) {
+		return fmt.Sprintf("%s:%d: %s", file.Path, line, key)
+	}
+	return flag
 }
 
 // explain turns the problems Validate found into messages that name where
