@@ -658,6 +658,7 @@ func TestTrialPassesAndPromote(t *testing.T) {
 	if err := r.s.Promote(ctxFor(t, 5*time.Second)); err != ErrNoTrial {
 		t.Errorf("promote without a trial: %v", err)
 	}
+	r.stop() // one supervisor per process: it reaps every child
 	r2 := start(t, Config{Trial: time.Hour}, "")
 	r2.waitFor("the first child", func(st Status) bool { g, _ := servingGen(st); return g == 1 })
 	errc := make(chan error, 1)
