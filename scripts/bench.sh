@@ -3,7 +3,8 @@
 # the test server alone and under hitless, reloads under load (with the lame
 # duck off and a naive stop-then-start restart beside them), reload latency,
 # hitless's own cost, a crash under load, 10,000 connections and event
-# streams across reloads, and h2c clients across reloads. Every figure comes
+# streams across reloads, h2c clients across reloads, and a bad release
+# reloaded with and without a trial window. Every figure comes
 # from the run; all traffic goes to 127.0.0.1 and every scenario is bounded
 # in time (about 5 minutes in all, 3 with --quick).
 #
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
 	--quick) quick=(-quick) ;;
 	--only) only=(-only "$2"); write=0; shift ;;
 	--no-write) write=0 ;;
-	-h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift

@@ -46,6 +46,7 @@ type plan struct {
 	sseStreams   int
 	h2Run        time.Duration
 	h2ReloadEach time.Duration
+	trialRun     time.Duration // scenario 10, per variant
 }
 
 func fullPlan() plan {
@@ -55,6 +56,7 @@ func fullPlan() plan {
 		latencyN: 50, costReloads: 1000, kills: 5,
 		scaleConns: 10000, scaleActive: 100, scaleRun: 30 * time.Second, scaleEvery: 6 * time.Second, sseStreams: 100,
 		h2Run: 20 * time.Second, h2ReloadEach: 2 * time.Second,
+		trialRun: 20 * time.Second,
 	}
 }
 
@@ -66,6 +68,7 @@ func quickPlan() plan {
 	p.costReloads, p.kills = 200, 3
 	p.scaleRun = 15 * time.Second
 	p.h2Run = 10 * time.Second
+	p.trialRun = 10 * time.Second
 	return p
 }
 
@@ -126,6 +129,7 @@ func run(b bins, quick bool, only, commit, out string) error {
 		{"7", benchCrash},
 		{"8", benchScale},
 		{"9", benchH2C},
+		{"10", benchTrial},
 	}
 	for _, s := range steps {
 		run := false

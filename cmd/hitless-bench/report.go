@@ -154,4 +154,10 @@ requests.
    script raises the open-files limit (` + "`ulimit -n`" + `) for itself and what it starts.
 9. h2load (nghttp2) with prior-knowledge h2c; h2load does not retry a stream that a GOAWAY
    refused, so refused streams show as "errored".
+10. The test server's ` + "`-mode-file`" + ` switches to ` + "`crash:1s`" + ` (READY=1, then exit 4 a second
+   later) for every start after the one SIGHUP, as a bad build would. Without a trial, the old
+   generation drains once the new one is ready, and each restart runs the bad release again
+   (backoff from 100 ms, doubling). With ` + "`--trial`" + `, the old generation is not signalled until
+   the trial passes; the crash rolls the reload back. The failures that remain are the requests
+   on connections the crashing child had accepted.
 `

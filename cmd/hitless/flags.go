@@ -73,6 +73,11 @@ func durationFlag(p *time.Duration) *value[time.Duration] {
 	return &value[time.Duration]{p, config.ParseDuration, time.Duration.String, "duration"}
 }
 
+// optionalDurationFlag is a duration that may also be 0, for none.
+func optionalDurationFlag(p *time.Duration) *value[time.Duration] {
+	return &value[time.Duration]{p, config.ParseOptionalDuration, config.FormatOptionalDuration, "duration"}
+}
+
 // textFlag is a string flag whose value check, if any, is the config
 // file's.
 func textFlag(p *string, check func(string) error) *value[string] {

@@ -9,12 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/hitless/hitless/internal/metrics"
 	"github.com/hitless/hitless/supervisor"
 )
 
@@ -42,7 +42,7 @@ func execute(args []string) int {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(flagError)
-	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand())
+	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand(), promoteCommand(), rollbackCommand())
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -87,17 +87,12 @@ func isCobraUsage(err error) bool {
 }
 
 // version is the module version the binary was built from, with the VCS
-// revision when the build recorded one.
+// revision when the build recorded one: what hitless_build_info says.
 func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
+	b := metrics.ReadBuild()
+	v := b.Version
+	if b.Revision != "unknown" {
+		v += " " + b.Revision[:min(12, len(b.Revision))]
 	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " " + s.Value[:12]
-		}
-	}
-	return v + " " + bi.GoVersion
+	return v + " " + b.GoVersion
 }

@@ -14,9 +14,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hitless/hitless/internal/control"
+	"github.com/hitless/hitless/supervisor"
 )
 
-// Exit statuses of the control commands (reload, status, stop).
+// Exit statuses of the control commands (reload, status, stop, promote,
+// rollback).
 const (
 	exitFailed      = 1 // the reload failed, or hitless refused the command
 	exitUsage       = 2 // bad flags or arguments
@@ -32,10 +34,11 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 
 const exitHelp = `
 Exit status:
-  0  done (for reload: the new generation serves)
-  1  failed: the reload failed (the reason and the new child's last stderr
-     lines are printed; the old generation keeps serving), or hitless refused
-     the command (for instance because it is stopping)
+  0  done (for reload: the new generation serves, its trial passed if any)
+  1  failed: the reload failed or was rolled back during its trial (the
+     reason and the new child's last stderr lines are printed; the old
+     generation keeps serving), or hitless refused the command (for instance
+     because it is stopping, or because no generation is on trial)
   2  usage error
   3  cannot reach hitless: no control socket, nothing listening on it,
      permission denied (only root and the user hitless runs as may use it)
@@ -113,6 +116,12 @@ exited or was not ready within hitless run's --ready-timeout, printing the
 reason and the last lines the new child wrote to stderr. Either way, the old
 generation keeps serving until a new one is ready.
 
+With hitless run --trial, the verdict comes at the end of the trial: exit 0
+once the trial passed (or hitless promote ended it) and the old generation
+drains; exit 1 if the new generation exited, missed its watchdog or was
+rolled back (hitless rollback) meanwhile: then it drains, and the old
+generation, which was never signalled, serves on.
+
 This is what systemd's ExecReload= and deploy scripts should run; unlike
 "kill -HUP", it tells whether the new version serves.
 
@@ -126,7 +135,7 @@ If --timeout passes first, the verdict is unknown: the reload goes on, and
 			return reload(c.Context(), &f, c.OutOrStdout(), c.ErrOrStderr())
 		},
 	}
-	f.register(c, 90*time.Second, "how long to wait for the verdict; keep it above hitless run's --ready-timeout")
+	f.register(c, 90*time.Second, "how long to wait for the verdict; keep it above hitless run's --ready-timeout plus --trial")
 	return c
 }
 
@@ -141,9 +150,12 @@ func reload(ctx context.Context, f *controlFlags, stdout, stderr io.Writer) erro
 	if errors.As(err, &failed) {
 		r := failed.Result
 		fmt.Fprintf(stderr, "hitless: reload failed: %s: %s\n", genName(r.Generation, r.PID), r.Reason)
-		if r.Serving != nil {
+		switch {
+		case r.Serving != nil && r.RolledBack:
+			fmt.Fprintf(stderr, "hitless: %s is still serving; it was never signalled\n", genName(r.Serving.Generation, r.Serving.PID))
+		case r.Serving != nil:
 			fmt.Fprintf(stderr, "hitless: %s is still serving\n", genName(r.Serving.Generation, r.Serving.PID))
-		} else {
+		default:
 			fmt.Fprintln(stderr, "hitless: no generation is serving")
 		}
 		if len(r.Stderr) > 0 {
@@ -154,11 +166,34 @@ func reload(ctx context.Context, f *controlFlags, stdout, stderr io.Writer) erro
 		}
 		return exitCode(exitFailed)
 	}
+	if errors.Is(err, control.ErrNoVerdict) {
+		explainNoVerdict(ctx, f, stderr)
+	}
 	if err != nil {
 		return report(stderr, err)
 	}
 	fmt.Fprintf(stdout, "reload ok: %s serving\n", genName(res.Generation, res.PID))
 	return nil
+}
+
+// explainNoVerdict says why a reload has no verdict yet when the reason is
+// a trial: the verdict comes at its end, which may be after --timeout.
+func explainNoVerdict(ctx context.Context, f *controlFlags, stderr io.Writer) {
+	c, err := f.dial(io.Discard)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return
+	}
+	for _, g := range st.Generations {
+		if g.State == supervisor.Trial {
+			fmt.Fprintf(stderr, "hitless: %s is on trial until %s (%s from now); the verdict comes then (give hitless reload a --timeout above --ready-timeout plus --trial)\n",
+				genName(g.ID, g.PID), g.TrialEndsAt.Format(time.TimeOnly), fmtAge(time.Until(g.TrialEndsAt)))
+		}
+	}
 }
 
 func genName(gen, pid int) string {

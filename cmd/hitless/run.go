@@ -19,6 +19,7 @@ import (
 
 	"github.com/hitless/hitless/internal/config"
 	"github.com/hitless/hitless/internal/control"
+	"github.com/hitless/hitless/internal/metrics"
 	"github.com/hitless/hitless/internal/pidfile"
 	"github.com/hitless/hitless/internal/sdnotify"
 	"github.com/hitless/hitless/supervisor"
@@ -40,7 +41,23 @@ Signals to hitless:
   second SIGINT   kill every child at once
   SIGUSR1/SIGUSR2 forwarded to the serving child's process group
 
-Control socket (for hitless reload, hitless status, hitless stop): --control
+Trial (--trial D): after a reload, the new child serves beside the old one,
+which is not signalled, for D. If the new child exits, misses its watchdog or
+sends WATCHDOG=trigger meanwhile, the reload is rolled back: the new child
+drains and the old one goes on. If the old one dies, the new one takes over at
+once. When D passes, the old one drains. hitless promote and hitless rollback
+end the trial early; hitless reload waits for its end and reports the verdict.
+
+Watchdog (--watchdog D): every child gets WATCHDOG_USEC and WATCHDOG_PID, as
+under systemd's WatchdogSec=. Once ready, it must send WATCHDOG=1 at least
+every D (childproc does, while Options.Healthy says so). A serving child that
+misses it gets SIGABRT (a Go program prints every goroutine's stack), SIGKILL
+of its process group after --watchdog-grace, and is restarted like a crash.
+
+Metrics (--metrics ADDR): Prometheus metrics on http://ADDR/metrics (host:port,
+or a unix socket path). Nothing listens without it.
+
+Control socket (for hitless reload, status, stop, promote, rollback): --control
 PATH, else $HITLESS_CONTROL, else NAME.sock in $XDG_RUNTIME_DIR/hitless if
 XDG_RUNTIME_DIR is set, /run/hitless for root, $TMPDIR/hitless-UID otherwise,
 where NAME is --name, by default the base name of COMMAND. Mode 0600; only
@@ -137,6 +154,15 @@ func runSettings(flags *config.File) []setting {
 		{"stable-after", "StableAfter", "a child that served this long resets the restart delay",
 			durationFlag(&flags.StableAfter),
 			func(f *config.File) { f.StableAfter = flags.StableAfter }},
+		{"trial", "Trial", "after a reload, the new child serves beside the old one this long, and any failure rolls the reload back (0: none)",
+			optionalDurationFlag(&flags.Trial),
+			func(f *config.File) { f.Trial = flags.Trial }},
+		{"watchdog", "Watchdog", "a ready child must send WATCHDOG=1 at least this often (WATCHDOG_USEC), or it is aborted and restarted (0: none)",
+			optionalDurationFlag(&flags.Watchdog),
+			func(f *config.File) { f.Watchdog = flags.Watchdog }},
+		{"watchdog-grace", "WatchdogGrace", "time a child has to exit after the watchdog's SIGABRT before its process group gets SIGKILL",
+			durationFlag(&flags.WatchdogGrace),
+			func(f *config.File) { f.WatchdogGrace = flags.WatchdogGrace }},
 		{"log-format", "", "hitless's own log format: text or json",
 			&value[string]{&flags.Log.Format, config.ParseLogFormat, func(s string) string { return s }, "string"},
 			func(f *config.File) { f.Log.Format = flags.Log.Format }},
@@ -152,6 +178,9 @@ func runSettings(flags *config.File) []setting {
 		{"pid-file", "", "write hitless's pid here (atomically); it never changes across reloads",
 			textFlag(&flags.PIDFile, nil),
 			func(f *config.File) { f.PIDFile = flags.PIDFile }},
+		{"metrics", "", "serve Prometheus metrics on /metrics at this address: host:port, or a unix socket path (default: none)",
+			&value[string]{&flags.Metrics, config.ParseMetrics, func(s string) string { return s }, "string"},
+			func(f *config.File) { f.Metrics = flags.Metrics }},
 	}
 }
 
@@ -231,6 +260,12 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 		cfg.Notifier = notifier
 	}
 
+	// Metrics only when asked: without --metrics nothing listens.
+	var mtr *metrics.Metrics
+	if file.Metrics != "" {
+		mtr = metrics.New(metrics.Options{DrainTimeout: cfg.DrainTimeout})
+		cfg.Observer = mtr
+	}
 	sup, err := supervisor.New(cfg)
 	if err != nil {
 		// A busy port or a bad address: nothing was started.
@@ -244,8 +279,25 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 		return usageError{err}
 	}
 	ctl.Log = cfg.Logger
+	var msrv *metrics.Server
+	if mtr != nil {
+		// Bound before any child starts, as the sockets are: an address
+		// that cannot be bound is a start-up error.
+		if msrv, err = metrics.Listen(file.Metrics, mtr.Handler(sup, cfg.Logger)); err != nil {
+			ctl.Close()
+			sup.Close()
+			return usageError{fmt.Errorf("%s: %w", r.origin(fs, file, "metrics"), err)}
+		}
+	}
 	cfg.Logger.Info("control socket", "path", ctl.Path(), "name", name)
 	go ctl.Serve(sup)
+	if msrv != nil {
+		cfg.Logger.Info("metrics", "addr", msrv.Addr(), "path", "/metrics")
+		go msrv.Serve() // returns at Close
+		// The metrics go on until Run has returned: a scrape during the
+		// drain still sees the generations leave.
+		defer msrv.Close()
+	}
 	// Deferred calls run in reverse: at exit the pid file goes, and the
 	// control server closes last, for it answers a waiting "hitless
 	// stop" only then: whoever runs hitless again next finds nothing of
@@ -259,6 +311,17 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 		defer pidfile.Remove(file.PIDFile)
 	}
 	return sup.Run(context.Background())
+}
+
+// origin names where the value of a setting the supervisor does not
+// check came from, for a message about it: the flag, if given, else the
+// line of the config file.
+func (r *runFlags) origin(fs *pflag.FlagSet, file *config.File, key string) string {
+	flag := "--" + strings.ReplaceAll(key, "_", "-")
+	if line := file.Line(key); line > 0 && !fs.Changed(flag[2:]) {
+		return fmt.Sprintf("%s:%d: %s", file.Path, line, key)
+	}
+	return flag
 }
 
 // explain turns the problems Validate found into messages that name where

@@ -72,6 +72,15 @@ log: {level: debug}
 		t.Errorf("defaults or file lost: %+v", f)
 	}
 
+	// --trial 0 turns off the file's trial; --watchdog sets one.
+	f, err = configure(t, file+"trial: 1m\nwatchdog_grace: 2s\nmetrics: 127.0.0.1:1\n", "--trial", "0", "--watchdog", "3s", "--metrics", "/run/m.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Trial != 0 || f.Watchdog != 3*time.Second || f.WatchdogGrace != 2*time.Second || f.Metrics != "/run/m.sock" {
+		t.Errorf("trial %v, watchdog %v, grace %v, metrics %q", f.Trial, f.Watchdog, f.WatchdogGrace, f.Metrics)
+	}
+
 	// --listen replaces the file's sockets; the command after -- its command.
 	f, err = configure(t, file, "--listen", "a=tcp://127.0.0.1:1", "--listen", "unix:///tmp/x.sock?mode=0600", "--", "./other", "x")
 	if err != nil {
@@ -146,6 +155,9 @@ func TestFlagValues(t *testing.T) {
 		{[]string{"--env", "FOO"}, `"FOO" is not KEY=VALUE`},
 		{[]string{"--name", "my/app"}, `"my/app" is not a service name`},
 		{[]string{"--log-level", "verbose"}, `"verbose" is not a log level`},
+		{[]string{"--trial", "30"}, `"30" has no unit (want e.g. 30s, 1m30s), or 0 for none`},
+		{[]string{"--watchdog-grace", "0"}, `"0" is not positive`},
+		{[]string{"--metrics", "9180"}, `"9180" is not host:port or a path`},
 	} {
 		_, err := configure(t, "", tt.args...)
 		var bad *pflag.InvalidValueError

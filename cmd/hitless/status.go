@@ -21,13 +21,18 @@ func statusCommand() *cobra.Command {
 		Use:   "status [--control PATH | --name NAME] [--json]",
 		Short: "Show a running hitless's generations, reload counters and last failure",
 		Long: `hitless status shows every generation of the child that has not exited yet:
-its number, pid, state (starting, ready, serving, draining, failed), age and
-the last STATUS= it sent; then the reload counters and the last failure.
-During a reload or a drain, two or more generations are listed.
+its number, pid, state (starting, trial, serving, draining, failed), age,
+resident memory of its process group, the interval within which it must send
+WATCHDOG=1 (with hitless run --watchdog) and the last STATUS= it sent; a
+generation on trial shows how long its trial has left. Then the counters
+(reloads that served, failed, or were rolled back during their trial,
+restarts after a crash, watchdog kills) and the last failure. During a
+reload or a drain, two or more generations are listed.
 
 --json prints the same as one JSON object: pid, generations (generation,
-pid, state, started, ready_at, drain_at, status, stopping), listeners,
-stopping, reloads_ok, reloads_failed, restarts, last_failure,
+pid, state, started, ready_at, drain_at, trial_ends_at, watchdog_usec,
+status, stopping, rss_bytes), listeners, stopping, reloads_ok,
+reloads_failed, reloads_rolled_back, restarts, watchdog_kills, last_failure,
 last_failure_at.
 ` + socketHelp + "\n" + exitHelp,
 		Args: cobra.NoArgs,
@@ -61,10 +66,21 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 		state = "stopping"
 	}
 	fmt.Fprintf(w, "hitless pid %d, %s, control %s\n", st.PID, state, path)
+	// The watchdog column only when a watchdog is enforced.
+	watchdog := false
+	for _, g := range st.Generations {
+		watchdog = watchdog || g.WatchdogUSec > 0
+	}
+	wd := func(s string) string {
+		if !watchdog {
+			return ""
+		}
+		return s + "\t"
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "GENERATION\tPID\tSTATE\tAGE\tRSS\tSTATUS")
+	fmt.Fprintln(tw, "GENERATION\tPID\tSTATE\tAGE\tRSS\t"+wd("WATCHDOG")+"STATUS")
 	if len(st.Generations) == 0 {
-		fmt.Fprintln(tw, "-\t-\t(no child)\t-\t-\t-")
+		fmt.Fprintln(tw, "-\t-\t(no child)\t-\t-\t"+wd("-")+"-")
 	}
 	for _, g := range st.Generations {
 		text := oneLine(g.Status)
@@ -78,10 +94,19 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 		if !g.Started.IsZero() {
 			age = fmtAge(now.Sub(g.Started))
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%.1f MiB\t%s\n", g.ID, g.PID, g.State, age, float64(g.RSS)/(1<<20), text)
+		state := string(g.State)
+		if g.State == supervisor.Trial && !g.TrialEndsAt.IsZero() {
+			state += ", " + fmtAge(g.TrialEndsAt.Sub(now)) + " left"
+		}
+		interval := "-"
+		if g.WatchdogUSec > 0 {
+			interval = (time.Duration(g.WatchdogUSec) * time.Microsecond).String()
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%.1f MiB\t%s%s\n", g.ID, g.PID, state, age, float64(g.RSS)/(1<<20), wd(interval), text)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "reloads: %d ok, %d failed; restarts after a crash: %d\n", st.ReloadsOK, st.ReloadsFailed, st.Restarts)
+	fmt.Fprintf(w, "reloads: %d ok, %d failed, %d rolled back; restarts after a crash: %d; watchdog kills: %d\n",
+		st.ReloadsOK, st.ReloadsFailed, st.ReloadsRolledBack, st.Restarts, st.WatchdogKills)
 	if st.LastFailure != "" {
 		when := ""
 		if !st.LastFailureAt.IsZero() {

@@ -33,7 +33,7 @@ type File struct {
 	// field: Listen (parsed, in file order), Command, Dir, Env
 	// ("KEY=VALUE" in file order), ReadyDelay (0 for notify),
 	// ReadyTimeout, DrainSignal, DrainTimeout, BackoffMin, BackoffMax,
-	// StableAfter, OutputPrefix. The fields the file cannot set (Logger,
+	// StableAfter, Trial, Watchdog, WatchdogGrace, OutputPrefix. The fields the file cannot set (Logger,
 	// Registry, Notifier, ...) are the caller's.
 	supervisor.Config
 
@@ -47,6 +47,9 @@ type File struct {
 	Control string
 	// PIDFile is where hitless writes its own pid; empty means nowhere.
 	PIDFile string
+	// Metrics is where hitless serves /metrics: host:port, or a unix
+	// socket path (see ParseMetrics). Empty means nowhere.
+	Metrics string
 
 	// Path is the name the file was parsed under, used in error
 	// messages. It is empty for Default().
@@ -74,6 +77,8 @@ func Default() *File {
 			BackoffMin:   supervisor.DefaultBackoffMin,
 			BackoffMax:   supervisor.DefaultBackoffMax,
 			StableAfter:  supervisor.DefaultStableAfter,
+			// Trial and Watchdog are off: zero.
+			WatchdogGrace: supervisor.DefaultWatchdogGrace,
 		},
 		Log: Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
 	}
@@ -213,6 +218,12 @@ func (f *File) key(field string) string {
 		return "restart.backoff_max"
 	case "StableAfter":
 		return "restart.stable_after"
+	case "Trial":
+		return "trial"
+	case "Watchdog":
+		return "watchdog"
+	case "WatchdogGrace":
+		return "watchdog_grace"
 	case "OutputPrefix":
 		return "output_prefix"
 	case "User":
@@ -221,6 +232,10 @@ func (f *File) key(field string) string {
 	// A field the file has no key for: say it as the supervisor does.
 	return field
 }
+
+// Line returns the line of the file that set key ("metrics",
+// "restart.backoff_min"), or 0 if the file did not set it.
+func (f *File) Line(key string) int { return f.lines[key] }
 
 // Error is one problem in a configuration file.
 type Error struct {

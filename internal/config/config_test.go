@@ -66,6 +66,24 @@ pid_file: /run/app.pid
 				t.Errorf("lines wrong: %v", f.lines)
 			}
 		}},
+		{"trial, watchdog and metrics", `
+trial: 2m
+watchdog: 10s
+watchdog_grace: 1s
+metrics: 127.0.0.1:9180
+`, func(t *testing.T, f *File) {
+			if f.Trial != 2*time.Minute || f.Watchdog != 10*time.Second || f.WatchdogGrace != time.Second || f.Metrics != "127.0.0.1:9180" {
+				t.Errorf("trial %v, watchdog %v, grace %v, metrics %q", f.Trial, f.Watchdog, f.WatchdogGrace, f.Metrics)
+			}
+			if f.Line("metrics") != 5 || f.Line("pid_file") != 0 {
+				t.Errorf("lines: metrics %d, pid_file %d", f.Line("metrics"), f.Line("pid_file"))
+			}
+		}},
+		{"trial and watchdog off", "trial: 0\nwatchdog: 0s\nmetrics: ./m.sock\n", func(t *testing.T, f *File) {
+			if f.Trial != 0 || f.Watchdog != 0 || f.WatchdogGrace != supervisor.DefaultWatchdogGrace || f.Metrics != "./m.sock" {
+				t.Errorf("trial %v, watchdog %v, grace %v, metrics %q", f.Trial, f.Watchdog, f.WatchdogGrace, f.Metrics)
+			}
+		}},
 		{"nested", `
 restart: {backoff_min: 1s, backoff_max: 1s, stable_after: 1m}
 log: {format: json, level: debug}
@@ -169,6 +187,16 @@ func TestParseErrors(t *testing.T) {
 			[]string{`t.yaml:1: ready_timeout: "30" has no unit (want e.g. 30s, 1m30s)`}},
 		{"negative duration", "restart:\n  stable_after: -1s\n",
 			[]string{`t.yaml:2: restart.stable_after: "-1s" is not positive (want e.g. 30s, 1m30s)`}},
+		{"bad trial", "trial: soon\n",
+			[]string{`t.yaml:1: trial: "soon" is not a duration (want e.g. 30s, 1m30s), or 0 for none`}},
+		{"negative watchdog", "watchdog: -1s\n",
+			[]string{`t.yaml:1: watchdog: "-1s" is not positive (want e.g. 30s, 1m30s), or 0 for none`}},
+		{"zero watchdog grace", "watchdog_grace: 0s\n",
+			[]string{`t.yaml:1: watchdog_grace: "0s" is not positive (want e.g. 30s, 1m30s)`}},
+		{"metrics without a port", "metrics: localhost\n",
+			[]string{`t.yaml:1: metrics: "localhost" is not host:port or a path (want host:port such as 127.0.0.1:9180, or a unix socket path such as /run/app/metrics.sock)`}},
+		{"metrics port", "metrics: ':http'\n",
+			[]string{`t.yaml:1: metrics: ":http": port "http" is not a number from 0 to 65535`}},
 		{"unknown key", "drain_timout: 3s\n",
 			[]string{`t.yaml:1: drain_timout: unknown key (valid keys here: ` + topKeys + `)`}},
 		{"unknown nested key", "log:\n  colour: true\n",

@@ -99,7 +99,7 @@ func (d *decoder) document(data []byte) {
 }
 
 // topKeys lists the keys of the top level, for the error on an unknown one.
-const topKeys = "listen, command, dir, env, user, ready, ready_timeout, drain_signal, drain_timeout, restart, output_prefix, log, name, control, pid_file"
+const topKeys = "listen, command, dir, env, user, ready, ready_timeout, drain_signal, drain_timeout, restart, trial, watchdog, watchdog_grace, output_prefix, log, name, control, pid_file, metrics"
 
 func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 	f := d.f
@@ -123,27 +123,11 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 			}
 		}
 	case "ready":
-		var s string
-		if d.str(v, key, &s) {
-			delay, err := ParseReady(s)
-			if err != nil {
-				d.errAt(v, key, "%v", err)
-			} else {
-				f.ReadyDelay = delay
-			}
-		}
+		parsed(d, v, key, ParseReady, &f.ReadyDelay)
 	case "ready_timeout":
 		d.duration(v, key, &f.ReadyTimeout)
 	case "drain_signal":
-		var s string
-		if d.str(v, key, &s) {
-			sig, err := ParseSignal(s)
-			if err != nil {
-				d.errAt(v, key, "%v", err)
-			} else {
-				f.DrainSignal = sig
-			}
-		}
+		parsed(d, v, key, ParseSignal, &f.DrainSignal)
 	case "drain_timeout":
 		d.duration(v, key, &f.DrainTimeout)
 	case "restart":
@@ -160,29 +144,24 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 				d.unknown(k, field, "backoff_min, backoff_max, stable_after")
 			}
 		})
+	case "trial":
+		parsed(d, v, key, ParseOptionalDuration, &f.Trial)
+	case "watchdog":
+		parsed(d, v, key, ParseOptionalDuration, &f.Watchdog)
+	case "watchdog_grace":
+		d.duration(v, key, &f.WatchdogGrace)
+	case "metrics":
+		parsed(d, v, key, ParseMetrics, &f.Metrics)
 	case "output_prefix":
 		d.boolean(v, key, &f.OutputPrefix)
 	case "log":
 		d.mapping(v, key, func(sub string, k, v *yaml.Node) {
 			field := key + "." + sub
-			var s string
 			switch sub {
 			case "format":
-				if d.str(v, field, &s) {
-					if format, err := ParseLogFormat(s); err != nil {
-						d.errAt(v, field, "%v", err)
-					} else {
-						f.Log.Format = format
-					}
-				}
+				parsed(d, v, field, ParseLogFormat, &f.Log.Format)
 			case "level":
-				if d.str(v, field, &s) {
-					if level, err := ParseLogLevel(s); err != nil {
-						d.errAt(v, field, "%v", err)
-					} else {
-						f.Log.Level = level
-					}
-				}
+				parsed(d, v, field, ParseLogLevel, &f.Log.Level)
 			default:
 				d.unknown(k, field, "format, level")
 			}
@@ -317,11 +296,17 @@ func (d *decoder) str(n *yaml.Node, field string, dst *string) bool {
 }
 
 func (d *decoder) duration(n *yaml.Node, field string, dst *time.Duration) {
+	parsed(d, n, field, ParseDuration, dst)
+}
+
+// parsed stores in *dst the text value of n as parse reads it: the parser
+// a flag of the same setting uses, so that both say the same.
+func parsed[T any](d *decoder, n *yaml.Node, field string, parse func(string) (T, error), dst *T) {
 	var s string
 	if !d.str(n, field, &s) {
 		return
 	}
-	v, err := ParseDuration(s)
+	v, err := parse(s)
 	if err != nil {
 		d.errAt(n, field, "%v", err)
 		return

@@ -17,9 +17,10 @@
 //
 // # One rule, one place
 //
-// Flags and file share every parser: ParseDuration, ParseReady,
-// ParseSignal, ParseLogFormat and ParseLogLevel are what the decoder uses,
-// and the CLI uses them for its flags. Every rule the supervisor owns is
+// Flags and file share every parser: ParseDuration,
+// ParseOptionalDuration, ParseReady, ParseSignal, ParseLogFormat,
+// ParseLogLevel and ParseMetrics are what the decoder uses, and the CLI
+// uses them for its flags. Every rule the supervisor owns is
 // applied through the supervisor: a listen item goes through
 // supervisor.ParseListen, CheckSocketName and ListenSpec.SetOption, an env
 // variable through supervisor.CheckEnv, the drain signal through

@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/internal/control"
 	"github.com/hitless/hitless/supervisor"
 )
 
@@ -61,6 +63,57 @@ func ParseDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is not positive (%s)", s, durationWant)
 	}
 	return d, nil
+}
+
+// ParseOptionalDuration parses a duration as ParseDuration does, and also
+// zero ("0", "0s"), which turns off what the duration enables (a trial,
+// a watchdog).
+func ParseOptionalDuration(s string) (time.Duration, error) {
+	if d, err := time.ParseDuration(s); err == nil && d == 0 {
+		return 0, nil
+	}
+	d, err := ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w, or 0 for none", err)
+	}
+	return d, nil
+}
+
+// FormatOptionalDuration returns a duration in the syntax
+// ParseOptionalDuration accepts: "0" for none.
+func FormatOptionalDuration(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
+	return d.String()
+}
+
+// ParseMetrics parses the address of the metrics server: host:port (the
+// host may be empty, for every address, or an IPv6 address in brackets;
+// the port may be 0 for any free one), or the path of a unix socket,
+// which must contain a slash ("./metrics.sock" for one in the working
+// directory).
+func ParseMetrics(s string) (string, error) {
+	const want = "want host:port such as 127.0.0.1:9180, or a unix socket path such as /run/app/metrics.sock"
+	switch {
+	case s == "":
+		return "", fmt.Errorf("empty address (%s)", want)
+	case strings.IndexByte(s, 0) >= 0:
+		return "", fmt.Errorf("%q contains a NUL byte (%s)", s, want)
+	case strings.Contains(s, "/"):
+		if len(s) > control.MaxPath {
+			return "", fmt.Errorf("%q is %d bytes long; unix socket paths are limited to %d", s, len(s), control.MaxPath)
+		}
+		return s, nil
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not host:port or a path (%s)", s, want)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || port != strconv.FormatUint(n, 10) {
+		return "", fmt.Errorf("%q: port %q is not a number from 0 to 65535 (%s)", s, port, want)
+	}
+	return s, nil
 }
 
 // sigrtmax is the highest real-time signal number on Linux (SIGRTMAX as the

@@ -3,17 +3,19 @@
 package config
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 )
 
 // The values of hitless run's flags (--ready, --drain-signal, durations,
-// --log-format, --log-level) go through these parsers, which FuzzParse
+// --log-format, --log-level, --metrics) go through these parsers, which FuzzParse
 // reaches only inside YAML. Here they get raw strings: none may panic, and
 // what one accepts must survive a round trip through its canonical form.
 func FuzzFlagValues(f *testing.F) {
 	for _, s := range []string{"notify", "delay:2s", "delay:-1s", "delay:", "SIGTERM", "usr2", "15", "64", "33", "SIGKILL",
-		"30s", "1m30s", "30", "-5s", "json", "text", "debug", "warn", "\x00", ""} {
+		"30s", "1m30s", "30", "-5s", "json", "text", "debug", "warn", "\x00", "", "0", "0s",
+		"127.0.0.1:9180", ":0", "[::1]:80", "/run/m.sock", "host", ":99999"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -38,6 +40,14 @@ func FuzzFlagValues(f *testing.F) {
 			if back, err := ParseDuration(d.String()); d <= 0 || err != nil || back != d {
 				t.Fatalf("ParseDuration(%q) = %v, round trip %v, %v", s, d, back, err)
 			}
+		}
+		if d, err := ParseOptionalDuration(s); err == nil {
+			if back, err := ParseOptionalDuration(FormatOptionalDuration(d)); d < 0 || err != nil || back != d {
+				t.Fatalf("ParseOptionalDuration(%q) = %v, round trip %v, %v", s, d, back, err)
+			}
+		}
+		if addr, err := ParseMetrics(s); err == nil && (addr != s || !strings.Contains(s, "/") && !strings.Contains(s, ":")) {
+			t.Fatalf("ParseMetrics(%q) = %q", s, addr)
 		}
 		if v, err := ParseLogFormat(s); err == nil && v != LogText && v != LogJSON {
 			t.Fatalf("ParseLogFormat(%q) = %q", s, v)

@@ -162,6 +162,30 @@ func (c *Client) Stop(ctx context.Context, timeout time.Duration) error {
 	return err
 }
 
+// Promote ends the trial of the generation on trial with success: it
+// serves, and the one before it drains. It returns the generation that
+// serves then (nil if hitless could not say), and a *RemoteError with
+// Code CodeNoTrial when no generation is on trial.
+func (c *Client) Promote(ctx context.Context, timeout time.Duration) (*GenRef, error) {
+	r, err := c.do(ctx, CmdPromote, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return r.Serving, nil
+}
+
+// Rollback ends the trial of the generation on trial with a rollback: it
+// drains, and the generation that served before it goes on; the reload
+// that started it fails. It returns the generation that serves then, and
+// a *RemoteError with Code CodeNoTrial when no generation is on trial.
+func (c *Client) Rollback(ctx context.Context, timeout time.Duration) (*GenRef, error) {
+	r, err := c.do(ctx, CmdRollback, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return r.Serving, nil
+}
+
 // do sends one request and reads its reply. A reply with ok false is
 // returned as an error, except a failed reload, returned with its reply.
 func (c *Client) do(ctx context.Context, cmd string, timeout time.Duration) (*Reply, error) {
@@ -176,10 +200,7 @@ func (c *Client) do(ctx context.Context, cmd string, timeout time.Duration) (*Re
 	defer conn.Close()
 	// The server answers when timeout passes; wait a little longer for
 	// that answer, and give up at ctx's deadline or cancellation.
-	wait := DefaultWait
-	if cmd == CmdStatus {
-		wait = statusWait
-	}
+	wait := defaultWait(cmd)
 	if timeout > 0 {
 		wait = timeout
 	}

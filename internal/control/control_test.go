@@ -29,7 +29,8 @@ type fake struct {
 	reloads, stops, statuses atomic.Int32
 	reload                   func(ctx context.Context) error
 	stop                     func(ctx context.Context) error
-	entered                  chan string // receives the command once a handler runs, if set
+	trial                    func(cmd string) error // promote and rollback; nil: ErrNoTrial
+	entered                  chan string            // receives the command once a handler runs, if set
 	st                       supervisor.Status
 }
 
@@ -60,6 +61,17 @@ func (f *fake) Stop(ctx context.Context) error {
 func (f *fake) Status(ctx context.Context) (supervisor.Status, error) {
 	f.statuses.Add(1)
 	return f.st, nil
+}
+
+func (f *fake) Promote(ctx context.Context) error  { return f.endTrial(CmdPromote) }
+func (f *fake) Rollback(ctx context.Context) error { return f.endTrial(CmdRollback) }
+
+func (f *fake) endTrial(cmd string) error {
+	f.enter(cmd)
+	if f.trial == nil {
+		return supervisor.ErrNoTrial
+	}
+	return f.trial(cmd)
 }
 
 // shortDir returns a new directory with a short path: a unix socket path
@@ -286,6 +298,44 @@ func TestReloadFailed(t *testing.T) {
 	}
 	if res == nil || res.Generation != 2 || !strings.Contains(err.Error(), "panic: boom") {
 		t.Errorf("returned result %+v, error %v", res, err)
+	}
+}
+
+// A reload rolled back during its trial is a failed reload that says so.
+func TestReloadRolledBack(t *testing.T) {
+	f := &fake{
+		st: supervisor.Status{Generations: []supervisor.GenerationStatus{{ID: 1, PID: 100, State: supervisor.Serving}}},
+		reload: func(ctx context.Context) error {
+			return &supervisor.ReloadError{Generation: 2, PID: 200, Reason: "rolled back during the trial: exited: exit status 4", RolledBack: true}
+		},
+	}
+	_, err := dialT(t, serve(t, f).Path()).Reload(context.Background(), time.Minute)
+	var failed *ReloadFailed
+	if !errors.As(err, &failed) || !failed.Result.RolledBack || *failed.Result.Serving != (GenRef{1, 100}) {
+		t.Fatalf("error %v, want a *ReloadFailed that was rolled back, generation 1 serving", err)
+	}
+}
+
+// Promote and rollback end the trial and name the generation that serves
+// then; with no trial, both are refused with code no_trial.
+func TestPromoteAndRollback(t *testing.T) {
+	f := &fake{st: supervisor.Status{Generations: []supervisor.GenerationStatus{{ID: 3, PID: 300, State: supervisor.Serving}}}}
+	s := serve(t, f)
+	for cmd, end := range map[string]func(*Client, context.Context, time.Duration) (*GenRef, error){
+		CmdPromote: (*Client).Promote, CmdRollback: (*Client).Rollback,
+	} {
+		f.trial = nil
+		_, err := end(dialT(t, s.Path()), context.Background(), 0)
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Code != CodeNoTrial || !strings.Contains(err.Error(), "no generation is on trial") {
+			t.Errorf("%s without a trial: %v, want code no_trial", cmd, err)
+		}
+		var asked string
+		f.trial = func(c string) error { asked = c; return nil }
+		g, err := end(dialT(t, s.Path()), context.Background(), 0)
+		if err != nil || asked != cmd || g == nil || *g != (GenRef{3, 300}) {
+			t.Errorf("%s: asked %q, %+v, %v; want generation 3 serving", cmd, asked, g, err)
+		}
 	}
 }
 

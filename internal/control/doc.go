@@ -2,7 +2,7 @@
 
 // Package control is hitless's control socket: the server that "hitless
 // run" listens on, and the client behind "hitless reload", "hitless
-// status" and "hitless stop".
+// status", "hitless stop", "hitless promote" and "hitless rollback".
 //
 // # Model
 //
@@ -19,9 +19,12 @@
 //	-> {"cmd":"stop","timeout":"60s"}
 //	<- {"ok":true}
 //
-// The fields of a request are "cmd" (reload, status or stop) and an
-// optional "timeout", a Go duration that bounds how long the server waits
-// for the outcome. Anything else is refused with {"ok":false,"code":
+//	-> {"cmd":"promote"}
+//	<- {"ok":true,"serving":{"generation":4,"pid":4242}}
+//
+// The fields of a request are "cmd" (reload, status, stop, promote or
+// rollback) and an optional "timeout", a Go duration that bounds how long
+// the server waits for the outcome. Anything else is refused with {"ok":false,"code":
 // "bad_request","error":"..."} naming what was wrong and what is valid, and
 // changes nothing: bad JSON, an unknown cmd or field, a field of the wrong
 // type, a key given twice, trailing data, a line over MaxRequest bytes, or
@@ -34,6 +37,14 @@
 // "timeout" when the request's timeout passed first, in which case the
 // verdict is unknown and the reload goes on; code "stopping" when hitless
 // is shutting down. A client that goes away does not cancel the reload.
+// When hitless runs with a trial window, the verdict comes at the end of
+// the trial: a reload rolled back during it is a "reload_failed" whose
+// reload carries "rolled_back":true.
+//
+// Promote and rollback end the trial of the generation on trial at once,
+// with success or with a rollback, and name the generation serving then;
+// with no generation on trial they are refused with code "no_trial" and
+// change nothing.
 //
 // # Access
 //

@@ -28,6 +28,10 @@ const (
 	CmdReload = "reload"
 	CmdStatus = "status"
 	CmdStop   = "stop"
+	// CmdPromote and CmdRollback end the trial of a reloaded generation
+	// early, with success or with a rollback.
+	CmdPromote  = "promote"
+	CmdRollback = "rollback"
 )
 
 // Reply codes, for clients that branch on the kind of failure.
@@ -38,6 +42,7 @@ const (
 	CodeReloadFailed  = "reload_failed"  // the new generation did not take over
 	CodeTimeout       = "timeout"        // no outcome within the timeout; it may still come
 	CodeStopping      = "stopping"       // hitless is shutting down
+	CodeNoTrial       = "no_trial"       // promote or rollback, but no generation is on trial
 	CodeInternal      = "internal"       // anything else
 )
 
@@ -59,6 +64,9 @@ type Reply struct {
 	Reload *ReloadResult `json:"reload,omitempty"`
 	// Status is set in replies to status.
 	Status *supervisor.Status `json:"status,omitempty"`
+	// Serving is set in replies to promote and rollback: the generation
+	// serving once the trial ended.
+	Serving *GenRef `json:"serving,omitempty"`
 }
 
 // ReloadResult is the outcome of a reload.
@@ -67,6 +75,10 @@ type ReloadResult struct {
 	PID        int      `json:"pid,omitempty"`
 	Reason     string   `json:"reason,omitempty"` // why it failed
 	Stderr     []string `json:"stderr,omitempty"` // the last lines the failed child wrote to stderr
+	// RolledBack is set when the new generation was ready and served
+	// beside the old one during its trial, and then failed it: the old
+	// one, never signalled, serves on.
+	RolledBack bool `json:"rolled_back,omitempty"`
 	// Serving is the generation serving once the verdict was in: the
 	// new one after a success, the old one (if any) after a failure.
 	Serving *GenRef `json:"serving,omitempty"`
@@ -84,7 +96,7 @@ type request struct {
 	timeout time.Duration // 0: the server's default
 }
 
-const validCmds = `valid commands are "reload", "status" and "stop"`
+const validCmds = `valid commands are "reload", "status", "stop", "promote" and "rollback"`
 const example = `want one JSON object on one line, such as {"cmd":"reload","timeout":"90s"}`
 
 // parseRequest parses one request line (without its newline). It accepts
@@ -144,7 +156,7 @@ func parseRequest(line []byte) (request, error) {
 		return req, fmt.Errorf("data after the JSON object: %s", example)
 	}
 	switch cmd {
-	case CmdReload, CmdStatus, CmdStop:
+	case CmdReload, CmdStatus, CmdStop, CmdPromote, CmdRollback:
 		req.cmd = cmd
 	case "":
 		if !seen["cmd"] {

@@ -27,6 +27,10 @@ type Handler interface {
 	Reload(ctx context.Context) error
 	Status(ctx context.Context) (supervisor.Status, error)
 	Stop(ctx context.Context) error
+	// Promote and Rollback end the trial in progress; they return
+	// supervisor.ErrNoTrial when no generation is on trial.
+	Promote(ctx context.Context) error
+	Rollback(ctx context.Context) error
 }
 
 // Server defaults.
@@ -37,8 +41,9 @@ const (
 	DefaultReadTimeout = 5 * time.Second
 	// DefaultWait bounds a reload or stop whose request has no timeout.
 	DefaultWait = time.Hour
-	// statusWait bounds a status request without a timeout.
-	statusWait   = 10 * time.Second
+	// quickWait bounds a request without a timeout whose answer does
+	// not wait for a child: status, promote, rollback.
+	quickWait    = 10 * time.Second
 	writeTimeout = 5 * time.Second
 )
 
@@ -334,10 +339,7 @@ func (s *Server) reply(c *net.UnixConn, r Reply) {
 func (s *Server) do(req request, h Handler) Reply {
 	wait := req.timeout
 	if wait == 0 {
-		wait = DefaultWait
-		if req.cmd == CmdStatus {
-			wait = statusWait
-		}
+		wait = defaultWait(req.cmd)
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, wait)
 	defer cancel()
@@ -370,21 +372,12 @@ func (s *Server) do(req request, h Handler) Reply {
 		res := &ReloadResult{}
 		var rerr *supervisor.ReloadError
 		if errors.As(err, &rerr) {
-			res.Generation, res.PID, res.Reason, res.Stderr = rerr.Generation, rerr.PID, rerr.Reason, rerr.Stderr
+			res.Generation, res.PID, res.Reason, res.Stderr, res.RolledBack = rerr.Generation, rerr.PID, rerr.Reason, rerr.Stderr, rerr.RolledBack
 		}
 		if err == nil || rerr != nil {
 			// Which generation serves now: the new one, or the one
 			// that keeps serving after a failure.
-			sctx, scancel := context.WithTimeout(s.ctx, statusWait)
-			st, serr := h.Status(sctx)
-			scancel()
-			if serr == nil {
-				for _, g := range st.Generations {
-					if g.State == supervisor.Serving {
-						res.Serving = &GenRef{Generation: g.ID, PID: g.PID}
-					}
-				}
-			}
+			res.Serving = s.serving(h)
 			if err == nil && res.Serving != nil {
 				res.Generation, res.PID = res.Serving.Generation, res.Serving.PID
 			}
@@ -396,8 +389,47 @@ func (s *Server) do(req request, h Handler) Reply {
 			return Reply{Code: CodeReloadFailed, Error: err.Error(), Reload: res}
 		}
 		return s.failure(ctx, err, CmdReload, wait)
+	case CmdPromote, CmdRollback:
+		end := h.Promote
+		if req.cmd == CmdRollback {
+			end = h.Rollback
+		}
+		if err := end(ctx); err != nil {
+			if errors.Is(err, supervisor.ErrNoTrial) {
+				return Reply{Code: CodeNoTrial, Error: req.cmd + ": no generation is on trial (a reload has one when hitless runs with --trial)"}
+			}
+			return s.failure(ctx, err, req.cmd, wait)
+		}
+		return Reply{OK: true, Serving: s.serving(h)}
 	}
 	return Reply{Code: CodeInternal, Error: "unhandled command " + req.cmd}
+}
+
+// defaultWait bounds the wait for the outcome of cmd when the request
+// gives no timeout.
+func defaultWait(cmd string) time.Duration {
+	switch cmd {
+	case CmdStatus, CmdPromote, CmdRollback:
+		return quickWait
+	}
+	return DefaultWait
+}
+
+// serving names the generation that serves now, if one does and the
+// handler can say.
+func (s *Server) serving(h Handler) *GenRef {
+	ctx, cancel := context.WithTimeout(s.ctx, quickWait)
+	defer cancel()
+	st, err := h.Status(ctx)
+	if err != nil {
+		return nil
+	}
+	for _, g := range st.Generations {
+		if g.State == supervisor.Serving {
+			return &GenRef{Generation: g.ID, PID: g.PID}
+		}
+	}
+	return nil
 }
 
 // failure turns a handler's error other than a failed reload into a reply.

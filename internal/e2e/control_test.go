@@ -320,7 +320,7 @@ func TestControlGarbage(t *testing.T) {
 		{"bad JSON", `{"cmd":` + "\n", false, "malformed JSON"},
 		{"not an object", `["reload"]` + "\n", false, "not a JSON object"},
 		{"null", "null\n", false, "not a JSON object"},
-		{"unknown command", `{"cmd":"restart"}` + "\n", false, `unknown cmd "restart": valid commands are "reload", "status" and "stop"`},
+		{"unknown command", `{"cmd":"restart"}` + "\n", false, `unknown cmd "restart": valid commands are "reload", "status", "stop", "promote" and "rollback"`},
 		{"empty command", `{"cmd":""}` + "\n", false, `empty "cmd"`},
 		{"no command", `{"timeout":"1s"}` + "\n", false, `missing field "cmd"`},
 		{"extra field", `{"cmd":"reload","force":true}` + "\n", false, `unknown field "force": valid fields are "cmd" and "timeout"`},

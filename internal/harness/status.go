@@ -17,9 +17,13 @@ type Status struct {
 	Stopping      bool         `json:"stopping"`
 	ReloadsOK     int          `json:"reloads_ok"`
 	ReloadsFailed int          `json:"reloads_failed"` // starts that failed: reloads, and restarts after a crash
-	Restarts      int          `json:"restarts"`       // restarts begun after a crash
-	LastFailure   string       `json:"last_failure"`
-	LastFailureAt time.Time    `json:"last_failure_at"`
+	// ReloadsRolledBack counts reloads that were ready, then failed
+	// their trial.
+	ReloadsRolledBack int       `json:"reloads_rolled_back"`
+	Restarts          int       `json:"restarts"`       // restarts begun after a crash
+	WatchdogKills     int       `json:"watchdog_kills"` // serving children aborted by their watchdog
+	LastFailure       string    `json:"last_failure"`
+	LastFailureAt     time.Time `json:"last_failure_at"`
 }
 
 // Generation is one generation that hitless has not reaped yet.
@@ -30,15 +34,18 @@ type Generation struct {
 	Started    time.Time `json:"started"`
 	ReadyAt    time.Time `json:"ready_at"`
 	DrainAt    time.Time `json:"drain_at"`
-	Status     string    `json:"status"` // the child's last STATUS=
-	Stopping   bool      `json:"stopping"`
-	RSS        int64     `json:"rss_bytes"` // of its whole process group
+	// TrialEndsAt is when a generation on trial takes over.
+	TrialEndsAt  time.Time `json:"trial_ends_at"`
+	WatchdogUSec int64     `json:"watchdog_usec"` // its watchdog interval; 0 for none
+	Status       string    `json:"status"`        // the child's last STATUS=
+	Stopping     bool      `json:"stopping"`
+	RSS          int64     `json:"rss_bytes"` // of its whole process group
 }
 
 // The states of a generation.
 const (
 	StateStarting = "starting" // started, not ready yet
-	StateReady    = "ready"    // ready, about to take over
+	StateTrial    = "trial"    // ready, serving beside the serving one until its trial ends
 	StateServing  = "serving"
 	StateDraining = "draining" // told to stop, finishing its work
 	StateFailed   = "failed"   // did not become ready; being stopped

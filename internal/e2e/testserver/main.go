@@ -4,8 +4,11 @@
 // read from -mode-file, so a test can make the next generation fail.
 //
 // Modes: serve (default), exit (exit 3 at start), hang (never ready),
-// ignore-term (ready, but ignores SIGTERM), crash (ready, then exits 4
-// after 200ms; crash:DURATION waits DURATION instead), orphan (serve,
+// ignore-term (ready, but ignores SIGTERM), crash (ready, then says so on
+// stderr and exits 4 after 200ms; crash:DURATION waits DURATION instead),
+// unhealthy (serves, but its childproc health check fails, so it sends no
+// watchdog pings; unhealthy:DURATION passes the check for DURATION after
+// the start, then fails it), orphan (serve,
 // after starting a grandchild that outlives its parent), notify-junk
 // (sends malformed and oversized datagrams to NOTIFY_SOCKET, then serves),
 // exit-loud (writes 32 KiB to stderr, then exits 1 at start), silent
@@ -27,7 +30,9 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -242,9 +247,26 @@ func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) e
 			return err
 		}
 		time.Sleep(after)
+		fmt.Fprintf(os.Stderr, "testserver: mode crash: exiting 4, %v after READY=1, on purpose\n", after)
 		os.Exit(4)
 	}
-	lc := childproc.New(childproc.Options{Logger: log, LameDuck: lameDuck, LameDuckQuiet: opt.lameDuckQuiet})
+	var healthy func(context.Context) error
+	if d, ok := strings.CutPrefix(mode, "unhealthy"); ok {
+		var after time.Duration
+		if d, ok := strings.CutPrefix(d, ":"); ok {
+			if after, err = time.ParseDuration(d); err != nil {
+				return err
+			}
+		}
+		sick := mainStart.Add(after)
+		healthy = func(context.Context) error {
+			if time.Now().Before(sick) {
+				return nil
+			}
+			return errors.New("mode unhealthy: failing the health check on purpose")
+		}
+	}
+	lc := childproc.New(childproc.Options{Logger: log, LameDuck: lameDuck, LameDuckQuiet: opt.lameDuckQuiet, Healthy: healthy})
 	lc.ServeHTTP(srv, ln)
 	if opt.timingFile != "" {
 		f, err := os.OpenFile(opt.timingFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)

@@ -1,0 +1,48 @@
+//go:build linux
+
+// Package metrics serves what hitless knows in the Prometheus exposition
+// format, on /metrics, for "hitless run --metrics ADDR".
+//
+// # Model
+//
+// Each figure has one source. Counters and gauges are read from the
+// supervisor's own Status at each scrape (a prometheus.Collector over a
+// Source), so that they are exactly what "hitless status" says and
+// nothing counts twice. The durations of reloads and drains, which Status
+// does not keep, are histograms fed as they happen through the
+// supervisor.Observer that Metrics implements. Nothing else is kept.
+//
+//	hitless_reloads_total{result="ok|failed|rolled_back"}  counter
+//	hitless_restarts_total                                 counter
+//	hitless_watchdog_kills_total                           counter
+//	hitless_generations{state}                             gauge, every state, 0 included
+//	hitless_generation_resident_memory_bytes{generation,pid,state}  gauge
+//	hitless_generation_drain_start_time_seconds{generation,pid,state}  gauge, draining and failed generations
+//	hitless_drain_timeout_seconds                          gauge, the configured deadline
+//	hitless_reload_duration_seconds                        histogram, request to serving, trial included
+//	hitless_drain_duration_seconds                         histogram, drain signal to exit
+//	hitless_build_info{version,revision,goversion}         gauge, always 1
+//
+// plus the standard process_* and go_* metrics of the hitless process
+// itself (not of its children).
+//
+// result="failed" counts every start that did not serve, as Status's
+// reloads_failed does: failed reloads, and also failed restarts after a
+// crash and a failed first start. result="rolled_back" counts reloads
+// that were ready and then failed their trial; they are not in "failed".
+//
+// Server binds the address before hitless starts a child, so that an
+// address that cannot be bound is a start-up error, and serves until
+// Close.
+//
+// # Limits
+//
+// A scrape waits for the supervisor's goroutine to answer Status, at most
+// ScrapeTimeout; if it cannot (hitless is stopping), the scrape fails
+// with an error rather than report stale counts. The per-generation
+// series are labelled by pid and state, so each generation, and each
+// change of its state, starts new series; they end when the generation
+// exits. Histograms start empty at each start of hitless, as the counters
+// do. There is no TLS and no authentication: bind a loopback address or a
+// unix socket, or put a proxy in front.
+package metrics

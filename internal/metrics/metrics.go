@@ -1,0 +1,200 @@
+//go:build linux
+
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hitless/hitless/supervisor"
+)
+
+// ScrapeTimeout bounds the wait for the supervisor's status at a scrape.
+const ScrapeTimeout = 5 * time.Second
+
+// Source is what the counters and gauges are read from at each scrape;
+// *supervisor.Supervisor is one.
+type Source interface {
+	Status(ctx context.Context) (supervisor.Status, error)
+}
+
+// Options are the figures that do not change while hitless runs.
+type Options struct {
+	// DrainTimeout is the configured drain deadline, exported so that an
+	// alert can compare a drain's age with it.
+	DrainTimeout time.Duration
+	// Build labels hitless_build_info; the zero value means ReadBuild().
+	Build Build
+}
+
+// Build is what hitless_build_info says of the running binary.
+type Build struct {
+	Version   string // the module version ("(devel)" for a build from a checkout)
+	Revision  string // the VCS revision, "unknown" when the build did not record one
+	GoVersion string
+}
+
+// ReadBuild reads the build information of the running binary.
+func ReadBuild() Build {
+	b := Build{Version: "unknown", Revision: "unknown", GoVersion: runtime.Version()}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
+	}
+	if bi.Main.Version != "" {
+		b.Version = bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && s.Value != "" {
+			b.Revision = s.Value
+		}
+	}
+	return b
+}
+
+// Metrics holds the histograms and the figures fixed at start. It is the
+// supervisor.Observer to give the supervisor; Handler serves everything.
+type Metrics struct {
+	reload, drain prometheus.Histogram
+	fixed         []prometheus.Collector
+}
+
+var _ supervisor.Observer = (*Metrics)(nil)
+
+// New returns metrics whose histograms are empty.
+func New(o Options) *Metrics {
+	if o.Build == (Build{}) {
+		o.Build = ReadBuild()
+	}
+	m := &Metrics{
+		reload: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "hitless_reload_duration_seconds",
+			Help: "Time from a reload's request (the first, when several joined) to its new generation serving, trial included; reloads that served only.",
+			// From a fast child's few milliseconds to a long trial.
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
+		}),
+		drain: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "hitless_drain_duration_seconds",
+			Help: "Time from the drain signal to the exit of a generation that served.",
+			// Up to well past the default drain timeout (30s).
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}),
+	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "hitless_build_info",
+		Help:        "Always 1; the labels say which build of hitless runs.",
+		ConstLabels: prometheus.Labels{"version": o.Build.Version, "revision": o.Build.Revision, "goversion": o.Build.GoVersion},
+	})
+	info.Set(1)
+	timeout := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hitless_drain_timeout_seconds",
+		Help: "The drain timeout: a generation draining longer has its process group killed.",
+	})
+	timeout.Set(o.DrainTimeout.Seconds())
+	m.fixed = []prometheus.Collector{info, timeout}
+	return m
+}
+
+// ReloadServing records a reload's duration (supervisor.Observer).
+func (m *Metrics) ReloadServing(d time.Duration) { m.reload.Observe(d.Seconds()) }
+
+// Drained records a drain's duration (supervisor.Observer).
+func (m *Metrics) Drained(d time.Duration) { m.drain.Observe(d.Seconds()) }
+
+// Handler serves /metrics: m's histograms and fixed figures, the counters
+// and gauges read from src at each scrape, and the process_* and go_*
+// metrics of this process. Errors of a scrape are logged to log (nil
+// discards them) and fail the scrape.
+func (m *Metrics) Handler(src Source, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.reload, m.drain, statusCollector{src},
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	reg.MustRegister(m.fixed...)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: errorLog{log},
+		Registry: reg, // promhttp_metric_handler_errors_total
+	}))
+	return mux
+}
+
+// errorLog is promhttp's logger on slog.
+type errorLog struct{ log *slog.Logger }
+
+func (l errorLog) Println(v ...any) { l.log.Warn("metrics: " + fmt.Sprint(v...)) }
+
+// The series read from the supervisor's status.
+var (
+	reloadsDesc = prometheus.NewDesc("hitless_reloads_total",
+		`Reloads by result: ok (the new generation serves), failed (a start that did not serve: reloads, and restarts after a crash), rolled_back (ready, then failed its trial).`,
+		[]string{"result"}, nil)
+	restartsDesc = prometheus.NewDesc("hitless_restarts_total",
+		"Restarts begun because no generation served (the serving child died).", nil, nil)
+	watchdogKillsDesc = prometheus.NewDesc("hitless_watchdog_kills_total",
+		"Serving children aborted (SIGABRT) because they missed their watchdog.", nil, nil)
+	// hitless_upgrades_total{result} goes here, read from Status, once
+	// "hitless upgrade" exists.
+	generationsDesc = prometheus.NewDesc("hitless_generations",
+		"Generations of the child that have not exited, by state.", []string{"state"}, nil)
+	rssDesc = prometheus.NewDesc("hitless_generation_resident_memory_bytes",
+		"Resident memory of each generation's whole process group.", []string{"generation", "pid", "state"}, nil)
+	drainStartDesc = prometheus.NewDesc("hitless_generation_drain_start_time_seconds",
+		"When each draining (or failed) generation was sent the drain signal, in seconds since the Unix epoch.", []string{"generation", "pid", "state"}, nil)
+)
+
+// states are those a generation that has not exited can be in.
+var states = []supervisor.State{supervisor.Starting, supervisor.Trial, supervisor.Serving, supervisor.Draining, supervisor.Failed}
+
+// statusCollector reads the counters and gauges from a Source at each
+// scrape.
+type statusCollector struct{ src Source }
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{reloadsDesc, restartsDesc, watchdogKillsDesc, generationsDesc, rssDesc, drainStartDesc} {
+		ch <- d
+	}
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), ScrapeTimeout)
+	defer cancel()
+	st, err := c.src.Status(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(reloadsDesc, fmt.Errorf("hitless status: %w", err))
+		return
+	}
+	counter := func(d *prometheus.Desc, n int, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), labels...)
+	}
+	counter(reloadsDesc, st.ReloadsOK, "ok")
+	counter(reloadsDesc, st.ReloadsFailed, "failed")
+	counter(reloadsDesc, st.ReloadsRolledBack, "rolled_back")
+	counter(restartsDesc, st.Restarts)
+	counter(watchdogKillsDesc, st.WatchdogKills)
+
+	count := make(map[supervisor.State]int)
+	for _, g := range st.Generations {
+		count[g.State]++
+		labels := []string{strconv.Itoa(g.ID), strconv.Itoa(g.PID), string(g.State)}
+		ch <- prometheus.MustNewConstMetric(rssDesc, prometheus.GaugeValue, float64(g.RSS), labels...)
+		if !g.DrainAt.IsZero() {
+			ch <- prometheus.MustNewConstMetric(drainStartDesc, prometheus.GaugeValue, float64(g.DrainAt.UnixNano())/1e9, labels...)
+		}
+	}
+	for _, s := range states {
+		ch <- prometheus.MustNewConstMetric(generationsDesc, prometheus.GaugeValue, float64(count[s]), string(s))
+	}
+}

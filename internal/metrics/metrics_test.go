@@ -1,0 +1,142 @@
+//go:build linux
+
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hitless/hitless/internal/metrics/metricstest"
+	"github.com/hitless/hitless/supervisor"
+)
+
+// source is a Source that answers st, or err.
+type source struct {
+	st  supervisor.Status
+	err error
+}
+
+func (s *source) Status(context.Context) (supervisor.Status, error) { return s.st, s.err }
+
+// serve serves m over a unix socket in a new directory until the test
+// ends, and returns its path.
+func serve(t *testing.T, m *Metrics, src Source) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hlm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "m.sock")
+	srv, err := Listen(path, m.Handler(src, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket file after Close: %v", err)
+		}
+	})
+	return path
+}
+
+// The counters and gauges are the status's at the scrape; the histograms
+// hold what the observer was given.
+func TestScrape(t *testing.T) {
+	drain := time.Unix(1_700_000_000, 500_000_000)
+	src := &source{st: supervisor.Status{
+		Generations: []supervisor.GenerationStatus{
+			{ID: 4, PID: 400, State: supervisor.Draining, DrainAt: drain, RSS: 1 << 20},
+			{ID: 5, PID: 500, State: supervisor.Serving, RSS: 2 << 20},
+			{ID: 6, PID: 600, State: supervisor.Trial, RSS: 3 << 20},
+		},
+		Stats: supervisor.Stats{ReloadsOK: 3, ReloadsFailed: 2, ReloadsRolledBack: 1, Restarts: 4, WatchdogKills: 5},
+	}}
+	m := New(Options{DrainTimeout: 30 * time.Second, Build: Build{Version: "v1.2.3", Revision: "abc", GoVersion: "go1.26"}})
+	m.ReloadServing(1500 * time.Millisecond)
+	m.Drained(250 * time.Millisecond)
+	m.Drained(750 * time.Millisecond)
+	got, err := metricstest.Scrape(serve(t, m, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"hitless_reloads_total", []string{"result", "ok"}, 3},
+		{"hitless_reloads_total", []string{"result", "failed"}, 2},
+		{"hitless_reloads_total", []string{"result", "rolled_back"}, 1},
+		{"hitless_restarts_total", nil, 4},
+		{"hitless_watchdog_kills_total", nil, 5},
+		{"hitless_generations", []string{"state", "serving"}, 1},
+		{"hitless_generations", []string{"state", "trial"}, 1},
+		{"hitless_generations", []string{"state", "draining"}, 1},
+		{"hitless_generations", []string{"state", "starting"}, 0},
+		{"hitless_generations", []string{"state", "failed"}, 0},
+		{"hitless_generation_resident_memory_bytes", []string{"generation", "6", "pid", "600", "state", "trial"}, 3 << 20},
+		{"hitless_generation_drain_start_time_seconds", []string{"generation", "4", "pid", "400", "state", "draining"}, 1_700_000_000.5},
+		{"hitless_drain_timeout_seconds", nil, 30},
+		{"hitless_build_info", []string{"version", "v1.2.3", "revision", "abc", "goversion", "go1.26"}, 1},
+	} {
+		if v, ok := got.Value(c.name, c.labels...); !ok || v != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	if n := len(got.Samples("hitless_generation_drain_start_time_seconds")); n != 1 {
+		t.Errorf("%d drain start times, want one (for the draining generation)", n)
+	}
+	if n, sum, _ := got.Histogram("hitless_reload_duration_seconds"); n != 1 || sum != 1.5 {
+		t.Errorf("reload histogram: count %d, sum %v", n, sum)
+	}
+	if n, sum, _ := got.Histogram("hitless_drain_duration_seconds"); n != 2 || sum != 1 {
+		t.Errorf("drain histogram: count %d, sum %v", n, sum)
+	}
+	if _, ok := got.Value("process_resident_memory_bytes"); !ok {
+		t.Error("no process metrics")
+	}
+}
+
+// A scrape that cannot get the status fails, rather than show counts
+// that are not the supervisor's.
+func TestScrapeWithoutStatus(t *testing.T) {
+	path := serve(t, New(Options{}), &source{err: supervisor.ErrStopping})
+	_, err := metricstest.Scrape(path)
+	if err == nil || !strings.Contains(err.Error(), "500") || !strings.Contains(err.Error(), "hitless is stopping") {
+		t.Errorf("scrape: %v, want a 500 saying why", err)
+	}
+}
+
+// A unix socket path that a live server holds is refused; a stale socket
+// file is replaced.
+func TestListenUnix(t *testing.T) {
+	path := serve(t, New(Options{}), &source{})
+	if _, err := Listen(path, nil); err == nil || !strings.Contains(err.Error(), "already in use") {
+		t.Errorf("Listen on a live socket: %v", err)
+	}
+	stale := filepath.Join(filepath.Dir(path), "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	srv, err := Listen(stale, nil)
+	if err != nil {
+		t.Fatalf("Listen on a stale socket file: %v", err)
+	}
+	srv.Close()
+}
