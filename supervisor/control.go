@@ -10,7 +10,14 @@ import (
 
 // Status is a snapshot of the supervisor, for `hitless status`.
 type Status struct {
-	PID         int                `json:"pid"`
+	PID int `json:"pid"`
+	// Binary is the file hitless runs from ("(deleted)" after it, when a
+	// deploy removed it), Version its build; Started is when hitless first
+	// started, before any upgrade in place.
+	Binary      string             `json:"binary,omitempty"`
+	Version     string             `json:"version,omitempty"`
+	Started     time.Time          `json:"started,omitzero"`
+	Upgrading   bool               `json:"upgrading,omitempty"`
 	Generations []GenerationStatus `json:"generations"`
 	Listeners   []ListenerStatus   `json:"listeners"`
 	Stopping    bool               `json:"stopping"`
@@ -131,7 +138,8 @@ func (s *Supervisor) ask(ctx context.Context, req request) error {
 
 // status completes the machine's view with what the driver knows.
 func (s *Supervisor) status(v machineView) Status {
-	st := Status{PID: os.Getpid(), Stopping: v.stopping, Stats: v.stats}
+	st := Status{PID: os.Getpid(), Version: s.cfg.Version, Started: s.started, Upgrading: v.upgrading, Stopping: v.stopping, Stats: v.stats}
+	st.Binary, _ = os.Readlink("/proc/self/exe")
 	for _, g := range v.gens {
 		gs := GenerationStatus{
 			ID: g.id, PID: g.pid, State: g.state, Started: g.started,

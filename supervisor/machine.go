@@ -273,9 +273,10 @@ const (
 
 // machineView is what the machine knows for Status.
 type machineView struct {
-	gens     []genView
-	stopping bool
-	stats    Stats
+	gens      []genView
+	stopping  bool
+	upgrading bool
+	stats     Stats
 }
 
 type genView struct {
@@ -1021,7 +1022,7 @@ func appendCaller(cs []callerID, c callerID) []callerID {
 }
 
 func (m *machine) view() machineView {
-	v := machineView{stopping: m.stopping, stats: m.stats}
+	v := machineView{stopping: m.stopping, upgrading: m.upgrading, stats: m.stats}
 	for _, g := range m.gens {
 		gv := genView{id: g.id, pid: g.pid, state: g.state, started: g.started, readyAt: g.readyAt, drain: g.drainAt, trialEnds: g.trialEnds}
 		if g.watchdog != 0 {

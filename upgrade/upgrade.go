@@ -246,8 +246,12 @@ func (st *State) Commit() {
 		f.Close()
 	}
 	st.later = nil
-	unix.Close(st.Image)
-	unix.Close(st.memfd)
+	if st.Image >= 0 {
+		unix.Close(st.Image)
+	}
+	if st.memfd >= 0 {
+		unix.Close(st.memfd)
+	}
 }
 
 // Exec replaces this process with bin, handing st over. It must be called
@@ -430,4 +434,29 @@ func firstLine(s string) string {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// Loopback returns the state as the next image would inherit it, in this
+// process: the sections through JSON, and each carried descriptor as a
+// duplicate. It is for tests of what hands over and what takes back.
+func Loopback(st *State) (*State, error) {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	var next State
+	if err := json.Unmarshal(b, &next); err != nil {
+		return nil, err
+	}
+	next.files, next.memfd, next.Image = map[string]*os.File{}, -1, -1
+	next.FDs = map[string]int{}
+	for name, fd := range st.carry {
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+		if err != nil {
+			return nil, fmt.Errorf("upgrade: dup %s: %w", name, err)
+		}
+		next.FDs[name] = dup
+		next.files[name] = os.NewFile(uintptr(dup), name)
+	}
+	return &next, nil
 }

@@ -79,6 +79,15 @@ type ReloadFailed struct {
 
 func (e *ReloadFailed) Error() string { return e.Msg }
 
+// UpgradeFailed is the error of an upgrade that was refused, failed or
+// rolled back; the hitless that ran before runs on, with everything.
+type UpgradeFailed struct {
+	Result UpgradeReply
+	Msg    string
+}
+
+func (e *UpgradeFailed) Error() string { return e.Msg }
+
 // Client talks to one control socket. It makes one connection per
 // request.
 type Client struct {
@@ -189,6 +198,30 @@ func (c *Client) Rollback(ctx context.Context, timeout time.Duration) (*GenRef, 
 // do sends one request and reads its reply. A reply with ok false is
 // returned as an error, except a failed reload, returned with its reply.
 func (c *Client) do(ctx context.Context, cmd string, timeout time.Duration) (*Reply, error) {
+	return c.request(ctx, Request{Cmd: cmd}, timeout)
+}
+
+// Upgrade asks hitless to replace its binary in place with binary ("" for
+// the path it was started from) and waits for the verdict, which the new
+// image gives on the same connection: the listening socket and the
+// connection are carried across the exec. It returns *UpgradeFailed when
+// the upgrade was refused, failed or rolled back.
+func (c *Client) Upgrade(ctx context.Context, binary string, timeout time.Duration) (*UpgradeReply, error) {
+	r, err := c.request(ctx, Request{Cmd: CmdUpgrade, Binary: binary}, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if r.Upgrade == nil {
+		r.Upgrade = &UpgradeReply{}
+	}
+	if !r.OK {
+		return r.Upgrade, &UpgradeFailed{Result: *r.Upgrade, Msg: r.Error}
+	}
+	return r.Upgrade, nil
+}
+
+func (c *Client) request(ctx context.Context, req Request, timeout time.Duration) (*Reply, error) {
+	cmd := req.Cmd
 	conn := c.conn
 	c.conn = nil
 	if conn == nil {
@@ -212,7 +245,6 @@ func (c *Client) do(ctx context.Context, cmd string, timeout time.Duration) (*Re
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	req := Request{Cmd: cmd}
 	if timeout > 0 {
 		req.Timeout = timeout.String()
 	}
@@ -239,7 +271,7 @@ func (c *Client) do(ctx context.Context, cmd string, timeout time.Duration) (*Re
 		return nil, &RemoteError{Code: CodeInternal, Msg: fmt.Sprintf("malformed reply from %s: %v", c.path, err)}
 	}
 	switch {
-	case r.OK || r.Code == CodeReloadFailed:
+	case r.OK || r.Code == CodeReloadFailed || r.Code == CodeUpgradeFailed:
 		return &r, nil
 	case r.Code == CodeTimeout:
 		return nil, &noVerdict{r.Error}

@@ -30,7 +30,9 @@ type fake struct {
 	reload                   func(ctx context.Context) error
 	stop                     func(ctx context.Context) error
 	trial                    func(cmd string) error // promote and rollback; nil: ErrNoTrial
-	entered                  chan string            // receives the command once a handler runs, if set
+	upgrade                  func(ctx context.Context, binary string) error
+	upgradeResult            func() error
+	entered                  chan string // receives the command once a handler runs, if set
 	st                       supervisor.Status
 }
 
@@ -61,6 +63,21 @@ func (f *fake) Stop(ctx context.Context) error {
 func (f *fake) Status(ctx context.Context) (supervisor.Status, error) {
 	f.statuses.Add(1)
 	return f.st, nil
+}
+
+func (f *fake) Upgrade(ctx context.Context, binary string) error {
+	f.enter(CmdUpgrade)
+	if f.upgrade != nil {
+		return f.upgrade(ctx, binary)
+	}
+	return nil
+}
+
+func (f *fake) UpgradeResult(ctx context.Context) error {
+	if f.upgradeResult != nil {
+		return f.upgradeResult()
+	}
+	return supervisor.ErrNoUpgrade
 }
 
 func (f *fake) Promote(ctx context.Context) error  { return f.endTrial(CmdPromote) }

@@ -32,6 +32,10 @@ const (
 	// early, with success or with a rollback.
 	CmdPromote  = "promote"
 	CmdRollback = "rollback"
+	// CmdUpgrade replaces hitless's own binary in place (see package
+	// upgrade); "binary" names the new one, else the path hitless was
+	// started from.
+	CmdUpgrade = "upgrade"
 )
 
 // Reply codes, for clients that branch on the kind of failure.
@@ -43,6 +47,7 @@ const (
 	CodeTimeout       = "timeout"        // no outcome within the timeout; it may still come
 	CodeStopping      = "stopping"       // hitless is shutting down
 	CodeNoTrial       = "no_trial"       // promote or rollback, but no generation is on trial
+	CodeUpgradeFailed = "upgrade_failed" // refused, failed or rolled back: the old hitless runs on
 	CodeInternal      = "internal"       // anything else
 )
 
@@ -52,6 +57,9 @@ type Request struct {
 	// Timeout bounds the server's wait for the outcome, as a Go
 	// duration ("90s"); empty means the server's default.
 	Timeout string `json:"timeout,omitempty"`
+	// Binary is the new binary of an upgrade; empty means the path
+	// hitless was started from.
+	Binary string `json:"binary,omitempty"`
 }
 
 // Reply is the server's answer, one line of JSON.
@@ -67,6 +75,20 @@ type Reply struct {
 	// Serving is set in replies to promote and rollback: the generation
 	// serving once the trial ended.
 	Serving *GenRef `json:"serving,omitempty"`
+	// Upgrade is set in replies to upgrade: its verdict, and on success
+	// who runs now.
+	Upgrade *UpgradeReply `json:"upgrade,omitempty"`
+}
+
+// UpgradeReply is the outcome of an upgrade.
+type UpgradeReply struct {
+	supervisor.UpgradeResult
+	// On success, what runs now: the same pid, the new binary and its
+	// version, and the generations it carried.
+	PID         int    `json:"pid,omitempty"`
+	Running     string `json:"running,omitempty"`
+	Version     string `json:"version,omitempty"`
+	Generations int    `json:"generations,omitempty"`
 }
 
 // ReloadResult is the outcome of a reload.
@@ -94,9 +116,14 @@ type GenRef struct {
 type request struct {
 	cmd     string
 	timeout time.Duration // 0: the server's default
+	binary  string        // upgrade
+	// resumed is set on a request carried across an upgrade, which this
+	// image answers: for an upgrade, with the verdict of the one that
+	// brought it.
+	resumed bool
 }
 
-const validCmds = `valid commands are "reload", "status", "stop", "promote" and "rollback"`
+const validCmds = `valid commands are "reload", "status", "stop", "promote", "rollback" and "upgrade"`
 const example = `want one JSON object on one line, such as {"cmd":"reload","timeout":"90s"}`
 
 // parseRequest parses one request line (without its newline). It accepts
@@ -121,15 +148,15 @@ func parseRequest(line []byte) (request, error) {
 		return req, fmt.Errorf("request is %s, not a JSON object: %s", describe(tok), example)
 	}
 	seen := map[string]bool{}
-	var cmd, timeout string
+	var cmd, timeout, binary string
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
 			return req, fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
 		}
 		key, _ := tok.(string) // object keys are always strings
-		if key != "cmd" && key != "timeout" {
-			return req, fmt.Errorf("unknown field %s: valid fields are \"cmd\" and \"timeout\"", quote(key))
+		if key != "cmd" && key != "timeout" && key != "binary" {
+			return req, fmt.Errorf("unknown field %s: valid fields are \"cmd\", \"timeout\" and \"binary\"", quote(key))
 		}
 		if seen[key] {
 			return req, fmt.Errorf("field %q given twice", key)
@@ -143,10 +170,13 @@ func parseRequest(line []byte) (request, error) {
 		if !ok {
 			return req, fmt.Errorf("field %q is %s: want a string", key, describe(v))
 		}
-		if key == "cmd" {
+		switch key {
+		case "cmd":
 			cmd = s
-		} else {
+		case "timeout":
 			timeout = s
+		default:
+			binary = s
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
@@ -156,7 +186,7 @@ func parseRequest(line []byte) (request, error) {
 		return req, fmt.Errorf("data after the JSON object: %s", example)
 	}
 	switch cmd {
-	case CmdReload, CmdStatus, CmdStop, CmdPromote, CmdRollback:
+	case CmdReload, CmdStatus, CmdStop, CmdPromote, CmdRollback, CmdUpgrade:
 		req.cmd = cmd
 	case "":
 		if !seen["cmd"] {
@@ -177,6 +207,17 @@ func parseRequest(line []byte) (request, error) {
 			return req, fmt.Errorf(`"timeout" %s: want at most %v`, quote(timeout), MaxTimeout)
 		}
 		req.timeout = d
+	}
+	if seen["binary"] {
+		switch {
+		case req.cmd != CmdUpgrade:
+			return req, fmt.Errorf(`field "binary" is for the upgrade command, not %q`, req.cmd)
+		case !strings.HasPrefix(binary, "/"):
+			return req, fmt.Errorf(`"binary" %s: want an absolute path`, quote(binary))
+		case strings.IndexByte(binary, 0) >= 0:
+			return req, errors.New(`"binary" contains a NUL byte`)
+		}
+		req.binary = binary
 	}
 	return req, nil
 }

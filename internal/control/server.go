@@ -31,6 +31,11 @@ type Handler interface {
 	// supervisor.ErrNoTrial when no generation is on trial.
 	Promote(ctx context.Context) error
 	Rollback(ctx context.Context) error
+	// Upgrade replaces hitless's binary in place; on success the process
+	// is replaced and the request is carried to the next image (see
+	// Handoff), where UpgradeResult gives the verdict.
+	Upgrade(ctx context.Context, binary string) error
+	UpgradeResult(ctx context.Context) error
 }
 
 // Server defaults.
@@ -44,6 +49,7 @@ const (
 	// quickWait bounds a request without a timeout whose answer does
 	// not wait for a child: status, promote, rollback.
 	quickWait    = 10 * time.Second
+	upgradeWait  = 2 * time.Minute
 	writeTimeout = 5 * time.Second
 )
 
@@ -66,7 +72,17 @@ type Server struct {
 	cancel   context.CancelFunc
 	released chan struct{} // closed by Close once the socket file is gone
 	sem      chan struct{}
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // connections being served
+
+	// Handing the server over to the next image (handoff.go).
+	mu         sync.Mutex
+	h          Handler
+	reqCtx     context.Context // the requests' parent: cancelled by Handoff
+	reqCancel  context.CancelCauseFunc
+	conns      map[*net.UnixConn]bool // being served
+	handingOff bool
+	serveDone  chan struct{} // closed when Serve has returned
+	carried    []carried     // handed to, or from, another image
 
 	closeOnce sync.Once
 	closeErr  error
@@ -139,11 +155,18 @@ func Listen(path string) (*Server, error) {
 	}
 	ul := ln.(*net.UnixListener)
 	ul.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
-		path: path, ln: ul, dev: uint64(st.Dev), ino: st.Ino, uid: os.Geteuid(),
-		ctx: ctx, cancel: cancel, released: make(chan struct{}), sem: make(chan struct{}, MaxConns),
-	}, nil
+	return newServer(path, ul, uint64(st.Dev), st.Ino), nil
+}
+
+func newServer(path string, ln *net.UnixListener, dev, ino uint64) *Server {
+	s := &Server{
+		path: path, ln: ln, dev: dev, ino: ino, uid: os.Geteuid(),
+		released: make(chan struct{}), sem: make(chan struct{}, MaxConns),
+		conns: make(map[*net.UnixConn]bool),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.reqCtx, s.reqCancel = context.WithCancelCause(s.ctx)
+	return s
 }
 
 // Path returns the socket's path.
@@ -178,13 +201,28 @@ func checkDir(dir string) error {
 // Serve answers connections with h until Close is called, and then
 // returns nil. Each connection runs in its own goroutine.
 func (s *Server) Serve(h Handler) error {
+	s.mu.Lock()
+	s.h, s.serveDone = h, make(chan struct{})
+	done, carried := s.serveDone, s.carried
+	s.carried = nil
+	s.mu.Unlock()
+	defer close(done)
+	// Requests carried from another image (an upgrade, or one that
+	// failed) are answered first.
+	for _, cr := range carried {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.resumeConn(cr, h)
+		}()
+	}
 	var delay time.Duration
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
 			// Only Close closes the listener, and it cancels s.ctx only
 			// after: the closed listener is the first sign of it.
-			if errors.Is(err, net.ErrClosed) || s.ctx.Err() != nil {
+			if errors.Is(err, net.ErrClosed) || s.ctx.Err() != nil || s.handingOffNow() {
 				return nil
 			}
 			// Out of descriptors and the like: wait and retry, as
@@ -229,6 +267,9 @@ func (s *Server) Close() error {
 		close(s.released)
 		s.cancel()
 		s.wg.Wait()
+		for _, cr := range s.carried {
+			cr.conn.Close() // carried in, never answered: Serve did not run
+		}
 	})
 	return s.closeErr
 }
@@ -241,7 +282,12 @@ func (s *Server) logger() *slog.Logger {
 }
 
 func (s *Server) serveConn(c *net.UnixConn, h Handler) {
-	defer c.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			c.Close()
+		}
+	}()
 	log := s.logger()
 	cred, err := unixsock.PeerCred(c)
 	if err != nil {
@@ -268,11 +314,21 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 		s.reply(c, Reply{Code: CodeBusy, Error: fmt.Sprintf("hitless is already answering %d control connections; try again", MaxConns)})
 		return
 	}
+	if !s.track(c) {
+		keep = s.carry(carried{conn: c}) // arrived as the server is handed over
+		return
+	}
+	defer s.untrack(c)
 	rt := s.ReadTimeout
 	if rt <= 0 {
 		rt = DefaultReadTimeout
 	}
 	line, err := s.readLine(c, rt)
+	if err != nil && s.handingOffNow() {
+		// Cut off by the hand-over: the next image reads the rest.
+		keep = s.carry(carried{conn: c, partial: line})
+		return
+	}
 	var req request
 	if err == nil {
 		req, err = parseRequest(line)
@@ -287,16 +343,46 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 		level = slog.LevelDebug // monitoring may poll it
 	}
 	log.Log(s.ctx, level, "control request", "cmd", req.cmd, "timeout", req.timeout)
-	s.reply(c, s.do(req, h))
+	keep = s.answer(c, req, time.Now().Add(s.wait(req)), h)
+}
+
+// answer carries out req and replies on c, unless the server is handed
+// over meanwhile: then the request is carried to the next image with its
+// deadline, c stays open, and answer returns true.
+func (s *Server) answer(c *net.UnixConn, req request, deadline time.Time, h Handler) bool {
+	ctx, cancel := context.WithDeadline(s.requestContext(), deadline)
+	defer cancel()
+	reply := s.do(ctx, req, h)
+	if errors.Is(context.Cause(ctx), errHandoff) {
+		return s.carry(carried{conn: c, req: req, deadline: deadline})
+	}
+	s.reply(c, reply)
+	return false
+}
+
+// wait is how long the server waits for req's outcome.
+func (s *Server) wait(req request) time.Duration {
+	if req.timeout > 0 {
+		return req.timeout
+	}
+	return defaultWait(req.cmd)
 }
 
 // readLine reads one line of at most MaxRequest bytes, without its
 // newline. A client that half-closes after a request without a newline
 // is taken at its word.
 func (s *Server) readLine(c *net.UnixConn, timeout time.Duration) ([]byte, error) {
+	return s.readMore(c, nil, timeout)
+}
+
+// readMore goes on reading a line of which buf was read already; on error
+// it returns what it read too.
+func (s *Server) readMore(c *net.UnixConn, buf []byte, timeout time.Duration) ([]byte, error) {
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		return bytes.TrimSuffix(buf[:i], []byte("\r")), nil
+	}
 	c.SetReadDeadline(time.Now().Add(timeout))
 	defer c.SetReadDeadline(time.Time{})
-	buf := make([]byte, 0, 512)
 	chunk := make([]byte, 512)
 	for {
 		n, err := c.Read(chunk)
@@ -319,9 +405,9 @@ func (s *Server) readLine(c *net.UnixConn, timeout time.Duration) ([]byte, error
 			}
 			return buf, nil
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			return nil, fmt.Errorf("no complete request line within %v: %s", timeout, example)
+			return buf, fmt.Errorf("no complete request line within %v: %s", timeout, example)
 		default:
-			return nil, err
+			return buf, err
 		}
 	}
 }
@@ -335,14 +421,9 @@ func (s *Server) reply(c *net.UnixConn, r Reply) {
 	c.Write(append(b, '\n'))
 }
 
-// do carries out a valid request.
-func (s *Server) do(req request, h Handler) Reply {
-	wait := req.timeout
-	if wait == 0 {
-		wait = defaultWait(req.cmd)
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, wait)
-	defer cancel()
+// do carries out a valid request, within ctx.
+func (s *Server) do(ctx context.Context, req request, h Handler) Reply {
+	wait := s.wait(req)
 	switch req.cmd {
 	case CmdStatus:
 		st, err := h.Status(ctx)
@@ -401,8 +482,39 @@ func (s *Server) do(req request, h Handler) Reply {
 			return s.failure(ctx, err, req.cmd, wait)
 		}
 		return Reply{OK: true, Serving: s.serving(h)}
+	case CmdUpgrade:
+		var err error
+		if req.resumed {
+			err = h.UpgradeResult(ctx)
+		} else {
+			err = h.Upgrade(ctx, req.binary)
+		}
+		var uerr *supervisor.UpgradeError
+		switch {
+		case err == nil:
+			return Reply{OK: true, Upgrade: s.upgraded(h)}
+		case errors.As(err, &uerr):
+			return Reply{Code: CodeUpgradeFailed, Error: err.Error(), Upgrade: &UpgradeReply{UpgradeResult: uerr.UpgradeResult}}
+		}
+		return s.failure(ctx, err, CmdUpgrade, wait)
 	}
 	return Reply{Code: CodeInternal, Error: "unhandled command " + req.cmd}
+}
+
+// upgraded says who runs after a successful upgrade.
+func (s *Server) upgraded(h Handler) *UpgradeReply {
+	ctx, cancel := context.WithTimeout(s.ctx, quickWait)
+	defer cancel()
+	r := &UpgradeReply{}
+	st, err := h.Status(ctx)
+	if err != nil {
+		return r
+	}
+	if u := st.LastUpgrade; u != nil {
+		r.UpgradeResult = *u
+	}
+	r.PID, r.Running, r.Version, r.Generations = st.PID, st.Binary, st.Version, len(st.Generations)
+	return r
 }
 
 // defaultWait bounds the wait for the outcome of cmd when the request
@@ -411,6 +523,8 @@ func defaultWait(cmd string) time.Duration {
 	switch cmd {
 	case CmdStatus, CmdPromote, CmdRollback:
 		return quickWait
+	case CmdUpgrade:
+		return upgradeWait
 	}
 	return DefaultWait
 }
@@ -435,6 +549,8 @@ func (s *Server) serving(h Handler) *GenRef {
 // failure turns a handler's error other than a failed reload into a reply.
 func (s *Server) failure(ctx context.Context, err error, what string, wait time.Duration) Reply {
 	switch {
+	case errors.Is(err, supervisor.ErrNoUpgrade):
+		return Reply{Code: CodeUpgradeFailed, Error: "hitless was not upgraded"}
 	case errors.Is(err, supervisor.ErrStopping), s.ctx.Err() != nil:
 		return Reply{Code: CodeStopping, Error: "hitless is stopping"}
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:

@@ -1,0 +1,252 @@
+//go:build linux
+
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/hitless/hitless/upgrade"
+)
+
+// When hitless replaces its own binary in place (package upgrade), the
+// control socket goes over to the next image with everything on it: the
+// listening socket, whose queue holds the connections that arrive during
+// the exec (a short pause, never a refusal), and each connection whose
+// request was in flight, with that request and its deadline. The next
+// image answers them: a reload or stop is asked again there (it joins
+// what the old image had queued), and an upgrade gets the verdict of the
+// upgrade that brought the new image up.
+
+// errHandoff cancels the requests in flight when the server is handed
+// over.
+var errHandoff = errors.New("control socket handed over to the next image")
+
+// carried is a connection handed over: its request, or what was read of
+// it so far.
+type carried struct {
+	conn     *net.UnixConn
+	req      request
+	deadline time.Time // zero: the request was not read yet
+	partial  []byte
+}
+
+// carriedState is a carried connection, written down.
+type carriedState struct {
+	Cmd     string        `json:"cmd,omitempty"` // empty: not read yet
+	Binary  string        `json:"binary,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"` // as asked
+	Left    time.Duration `json:"left,omitempty"`    // of its wait, at the hand-over
+	Partial []byte        `json:"partial,omitempty"`
+}
+
+// controlState is the control server, written down.
+type controlState struct {
+	Path     string         `json:"path"`
+	Dev      uint64         `json:"dev"`
+	Ino      uint64         `json:"ino"`
+	Requests []carriedState `json:"requests"`
+}
+
+func (s *Server) requestContext() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reqCtx
+}
+
+func (s *Server) handingOffNow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.handingOff
+}
+
+// track records c as being served; false if the server is being handed
+// over, and c must be carried instead.
+func (s *Server) track(c *net.UnixConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handingOff {
+		return false
+	}
+	s.conns[c] = true
+	return true
+}
+
+func (s *Server) untrack(c *net.UnixConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+}
+
+// carry keeps cr for the next image (or for Resume). It returns true: the
+// connection stays open.
+func (s *Server) carry(cr carried) bool {
+	// An upgrade in flight is not asked again: whoever answers it gives
+	// the verdict of the one under way.
+	if cr.req.cmd == CmdUpgrade {
+		cr.req.resumed = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.carried = append(s.carried, cr)
+	return true
+}
+
+// Handoff hands the server over to the next image (it is a
+// supervisor.Carrier): it stops accepting, with the listening socket left
+// open; interrupts every request in flight, which keeps its connection
+// open for the next image; and puts the listening socket, the connections
+// and their requests in st.
+func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
+	s.mu.Lock()
+	s.handingOff = true
+	done := s.serveDone
+	s.reqCancel(errHandoff)
+	for c := range s.conns {
+		c.SetReadDeadline(time.Unix(1, 0)) // a request being read
+	}
+	s.mu.Unlock()
+	s.ln.SetDeadline(time.Unix(1, 0)) // Accept returns; the socket stays
+	if done != nil {
+		<-done
+	}
+	waited := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		return fmt.Errorf("control socket: requests in flight did not stop: %w", context.Cause(ctx))
+	}
+	cs := controlState{Path: s.path, Dev: s.dev, Ino: s.ino}
+	var errs []error
+	carry := func(name string, c syscall.Conn) {
+		rc, err := c.SyscallConn()
+		if err == nil {
+			err = rc.Control(func(fd uintptr) { st.CarryFD(name, int(fd)) })
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("control socket: carry %s: %w", name, err))
+		}
+	}
+	carry("control/listener", s.ln)
+	now := time.Now()
+	for i, cr := range s.carried {
+		r := carriedState{Cmd: cr.req.cmd, Binary: cr.req.binary, Timeout: cr.req.timeout, Partial: cr.partial}
+		if !cr.deadline.IsZero() {
+			r.Left = max(cr.deadline.Sub(now), time.Millisecond)
+		}
+		cs.Requests = append(cs.Requests, r)
+		carry(fmt.Sprintf("control/conn/%d", i), cr.conn)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return st.Put("control", cs)
+}
+
+// Resume takes the server back after a hand-over whose exec failed: it
+// accepts again and answers the requests it had carried.
+func (s *Server) Resume() {
+	s.mu.Lock()
+	s.handingOff = false
+	s.reqCtx, s.reqCancel = context.WithCancelCause(s.ctx)
+	h := s.h
+	s.mu.Unlock()
+	s.ln.SetDeadline(time.Time{})
+	if h != nil {
+		go s.Serve(h)
+	}
+}
+
+// Restore takes back the control server an earlier image handed over in
+// st. Nothing of st is closed until st.Commit. Serve answers the carried
+// requests first.
+func Restore(st *upgrade.State) (*Server, error) {
+	var cs controlState
+	if err := st.Get("control", &cs); err != nil {
+		return nil, err
+	}
+	f := st.File("control/listener")
+	if f == nil {
+		return nil, errors.New("control socket: the state carries no listener")
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", cs.Path, err)
+	}
+	st.CloseLater(f) // ln holds a duplicate
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: not a unix socket", cs.Path)
+	}
+	ul.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
+	s := newServer(cs.Path, ul, cs.Dev, cs.Ino)
+	now := time.Now()
+	for i, r := range cs.Requests {
+		f := st.File(fmt.Sprintf("control/conn/%d", i))
+		if f == nil {
+			return nil, fmt.Errorf("control socket: the state carries no connection %d", i)
+		}
+		c, err := net.FileConn(f)
+		if err != nil {
+			return nil, fmt.Errorf("control socket: connection %d: %w", i, err)
+		}
+		st.CloseLater(f)
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			return nil, fmt.Errorf("control socket: connection %d is not a unix socket", i)
+		}
+		cr := carried{conn: uc, partial: r.Partial}
+		if r.Cmd != "" {
+			cr.req = request{cmd: r.Cmd, binary: r.Binary, timeout: r.Timeout, resumed: r.Cmd == CmdUpgrade}
+			cr.deadline = now.Add(r.Left)
+		}
+		s.carried = append(s.carried, cr)
+	}
+	return s, nil
+}
+
+// resumeConn answers a connection carried from another image.
+func (s *Server) resumeConn(cr carried, h Handler) {
+	c := cr.conn
+	if !s.track(c) {
+		s.carry(cr) // handed over again at once
+		return
+	}
+	defer s.untrack(c)
+	keep := false
+	defer func() {
+		if !keep {
+			c.Close()
+		}
+	}()
+	if cr.deadline.IsZero() {
+		// Its request was not read yet: read the rest.
+		rt := s.ReadTimeout
+		if rt <= 0 {
+			rt = DefaultReadTimeout
+		}
+		line, err := s.readMore(c, cr.partial, rt)
+		if err != nil && s.handingOffNow() {
+			keep = s.carry(carried{conn: c, partial: line})
+			return
+		}
+		req, err := parseRequest(line)
+		if err != nil {
+			s.reply(c, Reply{Code: CodeBadRequest, Error: err.Error()})
+			return
+		}
+		keep = s.answer(c, req, time.Now().Add(s.wait(req)), h)
+		return
+	}
+	keep = s.answer(c, cr.req, cr.deadline, h)
+}
