@@ -267,7 +267,11 @@ func (s *Server) Close() error {
 		close(s.released)
 		s.cancel()
 		s.wg.Wait()
-		for _, cr := range s.carried {
+		s.mu.Lock()
+		carried := s.carried
+		s.carried = nil
+		s.mu.Unlock()
+		for _, cr := range carried {
 			cr.conn.Close() // carried in, never answered: Serve did not run
 		}
 	})
