@@ -34,6 +34,13 @@ type Carrier interface {
 	Resume()
 }
 
+// AddCarrier adds c to what an upgrade carries (Config.Carriers), for a
+// carrier made after New, such as the control socket, which is listened
+// on only once the sockets are bound. Call it before Run.
+func (s *Supervisor) AddCarrier(c Carrier) {
+	s.cfg.Carriers = append(s.cfg.Carriers, c)
+}
+
 // handoffTimeout bounds how long the carriers may take to hand over.
 const handoffTimeout = 5 * time.Second
 
@@ -50,6 +57,9 @@ const checkTimeout = 30 * time.Second
 // binary was refused (its check failed) or the exec failed, and nothing
 // changed; ErrStopping; or ctx's error.
 func (s *Supervisor) Upgrade(ctx context.Context, binary string) error {
+	if binary == "" && s.cfg.Self != nil {
+		binary = s.cfg.Self.Path
+	}
 	reply := make(chan error, 1)
 	if err := s.ask(ctx, request{kind: reqUpgrade, binary: binary, reply: reply}); err != nil {
 		return err
@@ -87,9 +97,6 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 	if unix.Gettid() != os.Getpid() {
 		s.checked <- checked{id: id, err: errors.New("the supervisor does not run on the main thread, from which every child was started: an exec would kill them")}
 		return
-	}
-	if path == "" {
-		path = self.Path
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)

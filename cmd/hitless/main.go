@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hitless/hitless/internal/metrics"
 	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/upgrade"
 )
 
 // usageError marks bad input: exit status 2, as for a bad flag.
@@ -26,9 +28,21 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
+func init() {
+	// The supervisor forks every child from the main thread, and an
+	// upgrade in place execs from it (see package upgrade): a child's
+	// parent-death signal is tied to the thread that forked it, and
+	// execve ends every other thread. The main goroutine, which runs the
+	// supervisor, stays on it.
+	runtime.LockOSThread()
+}
+
 func main() {
 	if code, ok := supervisor.RunHidden(os.Args[1:]); ok {
 		os.Exit(code)
+	}
+	if len(os.Args) > 1 && os.Args[1] == upgrade.CheckArg {
+		os.Exit(upgrade.RunCheck(version()))
 	}
 	os.Exit(execute(os.Args[1:]))
 }
@@ -42,7 +56,7 @@ func execute(args []string) int {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(flagError)
-	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand(), promoteCommand(), rollbackCommand())
+	root.AddCommand(runCommand(), reloadCommand(), statusCommand(), stopCommand(), promoteCommand(), rollbackCommand(), upgradeCommand())
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/hitless/hitless/internal/pidfile"
 	"github.com/hitless/hitless/internal/sdnotify"
 	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/upgrade"
 )
 
 func runCommand() *cobra.Command {
@@ -223,24 +224,111 @@ func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, er
 }
 
 func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
-	file, err := r.configure(fs, args)
+	// What this image is, for an upgrade in place: recorded before
+	// anything changes the environment.
+	self, err := upgrade.Open()
 	if err != nil {
 		return err
 	}
-	cfg := file.Config
+	defer self.Close()
+	st, err := upgrade.Inherited()
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		return r.resume(fs, args, self, st)
+	}
+	p, err := r.prepare(fs, args, self)
+	if err != nil {
+		return err
+	}
+	sup, err := supervisor.New(p.cfg)
+	if err != nil {
+		// A busy port or a bad address: nothing was started.
+		return usageError{err}
+	}
+	// After New, so that a busy port is reported first; before Run, so
+	// that no child starts if hitless cannot be controlled.
+	ctl, err := control.Listen(p.ctlPath)
+	if err != nil {
+		sup.Close()
+		return usageError{err}
+	}
+	msrv, err := p.listenMetrics(fs, r, sup)
+	if err != nil {
+		ctl.Close()
+		sup.Close()
+		return usageError{err}
+	}
+	return p.serve(sup, ctl, msrv)
+}
+
+// restoreFault, set at link time (-ldflags "-X main.restoreFault=why"),
+// makes a new image fail to take over after an upgrade: the tests use it
+// to check the rollback. Builds for use leave it empty.
+var restoreFault string
+
+// resume is run in the image an upgrade started: it takes over what the
+// previous image handed over in st. If it cannot, it executes the
+// previous image again (it never returns then), which takes it all back.
+func (r *runFlags) resume(fs *pflag.FlagSet, args []string, self *upgrade.Self, st *upgrade.State) error {
+	rollback := func(err error) error {
+		fmt.Fprintf(os.Stderr, "hitless: the new image cannot take over (%v); running the previous one again\n", err)
+		return fmt.Errorf("rollback failed; hitless cannot go on: %w", st.Rollback(self.Args, self.Env, err.Error()))
+	}
+	if restoreFault != "" {
+		return rollback(fmt.Errorf("restore: injected failure: %s", restoreFault))
+	}
+	p, err := r.prepare(fs, args, self)
+	if err != nil {
+		return rollback(err)
+	}
+	sup, err := supervisor.Restore(p.cfg, st)
+	if err != nil {
+		return rollback(err)
+	}
+	ctl, err := control.Restore(st)
+	if err != nil {
+		return rollback(err)
+	}
+	msrv, err := p.listenMetrics(fs, r, sup)
+	if err != nil {
+		return rollback(err)
+	}
+	st.Commit()
+	return p.serve(sup, ctl, msrv)
+}
+
+// prepared is "hitless run" configured, before anything is bound.
+type prepared struct {
+	file    *config.File
+	cfg     supervisor.Config
+	name    string
+	ctlPath string
+	mtr     *metrics.Metrics
+}
+
+func (r *runFlags) prepare(fs *pflag.FlagSet, args []string, self *upgrade.Self) (*prepared, error) {
+	file, err := r.configure(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	p := &prepared{file: file, cfg: file.Config}
+	cfg := &p.cfg
+	cfg.Self, cfg.Version = self, version()
 
 	// The control socket: --control, else $HITLESS_CONTROL, else derived
 	// from the service name (--name, else the command's base name).
-	name := file.Name
-	if name == "" {
-		name = control.NameFromCommand(cfg.Command[0])
+	p.name = file.Name
+	if p.name == "" {
+		p.name = control.NameFromCommand(cfg.Command[0])
 	}
-	ctlPath := file.Control
-	if ctlPath == "" {
-		ctlPath = control.DefaultPath(name)
+	p.ctlPath = file.Control
+	if p.ctlPath == "" {
+		p.ctlPath = control.DefaultPath(p.name)
 	}
-	if err := control.CheckPath(ctlPath); err != nil {
-		return usagef("--control: %w", err)
+	if err := control.CheckPath(p.ctlPath); err != nil {
+		return nil, usagef("--control: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: file.Log.Level}
 	if file.Log.Format == config.LogJSON {
@@ -252,7 +340,7 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 	// Read (and unset, so no child inherits it) what systemd gave hitless.
 	notifier, err := sdnotify.FromEnv()
 	if err != nil {
-		return fmt.Errorf("NOTIFY_SOCKET: %w", err)
+		return nil, fmt.Errorf("NOTIFY_SOCKET: %w", err)
 	}
 	if notifier != nil {
 		// Only then: a nil *Notifier in the interface is not a nil
@@ -261,38 +349,38 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 	}
 
 	// Metrics only when asked: without --metrics nothing listens.
-	var mtr *metrics.Metrics
 	if file.Metrics != "" {
-		mtr = metrics.New(metrics.Options{DrainTimeout: cfg.DrainTimeout})
-		cfg.Observer = mtr
+		p.mtr = metrics.New(metrics.Options{DrainTimeout: cfg.DrainTimeout})
+		cfg.Observer = p.mtr
 	}
-	sup, err := supervisor.New(cfg)
+	return p, nil
+}
+
+// listenMetrics binds the metrics server, if asked for, before any child
+// starts, as the sockets are: an address that cannot be bound is a
+// start-up error.
+func (p *prepared) listenMetrics(fs *pflag.FlagSet, r *runFlags, sup *supervisor.Supervisor) (*metrics.Server, error) {
+	if p.mtr == nil {
+		return nil, nil
+	}
+	msrv, err := metrics.Listen(p.file.Metrics, p.mtr.Handler(sup, p.cfg.Logger))
 	if err != nil {
-		// A busy port or a bad address: nothing was started.
-		return usageError{err}
+		return nil, fmt.Errorf("%s: %w", r.origin(fs, p.file, "metrics"), err)
 	}
-	// After New, so that a busy port is reported first; before Run, so
-	// that no child starts if hitless cannot be controlled.
-	ctl, err := control.Listen(ctlPath)
-	if err != nil {
-		sup.Close()
-		return usageError{err}
-	}
-	ctl.Log = cfg.Logger
-	var msrv *metrics.Server
-	if mtr != nil {
-		// Bound before any child starts, as the sockets are: an address
-		// that cannot be bound is a start-up error.
-		if msrv, err = metrics.Listen(file.Metrics, mtr.Handler(sup, cfg.Logger)); err != nil {
-			ctl.Close()
-			sup.Close()
-			return usageError{fmt.Errorf("%s: %w", r.origin(fs, file, "metrics"), err)}
-		}
-	}
-	cfg.Logger.Info("control socket", "path", ctl.Path(), "name", name)
+	return msrv, nil
+}
+
+// serve runs sup until it stops, with the control socket and the metrics.
+func (p *prepared) serve(sup *supervisor.Supervisor, ctl *control.Server, msrv *metrics.Server) error {
+	log := p.cfg.Logger
+	ctl.Log = log
+	// An upgrade in place carries the control socket and the requests
+	// waiting on it.
+	sup.AddCarrier(ctl)
+	log.Info("control socket", "path", ctl.Path(), "name", p.name)
 	go ctl.Serve(sup)
 	if msrv != nil {
-		cfg.Logger.Info("metrics", "addr", msrv.Addr(), "path", "/metrics")
+		log.Info("metrics", "addr", msrv.Addr(), "path", "/metrics")
 		go msrv.Serve() // returns at Close
 		// The metrics go on until Run has returned: a scrape during the
 		// drain still sees the generations leave.
@@ -303,12 +391,12 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 	// stop" only then: whoever runs hitless again next finds nothing of
 	// this one left.
 	defer ctl.Close()
-	if file.PIDFile != "" {
-		if err := pidfile.Write(file.PIDFile, os.Getpid()); err != nil {
+	if path := p.file.PIDFile; path != "" {
+		if err := pidfile.Write(path, os.Getpid()); err != nil {
 			sup.Close()
 			return fmt.Errorf("--pid-file: %w", err)
 		}
-		defer pidfile.Remove(file.PIDFile)
+		defer pidfile.Remove(path)
 	}
 	return sup.Run(context.Background())
 }
