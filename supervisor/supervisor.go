@@ -31,6 +31,11 @@ type Supervisor struct {
 	sigc    chan os.Signal // caught from New on
 	os      osEnv
 
+	// For the fd store, done by Run: the names to drop from it, and the
+	// sockets to put there.
+	storeDrop []string
+	storeAdd  []*socket
+
 	events   chan event
 	reqs     chan request
 	loopDone chan struct{} // closed when the loop has returned
@@ -124,11 +129,13 @@ type request struct {
 	status chan Status
 }
 
-// New checks cfg (see Config.Validate) and binds every socket. Nothing is
+// New checks cfg (see Config.Validate), takes the sockets systemd passed
+// (cfg.Passed) and binds every other socket; see passed.go. Nothing is
 // started yet, but from now on SIGHUP, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2
 // are caught and kept for Run: a SIGHUP sent as soon as hitless announces
 // its pid reloads rather than kills it. Errors name the offending
-// listener; on error nothing stays bound and no signal is caught.
+// listener; on error nothing stays bound or open, the fd store is
+// untouched, and no signal is caught.
 func New(cfg Config) (*Supervisor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -147,13 +154,9 @@ func New(cfg Config) (*Supervisor, error) {
 		callers:  make(map[callerID]request),
 	}
 	s.os = osEnv{spawn: s.spawn, signal: signalGroup}
-	for _, l := range cfg.Listen {
-		sock, err := bind(l)
-		if err != nil {
-			s.closeSockets()
-			return nil, fmt.Errorf("listen %s: %w", l, err)
-		}
-		s.sockets = append(s.sockets, sock)
+	var err error
+	if s.sockets, s.storeDrop, s.storeAdd, err = openSockets(cfg); err != nil {
+		return nil, err
 	}
 	signal.Notify(s.sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	return s, nil
@@ -219,6 +222,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		return err
 	}
 
+	s.storeSockets()
 	s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "))
 	s.m = newMachine(machineConfig{
 		ReadyDelay: s.cfg.ReadyDelay, ReadyTimeout: s.cfg.ReadyTimeout, DrainTimeout: s.cfg.DrainTimeout,

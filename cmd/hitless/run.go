@@ -49,7 +49,14 @@ status 2): give a second instance of the same program its own --name.
 
 Socket URLs: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, udp://HOST:PORT,
 unix:///PATH. Options as a query: ?backlog=N, and for unix ?mode=0660&owner=U&group=G.
-The default NAME is SCHEME-PORT (tcp-8080, udp-53) or unix-FILENAME.`,
+The default NAME is SCHEME-PORT (tcp-8080, udp-53) or unix-FILENAME.
+
+Under systemd: systemd://NAME is the socket a socket unit passed under that
+FileDescriptorName=; without --listen, hitless takes every socket systemd
+passed. A URL whose address systemd passed is taken, not bound. With the
+unit's fd store ($FDSTORE, set by systemd 254 and later, or --fdstore),
+hitless keeps the sockets it binds there, and takes them back, by name,
+when systemd restarts it: a crash of hitless refuses no connection.`,
 		Example: `  hitless run --listen http=tcp://127.0.0.1:8080 -- ./myserver --flag value
   kill -HUP $(pidof hitless)`,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -67,6 +74,9 @@ type runFlags struct {
 	// given over the config file.
 	flags    *config.File
 	settings []setting
+	// passed is what systemd passed (LISTEN_FDS): with no --listen,
+	// hitless takes all of it.
+	passed supervisor.Passed
 }
 
 func newRunFlags(fl *pflag.FlagSet) *runFlags {
@@ -152,6 +162,9 @@ func runSettings(flags *config.File) []setting {
 		{"pid-file", "", "write hitless's pid here (atomically); it never changes across reloads",
 			textFlag(&flags.PIDFile, nil),
 			func(f *config.File) { f.PIDFile = flags.PIDFile }},
+		{"fdstore", "", "keep the sockets hitless binds in systemd's fd store (FileDescriptorStoreMax=); systemd 254 and later say so themselves ($FDSTORE)",
+			&value[bool]{&flags.FDStore, strconv.ParseBool, strconv.FormatBool, "bool"},
+			func(f *config.File) { f.FDStore = flags.FDStore }},
 	}
 }
 
@@ -187,6 +200,7 @@ func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, er
 	if len(args) > 0 {
 		file.Command = args
 	}
+	file.Passed = r.passed
 	if err := file.Validate(); err != nil {
 		return nil, usageError{r.explain(err, fs, file)}
 	}
@@ -194,6 +208,13 @@ func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, er
 }
 
 func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
+	// Read (and unset, so no child inherits them) the sockets systemd
+	// passed, first: the descriptors are ours from now on.
+	passed, err := supervisor.PassedFromEnv()
+	if err != nil {
+		return usageError{err}
+	}
+	r.passed = passed
 	file, err := r.configure(fs, args)
 	if err != nil {
 		return err
@@ -229,6 +250,14 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 		// Only then: a nil *Notifier in the interface is not a nil
 		// interface, and the supervisor would call it.
 		cfg.Notifier = notifier
+		if file.FDStore || notifier.FDStoreMax() > 0 {
+			cfg.FDStore = notifier
+		}
+	} else if file.FDStore {
+		cfg.Logger.Info("fd store: NOTIFY_SOCKET is not set, so there is none: sockets will not outlive hitless")
+	}
+	if passed.Ignored != "" {
+		cfg.Logger.Info("socket activation", "ignored", passed.Ignored)
 	}
 
 	sup, err := supervisor.New(cfg)

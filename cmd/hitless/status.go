@@ -26,7 +26,9 @@ the last STATUS= it sent; then the reload counters and the last failure.
 During a reload or a drain, two or more generations are listed.
 
 --json prints the same as one JSON object: pid, generations (generation,
-pid, state, started, ready_at, drain_at, status, stopping), listeners,
+pid, state, started, ready_at, drain_at, status, stopping), listeners
+(name, network, address, fd, and source: bound by hitless, passed by
+systemd, or passed back from systemd's fd store),
 stopping, reloads_ok, reloads_failed, restarts, last_failure,
 last_failure_at.
 ` + socketHelp + "\n" + exitHelp,
@@ -90,7 +92,7 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 		fmt.Fprintf(w, "last failure%s: %s\n", when, oneLine(st.LastFailure))
 	}
 	for _, l := range st.Listeners {
-		fmt.Fprintf(w, "socket %s: %s %s (fd %d)\n", l.Name, l.Network, l.Address, l.FD)
+		fmt.Fprintf(w, "socket %s: %s %s (fd %d, %s)\n", l.Name, l.Network, l.Address, l.FD, l.Source)
 	}
 }
 

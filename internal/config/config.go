@@ -47,6 +47,10 @@ type File struct {
 	Control string
 	// PIDFile is where hitless writes its own pid; empty means nowhere.
 	PIDFile string
+	// FDStore keeps the sockets hitless binds in systemd's file
+	// descriptor store, for systemd older than 254, which does not say
+	// (with $FDSTORE) that the unit has one.
+	FDStore bool
 
 	// Path is the name the file was parsed under, used in error
 	// messages. It is empty for Default().
