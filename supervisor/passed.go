@@ -20,6 +20,11 @@ package supervisor
 // systemd keeps the stored sockets while hitless restarts, so a crash of
 // hitless refuses no connection: they wait in the socket's queue, which
 // systemd holds, until the next hitless hands the socket to a new child.
+//
+// A socket taken from systemd is used as it is: hitless changes none of
+// its options, O_NONBLOCK above all. Those of a URL (backlog, nonblock,
+// mode, owner) were applied when hitless bound it, before storing it; a
+// socket unit's are the unit's.
 
 import (
 	"context"
@@ -141,7 +146,7 @@ func openSockets(cfg Config) (socks []*socket, drop []string, store []*socket, e
 	if len(specs) == 0 {
 		// Every socket systemd passed, in order, under its name.
 		for _, p := range ps {
-			specs = append(specs, ListenSpec{Name: p.Name, Systemd: p.Name})
+			specs = append(specs, ListenSpec{Name: p.Name, Systemd: p.Name, UID: -1, GID: -1})
 		}
 	}
 
@@ -227,9 +232,9 @@ func openSockets(cfg Config) (socks []*socket, drop []string, store []*socket, e
 	}
 	closePassed(false)
 	// Dropping a name drops every socket of that name, those in use too:
-	// store again what hitless took of a dropped name.
-	for _, s := range socks {
-		if s.source == SourceStore && slices.Contains(drop, s.spec.Name) {
+	// store again what hitless took from the store under a dropped name.
+	for i, s := range socks {
+		if s.source == SourceStore && slices.Contains(drop, taken[i].Name) {
 			store = append(store, s)
 		}
 	}

@@ -114,7 +114,7 @@ func TestPassedSockets(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name    string
-		passed  []string // names of orig, passed in this order
+		passed  []string // names of orig, or NAME=orig, passed in this order
 		listen  []string
 		store   bool
 		want    []want
@@ -139,6 +139,9 @@ func TestPassedSockets(t *testing.T) {
 		{name: "a stored name now bound elsewhere", passed: []string{"web"}, listen: []string{"web=udp://127.0.0.1:0"}, store: true,
 			want:  []want{{"web", SourceBound, ""}},
 			calls: "remove web, store web"},
+		{name: "a stored name twice", passed: []string{"web", "web=dns"}, listen: []string{"web=tcp://127.0.0.1:0"}, store: true,
+			want:  []want{{"web", SourceStore, "web"}},
+			calls: "remove web, store web"},
 		{name: "missing", passed: []string{"web", "dns"}, listen: []string{"systemd://admin"},
 			err: `systemd passed no socket named "admin" (a socket unit's FileDescriptorName=, or FDNAME= in the fd store); it passed "web", "dns"`},
 		{name: "nothing passed", listen: []string{"systemd://admin"}, err: "systemd passed no sockets (LISTEN_FDS is not set)"},
@@ -158,7 +161,11 @@ func TestPassedSockets(t *testing.T) {
 			cfg := Config{Command: []string{"/bin/true"}, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
 			cfg.Passed.Ignored = tc.ignored
 			for _, name := range tc.passed {
-				fd, err := unix.FcntlInt(uintptr(orig[name]), unix.F_DUPFD_CLOEXEC, 3)
+				name, which, ok := strings.Cut(name, "=")
+				if !ok {
+					which = name
+				}
+				fd, err := unix.FcntlInt(uintptr(orig[which]), unix.F_DUPFD_CLOEXEC, 3)
 				if err != nil {
 					t.Fatal(err)
 				}

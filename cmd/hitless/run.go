@@ -312,7 +312,11 @@ func (r *runFlags) explain(err error, fs *pflag.FlagSet, file *config.File) erro
 			out = append(out, errors.New("no command: give it after --, e.g. hitless run --listen tcp://127.0.0.1:8080 -- ./server"))
 			continue
 		case "Listen":
-			out = append(out, errors.New("no sockets: give at least one --listen [NAME=]URL, e.g. --listen http=tcp://127.0.0.1:8080"))
+			msg := "no sockets: give at least one --listen [NAME=]URL, e.g. --listen http=tcp://127.0.0.1:8080"
+			if r.passed.Ignored != "" {
+				msg += " (systemd's " + r.passed.Ignored + ")"
+			}
+			out = append(out, errors.New(msg))
 			continue
 		}
 		field, index, indexed := strings.Cut(ce.Field, "[")
