@@ -8,10 +8,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/hitless/hitless/internal/listenfds"
 	"github.com/hitless/hitless/internal/unixsock"
 )
 
@@ -104,7 +106,7 @@ func Inherit() (*Sockets, error) {
 
 // unsetInheritEnv removes every variable Inherit reads.
 func unsetInheritEnv() {
-	for _, k := range []string{envListenFDs, envListenPID, envListenFDNames, envListenPIDFDID, envServerStarter, envEinhornFDCount, envEinhornFDs} {
+	for _, k := range slices.Concat(listenfds.Vars, []string{envServerStarter, envEinhornFDCount, envEinhornFDs}) {
 		os.Unsetenv(k)
 	}
 	for _, kv := range os.Environ() {
@@ -125,37 +127,23 @@ func inherit(lookup func(string) (string, bool), self int) (*Sockets, error) {
 	var fds []int
 	var labels []string
 
-	if n, set := getenv(envListenFDs); set {
-		count, err := parseCount(envListenFDs, n)
-		if err != nil {
-			return nil, fmt.Errorf("childproc: %w", err)
+	names, set, err := listenfds.Read(getenv, self)
+	switch {
+	case !set:
+	case err == nil:
+		labels = names
+		for i := range names {
+			fds = append(fds, listenfds.Start+i)
 		}
-		pid, pidSet := getenv(envListenPID)
-		err = parseListenPID(pid, pidSet, self)
-		if err == nil {
-			if id, ok := getenv(envListenPIDFDID); ok {
-				err = checkPIDFDID(id, self)
-			}
-		}
-		switch {
-		case err == nil:
-			nameList, set := getenv(envListenFDNames)
-			labels, err = parseFDNames(nameList, set, count)
-			if err != nil {
-				return nil, fmt.Errorf("childproc: %w", err)
-			}
-			for i := range count {
-				fds = append(fds, listenFDsStart+i)
-			}
-			s.source = SourceSystemd
-		case errors.Is(err, errWrongPID):
-			// Meant for another process (typically a parent that did not
-			// exec us directly). Ignore them, like sd_listen_fds(3), and
-			// let the other formats, which carry no pid, have their say.
-			s.ignored = fmt.Sprintf("%s=%s ignored: %v", envListenFDs, n, err)
-		default:
-			return nil, fmt.Errorf("childproc: %w", err)
-		}
+		s.source = SourceSystemd
+	case errors.Is(err, listenfds.ErrWrongPID):
+		// Meant for another process (typically a parent that did not
+		// exec us directly). Ignore them, like sd_listen_fds(3), and
+		// let the other formats, which carry no pid, have their say.
+		n, _ := getenv(listenfds.EnvFDs)
+		s.ignored = fmt.Sprintf("%s=%s ignored: %v", listenfds.EnvFDs, n, err)
+	default:
+		return nil, fmt.Errorf("childproc: %w", err)
 	}
 	if s.source == "" {
 		if v, set := getenv(envServerStarter); set {
@@ -184,7 +172,7 @@ func inherit(lookup func(string) (string, bool), self int) (*Sockets, error) {
 
 	seen := make(map[int]bool, len(fds))
 	for i, fd := range fds {
-		if fd < listenFDsStart {
+		if fd < listenfds.Start {
 			s.closeAll()
 			return nil, fmt.Errorf("childproc: %s passed fd %d, which is stdin, stdout or stderr", s.source, fd)
 		}
@@ -193,13 +181,12 @@ func inherit(lookup func(string) (string, bool), self int) (*Sockets, error) {
 			return nil, fmt.Errorf("childproc: %s lists fd %d twice", s.source, fd)
 		}
 		seen[fd] = true
-		sk, err := probe(fd)
+		p, err := listenfds.Probe(fd)
 		if err != nil {
 			s.closeAll()
 			return nil, fmt.Errorf("childproc: %s fd %d (%q): %w", s.source, fd, labels[i], err)
 		}
-		sk.index = i
-		sk.name = labels[i]
+		sk := &socket{index: i, fd: fd, name: labels[i], sotype: p.Type, listening: p.Listening, addr: p.Addr}
 		// Close-on-exec: a descriptor leaked into a grandchild keeps the
 		// socket open after this process closed its copy.
 		closeOnExec(fd)

@@ -2,11 +2,7 @@
 
 package childproc
 
-import (
-	"errors"
-	"fmt"
-	"runtime"
-)
+import "errors"
 
 // sockDgram is the datagram socket type, as socket.sotype holds it. No
 // descriptor is ever probed here, so no socket has it.
@@ -18,9 +14,3 @@ const sockDgram = 2
 var errAddrInUse = errors.New("address already in use")
 
 func closeOnExec(int) {}
-
-// probe refuses every inherited descriptor: passing listening sockets as
-// numbered descriptors (LISTEN_FDS and the like) is a unix convention.
-func probe(int) (*socket, error) {
-	return nil, fmt.Errorf("inherited descriptors are not supported on %s: %w", runtime.GOOS, errors.ErrUnsupported)
-}

@@ -32,6 +32,8 @@ const (
 // Config says what to run and how. The zero value of every field but
 // Listen and Command means its default.
 type Config struct {
+	// Listen are the sockets, in the order the child gets them. Empty
+	// means every socket systemd passed (Passed), in its order.
 	Listen  []ListenSpec
 	Command []string // the program and its arguments
 	Dir     string   // the child's working directory, resolved at each start
@@ -82,6 +84,16 @@ type Config struct {
 
 	// Notifier reports to the service manager; nil for none.
 	Notifier Notifier
+
+	// Passed is what systemd passed (PassedFromEnv). New takes it over:
+	// it closes the descriptors it does not use at once, and the others
+	// with the Supervisor; all of them if it fails.
+	Passed Passed
+	// FDStore, if set, is systemd's file descriptor store: Run puts every
+	// socket New bound there before the first child starts, and drops the
+	// names of passed sockets nobody asked for, so that the sockets, and
+	// the connections waiting on them, outlive a crash of hitless.
+	FDStore FDStore
 
 	// ShimPath is the binary that runs the hidden modes (RunHidden);
 	// default /proc/self/exe.
@@ -180,7 +192,7 @@ func (c Config) Validate() error {
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		bad("Command", "no program to run")
 	}
-	if len(c.Listen) == 0 {
+	if len(c.Listen) == 0 && len(c.Passed.FDs) == 0 {
 		bad("Listen", "no sockets: give at least one")
 	}
 	names := make(map[string]int)

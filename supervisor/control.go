@@ -51,7 +51,7 @@ type ListenerStatus struct {
 	Network string `json:"network"`
 	Address string `json:"address"`
 	FD      int    `json:"fd"`     // as the child sees it
-	Source  string `json:"source"` // where hitless got it: "bound"
+	Source  string `json:"source"` // where hitless got it: SourceBound, SourceSystemd or SourceStore
 }
 
 // Reload starts a new generation, or joins the reload queued behind the

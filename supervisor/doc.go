@@ -7,9 +7,11 @@
 //
 // # Model
 //
-// New binds every socket once (through a Registry, which is
-// cloudflare/tableflip's Fds in the hitless binary). Run starts the first
-// generation: the child gets the sockets as fds 3, 4, ... with the systemd
+// New takes the sockets systemd passed (Config.Passed: a socket unit's,
+// or those hitless kept in systemd's fd store) and binds every other
+// socket, once; with Config.FDStore, Run puts what New bound in the store,
+// so that the sockets, and the connections waiting on them, outlive a
+// crash of hitless (see passed.go). Run starts the first generation: the child gets the sockets as fds 3, 4, ... with the systemd
 // socket-activation variables (LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID
 // equal to its own pid, set by a shim, see ShimArg), the Server::Starter
 // and einhorn variables, HITLESS_GENERATION, and a private NOTIFY_SOCKET.

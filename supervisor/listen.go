@@ -17,12 +17,14 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hitless/hitless/internal/listenfds"
 	"github.com/hitless/hitless/internal/unixsock"
 	"golang.org/x/sys/unix"
 )
 
-// ListenSpec is one socket that hitless binds and hands to every child.
-// It is parsed from the --listen flag, [NAME=]URL.
+// ListenSpec is one socket that hitless holds and hands to every child:
+// one it binds, or one systemd passed it (Systemd). It is parsed from the
+// --listen flag, [NAME=]URL.
 type ListenSpec struct {
 	// Name is passed to the child in LISTEN_FDNAMES. When the flag gives
 	// none it is "<scheme>-<port>" for TCP and UDP (tcp-8080, udp-53) and
@@ -46,19 +48,32 @@ type ListenSpec struct {
 	// socket, shared by hitless and every child, and a Go child sets it
 	// for everyone when it takes the socket over.
 	NonBlock bool
+	// Systemd, when set, is the name systemd passed the socket under (a
+	// socket unit's FileDescriptorName=, a LISTEN_FDNAMES entry): New takes
+	// it from Config.Passed and never binds it, and fills in Network and
+	// Address from the socket itself. It takes no options: the socket
+	// unit sets them (Backlog=, NonBlocking=, SocketMode=).
+	Systemd string
 	// Spec is the text this was parsed from, for messages.
 	Spec string
 }
 
 // Stream reports whether the socket is a listening stream socket rather
 // than a datagram socket.
-func (l ListenSpec) Stream() bool { return !strings.HasPrefix(l.Network, "udp") }
+func (l ListenSpec) Stream() bool {
+	return !strings.HasPrefix(l.Network, "udp") && l.Network != "unixgram"
+}
 
 // String returns the socket as given, or else in the syntax of the
 // --listen flag.
 func (l ListenSpec) String() string {
-	if l.Spec != "" {
+	switch {
+	case l.Spec != "":
 		return l.Spec
+	case l.Systemd != "" && l.Name == l.Systemd:
+		return systemdScheme + l.Systemd
+	case l.Systemd != "":
+		return l.Name + "=" + systemdScheme + l.Systemd
 	}
 	if l.Network == "unix" {
 		return l.Name + "=unix://" + l.Address
@@ -66,13 +81,18 @@ func (l ListenSpec) String() string {
 	return l.Name + "=" + l.Network + "://" + l.Address
 }
 
+// systemdScheme starts the URL of a socket systemd passes.
+const systemdScheme = "systemd://"
+
 // ParseListen parses "[NAME=]URL" as given to --listen:
 //
 //	tcp://127.0.0.1:8080   tcp4://0.0.0.0:80   tcp6://[::1]:8080
 //	unix:///run/app.sock   udp://127.0.0.1:5353
+//	systemd://web          (the socket systemd passed as "web")
 //
 // Options go in the query (see SetOption): backlog=N for stream sockets,
-// and mode=0660, owner=USER|UID, group=GROUP|GID for unix sockets.
+// and mode=0660, owner=USER|UID, group=GROUP|GID for unix sockets. The
+// name of a systemd:// socket is also its default NAME.
 func ParseListen(s string) (ListenSpec, error) {
 	name, rest := "", s
 	if i := strings.Index(s, "="); i >= 0 && !strings.Contains(s[:i], "://") {
@@ -94,9 +114,23 @@ func ParseListen(s string) (ListenSpec, error) {
 
 func parseURL(rest string) (ListenSpec, error) {
 	spec := ListenSpec{UID: -1, GID: -1}
+	if name, ok := strings.CutPrefix(rest, systemdScheme); ok {
+		// Not url.Parse: a FileDescriptorName= may hold what a host may not.
+		if strings.ContainsAny(name, "?#") {
+			return spec, fmt.Errorf("%q: a socket systemd passes takes no options; its socket unit sets them (Backlog=, NonBlocking=, SocketMode=)", rest)
+		}
+		if err := listenfds.CheckName(name); err != nil {
+			return spec, fmt.Errorf("%q: want systemd://NAME, NAME as in the socket unit's FileDescriptorName=: %w", rest, err)
+		}
+		spec.Systemd, spec.Name = name, name
+		if err := CheckSocketName(name); err != nil {
+			return spec, fmt.Errorf("%q: default name: %w (give one as NAME=URL)", rest, err)
+		}
+		return spec, nil
+	}
 	u, err := url.Parse(rest)
 	if err != nil || u.Scheme == "" || u.Opaque != "" {
-		return spec, fmt.Errorf("%q is not a URL: want tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT or unix:///PATH", rest)
+		return spec, fmt.Errorf("%q is not a URL: want tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH or systemd://NAME", rest)
 	}
 	if u.User != nil || u.Fragment != "" {
 		return spec, fmt.Errorf("%q: user info and fragments are not allowed", rest)
@@ -129,7 +163,7 @@ func parseURL(rest string) (ListenSpec, error) {
 			return spec, fmt.Errorf("%q: default name: %w (give one as NAME=URL)", rest, err)
 		}
 	default:
-		return spec, fmt.Errorf("%q: unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6 or unix", rest, u.Scheme)
+		return spec, fmt.Errorf("%q: unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6, unix or systemd", rest, u.Scheme)
 	}
 	q := u.Query()
 	for _, key := range slices.Sorted(maps.Keys(q)) {
@@ -148,6 +182,8 @@ func parseURL(rest string) (ListenSpec, error) {
 func (l *ListenSpec) SetOption(key, v string) error {
 	var err error
 	switch {
+	case l.Systemd != "":
+		return fmt.Errorf("%s=%q: a socket systemd passes takes no options; its socket unit sets them (Backlog=, NonBlocking=, SocketMode=)", key, v)
 	case key == "nonblock":
 		switch v {
 		case "1", "true":
@@ -190,9 +226,10 @@ func (l *ListenSpec) SetOption(key, v string) error {
 }
 
 // CheckSocketName enforces what a socket's name may be: what
-// LISTEN_FDNAMES can carry (1 to 255 printable ASCII characters, no ':',
-// which separates names) without spaces, which would need quoting in logs,
-// or '=', which ends the name in the NAME=URL syntax.
+// LISTEN_FDNAMES and the fd store's FDNAME= can carry (1 to 255 printable
+// ASCII characters, no ':', which separates names) without spaces, which
+// would need quoting in logs, or '=', which ends the name in the NAME=URL
+// syntax.
 func CheckSocketName(name string) error {
 	if name == "" || len(name) > 255 {
 		return fmt.Errorf("socket name %q: want 1 to 255 characters", name)
@@ -236,24 +273,33 @@ func lookupID(v string, isUser bool) (int, error) {
 }
 
 // socket is a listening socket hitless holds for its whole life, as a
-// plain descriptor. It is never registered with Go's poller: hitless
-// never accepts on it, and its O_NONBLOCK flag, which every process that
-// holds the socket shares, is the children's business (see
-// ListenSpec.NonBlock).
+// plain descriptor. hitless never accepts on it, and its O_NONBLOCK flag,
+// which every process that holds the socket shares, is the children's
+// business (see ListenSpec.NonBlock): hitless sets it once on a socket it
+// binds, and never on one systemd passed. A socket hitless binds is never
+// registered with Go's poller; one systemd passed non-blocking
+// (NonBlocking=yes) is, by os.NewFile, which changes nothing of it.
 type socket struct {
 	spec    ListenSpec
 	file    *os.File // hitless's own descriptor
 	fd      int
 	addr    string // the bound address, for SERVER_STARTER_PORT
-	source  string // where it came from: "bound"
+	source  string // where it came from: SourceBound, SourceSystemd or SourceStore
 	created bool   // hitless created the unix socket file, so it removes it
 }
+
+// Where a socket came from, as ListenerStatus.Source says it.
+const (
+	SourceBound   = "bound"   // hitless bound it
+	SourceSystemd = "systemd" // systemd passed it: a socket unit's
+	SourceStore   = "store"   // systemd passed it back from its fd store
+)
 
 // bind creates, binds and listens on the socket spec describes. A unix
 // socket file gets its mode before it exists (the socket is chmod'ed
 // before bind), and its owner without following a symbolic link.
 func bind(spec ListenSpec) (*socket, error) {
-	s := &socket{spec: spec, source: "bound"}
+	s := &socket{spec: spec, source: SourceBound}
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		if spec.Network != "unix" || spec.Mode == 0 {
 			return nil

@@ -33,6 +33,11 @@ type Supervisor struct {
 	sigc    chan os.Signal // caught from New on
 	os      osEnv
 
+	// For the fd store, done by Run: the names to drop from it, and the
+	// sockets to put there.
+	storeDrop []string
+	storeAdd  []*socket
+
 	events   chan event
 	reqs     chan request
 	loopDone chan struct{} // closed when the loop has returned
@@ -165,24 +170,22 @@ type request struct {
 	binary string // reqUpgrade
 }
 
-// New checks cfg (see Config.Validate) and binds every socket. Nothing is
+// New checks cfg (see Config.Validate), takes the sockets systemd passed
+// (cfg.Passed) and binds every other socket; see passed.go. Nothing is
 // started yet, but from now on SIGHUP, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2
 // are caught and kept for Run: a SIGHUP sent as soon as hitless announces
 // its pid reloads rather than kills it. Errors name the offending
-// listener; on error nothing stays bound and no signal is caught.
+// listener; on error nothing stays bound or open, the fd store is
+// untouched, and no signal is caught.
 func New(cfg Config) (*Supervisor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	s := newSupervisor(cfg.withDefaults())
 	s.m, s.started = newMachine(s.machineConfig()), time.Now()
-	for _, l := range s.cfg.Listen {
-		sock, err := bind(l)
-		if err != nil {
-			s.closeSockets()
-			return nil, fmt.Errorf("listen %s: %w", l, err)
-		}
-		s.sockets = append(s.sockets, sock)
+	var err error
+	if s.sockets, s.storeDrop, s.storeAdd, err = openSockets(s.cfg); err != nil {
+		return nil, err
 	}
 	s.catchSignals()
 	return s, nil
@@ -289,6 +292,8 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		close(s.loopDone)
 		return err
 	}
+
+	s.storeSockets()
 	s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "))
 	s.loop(ctx)
 	return s.exit.err

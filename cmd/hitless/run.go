@@ -67,7 +67,14 @@ status 2): give a second instance of the same program its own --name.
 
 Socket URLs: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, udp://HOST:PORT,
 unix:///PATH. Options as a query: ?backlog=N, and for unix ?mode=0660&owner=U&group=G.
-The default NAME is SCHEME-PORT (tcp-8080, udp-53) or unix-FILENAME.`,
+The default NAME is SCHEME-PORT (tcp-8080, udp-53) or unix-FILENAME.
+
+Under systemd: systemd://NAME is the socket a socket unit passed under that
+FileDescriptorName=; without --listen, hitless takes every socket systemd
+passed. A URL whose address systemd passed is taken, not bound. With the
+unit's fd store ($FDSTORE, set by systemd 254 and later, or --fdstore),
+hitless keeps the sockets it binds there, and takes them back, by name,
+when systemd restarts it: a crash of hitless refuses no connection.`,
 		Example: `  hitless run --listen http=tcp://127.0.0.1:8080 -- ./myserver --flag value
   kill -HUP $(pidof hitless)`,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -85,6 +92,9 @@ type runFlags struct {
 	// given over the config file.
 	flags    *config.File
 	settings []setting
+	// passed is what systemd passed (LISTEN_FDS): with no --listen,
+	// hitless takes all of it.
+	passed supervisor.Passed
 }
 
 func newRunFlags(fl *pflag.FlagSet) *runFlags {
@@ -182,6 +192,9 @@ func runSettings(flags *config.File) []setting {
 		{"metrics", "", "serve Prometheus metrics on /metrics at this address: host:port, or a unix socket path (default: none)",
 			&value[string]{&flags.Metrics, config.ParseMetrics, func(s string) string { return s }, "string"},
 			func(f *config.File) { f.Metrics = flags.Metrics }},
+		{"fdstore", "", "keep the sockets hitless binds in systemd's fd store (FileDescriptorStoreMax=); systemd 254 and later say so themselves ($FDSTORE)",
+			&value[bool]{&flags.FDStore, strconv.ParseBool, strconv.FormatBool, "bool"},
+			func(f *config.File) { f.FDStore = flags.FDStore }},
 	}
 }
 
@@ -217,6 +230,7 @@ func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, er
 	if len(args) > 0 {
 		file.Command = args
 	}
+	file.Passed = r.passed
 	if err := file.Validate(); err != nil {
 		return nil, usageError{r.explain(err, fs, file)}
 	}
@@ -309,6 +323,14 @@ type prepared struct {
 }
 
 func (r *runFlags) prepare(fs *pflag.FlagSet, args []string, self *upgrade.Self) (*prepared, error) {
+	// Read (and unset, so no child inherits them) the sockets systemd
+	// passed, first: the descriptors are ours from now on. After an
+	// upgrade in place there are none: the sockets come in the state.
+	passed, err := supervisor.PassedFromEnv()
+	if err != nil {
+		return nil, usageError{err}
+	}
+	r.passed = passed
 	file, err := r.configure(fs, args)
 	if err != nil {
 		return nil, err
@@ -346,6 +368,14 @@ func (r *runFlags) prepare(fs *pflag.FlagSet, args []string, self *upgrade.Self)
 		// Only then: a nil *Notifier in the interface is not a nil
 		// interface, and the supervisor would call it.
 		cfg.Notifier = notifier
+		if file.FDStore || notifier.FDStoreMax() > 0 {
+			cfg.FDStore = notifier
+		}
+	} else if file.FDStore {
+		cfg.Logger.Info("fd store: NOTIFY_SOCKET is not set, so there is none: sockets will not outlive hitless")
+	}
+	if passed.Ignored != "" {
+		cfg.Logger.Info("socket activation", "ignored", passed.Ignored)
 	}
 
 	// Metrics only when asked: without --metrics nothing listens.
@@ -434,7 +464,11 @@ func (r *runFlags) explain(err error, fs *pflag.FlagSet, file *config.File) erro
 			out = append(out, errors.New("no command: give it after --, e.g. hitless run --listen tcp://127.0.0.1:8080 -- ./server"))
 			continue
 		case "Listen":
-			out = append(out, errors.New("no sockets: give at least one --listen [NAME=]URL, e.g. --listen http=tcp://127.0.0.1:8080"))
+			msg := "no sockets: give at least one --listen [NAME=]URL, e.g. --listen http=tcp://127.0.0.1:8080"
+			if r.passed.Ignored != "" {
+				msg += " (systemd's " + r.passed.Ignored + ")"
+			}
+			out = append(out, errors.New(msg))
 			continue
 		}
 		field, index, indexed := strings.Cut(ce.Field, "[")

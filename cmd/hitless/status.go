@@ -31,8 +31,10 @@ reload or a drain, two or more generations are listed.
 
 --json prints the same as one JSON object: pid, generations (generation,
 pid, state, started, ready_at, drain_at, trial_ends_at, watchdog_usec,
-status, stopping, rss_bytes), listeners, stopping, reloads_ok,
-reloads_failed, reloads_rolled_back, restarts, watchdog_kills, last_failure,
+status, stopping, rss_bytes), listeners (name, network, address, fd, and
+source: bound by hitless, passed by systemd, or passed back from systemd's
+fd store), stopping, reloads_ok, reloads_failed, reloads_rolled_back,
+restarts, watchdog_kills, last_failure,
 last_failure_at.
 ` + socketHelp + "\n" + exitHelp,
 		Args: cobra.NoArgs,
@@ -115,7 +117,7 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 		fmt.Fprintf(w, "last failure%s: %s\n", when, oneLine(st.LastFailure))
 	}
 	for _, l := range st.Listeners {
-		fmt.Fprintf(w, "socket %s: %s %s (fd %d)\n", l.Name, l.Network, l.Address, l.FD)
+		fmt.Fprintf(w, "socket %s: %s %s (fd %d, %s)\n", l.Name, l.Network, l.Address, l.FD, l.Source)
 	}
 }
 

@@ -50,6 +50,10 @@ type File struct {
 	// Metrics is where hitless serves /metrics: host:port, or a unix
 	// socket path (see ParseMetrics). Empty means nowhere.
 	Metrics string
+	// FDStore keeps the sockets hitless binds in systemd's file
+	// descriptor store, for systemd older than 254, which does not say
+	// (with $FDSTORE) that the unit has one.
+	FDStore bool
 
 	// Path is the name the file was parsed under, used in error
 	// messages. It is empty for Default().

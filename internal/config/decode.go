@@ -99,7 +99,7 @@ func (d *decoder) document(data []byte) {
 }
 
 // topKeys lists the keys of the top level, for the error on an unknown one.
-const topKeys = "listen, command, dir, env, user, ready, ready_timeout, drain_signal, drain_timeout, restart, trial, watchdog, watchdog_grace, output_prefix, log, name, control, pid_file, metrics"
+const topKeys = "listen, command, dir, env, user, ready, ready_timeout, drain_signal, drain_timeout, restart, trial, watchdog, watchdog_grace, output_prefix, log, name, control, pid_file, metrics, fdstore"
 
 func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 	f := d.f
@@ -186,6 +186,8 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 		}
 	case "pid_file":
 		d.str(v, key, &f.PIDFile)
+	case "fdstore":
+		d.boolean(v, key, &f.FDStore)
 	default:
 		d.unknown(k, key, topKeys)
 	}
@@ -385,7 +387,7 @@ func (d *decoder) env(n *yaml.Node) {
 	d.f.Env = env
 }
 
-const listenWant = `want "[NAME=]URL" such as "http=tcp://127.0.0.1:8080", or a mapping {name, url, backlog, mode, owner, group}`
+const listenWant = `want "[NAME=]URL" such as "http=tcp://127.0.0.1:8080" or "systemd://web", or a mapping {name, url, backlog, mode, owner, group}`
 
 // listen reads the sockets into Listen, each parsed and checked as the
 // --listen flag is, so that a bad one is reported with its line.

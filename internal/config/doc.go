@@ -56,7 +56,9 @@
 // Both become a supervisor.ListenSpec as they are read, so a bad address,
 // option or name is reported at its line. An option may be set in the url's
 // query or in the mapping, not both. owner and group are looked up in the
-// user and group databases of the machine that reads the file.
+// user and group databases of the machine that reads the file. The url
+// systemd://NAME is the socket systemd passed under that name, and takes
+// no options.
 //
 // # Limits
 //

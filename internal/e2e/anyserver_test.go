@@ -306,7 +306,11 @@ func TestReadyFromOneShotSender(t *testing.T) {
 // A SIGKILL of hitless leaves its notify directory behind; the next
 // hitless removes it.
 func TestStaleNotifyDirectorySwept(t *testing.T) {
-	p := start(t, harness.Options{})
+	// A $TMPDIR of the test's own: any other hitless on the machine (the
+	// supervisor package's tests, run beside these) sweeps the killed
+	// one's directory too, and may come first.
+	opts := harness.Options{Env: []string{"TMPDIR=" + worldReadableDir(t)}}
+	p := start(t, opts)
 	dir := filepath.Dir(getInfo(t, p.Addr()).Env["NOTIFY_SOCKET"])
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o711 {
 		t.Fatalf("notify directory %s: %v %v", dir, fi, err)
@@ -316,7 +320,7 @@ func TestStaleNotifyDirectorySwept(t *testing.T) {
 	if _, err := os.Stat(dir); err != nil {
 		t.Fatalf("the directory of the killed hitless: %v", err)
 	}
-	start(t, harness.Options{})
+	start(t, opts)
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the killed hitless's directory %s is still there: %v", dir, err)
 	}

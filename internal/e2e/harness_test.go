@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hitless/hitless/internal/harness"
+	"github.com/hitless/hitless/supervisor"
 )
 
 // bin holds the binaries TestMain builds.
@@ -132,12 +133,19 @@ func getInfo(t *testing.T, addr string) info {
 }
 
 // children lists the pids whose parent is pid, zombies included, with
-// their state letter.
+// their state letter; hitless's watcher (see supervisor/watcher.go), a
+// child of hitless for its whole life, is left out.
 func children(t *testing.T, pid int) map[int]string {
 	t.Helper()
 	kids, err := harness.Children(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k := range kids {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k))
+		if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 && args[1] == supervisor.WatchArg {
+			delete(kids, k)
+		}
 	}
 	return kids
 }

@@ -36,9 +36,9 @@ type Options struct {
 	// the race detector saves time with a plain build here.
 	Client string
 	// Args are flags of `hitless run`, before "--". Without a --listen
-	// the harness adds http=tcp://127.0.0.1:0; without a --control or
-	// --name, a --control socket of the instance's own (see
-	// DefaultControl). --log-format json is always given.
+	// the harness adds http=tcp://127.0.0.1:0 (unless NoListen); without
+	// a --control or --name, a --control socket of the instance's own
+	// (see DefaultControl). --log-format json is always given.
 	Args []string
 	// Command is the child: a program and its arguments.
 	Command []string
@@ -47,6 +47,15 @@ type Options struct {
 	// Wrap runs hitless under this command, which must run it as its
 	// only child (e.g. unshare --pid --fork); nil runs hitless directly.
 	Wrap []string
+	// Exec runs hitless through this command, which must exec it in its
+	// own process, as a service manager does: e.g. sh -c 'LISTEN_PID=$$
+	// exec "$0" "$@"', so that LISTEN_PID is hitless's pid.
+	Exec []string
+	// Files are passed to hitless as descriptors 3, 4, ..., as systemd
+	// passes sockets (with LISTEN_FDS in Env).
+	Files []*os.File
+	// NoListen adds no --listen: hitless takes the sockets in Files.
+	NoListen bool
 	// NoWait makes Start return once hitless listens, before the first
 	// child serves.
 	NoWait bool
@@ -114,14 +123,14 @@ func IsGen(msg string, gen int) func(Record) bool {
 func Start(t TB, o Options) *Hitless {
 	t.Helper()
 	args := []string{"run", "--log-format", "json"}
-	if !hasFlag(o.Args, "--listen") {
+	if !o.NoListen && !hasFlag(o.Args, "--listen") {
 		args = append(args, "--listen", "http=tcp://127.0.0.1:0")
 	}
 	if !o.DefaultControl && !hasFlag(o.Args, "--control") && !hasFlag(o.Args, "--name") {
 		args = append(args, "--control", filepath.Join(ShortDir(t), "c.sock"))
 	}
 	args = append(append(append(args, o.Args...), "--"), o.Command...)
-	h := launch(t, o.Hitless, o.Env, o.Wrap, args)
+	h := Launch(t, o, args...)
 	h.client = o.Client
 	if h.client == "" {
 		h.client = o.Hitless
@@ -149,7 +158,7 @@ func Start(t TB, o Options) *Hitless {
 // what it writes to stderr; it waits for nothing. A cleanup stops it.
 func StartCommand(t TB, hitless string, env []string, args ...string) *Hitless {
 	t.Helper()
-	return launch(t, hitless, env, nil, args)
+	return Launch(t, Options{Hitless: hitless, Env: env}, args...)
 }
 
 // ShortDir returns a new directory, removed at cleanup, whose path is
@@ -174,12 +183,16 @@ func hasFlag(args []string, f string) bool {
 	return false
 }
 
-func launch(t TB, bin string, env, wrap, args []string) *Hitless {
+// Launch runs o.Hitless with exactly args, under o.Wrap or through
+// o.Exec, with o.Env and o.Files (the rest of o is not used), and collects
+// what it writes to stderr; it waits for nothing. A cleanup stops it.
+func Launch(t TB, o Options, args ...string) *Hitless {
 	t.Helper()
 	h := &Hitless{t: t, exited: make(chan struct{}), changed: make(chan struct{})}
-	argv := append(append(append([]string{}, wrap...), bin), args...)
+	argv := append(append(append(append([]string{}, o.Wrap...), o.Exec...), o.Hitless), args...)
 	h.cmd = exec.Command(argv[0], argv[1:]...)
-	h.cmd.Env = append(os.Environ(), env...)
+	h.cmd.Env = append(os.Environ(), o.Env...)
+	h.cmd.ExtraFiles = o.Files
 	h.cmd.Stdout = io.Discard
 	stderr, err := h.cmd.StderrPipe()
 	if err != nil {

@@ -57,6 +57,7 @@ type Listener struct {
 	Network string `json:"network"`
 	Address string `json:"address"`
 	FD      int    `json:"fd"`
+	Source  string `json:"source"` // bound, systemd or store
 }
 
 // Serving returns the serving generation, if one serves.

@@ -67,7 +67,17 @@ func (c *Conn) Path() string { return c.path }
 // of it; keep reading. Lines that are malformed are dropped from the
 // Message without an error from Read (see Message.Skipped). After Close,
 // Read returns an error that wraps net.ErrClosed.
-func (c *Conn) Read() (Message, error) { return c.read() }
+func (c *Conn) Read() (Message, error) {
+	m, _, err := c.read(false)
+	return m, err
+}
+
+// ReadFDs is Read for a receiver that keeps the descriptors sent along
+// with a notification, as a service manager keeps those sent with
+// FDSTORE=1: they are returned in the order sent, close-on-exec, and are
+// the caller's to close. Read closes them instead, so that a sender cannot
+// make the receiver leak descriptors.
+func (c *Conn) ReadFDs() (Message, []*os.File, error) { return c.read(true) }
 
 // SetReadDeadline makes a pending and any later Read return an error
 // wrapping os.ErrDeadlineExceeded at t (now, for at once); the zero time

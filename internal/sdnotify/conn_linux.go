@@ -61,14 +61,22 @@ func listen(path string, mode os.FileMode) (*Conn, error) {
 	return &Conn{conn: pc.(*net.UnixConn), path: path}, nil
 }
 
-func (c *Conn) read() (Message, error) {
+func (c *Conn) read(keepFDs bool) (Message, []*os.File, error) {
 	buf := make([]byte, MaxMessageSize)
 	oob := make([]byte, oobSize)
 	n, oobn, flags, _, err := c.conn.ReadMsgUnix(buf, oob)
 	if err != nil {
-		return Message{}, fmt.Errorf("sdnotify: read %s: %w", c.path, err)
+		return Message{}, nil, fmt.Errorf("sdnotify: read %s: %w", c.path, err)
 	}
-	cred, nfds, ctrlErr := parseControl(oob[:oobn], flags)
+	cred, fds, ctrlErr := parseControl(oob[:oobn], flags)
+	var files []*os.File
+	for _, fd := range fds {
+		if keepFDs {
+			files = append(files, os.NewFile(uintptr(fd), fmt.Sprintf("passed fd %d", fd)))
+		} else {
+			unix.Close(fd)
+		}
+	}
 	var m Message
 	if flags&unix.MSG_TRUNC != 0 {
 		m.Raw = buf[:n]
@@ -78,35 +86,42 @@ func (c *Conn) read() (Message, error) {
 	if cred != nil {
 		m.PID, m.UID, m.GID = cred.Pid, cred.Uid, cred.Gid
 	}
+	var derr error
 	switch {
 	case flags&unix.MSG_TRUNC != 0:
-		return m, &DatagramError{PID: m.PID, Err: ErrTooLarge}
+		derr = ErrTooLarge
 	case cred == nil || cred.Pid <= 0:
 		// Only a datagram sent before SO_PASSCRED was set could lack
 		// them; without a pid nobody can tell which child spoke.
-		return m, &DatagramError{PID: m.PID, Err: ErrNoCredentials}
+		derr = ErrNoCredentials
 	}
-	if ctrlErr != nil || nfds > 0 {
+	if derr != nil {
+		for _, f := range files {
+			f.Close()
+		}
+		return m, nil, &DatagramError{PID: m.PID, Err: derr}
+	}
+	if ctrlErr != nil || len(fds) > 0 && !keepFDs {
 		extra := ctrlErr
-		if nfds > 0 {
-			extra = errors.Join(extra, fmt.Errorf("%d file descriptors received and closed: fd passing (FDSTORE) is not supported", nfds))
+		if len(fds) > 0 && !keepFDs {
+			extra = errors.Join(extra, fmt.Errorf("%d file descriptors received and closed: fd passing (FDSTORE) is not supported", len(fds)))
 		}
 		m.Err = errors.Join(m.Err, extra)
 	}
-	return m, nil
+	return m, files, nil
 }
 
-// parseControl extracts the credentials from the control messages and
-// closes every file descriptor that came along, so that a child cannot make
-// hitless leak descriptors by sending them.
-func parseControl(oob []byte, flags int) (cred *unix.Ucred, nfds int, err error) {
+// parseControl extracts the credentials and the file descriptors from the
+// control messages. Every descriptor that came along is returned, for the
+// caller to keep or close, even with an error.
+func parseControl(oob []byte, flags int) (cred *unix.Ucred, fds []int, err error) {
 	if flags&unix.MSG_CTRUNC != 0 {
 		// The kernel closed what did not fit; what did is handled below.
 		err = errors.New("control data truncated")
 	}
 	msgs, perr := unix.ParseSocketControlMessage(oob)
 	if perr != nil {
-		return nil, 0, errors.Join(err, fmt.Errorf("control data: %w", perr))
+		return nil, nil, errors.Join(err, fmt.Errorf("control data: %w", perr))
 	}
 	for i := range msgs {
 		msg := &msgs[i]
@@ -119,16 +134,13 @@ func parseControl(oob []byte, flags int) (cred *unix.Ucred, nfds int, err error)
 				cred = c
 			}
 		case unix.SCM_RIGHTS:
-			fds, ferr := unix.ParseUnixRights(msg)
+			rights, ferr := unix.ParseUnixRights(msg)
 			if ferr != nil {
 				err = errors.Join(err, fmt.Errorf("control data: %w", ferr))
 				continue
 			}
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
-			nfds += len(fds)
+			fds = append(fds, rights...)
 		}
 	}
-	return cred, nfds, err
+	return cred, fds, err
 }

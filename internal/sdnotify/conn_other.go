@@ -18,6 +18,6 @@ func listen(path string, mode os.FileMode) (*Conn, error) {
 }
 
 // read is never reached: listen returns no Conn here.
-func (c *Conn) read() (Message, error) {
-	return Message{}, fmt.Errorf("sdnotify: read %s: %w", c.path, errNoPassCred)
+func (c *Conn) read(bool) (Message, []*os.File, error) {
+	return Message{}, nil, fmt.Errorf("sdnotify: read %s: %w", c.path, errNoPassCred)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/hitless/hitless/internal/listenfds"
 	"github.com/hitless/hitless/internal/unixsock"
 )
 
@@ -34,6 +35,7 @@ const (
 	envSocket      = "NOTIFY_SOCKET"
 	envWatchdogUS  = "WATCHDOG_USEC"
 	envWatchdogPID = "WATCHDOG_PID"
+	envFDStore     = "FDSTORE"
 )
 
 // A Notifier sends notifications to the service manager. Its methods are
@@ -42,12 +44,15 @@ const (
 type Notifier struct {
 	addr     *net.UnixAddr
 	watchdog time.Duration // WATCHDOG_USEC; 0 when disabled
+	fdstore  int           // FDSTORE; 0 when not set
 }
 
 // FromEnv returns a Notifier for the socket in NOTIFY_SOCKET, and removes
-// NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID from the environment of the
-// process (os.Unsetenv), so that children never inherit them. It returns
-// nil and no error when NOTIFY_SOCKET is not set.
+// NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID and FDSTORE from the
+// environment of the process (os.Unsetenv), so that children never
+// inherit them: the unit's socket, its watchdog and its file descriptor
+// store are the process's, not theirs. It returns nil and no error when
+// NOTIFY_SOCKET is not set.
 //
 // The variables are removed even when FromEnv fails. Call it once, early in
 // main, before any goroutine reads the environment or starts a child.
@@ -55,10 +60,20 @@ func FromEnv() (*Notifier, error) {
 	socket := os.Getenv(envSocket)
 	usec := os.Getenv(envWatchdogUS)
 	wpid := os.Getenv(envWatchdogPID)
-	for _, k := range []string{envSocket, envWatchdogUS, envWatchdogPID} {
+	fdstore := os.Getenv(envFDStore)
+	for _, k := range []string{envSocket, envWatchdogUS, envWatchdogPID, envFDStore} {
 		os.Unsetenv(k)
 	}
-	return fromValues(socket, usec, wpid, os.Getpid())
+	n, err := fromValues(socket, usec, wpid, os.Getpid())
+	if n == nil || err != nil || fdstore == "" {
+		return n, err
+	}
+	max, err := strconv.ParseUint(fdstore, 10, 31)
+	if err != nil {
+		return nil, fmt.Errorf("sdnotify: %s=%q is not a number of descriptors", envFDStore, fdstore)
+	}
+	n.fdstore = int(max)
+	return n, nil
 }
 
 // fromValues is FromEnv without the environment, for tests.
@@ -150,15 +165,29 @@ func (n *Notifier) Send(lines ...string) error {
 	if n == nil {
 		return nil
 	}
+	payload, err := checkLines(lines)
+	if err != nil {
+		return err
+	}
+	return n.send(payload, nil)
+}
+
+// checkLines checks lines as Send does, and joins them into a payload no
+// larger than MaxMessageSize.
+func checkLines(lines []string) (string, error) {
 	for _, l := range lines {
 		if i := strings.IndexByte(l, '='); i <= 0 {
-			return fmt.Errorf("sdnotify: %q is not KEY=VALUE", l)
+			return "", fmt.Errorf("sdnotify: %q is not KEY=VALUE", l)
 		}
 		if strings.ContainsAny(l, "\n\x00") {
-			return fmt.Errorf("sdnotify: %q contains a newline or NUL byte", l)
+			return "", fmt.Errorf("sdnotify: %q contains a newline or NUL byte", l)
 		}
 	}
-	return n.SendRaw(strings.Join(lines, "\n"))
+	payload := strings.Join(lines, "\n")
+	if len(payload) > MaxMessageSize {
+		return "", fmt.Errorf("sdnotify: message of %d bytes exceeds %d", len(payload), MaxMessageSize)
+	}
+	return payload, nil
 }
 
 // SendRaw sends payload, newline-separated KEY=VALUE lines, as one
@@ -174,10 +203,66 @@ func (n *Notifier) SendRaw(payload string) error {
 	if len(payload) > MaxMessageSize {
 		return fmt.Errorf("sdnotify: message of %d bytes exceeds %d", len(payload), MaxMessageSize)
 	}
-	return n.send(payload)
+	return n.send(payload, nil)
 }
 
-func (n *Notifier) send(msg string) error {
+// SendFDs sends lines, checked as Send checks them, in one datagram with
+// duplicates of the descriptors fds attached (SCM_RIGHTS), as
+// sd_pid_notify_with_fds(3) does. The descriptors stay the caller's. The
+// service manager keeps them only with FDSTORE=1 among the lines; see
+// StoreFD.
+func (n *Notifier) SendFDs(fds []int, lines ...string) error {
+	if n == nil {
+		return nil
+	}
+	if len(fds) == 0 {
+		return errors.New("sdnotify: SendFDs without descriptors")
+	}
+	payload, err := checkLines(lines)
+	if err != nil {
+		return err
+	}
+	return n.send(payload, fds)
+}
+
+// StoreFD puts a duplicate of fd in the service manager's file
+// descriptor store, named name: FDSTORE=1 and FDNAME=name, one datagram.
+// systemd keeps it while the service restarts, and passes it back in
+// LISTEN_FDS, named in LISTEN_FDNAMES, at the next start; only with
+// FileDescriptorStoreMax= above 0, and across a stop only with
+// FileDescriptorStorePreserve=yes (systemd 254). It drops descriptors
+// beyond the maximum, and says so only in its own log. A name must be
+// what LISTEN_FDNAMES can carry (listenfds.CheckName); systemd keeps
+// several descriptors of one name.
+func (n *Notifier) StoreFD(name string, fd int) error {
+	if err := listenfds.CheckName(name); err != nil {
+		return fmt.Errorf("sdnotify: FDNAME: %w", err)
+	}
+	return n.SendFDs([]int{fd}, "FDSTORE=1", "FDNAME="+name)
+}
+
+// RemoveStoredFD drops every descriptor named name from the service
+// manager's store (FDSTOREREMOVE=1, FDNAME=name). Dropping a name the
+// store does not hold is not an error.
+func (n *Notifier) RemoveStoredFD(name string) error {
+	if err := listenfds.CheckName(name); err != nil {
+		return fmt.Errorf("sdnotify: FDNAME: %w", err)
+	}
+	return n.Send("FDSTOREREMOVE=1", "FDNAME="+name)
+}
+
+// FDStoreMax returns FDSTORE as FromEnv found it: the most descriptors
+// the service manager's store keeps (FileDescriptorStoreMax=), which
+// systemd 254 and later set when the store is enabled; 0 when it was not
+// set, which older systemd does not tell apart from a disabled store.
+func (n *Notifier) FDStoreMax() int {
+	if n == nil {
+		return 0
+	}
+	return n.fdstore
+}
+
+func (n *Notifier) send(msg string, fds []int) error {
 	// A new socket per message, as sd_notify(3) does: a socket connected
 	// once would keep pointing at a stale inode after systemd re-executes
 	// itself and binds its notification socket anew.
@@ -189,7 +274,12 @@ func (n *Notifier) send(msg string) error {
 	if err := conn.SetWriteDeadline(time.Now().Add(sendTimeout)); err != nil {
 		return fmt.Errorf("sdnotify: %w", err)
 	}
-	if _, err := conn.Write([]byte(msg)); err != nil {
+	if len(fds) > 0 {
+		err = sendFDs(conn, []byte(msg), fds)
+	} else {
+		_, err = conn.Write([]byte(msg))
+	}
+	if err != nil {
 		return fmt.Errorf("sdnotify: send %q: %w", firstLine(msg), err)
 	}
 	return nil

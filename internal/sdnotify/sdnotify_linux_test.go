@@ -90,13 +90,14 @@ func TestFromEnvUnset(t *testing.T) {
 	}
 	// The nil Notifier does nothing, successfully.
 	for _, err := range []error{n.Ready("x"), n.Reloading(), n.Stopping(), n.Status("x"),
-		n.Watchdog(), n.MainPID(1), n.ExtendTimeout(time.Second), n.Send("X=1")} {
+		n.Watchdog(), n.MainPID(1), n.ExtendTimeout(time.Second), n.Send("X=1"),
+		n.StoreFD("x", 0), n.RemoveStoredFD("x")} {
 		if err != nil {
 			t.Errorf("nil Notifier: %v", err)
 		}
 	}
-	if n.WatchdogInterval() != 0 || n.Socket() != "" {
-		t.Error("nil Notifier has a watchdog or socket")
+	if n.WatchdogInterval() != 0 || n.Socket() != "" || n.FDStoreMax() != 0 {
+		t.Error("nil Notifier has a watchdog, socket or fd store")
 	}
 }
 
@@ -411,5 +412,70 @@ func TestListenMode(t *testing.T) {
 			t.Errorf("Listen(%v): file mode %v, %v", mode, fi.Mode(), err)
 		}
 		c.Close()
+	}
+}
+
+// The fd store: StoreFD sends the descriptor with FDSTORE=1 and its name
+// in one datagram, RemoveStoredFD names what to drop, and a receiver that
+// keeps descriptors (ReadFDs) gets the same open file.
+func TestStoreFD(t *testing.T) {
+	sd := fakeSystemd(t)
+	t.Setenv("NOTIFY_SOCKET", sd.Path())
+	t.Setenv("FDSTORE", "16")
+	n, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := os.LookupEnv("FDSTORE"); ok || n.FDStoreMax() != 16 {
+		t.Errorf("FDSTORE: left in the environment %v, FDStoreMax %d; want removed, 16", ok, n.FDStoreMax())
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rc, _ := ln.(*net.TCPListener).SyscallConn()
+	var fd int
+	rc.Control(func(f uintptr) { fd = int(f) })
+
+	if err := n.StoreFD("web", fd); err != nil {
+		t.Fatal(err)
+	}
+	m, files, err := sd.ReadFDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fields("FDSTORE=1", "FDNAME=web"); !reflect.DeepEqual(m.Fields, want) || m.Err != nil {
+		t.Errorf("fields %q (%v), want %q", m.Fields, m.Err, want)
+	}
+	if len(files) != 1 {
+		t.Fatalf("%d descriptors received, want 1", len(files))
+	}
+	defer files[0].Close()
+	var a, b unix.Stat_t
+	unix.Fstat(fd, &a)
+	unix.Fstat(int(files[0].Fd()), &b)
+	if a.Ino != b.Ino || a.Dev != b.Dev {
+		t.Errorf("received inode %d, sent %d: not the same socket", b.Ino, a.Ino)
+	}
+
+	if err := n.RemoveStoredFD("web"); err != nil {
+		t.Fatal(err)
+	}
+	if m, files, err := sd.ReadFDs(); err != nil || len(files) != 0 || !reflect.DeepEqual(m.Fields, fields("FDSTOREREMOVE=1", "FDNAME=web")) {
+		t.Errorf("remove: %q, %d descriptors, %v", m.Fields, len(files), err)
+	}
+	for _, name := range []string{"", "a:b", "tab\there"} {
+		if err := n.StoreFD(name, fd); err == nil || !strings.Contains(err.Error(), "FDNAME") {
+			t.Errorf("StoreFD(%q) = %v, want it refused before sending", name, err)
+		}
+	}
+	if err := n.SendFDs(nil, "FDSTORE=1"); err == nil {
+		t.Error("SendFDs without descriptors was sent")
+	}
+	t.Setenv("NOTIFY_SOCKET", sd.Path())
+	t.Setenv("FDSTORE", "many")
+	if _, err := FromEnv(); err == nil || !strings.Contains(err.Error(), "FDSTORE") {
+		t.Errorf("FromEnv with FDSTORE=many: %v", err)
 	}
 }

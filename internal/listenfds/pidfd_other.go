@@ -1,6 +1,6 @@
 //go:build !linux
 
-package childproc
+package listenfds
 
 // checkPIDFDID is a no-op where pidfds do not exist.
 func checkPIDFDID(string, int) error { return nil }

@@ -1,4 +1,4 @@
-package childproc
+package listenfds
 
 import (
 	"fmt"
@@ -8,14 +8,13 @@ import (
 )
 
 // checkPIDFDID compares LISTEN_PIDFDID with the inode number of a pidfd for
-// this process, as libsystemd does. The number identifies a process without
-// the pid-reuse race, but only on kernels whose pidfds live on pidfs
-// (Linux 6.9 and later); elsewhere the check is skipped, again as
-// libsystemd does.
+// self, as libsystemd does. The number identifies a process without the
+// pid-reuse race, but only on kernels whose pidfds live on pidfs (Linux
+// 6.9 and later); elsewhere the check is skipped, again as libsystemd does.
 func checkPIDFDID(s string, self int) error {
 	want, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return fmt.Errorf("%s=%q: not a pidfd inode number", envListenPIDFDID, s)
+		return fmt.Errorf("%s=%q: not a pidfd inode number", EnvPIDFDID, s)
 	}
 	fd, err := unix.PidfdOpen(self, 0)
 	if err != nil {
@@ -31,7 +30,7 @@ func checkPIDFDID(s string, self int) error {
 		return nil
 	}
 	if st.Ino != want {
-		return fmt.Errorf("%w: %s=%d, this process's pidfd is %d", errWrongPID, envListenPIDFDID, want, st.Ino)
+		return fmt.Errorf("%w: %s=%d, this process's pidfd is %d", ErrWrongPID, EnvPIDFDID, want, st.Ino)
 	}
 	return nil
 }
