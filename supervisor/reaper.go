@@ -106,14 +106,3 @@ func (r *reaper) stop() {
 	r.pause()
 	r.reap()
 }
-
-// pids returns the children it waits for.
-func (r *reaper) pids() map[int]bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m := make(map[int]bool, len(r.waiters))
-	for pid := range r.waiters {
-		m[pid] = true
-	}
-	return m
-}
