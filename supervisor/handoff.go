@@ -101,9 +101,20 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 		defer cancel()
-		bin, err := upgrade.Check(ctx, path)
+		bin, err := upgrade.Check(ctx, path, s.startChecked)
 		s.checked <- checked{id: id, bin: bin, err: err}
 	}()
+}
+
+// startChecked starts a process through the reaper, which owns every
+// wait in the process: an upgrade's check.
+func (s *Supervisor) startChecked(argv0 string, argv []string, attr *syscall.ProcAttr) (int, <-chan syscall.WaitStatus, error) {
+	exited := make(chan syscall.WaitStatus, 1)
+	pid, err := s.reaper.start(func() (int, error) {
+		pid, _, err := syscall.StartProcess(argv0, argv, attr)
+		return pid, err
+	}, func(ws unix.WaitStatus) { exited <- syscall.WaitStatus(ws) })
+	return pid, exited, err
 }
 
 // execUpgrade hands everything over and execs the checked binary. It

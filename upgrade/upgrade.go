@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -103,13 +104,19 @@ type Binary struct {
 // Close releases the binary, for an upgrade that will not happen.
 func (b *Binary) Close() error { return b.file.Close() }
 
+// A Starter starts a process and reports its exit status. A program
+// whose children are reaped by one loop (hitless's supervisor is a
+// subreaper, and owns every wait) must start the check through that loop:
+// os/exec would race it for the status.
+type Starter func(argv0 string, argv []string, attr *syscall.ProcAttr) (pid int, exited <-chan syscall.WaitStatus, err error)
+
 // Check opens the binary at path (resolved afresh, through symbolic
-// links) and runs it in the check mode, within ctx. It refuses, with the
-// reason, anything but a hitless that reads this build's StateVersion:
-// a file that is not executable, a program that is not hitless (exits
-// otherwise, prints something else), a truncated binary, a crash, a state
-// version it does not read.
-func Check(ctx context.Context, path string) (*Binary, error) {
+// links) and runs it in the check mode with start, within ctx. It
+// refuses, with the reason, anything but a hitless that reads this
+// build's StateVersion: a file that is not executable, a program that is
+// not hitless (exits otherwise, prints something else), a truncated
+// binary, a crash, a state version it does not read.
+func Check(ctx context.Context, path string, start Starter) (*Binary, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return nil, fmt.Errorf("binary: %w", err)
@@ -124,7 +131,7 @@ func Check(ctx context.Context, path string) (*Binary, error) {
 	}
 	var info Info
 	if err == nil {
-		info, err = runCheck(ctx, f)
+		info, err = runCheck(ctx, f, start)
 	}
 	if err != nil {
 		f.Close()
@@ -135,21 +142,59 @@ func Check(ctx context.Context, path string) (*Binary, error) {
 
 // runCheck executes the opened binary (through its descriptor, fd 3 in
 // the child) in the check mode.
-func runCheck(ctx context.Context, f *os.File) (Info, error) {
+func runCheck(ctx context.Context, f *os.File, start Starter) (Info, error) {
 	var info Info
-	cmd := exec.CommandContext(ctx, "/proc/self/fd/3", CheckArg)
-	cmd.ExtraFiles = []*os.File{f}
-	cmd.Env = []string{}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return info, err
+	}
+	defer null.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return info, err
+	}
+	defer outR.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outW.Close()
+		return info, err
+	}
+	defer errR.Close()
+	attr := &syscall.ProcAttr{
+		Env:   []string{},
+		Files: []uintptr{null.Fd(), outW.Fd(), errW.Fd(), f.Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	}
+	pid, exited, err := start("/proc/self/fd/3", []string{"hitless", CheckArg}, attr)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return info, fmt.Errorf("the new binary cannot be started: %w", err)
+	}
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
-	cmd.WaitDelay = time.Second
-	err := cmd.Run()
-	if ctx.Err() != nil {
+	copied := make(chan struct{}, 2)
+	go func() { io.Copy(&limitedWriter{w: &stdout, n: 4096}, outR); copied <- struct{}{} }()
+	go func() { io.Copy(&limitedWriter{w: &stderr, n: 4096}, errR); copied <- struct{}{} }()
+	var ws syscall.WaitStatus
+	select {
+	case ws = <-exited:
+	case <-ctx.Done():
+		syscall.Kill(-pid, syscall.SIGKILL)
+		<-exited
 		return info, fmt.Errorf("the new binary did not answer its check in time: %w", context.Cause(ctx))
 	}
-	if err != nil {
-		return info, fmt.Errorf("the new binary failed its check: %v%s", err, lastLine(stderr.String()))
+	// Output left by something the check started is not waited for.
+	for range 2 {
+		select {
+		case <-copied:
+		case <-time.After(time.Second):
+		}
+	}
+	switch {
+	case ws.Signaled():
+		return info, fmt.Errorf("the new binary failed its check: killed by signal %v%s", ws.Signal(), lastLine(stderr.String()))
+	case ws.ExitStatus() != 0:
+		return info, fmt.Errorf("the new binary failed its check: exit status %d%s", ws.ExitStatus(), lastLine(stderr.String()))
 	}
 	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &info); err != nil || !info.Hitless {
 		return info, fmt.Errorf("the new binary is not hitless: its check printed %q", firstLine(stdout.String()))

@@ -71,7 +71,10 @@ func testMain(m *testing.M) int {
 // harness.Start).
 func start(t *testing.T, o harness.Options, srv ...string) *harness.Hitless {
 	t.Helper()
-	o.Hitless, o.Client = bin.hitless, bin.client
+	if o.Hitless == "" {
+		o.Hitless = bin.hitless
+	}
+	o.Client = bin.client
 	if o.Command == nil {
 		o.Command = append([]string{bin.server}, srv...)
 	}

@@ -24,6 +24,21 @@ type Status struct {
 	WatchdogKills     int       `json:"watchdog_kills"` // serving children aborted by their watchdog
 	LastFailure       string    `json:"last_failure"`
 	LastFailureAt     time.Time `json:"last_failure_at"`
+	// The running image, and its upgrades in place.
+	Binary         string    `json:"binary"`
+	Version        string    `json:"version"`
+	Started        time.Time `json:"started"` // before any upgrade
+	UpgradesOK     int       `json:"upgrades_ok"`
+	UpgradesFailed int       `json:"upgrades_failed"`
+	LastUpgrade    *Upgrade  `json:"last_upgrade"`
+}
+
+// Upgrade is the verdict of an upgrade of hitless itself.
+type Upgrade struct {
+	ID     int    `json:"id"`
+	Result string `json:"result"` // ok, refused, failed, rolled_back
+	Reason string `json:"reason"`
+	Binary string `json:"binary"`
 }
 
 // Generation is one generation that hitless has not reaped yet.
