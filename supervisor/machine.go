@@ -906,6 +906,12 @@ func (m *machine) upgradeDone(result, reason string) {
 		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("upgraded in place to %s; children untouched", u.Binary)})
 	} else {
 		m.stats.UpgradesFailed++
+		switch result {
+		case "refused":
+			m.stats.UpgradesRefused++
+		case "rolled_back":
+			m.stats.UpgradesRolledBack++
+		}
 		m.logf(slog.LevelError, "upgrade "+strings.ReplaceAll(result, "_", " "), "upgrade", u.ID, "binary", u.Binary, "reason", reason)
 		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("upgrade %s: %s", strings.ReplaceAll(result, "_", " "), reason)})
 	}

@@ -82,7 +82,11 @@ type Stats struct {
 	Restarts          int `json:"restarts"`
 	WatchdogKills     int `json:"watchdog_kills"`
 	UpgradesOK        int `json:"upgrades_ok"`
-	UpgradesFailed    int `json:"upgrades_failed"` // refused, failed or rolled back
+	UpgradesFailed    int `json:"upgrades_failed"` // refused, failed or rolled back, all told
+	// Of those that failed, refused before the swap, and rolled back
+	// after it.
+	UpgradesRefused    int `json:"upgrades_refused"`
+	UpgradesRolledBack int `json:"upgrades_rolled_back"`
 	// LastUpgrade is the last upgrade of hitless itself, if any.
 	LastUpgrade   *UpgradeResult `json:"last_upgrade,omitempty"`
 	LastFailure   string         `json:"last_failure,omitempty"`

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -68,6 +69,19 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 		state = "stopping"
 	}
 	fmt.Fprintf(w, "hitless pid %d, %s, control %s\n", st.PID, state, path)
+	if st.Binary != "" {
+		fmt.Fprintf(w, "binary %s", st.Binary)
+		if st.Version != "" {
+			fmt.Fprintf(w, " (%s)", st.Version)
+		}
+		if !st.Started.IsZero() {
+			fmt.Fprintf(w, ", started %s ago", fmtAge(now.Sub(st.Started)))
+		}
+		if u := st.LastUpgrade; u != nil && u.Result == "ok" {
+			fmt.Fprintf(w, ", upgraded in place %s ago", fmtAge(now.Sub(u.At)))
+		}
+		fmt.Fprintln(w)
+	}
 	// The watchdog column only when a watchdog is enforced.
 	watchdog := false
 	for _, g := range st.Generations {
@@ -109,6 +123,9 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 	tw.Flush()
 	fmt.Fprintf(w, "reloads: %d ok, %d failed, %d rolled back; restarts after a crash: %d; watchdog kills: %d\n",
 		st.ReloadsOK, st.ReloadsFailed, st.ReloadsRolledBack, st.Restarts, st.WatchdogKills)
+	if u := st.LastUpgrade; u != nil && u.Result != "ok" {
+		fmt.Fprintf(w, "last upgrade (%s ago, to %s): %s: %s\n", fmtAge(now.Sub(u.At)), u.Binary, strings.ReplaceAll(u.Result, "_", " "), oneLine(u.Reason))
+	}
 	if st.LastFailure != "" {
 		when := ""
 		if !st.LastFailureAt.IsZero() {

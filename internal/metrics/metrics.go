@@ -145,8 +145,9 @@ var (
 		"Restarts begun because no generation served (the serving child died).", nil, nil)
 	watchdogKillsDesc = prometheus.NewDesc("hitless_watchdog_kills_total",
 		"Serving children aborted (SIGABRT) because they missed their watchdog.", nil, nil)
-	// hitless_upgrades_total{result} goes here, read from Status, once
-	// "hitless upgrade" exists.
+	upgradesDesc = prometheus.NewDesc("hitless_upgrades_total",
+		`Upgrades of hitless itself in place (hitless upgrade) by result: ok, refused (the new binary failed its check; nothing changed), failed (the exec failed; nothing changed), rolled_back (the new image could not take over and ran the old one again).`,
+		[]string{"result"}, nil)
 	generationsDesc = prometheus.NewDesc("hitless_generations",
 		"Generations of the child that have not exited, by state.", []string{"state"}, nil)
 	rssDesc = prometheus.NewDesc("hitless_generation_resident_memory_bytes",
@@ -163,7 +164,7 @@ var states = []supervisor.State{supervisor.Starting, supervisor.Trial, superviso
 type statusCollector struct{ src Source }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{reloadsDesc, restartsDesc, watchdogKillsDesc, generationsDesc, rssDesc, drainStartDesc} {
+	for _, d := range []*prometheus.Desc{reloadsDesc, restartsDesc, watchdogKillsDesc, upgradesDesc, generationsDesc, rssDesc, drainStartDesc} {
 		ch <- d
 	}
 }
@@ -184,6 +185,10 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(reloadsDesc, st.ReloadsRolledBack, "rolled_back")
 	counter(restartsDesc, st.Restarts)
 	counter(watchdogKillsDesc, st.WatchdogKills)
+	counter(upgradesDesc, st.UpgradesOK, "ok")
+	counter(upgradesDesc, st.UpgradesRefused, "refused")
+	counter(upgradesDesc, st.UpgradesFailed-st.UpgradesRefused-st.UpgradesRolledBack, "failed")
+	counter(upgradesDesc, st.UpgradesRolledBack, "rolled_back")
 
 	count := make(map[supervisor.State]int)
 	for _, g := range st.Generations {

@@ -62,7 +62,8 @@ func TestScrape(t *testing.T) {
 			{ID: 5, PID: 500, State: supervisor.Serving, RSS: 2 << 20},
 			{ID: 6, PID: 600, State: supervisor.Trial, RSS: 3 << 20},
 		},
-		Stats: supervisor.Stats{ReloadsOK: 3, ReloadsFailed: 2, ReloadsRolledBack: 1, Restarts: 4, WatchdogKills: 5},
+		Stats: supervisor.Stats{ReloadsOK: 3, ReloadsFailed: 2, ReloadsRolledBack: 1, Restarts: 4, WatchdogKills: 5,
+			UpgradesOK: 6, UpgradesFailed: 4, UpgradesRefused: 2, UpgradesRolledBack: 1},
 	}}
 	m := New(Options{DrainTimeout: 30 * time.Second, Build: Build{Version: "v1.2.3", Revision: "abc", GoVersion: "go1.26"}})
 	m.ReloadServing(1500 * time.Millisecond)
@@ -82,6 +83,10 @@ func TestScrape(t *testing.T) {
 		{"hitless_reloads_total", []string{"result", "rolled_back"}, 1},
 		{"hitless_restarts_total", nil, 4},
 		{"hitless_watchdog_kills_total", nil, 5},
+		{"hitless_upgrades_total", []string{"result", "ok"}, 6},
+		{"hitless_upgrades_total", []string{"result", "refused"}, 2},
+		{"hitless_upgrades_total", []string{"result", "failed"}, 1},
+		{"hitless_upgrades_total", []string{"result", "rolled_back"}, 1},
 		{"hitless_generations", []string{"state", "serving"}, 1},
 		{"hitless_generations", []string{"state", "trial"}, 1},
 		{"hitless_generations", []string{"state", "draining"}, 1},

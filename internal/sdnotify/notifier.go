@@ -323,18 +323,6 @@ func (n *Notifier) Status(s string) error {
 	return n.Send("STATUS=" + CleanStatus(s))
 }
 
-// MainPID sends MAINPID=pid: the unit's main process is now pid. Update any
-// PID file before calling it, since systemd may read the file in between.
-func (n *Notifier) MainPID(pid int) error {
-	return n.Send("MAINPID=" + strconv.Itoa(pid))
-}
-
-// ExtendTimeout asks the service manager to wait d longer for the
-// start-up, reload or shutdown in progress (EXTEND_TIMEOUT_USEC=).
-func (n *Notifier) ExtendTimeout(d time.Duration) error {
-	return n.Send("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(d.Microseconds(), 10))
-}
-
 // Watchdog sends WATCHDOG=1, the keep-alive ping. Call it every
 // WatchdogInterval while the service is healthy.
 func (n *Notifier) Watchdog() error {

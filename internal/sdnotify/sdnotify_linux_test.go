@@ -90,7 +90,7 @@ func TestFromEnvUnset(t *testing.T) {
 	}
 	// The nil Notifier does nothing, successfully.
 	for _, err := range []error{n.Ready("x"), n.Reloading(), n.Stopping(), n.Status("x"),
-		n.Watchdog(), n.MainPID(1), n.ExtendTimeout(time.Second), n.Send("X=1"),
+		n.Watchdog(), n.Send("X=1"),
 		n.StoreFD("x", 0), n.RemoveStoredFD("x")} {
 		if err != nil {
 			t.Errorf("nil Notifier: %v", err)
@@ -152,8 +152,6 @@ func TestNotifierMessages(t *testing.T) {
 		{func() error { return n.Ready("") }, "READY=1"},
 		{n.Stopping, "STOPPING=1"},
 		{n.Watchdog, "WATCHDOG=1"},
-		{func() error { return n.MainPID(4242) }, "MAINPID=4242"},
-		{func() error { return n.ExtendTimeout(1500 * time.Millisecond) }, "EXTEND_TIMEOUT_USEC=1500000"},
 		// A status must stay one line: a newline would let text from
 		// a child's error message inject STOPPING=1.
 		{func() error { return n.Status("reload failed:\nSTOPPING=1") }, "STATUS=reload failed: STOPPING=1"},
