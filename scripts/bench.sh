@@ -3,9 +3,10 @@
 # the test server alone and under hitless, reloads under load (with the lame
 # duck off and a naive stop-then-start restart beside them), reload latency,
 # hitless's own cost, a crash under load, 10,000 connections and event
-# streams across reloads, h2c clients across reloads, and a bad release
-# reloaded with and without a trial window. Every figure comes
-# from the run; all traffic goes to 127.0.0.1 and every scenario is bounded
+# streams across reloads, h2c clients across reloads, a bad release
+# reloaded with and without a trial window, and hitless upgrading its own
+# binary beside a server on cloudflare/tableflip's upgrade. Every figure
+# comes from the run; all traffic goes to 127.0.0.1 and every scenario is bounded
 # in time (about 5 minutes in all, 3 with --quick).
 #
 #   ./scripts/bench.sh            # full run, prints the table, writes docs/benchmarks.md
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
 	--quick) quick=(-quick) ;;
 	--only) only=(-only "$2"); write=0; shift ;;
 	--no-write) write=0 ;;
-	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,15p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -61,6 +62,7 @@ echo "== building" >&2
 go build -o "$tmp/hitless" ./cmd/hitless
 go build -o "$tmp/testserver" ./internal/e2e/testserver
 go build -o "$tmp/hitless-bench" ./cmd/hitless-bench
+go build -o "$tmp/tableflipserver" ./cmd/hitless-bench/tableflipserver
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$commit" != unknown ] && ! git diff --quiet HEAD -- cmd supervisor childproc upgrade internal 2>/dev/null; then
@@ -68,7 +70,7 @@ if [ "$commit" != unknown ] && ! git diff --quiet HEAD -- cmd supervisor childpr
 fi
 out=()
 [ "$write" -eq 1 ] && out=(-out docs/benchmarks.md)
-timeout 30m "$tmp/hitless-bench" -hitless "$tmp/hitless" -server "$tmp/testserver" -wrk "$(command -v wrk)" \
+timeout 30m "$tmp/hitless-bench" -hitless "$tmp/hitless" -server "$tmp/testserver" -tableflip "$tmp/tableflipserver" -wrk "$(command -v wrk)" \
 	-h2load "$(command -v h2load)" -commit "$commit" "${quick[@]}" "${only[@]}" "${out[@]}"
 [ "$write" -eq 1 ] && echo "== written to docs/benchmarks.md" >&2
 exit 0

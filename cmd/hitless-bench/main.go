@@ -8,7 +8,10 @@
 //
 // scripts/bench.sh installs the tools, builds the binaries and runs it:
 //
-//	hitless-bench -hitless BIN -server BIN -wrk wrk -h2load h2load [-quick] [-out docs/benchmarks.md]
+//	hitless-bench -hitless BIN -server BIN -tableflip BIN -wrk wrk -h2load h2load [-quick] [-out docs/benchmarks.md]
+//
+// -tableflip is cmd/hitless-bench/tableflipserver, which scenario 11
+// upgrades beside hitless.
 package main
 
 import (
@@ -23,7 +26,7 @@ import (
 )
 
 type bins struct {
-	hitless, server, wrk, h2load string
+	hitless, server, tableflip, wrk, h2load string
 }
 
 type row struct {
@@ -47,6 +50,8 @@ type plan struct {
 	h2Run        time.Duration
 	h2ReloadEach time.Duration
 	trialRun     time.Duration // scenario 10, per variant
+	upgrades     int           // scenario 11, per variant
+	upgradeEvery time.Duration
 }
 
 func fullPlan() plan {
@@ -57,6 +62,7 @@ func fullPlan() plan {
 		scaleConns: 10000, scaleActive: 100, scaleRun: 30 * time.Second, scaleEvery: 6 * time.Second, sseStreams: 100,
 		h2Run: 20 * time.Second, h2ReloadEach: 2 * time.Second,
 		trialRun: 20 * time.Second,
+		upgrades: 5, upgradeEvery: 2 * time.Second,
 	}
 }
 
@@ -69,6 +75,7 @@ func quickPlan() plan {
 	p.scaleRun = 15 * time.Second
 	p.h2Run = 10 * time.Second
 	p.trialRun = 10 * time.Second
+	p.upgrades = 3
 	return p
 }
 
@@ -85,6 +92,7 @@ func main() {
 	var b bins
 	flag.StringVar(&b.hitless, "hitless", "", "hitless binary")
 	flag.StringVar(&b.server, "server", "", "test server binary (internal/e2e/testserver)")
+	flag.StringVar(&b.tableflip, "tableflip", "", "tableflip server binary (cmd/hitless-bench/tableflipserver), for scenario 11")
 	flag.StringVar(&b.wrk, "wrk", "wrk", "wrk binary")
 	flag.StringVar(&b.h2load, "h2load", "h2load", "h2load binary")
 	quick := flag.Bool("quick", false, "shorter runs (about 3 minutes instead of 5)")
@@ -130,6 +138,7 @@ func run(b bins, quick bool, only, commit, out string) error {
 		{"8", benchScale},
 		{"9", benchH2C},
 		{"10", benchTrial},
+		{"11", benchUpgrade},
 	}
 	for _, s := range steps {
 		run := false

@@ -160,4 +160,15 @@ requests.
    (backoff from 100 ms, doubling). With ` + "`--trial`" + `, the old generation is not signalled until
    the trial passes; the crash rolls the reload back. The failures that remain are the requests
    on connections the crashing child had accepted.
+11. The load of (3) for each of two servers, upgraded the same number of times at a fixed
+   interval, a new copy of the binary renamed over the one the server was started from before
+   each upgrade. hitless: ` + "`hitless upgrade`" + `, timed from its start to its verdict (its exit); after
+   each, ` + "`hitless status`" + ` and /proc tell whether hitless's pid and the serving child's pid are
+   unchanged and /proc/PID/exe is the new file. tableflip: ` + "`cmd/hitless-bench/tableflipserver`" + `,
+   the pattern of cloudflare/tableflip's README and ` + "`http_example_test.go`" + ` (` + "`upg.Listen`" + `, ` + "`upg.Ready`" + `,
+   ` + "`<-upg.Exit()`" + `, then ` + "`http.Server.Shutdown`" + `; SIGHUP calls ` + "`upg.Upgrade()`" + `) with a POST /work
+   like the test server's; each upgrade is timed from SIGHUP until the pid file names a new
+   process and a request on a new connection is answered by it, and until the old process has
+   exited. Each new process is a child of the old one and outlives it: the bench is a subreaper
+   meanwhile, and reaps every one.
 `

@@ -65,6 +65,23 @@ func clientRows(num, name, other, suffix string, clients []client, tallies []*ha
 	return rows
 }
 
+// logTotals logs the requests and failures of one variant, with an
+// example of each class of failure (the table has only the counts), and
+// returns the two sums.
+func logTotals(name string, clients []client, tallies []*harness.Tally) (total, failed int64) {
+	for _, t := range tallies {
+		total += t.Sent()
+		failed += t.Failed()
+	}
+	logf("%s: %d requests, %d failed", name, total, failed)
+	for i, t := range tallies {
+		if t.Failed() > 0 {
+			logf("  %s: %s", clients[i].name, t)
+		}
+	}
+	return total, failed
+}
+
 // ---- 1, 2: baseline and under hitless without reloads ----
 
 func benchBaseline(s *scenario) []row {
@@ -198,12 +215,7 @@ func benchReloads(s *scenario) []row {
 		}
 		stop()
 		rows = append(rows, clientRows(cfg.num, cfg.name, other, "", clients, tallies, p.reloadRun)...)
-		var total, failed int64
-		for _, t := range tallies {
-			total += t.Sent()
-			failed += t.Failed()
-		}
-		logf("%s: %d requests, %d failed", cfg.name, total, failed)
+		total, failed := logTotals(cfg.name, clients, tallies)
 		s.totals[cfg.name] = [2]int{int(total), int(failed)}
 	}
 	return rows

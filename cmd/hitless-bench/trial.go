@@ -84,12 +84,7 @@ func benchTrial(s *scenario) []row {
 		other += fmt.Sprintf("longest successful request %s; %s", ms(longest), now)
 		h.Stop()
 		rows = append(rows, clientRows("10", v.name, other, fmt.Sprintf(", %v", p.trialRun), clients, tallies, elapsed)...)
-		var total, failed int64
-		for _, t := range tallies {
-			total += t.Sent()
-			failed += t.Failed()
-		}
-		logf("%s: %d requests, %d failed", v.name, total, failed)
+		logTotals(v.name, clients, tallies)
 	}
 	return rows
 }
