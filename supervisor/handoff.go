@@ -94,7 +94,7 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 		s.checked <- checked{id: id, err: errors.New("this hitless cannot upgrade itself (the supervisor has no Config.Self)")}
 		return
 	}
-	if unix.Gettid() != os.Getpid() {
+	if !s.os.mainThread() {
 		s.checked <- checked{id: id, err: errors.New("the supervisor does not run on the main thread, from which every child was started: an exec would kill them")}
 		return
 	}
@@ -147,7 +147,7 @@ func (s *Supervisor) execUpgrade(id int) error {
 	if err == nil {
 		s.log.Info("upgrade: handing over", "upgrade", id, "binary", bin.Path, "version", bin.Info.Version,
 			"generations", len(s.children), "sockets", len(s.sockets))
-		err = s.cfg.Self.Exec(bin, st)
+		err = s.os.exec(bin, st)
 	}
 	s.resume()
 	resumeCarriers()

@@ -3,11 +3,20 @@
 package supervisor
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hitless/hitless/upgrade"
 )
 
 // Everything the machine knows survives an upgrade's state: exported,
@@ -59,4 +68,191 @@ func TestMachineStateRoundTrip(t *testing.T) {
 	if _, err := importMachine(machineState{Serving: 9}, cfg); err == nil {
 		t.Error("a state naming a generation it does not hold was imported")
 	}
+}
+
+// fakeHitless writes a script that answers the check mode as a hitless
+// build would (or prints what, for a binary that is not hitless).
+func fakeHitless(t *testing.T, answer string) string {
+	t.Helper()
+	if answer == "" {
+		b, _ := json.Marshal(upgrade.Info{Hitless: true, Version: "next", States: [2]int{upgrade.MinStateVersion, upgrade.StateVersion}})
+		answer = string(b)
+	}
+	path := filepath.Join(t.TempDir(), "hitless")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\necho '"+answer+"'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// upgradeConfig is a supervisor that may upgrade itself to the binary at
+// path; the image it would replace is not opened, since the tests fake
+// the exec.
+func upgradeConfig(path string) Config {
+	return Config{Self: &upgrade.Self{Path: path, Args: []string{path}}}
+}
+
+// A new binary that fails its check, or an upgrade asked for off the main
+// thread, is refused before anything is handed over: the serving child
+// is untouched and the refusals are counted.
+func TestUpgradeRefused(t *testing.T) {
+	good := fakeHitless(t, "")
+	var onMain atomic.Bool
+	onMain.Store(true)
+	r := startWith(t, upgradeConfig(good), func(s *Supervisor) {
+		s.os.mainThread = onMain.Load
+		s.os.exec = func(*upgrade.Binary, *upgrade.State) error {
+			t.Error("a refused upgrade reached the exec")
+			return errors.New("no exec here")
+		}
+	}, "")
+	before := r.ask()
+	for _, tc := range []struct {
+		name, binary, reason string
+		offMain             bool
+	}{
+		{"not hitless", fakeHitless(t, "hello"), `the new binary is not hitless: its check printed "hello"`, false},
+		{"missing", filepath.Join(t.TempDir(), "nothing"), "no such file", false},
+		{"off the main thread", good, "does not run on the main thread", true},
+	} {
+		onMain.Store(!tc.offMain)
+		err := r.s.Upgrade(ctxFor(t, 20*time.Second), tc.binary)
+		var uerr *UpgradeError
+		if !errors.As(err, &uerr) || uerr.Result != "refused" || !strings.Contains(uerr.Reason, tc.reason) {
+			t.Errorf("%s: Upgrade = %#v, want refused: ...%s...", tc.name, err, tc.reason)
+		}
+	}
+	if got := r.ask(); got != before {
+		t.Errorf("after the refusals %q answers, before %q", got, before)
+	}
+	if st := r.status(); st.UpgradesRefused != 3 || st.UpgradesFailed != 3 || st.LastUpgrade == nil || st.LastUpgrade.Result != "refused" {
+		t.Errorf("stats after three refusals: %+v", st.Stats)
+	}
+}
+
+// An exec that fails puts everything back: the children are followed
+// again (a crash is seen and restarted), reloads go on, and the caller
+// is told why.
+func TestUpgradeExecFails(t *testing.T) {
+	r := startWith(t, upgradeConfig(fakeHitless(t, "")), func(s *Supervisor) {
+		s.os.mainThread = func() bool { return true }
+		s.os.exec = func(*upgrade.Binary, *upgrade.State) error {
+			return errors.New("injected exec failure")
+		}
+	}, "")
+	r.waitFor("the first child", func(st Status) bool { g, _ := servingGen(st); return g == 1 })
+	err := r.s.Upgrade(ctxFor(t, 20*time.Second), "")
+	var uerr *UpgradeError
+	if !errors.As(err, &uerr) || uerr.Result != "failed" || !strings.Contains(uerr.Reason, "injected exec failure") {
+		t.Fatalf("Upgrade = %#v", err)
+	}
+	if err := r.s.UpgradeResult(ctxFor(t, 5*time.Second)); !errors.As(err, &uerr) {
+		t.Errorf("UpgradeResult = %v", err)
+	}
+	_, pid := servingGen(r.status())
+	syscall.Kill(pid, syscall.SIGKILL)
+	r.waitFor("a restart after the crash", func(st Status) bool { g, _ := servingGen(st); return g == 2 })
+	if err := r.reload(); err != nil {
+		t.Errorf("reload after the failed upgrade: %v", err)
+	}
+	r.waitFor("generation 2 drained", func(st Status) bool { return len(st.Generations) == 1 })
+	if got := r.ask(); !strings.HasPrefix(got, "gen 3 ") {
+		t.Errorf("answered by %q, want generation 3", got)
+	}
+}
+
+// An upgrade within one process: the old supervisor hands over as it
+// would across execve (quiesced, state and descriptors exported), then
+// freezes, as an image that was replaced; a second supervisor restores
+// from what the next image would inherit and carries on. A generation
+// that was draining, its deadline armed, is killed at that deadline by
+// the new one, which reaps it; the serving child never notices.
+func TestUpgradeHandsOverInProcess(t *testing.T) {
+	handed := make(chan *upgrade.State, 1)
+	cfg := upgradeConfig(fakeHitless(t, ""))
+	cfg.DrainTimeout = 2 * time.Second
+	r := startWith(t, cfg, func(s *Supervisor) {
+		s.os.mainThread = func() bool { return true }
+		s.os.exec = func(bin *upgrade.Binary, st *upgrade.State) error {
+			next, err := upgrade.Loopback(st)
+			if err != nil {
+				return err
+			}
+			replaced(s)
+			handed <- next
+			select {} // as execve: this image is gone
+		}
+	}, "ignoreterm", "")
+	if err := r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	before := r.status()
+	_, servingPID := servingGen(before)
+	if len(before.Generations) != 2 {
+		t.Fatalf("want generation 1 draining beside 2: %+v", before.Generations)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.s.Upgrade(ctx, "") // the old image never answers: the next one does
+	var next *upgrade.State
+	select {
+	case next = <-handed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no hand-over")
+	}
+	r.replaced.Store(true)
+
+	s, err := Restore(r.s.cfg, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Commit()
+	b := &running{t: t, s: s, addr: r.addr, logs: r.logs, exited: make(chan struct{})}
+	go func() {
+		b.err = s.Run(context.Background())
+		close(b.exited)
+	}()
+	t.Cleanup(func() {
+		s.Stop(context.Background())
+		<-b.exited
+	})
+	if err := s.UpgradeResult(ctxFor(t, 10*time.Second)); err != nil {
+		t.Errorf("UpgradeResult after the hand-over = %v", err)
+	}
+	st := b.status()
+	if st.UpgradesOK != 1 || !st.Started.Equal(before.Started) || len(st.Generations) != 2 {
+		t.Errorf("restored status %+v, before %+v", st, before)
+	}
+	if _, pid := servingGen(st); pid != servingPID {
+		t.Errorf("serving pid %d after the hand-over, %d before", pid, servingPID)
+	}
+	b.waitFor("generation 1 killed at its drain deadline", func(st Status) bool { return len(st.Generations) == 1 })
+	if got, want := b.ask(), fmt.Sprintf("gen 2 pid %d", servingPID); got != want {
+		t.Errorf("answered by %q, want %q", got, want)
+	}
+	if err := b.reload(); err != nil {
+		t.Errorf("reload after the upgrade: %v", err)
+	}
+	if err := b.stop(); err != nil {
+		t.Errorf("Run after the upgrade = %v", err)
+	}
+}
+
+// replaced does to a supervisor that handed over what execve does to an
+// image: it closes every descriptor it held (the next image holds its
+// own, carried). Without it, this process would keep, for one, the
+// watcher's pipe open, and the watcher would outlive the test.
+func replaced(s *Supervisor) {
+	for _, c := range s.children {
+		c.notify.Close()
+		for _, p := range c.outs {
+			p.r.Close()
+		}
+	}
+	for _, sock := range s.sockets {
+		sock.file.Close()
+	}
+	s.rundir.lock.Close()
+	s.watcher.w.Close()
 }

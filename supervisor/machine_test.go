@@ -538,15 +538,18 @@ func TestMachineInterleavings(t *testing.T) {
 		{"trial and watchdog", depth - 1, func(c *machineConfig) { c.Trial, c.Watchdog, c.WatchdogGrace = 3*time.Second, time.Second, time.Second }},
 		{"upgrades", depth, nil},
 	} {
-		cfg := testMachineConfig
-		if tc.set != nil {
-			tc.set(&cfg)
-		}
-		states, transitions := explore(t, cfg, tc.depth, tc.set == nil)
-		t.Logf("%s: depth %d: %d states, %d transitions", tc.name, tc.depth, states, transitions)
-		if states < 1000 {
-			t.Errorf("only %d states explored; the model is not exploring", states)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // pure: no process, no clock
+			cfg := testMachineConfig
+			if tc.set != nil {
+				tc.set(&cfg)
+			}
+			states, transitions := explore(t, cfg, tc.depth, tc.set == nil)
+			t.Logf("depth %d: %d states, %d transitions", tc.depth, states, transitions)
+			if states < 1000 {
+				t.Errorf("only %d states explored; the model is not exploring", states)
+			}
+		})
 	}
 }
 

@@ -67,11 +67,19 @@ type Supervisor struct {
 }
 
 // osEnv is the operating system as the driver uses it: starting a
-// generation and signalling a process group. Tests replace it to run the
-// driver without children.
+// generation, signalling a process group, and replacing this image with
+// a new binary. Tests replace it to run the driver without children, or
+// to hand an upgrade over within one process.
 type osEnv struct {
 	spawn  func(c *child) error // sets c.pid before anything reads it
 	signal func(pgid int, sig syscall.Signal) error
+	// mainThread reports whether the loop runs on the thread every child
+	// was started from: an exec from any other kills them (the
+	// parent-death signal follows the thread).
+	mainThread func() bool
+	// exec replaces the image (upgrade.Self.Exec); it returns only if
+	// that failed.
+	exec func(bin *upgrade.Binary, st *upgrade.State) error
 }
 
 // Stats counts what happened to reloads.
@@ -210,7 +218,12 @@ func newSupervisor(cfg Config) *Supervisor {
 		timers:   make(map[timerID]*armed),
 		callers:  make(map[callerID]request),
 	}
-	s.os = osEnv{spawn: s.spawn, signal: signalGroup}
+	s.os = osEnv{
+		spawn:      s.spawn,
+		signal:     signalGroup,
+		mainThread: func() bool { return unix.Gettid() == os.Getpid() },
+		exec:       func(bin *upgrade.Binary, st *upgrade.State) error { return s.cfg.Self.Exec(bin, st) },
+	}
 	return s
 }
 

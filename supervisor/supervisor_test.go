@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -37,6 +38,10 @@ func TestMain(m *testing.M) {
 	if mode, ok := os.LookupEnv("TEST_CHILD"); ok {
 		os.Exit(testChild(mode))
 	}
+	// Under -race every child here is a race-enabled binary, which sleeps
+	// a second as it exits (GORACE's atexit_sleep_ms) and so holds every
+	// drain and every stop that long.
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	os.Exit(m.Run())
 }
 
@@ -177,12 +182,23 @@ type running struct {
 	logs   *logBuffer
 	err    error         // what Run returned
 	exited chan struct{} // closed once Run has returned
+	// replaced is set once this supervisor handed over to another
+	// (an upgrade within the process): like an image after execve, it
+	// is gone, and the cleanup leaves it alone.
+	replaced atomic.Bool
 }
 
 // start runs a supervisor around the test binary in the given child mode
 // (the mode of each start is read from modes in turn; the last one
 // repeats).
 func start(t *testing.T, cfg Config, modes ...string) *running {
+	t.Helper()
+	return startWith(t, cfg, nil, modes...)
+}
+
+// startWith is start with setup applied to the supervisor before Run:
+// a test's replacement of its OS seam.
+func startWith(t *testing.T, cfg Config, setup func(*Supervisor), modes ...string) *running {
 	t.Helper()
 	modeFile := t.TempDir() + "/mode"
 	os.WriteFile(modeFile, []byte(strings.Join(modes, "\n")), 0o600)
@@ -209,12 +225,18 @@ func start(t *testing.T, cfg Config, modes ...string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if setup != nil {
+		setup(s)
+	}
 	r := &running{t: t, s: s, addr: s.Addrs()[0], logs: logs, exited: make(chan struct{})}
 	go func() {
 		r.err = s.Run(context.Background())
 		close(r.exited)
 	}()
 	t.Cleanup(func() {
+		if r.replaced.Load() {
+			return
+		}
 		s.Stop(context.Background())
 		<-r.exited
 	})
