@@ -31,6 +31,9 @@ const helperEnv = "CHILDPROC_TEST_HELPER"
 func TestMain(m *testing.M) {
 	switch mode := os.Getenv(helperEnv); mode {
 	case "":
+		// Under -race the helpers are race-enabled binaries, which sleep
+		// a second as they exit (GORACE's atexit_sleep_ms).
+		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 		os.Exit(m.Run())
 	case "inherit":
 		helperInherit()
