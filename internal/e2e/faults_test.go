@@ -503,11 +503,14 @@ func TestFaultExitedGenerationsReleased(t *testing.T) {
 	modeFile := filepath.Join(t.TempDir(), "mode")
 	p := start(t, harness.Options{}, "-mode-file", modeFile)
 	os.WriteFile(modeFile, []byte("exit-loud"), 0o644)
-	failed := 0
+	// Through the control socket, which answers when the reload has
+	// failed: one command per reload rather than a poll of the status.
 	fail := func() {
-		p.Signal(syscall.SIGHUP)
-		failed++
-		p.WaitStatus(10*time.Second, func(s harness.Status) bool { return s.ReloadsFailed == failed })
+		t.Helper()
+		res, err := harness.RunCLI(10*time.Second, bin.client, "reload", "--control", p.Control())
+		if err != nil || res.Code != 1 {
+			t.Fatalf("hitless reload of a child that exits: %v %s, want exit status 1", err, res)
+		}
 	}
 	for range 20 { // warm up
 		fail()
@@ -517,6 +520,9 @@ func TestFaultExitedGenerationsReleased(t *testing.T) {
 		fail()
 	}
 	rss1 := usage(t, p.PID()).RSS
+	if st := p.Status(); st.ReloadsFailed != 320 {
+		t.Errorf("%d failed reloads counted, want 320", st.ReloadsFailed)
+	}
 	t.Logf("hitless RSS %d KiB -> %d KiB after 300 failed reloads", rss0>>10, rss1>>10)
 	limit := int64(8 << 20)
 	if raceEnabled {
