@@ -1,0 +1,279 @@
+//go:build linux
+
+package upgrade
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as the images of an upgrade: with helperEnv
+// set, TestMain plays one step of it instead of running the tests.
+const helperEnv = "UPGRADE_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == CheckArg {
+		os.Exit(RunCheck("test"))
+	}
+	if step, ok := os.LookupEnv(helperEnv); ok {
+		if err := helper(step); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	// Under -race the images are race-enabled binaries, which sleep a
+	// second as they exit (GORACE's atexit_sleep_ms).
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	os.Exit(m.Run())
+}
+
+// helperState is the section the images hand each other.
+type helperState struct {
+	PID  int    `json:"pid"`
+	Note string `json:"note"`
+}
+
+// helper plays one image. "old" writes a section and carries fd 3 (a
+// pipe to the test), checks its own binary and execs it as "new". "new"
+// reports what it inherited on the carried pipe and exits, or, as
+// "new-fails", rolls back to the old image, which reports as "rolled".
+func helper(step string) error {
+	switch step {
+	case "old":
+		self, err := Open()
+		if err != nil {
+			return err
+		}
+		self.Env = withEnv(self.Env, helperEnv+"="+os.Getenv("UPGRADE_TEST_NEXT"))
+		bin, err := Check(context.Background(), self.Path, startAndWait)
+		if err != nil {
+			return err
+		}
+		st := NewState(7, "old")
+		if err := st.Put("helper", helperState{PID: os.Getpid(), Note: "from the old image"}); err != nil {
+			return err
+		}
+		st.CarryFD("report", 3)
+		return self.Exec(bin, st) // returns only on failure
+	case "new", "new-fails", "rolled":
+		st, err := Inherited()
+		if err != nil || st == nil {
+			return fmt.Errorf("inherited: %v, %v", st, err)
+		}
+		if step == "new-fails" {
+			return st.Rollback(os.Args, withEnv(os.Environ(), helperEnv+"=rolled"), "injected\nfailure")
+		}
+		var h helperState
+		if err := st.Get("helper", &h); err != nil {
+			return err
+		}
+		report := st.File("report")
+		if report == nil {
+			return fmt.Errorf("the pipe was not carried")
+		}
+		st.Commit()
+		defer report.Close()
+		return json.NewEncoder(report).Encode(map[string]any{
+			"step": step, "id": st.ID, "from": st.From, "samePID": h.PID == os.Getpid(),
+			"note": h.Note, "rolledBack": st.RolledBack, "stateVar": os.Getenv(envState),
+		})
+	}
+	return fmt.Errorf("unknown step %q", step)
+}
+
+// withEnv sets kv in env, replacing the variable's earlier value.
+func withEnv(env []string, kv string) []string {
+	name, _, _ := strings.Cut(kv, "=")
+	var out []string
+	for _, e := range env {
+		if !strings.HasPrefix(e, name+"=") {
+			out = append(out, e)
+		}
+	}
+	return append(out, kv)
+}
+
+// startAndWait is a Starter for a process with no other children.
+func startAndWait(argv0 string, argv []string, attr *syscall.ProcAttr) (int, <-chan syscall.WaitStatus, error) {
+	pid, err := syscall.ForkExec(argv0, argv, attr)
+	if err != nil {
+		return 0, nil, err
+	}
+	exited := make(chan syscall.WaitStatus, 1)
+	go func() {
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, 0, nil)
+		exited <- ws
+	}()
+	return pid, exited, nil
+}
+
+// runUpgrade runs the old image with next as the step of the image it
+// execs, and returns what the last image reported on the carried pipe.
+func runUpgrade(t *testing.T, next string) map[string]any {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"=old", "UPGRADE_TEST_NEXT="+next)
+	cmd.ExtraFiles = []*os.File{w}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the images: %v\n%s", err, stderr.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatalf("report %q: %v\n%s", line, err, stderr.String())
+	}
+	return got
+}
+
+// An upgrade end to end, in a process of its own: the new image has the
+// same pid, the old image's section and the carried descriptor, and the
+// state's variable is gone from its environment.
+func TestExecHandsOver(t *testing.T) {
+	got := runUpgrade(t, "new")
+	want := map[string]any{"step": "new", "id": 7.0, "from": "old", "samePID": true, "note": "from the old image", "rolledBack": "", "stateVar": ""}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (report %v)", k, got[k], v, got)
+		}
+	}
+}
+
+// A new image that gives up executes the old one again, which inherits
+// the same state and learns why, on one line.
+func TestRollback(t *testing.T) {
+	got := runUpgrade(t, "new-fails")
+	if got["step"] != "rolled" || got["samePID"] != true || got["note"] != "from the old image" || got["rolledBack"] != "injected failure" {
+		t.Errorf("after the rollback: %v", got)
+	}
+}
+
+// Check runs the binary in the check mode and refuses, with the reason,
+// anything that is not a hitless reading this build's state.
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	info := func(lo, hi int) string {
+		b, _ := json.Marshal(Info{Hitless: true, Version: "v9", States: [2]int{lo, hi}})
+		return "echo '" + string(b) + "'"
+	}
+	good := script("good", info(MinStateVersion, StateVersion), 0o755)
+	link := filepath.Join(dir, "current")
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{"hitless", good, ""},
+		{"through a symlink", link, ""},
+		{"this test binary", os.Args[0], ""},
+		{"exits 3", script("exit3", "echo boom >&2; exit 3", 0o755), "the new binary failed its check: exit status 3: boom"},
+		{"not hitless", script("true", "echo hello", 0o755), `the new binary is not hitless: its check printed "hello"`},
+		{"newer state", script("newer", info(StateVersion+1, StateVersion+1), 0o755), "the new binary (v9) reads state versions " + strconv.Itoa(StateVersion+1)},
+		{"not executable", script("plain", info(1, 1), 0o644), "is not an executable file"},
+		{"a directory", dir, "is not an executable file"},
+		{"missing", filepath.Join(dir, "nothing"), "no such file or directory"},
+		{"killed", script("killed", "kill -9 $$", 0o755), "killed by signal killed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, err := Check(context.Background(), tc.path, startAndWait)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer bin.Close()
+				if real, _ := filepath.EvalSymlinks(tc.path); bin.Path != real {
+					t.Errorf("Path = %s, want %s", bin.Path, real)
+				}
+				return
+			}
+			if err == nil {
+				bin.Close()
+				t.Fatalf("accepted; want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A check that does not answer is killed at the context's deadline.
+func TestCheckTimeout(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "hang")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := Check(ctx, p, startAndWait); err == nil || !strings.Contains(err.Error(), "did not answer its check in time") {
+		t.Errorf("Check of a binary that hangs = %v", err)
+	}
+}
+
+// Loopback gives what the next image would inherit: the sections, and a
+// duplicate of each carried descriptor.
+func TestLoopback(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	st := NewState(3, "v1")
+	if err := st.Put("s", map[string]int{"n": 42}); err != nil {
+		t.Fatal(err)
+	}
+	st.CarryFD("pipe", int(w.Fd()))
+	next, err := Loopback(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]int
+	if err := next.Get("s", &got); err != nil || got["n"] != 42 || next.ID != 3 || next.From != "v1" {
+		t.Errorf("section %v (%v), id %d, from %q", got, err, next.ID, next.From)
+	}
+	if err := next.Get("missing", &got); err == nil {
+		t.Error("a missing section was read")
+	}
+	f := next.File("pipe")
+	if f == nil || next.File("pipe") != nil || next.File("other") != nil {
+		t.Fatal("File: each carried descriptor is taken back once, by its name")
+	}
+	io.WriteString(f, "x")
+	f.Close()
+	b := make([]byte, 1)
+	if _, err := r.Read(b); err != nil || b[0] != 'x' {
+		t.Errorf("the duplicate does not write to the pipe: %q %v", b, err)
+	}
+}
