@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the tree's hygiene (go mod tidy in every
-# module, staticcheck, the module built and vetted for darwin, childproc
+# Runs every test of the project: the tree's hygiene (gofmt and go mod tidy
+# in every module, staticcheck, the module built and vetted for darwin, childproc
 # built for windows), vet,
 # the race-enabled test suites of the main module and of each example
 # module, and each fuzz target for a bounded number of inputs (FUZZTIME,
@@ -12,8 +12,11 @@ staticcheck="honnef.co/go/tools/cmd/staticcheck@v0.8.2"
 
 modules=(. examples/*/)
 for mod in "${modules[@]}"; do
-	echo "== $mod: go mod tidy -diff, staticcheck"
-	(cd "$mod" && go mod tidy -diff && go run "$staticcheck" ./...)
+	echo "== $mod: gofmt, go mod tidy -diff, staticcheck"
+	(cd "$mod" && unformatted=$(gofmt -l .) && if [ -n "$unformatted" ]; then
+		echo "gofmt would change: $unformatted" >&2
+		exit 1
+	fi && go mod tidy -diff && go run "$staticcheck" ./...)
 done
 
 echo "== the module builds and vets for darwin; childproc builds for windows"

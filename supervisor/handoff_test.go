@@ -109,7 +109,7 @@ func TestUpgradeRefused(t *testing.T) {
 	before := r.ask()
 	for _, tc := range []struct {
 		name, binary, reason string
-		offMain             bool
+		offMain              bool
 	}{
 		{"not hitless", fakeHitless(t, "hello"), `the new binary is not hitless: its check printed "hello"`, false},
 		{"missing", filepath.Join(t.TempDir(), "nothing"), "no such file", false},
