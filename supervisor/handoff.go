@@ -272,15 +272,7 @@ func (s *Supervisor) export(st *upgrade.State) error {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
 	}
 	var errs []error
-	carry := func(name string, c syscall.Conn) {
-		rc, err := c.SyscallConn()
-		if err == nil {
-			err = rc.Control(func(fd uintptr) { st.CarryFD(name, int(fd)) })
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("carry %s: %w", name, err))
-		}
-	}
+	carry := func(name string, c syscall.Conn) { errs = append(errs, st.CarryConn(name, c)) }
 	for _, c := range s.children {
 		cs := childState{ID: c.id, PID: c.pid, Notify: c.notify.Path(), Stderr: c.stderr.bytes()}
 		cs.Status, cs.Stopping = c.lastStatus()

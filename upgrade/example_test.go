@@ -52,7 +52,9 @@ func Example() {
 		return
 	}
 	next := upgrade.NewState(1, "v1.4.0")
-	next.CarryFD("listener", int(ln.Fd()))
+	if err := next.CarryConn("listener", ln); err != nil {
+		log.Fatal(err)
+	}
 	log.Print(self.Exec(bin, next)) // returns only if the exec failed
 }
 

@@ -268,6 +268,20 @@ func (st *State) CarryFD(name string, fd int) {
 	st.carry[name] = fd
 }
 
+// CarryConn is CarryFD for a file or a connection: its descriptor is
+// named as it is, without os.File.Fd and the blocking mode that comes
+// with it.
+func (st *State) CarryConn(name string, c syscall.Conn) error {
+	rc, err := c.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { st.CarryFD(name, int(fd)) })
+	}
+	if err != nil {
+		return fmt.Errorf("upgrade: carry %s: %w", name, err)
+	}
+	return nil
+}
+
 // File takes back the descriptor carried under name; nil if none. The
 // caller owns it from then on, but must not close it before Commit: a
 // rollback hands the same numbers back.

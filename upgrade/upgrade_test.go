@@ -254,7 +254,9 @@ func TestLoopback(t *testing.T) {
 	if err := st.Put("s", map[string]int{"n": 42}); err != nil {
 		t.Fatal(err)
 	}
-	st.CarryFD("pipe", int(w.Fd()))
+	if err := st.CarryConn("pipe", w); err != nil {
+		t.Fatal(err)
+	}
 	next, err := Loopback(st)
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"syscall"
 	"time"
 
 	"github.com/hitless/hitless/upgrade"
@@ -125,17 +124,7 @@ func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 		return fmt.Errorf("control socket: requests in flight did not stop: %w", context.Cause(ctx))
 	}
 	cs := controlState{Path: s.path, Dev: s.dev, Ino: s.ino}
-	var errs []error
-	carry := func(name string, c syscall.Conn) {
-		rc, err := c.SyscallConn()
-		if err == nil {
-			err = rc.Control(func(fd uintptr) { st.CarryFD(name, int(fd)) })
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("control socket: carry %s: %w", name, err))
-		}
-	}
-	carry("control/listener", s.ln)
+	errs := []error{st.CarryConn("control/listener", s.ln)}
 	now := time.Now()
 	for i, cr := range s.carried {
 		r := carriedState{Cmd: cr.req.cmd, Binary: cr.req.binary, Timeout: cr.req.timeout, Partial: cr.partial}
@@ -143,10 +132,10 @@ func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 			r.Left = max(cr.deadline.Sub(now), time.Millisecond)
 		}
 		cs.Requests = append(cs.Requests, r)
-		carry(fmt.Sprintf("control/conn/%d", i), cr.conn)
+		errs = append(errs, st.CarryConn(fmt.Sprintf("control/conn/%d", i), cr.conn))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return fmt.Errorf("control socket: %w", err)
 	}
 	return st.Put("control", cs)
 }
