@@ -318,32 +318,31 @@ func (st *State) Commit() {
 // having put everything back as it was.
 func (s *Self) Exec(bin *Binary, st *State) error {
 	st.Binary = bin.Path
-	var cleared []int
+	var kept []int
 	undo := func() {
-		for _, fd := range cleared {
+		for _, fd := range kept {
 			unix.CloseOnExec(fd)
 		}
 	}
-	carry := func(name string, fd int) error {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+	keep := func(name string, fd int) error {
+		if err := keepOnExec(fd); err != nil {
 			return fmt.Errorf("upgrade: carry %s: %w", name, err)
 		}
-		cleared = append(cleared, fd)
-		st.FDs[name] = fd
+		kept = append(kept, fd)
 		return nil
 	}
 	for name, fd := range st.carry {
-		if err := carry(name, fd); err != nil {
+		if err := keep(name, fd); err != nil {
 			undo()
 			return err
 		}
+		st.FDs[name] = fd
 	}
-	if err := carry("image", int(s.image.Fd())); err != nil {
+	st.Image = int(s.image.Fd())
+	if err := keep("image", st.Image); err != nil {
 		undo()
 		return err
 	}
-	st.Image = st.FDs["image"]
-	delete(st.FDs, "image")
 	mem, err := writeMemfd(st)
 	if err != nil {
 		undo()
@@ -354,6 +353,12 @@ func (s *Self) Exec(bin *Binary, st *State) error {
 	unix.Close(mem)
 	undo()
 	return fmt.Errorf("upgrade: exec %s: %w", bin.Path, err)
+}
+
+// keepOnExec clears fd's close-on-exec flag: it is for the next image.
+func keepOnExec(fd int) error {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
+	return err
 }
 
 // execBlocked calls execve with the signals hitless handles blocked, so
@@ -382,18 +387,40 @@ func writeMemfd(st *State) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("upgrade: memfd_create: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "hitless-upgrade-state")
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return -1, fmt.Errorf("upgrade: write state: %w", err)
+	// Raw writes: an *os.File would close fd when collected.
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("upgrade: write state: %w", err)
+		}
+		b = b[n:]
 	}
-	// The *os.File must not close fd when collected: take fd out of it.
-	nfd, err := unix.Dup(fd)
-	f.Close()
-	if err != nil {
-		return -1, fmt.Errorf("upgrade: dup: %w", err)
+	return fd, nil
+}
+
+// readMemfd reads the state's memory file from its start, by raw reads:
+// an *os.File would close mem when collected, and mem must stay open
+// for a rollback until Commit.
+func readMemfd(mem int) ([]byte, error) {
+	var b []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Pread(mem, buf, int64(len(b)))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = append(b, buf[:n]...)
 	}
-	return nfd, nil
 }
 
 func withoutUpgradeVars(env []string) []string {
@@ -419,7 +446,7 @@ func Inherited() (*State, error) {
 		return nil, fmt.Errorf("upgrade: %s=%q is not a descriptor", envState, v)
 	}
 	unix.CloseOnExec(mem)
-	b, err := io.ReadAll(io.NewSectionReader(os.NewFile(uintptr(mem), "state"), 0, 1<<30))
+	b, err := readMemfd(mem)
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: read the state: %w", err)
 	}
@@ -445,15 +472,14 @@ func Inherited() (*State, error) {
 // carried descriptor still open; it returns only if the exec failed.
 func (st *State) Rollback(args, env []string, reason string) error {
 	for name, fd := range st.FDs {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+		if err := keepOnExec(fd); err != nil {
 			return fmt.Errorf("upgrade: rollback: carry %s: %w", name, err)
 		}
 	}
-	if _, err := unix.FcntlInt(uintptr(st.Image), unix.F_SETFD, 0); err != nil {
-		return fmt.Errorf("upgrade: rollback: %w", err)
-	}
-	if _, err := unix.FcntlInt(uintptr(st.memfd), unix.F_SETFD, 0); err != nil {
-		return fmt.Errorf("upgrade: rollback: %w", err)
+	for _, fd := range []int{st.Image, st.memfd} {
+		if err := keepOnExec(fd); err != nil {
+			return fmt.Errorf("upgrade: rollback: %w", err)
+		}
 	}
 	env = append(withoutUpgradeVars(env), envState+"="+strconv.Itoa(st.memfd), envRollback+"="+oneLine(reason))
 	err := execBlocked("/proc/self/fd/"+strconv.Itoa(st.Image), args, env)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -73,6 +74,12 @@ func helper(step string) error {
 			return fmt.Errorf("inherited: %v, %v", st, err)
 		}
 		if step == "new-fails" {
+			// Collect twice, so that anything Inherited left to the
+			// collector is cleaned up before the rollback, which needs
+			// every descriptor open (an *os.File around the state's
+			// memory file once closed it here: EBADF).
+			runtime.GC()
+			runtime.GC()
 			return st.Rollback(os.Args, withEnv(os.Environ(), helperEnv+"=rolled"), "injected\nfailure")
 		}
 		var h helperState
