@@ -18,7 +18,7 @@ import (
 )
 
 // Exit statuses of the control commands (reload, status, stop, promote,
-// rollback).
+// rollback, upgrade).
 const (
 	exitFailed      = 1 // the reload failed, or hitless refused the command
 	exitUsage       = 2 // bad flags or arguments
@@ -34,11 +34,14 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 
 const exitHelp = `
 Exit status:
-  0  done (for reload: the new generation serves, its trial passed if any)
+  0  done (for reload: the new generation serves, its trial passed if any;
+     for upgrade: the new binary runs, same pid, children untouched)
   1  failed: the reload failed or was rolled back during its trial (the
      reason and the new child's last stderr lines are printed; the old
-     generation keeps serving), or hitless refused the command (for instance
-     because it is stopping, or because no generation is on trial)
+     generation keeps serving), the upgrade was refused, failed or rolled
+     back (the old binary keeps running), or hitless refused the command
+     (for instance because it is stopping, or because no generation is on
+     trial)
   2  usage error
   3  cannot reach hitless: no control socket, nothing listening on it,
      permission denied (only root and the user hitless runs as may use it)

@@ -58,10 +58,10 @@ of its process group after --watchdog-grace, and is restarted like a crash.
 Metrics (--metrics ADDR): Prometheus metrics on http://ADDR/metrics (host:port,
 or a unix socket path). Nothing listens without it.
 
-Control socket (for hitless reload, status, stop, promote, rollback): --control
-PATH, else $HITLESS_CONTROL, else NAME.sock in $XDG_RUNTIME_DIR/hitless if
-XDG_RUNTIME_DIR is set, /run/hitless for root, $TMPDIR/hitless-UID otherwise,
-where NAME is --name, by default the base name of COMMAND. Mode 0600; only
+Control socket (for hitless reload, status, stop, promote, rollback,
+upgrade): --control PATH, else $HITLESS_CONTROL, else NAME.sock in
+$XDG_RUNTIME_DIR/hitless if XDG_RUNTIME_DIR is set, /run/hitless for root,
+$TMPDIR/hitless-UID otherwise, where NAME is --name, by default the base name of COMMAND. Mode 0600; only
 root and hitless's own user may use it. A live socket there is refused (exit
 status 2): give a second instance of the same program its own --name.
 
@@ -183,7 +183,7 @@ func runSettings(flags *config.File) []setting {
 		{"name", "", "service name, used in the default control socket path (default: the command's base name)",
 			textFlag(&flags.Name, control.CheckName),
 			func(f *config.File) { f.Name = flags.Name }},
-		{"control", "", "control socket path for hitless reload/status/stop (default $HITLESS_CONTROL, else NAME.sock under $XDG_RUNTIME_DIR/hitless, /run/hitless for root, or $TMPDIR/hitless-UID)",
+		{"control", "", "control socket path for hitless reload/status/stop/promote/rollback/upgrade (default $HITLESS_CONTROL, else NAME.sock under $XDG_RUNTIME_DIR/hitless, /run/hitless for root, or $TMPDIR/hitless-UID)",
 			textFlag(&flags.Control, nil),
 			func(f *config.File) { f.Control = flags.Control }},
 		{"pid-file", "", "write hitless's pid here (atomically); it never changes across reloads",

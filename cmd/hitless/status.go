@@ -21,22 +21,26 @@ func statusCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status [--control PATH | --name NAME] [--json]",
 		Short: "Show a running hitless's generations, reload counters and last failure",
-		Long: `hitless status shows every generation of the child that has not exited yet:
+		Long: `hitless status first names the binary hitless runs (and its version),
+since when hitless runs, and when it last upgraded itself in place. Then it
+shows every generation of the child that has not exited yet:
 its number, pid, state (starting, trial, serving, draining, failed), age,
 resident memory of its process group, the interval within which it must send
 WATCHDOG=1 (with hitless run --watchdog) and the last STATUS= it sent; a
 generation on trial shows how long its trial has left. Then the counters
 (reloads that served, failed, or were rolled back during their trial,
-restarts after a crash, watchdog kills) and the last failure. During a
-reload or a drain, two or more generations are listed.
+restarts after a crash, watchdog kills), the last failed upgrade of hitless
+itself if there was one, and the last failure. During a reload or a drain,
+two or more generations are listed.
 
---json prints the same as one JSON object: pid, generations (generation,
-pid, state, started, ready_at, drain_at, trial_ends_at, watchdog_usec,
-status, stopping, rss_bytes), listeners (name, network, address, fd, and
+--json prints the same as one JSON object: pid, binary, version, started,
+upgrading, generations (generation, pid, state, started, ready_at, drain_at,
+trial_ends_at, watchdog_usec, status, stopping, rss_bytes), listeners (name, network, address, fd, and
 source: bound by hitless, passed by systemd, or passed back from systemd's
 fd store), stopping, reloads_ok, reloads_failed, reloads_rolled_back,
-restarts, watchdog_kills, last_failure,
-last_failure_at.
+restarts, watchdog_kills, upgrades_ok, upgrades_failed (all told),
+upgrades_refused, upgrades_rolled_back, last_upgrade (id, result, reason,
+at, binary), last_failure, last_failure_at.
 ` + socketHelp + "\n" + exitHelp,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
