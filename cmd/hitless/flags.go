@@ -81,13 +81,5 @@ func optionalDurationFlag(p *time.Duration) *value[time.Duration] {
 // textFlag is a string flag whose value check, if any, is the config
 // file's.
 func textFlag(p *string, check func(string) error) *value[string] {
-	parse := func(s string) (string, error) {
-		if check != nil {
-			if err := check(s); err != nil {
-				return "", err
-			}
-		}
-		return s, nil
-	}
-	return &value[string]{p, parse, func(s string) string { return s }, "string"}
+	return &value[string]{p, config.Checked(check), func(s string) string { return s }, "string"}
 }

@@ -113,15 +113,7 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 	case "env":
 		d.env(v)
 	case "user":
-		var s string
-		if d.str(v, key, &s) {
-			u, err := supervisor.LookupUser(s)
-			if err != nil {
-				d.errAt(v, key, "%v", err)
-			} else {
-				f.User = u
-			}
-		}
+		parsed(d, v, key, supervisor.LookupUser, &f.User)
 	case "ready":
 		parsed(d, v, key, ParseReady, &f.ReadyDelay)
 	case "ready_timeout":
@@ -167,14 +159,7 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 			}
 		})
 	case "name":
-		var s string
-		if d.str(v, key, &s) {
-			if err := control.CheckName(s); err != nil {
-				d.errAt(v, key, "%v", err)
-			} else {
-				f.Name = s
-			}
-		}
+		parsed(d, v, key, Checked(control.CheckName), &f.Name)
 	case "control":
 		var s string
 		if d.str(v, key, &s) {

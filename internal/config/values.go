@@ -88,6 +88,20 @@ func FormatOptionalDuration(d time.Duration) string {
 	return d.String()
 }
 
+// Checked turns a check of a text value into a parser of it, which
+// returns the text itself if check (nil: none) accepts it; the "name" key
+// reads Checked(control.CheckName), as does --name.
+func Checked(check func(string) error) func(string) (string, error) {
+	return func(s string) (string, error) {
+		if check != nil {
+			if err := check(s); err != nil {
+				return "", err
+			}
+		}
+		return s, nil
+	}
+}
+
 // ParseMetrics parses the address of the metrics server: host:port (the
 // host may be empty, for every address, or an IPv6 address in brackets;
 // the port may be 0 for any free one), or the path of a unix socket,

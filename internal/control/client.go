@@ -176,11 +176,7 @@ func (c *Client) Stop(ctx context.Context, timeout time.Duration) error {
 // serves then (nil if hitless could not say), and a *RemoteError with
 // Code CodeNoTrial when no generation is on trial.
 func (c *Client) Promote(ctx context.Context, timeout time.Duration) (*GenRef, error) {
-	r, err := c.do(ctx, CmdPromote, timeout)
-	if err != nil {
-		return nil, err
-	}
-	return r.Serving, nil
+	return c.endTrial(ctx, CmdPromote, timeout)
 }
 
 // Rollback ends the trial of the generation on trial with a rollback: it
@@ -188,7 +184,13 @@ func (c *Client) Promote(ctx context.Context, timeout time.Duration) (*GenRef, e
 // that started it fails. It returns the generation that serves then, and
 // a *RemoteError with Code CodeNoTrial when no generation is on trial.
 func (c *Client) Rollback(ctx context.Context, timeout time.Duration) (*GenRef, error) {
-	r, err := c.do(ctx, CmdRollback, timeout)
+	return c.endTrial(ctx, CmdRollback, timeout)
+}
+
+// endTrial sends cmd, CmdPromote or CmdRollback, and returns the
+// generation that serves then.
+func (c *Client) endTrial(ctx context.Context, cmd string, timeout time.Duration) (*GenRef, error) {
+	r, err := c.do(ctx, cmd, timeout)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/hitless/hitless/internal/unixsock"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -219,22 +220,14 @@ func (s *Server) resumeConn(cr carried, h Handler) {
 		}
 	}()
 	if cr.deadline.IsZero() {
-		// Its request was not read yet: read the rest.
-		rt := s.ReadTimeout
-		if rt <= 0 {
-			rt = DefaultReadTimeout
+		// Its request was not read yet: read the rest, as serveConn
+		// would have. The peer was authorized by the image that accepted
+		// it; its credentials only label the log lines.
+		log := s.logger()
+		if cred, err := unixsock.PeerCred(c); err == nil {
+			log = log.With("peer_pid", cred.Pid, "peer_uid", cred.Uid)
 		}
-		line, err := s.readMore(c, cr.partial, rt)
-		if err != nil && s.handingOffNow() {
-			keep = s.carry(carried{conn: c, partial: line})
-			return
-		}
-		req, err := parseRequest(line)
-		if err != nil {
-			s.reply(c, Reply{Code: CodeBadRequest, Error: err.Error()})
-			return
-		}
-		keep = s.answer(c, req, time.Now().Add(s.wait(req)), h)
+		keep = s.readAndAnswer(c, cr.partial, log, h)
 		return
 	}
 	keep = s.answer(c, cr.req, cr.deadline, h)

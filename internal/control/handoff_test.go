@@ -4,12 +4,18 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/supervisor"
 	"github.com/hitless/hitless/upgrade"
@@ -120,4 +126,147 @@ func TestHandoffResume(t *testing.T) {
 	if _, err := dialT(t, s.Path()).Status(context.Background()); err != nil {
 		t.Errorf("status after Resume: %v", err)
 	}
+}
+
+// A request half read at the hand-over, whose rest is then too slow or too
+// long, gets from the next image the reply a fresh connection gets for
+// the same bytes, and is logged as one.
+func TestHandoffPartialBadRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		before, after string // sent before the hand-over, and after it
+		want          string
+	}{
+		{"timeout", `{"cmd":"status"`, "", "no complete request line within 300ms"},
+		{"too long", `{"cmd":"reload","timeout":"` + strings.Repeat("9", 3000), strings.Repeat("9", 2000), "request longer than 4096 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := serve(t, &fake{})
+			half, err := net.Dial("unix", s.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer half.Close()
+			if _, err := half.Write([]byte(tc.before)); err != nil {
+				t.Fatal(err)
+			}
+			waitReadAll(t, s)
+
+			st := upgrade.NewState(1, "test")
+			if err := s.Handoff(context.Background(), st); err != nil {
+				t.Fatal(err)
+			}
+			next, err := upgrade.Loopback(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cs controlState
+			if err := next.Get("control", &cs); err != nil {
+				t.Fatal(err)
+			}
+			if len(cs.Requests) != 1 || cs.Requests[0].Cmd != "" || string(cs.Requests[0].Partial) != tc.before {
+				t.Fatalf("carried requests %+v, want one with partial %q", cs.Requests, tc.before)
+			}
+			s2, err := Restore(next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next.Commit()
+			var logs lockedBuffer
+			s2.Log = slog.New(slog.NewTextHandler(&logs, nil))
+			s2.ReadTimeout = 300 * time.Millisecond
+			go s2.Serve(&fake{})
+			defer s2.Close()
+			if tc.after != "" {
+				if _, err := half.Write([]byte(tc.after)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			resumed := readReplyLine(t, half)
+			if !strings.Contains(logs.String(), "control socket: bad request") {
+				t.Errorf("the bad carried request was not logged: %s", logs.String())
+			}
+
+			fresh, err := net.Dial("unix", s2.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fresh.Close()
+			if _, err := fresh.Write([]byte(tc.before + tc.after)); err != nil {
+				t.Fatal(err)
+			}
+			want := readReplyLine(t, fresh)
+
+			var r Reply
+			if json.Unmarshal(want, &r) != nil || r.Code != CodeBadRequest || !strings.Contains(r.Error, tc.want) {
+				t.Errorf("fresh connection got %q, want a bad request %q", want, tc.want)
+			}
+			if !bytes.Equal(resumed, want) {
+				t.Errorf("carried connection got %q, a fresh one %q", resumed, want)
+			}
+		})
+	}
+}
+
+// waitReadAll waits until s serves one connection and has read all that
+// was sent on it, so that a hand-over carries it as read so far.
+func waitReadAll(t *testing.T, s *Server) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		var conns []*net.UnixConn
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		if len(conns) == 1 {
+			queued := -1
+			if rc, err := conns[0].SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) {
+					if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+						queued = n
+					}
+				})
+			}
+			if queued == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not read the request")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// readReplyLine reads the reply line the server sends on c. (Not to the
+// end: the old image's copy of a carried connection stays open.)
+func readReplyLine(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		t.Errorf("no reply line: %q %v", line, err)
+	}
+	return line
+}
+
+// lockedBuffer is a bytes.Buffer for a log written by the server's
+// goroutines while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/hitless/hitless/internal/unixsock"
 )
 
 // EnvControl names the environment variable that overrides the default
@@ -17,8 +19,9 @@ import (
 const EnvControl = "HITLESS_CONTROL"
 
 // MaxPath is the longest path a unix socket can be bound to or reached
-// at: sun_path holds 108 bytes including the terminating NUL.
-const MaxPath = 107
+// at: unixsock.MaxPath, 107 bytes on Linux (sun_path holds 108 bytes
+// including the terminating NUL).
+const MaxPath = unixsock.MaxPath
 
 // maxName is the longest service name: it becomes a file name (NAME.sock)
 // and appears in log lines, so it stays short and needs no quoting.

@@ -323,15 +323,23 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 		return
 	}
 	defer s.untrack(c)
+	keep = s.readAndAnswer(c, nil, log, h)
+}
+
+// readAndAnswer reads the request on c, of which partial was read already
+// (by an earlier image, for a carried connection), and answers it. A bad
+// request gets a bad_request reply; a read cut off by a hand-over is
+// carried to the next image with what was read of it. It returns true
+// when c stays open, carried.
+func (s *Server) readAndAnswer(c *net.UnixConn, partial []byte, log *slog.Logger, h Handler) bool {
 	rt := s.ReadTimeout
 	if rt <= 0 {
 		rt = DefaultReadTimeout
 	}
-	line, err := s.readLine(c, rt)
+	line, err := s.readMore(c, partial, rt)
 	if err != nil && s.handingOffNow() {
 		// Cut off by the hand-over: the next image reads the rest.
-		keep = s.carry(carried{conn: c, partial: line})
-		return
+		return s.carry(carried{conn: c, partial: line})
 	}
 	var req request
 	if err == nil {
@@ -340,14 +348,14 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 	if err != nil {
 		log.Warn("control socket: bad request", "err", err)
 		s.reply(c, Reply{Code: CodeBadRequest, Error: err.Error()})
-		return
+		return false
 	}
 	level := slog.LevelInfo
 	if req.cmd == CmdStatus {
 		level = slog.LevelDebug // monitoring may poll it
 	}
 	log.Log(s.ctx, level, "control request", "cmd", req.cmd, "timeout", req.timeout)
-	keep = s.answer(c, req, time.Now().Add(s.wait(req)), h)
+	return s.answer(c, req, time.Now().Add(s.wait(req)), h)
 }
 
 // answer carries out req and replies on c, unless the server is handed
