@@ -44,14 +44,15 @@ type Sockets struct {
 
 // socket is one inherited descriptor.
 type socket struct {
-	index     int
-	fd        int
-	name      string   // LISTEN_FDNAMES entry, SERVER_STARTER_PORT key, or "" (einhorn)
-	file      *os.File // owns fd until the socket is taken
-	sotype    int      // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; 0 when fd is not a socket
-	listening bool     // SO_ACCEPTCONN
-	addr      net.Addr // bound address (getsockname); nil when not a socket
-	taken     bool
+	index int
+	fd    int
+	name  string   // LISTEN_FDNAMES entry, SERVER_STARTER_PORT key, or "" (einhorn)
+	file  *os.File // owns fd until the socket is taken
+	taken bool
+	// Socket is what listenfds.Probe found: Type (0 when fd is not a
+	// socket), Listening (SO_ACCEPTCONN) and Addr (getsockname; nil when
+	// not a socket).
+	listenfds.Socket
 }
 
 func (sk *socket) String() string {
@@ -61,11 +62,11 @@ func (sk *socket) String() string {
 		b.WriteByte('=')
 	}
 	switch {
-	case sk.addr != nil:
-		b.WriteString(sk.addr.Network())
+	case sk.Addr != nil:
+		b.WriteString(sk.Addr.Network())
 		b.WriteByte(' ')
-		b.WriteString(sk.addr.String())
-	case sk.sotype == 0:
+		b.WriteString(sk.Addr.String())
+	case sk.Type == 0:
 		b.WriteString("not a socket")
 	default:
 		b.WriteString("unbound socket")
@@ -186,7 +187,7 @@ func inherit(lookup func(string) (string, bool), self int) (*Sockets, error) {
 			s.closeAll()
 			return nil, fmt.Errorf("childproc: %s fd %d (%q): %w", s.source, fd, labels[i], err)
 		}
-		sk := &socket{index: i, fd: fd, name: labels[i], sotype: p.Type, listening: p.Listening, addr: p.Addr}
+		sk := &socket{index: i, fd: fd, name: labels[i], Socket: p}
 		// Close-on-exec: a descriptor leaked into a grandchild keeps the
 		// socket open after this process closed its copy.
 		closeOnExec(fd)
@@ -383,11 +384,11 @@ func (s *Sockets) closeAll() error {
 
 func (s *Sockets) listenerLocked(sk *socket) (net.Listener, error) {
 	switch {
-	case sk.sotype == 0:
+	case sk.Type == 0:
 		return nil, fmt.Errorf("childproc: inherited %s is not a socket", sk)
-	case sk.sotype == sockDgram:
+	case sk.Datagram():
 		return nil, fmt.Errorf("childproc: inherited %s is a datagram socket; use PacketConn or ListenPacket", sk)
-	case !sk.listening:
+	case !sk.Listening:
 		return nil, fmt.Errorf("childproc: inherited %s is not listening (a connected socket, as with systemd Accept=yes, is not supported)", sk)
 	}
 	return take(sk, "listener", net.FileListener)
@@ -395,9 +396,9 @@ func (s *Sockets) listenerLocked(sk *socket) (net.Listener, error) {
 
 func (s *Sockets) packetConnLocked(sk *socket) (net.PacketConn, error) {
 	switch {
-	case sk.sotype == 0:
+	case sk.Type == 0:
 		return nil, fmt.Errorf("childproc: inherited %s is not a socket", sk)
-	case sk.sotype != sockDgram:
+	case !sk.Datagram():
 		return nil, fmt.Errorf("childproc: inherited %s is a stream socket; use Listener or Listen", sk)
 	}
 	return take(sk, "packet conn", net.FilePacketConn)
@@ -431,7 +432,7 @@ func (s *Sockets) matchLocked(network, addr string) (*socket, error) {
 	if network == "unix" || network == "unixpacket" || network == "unixgram" {
 		want := cleanUnixPath(addr)
 		for _, sk := range s.socks {
-			ua, ok := sk.addr.(*net.UnixAddr)
+			ua, ok := sk.Addr.(*net.UnixAddr)
 			if ok && !sk.taken && ua.Net == network && cleanUnixPath(ua.Name) == want {
 				exact = append(exact, sk)
 			}
@@ -448,10 +449,10 @@ func (s *Sockets) matchLocked(network, addr string) (*socket, error) {
 		wantIP := net.ParseIP(host)
 		wildcard := host == "" || (wantIP != nil && wantIP.IsUnspecified())
 		for _, sk := range s.socks {
-			if sk.taken || (sk.sotype == sockDgram) != datagram {
+			if sk.taken || sk.Datagram() != datagram {
 				continue
 			}
-			ip, p, ok := ipPort(sk.addr)
+			ip, p, ok := ipPort(sk.Addr)
 			if !ok || p != port || !familyMatches(network, ip) {
 				continue
 			}

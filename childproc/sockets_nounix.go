@@ -4,10 +4,6 @@ package childproc
 
 import "errors"
 
-// sockDgram is the datagram socket type, as socket.sotype holds it. No
-// descriptor is ever probed here, so no socket has it.
-const sockDgram = 2
-
 // errAddrInUse is never matched here: a bind conflict is reported in the
 // system's own words. (It matters under a supervisor, and supervisors that
 // pass sockets are a unix affair.)

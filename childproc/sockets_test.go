@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/listenfds"
 )
 
 // dupFD returns a new descriptor for the socket behind c, owned by the
@@ -240,7 +242,7 @@ func TestNotSupervisedBindsItself(t *testing.T) {
 
 func TestListenMatching(t *testing.T) {
 	tcp := func(ip string, port int) *socket {
-		return &socket{sotype: unix.SOCK_STREAM, listening: true, addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: port}}
+		return &socket{Socket: listenfds.Socket{Type: unix.SOCK_STREAM, Listening: true, Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: port}}}
 	}
 	for _, tc := range []struct {
 		name   string
@@ -261,9 +263,9 @@ func TestListenMatching(t *testing.T) {
 		{"other port", []*socket{tcp("0.0.0.0", 8080)}, "tcp", ":9090", -1, "0.0.0.0:8080"},
 		{"tcp6 skips v4", []*socket{tcp("0.0.0.0", 8080), tcp("::", 8080)}, "tcp6", ":8080", 1, ""},
 		{"service name", []*socket{tcp("0.0.0.0", 80)}, "tcp", ":http", 0, ""},
-		{"unix", []*socket{tcp("0.0.0.0", 80), {sotype: unix.SOCK_STREAM, listening: true, addr: &net.UnixAddr{Name: "/run/a.sock", Net: "unix"}}}, "unix", "/run/../run/a.sock", 1, ""},
-		{"udp is not tcp", []*socket{{sotype: unix.SOCK_DGRAM, addr: &net.UDPAddr{IP: net.IPv4zero, Port: 53}}}, "tcp", ":53", -1, "no inherited socket"},
-		{"udp", []*socket{{sotype: unix.SOCK_DGRAM, addr: &net.UDPAddr{IP: net.IPv4zero, Port: 53}}}, "udp", ":53", 0, ""},
+		{"unix", []*socket{tcp("0.0.0.0", 80), {Socket: listenfds.Socket{Type: unix.SOCK_STREAM, Listening: true, Addr: &net.UnixAddr{Name: "/run/a.sock", Net: "unix"}}}}, "unix", "/run/../run/a.sock", 1, ""},
+		{"udp is not tcp", []*socket{{Socket: listenfds.Socket{Type: unix.SOCK_DGRAM, Addr: &net.UDPAddr{IP: net.IPv4zero, Port: 53}}}}, "tcp", ":53", -1, "no inherited socket"},
+		{"udp", []*socket{{Socket: listenfds.Socket{Type: unix.SOCK_DGRAM, Addr: &net.UDPAddr{IP: net.IPv4zero, Port: 53}}}}, "udp", ":53", 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Sockets{source: "test", socks: tc.socks}

@@ -4,9 +4,6 @@ package childproc
 
 import "golang.org/x/sys/unix"
 
-// sockDgram is the datagram socket type, as socket.sotype holds it.
-const sockDgram = unix.SOCK_DGRAM
-
 // errAddrInUse is how bind says another socket holds the address.
 var errAddrInUse error = unix.EADDRINUSE
 

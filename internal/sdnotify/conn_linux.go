@@ -53,7 +53,7 @@ func listen(path string, mode os.FileMode) (*Conn, error) {
 	pc, err := net.FilePacketConn(f)
 	f.Close() // FilePacketConn holds a duplicate
 	if err != nil {
-		if !strings.HasPrefix(path, "@") {
+		if !abstract {
 			os.Remove(path)
 		}
 		return nil, fmt.Errorf("sdnotify: listen %s: %w", path, err)
@@ -101,9 +101,10 @@ func (c *Conn) read(keepFDs bool) (Message, []*os.File, error) {
 		}
 		return m, nil, &DatagramError{PID: m.PID, Err: derr}
 	}
-	if ctrlErr != nil || len(fds) > 0 && !keepFDs {
+	dropped := len(fds) > 0 && !keepFDs
+	if ctrlErr != nil || dropped {
 		extra := ctrlErr
-		if len(fds) > 0 && !keepFDs {
+		if dropped {
 			extra = errors.Join(extra, fmt.Errorf("%d file descriptors received and closed: fd passing (FDSTORE) is not supported", len(fds)))
 		}
 		m.Err = errors.Join(m.Err, extra)

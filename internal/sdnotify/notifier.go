@@ -172,8 +172,8 @@ func (n *Notifier) Send(lines ...string) error {
 	return n.send(payload, nil)
 }
 
-// checkLines checks lines as Send does, and joins them into a payload no
-// larger than MaxMessageSize.
+// checkLines checks lines as Send does, and joins them into a payload.
+// Its size is checked by send.
 func checkLines(lines []string) (string, error) {
 	for _, l := range lines {
 		if i := strings.IndexByte(l, '='); i <= 0 {
@@ -183,11 +183,7 @@ func checkLines(lines []string) (string, error) {
 			return "", fmt.Errorf("sdnotify: %q contains a newline or NUL byte", l)
 		}
 	}
-	payload := strings.Join(lines, "\n")
-	if len(payload) > MaxMessageSize {
-		return "", fmt.Errorf("sdnotify: message of %d bytes exceeds %d", len(payload), MaxMessageSize)
-	}
-	return payload, nil
+	return strings.Join(lines, "\n"), nil
 }
 
 // SendRaw sends payload, newline-separated KEY=VALUE lines, as one
@@ -199,9 +195,6 @@ func checkLines(lines []string) (string, error) {
 func (n *Notifier) SendRaw(payload string) error {
 	if n == nil {
 		return nil
-	}
-	if len(payload) > MaxMessageSize {
-		return fmt.Errorf("sdnotify: message of %d bytes exceeds %d", len(payload), MaxMessageSize)
 	}
 	return n.send(payload, nil)
 }
@@ -262,7 +255,12 @@ func (n *Notifier) FDStoreMax() int {
 	return n.fdstore
 }
 
+// send sends msg, with fds attached when there are any, after refusing a
+// msg larger than MaxMessageSize, which systemd would drop.
 func (n *Notifier) send(msg string, fds []int) error {
+	if len(msg) > MaxMessageSize {
+		return fmt.Errorf("sdnotify: message of %d bytes exceeds %d", len(msg), MaxMessageSize)
+	}
 	// A new socket per message, as sd_notify(3) does: a socket connected
 	// once would keep pointing at a stale inode after systemd re-executes
 	// itself and binds its notification socket anew.
