@@ -60,7 +60,7 @@ type ListenerStatus struct {
 // ErrStopping, or ctx's error if ctx ends first. A reload that ctx
 // abandons still runs to its end.
 func (s *Supervisor) Reload(ctx context.Context) error {
-	return s.call(ctx, reqReload)
+	return s.call(ctx, request{kind: reqReload})
 }
 
 // Stop drains every generation and waits until Run has released
@@ -87,7 +87,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 // trial serves, the one before it drains. It returns ErrNoTrial when no
 // generation is on trial.
 func (s *Supervisor) Promote(ctx context.Context) error {
-	return s.call(ctx, reqPromote)
+	return s.call(ctx, request{kind: reqPromote})
 }
 
 // Rollback ends the trial in progress with a rollback: the generation on
@@ -95,12 +95,16 @@ func (s *Supervisor) Promote(ctx context.Context) error {
 // told it was rolled back. It returns ErrNoTrial when no generation is on
 // trial.
 func (s *Supervisor) Rollback(ctx context.Context) error {
-	return s.call(ctx, reqRollback)
+	return s.call(ctx, request{kind: reqRollback})
 }
 
-func (s *Supervisor) call(ctx context.Context, kind reqKind) error {
+// call sends req to the loop, with a reply channel of its own, and waits
+// for the answer: the machine's verdict, ErrStopping once Run has
+// returned, or ctx's error if ctx ends first.
+func (s *Supervisor) call(ctx context.Context, req request) error {
 	reply := make(chan error, 1)
-	if err := s.ask(ctx, request{kind: kind, reply: reply}); err != nil {
+	req.reply = reply
+	if err := s.ask(ctx, req); err != nil {
 		return err
 	}
 	select {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -38,6 +39,16 @@ func (c *child) lastStatus() (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.status, c.stopping
+}
+
+// setReadDeadline sets the read deadline of c's notify socket and output
+// pipes: a past one stops their readers without closing them (see
+// quiesce), the zero time lifts it.
+func (c *child) setReadDeadline(t time.Time) {
+	c.notify.SetReadDeadline(t)
+	for _, p := range c.outs {
+		p.r.SetReadDeadline(t)
+	}
 }
 
 // forget closes the notify socket of a child that exited.

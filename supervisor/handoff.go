@@ -60,23 +60,14 @@ func (s *Supervisor) Upgrade(ctx context.Context, binary string) error {
 	if binary == "" && s.cfg.Self != nil {
 		binary = s.cfg.Self.Path
 	}
-	reply := make(chan error, 1)
-	if err := s.ask(ctx, request{kind: reqUpgrade, binary: binary, reply: reply}); err != nil {
-		return err
-	}
-	select {
-	case err := <-reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return s.call(ctx, request{kind: reqUpgrade, binary: binary})
 }
 
 // UpgradeResult returns the verdict of the last upgrade: nil if it
 // succeeded, *UpgradeError if not (rolled back included), ErrNoUpgrade
 // if there was none.
 func (s *Supervisor) UpgradeResult(ctx context.Context) error {
-	return s.call(ctx, reqUpgradeResult)
+	return s.call(ctx, request{kind: reqUpgradeResult})
 }
 
 // checked is the outcome of a new binary's check.
@@ -167,10 +158,7 @@ func (s *Supervisor) quiesce() {
 	past := time.Unix(1, 0)
 	var outw []*child
 	for _, c := range s.children {
-		c.notify.SetReadDeadline(past)
-		for _, p := range c.outs {
-			p.r.SetReadDeadline(past)
-		}
+		c.setReadDeadline(past)
 		outw = append(outw, c)
 	}
 	quiet := make(chan struct{})
@@ -215,16 +203,8 @@ func (s *Supervisor) resume() {
 		s.arm(id, t.gen, t.deadline)
 	}
 	for _, c := range s.children {
-		c.notify.SetReadDeadline(time.Time{})
-		for _, p := range c.outs {
-			p.r.SetReadDeadline(time.Time{})
-		}
-		s.copyOutputs(c)
-		s.readers.Add(1)
-		go func() {
-			defer s.readers.Done()
-			s.readNotify(c)
-		}()
+		c.setReadDeadline(time.Time{})
+		s.follow(c)
 	}
 	s.reaper.resume()
 }

@@ -566,24 +566,18 @@ func (m *machine) beginTrial(g *mgen) {
 }
 
 // rollback ends g's trial with a failure: g is drained, the serving
-// generation, never signalled, goes on.
+// generation, never signalled, goes on. g is on trial, or has just exited
+// (with every timer of it disarmed); sendDrain disarms its trial and its
+// watchdog.
 func (m *machine) rollback(g *mgen, reason string, stderr []string) {
 	err := &ReloadError{Generation: g.id, PID: g.pid, Reason: "rolled back during the trial: " + reason, Stderr: stderr, RolledBack: true}
 	m.trial = nil
-	m.disarm(&g.trial)
-	m.disarm(&g.watchdog)
 	if g.state == Trial {
 		m.sendDrain(g, Failed)
 	}
 	m.stats.ReloadsRolledBack++
-	m.stats.LastFailure, m.stats.LastFailureAt = err.Error(), m.now
-	m.logf(slog.LevelError, "reload rolled back", "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(stderr, " | "))
-	still := "nothing serving"
-	if s := m.serving; s != nil {
-		still = fmt.Sprintf("generation %d (pid %d) still serving", s.id, s.pid)
-	}
-	m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("reload rolled back: %s; %s", err, still)})
-	m.replyAll(&m.waiting, err)
+	// Only a reload has a trial (see ready): the message is a reload's.
+	m.reloadFailed(g, err, "reload rolled back", reason, stderr)
 	m.afterFailure()
 }
 
@@ -658,27 +652,39 @@ func (m *machine) failed(g *mgen, reason string, stderr []string) {
 		m.starting = nil
 	}
 	m.stats.ReloadsFailed++
-	m.stats.LastFailure, m.stats.LastFailureAt = err.Error(), m.now
 	msg := map[startKind]string{kindInitial: "start failed", kindReload: "reload failed", kindRestart: "restart failed"}[g.kind]
-	m.logf(slog.LevelError, msg, "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(stderr, " | "))
-	switch g.kind {
-	case kindReload:
-		still := "nothing serving"
-		if s := m.serving; s != nil {
-			still = fmt.Sprintf("generation %d (pid %d) still serving", s.id, s.pid)
-		}
-		// systemd has no "reload failed" message: READY=1 ends the
-		// reload job, and STATUS= says how it went.
-		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("reload failed: %s; %s", err, still)})
-	case kindRestart:
-		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("restart failed: %s", err)})
-	}
-	m.replyAll(&m.waiting, err)
+	m.reloadFailed(g, err, msg, reason, stderr)
 	if g.kind == kindInitial && !m.stopping {
 		// The first child goes through the same gate; failing it ends hitless.
 		m.initErr = fmt.Errorf("first child: %w", err)
 		m.stop(0)
 	}
+}
+
+// reloadFailed records err, why g did not take over, logs it as msg
+// ("reload failed", "reload rolled back", ...), tells the service manager
+// for a reload or a restart, and answers the callers of the reload in
+// flight.
+func (m *machine) reloadFailed(g *mgen, err *ReloadError, msg, reason string, stderr []string) {
+	m.stats.LastFailure, m.stats.LastFailureAt = err.Error(), m.now
+	m.logf(slog.LevelError, msg, "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(stderr, " | "))
+	switch g.kind {
+	case kindReload:
+		// systemd has no "reload failed" message: READY=1 ends the
+		// reload job, and STATUS= says how it went.
+		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("%s: %s; %s", msg, err, m.stillServing())})
+	case kindRestart:
+		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("%s: %s", msg, err)})
+	}
+	m.replyAll(&m.waiting, err)
+}
+
+// stillServing says what serves after a reload failed.
+func (m *machine) stillServing() string {
+	if s := m.serving; s != nil {
+		return fmt.Sprintf("generation %d (pid %d) still serving", s.id, s.pid)
+	}
+	return "nothing serving"
 }
 
 // afterFailure starts what must follow a failed start: the queued reload,
@@ -688,9 +694,26 @@ func (m *machine) afterFailure() {
 		m.startGen(kindReload, m.queuedAt)
 		return
 	}
-	if m.serving == nil && m.starting == nil && m.trial == nil && !m.stopping {
+	if m.idle() {
 		m.scheduleRestart()
 	}
+}
+
+// idle reports whether nothing serves, starts or is on trial while no
+// stop is under way: what calls for a restart.
+func (m *machine) idle() bool {
+	return m.serving == nil && m.starting == nil && m.trial == nil && !m.stopping
+}
+
+// restartIfIdle starts a restart generation if m is idle, and reports
+// whether it did.
+func (m *machine) restartIfIdle() bool {
+	if !m.idle() {
+		return false
+	}
+	m.stats.Restarts++
+	m.startGen(kindRestart, m.now)
+	return true
 }
 
 // takeQueued moves the queued reload's callers to the front; false when
@@ -747,10 +770,7 @@ func (m *machine) timer(id timerID, stderr []string) {
 			m.restartDue = true
 			return
 		}
-		if !m.stopping && m.serving == nil && m.starting == nil && m.trial == nil {
-			m.stats.Restarts++
-			m.startGen(kindRestart, m.now)
-		}
+		m.restartIfIdle()
 	}
 }
 
@@ -921,11 +941,11 @@ func (m *machine) upgradeDone(result, reason string) {
 		m.stop(0)
 		return
 	}
+	// A stop asked for during the upgrade returned above, and no upgrade
+	// begins once stopping: the idle check's !stopping holds here.
 	if m.restartDue {
 		m.restartDue = false
-		if m.serving == nil && m.starting == nil && m.trial == nil {
-			m.stats.Restarts++
-			m.startGen(kindRestart, m.now)
+		if m.restartIfIdle() {
 			return
 		}
 	}

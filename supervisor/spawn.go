@@ -110,14 +110,10 @@ func (s *Supervisor) exited(exitc chan<- unix.WaitStatus) func(unix.WaitStatus) 
 }
 
 // watch starts the goroutines that follow a running child: one copies
-// each output pipe, one reads its notify socket, one reports its exit.
+// each output pipe, one reads its notify socket (see follow), one reports
+// its exit.
 func (s *Supervisor) watch(c *child, exitc <-chan unix.WaitStatus) {
-	s.copyOutputs(c)
-	s.readers.Add(1)
-	go func() {
-		defer s.readers.Done()
-		s.readNotify(c)
-	}()
+	s.follow(c)
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
@@ -138,6 +134,18 @@ func (s *Supervisor) watch(c *child, exitc <-chan unix.WaitStatus) {
 		case <-time.After(2 * time.Second):
 		}
 		s.post(evExited{gen: c.id, status: ws, stderr: c.stderr.Lines(5)})
+	}()
+}
+
+// follow starts the goroutines that read what a running child writes:
+// a copier for each output pipe and a reader of its notify socket. They
+// end when it is closed, or at a read deadline (see quiesce).
+func (s *Supervisor) follow(c *child) {
+	s.copyOutputs(c)
+	s.readers.Add(1)
+	go func() {
+		defer s.readers.Done()
+		s.readNotify(c)
 	}()
 }
 
