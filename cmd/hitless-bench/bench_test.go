@@ -48,7 +48,7 @@ time for request:       72us     67.08ms      3.35ms      2.71ms    87.47%
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := h2loadResult{Total: 138075, Succeeded: 138072, Failed: 3, Errored: 3, Status2xx: 138072, RPS: 23012, Mean: "3.35ms", Max: "67.08ms"}
+	want := h2loadResult{Total: 138075, Succeeded: 138072, Failed: 3, Errored: 3, RPS: 23012, Mean: "3.35ms", Max: "67.08ms"}
 	if r != want {
 		t.Errorf("parsed %+v, want %+v", r, want)
 	}

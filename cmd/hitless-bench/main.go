@@ -126,7 +126,7 @@ func run(b bins, quick bool, only, commit, out string) error {
 	want := func(n string) bool {
 		return only == "" || slices.Contains(strings.Split(only, ","), n)
 	}
-	r := &report{started: time.Now(), plan: p, quick: quick}
+	r := &report{started: time.Now(), quick: quick}
 	steps := []struct {
 		nums string
 		fn   func(*scenario) []row

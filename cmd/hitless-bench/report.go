@@ -60,7 +60,6 @@ func failureText(t *harness.Tally) string {
 type report struct {
 	started time.Time
 	took    time.Duration
-	plan    plan
 	quick   bool
 	rows    []row
 }

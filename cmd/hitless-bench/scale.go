@@ -186,7 +186,6 @@ type scaleStats struct {
 	tally      harness.Tally
 	open       atomic.Int64 // connections open now
 	idleClosed atomic.Int64 // closed by the server while idle, then reopened
-	closeAsked atomic.Int64 // responses with "Connection: close"
 	failFresh  atomic.Int64 // failures on a connection dialed for this request
 	failReused atomic.Int64 // failures on a connection that had served before
 }
@@ -236,7 +235,6 @@ func (rc *rawConn) do() {
 		rc.stats.tally.AddOK(time.Since(start))
 	}
 	if resp.Close {
-		rc.stats.closeAsked.Add(1)
 		rc.close()
 	}
 }

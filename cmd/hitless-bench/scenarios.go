@@ -47,6 +47,27 @@ func (c client) start(addr string, d time.Duration) *harness.Load {
 	})
 }
 
+// startLoads starts the load of each client at addr, for at most d, in
+// the order of clients.
+func startLoads(clients []client, addr string, d time.Duration) []*harness.Load {
+	var loads []*harness.Load
+	for _, c := range clients {
+		loads = append(loads, c.start(addr, d))
+	}
+	return loads
+}
+
+// endLoads ends each load with end ((*harness.Load).Wait, to its bound,
+// or (*harness.Load).Stop, at once) and returns what each counted, in
+// the order of loads.
+func endLoads(loads []*harness.Load, end func(*harness.Load) *harness.Tally) []*harness.Tally {
+	var ts []*harness.Tally
+	for _, l := range loads {
+		ts = append(ts, end(l))
+	}
+	return ts
+}
+
 // clientRows are the rows of one scenario's clients, counted over
 // elapsed: the first row carries num, name and other.
 func clientRows(num, name, other, suffix string, clients []client, tallies []*harness.Tally, elapsed time.Duration) []row {
@@ -149,6 +170,13 @@ func reloadClients() []client {
 	}
 }
 
+// fastClients are the fast ones of reloadClients: keep-alive, then
+// per-request.
+func fastClients() []client {
+	c := reloadClients()
+	return []client{c[0], c[2]}
+}
+
 func benchReloads(s *scenario) []row {
 	p := s.plan
 	var rows []row
@@ -183,10 +211,7 @@ func benchReloads(s *scenario) []row {
 			reload = func() error { return syscall.Kill(h.PID(), syscall.SIGHUP) }
 		}
 		clients := reloadClients()
-		var loads []*harness.Load
-		for _, c := range clients {
-			loads = append(loads, c.start(addr, p.reloadRun))
-		}
+		loads := startLoads(clients, addr, p.reloadRun)
 		// Reloads at a fixed pace, not waiting for them, while the load
 		// runs; it ends at its time bound.
 		reloads, t := 0, time.NewTicker(p.reloadEvery)
@@ -202,10 +227,7 @@ func benchReloads(s *scenario) []row {
 			}
 		}
 		t.Stop()
-		var tallies []*harness.Tally
-		for _, l := range loads {
-			tallies = append(tallies, l.Wait())
-		}
+		tallies := endLoads(loads, (*harness.Load).Wait)
 		other := fmt.Sprintf("%d reloads in %v, one every %v", reloads, p.reloadRun, p.reloadEvery)
 		if h != nil {
 			st := h.Status()
@@ -312,16 +334,10 @@ func benchCrash(s *scenario) []row {
 	// --stable-after 1s and a pause of more than that between kills, so
 	// that each kill meets the first backoff step, not a doubled one.
 	h := s.startHitless([]string{"--stable-after", "1s"})
-	clients := []client{
-		{name: "keep-alive, fast", keepAlive: true, workers: 2},
-		{name: "per-request, fast", keepAlive: false, workers: 2},
-	}
+	clients := fastClients()
 	// At most: the pauses, the restarts, and a margin; stopped sooner.
 	bound := time.Duration(p.kills)*(1500*time.Millisecond+30*time.Second) + time.Second
-	var loads []*harness.Load
-	for _, c := range clients {
-		loads = append(loads, c.start(h.Addr(), bound))
-	}
+	loads := startLoads(clients, h.Addr(), bound)
 	var back []time.Duration
 	start := time.Now()
 	for range p.kills {
@@ -338,10 +354,7 @@ func benchCrash(s *scenario) []row {
 		back = append(back, r.At.Sub(t0))
 	}
 	time.Sleep(time.Second)
-	var tallies []*harness.Tally
-	for _, l := range loads {
-		tallies = append(tallies, l.Stop())
-	}
+	tallies := endLoads(loads, (*harness.Load).Stop)
 	elapsed := time.Since(start)
 	other := fmt.Sprintf("serving again after median %s, max %s (includes --backoff-min 100 ms); other failures are the requests the killed child held", ms(median(back)), ms(maxOf(back)))
 	return clientRows("7", "Crash: serving child gets SIGKILL under load", other, fmt.Sprintf(", %d SIGKILLs", p.kills), clients, tallies, elapsed)

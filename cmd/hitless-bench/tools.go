@@ -80,16 +80,14 @@ func writeWrkScript(dir string) (string, error) {
 // h2loadResult is what the bench reads from h2load.
 type h2loadResult struct {
 	Total, Succeeded, Failed, Errored, Timeout int64
-	Status2xx, Status5xx                       int64
 	RPS                                        float64
 	Mean, Max                                  string // time for request
 }
 
 var (
-	h2Reqs   = regexp.MustCompile(`requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout`)
-	h2Status = regexp.MustCompile(`status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`)
-	h2RPS    = regexp.MustCompile(`finished in [^,]+, ([0-9.]+) req/s`)
-	h2Time   = regexp.MustCompile(`time for request:\s+(\S+)\s+(\S+)\s+(\S+)`)
+	h2Reqs = regexp.MustCompile(`requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout`)
+	h2RPS  = regexp.MustCompile(`finished in [^,]+, ([0-9.]+) req/s`)
+	h2Time = regexp.MustCompile(`time for request:\s+(\S+)\s+(\S+)\s+(\S+)`)
 )
 
 func parseH2load(out string) (h2loadResult, error) {
@@ -100,9 +98,6 @@ func parseH2load(out string) (h2loadResult, error) {
 	}
 	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
 	r.Total, r.Succeeded, r.Failed, r.Errored, r.Timeout = n(m[1]), n(m[4]), n(m[5]), n(m[6]), n(m[7])
-	if m := h2Status.FindStringSubmatch(out); m != nil {
-		r.Status2xx, r.Status5xx = n(m[1]), n(m[4])
-	}
 	if m := h2RPS.FindStringSubmatch(out); m != nil {
 		r.RPS, _ = strconv.ParseFloat(m[1], 64)
 	}

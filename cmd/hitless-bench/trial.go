@@ -20,10 +20,7 @@ import (
 // never signalled, serves on.
 func benchTrial(s *scenario) []row {
 	p := s.plan
-	clients := []client{
-		{name: "keep-alive, fast", keepAlive: true, workers: 2},
-		{name: "per-request, fast", keepAlive: false, workers: 2},
-	}
+	clients := fastClients()
 	var rows []row
 	for i, v := range []struct {
 		name  string
@@ -35,10 +32,7 @@ func benchTrial(s *scenario) []row {
 		mode := filepath.Join(s.tmp, fmt.Sprintf("mode-%d", i))
 		s.check(os.WriteFile(mode, []byte("serve"), 0o644))
 		h := s.startHitless(v.flags, "-mode-file", mode)
-		var loads []*harness.Load
-		for _, c := range clients {
-			loads = append(loads, c.start(h.Addr(), p.trialRun))
-		}
+		loads := startLoads(clients, h.Addr(), p.trialRun)
 		start := time.Now()
 		// The load runs a while before the reload, and to its time bound
 		// after it: the pause paces the run, it waits for nothing.
@@ -47,10 +41,7 @@ func benchTrial(s *scenario) []row {
 		m := h.Mark()
 		t0 := time.Now()
 		h.Signal(syscall.SIGHUP)
-		var tallies []*harness.Tally
-		for _, l := range loads {
-			tallies = append(tallies, l.Wait())
-		}
+		tallies := endLoads(loads, (*harness.Load).Wait)
 		elapsed := time.Since(start)
 		st := h.Status()
 		crashes := 0

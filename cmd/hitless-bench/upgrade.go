@@ -4,8 +4,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -33,14 +31,14 @@ func benchUpgrade(s *scenario) []row {
 func upgradeHitless(s *scenario) []row {
 	p := s.plan
 	live := filepath.Join(s.tmp, "hitless")
-	s.check(install(s.hitless, live))
+	s.check(harness.Install(s.hitless, live))
 	h := harness.Start(s, harness.Options{Hitless: live, Client: s.hitless, Command: []string{s.server}})
 	pid := h.PID()
 	child, _ := h.Status().Serving()
 	var took []time.Duration
 	var ok, samePID, newExe, sameChild int
 	clients, tallies, elapsed := s.upgradesUnderLoad(h.Addr(), func() {
-		s.check(install(s.hitless, live))
+		s.check(harness.Install(s.hitless, live))
 		res, err := harness.RunCLI(3*time.Minute, s.hitless, "upgrade", "--control", h.Control())
 		s.check(err)
 		took = append(took, res.Took)
@@ -53,7 +51,7 @@ func upgradeHitless(s *scenario) []row {
 		if st.PID == pid && harness.Alive(pid) {
 			samePID++
 		}
-		if sameFile(fmt.Sprintf("/proc/%d/exe", pid), live) {
+		if harness.SameFile(fmt.Sprintf("/proc/%d/exe", pid), live) {
 			newExe++
 		}
 		if g, serving := st.Serving(); serving && g.PID == child.PID {
@@ -78,7 +76,7 @@ func upgradeHitless(s *scenario) []row {
 func upgradeTableflip(s *scenario) []row {
 	p := s.plan
 	live := filepath.Join(s.tmp, "tableflipserver")
-	s.check(install(s.tableflip, live))
+	s.check(harness.Install(s.tableflip, live))
 	addr, err := harness.FreeAddr()
 	s.check(err)
 	f, err := startFlip(live, addr, s.tmp)
@@ -87,7 +85,7 @@ func upgradeTableflip(s *scenario) []row {
 	pids := []string{fmt.Sprint(f.pid)}
 	var serving, exited []time.Duration
 	clients, tallies, elapsed := s.upgradesUnderLoad(addr, func() {
-		s.check(install(s.tableflip, live))
+		s.check(harness.Install(s.tableflip, live))
 		sv, ex, err := f.upgrade(time.Minute)
 		s.check(err)
 		serving, exited = append(serving, sv), append(exited, ex)
@@ -112,10 +110,7 @@ func (s *scenario) upgradesUnderLoad(addr string, upgrade func()) ([]client, []*
 	// The load is stopped an interval after the last upgrade; its bound
 	// allows for upgrades that take as long as their own timeouts.
 	bound := time.Duration(p.upgrades+1)*p.upgradeEvery + time.Duration(p.upgrades)*3*time.Minute
-	var loads []*harness.Load
-	for _, c := range clients {
-		loads = append(loads, c.start(addr, bound))
-	}
+	loads := startLoads(clients, addr, bound)
 	s.Cleanup(func() { // ends the load at once if an upgrade fails
 		for _, l := range loads {
 			l.Stop()
@@ -127,43 +122,5 @@ func (s *scenario) upgradesUnderLoad(addr string, upgrade func()) ([]client, []*
 		upgrade()
 	}
 	time.Sleep(p.upgradeEvery)
-	var tallies []*harness.Tally
-	for _, l := range loads {
-		tallies = append(tallies, l.Stop())
-	}
-	return clients, tallies, time.Since(start)
-}
-
-// install copies src to path as a deploy does: a new file beside it,
-// renamed over it, so that the file of a running image is unlinked, not
-// overwritten.
-func install(src, path string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	tmp := path + ".new"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// sameFile reports whether a and b, links followed, are the same file.
-func sameFile(a, b string) bool {
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	sb, err := os.Stat(b)
-	return err == nil && os.SameFile(sa, sb)
+	return clients, endLoads(loads, (*harness.Load).Stop), time.Since(start)
 }

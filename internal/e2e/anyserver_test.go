@@ -27,6 +27,10 @@ import (
 
 const python = "/usr/bin/python3"
 
+// notifyReady is a shell command that sends READY=1 to $NOTIFY_SOCKET
+// from a one-shot Python process, which exits at once.
+const notifyReady = python + ` -c 'import os, socket; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])'`
+
 // pyServer returns the command that runs testdata/pyserver.py with args,
 // from a copy that any user can read.
 func pyServer(t *testing.T, args ...string) []string {
@@ -131,35 +135,27 @@ func killHitless(t *testing.T, p *harness.Hitless, pids ...int) {
 	addr := p.Addr()
 	p.Signal(syscall.SIGKILL)
 	killed := time.Now()
-	p.Wait(10 * time.Second)
-	for {
+	// Both within a second of the kill: waitUntil's bound is what is left.
+	// hitless's exit is waited for only after: its stderr is shared with
+	// the watcher, which a race-enabled build keeps alive a second longer
+	// (GORACE's exit sleep; the watcher runs with an empty environment).
+	waitUntil(t, time.Until(killed.Add(time.Second)), fmt.Sprintf("%s refusing within a second of the SIGKILL", addr), func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-		} else if errors.Is(err, syscall.ECONNREFUSED) {
-			break
 		}
-		if time.Since(killed) > time.Second {
-			t.Fatalf("%v after hitless was killed, %s still accepts", time.Since(killed), addr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for {
-		var left []int
+		return errors.Is(err, syscall.ECONNREFUSED)
+	})
+	waitUntil(t, time.Until(killed.Add(time.Second)), fmt.Sprintf("pids %v gone within a second of the SIGKILL", pids), func() bool {
 		for _, pid := range pids {
 			if harness.Alive(pid) {
-				left = append(left, pid)
+				return false
 			}
 		}
-		if len(left) == 0 {
-			break
-		}
-		if time.Since(killed) > time.Second {
-			t.Fatalf("%v after hitless was killed, pids %v remain", time.Since(killed), left)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return true
+	})
 	t.Logf("port refused and the tree gone %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+	p.Wait(10 * time.Second)
 }
 
 // A wrapper script that does not exec: the server is hitless's
@@ -244,10 +240,10 @@ func TestRunAsUser(t *testing.T) {
 	}
 	for _, keepAlive := range []bool{true, false} {
 		load := harness.StartLoad(t.Context(), harness.LoadOptions{URL: harness.WorkURL(p.Addr(), 0), Workers: 4, KeepAlive: keepAlive, Duration: time.Minute})
-		load.WaitOK(50, 20*time.Second)
+		waitOK(t, load, 50)
 		for range 3 {
 			p.Reload()
-			load.WaitOK(50, 20*time.Second)
+			waitOK(t, load, 50)
 		}
 		if tally := load.Stop(); tally.Failed() != 0 {
 			t.Errorf("keep-alive %v: %s", keepAlive, tally)
@@ -275,8 +271,7 @@ func procField(t *testing.T, pid int, key string) string {
 // gone before hitless reads the datagram, so its ancestry cannot be
 // looked up. About one start in ten failed; every one must succeed.
 func TestReadyFromOneShotSender(t *testing.T) {
-	oneShot := `import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])`
-	senders := map[string]string{"python": python + ` -c '` + oneShot + `'`}
+	senders := map[string]string{"python": notifyReady}
 	if path, err := exec.LookPath("systemd-notify"); err == nil {
 		senders["systemd-notify"] = path + " --ready"
 	}
@@ -288,9 +283,8 @@ func TestReadyFromOneShotSender(t *testing.T) {
 			}
 			p := start(t, harness.Options{Command: []string{"/bin/sh", "-c", send + "; exec sleep 1000"}})
 			for i := range starts {
-				res, err := harness.RunCLI(30*time.Second, bin.client, "reload", "--control", p.Control())
-				if err != nil || res.Code != 0 {
-					t.Fatalf("start %d of %d: %v %s", i+2, starts+1, err, res)
+				if res := ctl(t, 30*time.Second, p, "reload"); res.Code != 0 {
+					t.Fatalf("start %d of %d: %s", i+2, starts+1, res)
 				}
 			}
 			if st := p.Status(); st.ReloadsOK != starts || st.ReloadsFailed != 0 {

@@ -45,6 +45,13 @@ func cli(t *testing.T, d time.Duration, prefix []string, args ...string) harness
 	return r
 }
 
+// ctl runs the hitless client that polls the status (bin.client) with
+// cmd against p's control socket, then args (see cli).
+func ctl(t *testing.T, d time.Duration, p *harness.Hitless, cmd string, args ...string) harness.CLIResult {
+	t.Helper()
+	return cli(t, d, []string{bin.client}, append([]string{cmd, "--control", p.Control()}, args...)...)
+}
+
 // "hitless reload" exits 0 once the new generation serves, and says which
 // one; POST load across several such reloads loses nothing.
 func TestControlReload(t *testing.T) {
@@ -398,18 +405,15 @@ func TestControlGarbage(t *testing.T) {
 // mode lets them connect, get past the peer-credentials check; nothing
 // reloads. Runs the client as nobody with setpriv; needs root.
 func TestControlSecondUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, to run the client as nobody")
-	}
+	requireRoot(t) // to run the client as nobody
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		t.Skip("needs setpriv (util-linux), to run the client as nobody")
 	}
 	// nobody must be able to run the binary and reach the socket file.
-	pub := harness.ShortDir(t)
-	os.Chmod(pub, 0o755)
+	pub := worldReadableDir(t)
 	client := filepath.Join(pub, "hitless")
-	copyBinary(t, bin.hitless, client)
+	copyFile(t, bin.hitless, client, 0o755)
 	sock := filepath.Join(pub, "c.sock")
 
 	p := start(t, harness.Options{Args: []string{"--control", sock}})
@@ -450,16 +454,5 @@ func TestControlSecondUser(t *testing.T) {
 	// Root still may.
 	if r := cli(t, 30*time.Second, nil, "reload", "--control", sock); r.Code != 0 {
 		t.Errorf("reload as root: %v", r)
-	}
-}
-
-func copyBinary(t *testing.T, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -39,9 +39,8 @@ func testMain(m *testing.M) int {
 	// must be reachable for them.
 	os.Chmod(dir, 0o755)
 	// Under -race hitless is a race-enabled binary, which sleeps a second
-	// as it exits (GORACE's atexit_sleep_ms): every test that waits for
-	// hitless to exit would wait that long.
-	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	// as it exits (GORACE's atexit_sleep_ms): the harness tells every
+	// hitless it runs (harness.Launch, harness.RunCLI) not to.
 	// A hitless run without --control takes a socket in $XDG_RUNTIME_DIR:
 	// give this run its own, so that concurrent test runs (and a hitless
 	// on the machine) do not meet.
@@ -88,7 +87,7 @@ func start(t *testing.T, o harness.Options, srv ...string) *harness.Hitless {
 // startRaw runs the hitless binary with args and collects its stderr.
 func startRaw(t *testing.T, env []string, args ...string) *harness.Hitless {
 	t.Helper()
-	return harness.StartCommand(t, bin.hitless, env, args...)
+	return harness.Launch(t, harness.Options{Hitless: bin.hitless, Env: env}, args...)
 }
 
 // work sends POST /work to the test server (whose handler takes delay)

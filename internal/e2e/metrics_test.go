@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -136,15 +135,11 @@ func TestMetricsUnixSocket(t *testing.T) {
 // A --metrics address that is malformed or cannot be bound is a usage
 // error (exit 2) naming the flag, and no child starts.
 func TestMetricsBadAddress(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
+	busy := freeListener(t)
 	for _, tc := range []struct{ addr, want string }{
 		{"127.0.0.1:99999", `--metrics: "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`},
 		{"9180", `--metrics: "9180" is not host:port or a path`},
-		{busy.Addr().String(), "--metrics: listen tcp " + busy.Addr().String() + ": bind: address already in use"},
+		{busy, "--metrics: listen tcp " + busy + ": bind: address already in use"},
 	} {
 		p := startRaw(t, nil, "run", "--log-format", "json", "--control", ctlSocket(t), "--metrics", tc.addr,
 			"--listen", "tcp://127.0.0.1:0", "--", bin.server)

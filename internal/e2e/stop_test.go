@@ -31,9 +31,8 @@ func TestStopThenRunAgain(t *testing.T) {
 	args := []string{"--listen", "tcp://" + addr, "--control", sock, "--pid-file", pidFile}
 	for i := range 5 {
 		p := start(t, harness.Options{Args: args})
-		res, err := harness.RunCLI(60*time.Second, bin.client, "stop", "--control", sock)
-		if err != nil || res.Code != 0 {
-			t.Fatalf("round %d: hitless stop: %v %s", i, err, res)
+		if res := cli(t, 60*time.Second, []string{bin.client}, "stop", "--control", sock); res.Code != 0 {
+			t.Fatalf("round %d: hitless stop: %s", i, res)
 		}
 		for _, path := range []string{sock, pidFile} {
 			if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
@@ -51,14 +50,13 @@ func TestStopThenRunAgain(t *testing.T) {
 // systemd unit failed on every systemctl stop). A child's own failure
 // still shows.
 func TestStopExitStatus(t *testing.T) {
-	oneShot := python + ` -c 'import os, socket; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])'`
 	for _, tc := range []struct {
 		name  string
 		child string
 		want  int
 	}{
-		{"no SIGTERM handler", oneShot + "; exec sleep 1000", 0},
-		{"exits 3 on SIGTERM", oneShot + `; trap 'exit 3' TERM; while :; do sleep 0.1; done`, 3},
+		{"no SIGTERM handler", notifyReady + "; exec sleep 1000", 0},
+		{"exits 3 on SIGTERM", notifyReady + `; trap 'exit 3' TERM; while :; do sleep 0.1; done`, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := start(t, harness.Options{Command: []string{"/bin/sh", "-c", tc.child}})
@@ -86,5 +84,5 @@ func TestSIGHUPAsSoonAsPidFile(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	p.WaitStatus(20*time.Second, func(s harness.Status) bool { g, ok := s.Serving(); return ok && g.Generation == 2 })
+	p.WaitStatus(20*time.Second, serves(2))
 }

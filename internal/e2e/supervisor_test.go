@@ -306,9 +306,8 @@ func TestManyReloads(t *testing.T) {
 	// serves: one command per reload rather than a poll of the status
 	// (the SIGHUP path is the same machine event, and has its own tests).
 	for i := range n {
-		res, err := harness.RunCLI(30*time.Second, bin.client, "reload", "--control", p.Control())
-		if err != nil || res.Code != 0 {
-			t.Fatalf("reload %d: %v %s", i, err, res)
+		if res := ctl(t, 30*time.Second, p, "reload"); res.Code != 0 {
+			t.Fatalf("reload %d: %s", i, res)
 		}
 	}
 	if st := p.WaitStatus(30*time.Second, gens(1)); st.Generations[0].Generation != n+2 || st.ReloadsOK != n+1 {
@@ -524,9 +523,7 @@ func TestOutputPrefix(t *testing.T) {
 // As PID 1 of a container (a new PID namespace), hitless reloads, reaps
 // the orphans re-parented to it, and stops on SIGTERM.
 func TestPID1(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root to create a PID namespace")
-	}
+	requireRoot(t) // to create a PID namespace
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
 		t.Skip("unshare (util-linux) not installed")

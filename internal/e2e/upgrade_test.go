@@ -26,35 +26,12 @@ func liveBinary(t *testing.T) (dir, path string) {
 }
 
 // deploy moves a new copy of src over path, as an installer does: the
-// running image's file is unlinked, not overwritten.
+// running image's file is unlinked, not overwritten (see harness.Install).
 func deploy(t *testing.T, src, path string) {
 	t.Helper()
-	tmp := path + ".new"
-	copyFile(t, src, tmp, 0o755)
-	if err := os.Rename(tmp, path); err != nil {
+	if err := harness.Install(src, path); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func sameInode(t *testing.T, a, b string) bool {
-	t.Helper()
-	var sa, sb syscall.Stat_t
-	if err := syscall.Stat(a, &sa); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Stat(b, &sb); err != nil {
-		t.Fatal(err)
-	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
-}
-
-func upgradeCLI(t *testing.T, p *harness.Hitless, args ...string) harness.CLIResult {
-	t.Helper()
-	res, err := harness.RunCLI(3*time.Minute, append([]string{bin.client, "upgrade", "--control", p.Control()}, args...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
 }
 
 // A new hitless binary moved over the old one and "hitless upgrade",
@@ -78,12 +55,12 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	for i := range 3 {
 		deploy(t, bin.hitless, path)
-		res := upgradeCLI(t, p)
+		res := ctl(t, 3*time.Minute, p, "upgrade")
 		if res.Code != 0 || !strings.Contains(res.Stdout, "upgraded: hitless pid "+fmt.Sprint(p.PID())) {
 			t.Fatalf("upgrade %d: %s", i+1, res)
 		}
 		t.Logf("upgrade %d took %v: %s", i+1, res.Took.Round(time.Millisecond), strings.TrimSpace(res.Stdout))
-		if !sameInode(t, fmt.Sprintf("/proc/%d/exe", p.PID()), path) {
+		if !harness.SameFile(fmt.Sprintf("/proc/%d/exe", p.PID()), path) {
 			t.Errorf("upgrade %d: /proc/%d/exe is not the new file", i+1, p.PID())
 		}
 		st := p.Status()
@@ -118,9 +95,8 @@ func TestUpgradeUnderLoad(t *testing.T) {
 // across an upgrade under load.
 func TestUpgradeKeepsDrainingGenerations(t *testing.T) {
 	_, path := liveBinary(t)
-	oneShot := python + ` -c 'import os, socket; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])'`
 	p := start(t, harness.Options{Hitless: path, Args: []string{"--drain-timeout", "2m"},
-		Command: []string{"/bin/sh", "-c", "trap '' TERM; " + oneShot + "; exec sleep 1000"}})
+		Command: []string{"/bin/sh", "-c", "trap '' TERM; " + notifyReady + "; exec sleep 1000"}})
 	// Keep hitless's runtime busy meanwhile (status requests, each on a
 	// goroutine of its own), so that its goroutines move between threads.
 	ctx, cancel := context.WithCancel(t.Context())
@@ -132,8 +108,8 @@ func TestUpgradeKeepsDrainingGenerations(t *testing.T) {
 		}
 	}()
 	for range 10 {
-		if res, err := harness.RunCLI(30*time.Second, bin.client, "reload", "--control", p.Control()); err != nil || res.Code != 0 {
-			t.Fatalf("reload: %v %s", err, res)
+		if res := ctl(t, 30*time.Second, p, "reload"); res.Code != 0 {
+			t.Fatalf("reload: %s", res)
 		}
 	}
 	cancel()
@@ -143,7 +119,7 @@ func TestUpgradeKeepsDrainingGenerations(t *testing.T) {
 		t.Fatalf("%d generations before the upgrade, want 11", len(before.Generations))
 	}
 	deploy(t, bin.hitless, path)
-	if res := upgradeCLI(t, p); res.Code != 0 {
+	if res := ctl(t, 3*time.Minute, p, "upgrade"); res.Code != 0 {
 		t.Fatalf("upgrade: %s", res)
 	}
 	after := p.Status()
@@ -186,7 +162,7 @@ func TestUpgradeRefused(t *testing.T) {
 		{"/bin/true", "is not hitless"},
 		{filepath.Join(dir, "missing"), "no such file or directory"},
 	} {
-		res := upgradeCLI(t, p, "--binary", tc.binary)
+		res := ctl(t, 3*time.Minute, p, "upgrade", "--binary", tc.binary)
 		if res.Code != 1 || !strings.Contains(res.Stderr, "upgrade refused") || !strings.Contains(res.Stderr, tc.reason) {
 			t.Errorf("upgrade to %s: %s, want refused: %s", filepath.Base(tc.binary), res, tc.reason)
 		}
@@ -195,7 +171,7 @@ func TestUpgradeRefused(t *testing.T) {
 	if s, _ := st.Serving(); st.PID != p.PID() || s.PID != g.PID || st.UpgradesFailed != 5 || st.UpgradesOK != 0 {
 		t.Errorf("status after refusals: %+v", st)
 	}
-	if !sameInode(t, fmt.Sprintf("/proc/%d/exe", p.PID()), path) {
+	if !harness.SameFile(fmt.Sprintf("/proc/%d/exe", p.PID()), path) {
 		t.Error("the running image changed")
 	}
 	p.Reload()
@@ -214,7 +190,7 @@ func TestUpgradeRollback(t *testing.T) {
 	}
 	p := start(t, harness.Options{Hitless: path})
 	g, _ := p.Status().Serving()
-	res := upgradeCLI(t, p, "--binary", broken)
+	res := ctl(t, 3*time.Minute, p, "upgrade", "--binary", broken)
 	if res.Code != 1 || !strings.Contains(res.Stderr, "upgrade rolled back: restore: injected failure: injected") {
 		t.Fatalf("upgrade to a binary that cannot restore: %s", res)
 	}
@@ -223,12 +199,12 @@ func TestUpgradeRollback(t *testing.T) {
 	if st.PID != p.PID() || s.PID != g.PID || st.LastUpgrade == nil || st.LastUpgrade.Result != "rolled_back" {
 		t.Errorf("status after the rollback: %+v", st)
 	}
-	if !sameInode(t, fmt.Sprintf("/proc/%d/exe", p.PID()), path) {
+	if !harness.SameFile(fmt.Sprintf("/proc/%d/exe", p.PID()), path) {
 		t.Error("after the rollback, the old image does not run")
 	}
 	p.Reload()
 	deploy(t, bin.hitless, path)
-	if res := upgradeCLI(t, p); res.Code != 0 {
+	if res := ctl(t, 3*time.Minute, p, "upgrade"); res.Code != 0 {
 		t.Errorf("an upgrade after a rollback: %s", res)
 	}
 }

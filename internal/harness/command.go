@@ -23,15 +23,24 @@ func (r CLIResult) String() string {
 	return fmt.Sprintf("exit %d after %v\nstdout: %s\nstderr: %s", r.Code, r.Took.Round(time.Millisecond), r.Stdout, r.Stderr)
 }
 
+// environ is the environment of every hitless the harness runs: this
+// process's, GORACE with atexit_sleep_ms=0, then extra (which wins over
+// both). A binary built with the race detector sleeps a second before it
+// exits, to catch late reports: a client that is run often would pay it
+// at each run, and every wait for a hitless to exit would wait that long.
+func environ(extra ...string) []string {
+	env := append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	return append(env, extra...)
+}
+
 // RunCLI runs argv, killing it if it still runs after d; an exit status
 // other than 0 is a result, not an error. A binary built with the race
-// detector sleeps a second before it exits, to catch late reports; a
-// client that is run often is told not to.
+// detector is told not to sleep as it exits (see environ).
 func RunCLI(d time.Duration, argv ...string) (CLIResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	cmd.Env = environ()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()

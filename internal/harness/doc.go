@@ -6,7 +6,7 @@
 //
 // Three parts, each usable on its own:
 //
-//   - Hitless (Start, StartCommand): one hitless process, its log records
+//   - Hitless (Start, Launch): one hitless process, its log records
 //     with marks, waits with deadlines on a record or on the status,
 //     signals, exit status, stop. Its methods fail a TB: *testing.T, or a
 //     command's own implementation (hitless-bench has one).

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -176,5 +178,38 @@ func TestLoadProgressAndPhases(t *testing.T) {
 	start := time.Now()
 	if err := l.WaitOK(1, time.Minute); err == nil || time.Since(start) > 10*time.Second {
 		t.Errorf("WaitOK after the end: %v after %v", err, time.Since(start))
+	}
+}
+
+// Install replaces the file at path with a new one (a new inode), and
+// SameFile tells the two apart.
+func TestInstallSameFile(t *testing.T) {
+	dir := t.TempDir()
+	src, path := filepath.Join(dir, "src"), filepath.Join(dir, "live")
+	if err := os.WriteFile(src, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("old"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, "old")
+	if err := os.Link(path, old); err != nil {
+		t.Fatal(err)
+	}
+	if !SameFile(path, old) {
+		t.Fatal("a file and its hard link differ")
+	}
+	if err := Install(src, path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if fi, _ := os.Stat(path); err != nil || string(b) != "new" || fi.Mode().Perm()&0o100 == 0 {
+		t.Errorf("after Install: %q %v, %v", b, err, fi)
+	}
+	if SameFile(path, old) || SameFile(path, src) || SameFile(path, filepath.Join(dir, "missing")) {
+		t.Error("SameFile of different or missing files")
+	}
+	if _, err := os.Stat(path + ".new"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s.new left behind: %v", path, err)
 	}
 }

@@ -154,13 +154,6 @@ func Start(t TB, o Options) *Hitless {
 	return h
 }
 
-// StartCommand runs the hitless binary with any arguments and collects
-// what it writes to stderr; it waits for nothing. A cleanup stops it.
-func StartCommand(t TB, hitless string, env []string, args ...string) *Hitless {
-	t.Helper()
-	return Launch(t, Options{Hitless: hitless, Env: env}, args...)
-}
-
 // ShortDir returns a new directory, removed at cleanup, whose path is
 // short enough for unix sockets in it: a socket's path holds at most 107
 // bytes, which a test's TempDir can exceed.
@@ -185,13 +178,15 @@ func hasFlag(args []string, f string) bool {
 
 // Launch runs o.Hitless with exactly args, under o.Wrap or through
 // o.Exec, with o.Env and o.Files (the rest of o is not used), and collects
-// what it writes to stderr; it waits for nothing. A cleanup stops it.
+// what it writes to stderr; it waits for nothing. A cleanup stops it. A
+// hitless built with the race detector is told not to sleep as it exits
+// (see environ), nor are the hitless binaries it execs.
 func Launch(t TB, o Options, args ...string) *Hitless {
 	t.Helper()
 	h := &Hitless{t: t, exited: make(chan struct{}), changed: make(chan struct{})}
 	argv := append(append(append(append([]string{}, o.Wrap...), o.Exec...), o.Hitless), args...)
 	h.cmd = exec.Command(argv[0], argv[1:]...)
-	h.cmd.Env = append(os.Environ(), o.Env...)
+	h.cmd.Env = environ(o.Env...)
 	h.cmd.ExtraFiles = o.Files
 	h.cmd.Stdout = io.Discard
 	stderr, err := h.cmd.StderrPipe()
