@@ -56,7 +56,7 @@ func (s *Supervisor) startWatcher() (*watcher, error) {
 	defer null.Close()
 	wt := &watcher{w: w, exit: make(chan unix.WaitStatus, 1)}
 	attr := &syscall.ProcAttr{
-		Env:   []string{},
+		Env:   runtimeEnv(),
 		Files: []uintptr{null.Fd(), null.Fd(), s.cfg.Stderr.Fd(), r.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
@@ -69,6 +69,20 @@ func (s *Supervisor) startWatcher() (*watcher, error) {
 		return nil, fmt.Errorf("start watcher: %w", err)
 	}
 	return wt, nil
+}
+
+// runtimeEnv is the part of hitless's environment that the watcher, the
+// same binary, keeps: the Go runtime's own settings (a race-enabled build
+// reads GORACE, for one, and would otherwise sleep a second as it exits,
+// holding hitless's stderr). Nothing else of the environment reaches it.
+func runtimeEnv() []string {
+	env := []string{}
+	for _, name := range []string{"GODEBUG", "GORACE", "GOTRACEBACK"} {
+		if v, ok := os.LookupEnv(name); ok {
+			env = append(env, name+"="+v)
+		}
+	}
+	return env
 }
 
 // tell sends one line to the watcher. A watcher that does not read within

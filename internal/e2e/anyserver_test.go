@@ -136,9 +136,9 @@ func killHitless(t *testing.T, p *harness.Hitless, pids ...int) {
 	p.Signal(syscall.SIGKILL)
 	killed := time.Now()
 	// Both within a second of the kill: waitUntil's bound is what is left.
-	// hitless's exit is waited for only after: its stderr is shared with
-	// the watcher, which a race-enabled build keeps alive a second longer
-	// (GORACE's exit sleep; the watcher runs with an empty environment).
+	// hitless's exit is waited for only after: it is seen when its
+	// stderr closes, which the watcher shares, so it would time the
+	// watcher too.
 	waitUntil(t, time.Until(killed.Add(time.Second)), fmt.Sprintf("%s refusing within a second of the SIGKILL", addr), func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
