@@ -394,7 +394,6 @@ type machineState struct {
 	Pending       bool          `json:"pending"`
 	QueuedAt      time.Time     `json:"queued_at"`
 	Stopping      bool          `json:"stopping"`
-	EverServed    bool          `json:"ever_served"`
 	Restart       timerID       `json:"restart"`
 	Backoff       time.Duration `json:"backoff"`
 	ExitCode      int           `json:"exit_code"`
@@ -446,7 +445,7 @@ func exportMachine(m *machine) machineState {
 	}
 	ms := machineState{
 		LastID: m.lastID, Serving: id(m.serving), Starting: id(m.starting), Trial: id(m.trial),
-		Pending: m.pending, QueuedAt: m.queuedAt, Stopping: m.stopping, EverServed: m.everServed,
+		Pending: m.pending, QueuedAt: m.queuedAt, Stopping: m.stopping,
 		Restart: m.restart, Backoff: m.backoff, ExitCode: m.exitCode, LastTimer: m.lastTimer,
 		Upgrading: m.upgrading, UpgradeID: m.upgradeID, UpgradeBinary: m.upgradeBinary,
 		UpgradeQueued: m.upgradeQueued, StopDeferred: m.stopDeferred, RestartDue: m.restartDue, Stats: m.stats,
@@ -507,7 +506,7 @@ func importMachine(ms machineState, cfg machineConfig) (*machine, error) {
 		}
 		m.timers[t.ID] = timerRef{kind: t.Kind, gen: g}
 	}
-	m.lastID, m.pending, m.queuedAt, m.stopping, m.everServed = ms.LastID, ms.Pending, ms.QueuedAt, ms.Stopping, ms.EverServed
+	m.lastID, m.pending, m.queuedAt, m.stopping = ms.LastID, ms.Pending, ms.QueuedAt, ms.Stopping
 	m.restart, m.backoff, m.exitCode, m.lastTimer = ms.Restart, ms.Backoff, ms.ExitCode, ms.LastTimer
 	m.upgrading, m.upgradeID, m.upgradeBinary = ms.Upgrading, ms.UpgradeID, ms.UpgradeBinary
 	m.upgradeQueued, m.stopDeferred, m.restartDue, m.stats = ms.UpgradeQueued, ms.StopDeferred, ms.RestartDue, ms.Stats

@@ -338,11 +338,10 @@ type machine struct {
 	stopCallers []callerID
 	done        bool
 
-	everServed bool
-	restart    timerID // armed restart timer
-	backoff    time.Duration
-	exitCode   int
-	initErr    error
+	restart  timerID // armed restart timer
+	backoff  time.Duration
+	exitCode int
+	initErr  error
 
 	timers    map[timerID]timerRef // armed
 	lastTimer timerID
@@ -594,7 +593,6 @@ func (m *machine) promote(g *mgen) {
 	}
 	old := m.serving
 	g.state, m.serving, m.starting = Serving, g, nil
-	m.everServed = true
 	m.armWatchdog(g)
 	m.logf(slog.LevelInfo, "serving", "generation", g.id, "pid", g.pid, "ready_after", g.readyAt.Sub(g.started).Round(time.Millisecond))
 	switch g.kind {
