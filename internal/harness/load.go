@@ -83,12 +83,6 @@ func StartLoad(ctx context.Context, o LoadOptions) *Load {
 	ctx, cancel := context.WithTimeout(ctx, o.Duration)
 	l := &Load{opts: o, cancel: cancel, done: make(chan struct{})}
 	l.phase.Store(new(Tally))
-	tr := &http.Transport{
-		DisableKeepAlives:   !o.KeepAlive,
-		MaxIdleConnsPerHost: o.Workers,
-		DialContext:         (&net.Dialer{Timeout: o.ConnectTimeout}).DialContext,
-	}
-	client := &http.Client{Transport: tr, Timeout: o.Timeout}
 
 	// The pacer, if any, hands out one permit per tick to a free worker;
 	// it ends with ctx, which is cancelled once every worker has stopped.
@@ -117,6 +111,20 @@ func StartLoad(ctx context.Context, o LoadOptions) *Load {
 	var workers sync.WaitGroup
 	for range o.Workers {
 		workers.Go(func() {
+			// Each worker is one client with one connection at a time,
+			// as the count of connections in a test assumes. A shared
+			// pool would dial a spare connection whenever a request
+			// raced another's return to the pool, and a spare left idle
+			// past the lame duck's quiet time is closed by the server
+			// just as the pool may hand it out: the idle-close race of
+			// HTTP/1.1, which no setting of hitless can remove.
+			tr := &http.Transport{
+				DisableKeepAlives: !o.KeepAlive,
+				MaxConnsPerHost:   1,
+				DialContext:       (&net.Dialer{Timeout: o.ConnectTimeout}).DialContext,
+			}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr, Timeout: o.Timeout}
 			for ctx.Err() == nil {
 				if permits != nil {
 					select {
@@ -137,7 +145,6 @@ func StartLoad(ctx context.Context, o LoadOptions) *Load {
 		workers.Wait()
 		cancel()
 		pacer.Wait()
-		tr.CloseIdleConnections()
 		close(l.done)
 	}()
 	return l
