@@ -10,9 +10,10 @@
 //     with marks, waits with deadlines on a record or on the status,
 //     signals, exit status, stop. Its methods fail a TB: *testing.T, or a
 //     command's own implementation (hitless-bench has one).
-//   - Load (StartLoad): closed-loop POST workers with keep-alive on or off,
-//     bounded in count and in time, optionally paced, counted in a Tally
-//     whose progress can be awaited; Classify names each failure.
+//   - Load (StartLoad): closed-loop POST workers, each one client with one
+//     connection at a time, keep-alive on or off, bounded in count and in
+//     time, optionally paced, counted in a Tally whose progress can be
+//     awaited; Classify names each failure.
 //   - Helpers for the test server (internal/e2e/testserver): WorkURL for
 //     its handler delay, OpenStream for its event streams; and, on Linux,
 //     what /proc says of a process (ProcUsage, Children, Alive).
