@@ -170,7 +170,7 @@ func reload(ctx context.Context, f *controlFlags, stdout, stderr io.Writer) erro
 		return exitCode(exitFailed)
 	}
 	if errors.Is(err, control.ErrNoVerdict) {
-		explainNoVerdict(ctx, f, stderr)
+		explainNoVerdict(ctx, c, stderr)
 	}
 	if err != nil {
 		return report(stderr, err)
@@ -181,12 +181,7 @@ func reload(ctx context.Context, f *controlFlags, stdout, stderr io.Writer) erro
 
 // explainNoVerdict says why a reload has no verdict yet when the reason is
 // a trial: the verdict comes at its end, which may be after --timeout.
-func explainNoVerdict(ctx context.Context, f *controlFlags, stderr io.Writer) {
-	c, err := f.dial(io.Discard)
-	if err != nil {
-		return
-	}
-	defer c.Close()
+func explainNoVerdict(ctx context.Context, c *control.Client, stderr io.Writer) {
 	st, err := c.Status(ctx)
 	if err != nil {
 		return

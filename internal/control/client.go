@@ -235,11 +235,7 @@ func (c *Client) request(ctx context.Context, req Request, timeout time.Duration
 	defer conn.Close()
 	// The server answers when timeout passes; wait a little longer for
 	// that answer, and give up at ctx's deadline or cancellation.
-	wait := defaultWait(cmd)
-	if timeout > 0 {
-		wait = timeout
-	}
-	deadline := time.Now().Add(wait + replyGrace)
+	deadline := time.Now().Add(waitFor(cmd, timeout) + replyGrace)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}

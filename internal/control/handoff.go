@@ -177,7 +177,6 @@ func Restore(st *upgrade.State) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: not a unix socket", cs.Path)
 	}
-	ul.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
 	s := newServer(cs.Path, ul, cs.Dev, cs.Ino)
 	now := time.Now()
 	for i, r := range cs.Requests {
@@ -197,38 +196,23 @@ func Restore(st *upgrade.State) (*Server, error) {
 		}
 		cr := carried{conn: uc, partial: r.Partial}
 		if r.Cmd != "" {
-			cr.req = request{cmd: r.Cmd, binary: r.Binary, timeout: r.Timeout, resumed: r.Cmd == CmdUpgrade}
+			cr.req = request{cmd: r.Cmd, binary: r.Binary, timeout: r.Timeout}
 			cr.deadline = now.Add(r.Left)
 		}
-		s.carried = append(s.carried, cr)
+		s.carry(cr)
 	}
 	return s, nil
 }
 
 // resumeConn answers a connection carried from another image.
 func (s *Server) resumeConn(cr carried, h Handler) {
-	c := cr.conn
-	if !s.track(c) {
-		s.carry(cr) // handed over again at once
-		return
+	// The peer was authorized by the image that accepted it; its
+	// credentials only label the log lines.
+	log := s.logger()
+	if cred, err := unixsock.PeerCred(cr.conn); err == nil {
+		log = log.With("peer_pid", cred.Pid, "peer_uid", cred.Uid)
 	}
-	defer s.untrack(c)
-	keep := false
-	defer func() {
-		if !keep {
-			c.Close()
-		}
-	}()
-	if cr.deadline.IsZero() {
-		// Its request was not read yet: read the rest, as serveConn
-		// would have. The peer was authorized by the image that accepted
-		// it; its credentials only label the log lines.
-		log := s.logger()
-		if cred, err := unixsock.PeerCred(c); err == nil {
-			log = log.With("peer_pid", cred.Pid, "peer_uid", cred.Uid)
-		}
-		keep = s.readAndAnswer(c, cr.partial, log, h)
-		return
+	if !s.serve(cr, log, h) {
+		cr.conn.Close()
 	}
-	keep = s.answer(c, cr.req, cr.deadline, h)
 }

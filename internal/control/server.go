@@ -153,12 +153,11 @@ func Listen(path string) (*Server, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	ul := ln.(*net.UnixListener)
-	ul.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
-	return newServer(path, ul, uint64(st.Dev), st.Ino), nil
+	return newServer(path, ln.(*net.UnixListener), uint64(st.Dev), st.Ino), nil
 }
 
 func newServer(path string, ln *net.UnixListener, dev, ino uint64) *Server {
+	ln.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
 	s := &Server{
 		path: path, ln: ln, dev: dev, ino: ino, uid: os.Geteuid(),
 		released: make(chan struct{}), sem: make(chan struct{}, MaxConns),
@@ -318,12 +317,21 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 		s.reply(c, Reply{Code: CodeBusy, Error: fmt.Sprintf("hitless is already answering %d control connections; try again", MaxConns)})
 		return
 	}
-	if !s.track(c) {
-		keep = s.carry(carried{conn: c}) // arrived as the server is handed over
-		return
+	keep = s.serve(carried{conn: c}, log, h)
+}
+
+// serve reads (unless an earlier image did) and answers the request on
+// cr.conn, a connection accepted here or carried from another image. It
+// returns true when the connection stays open, carried.
+func (s *Server) serve(cr carried, log *slog.Logger, h Handler) bool {
+	if !s.track(cr.conn) {
+		return s.carry(cr) // arrived as the server is handed over
 	}
-	defer s.untrack(c)
-	keep = s.readAndAnswer(c, nil, log, h)
+	defer s.untrack(cr.conn)
+	if cr.deadline.IsZero() {
+		return s.readAndAnswer(cr.conn, cr.partial, log, h)
+	}
+	return s.answer(cr.conn, cr.req, cr.deadline, h)
 }
 
 // readAndAnswer reads the request on c, of which partial was read already
@@ -355,7 +363,7 @@ func (s *Server) readAndAnswer(c *net.UnixConn, partial []byte, log *slog.Logger
 		level = slog.LevelDebug // monitoring may poll it
 	}
 	log.Log(s.ctx, level, "control request", "cmd", req.cmd, "timeout", req.timeout)
-	return s.answer(c, req, time.Now().Add(s.wait(req)), h)
+	return s.answer(c, req, time.Now().Add(waitFor(req.cmd, req.timeout)), h)
 }
 
 // answer carries out req and replies on c, unless the server is handed
@@ -370,14 +378,6 @@ func (s *Server) answer(c *net.UnixConn, req request, deadline time.Time, h Hand
 	}
 	s.reply(c, reply)
 	return false
-}
-
-// wait is how long the server waits for req's outcome.
-func (s *Server) wait(req request) time.Duration {
-	if req.timeout > 0 {
-		return req.timeout
-	}
-	return defaultWait(req.cmd)
 }
 
 // readLine reads one line of at most MaxRequest bytes, without its
@@ -435,7 +435,7 @@ func (s *Server) reply(c *net.UnixConn, r Reply) {
 
 // do carries out a valid request, within ctx.
 func (s *Server) do(ctx context.Context, req request, h Handler) Reply {
-	wait := s.wait(req)
+	wait := waitFor(req.cmd, req.timeout)
 	switch req.cmd {
 	case CmdStatus:
 		st, err := h.Status(ctx)
@@ -513,13 +513,19 @@ func (s *Server) do(ctx context.Context, req request, h Handler) Reply {
 	return Reply{Code: CodeInternal, Error: "unhandled command " + req.cmd}
 }
 
-// upgraded says who runs after a successful upgrade.
-func (s *Server) upgraded(h Handler) *UpgradeReply {
+// status asks h for its status, within quickWait, to fill in a reply.
+func (s *Server) status(h Handler) (supervisor.Status, bool) {
 	ctx, cancel := context.WithTimeout(s.ctx, quickWait)
 	defer cancel()
-	r := &UpgradeReply{}
 	st, err := h.Status(ctx)
-	if err != nil {
+	return st, err == nil
+}
+
+// upgraded says who runs after a successful upgrade.
+func (s *Server) upgraded(h Handler) *UpgradeReply {
+	r := &UpgradeReply{}
+	st, ok := s.status(h)
+	if !ok {
 		return r
 	}
 	if u := st.LastUpgrade; u != nil {
@@ -529,9 +535,13 @@ func (s *Server) upgraded(h Handler) *UpgradeReply {
 	return r
 }
 
-// defaultWait bounds the wait for the outcome of cmd when the request
-// gives no timeout.
-func defaultWait(cmd string) time.Duration {
+// waitFor is how long the server waits for the outcome of cmd, asked
+// with timeout (zero: none given); the client waits that long too, and a
+// little more for the answer.
+func waitFor(cmd string, timeout time.Duration) time.Duration {
+	if timeout > 0 {
+		return timeout
+	}
 	switch cmd {
 	case CmdStatus, CmdPromote, CmdRollback:
 		return quickWait
@@ -544,10 +554,8 @@ func defaultWait(cmd string) time.Duration {
 // serving names the generation that serves now, if one does and the
 // handler can say.
 func (s *Server) serving(h Handler) *GenRef {
-	ctx, cancel := context.WithTimeout(s.ctx, quickWait)
-	defer cancel()
-	st, err := h.Status(ctx)
-	if err != nil {
+	st, ok := s.status(h)
+	if !ok {
 		return nil
 	}
 	for _, g := range st.Generations {
