@@ -128,7 +128,7 @@ func inherit(lookup func(string) (string, bool), self int) (*Sockets, error) {
 	var fds []int
 	var labels []string
 
-	names, set, err := listenfds.Read(getenv, self)
+	names, set, err := listenfds.Read(lookup, self)
 	switch {
 	case !set:
 	case err == nil:
@@ -141,8 +141,7 @@ func inherit(lookup func(string) (string, bool), self int) (*Sockets, error) {
 		// Meant for another process (typically a parent that did not
 		// exec us directly). Ignore them, like sd_listen_fds(3), and
 		// let the other formats, which carry no pid, have their say.
-		n, _ := getenv(listenfds.EnvFDs)
-		s.ignored = fmt.Sprintf("%s=%s ignored: %v", listenfds.EnvFDs, n, err)
+		s.ignored = err.Error()
 	default:
 		return nil, fmt.Errorf("childproc: %w", err)
 	}
@@ -452,8 +451,8 @@ func (s *Sockets) matchLocked(network, addr string) (*socket, error) {
 			if sk.taken || sk.Datagram() != datagram {
 				continue
 			}
-			ip, p, ok := ipPort(sk.Addr)
-			if !ok || p != port || !familyMatches(network, ip) {
+			ip, p, ok := sk.IPPort()
+			if !ok || p != port || !listenfds.FamilyMatches(network, ip) {
 				continue
 			}
 			switch {
@@ -498,26 +497,6 @@ func cleanUnixPath(p string) string {
 		return abs
 	}
 	return filepath.Clean(p)
-}
-
-func ipPort(a net.Addr) (net.IP, int, bool) {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		return a.IP, a.Port, true
-	case *net.UDPAddr:
-		return a.IP, a.Port, true
-	}
-	return nil, 0, false
-}
-
-func familyMatches(network string, ip net.IP) bool {
-	switch network[len(network)-1] {
-	case '4':
-		return ip.To4() != nil
-	case '6':
-		return ip.To4() == nil
-	}
-	return true
 }
 
 // bindLocked is Listen for a process that is not supervised.

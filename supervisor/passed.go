@@ -73,18 +73,13 @@ func PassedFromEnv() (Passed, error) {
 			os.Unsetenv(k)
 		}
 	}()
-	getenv := func(k string) (string, bool) {
-		v, ok := os.LookupEnv(k)
-		return v, ok && v != "" // KEY= in an env file means nothing
-	}
 	var p Passed
-	names, set, err := listenfds.Read(getenv, os.Getpid())
+	names, set, err := listenfds.Read(os.LookupEnv, os.Getpid())
 	switch {
 	case !set:
 		return p, nil
 	case errors.Is(err, listenfds.ErrWrongPID):
-		n, _ := getenv(listenfds.EnvFDs)
-		p.Ignored = fmt.Sprintf("%s=%s ignored: %v", listenfds.EnvFDs, n, err)
+		p.Ignored = err.Error()
 		return p, nil
 	case err != nil:
 		return p, err
@@ -285,36 +280,17 @@ func (l ListenSpec) matches(p listenfds.Socket, anyPort bool) bool {
 	if l.Stream() != p.Listening || !l.Stream() && !p.Datagram() {
 		return false
 	}
-	var ip net.IP
-	var port int
-	switch a := p.Addr.(type) {
-	case *net.UnixAddr:
+	if a, ok := p.Addr.(*net.UnixAddr); ok {
 		return l.Network == "unix" && a.Net == "unix" && filepath.Clean(a.Name) == l.Address
-	case *net.TCPAddr:
-		ip, port = a.IP, a.Port
-	case *net.UDPAddr:
-		ip, port = a.IP, a.Port
-	default:
-		return false
 	}
-	if strings.TrimRight(l.Network, "46") != p.Addr.Network() {
+	ip, port, ok := p.IPPort()
+	if !ok || strings.TrimRight(l.Network, "46") != p.Addr.Network() || !listenfds.FamilyMatches(l.Network, ip) {
 		return false
 	}
 	host, portText, err := net.SplitHostPort(l.Address)
 	want, perr := strconv.Atoi(portText)
 	if err != nil || perr != nil || port != want && !(anyPort && want == 0) {
 		return false
-	}
-	v4 := ip.To4() != nil
-	switch l.Network[len(l.Network)-1] {
-	case '4':
-		if !v4 {
-			return false
-		}
-	case '6':
-		if v4 {
-			return false
-		}
 	}
 	if host == "" {
 		return ip.IsUnspecified()

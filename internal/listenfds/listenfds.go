@@ -61,18 +61,24 @@ const MaxFDs = 1 << 16
 // ignore the descriptors then.
 var ErrWrongPID = errors.New("LISTEN_PID is not this process")
 
-// Read reads the variables through getenv, for the process whose pid is
+// Read reads the variables through lookup, for the process whose pid is
 // self, and returns the names of the passed descriptors, the i-th being
-// descriptor Start+i. set is false when LISTEN_FDS is not set (as getenv
-// reports it; a caller may count an empty variable as unset). Otherwise
-// the error, if any, wraps ErrWrongPID when the descriptors are meant for
-// another process, and says which variable is malformed when one is.
+// descriptor Start+i. An empty variable counts as unset: env files and
+// container runtimes often write KEY= where they mean nothing. set is
+// false when LISTEN_FDS is unset. Otherwise the error, if any, wraps
+// ErrWrongPID when the descriptors are meant for another process (its
+// text, "LISTEN_FDS=N ignored: …", says so for a log), and says which
+// variable is malformed when one is.
 //
 // An unset or empty LISTEN_FDNAMES names every descriptor "unknown", as
 // libsystemd does; a list of another length than LISTEN_FDS is an error,
 // since the mapping would be a guess. Names are kept as given, empty ones
 // included.
-func Read(getenv func(string) (string, bool), self int) (names []string, set bool, err error) {
+func Read(lookup func(string) (string, bool), self int) (names []string, set bool, err error) {
+	getenv := func(k string) (string, bool) {
+		v, ok := lookup(k)
+		return v, ok && v != ""
+	}
 	n, set := getenv(EnvFDs)
 	if !set {
 		return nil, false, nil
@@ -82,13 +88,15 @@ func Read(getenv func(string) (string, bool), self int) (names []string, set boo
 		return nil, true, err
 	}
 	pid, pidSet := getenv(EnvPID)
-	if err := parseListenPID(pid, pidSet, self); err != nil {
-		return nil, true, err
+	err = parseListenPID(pid, pidSet, self)
+	if id, ok := getenv(EnvPIDFDID); ok && err == nil {
+		err = checkPIDFDID(id, self)
 	}
-	if id, ok := getenv(EnvPIDFDID); ok {
-		if err := checkPIDFDID(id, self); err != nil {
-			return nil, true, err
-		}
+	if errors.Is(err, ErrWrongPID) {
+		return nil, true, fmt.Errorf("%s=%s ignored: %w", EnvFDs, n, err)
+	}
+	if err != nil {
+		return nil, true, err
 	}
 	list, listSet := getenv(EnvFDNames)
 	names, err = parseFDNames(list, listSet, count)
@@ -198,4 +206,29 @@ func (s Socket) String() string {
 		return what + " (listening)"
 	}
 	return what + " (not listening: a connection)"
+}
+
+// IPPort returns the address and port of an internet socket; ok is false
+// for any other.
+func (s Socket) IPPort() (ip net.IP, port int, ok bool) {
+	switch a := s.Addr.(type) {
+	case *net.TCPAddr:
+		return a.IP, a.Port, true
+	case *net.UDPAddr:
+		return a.IP, a.Port, true
+	}
+	return nil, 0, false
+}
+
+// FamilyMatches reports whether ip is of the family network names by its
+// suffix: IPv4 for "tcp4" and "udp4", IPv6 for "tcp6" and "udp6", either
+// for any other network.
+func FamilyMatches(network string, ip net.IP) bool {
+	switch network[len(network)-1] {
+	case '4':
+		return ip.To4() != nil
+	case '6':
+		return ip.To4() == nil
+	}
+	return true
 }

@@ -208,6 +208,10 @@ func TestRead(t *testing.T) {
 		{env: []string{"LISTEN_FDS=2", pid, "LISTEN_FDNAMES=web:admin"}, names: "web:admin", set: true},
 		{env: []string{"LISTEN_FDS=2", pid}, names: "unknown:unknown", set: true},
 		{env: []string{"LISTEN_FDS=0", pid}, set: true},
+		// An empty variable counts as unset.
+		{env: []string{"LISTEN_FDS=", pid}},
+		{env: []string{"LISTEN_FDS=1", pid, "LISTEN_PIDFDID=", "LISTEN_FDNAMES="}, names: "unknown", set: true},
+		{env: []string{"LISTEN_FDS=2", "LISTEN_PID=", "LISTEN_FDNAMES=web:admin"}, set: true, wrongPID: true, err: "LISTEN_FDS=2 ignored: "},
 		{env: []string{"LISTEN_FDS=2", "LISTEN_FDNAMES=web:admin"}, set: true, wrongPID: true},
 		{env: []string{"LISTEN_FDS=2", "LISTEN_PID=1", "LISTEN_FDNAMES=web:admin"}, set: true, wrongPID: true},
 		// The count is checked first: a corrupt one is an error, whoever
@@ -219,7 +223,7 @@ func TestRead(t *testing.T) {
 	} {
 		names, set, err := Read(env(tc.env...), self)
 		if set != tc.set || errors.Is(err, ErrWrongPID) != tc.wrongPID ||
-			(tc.err == "") != (err == nil || tc.wrongPID) || tc.err != "" && !strings.Contains(err.Error(), tc.err) {
+			tc.err == "" && err != nil && !tc.wrongPID || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("Read(%q) = %q, %v, %v; want set %v, wrong pid %v, error naming %q", tc.env, names, set, err, tc.set, tc.wrongPID, tc.err)
 			continue
 		}
