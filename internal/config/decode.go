@@ -161,14 +161,7 @@ func (d *decoder) topLevel(key string, k, v *yaml.Node) {
 	case "name":
 		parsed(d, v, key, Checked(control.CheckName), &f.Name)
 	case "control":
-		var s string
-		if d.str(v, key, &s) {
-			if len(s) > control.MaxPath {
-				d.errAt(v, key, "%q is %d bytes long; unix socket paths are limited to %d", s, len(s), control.MaxPath)
-			} else {
-				f.Control = s
-			}
-		}
+		parsed(d, v, key, Checked(checkSocketPath), &f.Control)
 	case "pid_file":
 		d.str(v, key, &f.PIDFile)
 	case "fdstore":

@@ -102,6 +102,14 @@ func Checked(check func(string) error) func(string) (string, error) {
 	}
 }
 
+// checkSocketPath checks that s fits in a unix socket address.
+func checkSocketPath(s string) error {
+	if len(s) > control.MaxPath {
+		return fmt.Errorf("%q is %d bytes long; unix socket paths are limited to %d", s, len(s), control.MaxPath)
+	}
+	return nil
+}
+
 // ParseMetrics parses the address of the metrics server: host:port (the
 // host may be empty, for every address, or an IPv6 address in brackets;
 // the port may be 0 for any free one), or the path of a unix socket,
@@ -115,8 +123,8 @@ func ParseMetrics(s string) (string, error) {
 	case strings.IndexByte(s, 0) >= 0:
 		return "", fmt.Errorf("%q contains a NUL byte (%s)", s, want)
 	case strings.Contains(s, "/"):
-		if len(s) > control.MaxPath {
-			return "", fmt.Errorf("%q is %d bytes long; unix socket paths are limited to %d", s, len(s), control.MaxPath)
+		if err := checkSocketPath(s); err != nil {
+			return "", err
 		}
 		return s, nil
 	}
