@@ -69,14 +69,6 @@ func (c *Conn) read(keepFDs bool) (Message, []*os.File, error) {
 		return Message{}, nil, fmt.Errorf("sdnotify: read %s: %w", c.path, err)
 	}
 	cred, fds, ctrlErr := parseControl(oob[:oobn], flags)
-	var files []*os.File
-	for _, fd := range fds {
-		if keepFDs {
-			files = append(files, os.NewFile(uintptr(fd), fmt.Sprintf("passed fd %d", fd)))
-		} else {
-			unix.Close(fd)
-		}
-	}
 	var m Message
 	if flags&unix.MSG_TRUNC != 0 {
 		m.Raw = buf[:n]
@@ -95,10 +87,16 @@ func (c *Conn) read(keepFDs bool) (Message, []*os.File, error) {
 		// them; without a pid nobody can tell which child spoke.
 		derr = ErrNoCredentials
 	}
-	if derr != nil {
-		for _, f := range files {
-			f.Close()
+	keep := keepFDs && derr == nil
+	var files []*os.File
+	for _, fd := range fds {
+		if keep {
+			files = append(files, os.NewFile(uintptr(fd), fmt.Sprintf("passed fd %d", fd)))
+		} else {
+			unix.Close(fd)
 		}
+	}
+	if derr != nil {
 		return m, nil, &DatagramError{PID: m.PID, Err: derr}
 	}
 	dropped := len(fds) > 0 && !keepFDs
