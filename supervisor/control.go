@@ -144,11 +144,16 @@ func (s *Supervisor) ask(ctx context.Context, req request) error {
 func (s *Supervisor) status(v machineView) Status {
 	st := Status{PID: os.Getpid(), Version: s.cfg.Version, Started: s.started, Upgrading: v.upgrading, Stopping: v.stopping, Stats: v.stats}
 	st.Binary, _ = os.Readlink("/proc/self/exe")
+	pgids := make([]int, len(v.gens))
+	for i, g := range v.gens {
+		pgids[i] = g.pid // each generation leads a process group of its own
+	}
+	rss := groupsRSS(pgids)
 	for _, g := range v.gens {
 		gs := GenerationStatus{
 			ID: g.id, PID: g.pid, State: g.state, Started: g.started,
 			ReadyAt: g.readyAt, DrainAt: g.drain, TrialEndsAt: g.trialEnds, WatchdogUSec: g.watchdog.Microseconds(),
-			RSS: groupRSS(g.pid),
+			RSS: rss[g.pid],
 		}
 		if c := s.children[g.id]; c != nil {
 			gs.Status, gs.Stopping = c.lastStatus()

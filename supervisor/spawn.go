@@ -384,24 +384,34 @@ type procInfo struct {
 	rssPages   int64
 }
 
-// groupRSS adds up the resident memory of every process in the process
-// group pgid: what a generation costs while it overlaps another.
-func groupRSS(pgid int) int64 {
+// groupsRSS adds up the resident memory of every process in each of the
+// process groups pgids: what a generation costs while it overlaps
+// another. One walk of /proc serves every group.
+func groupsRSS(pgids []int) map[int]int64 {
+	rss := make(map[int]int64, len(pgids))
+	for _, pgid := range pgids {
+		rss[pgid] = 0
+	}
+	if len(pgids) == 0 {
+		return rss
+	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return rss
 	}
-	var pages int64
+	page := int64(os.Getpagesize())
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if st, ok := procStat(pid); ok && st.pgid == pgid {
-			pages += st.rssPages
+		if st, ok := procStat(pid); ok {
+			if _, want := rss[st.pgid]; want {
+				rss[st.pgid] += st.rssPages * page
+			}
 		}
 	}
-	return pages * int64(os.Getpagesize())
+	return rss
 }
 
 // closeOnExecFrom sets FD_CLOEXEC on every descriptor from lowfd up.

@@ -873,3 +873,18 @@ func cmdline(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 }
+
+// One walk of /proc counts every group asked for, and only those.
+func TestGroupsRSS(t *testing.T) {
+	self := syscall.Getpgrp()
+	rss := groupsRSS([]int{self, -1})
+	if rss[self] <= 0 {
+		t.Errorf("process group %d (this test's): %d bytes resident, want more than 0", self, rss[self])
+	}
+	if v, ok := rss[-1]; !ok || v != 0 {
+		t.Errorf("no such group: %d, %v; want 0, reported", v, ok)
+	}
+	if len(rss) != 2 {
+		t.Errorf("groupsRSS counted %d groups, want the 2 asked for: %v", len(rss), rss)
+	}
+}
