@@ -133,6 +133,9 @@ func lookPath(prog string, env []string) (string, error) {
 	return "", fmt.Errorf("program %q: %w in PATH", prog, exec.ErrNotFound)
 }
 
+// stderrKept is how much of the end of a child's stderr its tail keeps.
+const stderrKept = 8 << 10
+
 // tail keeps the last bytes a child wrote to stderr, to explain a failure.
 type tail struct {
 	mu  sync.Mutex

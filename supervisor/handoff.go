@@ -101,10 +101,7 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 // wait in the process: an upgrade's check.
 func (s *Supervisor) startChecked(argv0 string, argv []string, attr *syscall.ProcAttr) (int, <-chan syscall.WaitStatus, error) {
 	exited := make(chan syscall.WaitStatus, 1)
-	pid, err := s.reaper.start(func() (int, error) {
-		pid, _, err := syscall.StartProcess(argv0, argv, attr)
-		return pid, err
-	}, func(ws unix.WaitStatus) { exited <- syscall.WaitStatus(ws) })
+	pid, err := s.reaper.start(argv0, argv, attr, func(ws unix.WaitStatus) { exited <- syscall.WaitStatus(ws) })
 	return pid, exited, err
 }
 
@@ -313,9 +310,13 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 		return nil, err
 	}
 	s.watcher = &watcher{w: w, pid: h.Watcher, exit: make(chan unix.WaitStatus, 1)}
-	s.adopt = map[int]func(unix.WaitStatus){h.Watcher: func(ws unix.WaitStatus) { s.watcher.exit <- ws }}
+	r := &restoredState{
+		timers: h.Timers, id: st.ID, rolledBack: st.RolledBack,
+		adopt: map[int]func(unix.WaitStatus){h.Watcher: func(ws unix.WaitStatus) { s.watcher.exit <- ws }},
+		exits: make(map[int]chan unix.WaitStatus),
+	}
 	for _, cs := range h.Children {
-		c := &child{id: cs.ID, pid: cs.PID, stderr: &tail{max: 8 << 10}, status: cs.Status, stopping: cs.Stopping}
+		c := &child{id: cs.ID, pid: cs.PID, stderr: &tail{max: stderrKept}, status: cs.Status, stopping: cs.Stopping}
 		c.stderr.Write(cs.Stderr)
 		nf, err := file("child/%d/notify", cs.ID)
 		if err != nil {
@@ -333,17 +334,15 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 			c.outs = append(c.outs, outPipe{r: f, stderr: stderr})
 		}
 		exitc := make(chan unix.WaitStatus, 1)
-		s.adopt[c.pid] = s.exited(exitc)
-		s.exits[c.id] = exitc
+		r.adopt[c.pid] = s.exited(exitc)
+		r.exits[c.id] = exitc
 		s.children[c.id] = c
 	}
 	m, err := importMachine(h.Machine, s.machineConfig())
 	if err != nil {
 		return nil, err
 	}
-	s.m, s.started, s.restored = m, h.Started, &restoredState{
-		timers: h.Timers, id: st.ID, rolledBack: st.RolledBack,
-	}
+	s.m, s.started, s.restored = m, h.Started, r
 	return s, nil
 }
 
@@ -352,6 +351,11 @@ type restoredState struct {
 	timers     []timerState
 	id         int
 	rolledBack string
+	// adopt is what the reaper calls when each process handed over (the
+	// children and the watcher) exits; a child's exit goes to its exits
+	// channel, which it is watched with.
+	adopt map[int]func(unix.WaitStatus)
+	exits map[int]chan unix.WaitStatus
 }
 
 // resumeRestored starts following what an earlier image handed over.
@@ -362,9 +366,8 @@ func (s *Supervisor) resumeRestored() {
 		s.arm(t.ID, t.Gen, now.Add(t.Deadline))
 	}
 	for id, c := range s.children {
-		s.watch(c, s.exits[id])
+		s.watch(c, r.exits[id])
 	}
-	s.exits = nil
 	result, reason := "ok", ""
 	if r.rolledBack != "" {
 		result, reason = "rolled_back", r.rolledBack

@@ -895,13 +895,11 @@ func (m *machine) upgrade(caller callerID, binary string) {
 	case m.upgrading:
 		m.upgradeCallers = appendCaller(m.upgradeCallers, caller)
 	default:
+		// Queued: the end of this step begins it unless a reload is in
+		// flight, and the end of the step that settles the reload does.
 		m.upgradeCallers = appendCaller(m.upgradeCallers, caller)
 		m.upgradeBinary = binary
-		if m.starting != nil || m.trial != nil {
-			m.upgradeQueued = true
-			return
-		}
-		m.beginUpgrade()
+		m.upgradeQueued = true
 	}
 }
 
@@ -918,7 +916,8 @@ func (m *machine) upgradeDone(result, reason string) {
 	m.upgrading = false
 	u := &UpgradeResult{ID: m.upgradeID, Result: result, Reason: reason, At: m.now, Binary: m.upgradeBinary}
 	m.stats.LastUpgrade = u
-	if result == "ok" {
+	err := m.upgradeErr()
+	if err == nil {
 		m.stats.UpgradesOK++
 		m.logf(slog.LevelInfo, "upgraded", "upgrade", u.ID, "binary", u.Binary)
 		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("upgraded in place to %s; children untouched", u.Binary)})
@@ -931,9 +930,9 @@ func (m *machine) upgradeDone(result, reason string) {
 			m.stats.UpgradesRolledBack++
 		}
 		m.logf(slog.LevelError, "upgrade "+strings.ReplaceAll(result, "_", " "), "upgrade", u.ID, "binary", u.Binary, "reason", reason)
-		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("upgrade %s: %s", strings.ReplaceAll(result, "_", " "), reason)})
+		m.emit(actNotify{what: notifyStatus, text: err.Error()})
 	}
-	m.replyAll(&m.upgradeCallers, m.upgradeErr())
+	m.replyAll(&m.upgradeCallers, err)
 	if m.stopDeferred {
 		m.stopDeferred = false
 		m.stop(0)

@@ -36,12 +36,13 @@ func newReaper(adopt map[int]func(unix.WaitStatus)) *reaper {
 	return r
 }
 
-// start runs spawn with the lock held, so that the pid is registered
-// before the loop can reap it, however fast the child exits.
-func (r *reaper) start(spawn func() (int, error), exited func(unix.WaitStatus)) (int, error) {
+// start starts the program at path with the lock held, so that the pid
+// is registered before the loop can reap it, however fast the child
+// exits; exited is called with its wait status.
+func (r *reaper) start(path string, argv []string, attr *syscall.ProcAttr, exited func(unix.WaitStatus)) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	pid, err := spawn()
+	pid, _, err := syscall.StartProcess(path, argv, attr)
 	if err != nil {
 		return 0, err
 	}

@@ -83,10 +83,7 @@ func (s *Supervisor) spawn(c *child) error {
 	}
 	exitc := make(chan unix.WaitStatus, 1)
 	argv := append([]string{"hitless", ShimArg, prog}, s.cfg.Command...)
-	pid, err := s.reaper.start(func() (int, error) {
-		pid, _, err := syscall.StartProcess(s.cfg.ShimPath, argv, attr)
-		return pid, err
-	}, s.exited(exitc))
+	pid, err := s.reaper.start(s.cfg.ShimPath, argv, attr, s.exited(exitc))
 	closeAll(err != nil)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)

@@ -49,9 +49,7 @@ type Supervisor struct {
 	checked    chan checked
 	upgradeBin *upgrade.Binary // checked, to exec
 	restored   *restoredState  // set by Restore until Run resumes it
-	adopt      map[int]func(unix.WaitStatus)
-	exits      map[int]chan unix.WaitStatus // of restored children
-	rundir     *rundir                      // private notify sockets live here
+	rundir     *rundir         // private notify sockets live here
 	reaper     *reaper
 	watcher    *watcher
 	children   map[int]*child
@@ -214,7 +212,6 @@ func newSupervisor(cfg Config) *Supervisor {
 		loopDone: make(chan struct{}),
 		done:     make(chan struct{}),
 		children: make(map[int]*child),
-		exits:    make(map[int]chan unix.WaitStatus),
 		timers:   make(map[timerID]*armed),
 		callers:  make(map[callerID]request),
 	}
@@ -294,8 +291,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		// Everything was handed over by an earlier image (Restore); the
 		// signals it kept pending are caught from now on.
 		s.catchSignals()
-		s.reaper = newReaper(s.adopt)
-		s.adopt = nil
+		s.reaper = newReaper(s.restored.adopt)
 		s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "), "restored", true)
 		s.loop(ctx)
 		return s.exit.err
@@ -411,7 +407,7 @@ func (s *Supervisor) run(acts []action) {
 func (s *Supervisor) do(a action) event {
 	switch a := a.(type) {
 	case actStart:
-		c := &child{id: a.gen, stderr: &tail{max: 8 << 10}}
+		c := &child{id: a.gen, stderr: &tail{max: stderrKept}}
 		if err := s.os.spawn(c); err != nil {
 			return evSpawnFailed{gen: a.gen, err: err.Error()}
 		}

@@ -60,10 +60,7 @@ func (s *Supervisor) startWatcher() (*watcher, error) {
 		Files: []uintptr{null.Fd(), null.Fd(), s.cfg.Stderr.Fd(), r.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
-	wt.pid, err = s.reaper.start(func() (int, error) {
-		pid, _, err := syscall.StartProcess(s.cfg.ShimPath, []string{"hitless", WatchArg}, attr)
-		return pid, err
-	}, func(ws unix.WaitStatus) { wt.exit <- ws })
+	wt.pid, err = s.reaper.start(s.cfg.ShimPath, []string{"hitless", WatchArg}, attr, func(ws unix.WaitStatus) { wt.exit <- ws })
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("start watcher: %w", err)
