@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/harness"
 )
 
 // The test binary doubles as the child processes the tests supervise:
@@ -33,7 +35,7 @@ func TestMain(m *testing.M) {
 	case "":
 		// Under -race the helpers are race-enabled binaries, which sleep
 		// a second as they exit (GORACE's atexit_sleep_ms).
-		os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+		os.Setenv("GORACE", harness.NoRaceExitSleep())
 		os.Exit(m.Run())
 	case "inherit":
 		helperInherit()

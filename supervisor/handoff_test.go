@@ -208,15 +208,7 @@ func TestUpgradeHandsOverInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	next.Commit()
-	b := &running{t: t, s: s, addr: r.addr, logs: r.logs, exited: make(chan struct{})}
-	go func() {
-		b.err = s.Run(context.Background())
-		close(b.exited)
-	}()
-	t.Cleanup(func() {
-		s.Stop(context.Background())
-		<-b.exited
-	})
+	b := runSupervisor(t, s, r.addr, r.logs)
 	if err := s.UpgradeResult(ctxFor(t, 10*time.Second)); err != nil {
 		t.Errorf("UpgradeResult after the hand-over = %v", err)
 	}

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/internal/harness"
 )
 
 // The tests in this file run real children: the test binary itself, which
@@ -41,7 +43,7 @@ func TestMain(m *testing.M) {
 	// Under -race every child here is a race-enabled binary, which sleeps
 	// a second as it exits (GORACE's atexit_sleep_ms) and so holds every
 	// drain and every stop that long.
-	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	os.Setenv("GORACE", harness.NoRaceExitSleep())
 	os.Exit(m.Run())
 }
 
@@ -228,7 +230,13 @@ func startWith(t *testing.T, cfg Config, setup func(*Supervisor), modes ...strin
 	if setup != nil {
 		setup(s)
 	}
-	r := &running{t: t, s: s, addr: s.Addrs()[0], logs: logs, exited: make(chan struct{})}
+	return runSupervisor(t, s, s.Addrs()[0], logs)
+}
+
+// runSupervisor runs s until the test ends, unless it is replaced by a
+// restored image first (running.replaced), which is then the one to stop.
+func runSupervisor(t *testing.T, s *Supervisor, addr string, logs *logBuffer) *running {
+	r := &running{t: t, s: s, addr: addr, logs: logs, exited: make(chan struct{})}
 	go func() {
 		r.err = s.Run(context.Background())
 		close(r.exited)

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hitless/hitless/internal/harness"
 )
 
 // The test binary doubles as the images of an upgrade: with helperEnv
@@ -36,7 +38,7 @@ func TestMain(m *testing.M) {
 	}
 	// Under -race the images are race-enabled binaries, which sleep a
 	// second as they exit (GORACE's atexit_sleep_ms).
-	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	os.Setenv("GORACE", harness.NoRaceExitSleep())
 	os.Exit(m.Run())
 }
 

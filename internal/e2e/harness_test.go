@@ -38,9 +38,6 @@ func testMain(m *testing.M) int {
 	// Children may run as another user (--user, setpriv): the binaries
 	// must be reachable for them.
 	os.Chmod(dir, 0o755)
-	// Under -race hitless is a race-enabled binary, which sleeps a second
-	// as it exits (GORACE's atexit_sleep_ms): the harness tells every
-	// hitless it runs (harness.Launch, harness.RunCLI) not to.
 	// A hitless run without --control takes a socket in $XDG_RUNTIME_DIR:
 	// give this run its own, so that concurrent test runs (and a hitless
 	// on the machine) do not meet.

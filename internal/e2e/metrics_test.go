@@ -58,8 +58,7 @@ func TestMetrics(t *testing.T) {
 	addr := metricsAddr(t, p)
 	old, _ := p.Status().Serving()
 	os.WriteFile(modeFile, []byte("serve"), 0o644)
-	ctl := []string{"--control", p.Control(), "--timeout", "30s"}
-	if r := cli(t, 60*time.Second, nil, append([]string{"reload"}, ctl...)...); r.Code != 0 {
+	if r := ctl(t, 60*time.Second, p, "reload", "--timeout", "30s"); r.Code != 0 {
 		t.Fatalf("reload: %v", r)
 	}
 	draining := scrape(t, addr)
@@ -74,7 +73,7 @@ func TestMetrics(t *testing.T) {
 
 	p.WaitStatus(20*time.Second, gens(1)) // killed at the drain timeout
 	os.WriteFile(modeFile, []byte("exit"), 0o644)
-	if r := cli(t, 60*time.Second, nil, append([]string{"reload"}, ctl...)...); r.Code != 1 {
+	if r := ctl(t, 60*time.Second, p, "reload", "--timeout", "30s"); r.Code != 1 {
 		t.Fatalf("failing reload: want exit 1: %v", r)
 	}
 	st := p.WaitStatus(20*time.Second, gens(1))

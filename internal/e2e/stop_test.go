@@ -31,7 +31,7 @@ func TestStopThenRunAgain(t *testing.T) {
 	args := []string{"--listen", "tcp://" + addr, "--control", sock, "--pid-file", pidFile}
 	for i := range 5 {
 		p := start(t, harness.Options{Args: args})
-		if res := cli(t, 60*time.Second, []string{bin.client}, "stop", "--control", sock); res.Code != 0 {
+		if res := ctl(t, 60*time.Second, p, "stop"); res.Code != 0 {
 			t.Fatalf("round %d: hitless stop: %s", i, res)
 		}
 		for _, path := range []string{sock, pidFile} {

@@ -120,7 +120,7 @@ func TestTrialPasses(t *testing.T) {
 	if g, _ := st.Gen(1); g.State != harness.StateServing || !g.DrainAt.IsZero() {
 		t.Errorf("during the trial the old generation is %+v, want it serving, not drained", g)
 	}
-	r := cli(t, 20*time.Second, nil, "status", "--control", p.Control())
+	r := ctl(t, 20*time.Second, p, "status")
 	mustContain(t, "hitless status during the trial", r.Stdout, "trial, ", " left")
 
 	r = <-verdict
@@ -158,7 +158,7 @@ func TestTrialRollbackOnWatchdog(t *testing.T) {
 	p := start(t, harness.Options{Args: []string{"--trial", "30s", "--watchdog", "500ms"}}, "-mode-file", modeFile)
 	old := getInfo(t, p.Addr())
 	os.WriteFile(modeFile, []byte("unhealthy"), 0o644)
-	r := cli(t, 90*time.Second, nil, "reload", "--control", p.Control(), "--timeout", "60s")
+	r := ctl(t, 90*time.Second, p, "reload", "--timeout", "60s")
 	if r.Code != 1 {
 		t.Fatalf("reload of a release that misses its watchdog: want exit 1: %v", r)
 	}
@@ -180,9 +180,8 @@ func TestTrialRollbackOnWatchdog(t *testing.T) {
 // nothing when no generation is on trial.
 func TestTrialPromoteAndRollback(t *testing.T) {
 	p := start(t, harness.Options{Args: []string{"--trial", "1h"}})
-	ctl := []string{"--control", p.Control()}
 	for _, cmd := range []string{"promote", "rollback"} {
-		r := cli(t, 20*time.Second, nil, append([]string{cmd}, ctl...)...)
+		r := ctl(t, 20*time.Second, p, cmd)
 		if r.Code != 1 || !strings.Contains(r.Stderr, "no generation is on trial") {
 			t.Errorf("%s without a trial: want exit 1 saying so: %v", cmd, r)
 		}
@@ -190,7 +189,7 @@ func TestTrialPromoteAndRollback(t *testing.T) {
 
 	verdict := reloadAsync(p)
 	p.WaitStatus(20*time.Second, onTrial(2))
-	r := cli(t, 20*time.Second, nil, append([]string{"promote"}, ctl...)...)
+	r := ctl(t, 20*time.Second, p, "promote")
 	g2, _ := p.Status().Gen(2)
 	if r.Code != 0 || r.Stdout != fmt.Sprintf("promoted: generation 2 (pid %d) serving\n", g2.PID) {
 		t.Errorf("promote: %v", r)
@@ -202,7 +201,7 @@ func TestTrialPromoteAndRollback(t *testing.T) {
 
 	verdict = reloadAsync(p)
 	p.WaitStatus(20*time.Second, onTrial(3))
-	r = cli(t, 20*time.Second, nil, append([]string{"rollback"}, ctl...)...)
+	r = ctl(t, 20*time.Second, p, "rollback")
 	if r.Code != 0 || r.Stdout != fmt.Sprintf("rolled back: generation 2 (pid %d) serving\n", g2.PID) {
 		t.Errorf("rollback: %v", r)
 	}

@@ -49,9 +49,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	for _, keepAlive := range []bool{true, false} {
 		l := harness.StartLoad(ctx, harness.LoadOptions{URL: harness.WorkURL(p.Addr(), 0), Workers: 4, KeepAlive: keepAlive, Duration: 2 * time.Minute})
 		loads = append(loads, l)
-		if err := l.WaitOK(50, 20*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		waitOK(t, l, 50)
 	}
 	for i := range 3 {
 		deploy(t, bin.hitless, path)

@@ -23,13 +23,20 @@ func (r CLIResult) String() string {
 	return fmt.Sprintf("exit %d after %v\nstdout: %s\nstderr: %s", r.Code, r.Took.Round(time.Millisecond), r.Stdout, r.Stderr)
 }
 
+// NoRaceExitSleep returns this process's GORACE with atexit_sleep_ms=0
+// added. A binary built with the race detector sleeps a second before it
+// exits, to catch late reports: a child or client that is run often
+// would pay it at each run, and every wait for its exit would wait that
+// long. A TestMain that runs race-built children sets GORACE to it.
+func NoRaceExitSleep() string {
+	return strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+}
+
 // environ is the environment of every hitless the harness runs: this
-// process's, GORACE with atexit_sleep_ms=0, then extra (which wins over
-// both). A binary built with the race detector sleeps a second before it
-// exits, to catch late reports: a client that is run often would pay it
-// at each run, and every wait for a hitless to exit would wait that long.
+// process's, GORACE as NoRaceExitSleep gives it, then extra (which wins
+// over both).
 func environ(extra ...string) []string {
-	env := append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	env := append(os.Environ(), "GORACE="+NoRaceExitSleep())
 	return append(env, extra...)
 }
 
