@@ -1,6 +1,7 @@
 package sockets
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -105,22 +106,13 @@ func ParseListen(s string) (ListenSpec, error) {
 	return spec, nil
 }
 
+// parseURL parses what follows NAME= in ParseListen; the name is the
+// URL's default, and every error names rest.
 func parseURL(rest string) (ListenSpec, error) {
-	spec := ListenSpec{UID: -1, GID: -1}
 	if name, ok := strings.CutPrefix(rest, systemdScheme); ok {
-		// Not url.Parse: a FileDescriptorName= may hold what a host may not.
-		if strings.ContainsAny(name, "?#") {
-			return spec, fmt.Errorf("%q: a socket systemd passes takes no options; its socket unit sets them (Backlog=, NonBlocking=, SocketMode=)", rest)
-		}
-		if err := listenfds.CheckName(name); err != nil {
-			return spec, fmt.Errorf("%q: want systemd://NAME, NAME as in the socket unit's FileDescriptorName=: %w", rest, err)
-		}
-		spec.Systemd, spec.Name = name, name
-		if err := CheckName(name); err != nil {
-			return spec, fmt.Errorf("%q: default name: %w (give one as NAME=URL)", rest, err)
-		}
-		return spec, nil
+		return parseSystemd(rest, name)
 	}
+	spec := ListenSpec{UID: -1, GID: -1}
 	u, err := url.Parse(rest)
 	if err != nil || u.Scheme == "" || u.Opaque != "" {
 		return spec, fmt.Errorf("%q is not a URL: want tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH or systemd://NAME", rest)
@@ -130,33 +122,14 @@ func parseURL(rest string) (ListenSpec, error) {
 	}
 	switch u.Scheme {
 	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
-		if u.Path != "" {
-			return spec, fmt.Errorf("%q: a %s address has no path: want %s://HOST:PORT", rest, u.Scheme, u.Scheme)
-		}
-		host, port, err := net.SplitHostPort(u.Host)
-		if err != nil {
-			return spec, fmt.Errorf("%q: want %s://HOST:PORT: %v", rest, u.Scheme, err)
-		}
-		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil {
-			return spec, fmt.Errorf("%q: port %q is not a number from 0 to 65535", rest, port)
-		}
-		if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
-			return spec, fmt.Errorf("%q: host %q is neither an IP address nor a host name", rest, host)
-		}
-		spec.Network, spec.Address = u.Scheme, u.Host
-		spec.Name = fmt.Sprintf("%s-%d", strings.TrimRight(u.Scheme, "46"), p)
+		err = spec.setInet(u)
 	case "unix":
-		if u.Host != "" || u.Path == "" {
-			return spec, fmt.Errorf("%q: want unix:///ABSOLUTE/PATH (three slashes)", rest)
-		}
-		spec.Network, spec.Address = "unix", filepath.Clean(u.Path)
-		spec.Name = "unix-" + filepath.Base(spec.Address)
-		if err := CheckName(spec.Name); err != nil {
-			return spec, fmt.Errorf("%q: default name: %w (give one as NAME=URL)", rest, err)
-		}
+		err = spec.setUnix(u)
 	default:
-		return spec, fmt.Errorf("%q: unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6, unix or systemd", rest, u.Scheme)
+		err = fmt.Errorf("unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6, unix or systemd", u.Scheme)
+	}
+	if err != nil {
+		return spec, fmt.Errorf("%q: %w", rest, err)
 	}
 	q := u.Query()
 	for _, key := range slices.Sorted(maps.Keys(q)) {
@@ -166,6 +139,59 @@ func parseURL(rest string) (ListenSpec, error) {
 		}
 	}
 	return spec, nil
+}
+
+// parseSystemd parses systemd://NAME (rest), name being NAME. Not with
+// url.Parse: a FileDescriptorName= may hold what a host may not.
+func parseSystemd(rest, name string) (ListenSpec, error) {
+	spec := ListenSpec{UID: -1, GID: -1}
+	if strings.ContainsAny(name, "?#") {
+		return spec, fmt.Errorf("%q: a socket systemd passes takes no options; its socket unit sets them (Backlog=, NonBlocking=, SocketMode=)", rest)
+	}
+	if err := listenfds.CheckName(name); err != nil {
+		return spec, fmt.Errorf("%q: want systemd://NAME, NAME as in the socket unit's FileDescriptorName=: %w", rest, err)
+	}
+	spec.Systemd, spec.Name = name, name
+	if err := CheckName(name); err != nil {
+		return spec, fmt.Errorf("%q: default name: %w (give one as NAME=URL)", rest, err)
+	}
+	return spec, nil
+}
+
+// setInet sets the address of a tcp or udp URL, and its default name,
+// "<scheme>-<port>".
+func (l *ListenSpec) setInet(u *url.URL) error {
+	if u.Path != "" {
+		return fmt.Errorf("a %s address has no path: want %s://HOST:PORT", u.Scheme, u.Scheme)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return fmt.Errorf("want %s://HOST:PORT: %v", u.Scheme, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
+		return fmt.Errorf("host %q is neither an IP address nor a host name", host)
+	}
+	l.Network, l.Address = u.Scheme, u.Host
+	l.Name = fmt.Sprintf("%s-%d", strings.TrimRight(u.Scheme, "46"), p)
+	return nil
+}
+
+// setUnix sets the path of a unix URL, and its default name,
+// "unix-<file name>".
+func (l *ListenSpec) setUnix(u *url.URL) error {
+	if u.Host != "" || u.Path == "" {
+		return errors.New("want unix:///ABSOLUTE/PATH (three slashes)")
+	}
+	l.Network, l.Address = "unix", filepath.Clean(u.Path)
+	l.Name = "unix-" + filepath.Base(l.Address)
+	if err := CheckName(l.Name); err != nil {
+		return fmt.Errorf("default name: %w (give one as NAME=URL)", err)
+	}
+	return nil
 }
 
 // SetOption sets one option of the socket, as the URL's query gives it:
@@ -178,43 +204,63 @@ func (l *ListenSpec) SetOption(key, v string) error {
 	case l.Systemd != "":
 		return fmt.Errorf("%s=%q: a socket systemd passes takes no options; its socket unit sets them (Backlog=, NonBlocking=, SocketMode=)", key, v)
 	case key == "nonblock":
-		switch v {
-		case "1", "true":
-			l.NonBlock = true
-		case "0", "false":
-			l.NonBlock = false
-		default:
-			return fmt.Errorf("nonblock=%q: want 1 or 0", v)
-		}
+		err = l.setNonBlock(v)
 	case key == "backlog" && l.Stream():
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1<<16 {
-			return fmt.Errorf("backlog=%q: want a number from 1 to 65536", v)
-		}
-		l.Backlog = n
+		err = l.setBacklog(v)
 	case key == "mode" && l.Network == "unix":
-		m, err := strconv.ParseUint(strings.TrimPrefix(v, "0o"), 8, 32)
-		if err != nil || m > 0o777 || m == 0 {
-			return fmt.Errorf("mode=%q: want octal permissions such as 0660", v)
-		}
-		l.Mode = os.FileMode(m)
+		err = l.setMode(v)
 	case key == "owner" && l.Network == "unix":
 		if l.UID, err = lookupID(v, true); err != nil {
-			return fmt.Errorf("owner=%q: %w", v, err)
+			err = fmt.Errorf("owner=%q: %w", v, err)
 		}
 	case key == "group" && l.Network == "unix":
 		if l.GID, err = lookupID(v, false); err != nil {
-			return fmt.Errorf("group=%q: %w", v, err)
+			err = fmt.Errorf("group=%q: %w", v, err)
 		}
 	default:
-		valid := "backlog, nonblock"
-		if l.Network == "unix" {
-			valid = "backlog, nonblock, mode, owner, group"
-		} else if !l.Stream() {
-			valid = "nonblock"
-		}
-		return fmt.Errorf("unknown option %q (valid: %s)", key, valid)
+		err = fmt.Errorf("unknown option %q (valid: %s)", key, l.options())
 	}
+	return err
+}
+
+// options lists the options the socket takes, for messages.
+func (l *ListenSpec) options() string {
+	switch {
+	case l.Network == "unix":
+		return "backlog, nonblock, mode, owner, group"
+	case !l.Stream():
+		return "nonblock"
+	}
+	return "backlog, nonblock"
+}
+
+func (l *ListenSpec) setNonBlock(v string) error {
+	switch v {
+	case "1", "true":
+		l.NonBlock = true
+	case "0", "false":
+		l.NonBlock = false
+	default:
+		return fmt.Errorf("nonblock=%q: want 1 or 0", v)
+	}
+	return nil
+}
+
+func (l *ListenSpec) setBacklog(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1<<16 {
+		return fmt.Errorf("backlog=%q: want a number from 1 to 65536", v)
+	}
+	l.Backlog = n
+	return nil
+}
+
+func (l *ListenSpec) setMode(v string) error {
+	m, err := strconv.ParseUint(strings.TrimPrefix(v, "0o"), 8, 32)
+	if err != nil || m > 0o777 || m == 0 {
+		return fmt.Errorf("mode=%q: want octal permissions such as 0660", v)
+	}
+	l.Mode = os.FileMode(m)
 	return nil
 }
 
