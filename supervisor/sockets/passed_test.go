@@ -250,6 +250,26 @@ func TestPassedSockets(t *testing.T) {
 	}
 }
 
+// A socket hitless bound and stored is the store's as much as hitless's:
+// its unix socket file stays when hitless exits, for the next hitless.
+func TestStoredUnixSocketFileStays(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	spec, _ := ParseListen("unix://" + path)
+	store := &fakeStore{}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	socks, plan, err := Open(Config{Listen: []ListenSpec{spec}, FDStore: store, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan.Apply(log)
+	for _, s := range socks {
+		s.Close()
+	}
+	if _, err := os.Stat(path); err != nil || strings.Join(store.calls, ",") != "store unix-s.sock" {
+		t.Errorf("after a stored socket's close: %v; store %q", err, store.calls)
+	}
+}
+
 func TestPassedFromEnv(t *testing.T) {
 	t.Setenv("LISTEN_FDS", "1")
 	t.Setenv("LISTEN_PID", "1")
