@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -162,4 +163,76 @@ func TestContainerExitStatus(t *testing.T) {
 			t.Errorf("exit status %d, want %d", code, 128+int(syscall.SIGKILL))
 		}
 	})
+}
+
+// configs/Containerfile builds, with buildah where it is installed (the
+// base image replaced by scratch: this machine reaches no image
+// registry), and the image runs hitless as its entrypoint with the
+// runtime's stop signal SIGTERM; the hitless in it answers.
+func TestContainerfileBuilds(t *testing.T) {
+	buildah, err := exec.LookPath("buildah")
+	if err != nil {
+		t.Skip("no container builder: buildah (Debian: buildah) is not installed, so configs/Containerfile is not built here")
+	}
+	if testing.Short() {
+		t.Skip("builds an image; run without -short")
+	}
+	store := t.TempDir()
+	ctx := filepath.Join(store, "context")
+	os.Mkdir(ctx, 0o755)
+	static := []string{"CGO_ENABLED=0"}
+	for _, b := range []struct{ dir, out string }{{"../..", "hitless"}, {"../../examples/grpc", "app"}} {
+		pkg := "."
+		if b.out == "hitless" {
+			pkg = "./cmd/hitless"
+		}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(ctx, b.out), pkg)
+		cmd.Dir, cmd.Env = b.dir, append(os.Environ(), static...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", b.out, err, out)
+		}
+	}
+	// A store of the test's own, and chroot isolation: no daemon, no
+	// namespaces to set up.
+	xdg := filepath.Join(store, "xdg")
+	os.Mkdir(xdg, 0o700)
+	run := func(args ...string) string {
+		t.Helper()
+		argv := append([]string{"--root", filepath.Join(store, "root"), "--runroot", filepath.Join(store, "run"), "--storage-driver", "vfs"}, args...)
+		cmd := exec.Command(buildah, argv...)
+		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+xdg)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("buildah %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
+		}
+		return strings.TrimSpace(string(out))
+	}
+	image := "localhost/hitless-containerfile-test"
+	run("build", "--isolation", "chroot", "--build-arg", "BASE=scratch", "-f", "../../configs/Containerfile", "-t", image, ctx)
+	var cfg struct {
+		OCIv1 struct {
+			Config struct {
+				Entrypoint, Cmd []string
+				StopSignal      string
+			} `json:"config"`
+		} `json:"OCIv1"`
+	}
+	if err := json.Unmarshal([]byte(run("inspect", "--type", "image", image)), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.OCIv1.Config
+	if len(c.Entrypoint) < 2 || c.Entrypoint[0] != "/usr/local/bin/hitless" || c.Entrypoint[1] != "run" || c.StopSignal != "SIGTERM" {
+		t.Errorf("image config: entrypoint %q, stop signal %q; want hitless run as PID 1, stopped by SIGTERM", c.Entrypoint, c.StopSignal)
+	}
+	if len(c.Cmd) == 0 || c.Cmd[0] != "/app/bin/app" {
+		t.Errorf("image cmd %q, want the app", c.Cmd)
+	}
+	ctr := run("from", image)
+	if v := run("run", "--isolation", "chroot", ctr, "--", "/usr/local/bin/hitless", "--version"); !strings.HasPrefix(v, "hitless version") {
+		t.Errorf("hitless --version in the image: %q", v)
+	}
+	run("rm", ctr)
+	run("rmi", "--all", "--force")
 }
