@@ -184,12 +184,22 @@ func Start(o Options) (*Load, error) {
 	return l, nil
 }
 
-// Stop ends the load: each worker finishes the RPC in hand (an endless
-// stream is cancelled, which is not counted as a failure); it returns
-// what was counted.
+// Stop ends the load and returns what was counted: Cancel, then Wait.
 func (l *Load) Stop() Result {
-	l.cancel()
+	l.Cancel()
+	return l.Wait()
+}
+
+// Cancel ends the load without waiting: each worker finishes the RPC in
+// hand (an endless stream is cancelled, which is not counted as a
+// failure).
+func (l *Load) Cancel() { l.cancel() }
+
+// Wait waits until the load has ended (its Duration passed, or Cancel)
+// and returns what was counted.
+func (l *Load) Wait() Result {
 	l.wg.Wait()
+	l.cancel()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := l.r
@@ -387,8 +397,8 @@ func (l *Load) watch(c echopb.EchoClient) {
 		})
 		l.mu.Lock()
 		switch {
-		case err != nil && l.ctx.Err() != nil && status.Code(err) == codes.Canceled:
-			// Stop cancelled it.
+		case err != nil && l.ctx.Err() != nil && (status.Code(err) == codes.Canceled || status.Code(err) == codes.DeadlineExceeded):
+			// The load ended: Cancel, or its Duration.
 		case err != nil:
 			l.r.WatchFailed++
 			l.fail(err)
