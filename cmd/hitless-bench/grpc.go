@@ -97,19 +97,7 @@ func benchGRPC(s *scenario) []row {
 		procs = append(procs, pr)
 	}
 	start := time.Now()
-	reloads, t := 0, time.NewTicker(p.reloadEvery)
-	end := time.NewTimer(p.reloadRun)
-loop:
-	for {
-		select {
-		case <-end.C:
-			break loop
-		case <-t.C:
-			s.check(syscall.Kill(h.PID(), syscall.SIGHUP))
-			reloads++
-		}
-	}
-	t.Stop()
+	reloads := s.reloadAtPace(func() error { return syscall.Kill(h.PID(), syscall.SIGHUP) })
 	var results []grpcResult
 	for i, pr := range procs {
 		if err := pr.cmd.Wait(); err != nil {

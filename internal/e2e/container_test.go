@@ -140,7 +140,7 @@ func TestContainerPID1(t *testing.T) {
 // The exit status of hitless as PID 1 is the container's: a child that
 // cannot start makes hitless exit 1 with the reason; one that does not
 // drain by --drain-timeout is killed and hitless exits 137 (128+SIGKILL),
-// as the README's signal table says.
+// as the signal table of docs/run.md says.
 func TestContainerExitStatus(t *testing.T) {
 	wrap := pid1(t)
 	t.Run("first child fails", func(t *testing.T) {

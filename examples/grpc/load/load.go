@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/hitless/hitless/examples/grpc/echopb"
+	"github.com/hitless/hitless/internal/harness"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -204,7 +205,7 @@ func (l *Load) Wait() Result {
 	defer l.mu.Unlock()
 	r := l.r
 	r.Retries = l.retries.Load()
-	r.UnaryP50, r.UnaryP99 = percentile(l.latency, 50), percentile(l.latency, 99)
+	r.UnaryP50, r.UnaryP99 = harness.Percentile(l.latency, 50), harness.Percentile(l.latency, 99)
 	return r
 }
 
@@ -469,14 +470,4 @@ func (p *progress) wait(more int64, d time.Duration, stop <-chan struct{}) error
 	case <-stop:
 		return errors.New("the load ended first")
 	}
-}
-
-func percentile(d []time.Duration, p float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := int(float64(len(s))*p/100+0.999999) - 1
-	return s[min(max(i, 0), len(s)-1)]
 }
