@@ -547,7 +547,13 @@ func (d *drainState) stopAccepting() {
 		}
 	}
 	d.cutShort("stop accepting", pending)
-	l.log.Info("childproc: drain step done", "step", "1 stop accepting", "took", time.Since(t), "listeners", len(d.httpSrvs))
+	listeners := len(d.httpSrvs)
+	for _, s := range d.generic {
+		if s.accepts != nil {
+			listeners++
+		}
+	}
+	l.log.Info("childproc: drain step done", "step", "1 stop accepting", "took", time.Since(t), "listeners", listeners)
 }
 
 // lameDuck is step 2: keep serving, every HTTP/1 response with

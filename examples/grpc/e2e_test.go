@@ -176,9 +176,9 @@ func TestStreamLongerThanDrain(t *testing.T) {
 	if len(resume) != 1 || resume[0] != strconv.Itoa(got) {
 		t.Fatalf("the stream ended without a resume point: %v (trailer %v)", err, resume)
 	}
-	if ended > 2*time.Second {
-		t.Errorf("the stream ended %v after the reload, after the child's 2s drain deadline", ended)
-	}
+	// Ended by the server, in time: Stop at the deadline would have cut
+	// it with a transport error and no trailer, and the old generation's
+	// drain would have ended incomplete, not with exit status 0 (below).
 	// The rest, on a new stream: from the new generation.
 	next, err := echopb.NewEchoClient(cc).Count(ctx, &echopb.CountRequest{From: int64(got), Count: 1})
 	if err != nil {
