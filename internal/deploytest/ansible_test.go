@@ -139,7 +139,8 @@ func TestAnsibleRollingDeploy(t *testing.T) {
 		cmd := exec.Command(playbook, "-i", inventory, "../../configs/ansible/rolling-deploy.yml",
 			"-e", "release="+rel, "-e", "artifact="+filepath.Join(builds, rel))
 		cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "ANSIBLE_HOME="+filepath.Join(dir, "ansible"),
-			"ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "ansible", "tmp"), "ANSIBLE_RETRY_FILES_ENABLED=0")
+			"ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "ansible", "tmp"), "ANSIBLE_REMOTE_TEMP="+filepath.Join(dir, "ansible", "remote"),
+			"ANSIBLE_RETRY_FILES_ENABLED=0")
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
