@@ -14,7 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/hitless/hitless/internal/control"
 	"github.com/hitless/hitless/supervisor"

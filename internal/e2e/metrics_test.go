@@ -21,7 +21,7 @@ import (
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/hitless/hitless/internal/config"
 	"github.com/hitless/hitless/internal/harness"
