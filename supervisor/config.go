@@ -96,8 +96,8 @@ type Config struct {
 	// the connections waiting on them, outlive a crash of hitless.
 	FDStore sockets.FDStore
 
-	// ShimPath is the binary that runs the hidden modes (RunHidden);
-	// default /proc/self/exe.
+	// ShimPath is the binary that runs the hidden modes (ShimArg,
+	// WatchArg): one that links this package; default /proc/self/exe.
 	ShimPath string
 
 	// Self is the running image: set, it lets Upgrade replace hitless's

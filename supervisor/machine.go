@@ -222,9 +222,11 @@ type (
 		err     error
 		callers []callerID
 	}
-	// actObserve: a measurement for the metrics.
+	// actObserve: a measurement for the metrics (and, for a reload, the
+	// debug log's steps of generation gen).
 	actObserve struct {
 		what observeKind
+		gen  int
 		d    time.Duration
 	}
 	// actCheckUpgrade: run the new binary's check; answer with
@@ -600,7 +602,7 @@ func (m *machine) promote(g *mgen) {
 		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("serving: generation %d (pid %d)", g.id, g.pid)})
 	case kindReload:
 		m.stats.ReloadsOK++
-		m.emit(actObserve{what: observeReload, d: m.now.Sub(g.askedAt)})
+		m.emit(actObserve{what: observeReload, gen: g.id, d: m.now.Sub(g.askedAt)})
 		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("reload succeeded: generation %d (pid %d) serving", g.id, g.pid)})
 	case kindRestart:
 		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("restarted: generation %d (pid %d) serving", g.id, g.pid)})
@@ -801,7 +803,7 @@ func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
 		m.exitCode = m.code(g, ws)
 		if m.stopping {
 			m.logf(slog.LevelInfo, "stopped", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
-			m.emit(actObserve{what: observeDrain, d: m.now.Sub(g.drainAt)})
+			m.emit(actObserve{what: observeDrain, gen: g.id, d: m.now.Sub(g.drainAt)})
 			return
 		}
 		m.logf(slog.LevelError, "serving child died", "generation", g.id, "pid", g.pid, "status", reason, "stderr", strings.Join(lastN(stderr, 3), " | "))
@@ -821,7 +823,7 @@ func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
 		m.logf(slog.LevelInfo, "stopped before ready", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
 	case was == Draining:
 		m.logf(slog.LevelInfo, "drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
-		m.emit(actObserve{what: observeDrain, d: m.now.Sub(g.drainAt)})
+		m.emit(actObserve{what: observeDrain, gen: g.id, d: m.now.Sub(g.drainAt)})
 	case was == Failed:
 		m.logf(slog.LevelInfo, "failed generation drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/sdnotify"
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 )
 
 // spawn starts generation c through the shim and the goroutines that
@@ -69,6 +70,15 @@ func (s *Supervisor) spawn(c *child) error {
 	for _, sock := range s.sockets {
 		files = append(files, uintptr(sock.FD))
 	}
+	// The shim's report pipe comes last: the shim closes it as it
+	// executes the program, which sees exactly stdio and the sockets.
+	report, reportW, err := os.Pipe()
+	if err != nil {
+		closeAll(true)
+		return fmt.Errorf("start: report pipe: %w", err)
+	}
+	writeEnds = append(writeEnds, reportW)
+	files = append(files, reportW.Fd())
 	attr := &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   s.childEnv(c, notifyPath),
@@ -82,13 +92,18 @@ func (s *Supervisor) spawn(c *child) error {
 		attr.Sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}
 	exitc := make(chan unix.WaitStatus, 1)
-	argv := append([]string{"hitless", ShimArg, prog}, s.cfg.Command...)
+	argv := append([]string{"hitless", ShimArg, strconv.Itoa(len(files) - 1), prog}, s.cfg.Command...)
+	c.steps.fork = hidden.Monotonic()
 	pid, err := s.reaper.start(s.cfg.ShimPath, argv, attr, s.exited(exitc))
+	c.steps.forked = hidden.Monotonic()
 	closeAll(err != nil)
 	if err != nil {
+		report.Close()
 		return fmt.Errorf("start: %w", err)
 	}
-	c.pid, c.outs = pid, pipes
+	c.pid, c.outs, c.report = pid, pipes, report
+	c.steps.reported = make(chan struct{})
+	go c.steps.readReport(report)
 	s.log.Info("started", "generation", c.id, "pid", pid, "program", prog, "dir", dir)
 	if err := s.watcher.add(pid); err != nil {
 		s.log.Warn("watcher", "err", err)
@@ -206,6 +221,7 @@ func (s *Supervisor) readNotify(c *child) {
 		c.mu.Unlock()
 		if v, _ := m.Get("READY"); v == "1" && !readySent && s.cfg.ReadyDelay <= 0 {
 			readySent = true
+			c.steps.ready = hidden.Monotonic() // read by the loop after evReady
 			s.post(evReady{gen: c.id})
 		}
 		if v, ok := m.Get("WATCHDOG_USEC"); ok {

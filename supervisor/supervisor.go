@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
 )
@@ -57,6 +58,7 @@ type Supervisor struct {
 	lastCaller callerID
 	exit       *actExit
 	lingering  []*child       // reaped, but a descendant still holds its output
+	steps      *pendingSteps  // a reload that serves, to log once its step's actions are done
 	bg         sync.WaitGroup // exit watchers
 	readers    sync.WaitGroup // notify readers
 	exiting    sync.WaitGroup // exits reaped but not yet fed to the machine
@@ -401,6 +403,10 @@ func (s *Supervisor) run(acts []action) {
 			acts = append(acts, s.m.step(time.Now(), ev)...)
 		}
 	}
+	if p := s.steps; p != nil {
+		s.steps = nil
+		s.logSteps(p)
+	}
 }
 
 // do carries out one action; it returns the event that answers it, if any.
@@ -416,6 +422,9 @@ func (s *Supervisor) do(a action) event {
 	case actSignal:
 		if err := s.os.signal(a.pid, a.sig); err != nil {
 			s.log.Error("signal", "generation", a.gen, "pid", a.pid, "signal", unix.SignalName(a.sig), "err", err)
+		}
+		if p := s.steps; p != nil && p.gen != a.gen && p.signalled == 0 {
+			p.signalled = hidden.Monotonic()
 		}
 	case actArm:
 		s.arm(a.id, a.gen, time.Now().Add(a.after))
@@ -466,6 +475,10 @@ func (s *Supervisor) do(a action) event {
 			return evUpgradeDone{id: a.id, result: "failed", reason: err.Error()}
 		}
 	case actObserve:
+		if a.what == observeReload {
+			now := hidden.Monotonic()
+			s.steps = &pendingSteps{gen: a.gen, requested: now - int64(a.d), serving: now}
+		}
 		if o := s.cfg.Observer; o != nil {
 			switch a.what {
 			case observeReload:

@@ -29,14 +29,11 @@ import (
 )
 
 // The tests in this file run real children: the test binary itself, which
-// TestMain turns into the shim and the watcher (RunHidden) or into a small
-// server (TEST_CHILD=mode). They run one at a time, since a supervisor reaps every
+// package hidden's init turns into the shim and the watcher, and TestMain
+// into a small server (TEST_CHILD=mode). They run one at a time, since a supervisor reaps every
 // child of the process.
 
 func TestMain(m *testing.M) {
-	if code, ok := RunHidden(os.Args[1:]); ok {
-		os.Exit(code)
-	}
 	if mode, ok := os.LookupEnv("TEST_CHILD"); ok {
 		os.Exit(testChild(mode))
 	}
@@ -803,37 +800,6 @@ func TestSweepRundirs(t *testing.T) {
 	for dir, want := range map[string]bool{stale: false, noLock: true, other: true, live: true} {
 		if _, err := os.Stat(dir); (err == nil) != want {
 			t.Errorf("%s: exists %v, want %v", dir, err == nil, want)
-		}
-	}
-}
-
-// The watcher kills every process group it knows of, and only those, when
-// the pipe closes.
-func TestWatcherKillsGroups(t *testing.T) {
-	spawn := func() int {
-		pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "60"}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
-		return pid
-	}
-	a, b, c := spawn(), spawn(), spawn()
-	r, w, _ := os.Pipe()
-	fmt.Fprintf(w, "+%d\n+%d\n+%d\n-%d\ngarbage\n", a, b, c, c)
-	w.Close()
-	if code := runWatcher(r); code != 0 {
-		t.Errorf("watcher exit %d", code)
-	}
-	for pid, want := range map[int]bool{a: true, b: true, c: false} {
-		var ws syscall.WaitStatus
-		if want {
-			syscall.Wait4(pid, &ws, 0, nil)
-			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-				t.Errorf("pid %d: %v, want killed", pid, ws)
-			}
-		} else if got, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got != 0 {
-			t.Errorf("pid %d, removed from the watcher, was killed", pid)
 		}
 	}
 }

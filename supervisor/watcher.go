@@ -3,17 +3,14 @@
 package supervisor
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 )
 
 // The watcher makes sure nothing of a generation outlives hitless, however
@@ -22,7 +19,8 @@ import (
 // child, never what it started: a wrapper script's server, a pre-fork
 // master's workers.
 //
-// The watcher is hitless's own binary in a hidden mode (WatchArg), in a
+// The watcher is hitless's own binary in a hidden mode (WatchArg, run by
+// package hidden before the program's heavy initialisation), in a
 // process group of its own, that outlives hitless. hitless holds the write
 // end of a pipe whose read end is the watcher's fd 3, and tells it each
 // generation's process group as it starts ("+PGID") and once it is gone
@@ -86,12 +84,12 @@ func runtimeEnv() []string {
 // a second is reported, not waited for.
 func (wt *watcher) tell(line string) error {
 	wt.w.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err := wt.w.WriteString(line + "\n")
+	_, err := wt.w.WriteString(line)
 	return err
 }
 
-func (wt *watcher) add(pgid int) error    { return wt.tell("+" + strconv.Itoa(pgid)) }
-func (wt *watcher) remove(pgid int) error { return wt.tell("-" + strconv.Itoa(pgid)) }
+func (wt *watcher) add(pgid int) error    { return wt.tell(hidden.Add(pgid)) }
+func (wt *watcher) remove(pgid int) error { return wt.tell(hidden.Remove(pgid)) }
 
 // stop closes the pipe, which ends the watcher, and waits a moment for
 // it to exit so that it is reaped.
@@ -101,31 +99,4 @@ func (wt *watcher) stop() {
 	case <-wt.exit:
 	case <-time.After(2 * time.Second):
 	}
-}
-
-// runWatcher is the watcher's main: it reads process groups from pipe
-// until EOF, then kills the ones it was not told are gone.
-func runWatcher(pipe *os.File) int {
-	// Signals meant for hitless's terminal or group are not for it: it
-	// ends when hitless does, and only then.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
-	groups := make(map[int]bool)
-	sc := bufio.NewScanner(pipe)
-	for sc.Scan() {
-		line := sc.Text()
-		pgid, err := strconv.Atoi(strings.TrimLeft(line, "+-"))
-		if err != nil || pgid <= 1 || len(line) < 2 {
-			fmt.Fprintf(os.Stderr, "hitless watcher: ignoring %q\n", line)
-			continue
-		}
-		groups[pgid] = line[0] == '+'
-	}
-	for pgid, live := range groups {
-		if live {
-			if err := unix.Kill(-pgid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
-				fmt.Fprintf(os.Stderr, "hitless watcher: kill process group %d: %v\n", pgid, err)
-			}
-		}
-	}
-	return 0
 }

@@ -38,9 +38,6 @@ func init() {
 }
 
 func main() {
-	if code, ok := supervisor.RunHidden(os.Args[1:]); ok {
-		os.Exit(code)
-	}
 	if len(os.Args) > 1 && os.Args[1] == upgrade.CheckArg {
 		os.Exit(upgrade.RunCheck(version()))
 	}
