@@ -3,6 +3,7 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,11 +11,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hitless/hitless/supervisor"
 )
@@ -65,8 +63,11 @@ func ReadBuild() Build {
 // Metrics holds the histograms and the figures fixed at start. It is the
 // supervisor.Observer to give the supervisor; Handler serves everything.
 type Metrics struct {
-	reload, drain prometheus.Histogram
-	fixed         []prometheus.Collector
+	reload, drain *histogram
+	fixed         []family
+	// Scrapes that failed, by cause: the status could not be had
+	// (gathering), or the answer could not be written (encoding).
+	gatherErrors, encodeErrors atomic.Uint64
 }
 
 var _ supervisor.Observer = (*Metrics)(nil)
@@ -76,40 +77,27 @@ func New(o Options) *Metrics {
 	if o.Build == (Build{}) {
 		o.Build = ReadBuild()
 	}
-	m := &Metrics{
-		reload: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "hitless_reload_duration_seconds",
-			Help: "Time from a reload's request (the first, when several joined) to its new generation serving, trial included; reloads that served only.",
+	info := family{name: "hitless_build_info", typ: "gauge", help: "Always 1; the labels say which build of hitless runs."}
+	info.add(1, "goversion", o.Build.GoVersion, "revision", o.Build.Revision, "version", o.Build.Version)
+	return &Metrics{
+		reload: newHistogram("hitless_reload_duration_seconds",
+			"Time from a reload's request (the first, when several joined) to its new generation serving, trial included; reloads that served only.",
 			// From a fast child's few milliseconds to a long trial.
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
-		}),
-		drain: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "hitless_drain_duration_seconds",
-			Help: "Time from the drain signal to the exit of a generation that served.",
+			[]float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}),
+		drain: newHistogram("hitless_drain_duration_seconds",
+			"Time from the drain signal to the exit of a generation that served.",
 			// Up to well past the default drain timeout (30s).
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
-		}),
+			[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}),
+		fixed: []family{info, one("hitless_drain_timeout_seconds", "gauge",
+			"The drain timeout: a generation draining longer has its process group killed.", o.DrainTimeout.Seconds())},
 	}
-	info := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "hitless_build_info",
-		Help:        "Always 1; the labels say which build of hitless runs.",
-		ConstLabels: prometheus.Labels{"version": o.Build.Version, "revision": o.Build.Revision, "goversion": o.Build.GoVersion},
-	})
-	info.Set(1)
-	timeout := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "hitless_drain_timeout_seconds",
-		Help: "The drain timeout: a generation draining longer has its process group killed.",
-	})
-	timeout.Set(o.DrainTimeout.Seconds())
-	m.fixed = []prometheus.Collector{info, timeout}
-	return m
 }
 
 // ReloadServing records a reload's duration (supervisor.Observer).
-func (m *Metrics) ReloadServing(d time.Duration) { m.reload.Observe(d.Seconds()) }
+func (m *Metrics) ReloadServing(d time.Duration) { m.reload.observe(d.Seconds()) }
 
 // Drained records a drain's duration (supervisor.Observer).
-func (m *Metrics) Drained(d time.Duration) { m.drain.Observe(d.Seconds()) }
+func (m *Metrics) Drained(d time.Duration) { m.drain.observe(d.Seconds()) }
 
 // Handler serves /metrics: m's histograms and fixed figures, the counters
 // and gauges read from src at each scrape, and the process_* and go_*
@@ -119,87 +107,87 @@ func (m *Metrics) Handler(src Source, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.reload, m.drain, statusCollector{src},
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
-	reg.MustRegister(m.fixed...)
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog: errorLog{log},
-		Registry: reg, // promhttp_metric_handler_errors_total
-	}))
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		fams, err := m.gather(r.Context(), src)
+		if err != nil {
+			m.gatherErrors.Add(1)
+			log.Warn("metrics: scrape failed", "err", err)
+			http.Error(w, "An error has occurred while serving metrics:\n\n"+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		var buf bytes.Buffer
+		writeText(&buf, fams)
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			m.encodeErrors.Add(1)
+			log.Warn("metrics: writing the scrape", "err", err)
+		}
+	})
 	return mux
 }
 
-// errorLog is promhttp's logger on slog.
-type errorLog struct{ log *slog.Logger }
-
-func (l errorLog) Println(v ...any) { l.log.Warn("metrics: " + fmt.Sprint(v...)) }
-
-// The series read from the supervisor's status.
-var (
-	reloadsDesc = prometheus.NewDesc("hitless_reloads_total",
-		`Reloads by result: ok (the new generation serves), failed (a start that did not serve: reloads, and restarts after a crash), rolled_back (ready, then failed its trial).`,
-		[]string{"result"}, nil)
-	restartsDesc = prometheus.NewDesc("hitless_restarts_total",
-		"Restarts begun because no generation served (the serving child died).", nil, nil)
-	watchdogKillsDesc = prometheus.NewDesc("hitless_watchdog_kills_total",
-		"Serving children aborted (SIGABRT) because they missed their watchdog.", nil, nil)
-	upgradesDesc = prometheus.NewDesc("hitless_upgrades_total",
-		`Upgrades of hitless itself in place (hitless upgrade) by result: ok, refused (the new binary failed its check; nothing changed), failed (the exec failed; nothing changed), rolled_back (the new image could not take over and ran the old one again).`,
-		[]string{"result"}, nil)
-	generationsDesc = prometheus.NewDesc("hitless_generations",
-		"Generations of the child that have not exited, by state.", []string{"state"}, nil)
-	rssDesc = prometheus.NewDesc("hitless_generation_resident_memory_bytes",
-		"Resident memory of each generation's whole process group.", []string{"generation", "pid", "state"}, nil)
-	drainStartDesc = prometheus.NewDesc("hitless_generation_drain_start_time_seconds",
-		"When each draining (or failed) generation was sent the drain signal, in seconds since the Unix epoch.", []string{"generation", "pid", "state"}, nil)
-)
-
-// states are those a generation that has not exited can be in.
-var states = []supervisor.State{supervisor.Starting, supervisor.Trial, supervisor.Serving, supervisor.Draining, supervisor.Failed}
-
-// statusCollector reads the counters and gauges from a Source at each
-// scrape.
-type statusCollector struct{ src Source }
-
-func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{reloadsDesc, restartsDesc, watchdogKillsDesc, upgradesDesc, generationsDesc, rssDesc, drainStartDesc} {
-		ch <- d
+// gather reads every family for one scrape.
+func (m *Metrics) gather(ctx context.Context, src Source) ([]family, error) {
+	status, err := statusFamilies(ctx, src)
+	if err != nil {
+		return nil, err
 	}
+	fams := append(status, m.reload.family(), m.drain.family())
+	fams = append(fams, m.fixed...)
+	errs := family{name: "promhttp_metric_handler_errors_total", typ: "counter",
+		help: "Total number of internal errors encountered by the promhttp metric handler."}
+	errs.add(float64(m.encodeErrors.Load()), "cause", "encoding")
+	errs.add(float64(m.gatherErrors.Load()), "cause", "gathering")
+	fams = append(fams, errs)
+	fams = append(fams, goFamilies()...)
+	return append(fams, processFamilies()...), nil
 }
 
-func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), ScrapeTimeout)
-	defer cancel()
-	st, err := c.src.Status(ctx)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(reloadsDesc, fmt.Errorf("hitless status: %w", err))
-		return
-	}
-	counter := func(d *prometheus.Desc, n int, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), labels...)
-	}
-	counter(reloadsDesc, st.ReloadsOK, "ok")
-	counter(reloadsDesc, st.ReloadsFailed, "failed")
-	counter(reloadsDesc, st.ReloadsRolledBack, "rolled_back")
-	counter(restartsDesc, st.Restarts)
-	counter(watchdogKillsDesc, st.WatchdogKills)
-	counter(upgradesDesc, st.UpgradesOK, "ok")
-	counter(upgradesDesc, st.UpgradesRefused, "refused")
-	counter(upgradesDesc, st.UpgradesFailed-st.UpgradesRefused-st.UpgradesRolledBack, "failed")
-	counter(upgradesDesc, st.UpgradesRolledBack, "rolled_back")
+// states are those a generation that has not exited can be in, in the
+// order of their names, as the Prometheus client wrote them.
+var states = []supervisor.State{supervisor.Draining, supervisor.Failed, supervisor.Serving, supervisor.Starting, supervisor.Trial}
 
+// statusFamilies reads the counters and gauges from src, waiting at most
+// ScrapeTimeout for its answer.
+func statusFamilies(ctx context.Context, src Source) ([]family, error) {
+	ctx, cancel := context.WithTimeout(ctx, ScrapeTimeout)
+	defer cancel()
+	st, err := src.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("hitless status: %w", err)
+	}
+	reloads := family{name: "hitless_reloads_total", typ: "counter",
+		help: "Reloads by result: ok (the new generation serves), failed (a start that did not serve: reloads, and restarts after a crash), rolled_back (ready, then failed its trial)."}
+	reloads.add(float64(st.ReloadsFailed), "result", "failed")
+	reloads.add(float64(st.ReloadsOK), "result", "ok")
+	reloads.add(float64(st.ReloadsRolledBack), "result", "rolled_back")
+	upgrades := family{name: "hitless_upgrades_total", typ: "counter",
+		help: "Upgrades of hitless itself in place (hitless upgrade) by result: ok, refused (the new binary failed its check; nothing changed), failed (the exec failed; nothing changed), rolled_back (the new image could not take over and ran the old one again)."}
+	upgrades.add(float64(st.UpgradesFailed-st.UpgradesRefused-st.UpgradesRolledBack), "result", "failed")
+	upgrades.add(float64(st.UpgradesOK), "result", "ok")
+	upgrades.add(float64(st.UpgradesRefused), "result", "refused")
+	upgrades.add(float64(st.UpgradesRolledBack), "result", "rolled_back")
+
+	gens := family{name: "hitless_generations", typ: "gauge", help: "Generations of the child that have not exited, by state."}
+	rss := family{name: "hitless_generation_resident_memory_bytes", typ: "gauge", help: "Resident memory of each generation's whole process group."}
+	drainAt := family{name: "hitless_generation_drain_start_time_seconds", typ: "gauge",
+		help: "When each draining (or failed) generation was sent the drain signal, in seconds since the Unix epoch."}
 	count := make(map[supervisor.State]int)
 	for _, g := range st.Generations {
 		count[g.State]++
-		labels := []string{strconv.Itoa(g.ID), strconv.Itoa(g.PID), string(g.State)}
-		ch <- prometheus.MustNewConstMetric(rssDesc, prometheus.GaugeValue, float64(g.RSS), labels...)
+		labels := []string{"generation", strconv.Itoa(g.ID), "pid", strconv.Itoa(g.PID), "state", string(g.State)}
+		rss.add(float64(g.RSS), labels...)
 		if !g.DrainAt.IsZero() {
-			ch <- prometheus.MustNewConstMetric(drainStartDesc, prometheus.GaugeValue, float64(g.DrainAt.UnixNano())/1e9, labels...)
+			drainAt.add(float64(g.DrainAt.UnixNano())/1e9, labels...)
 		}
 	}
 	for _, s := range states {
-		ch <- prometheus.MustNewConstMetric(generationsDesc, prometheus.GaugeValue, float64(count[s]), string(s))
+		gens.add(float64(count[s]), "state", string(s))
 	}
+	return []family{reloads, upgrades, gens, rss, drainAt,
+		one("hitless_restarts_total", "counter", "Restarts begun because no generation served (the serving child died).", float64(st.Restarts)),
+		one("hitless_watchdog_kills_total", "counter", "Serving children aborted (SIGABRT) because they missed their watchdog.", float64(st.WatchdogKills)),
+	}, nil
 }

@@ -5,6 +5,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -144,4 +145,86 @@ func TestListenUnix(t *testing.T) {
 		t.Fatalf("Listen on a stale socket file: %v", err)
 	}
 	srv.Close()
+}
+
+// Every family the Prometheus Go client served before it was replaced is
+// still served, with its type and HELP text (testdata/families.txt), and
+// nothing else: dashboards and alerts built on them keep working.
+func TestFamiliesKept(t *testing.T) {
+	b, err := os.ReadFile("testdata/families.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, rest, _ := strings.Cut(line, " ")
+		want[name] = rest
+	}
+	src := &source{st: supervisor.Status{Generations: []supervisor.GenerationStatus{
+		{ID: 1, PID: 100, State: supervisor.Draining, DrainAt: time.Now(), RSS: 1 << 20},
+		{ID: 2, PID: 200, State: supervisor.Serving, RSS: 1 << 20},
+	}}}
+	got, err := metricstest.Scrape(serve(t, New(Options{}), src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range got {
+		if w, ok := want[name]; !ok {
+			t.Errorf("new family %s: add it to testdata/families.txt", name)
+		} else if g := strings.ToLower(f.GetType().String()) + " " + f.GetHelp(); g != w {
+			t.Errorf("%s: type and help %q, want %q", name, g, w)
+		}
+	}
+	for name := range want {
+		if got[name] == nil {
+			t.Errorf("%s is no longer served", name)
+		}
+	}
+	// (process_cpu_seconds_total counts 10 ms ticks: a short test may
+	// have none.)
+	for _, name := range []string{"process_resident_memory_bytes", "process_start_time_seconds", "process_open_fds", "process_max_fds", "go_goroutines", "go_threads", "go_memstats_sys_bytes"} {
+		if v, ok := got.Value(name); !ok || v <= 0 {
+			t.Errorf("%s = %v (found %v)", name, v, ok)
+		}
+	}
+	if start, _ := got.Value("process_start_time_seconds"); math.Abs(start-float64(time.Now().Unix())) > 3600 {
+		t.Errorf("process_start_time_seconds %v is not near now", start)
+	}
+}
+
+// The text format: label values and HELP escaped, values as Prometheus
+// writes them, a histogram's buckets cumulative and "le" inclusive.
+func TestText(t *testing.T) {
+	h := newHistogram("h", "a histogram", []float64{1, 2.5})
+	for _, v := range []float64{0.5, 1, 2, 7} {
+		h.observe(v)
+	}
+	f := family{name: "x", typ: "gauge", help: "back\\slash\nnewline"}
+	f.add(1, "a", "quote\" back\\ nl\n", "b", "")
+	f.add(math.Inf(-1))
+	var b strings.Builder
+	writeText(&b, []family{h.family(), f, {name: "empty", typ: "gauge", help: "none"}})
+	want := `# HELP h a histogram
+# TYPE h histogram
+h_bucket{le="1"} 2
+h_bucket{le="2.5"} 3
+h_bucket{le="+Inf"} 4
+h_sum 10.5
+h_count 4
+# HELP x back\\slash\nnewline
+# TYPE x gauge
+x{a="quote\" back\\ nl\n",b=""} 1
+x -Inf
+`
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+	for v, s := range map[float64]string{0: "0", 1e6: "1e+06", 1444082: "1.444082e+06", 0.25: "0.25", math.NaN(): "NaN", math.Inf(1): "+Inf", 1 << 63: "9.223372036854776e+18"} {
+		if got := formatFloat(v); got != s {
+			t.Errorf("formatFloat(%v) = %q, want %q", v, got, s)
+		}
+	}
 }
