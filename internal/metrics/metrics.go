@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -99,33 +98,41 @@ func (m *Metrics) ReloadServing(d time.Duration) { m.reload.observe(d.Seconds())
 // Drained records a drain's duration (supervisor.Observer).
 func (m *Metrics) Drained(d time.Duration) { m.drain.observe(d.Seconds()) }
 
-// Handler serves /metrics: m's histograms and fixed figures, the counters
-// and gauges read from src at each scrape, and the process_* and go_*
+// Handler answers the scrapes of /metrics (see Server).
+type Handler struct {
+	m   *Metrics
+	src Source
+	log *slog.Logger
+}
+
+// Handler serves m's histograms and fixed figures, the counters and
+// gauges read from src at each scrape, and the process_* and go_*
 // metrics of this process. Errors of a scrape are logged to log (nil
 // discards them) and fail the scrape.
-func (m *Metrics) Handler(src Source, log *slog.Logger) http.Handler {
+func (m *Metrics) Handler(src Source, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		fams, err := m.gather(r.Context(), src)
-		if err != nil {
-			m.gatherErrors.Add(1)
-			log.Warn("metrics: scrape failed", "err", err)
-			http.Error(w, "An error has occurred while serving metrics:\n\n"+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		var buf bytes.Buffer
-		writeText(&buf, fams)
-		w.Header().Set("Content-Type", contentType)
-		w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-		if _, err := w.Write(buf.Bytes()); err != nil {
-			m.encodeErrors.Add(1)
-			log.Warn("metrics: writing the scrape", "err", err)
-		}
-	})
-	return mux
+	return &Handler{m: m, src: src, log: log}
+}
+
+// scrape is one scrape's answer, in the text format.
+func (h *Handler) scrape(ctx context.Context) ([]byte, error) {
+	fams, err := h.m.gather(ctx, h.src)
+	if err != nil {
+		h.m.gatherErrors.Add(1)
+		h.log.Warn("metrics: scrape failed", "err", err)
+		return nil, err
+	}
+	var buf bytes.Buffer
+	writeText(&buf, fams)
+	return buf.Bytes(), nil
+}
+
+// writeFailed counts an answer that could not be written.
+func (h *Handler) writeFailed(err error) {
+	h.m.encodeErrors.Add(1)
+	h.log.Warn("metrics: writing the scrape", "err", err)
 }
 
 // gather reads every family for one scrape.
