@@ -44,7 +44,8 @@ func benchScaleOnce(s *scenario, srv []string) []row {
 	p := s.plan
 	h := s.startHitless(nil, srv...)
 	defer h.Stop() // before the next variant starts, not at the scenario's end
-	restUsage, _ := harness.ProcUsage(h.PID())
+	rest, err := readFootprint(h.PID())
+	s.check(err)
 	st := &scaleStats{}
 	ctx, cancel := context.WithTimeout(context.Background(), p.scaleRun+60*time.Second)
 	defer cancel()
@@ -89,7 +90,7 @@ func benchScaleOnce(s *scenario, srv []string) []row {
 	}
 
 	m := h.Mark()
-	var maxRSS int64
+	var maxPSS int64
 	sampler := time.NewTicker(250 * time.Millisecond)
 	defer sampler.Stop()
 	reloadT := time.NewTicker(p.scaleEvery)
@@ -103,8 +104,8 @@ loop:
 	for {
 		select {
 		case <-sampler.C:
-			if u, err := harness.ProcUsage(h.PID()); err == nil {
-				maxRSS = max(maxRSS, u.RSS)
+			if fp, err := readFootprint(h.PID()); err == nil {
+				maxPSS = max(maxPSS, fp.pss())
 			}
 			minOpen = min(minOpen, st.open.Load())
 		case <-reloadT.C:
@@ -161,8 +162,8 @@ loop:
 			fmt.Sprintf("%d idle connections (a POST every 5-15 s each) + %d active (a POST every ~50 ms each), %d reloads in %v",
 				idle, p.scaleActive, reloads, p.scaleRun),
 			strconv.FormatInt(t.Sent(), 10), failureText(t), fmt.Sprintf("%.0f", float64(t.OK())/p.scaleRun.Seconds()), ms(t.Latency(50)), ms(t.Latency(99)),
-			fmt.Sprintf("%d connections opened in %s; closed by a draining generation while idle (reopened at their next request): %d; fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; old generations drained in median %s, max %s; hitless RSS %s at rest, at most %s during the run",
-				peakOpen, ms(openTook), st.idleClosed.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(), ms(median(drains)), ms(maxOf(drains)), mib(restUsage.RSS), mib(maxRSS))},
+			fmt.Sprintf("%d connections opened in %s; closed by a draining generation while idle (reopened at their next request): %d; fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; old generations drained in median %s, max %s; hitless and its watcher: PSS %s at rest, at most %s during the run",
+				peakOpen, ms(openTook), st.idleClosed.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(), ms(median(drains)), ms(maxOf(drains)), mib(rest.pss()), mib(maxPSS))},
 		{"", "", fmt.Sprintf("%d server-sent event streams of %d events × %v, open across the first reload", p.sseStreams, sseEvents, sseEvery),
 			fmt.Sprintf("%d streams", p.sseStreams), brokenSummary,
 			"", "", "",

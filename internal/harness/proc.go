@@ -7,4 +7,10 @@ type Usage struct {
 	RSS int64         // resident memory, bytes
 	CPU time.Duration // user and system time
 	FDs int           // open descriptors
+	// PSS is the proportional set size: resident memory, each page
+	// shared with other processes counted in part (from smaps_rollup);
+	// the PSS of processes add up to what they hold together. Anon is
+	// the anonymous part of RSS (RssAnon): what the process itself
+	// allocated, not its mapped files.
+	PSS, Anon int64
 }
