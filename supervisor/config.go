@@ -75,6 +75,13 @@ type Config struct {
 	// metrics).
 	Observer Observer
 
+	// Idle, if set, is called on Run's goroutine once nothing has
+	// happened for IdleAfter since something did (a reload, a request, a
+	// child's output or exit): hitless gives back to the system there
+	// the memory that the work freed, so that what it holds at rest does
+	// not depend on how many reloads it has run.
+	Idle func()
+
 	// OutputPrefix puts "[gen N pid P] " before each line the child
 	// writes to stdout and stderr.
 	OutputPrefix bool

@@ -314,6 +314,10 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	return s.exit.err
 }
 
+// IdleAfter is how long nothing must happen before Config.Idle is
+// called.
+const IdleAfter = time.Second
+
 func (s *Supervisor) loop(ctx context.Context) {
 	defer close(s.loopDone)
 	var watchdog <-chan time.Time
@@ -328,8 +332,20 @@ func (s *Supervisor) loop(ctx context.Context) {
 		s.run(s.m.begin(time.Now()))
 	}
 	ctxDone := ctx.Done()
+	// idle fires IdleAfter after the last thing that happened; the
+	// watchdog's ticks do not count.
+	idle := time.NewTimer(IdleAfter)
+	defer idle.Stop()
+	busy := true
 	for s.exit == nil {
+		woke := true
 		select {
+		case <-idle.C:
+			woke = false
+			if busy && s.cfg.Idle != nil {
+				s.cfg.Idle()
+			}
+			busy = false
 		case sig := <-s.sigc:
 			s.feed(evSignal{sig: sig.(syscall.Signal)})
 		case <-ctxDone:
@@ -339,6 +355,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 			s.feed(ev)
 		case <-watchdog:
 			s.feed(evTick{})
+			woke = false
 		case ws := <-s.watcher.exit:
 			s.restartWatcher(ws)
 		case r := <-s.checked:
@@ -353,6 +370,10 @@ func (s *Supervisor) loop(ctx context.Context) {
 			s.feed(evUpgradeChecked{id: r.id, err: msg})
 		case req := <-s.reqs:
 			s.request(req)
+		}
+		if woke {
+			busy = true
+			idle.Reset(IdleAfter)
 		}
 	}
 	for _, t := range s.timers {

@@ -804,6 +804,39 @@ func TestSweepRundirs(t *testing.T) {
 	}
 }
 
+// Config.Idle is called once nothing has happened for IdleAfter after
+// something did: after the start, after a reload, and not again while
+// nothing happens.
+func TestIdle(t *testing.T) {
+	idle := make(chan time.Time, 8)
+	r := start(t, Config{Idle: func() { idle <- time.Now() }})
+	next := func(what string) time.Time {
+		t.Helper()
+		select {
+		case at := <-idle:
+			return at
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Idle not called %s", what)
+		}
+		return time.Time{}
+	}
+	next("after the start")
+	if err := r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	done := time.Now()
+	if at := next("after a reload"); at.Sub(done) < IdleAfter/2 {
+		// The old generation's exit comes after the reload's verdict:
+		// Idle waits for it too, so at least about IdleAfter passes.
+		t.Errorf("Idle %v after the reload, want about %v or more", at.Sub(done), IdleAfter)
+	}
+	select {
+	case <-idle:
+		t.Error("Idle called again while nothing happened")
+	case <-time.After(2 * IdleAfter):
+	}
+}
+
 // A watcher that dies is replaced, and told of the children.
 func TestWatcherRestarted(t *testing.T) {
 	r := start(t, Config{}, "")

@@ -54,7 +54,9 @@ func (s *Supervisor) startWatcher() (*watcher, error) {
 	defer null.Close()
 	wt := &watcher{w: w, exit: make(chan unix.WaitStatus, 1)}
 	attr := &syscall.ProcAttr{
-		Env:   runtimeEnv(),
+		// One P is all it needs, and a thread fewer: 150 KiB less
+		// memory for hitless's whole life.
+		Env:   append(runtimeEnv(), "GOMAXPROCS=1"),
 		Files: []uintptr{null.Fd(), null.Fd(), s.cfg.Stderr.Fd(), r.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
