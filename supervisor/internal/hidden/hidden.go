@@ -15,10 +15,10 @@
 // init does the mode's work and never returns when os.Args[1] names one.
 // Go initialises a package as soon as the packages it imports are, in
 // import-path order among those ready (Go 1.21 and later), and this one
-// imports only what the os package needs, so it runs right after os,
-// before the heavy packages: TestInitOrder checks it against
-// GODEBUG=inittrace=1. Any other run of the binary passes through with a
-// comparison of one string.
+// imports only os, os/signal, syscall and unsafe, so it runs right after
+// os/signal, before the heavy packages: TestHiddenModesRunBeforeHeavyInit
+// (internal/e2e) checks it with GODEBUG=inittrace=1. Any other run of
+// the binary passes through with a comparison of one string.
 //
 // The shim (ShimArg) runs in the child's process: os/exec and
 // syscall.StartProcess fix the environment before fork, so the parent
