@@ -2,12 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/hitless/hitless/internal/harness"
-	"github.com/hitless/hitless/supervisor"
 )
 
 // footprint is what hitless and its watcher hold, together and apart.
@@ -23,18 +21,12 @@ func readFootprint(pid int) (footprint, error) {
 	if fp.hitless, err = harness.ProcUsage(pid); err != nil {
 		return fp, err
 	}
-	kids, err := harness.Children(pid)
+	w, err := watcherOf(pid)
 	if err != nil {
 		return fp, err
 	}
-	for k := range kids {
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k))
-		if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 && args[1] == supervisor.WatchArg {
-			fp.watcher, err = harness.ProcUsage(k)
-			return fp, err
-		}
-	}
-	return fp, fmt.Errorf("hitless (pid %d) has no watcher", pid)
+	fp.watcher, err = harness.ProcUsage(w)
+	return fp, err
 }
 
 func (f footprint) pss() int64  { return f.hitless.PSS + f.watcher.PSS }
