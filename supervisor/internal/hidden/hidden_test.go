@@ -44,7 +44,9 @@ func runShim(t *testing.T, env []string, args ...string) (stdout, stderr string,
 // neither the report pipe nor a blocked signal.
 func TestShim(t *testing.T) {
 	before := Monotonic()
-	script := `echo "$$ $LISTEN_PID ${WATCHDOG_PID:-none} $KEEP"; [ -e /proc/$$/fd/3 ] && echo fd 3 open; grep SigBlk /proc/$$/status`
+	// grep reads its own mask, by exec: the shell's may be all blocked
+	// for the instant it forks a command.
+	script := `echo "$$ $LISTEN_PID ${WATCHDOG_PID:-none} $KEEP"; [ -e /proc/$$/fd/3 ] && echo fd 3 open; exec grep SigBlk /proc/self/status`
 	for _, tc := range []struct {
 		env      []string
 		watchdog string
