@@ -92,7 +92,7 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 		defer cancel()
-		bin, err := upgrade.Check(ctx, path, s.startChecked)
+		bin, err := self.Check(ctx, path, s.startChecked)
 		s.checked <- checked{id: id, bin: bin, err: err}
 	}()
 }
@@ -139,6 +139,11 @@ func (s *Supervisor) execUpgrade(id int) error {
 	}
 	s.resume()
 	resumeCarriers()
+	// The signals the exec took back to the loop, as they came.
+	sigs, _ := st.TakeSignals()
+	for _, sig := range sigs {
+		s.feed(evSignal{sig: sig})
+	}
 	return err
 }
 
@@ -310,8 +315,14 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 		return nil, err
 	}
 	s.watcher = &watcher{w: w, pid: h.Watcher, exit: make(chan unix.WaitStatus, 1)}
+	sigs, caught := st.TakeSignals()
+	if caught != nil {
+		// Caught since this image started (see package upgrade): the
+		// signals the old image did not handle come first, then these.
+		s.sigc, s.sigCaught = caught, true
+	}
 	r := &restoredState{
-		timers: h.Timers, id: st.ID, rolledBack: st.RolledBack,
+		timers: h.Timers, id: st.ID, rolledBack: st.RolledBack, signals: sigs,
 		adopt: map[int]func(unix.WaitStatus){h.Watcher: func(ws unix.WaitStatus) { s.watcher.exit <- ws }},
 		exits: make(map[int]chan unix.WaitStatus),
 	}
@@ -342,6 +353,7 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.uncaught[0], r.uncaught[1] = st.Uncaught()
 	s.m, s.started, s.restored = m, h.Started, r
 	return s, nil
 }
@@ -351,6 +363,10 @@ type restoredState struct {
 	timers     []timerState
 	id         int
 	rolledBack string
+	signals    []syscall.Signal // received by the earlier image, not handled
+	// uncaught is when no signal was caught across the exec
+	// (CLOCK_MONOTONIC, nanoseconds; see upgrade.State.Uncaught).
+	uncaught [2]int64
 	// adopt is what the reaper calls when each process handed over (the
 	// children and the watcher) exits; a child's exit goes to its exits
 	// channel, which it is watched with.
@@ -367,6 +383,17 @@ func (s *Supervisor) resumeRestored() {
 	}
 	for id, c := range s.children {
 		s.watch(c, r.exits[id])
+	}
+	if from, to := r.uncaught[0], r.uncaught[1]; to > from {
+		// SIGHUP, SIGINT and SIGTERM sent in this window were lost:
+		// what no Go program can catch while its runtime starts.
+		s.log.Info("upgrade: signals uncaught across the exec", "upgrade", r.id, "for", time.Duration(to-from),
+			"from_monotonic_ns", from, "to_monotonic_ns", to, "carried", len(r.signals))
+	}
+	// They arrived during the upgrade, which the machine is still in:
+	// a reload waits for its verdict, a stop follows it.
+	for _, sig := range r.signals {
+		s.feed(evSignal{sig: sig})
 	}
 	result, reason := "ok", ""
 	if r.rolledBack != "" {

@@ -31,7 +31,10 @@ type Supervisor struct {
 	log     *slog.Logger
 	sockets []*socket
 	sigc    chan os.Signal // caught from New on
-	os      osEnv
+	// sigCaught: sigc is caught on already (an upgrade's new image takes
+	// the channel its first moments caught signals on).
+	sigCaught bool
+	os        osEnv
 
 	// For the fd store, done by Run: the names to drop from it, and the
 	// sockets to put there.
@@ -205,7 +208,7 @@ func newSupervisor(cfg Config) *Supervisor {
 	s := &Supervisor{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		sigc:     make(chan os.Signal, 8),
+		sigc:     make(chan os.Signal, sigBuffer),
 		events:   make(chan event),
 		reqs:     make(chan request),
 		checked:  make(chan checked, 1),
@@ -219,10 +222,15 @@ func newSupervisor(cfg Config) *Supervisor {
 		spawn:      s.spawn,
 		signal:     signalGroup,
 		mainThread: func() bool { return unix.Gettid() == os.Getpid() },
-		exec:       func(bin *upgrade.Binary, st *upgrade.State) error { return s.cfg.Self.Exec(bin, st) },
+		exec:       func(bin *upgrade.Binary, st *upgrade.State) error { return s.cfg.Self.Exec(bin, st, s.sigc) },
 	}
 	return s
 }
+
+// sigBuffer is how many signals wait for the loop: os/signal drops what a
+// full channel cannot take, and a burst of SIGHUPs must not crowd out the
+// SIGTERM behind it while the loop is busy (an upgrade's hand-over).
+const sigBuffer = 64
 
 func (s *Supervisor) catchSignals() {
 	signal.Notify(s.sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
@@ -289,8 +297,11 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	}
 	if s.restored != nil {
 		// Everything was handed over by an earlier image (Restore); the
-		// signals it kept pending are caught from now on.
-		s.catchSignals()
+		// signals are caught already, from the image's first moments, or
+		// from now on (a state that came without an exec).
+		if !s.sigCaught {
+			s.catchSignals()
+		}
 		s.reaper = newReaper(s.restored.adopt)
 		s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "), "restored", true)
 		s.loop(ctx)
