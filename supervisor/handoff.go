@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -89,8 +90,11 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 		s.checked <- checked{id: id, err: errors.New("the supervisor does not run on the main thread, from which every child was started: an exec would kill them")}
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	s.cancelCheck = cancel
+	s.bg.Add(1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+		defer s.bg.Done()
 		defer cancel()
 		bin, err := self.Check(ctx, path, s.startChecked)
 		s.checked <- checked{id: id, bin: bin, err: err}
@@ -220,6 +224,9 @@ type handoff struct {
 	Rundir   string        `json:"rundir"`
 	Watcher  int           `json:"watcher"` // its pid
 	Started  time.Time     `json:"started"` // when hitless first started
+	// LastCaller numbers the callers: those of the machine (its reload
+	// callers are carried) and the next image's do not meet.
+	LastCaller callerID `json:"last_caller,omitempty"`
 }
 
 type timerState struct {
@@ -248,7 +255,7 @@ type socketState struct {
 // export writes the supervisor's state into st, and names every
 // descriptor to carry.
 func (s *Supervisor) export(st *upgrade.State) error {
-	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started}
+	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started, LastCaller: s.lastCaller}
 	now := time.Now()
 	for id, t := range s.timers {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
@@ -354,6 +361,12 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 		return nil, err
 	}
 	r.uncaught[0], r.uncaught[1] = st.Uncaught()
+	// The callers of the reload in flight and of the queued one wait in
+	// requests the control socket carried, which rejoin them.
+	for _, id := range append(slices.Clone(m.waiting), m.queued...) {
+		s.orphans[id] = &orphan{}
+	}
+	s.lastCaller = h.LastCaller
 	s.m, s.started, s.restored = m, h.Started, r
 	return s, nil
 }
@@ -412,9 +425,11 @@ func rawFD(f *os.File) int {
 	return fd
 }
 
-// machineState is the machine, written down. Callers are left out: they
-// are channels of this image; whoever waited is carried by the control
-// socket and asks again.
+// machineState is the machine, written down. Of the callers, those of the
+// reload in flight and of the queued one are kept, by number: whoever
+// waited is carried by the control socket and rejoins them
+// (RejoinReload). The others ask again: a stop joins the stop, an upgrade
+// asks for the verdict of the last one.
 type machineState struct {
 	Gens          []genState    `json:"gens"`
 	LastID        int           `json:"last_id"`
@@ -423,6 +438,8 @@ type machineState struct {
 	Trial         int           `json:"trial"`
 	Pending       bool          `json:"pending"`
 	QueuedAt      time.Time     `json:"queued_at"`
+	Waiting       []callerID    `json:"waiting,omitempty"`
+	Queued        []callerID    `json:"queued,omitempty"`
 	Stopping      bool          `json:"stopping"`
 	Restart       timerID       `json:"restart"`
 	Backoff       time.Duration `json:"backoff"`
@@ -434,6 +451,7 @@ type machineState struct {
 	UpgradeID     int           `json:"upgrade_id"`
 	UpgradeBinary string        `json:"upgrade_binary"`
 	UpgradeQueued bool          `json:"upgrade_queued"`
+	Checking      bool          `json:"checking,omitempty"`
 	StopDeferred  bool          `json:"stop_deferred"`
 	RestartDue    bool          `json:"restart_due"`
 	Stats         Stats         `json:"stats"`
@@ -475,10 +493,10 @@ func exportMachine(m *machine) machineState {
 	}
 	ms := machineState{
 		LastID: m.lastID, Serving: id(m.serving), Starting: id(m.starting), Trial: id(m.trial),
-		Pending: m.pending, QueuedAt: m.queuedAt, Stopping: m.stopping,
+		Pending: m.pending, QueuedAt: m.queuedAt, Waiting: m.waiting, Queued: m.queued, Stopping: m.stopping,
 		Restart: m.restart, Backoff: m.backoff, ExitCode: m.exitCode, LastTimer: m.lastTimer,
 		Upgrading: m.upgrading, UpgradeID: m.upgradeID, UpgradeBinary: m.upgradeBinary,
-		UpgradeQueued: m.upgradeQueued, StopDeferred: m.stopDeferred, RestartDue: m.restartDue, Stats: m.stats,
+		UpgradeQueued: m.upgradeQueued, Checking: m.checking, StopDeferred: m.stopDeferred, RestartDue: m.restartDue, Stats: m.stats,
 	}
 	if m.initErr != nil {
 		ms.InitErr = m.initErr.Error()
@@ -537,6 +555,7 @@ func importMachine(ms machineState, cfg machineConfig) (*machine, error) {
 		m.timers[t.ID] = timerRef{kind: t.Kind, gen: g}
 	}
 	m.lastID, m.pending, m.queuedAt, m.stopping = ms.LastID, ms.Pending, ms.QueuedAt, ms.Stopping
+	m.waiting, m.queued, m.checking = ms.Waiting, ms.Queued, ms.Checking
 	m.restart, m.backoff, m.exitCode, m.lastTimer = ms.Restart, ms.Backoff, ms.ExitCode, ms.LastTimer
 	m.upgrading, m.upgradeID, m.upgradeBinary = ms.Upgrading, ms.UpgradeID, ms.UpgradeBinary
 	m.upgradeQueued, m.stopDeferred, m.restartDue, m.stats = ms.UpgradeQueued, ms.StopDeferred, ms.RestartDue, ms.Stats

@@ -44,8 +44,12 @@ func TestMachineStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Callers are not carried (the control socket carries the requests).
-	h.m.waiting, h.m.queued, h.m.stopCallers, h.m.upgradeCallers = nil, nil, nil, nil
+	// Of the callers, those of reloads are carried (their requests,
+	// carried by the control socket, rejoin them); the others ask again.
+	if len(h.m.waiting) != 1 || len(h.m.queued) != 0 {
+		t.Fatalf("the reload's caller is not waiting: %v %v", h.m.waiting, h.m.queued)
+	}
+	h.m.stopCallers, h.m.upgradeCallers = nil, nil
 	if got, want := machineKey(m), machineKey(h.m); got != want {
 		t.Errorf("after the round trip:\n%s\nwant\n%s", got, want)
 	}
@@ -247,4 +251,115 @@ func replaced(s *Supervisor) {
 	}
 	s.rundir.lock.Close()
 	s.watcher.w.Close()
+}
+
+// slowHitless is fakeHitless whose check waits until release is called,
+// so that a test can act while an upgrade is under way.
+func slowHitless(t *testing.T) (path string, release func()) {
+	t.Helper()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "go")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(upgrade.Info{Hitless: true, Version: "next", States: [2]int{upgrade.MinStateVersion, upgrade.StateVersion}})
+	path = filepath.Join(dir, "hitless")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\nread x < "+fifo+"\necho '"+string(b)+"'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path, func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("go\n")
+		f.Close()
+	}
+}
+
+// A reload asked for during an upgrade is queued behind it, and its
+// caller is carried across the exec: the request that waits for the
+// verdict (carried by the control socket) rejoins that reload in the new
+// image, which starts it once. One request, one effect. A rejoin with no
+// caller left to take the place of reloads anew.
+func TestUpgradeCarriesReloadCallers(t *testing.T) {
+	handed := make(chan *upgrade.State, 1)
+	bin, release := slowHitless(t)
+	r := startWith(t, upgradeConfig(bin), func(s *Supervisor) {
+		s.os.mainThread = func() bool { return true }
+		s.os.exec = func(_ *upgrade.Binary, st *upgrade.State) error {
+			next, err := upgrade.Loopback(st)
+			if err != nil {
+				return err
+			}
+			replaced(s)
+			handed <- next
+			select {}
+		}
+	}, "", "", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.s.Upgrade(ctx, "")
+	r.waitFor("the upgrade's check", func(st Status) bool { return st.Upgrading })
+	go r.s.Reload(ctx) // the old image never answers it: the request rejoins
+	r.waitFor("the reload queued behind the upgrade", func(st Status) bool { return st.ReloadQueued })
+	release()
+	var next *upgrade.State
+	select {
+	case next = <-handed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no hand-over")
+	}
+	r.replaced.Store(true)
+	s, err := Restore(r.s.cfg, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Commit()
+	b := runSupervisor(t, s, r.addr, r.logs)
+	if err := s.RejoinReload(ctxFor(t, 20*time.Second)); err != nil {
+		t.Fatalf("the carried reload: %v", err)
+	}
+	b.waitFor("one reload, settled", func(st Status) bool { return len(st.Generations) == 1 && !st.ReloadQueued })
+	if st := b.status(); st.ReloadsOK != 1 {
+		t.Errorf("%d reloads after one request carried across the upgrade, want 1", st.ReloadsOK)
+	}
+	if got := b.ask(); !strings.HasPrefix(got, "gen 2 ") {
+		t.Errorf("answered by %q, want generation 2", got)
+	}
+	if err := s.RejoinReload(ctxFor(t, 20*time.Second)); err != nil {
+		t.Fatalf("a rejoin with nothing to rejoin: %v", err)
+	}
+	if st := b.status(); st.ReloadsOK != 2 {
+		t.Errorf("%d reloads, want 2: a rejoin with nothing left to rejoin reloads", st.ReloadsOK)
+	}
+	b.stop()
+}
+
+// A stop while the new binary's check hangs does not wait for the check:
+// the check's process is killed, the upgrade's caller is told hitless is
+// stopping, and Run returns once the children are drained.
+func TestUpgradeStopKillsCheck(t *testing.T) {
+	bin, _ := slowHitless(t) // never released
+	r := startWith(t, upgradeConfig(bin), func(s *Supervisor) {
+		s.os.mainThread = func() bool { return true }
+	}, "")
+	upgraded := make(chan error, 1)
+	go func() { upgraded <- r.s.Upgrade(context.Background(), "") }()
+	r.waitFor("the upgrade's check", func(st Status) bool { return st.Upgrading })
+	began := time.Now()
+	if err := r.stop(); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("the stop took %v: it waited for the check", took)
+	}
+	select {
+	case err := <-upgraded:
+		if err != ErrStopping {
+			t.Errorf("the upgrade's caller got %v, want ErrStopping", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the upgrade's caller got no answer")
+	}
 }

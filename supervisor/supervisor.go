@@ -47,24 +47,29 @@ type Supervisor struct {
 	done     chan struct{} // closed when Run has released everything
 
 	// Owned by Run's goroutine.
-	m          *machine
-	started    time.Time // when hitless first started, before any upgrade
-	checked    chan checked
-	upgradeBin *upgrade.Binary // checked, to exec
-	restored   *restoredState  // set by Restore until Run resumes it
-	rundir     *rundir         // private notify sockets live here
-	reaper     *reaper
-	watcher    *watcher
-	children   map[int]*child
-	timers     map[timerID]*armed
-	callers    map[callerID]request
-	lastCaller callerID
-	exit       *actExit
-	lingering  []*child       // reaped, but a descendant still holds its output
-	bg         sync.WaitGroup // exit watchers
-	readers    sync.WaitGroup // notify readers
-	exiting    sync.WaitGroup // exits reaped but not yet fed to the machine
-	closeOnce  sync.Once
+	m           *machine
+	started     time.Time // when hitless first started, before any upgrade
+	checked     chan checked
+	cancelCheck context.CancelFunc // of the check running, if any
+	upgradeBin  *upgrade.Binary    // checked, to exec
+	restored    *restoredState     // set by Restore until Run resumes it
+	rundir      *rundir            // private notify sockets live here
+	reaper      *reaper
+	watcher     *watcher
+	children    map[int]*child
+	timers      map[timerID]*armed
+	callers     map[callerID]request
+	lastCaller  callerID
+	// orphans are the callers of a reload that an earlier image handed
+	// over (see RejoinReload): the verdict waits here for the carried
+	// request to ask for it.
+	orphans   map[callerID]*orphan
+	exit      *actExit
+	lingering []*child       // reaped, but a descendant still holds its output
+	bg        sync.WaitGroup // exit watchers
+	readers   sync.WaitGroup // notify readers
+	exiting   sync.WaitGroup // exits reaped but not yet fed to the machine
+	closeOnce sync.Once
 }
 
 // osEnv is the operating system as the driver uses it: starting a
@@ -157,6 +162,17 @@ type UpgradeResult struct {
 	Binary string    `json:"binary"`
 }
 
+// UpgradeBusyError refuses an upgrade to one binary while an upgrade to
+// another is queued or under way: its verdict would not be the caller's.
+type UpgradeBusyError struct {
+	Binary string // of the upgrade under way
+	Asked  string
+}
+
+func (e *UpgradeBusyError) Error() string {
+	return fmt.Sprintf("an upgrade to %s is under way; ask for %s again once it is over", e.Binary, e.Asked)
+}
+
 // UpgradeError is an upgrade that did not happen, and why.
 type UpgradeError struct{ UpgradeResult }
 
@@ -174,6 +190,7 @@ const (
 	reqRollback
 	reqUpgrade
 	reqUpgradeResult
+	reqRejoin
 )
 
 type request struct {
@@ -217,6 +234,7 @@ func newSupervisor(cfg Config) *Supervisor {
 		children: make(map[int]*child),
 		timers:   make(map[timerID]*armed),
 		callers:  make(map[callerID]request),
+		orphans:  make(map[callerID]*orphan),
 	}
 	s.os = osEnv{
 		spawn:      s.spawn,
@@ -351,6 +369,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 		case ws := <-s.watcher.exit:
 			s.restartWatcher(ws)
 		case r := <-s.checked:
+			s.cancelCheck = nil
 			if s.upgradeBin != nil {
 				s.upgradeBin.Close()
 			}
@@ -371,11 +390,14 @@ func (s *Supervisor) loop(ctx context.Context) {
 
 // request feeds the machine a caller's request.
 func (s *Supervisor) request(req request) {
+	if req.kind == reqRejoin && s.rejoin(req) {
+		return
+	}
 	s.lastCaller++
 	id := s.lastCaller
 	s.callers[id] = req
 	switch req.kind {
-	case reqReload:
+	case reqReload, reqRejoin:
 		s.feed(evReload{caller: id})
 	case reqStop:
 		s.feed(evStop{caller: id})
@@ -439,6 +461,8 @@ func (s *Supervisor) do(a action) event {
 		if req, ok := s.callers[a.caller]; ok {
 			delete(s.callers, a.caller)
 			req.reply <- a.err
+		} else if o := s.orphans[a.caller]; o != nil {
+			o.answered, o.err = true, a.err
 		}
 	case actStatus:
 		if req, ok := s.callers[a.caller]; ok {
@@ -476,6 +500,10 @@ func (s *Supervisor) do(a action) event {
 		if err := s.execUpgrade(a.id); err != nil {
 			return evUpgradeDone{id: a.id, result: "failed", reason: err.Error()}
 		}
+	case actCancelCheck:
+		if s.cancelCheck != nil {
+			s.cancelCheck()
+		}
 	case actObserve:
 		if o := s.cfg.Observer; o != nil {
 			switch a.what {
@@ -487,6 +515,31 @@ func (s *Supervisor) do(a action) event {
 		}
 	}
 	return nil
+}
+
+// orphan is a caller of a reload, carried across an upgrade without the
+// request that waits for the verdict: that request is carried by the
+// control socket, and asks again (RejoinReload).
+type orphan struct {
+	answered bool
+	err      error
+}
+
+// rejoin gives req, a reload an earlier image had taken, the place of
+// one of the callers it handed over: the verdict now if it is in, else
+// when it comes. It returns false when no caller is left to rejoin: the
+// request never reached the earlier image's machine, and asks anew.
+func (s *Supervisor) rejoin(req request) bool {
+	for id, o := range s.orphans {
+		delete(s.orphans, id)
+		if o.answered {
+			req.reply <- o.err
+		} else {
+			s.callers[id] = req
+		}
+		return true
+	}
+	return false
 }
 
 // armed is a timer of the machine's, running.
@@ -514,7 +567,20 @@ func (s *Supervisor) arm(id timerID, gen int, deadline time.Time) {
 // directory gone.
 func (s *Supervisor) release() {
 	<-s.loopDone
+	if s.cancelCheck != nil {
+		s.cancelCheck() // a check cancelled by the stop, still ending
+	}
 	s.bg.Wait()
+	select {
+	case r := <-s.checked:
+		if r.bin != nil {
+			r.bin.Close()
+		}
+	default:
+	}
+	if s.upgradeBin != nil {
+		s.upgradeBin.Close()
+	}
 	s.readers.Wait()
 	for _, c := range s.lingering {
 		c.closeOutput()

@@ -36,8 +36,13 @@ refused, and nothing changes. If the new image then cannot take the state
 over, it runs the previous one again, which serves on with everything: the
 verdict says "rolled back" and why.
 
-A reload in flight finishes first; reloads and stops asked meanwhile wait for
-the upgrade. The answer comes from the new image, on the same connection.
+A generation being started finishes first (a generation on trial goes across
+the upgrade, its deadline kept); a reload asked meanwhile waits for the
+upgrade and runs once after it; a stop asked during the new binary's check
+kills the check and stops at once (exit 1, "hitless is stopping"), one asked
+during the hand-over stops the new image. An upgrade to another --binary
+while one is under way is refused. The answer comes from the new image, on
+the same connection.
 ` + socketHelp + "\n" + exitHelp,
 		Example: `  install -m 0755 hitless.new /usr/local/bin/hitless && hitless upgrade --name app`,
 		Args:    cobra.NoArgs,
@@ -68,6 +73,12 @@ func upgradeRun(ctx context.Context, f *controlFlags, binary string, stdout, std
 	if errors.As(err, &failed) {
 		fmt.Fprintf(stderr, "hitless: %s\n", failed.Msg)
 		fmt.Fprintf(stderr, "hitless: the running hitless goes on, with every child and socket\n")
+		return exitCode(exitFailed)
+	}
+	var remote *control.RemoteError
+	if errors.As(err, &remote) && remote.Code == control.CodeStopping {
+		// A stop came first, or during the check, which it cancelled.
+		fmt.Fprintln(stderr, "hitless: hitless is stopping; the upgrade did not happen")
 		return exitCode(exitFailed)
 	}
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 // fake is a Handler that records what it was asked.
 type fake struct {
 	reloads, stops, statuses atomic.Int32
+	rejoins                  atomic.Int32
 	reload                   func(ctx context.Context) error
 	stop                     func(ctx context.Context) error
 	trial                    func(cmd string) error // promote and rollback; nil: ErrNoTrial
@@ -44,6 +45,16 @@ func (f *fake) enter(cmd string) {
 
 func (f *fake) Reload(ctx context.Context) error {
 	f.reloads.Add(1)
+	f.enter(CmdReload)
+	if f.reload != nil {
+		return f.reload(ctx)
+	}
+	return nil
+}
+
+// RejoinReload answers a carried reload as the reload it rejoins would.
+func (f *fake) RejoinReload(ctx context.Context) error {
+	f.rejoins.Add(1)
 	f.enter(CmdReload)
 	if f.reload != nil {
 		return f.reload(ctx)

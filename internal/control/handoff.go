@@ -18,8 +18,9 @@ import (
 // listening socket, whose queue holds the connections that arrive during
 // the exec (a short pause, never a refusal), and each connection whose
 // request was in flight, with that request and its deadline. The next
-// image answers them: a reload or stop is asked again there (it joins
-// what the old image had queued), and an upgrade gets the verdict of the
+// image answers them: a reload rejoins the reload it had joined (the
+// machine carries its callers), a stop is asked again (it joins the stop
+// the old image had deferred), and an upgrade gets the verdict of the
 // upgrade that brought the new image up.
 
 // errHandoff cancels the requests in flight when the server is handed
@@ -85,9 +86,11 @@ func (s *Server) untrack(c *net.UnixConn) {
 // carry keeps cr for the next image (or for Resume). It returns true: the
 // connection stays open.
 func (s *Server) carry(cr carried) bool {
-	// An upgrade in flight is not asked again: whoever answers it gives
-	// the verdict of the one under way.
-	if cr.req.cmd == CmdUpgrade {
+	// A request that was read was asked (or was about to be): whoever
+	// answers it gives the verdict of what it asked for, not a second
+	// one. An upgrade gets the verdict of the one under way; a reload
+	// rejoins the reload it had joined.
+	if cr.req.cmd == CmdUpgrade || cr.req.cmd == CmdReload {
 		cr.req.resumed = true
 	}
 	s.mu.Lock()

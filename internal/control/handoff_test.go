@@ -24,7 +24,8 @@ import (
 // An upgrade hands the control socket over with the requests in flight:
 // a reload waiting for its verdict, the upgrade itself, a request half
 // read, a client that connects during the exec. The next image answers
-// every one of them on its connection.
+// every one of them on its connection; the reload rejoins the reload it
+// had asked for, rather than asking for a second one.
 func TestHandoffCarriesRequests(t *testing.T) {
 	blocked := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
 	old := &fake{entered: make(chan string, 4), reload: blocked, upgrade: func(ctx context.Context, _ string) error { return blocked(ctx) }}
@@ -91,8 +92,9 @@ func TestHandoffCarriesRequests(t *testing.T) {
 			t.Fatal("a carried request was not answered")
 		}
 	}
-	if now.reloads.Load() != 1 || now.statuses.Load() == 0 {
-		t.Errorf("the next image got reloads %d, statuses %d", now.reloads.Load(), now.statuses.Load())
+	if now.rejoins.Load() != 1 || now.reloads.Load() != 0 || now.statuses.Load() == 0 {
+		t.Errorf("the next image got rejoins %d, reloads %d, statuses %d; want the carried reload to rejoin, and no new one",
+			now.rejoins.Load(), now.reloads.Load(), now.statuses.Load())
 	}
 }
 

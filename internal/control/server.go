@@ -25,6 +25,10 @@ import (
 // Handler carries out the commands; *supervisor.Supervisor is one.
 type Handler interface {
 	Reload(ctx context.Context) error
+	// RejoinReload answers a reload request carried across an upgrade
+	// after an earlier image had taken it: the verdict of the reload it
+	// joined there (see supervisor.Supervisor.RejoinReload).
+	RejoinReload(ctx context.Context) error
 	Status(ctx context.Context) (supervisor.Status, error)
 	Stop(ctx context.Context) error
 	// Promote and Rollback end the trial in progress; they return
@@ -461,7 +465,11 @@ func (s *Server) do(ctx context.Context, req request, h Handler) Reply {
 		}
 		return Reply{OK: true}
 	case CmdReload:
-		err := h.Reload(ctx)
+		reload := h.Reload
+		if req.resumed {
+			reload = h.RejoinReload
+		}
+		err := reload(ctx)
 		res := &ReloadResult{}
 		var rerr *supervisor.ReloadError
 		if errors.As(err, &rerr) {
@@ -502,11 +510,14 @@ func (s *Server) do(ctx context.Context, req request, h Handler) Reply {
 			err = h.Upgrade(ctx, req.binary)
 		}
 		var uerr *supervisor.UpgradeError
+		var busy *supervisor.UpgradeBusyError
 		switch {
 		case err == nil:
 			return Reply{OK: true, Upgrade: s.upgraded(h)}
 		case errors.As(err, &uerr):
 			return Reply{Code: CodeUpgradeFailed, Error: err.Error(), Upgrade: &UpgradeReply{UpgradeResult: uerr.UpgradeResult}}
+		case errors.As(err, &busy):
+			return Reply{Code: CodeUpgradeBusy, Error: "upgrade: " + err.Error()}
 		}
 		return s.failure(ctx, err, CmdUpgrade, wait)
 	}
