@@ -31,7 +31,8 @@ type Carrier interface {
 	// needs in st: sections and descriptors. The exec follows at once;
 	// ctx bounds the wait for work in flight.
 	Handoff(ctx context.Context, st *upgrade.State) error
-	// Resume undoes Handoff, when the exec failed.
+	// Resume undoes Handoff, when the exec failed, or when Handoff
+	// itself failed (it undoes whatever Handoff had done).
 	Resume()
 }
 
@@ -128,11 +129,13 @@ func (s *Supervisor) execUpgrade(id int) error {
 		}
 	}
 	for _, c := range s.cfg.Carriers {
+		// Resumed even if its Handoff fails: it may have stopped its
+		// work already (the control socket stops accepting first).
+		handed = append(handed, c)
 		if err := c.Handoff(ctx, st); err != nil {
 			resumeCarriers()
 			return fmt.Errorf("hand over: %w", err)
 		}
-		handed = append(handed, c)
 	}
 	s.quiesce()
 	err := s.export(st)

@@ -363,3 +363,44 @@ func TestUpgradeStopKillsCheck(t *testing.T) {
 		t.Error("the upgrade's caller got no answer")
 	}
 }
+
+// carrier is a Carrier that records what it was asked, and fails its
+// hand-over when told to.
+type carrier struct {
+	fail            bool
+	handed, resumed atomic.Int32
+}
+
+func (c *carrier) Handoff(ctx context.Context, st *upgrade.State) error {
+	c.handed.Add(1)
+	if c.fail {
+		return errors.New("injected hand-over failure")
+	}
+	return nil
+}
+
+func (c *carrier) Resume() { c.resumed.Add(1) }
+
+// A carrier whose hand-over fails is resumed with the others: it may have
+// stopped its work already (the control socket stops accepting first),
+// and an upgrade that does not happen must leave it working.
+func TestUpgradeHandoffFails(t *testing.T) {
+	good, bad := &carrier{}, &carrier{fail: true}
+	r := startWith(t, upgradeConfig(fakeHitless(t, "")), func(s *Supervisor) {
+		s.os.mainThread = func() bool { return true }
+		s.os.exec = func(*upgrade.Binary, *upgrade.State) error {
+			t.Error("the exec came after a failed hand-over")
+			return nil
+		}
+		s.AddCarrier(good)
+		s.AddCarrier(bad)
+	}, "")
+	err := r.s.Upgrade(ctxFor(t, 20*time.Second), "")
+	var uerr *UpgradeError
+	if !errors.As(err, &uerr) || uerr.Result != "failed" || !strings.Contains(uerr.Reason, "injected hand-over failure") {
+		t.Fatalf("Upgrade = %v", err)
+	}
+	if good.resumed.Load() != 1 || bad.resumed.Load() != 1 {
+		t.Errorf("resumed: the good carrier %d times, the failing one %d; want both once", good.resumed.Load(), bad.resumed.Load())
+	}
+}

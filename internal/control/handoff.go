@@ -95,6 +95,16 @@ func (s *Server) carry(cr carried) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if h := s.h; h != nil && !s.handingOff {
+		// Cut off by a hand-over that is over already (its exec, or the
+		// hand-over itself, failed, and Resume ran): answer it here.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.resumeConn(cr, h)
+		}()
+		return true
+	}
 	s.carried = append(s.carried, cr)
 	return true
 }
@@ -144,8 +154,9 @@ func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 	return st.Put("control", cs)
 }
 
-// Resume takes the server back after a hand-over whose exec failed: it
-// accepts again and answers the requests it had carried.
+// Resume takes the server back after a hand-over whose exec failed, or
+// that failed itself: it accepts again and answers the requests it had
+// carried, and those carried later.
 func (s *Server) Resume() {
 	s.mu.Lock()
 	s.handingOff = false
@@ -215,7 +226,7 @@ func (s *Server) resumeConn(cr carried, h Handler) {
 	if cred, err := unixsock.PeerCred(cr.conn); err == nil {
 		log = log.With("peer_pid", cred.Pid, "peer_uid", cred.Uid)
 	}
-	if !s.serve(cr, log, h) {
+	if !s.serve(cr, log, h, nil) {
 		cr.conn.Close()
 	}
 }
