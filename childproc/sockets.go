@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -312,10 +311,16 @@ func (s *Sockets) namedLocked(name string) (*socket, error) {
 // this process is not supervised, binds addr itself (so that the same
 // program runs on a laptop with go run).
 //
-// An inherited socket matches when its bound address does: ":8080" and
-// "0.0.0.0:8080" match a socket bound to 0.0.0.0:8080, [::]:8080, or any
-// single socket with port 8080; "127.0.0.1:8080" matches that address, or
-// a single wildcard socket on port 8080; a unix path matches the same path.
+// Listen takes the inherited socket that serves addr, by the rule the
+// supervisor applies to the sockets systemd passes it: of the same
+// network, family and port, the socket bound to addr itself wins; else,
+// for an address of every host (":8080", "0.0.0.0:8080", "[::]:8080"), a
+// socket of every host, whichever the spelling; else the only socket that
+// covers addr, a wildcard socket for a single address, or any socket of
+// the port for an address of every host. A host name stands for the
+// addresses it resolves to, looked up as net.Listen would (localhost too).
+// A unix path matches the same path, made absolute and clean. Two
+// sockets of the same grade make Listen fail: ask by name then.
 //
 // When the process is supervised and nothing matches, Listen fails with an
 // error that lists what was inherited, instead of binding: the supervisor
@@ -328,12 +333,16 @@ func (s *Sockets) Listen(network, addr string) (net.Listener, error) {
 	default:
 		return nil, fmt.Errorf("childproc: listen %s %s: unsupported network (use tcp, tcp4, tcp6, unix or unixpacket; ListenPacket for datagrams)", network, addr)
 	}
+	t, err := s.target(network, addr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.source == "" {
 		return s.bindLocked(network, addr)
 	}
-	sk, err := s.matchLocked(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := s.matchLocked(t)
 	if err != nil {
 		return nil, err
 	}
@@ -347,12 +356,16 @@ func (s *Sockets) ListenPacket(network, addr string) (net.PacketConn, error) {
 	default:
 		return nil, fmt.Errorf("childproc: listen %s %s: unsupported network (use udp, udp4, udp6 or unixgram; Listen for streams)", network, addr)
 	}
+	t, err := s.target(network, addr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.source == "" {
 		return s.bindPacketLocked(network, addr)
 	}
-	sk, err := s.matchLocked(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := s.matchLocked(t)
 	if err != nil {
 		return nil, err
 	}
@@ -423,80 +436,63 @@ func take[T io.Closer](sk *socket, what string, from func(*os.File) (T, error)) 
 	return c, nil
 }
 
-// matchLocked finds the untaken inherited socket bound to addr.
-func (s *Sockets) matchLocked(network, addr string) (*socket, error) {
-	datagram := network == "udp" || network == "udp4" || network == "udp6" || network == "unixgram"
-	var cands []*socket
-	var exact []*socket
-	if network == "unix" || network == "unixpacket" || network == "unixgram" {
-		want := cleanUnixPath(addr)
-		for _, sk := range s.socks {
-			ua, ok := sk.Addr.(*net.UnixAddr)
-			if ok && !sk.taken && ua.Net == network && cleanUnixPath(ua.Name) == want {
-				exact = append(exact, sk)
-			}
-		}
-	} else {
-		host, portStr, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, fmt.Errorf("childproc: listen %s %s: %w", network, addr, err)
-		}
-		port, err := net.LookupPort(network, portStr)
-		if err != nil {
-			return nil, fmt.Errorf("childproc: listen %s %s: %w", network, addr, err)
-		}
-		wantIP := net.ParseIP(host)
-		wildcard := host == "" || (wantIP != nil && wantIP.IsUnspecified())
-		for _, sk := range s.socks {
-			if sk.taken || sk.Datagram() != datagram {
-				continue
-			}
-			ip, p, ok := sk.IPPort()
-			if !ok || p != port || !listenfds.FamilyMatches(network, ip) {
-				continue
-			}
-			switch {
-			case wantIP != nil && ip.Equal(wantIP):
-				exact = append(exact, sk)
-			case host == "localhost" && ip.IsLoopback():
-				exact = append(exact, sk)
-			case wildcard, wantIP == nil: // any host, or a name we do not resolve here
-				cands = append(cands, sk)
-			case ip.IsUnspecified(): // a specific address, covered by a wildcard socket
-				cands = append(cands, sk)
-			}
-		}
+// target reads addr for matchLocked, when this process is supervised
+// (unsupervised, Listen binds addr itself). It looks a host name up, as
+// net.Listen would: before Listen takes the lock, since that may take
+// seconds.
+func (s *Sockets) target(network, addr string) (listenfds.Target, error) {
+	if !s.Supervised() {
+		return listenfds.Target{}, nil
 	}
-	if len(exact) == 0 {
-		exact = cands
+	t, err := listenfds.Resolve(network, addr, net.DefaultResolver.LookupIP)
+	if err != nil {
+		return t, fmt.Errorf("childproc: listen %s %s: %w", network, addr, err)
 	}
-	switch len(exact) {
-	case 1:
-		return exact[0], nil
-	case 0:
-		return nil, fmt.Errorf("childproc: listen %s %s: no inherited socket is bound to it; inherited from %s. "+
-			"Under a supervisor the server must use the sockets it was given: binding the address itself fails with "+
-			"\"address already in use\" (or, with SO_REUSEPORT, takes traffic no restart hands over). "+
-			"Ask for one of these, or have the supervisor pass this address too (hitless run --listen NAME=%s://%s)",
-			network, addr, s.describeLocked(), strings.TrimRight(network, "46"), addr)
-	default:
-		list := make([]string, len(exact))
-		for i, sk := range exact {
-			list[i] = sk.String()
-		}
-		return nil, fmt.Errorf("childproc: listen %s %s: ambiguous, it matches %s; ask by name (Listener) or by exact address",
-			network, addr, strings.Join(list, ", "))
-	}
+	return t, nil
 }
 
-func cleanUnixPath(p string) string {
-	if strings.HasPrefix(p, "@") || p == "" {
-		return p // abstract namespace: not a path
+// matchLocked finds the untaken inherited socket that serves t: the only
+// one of the best grade any socket has (see listenfds.Target.Match), so
+// that an exact socket wins over one that only covers t.
+func (s *Sockets) matchLocked(t listenfds.Target) (*socket, error) {
+	var best []*socket
+	grade := listenfds.Covers // the worst grade that still serves t
+	for _, sk := range s.socks {
+		if sk.taken {
+			continue
+		}
+		switch m := t.Match(sk.Socket); {
+		case m > grade:
+			grade, best = m, []*socket{sk}
+		case m == grade:
+			best = append(best, sk)
+		}
 	}
-	if abs, err := filepath.Abs(p); err == nil {
-		return abs
+	switch len(best) {
+	case 1:
+		return best[0], nil
+	case 0:
+		return nil, s.unservedLocked(t)
 	}
-	return filepath.Clean(p)
+	list := make([]string, len(best))
+	for i, sk := range best {
+		list[i] = sk.String()
+	}
+	return nil, fmt.Errorf("childproc: listen %s %s: ambiguous, it matches %s; ask by name (Listener) or by exact address",
+		t.Network, t.Address, strings.Join(list, ", "))
+}
+
+// unservedLocked says that no inherited socket serves t, and what to do.
+func (s *Sockets) unservedLocked(t listenfds.Target) error {
+	why := ""
+	if t.LookupErr != nil {
+		why = " (" + t.LookupErr.Error() + ")"
+	}
+	return fmt.Errorf("childproc: listen %s %s: no inherited socket is bound to it%s; inherited from %s. "+
+		"Under a supervisor the server must use the sockets it was given: binding the address itself fails with "+
+		"\"address already in use\" (or, with SO_REUSEPORT, takes traffic no restart hands over). "+
+		"Ask for one of these, or have the supervisor pass this address too (hitless run --listen NAME=%s://%s)",
+		t.Network, t.Address, why, s.describeLocked(), strings.TrimRight(t.Network, "46"), t.Address)
 }
 
 // bindLocked is Listen for a process that is not supervised.

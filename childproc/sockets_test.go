@@ -260,6 +260,10 @@ func TestListenMatching(t *testing.T) {
 		{"specific covered by wildcard", []*socket{tcp("0.0.0.0", 8080)}, "tcp", "127.0.0.1:8080", 0, ""},
 		{"specific not inherited", []*socket{tcp("10.0.0.1", 8080)}, "tcp", "127.0.0.1:8080", -1, "no inherited socket"},
 		{"localhost", []*socket{tcp("10.0.0.1", 8080), tcp("127.0.0.1", 8080)}, "tcp", "localhost:8080", 1, ""},
+		{"localhost is not another address", []*socket{tcp("10.0.0.1", 8080)}, "tcp", "localhost:8080", -1, "no inherited socket"},
+		{"wildcard before a single address", []*socket{tcp("127.0.0.1", 8080), tcp("0.0.0.0", 8080)}, "tcp", ":8080", 1, ""},
+		{"wildcard as spelt", []*socket{tcp("::", 8080), tcp("0.0.0.0", 8080)}, "tcp", "0.0.0.0:8080", 1, ""},
+		{"two wildcards", []*socket{tcp("::", 8080), tcp("0.0.0.0", 8080)}, "tcp", ":8080", -1, "ambiguous"},
 		{"other port", []*socket{tcp("0.0.0.0", 8080)}, "tcp", ":9090", -1, "0.0.0.0:8080"},
 		{"tcp6 skips v4", []*socket{tcp("0.0.0.0", 8080), tcp("::", 8080)}, "tcp6", ":8080", 1, ""},
 		{"service name", []*socket{tcp("0.0.0.0", 80)}, "tcp", ":http", 0, ""},
@@ -269,7 +273,11 @@ func TestListenMatching(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Sockets{source: "test", socks: tc.socks}
-			got, err := s.matchLocked(tc.net, tc.addr)
+			target, err := s.target(tc.net, tc.addr)
+			var got *socket
+			if err == nil {
+				got, err = s.matchLocked(target)
+			}
 			if tc.want < 0 {
 				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
 					t.Fatalf("match(%s %s) = %v, %v; want error containing %q", tc.net, tc.addr, got, err, tc.errHas)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -34,7 +35,7 @@ const (
 type Config struct {
 	// Listen are the sockets, in the order the child gets them. Empty
 	// means every socket systemd passed (Passed), in its order.
-	Listen  []ListenSpec
+	Listen  []sockets.ListenSpec
 	Command []string // the program and its arguments
 	Dir     string   // the child's working directory, resolved at each start
 	Env     []string // KEY=VALUE added to the child's environment
@@ -85,15 +86,15 @@ type Config struct {
 	// Notifier reports to the service manager; nil for none.
 	Notifier Notifier
 
-	// Passed is what systemd passed (PassedFromEnv). New takes it over:
-	// it closes the descriptors it does not use at once, and the others
-	// with the Supervisor; all of them if it fails.
-	Passed Passed
+	// Passed is what systemd passed (sockets.PassedFromEnv). New takes
+	// it over: it closes the descriptors it does not use at once, and the
+	// others with the Supervisor; all of them if it fails.
+	Passed sockets.Passed
 	// FDStore, if set, is systemd's file descriptor store: Run puts every
 	// socket New bound there before the first child starts, and drops the
 	// names of passed sockets nobody asked for, so that the sockets, and
 	// the connections waiting on them, outlive a crash of hitless.
-	FDStore FDStore
+	FDStore sockets.FDStore
 
 	// ShimPath is the binary that runs the hidden modes (RunHidden);
 	// default /proc/self/exe.
@@ -197,7 +198,7 @@ func (c Config) Validate() error {
 	}
 	names := make(map[string]int)
 	for i, l := range c.Listen {
-		if err := CheckSocketName(l.Name); err != nil {
+		if err := sockets.CheckName(l.Name); err != nil {
 			bad(fmt.Sprintf("Listen[%d]", i), "%v", err)
 		} else if prev, ok := names[l.Name]; ok {
 			bad(fmt.Sprintf("Listen[%d]", i), "name %q is already used by %s: give each socket its own name", l.Name, c.Listen[prev])

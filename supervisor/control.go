@@ -58,7 +58,7 @@ type ListenerStatus struct {
 	Network string `json:"network"`
 	Address string `json:"address"`
 	FD      int    `json:"fd"`     // as the child sees it
-	Source  string `json:"source"` // where hitless got it: SourceBound, SourceSystemd or SourceStore
+	Source  string `json:"source"` // where hitless got it: sockets.SourceBound, SourceSystemd or SourceStore
 }
 
 // Reload starts a new generation, or joins the reload queued behind the
@@ -180,7 +180,7 @@ func (s *Supervisor) status(v machineView) Status {
 	}
 	for i, sock := range s.sockets {
 		st.Listeners = append(st.Listeners, ListenerStatus{
-			Name: sock.spec.Name, Network: sock.spec.Network, Address: sock.addr, FD: 3 + i, Source: sock.source,
+			Name: sock.Spec.Name, Network: sock.Spec.Network, Address: sock.Addr, FD: 3 + i, Source: sock.Source,
 		})
 	}
 	return st

@@ -12,7 +12,7 @@
 // socket, once, in blocking mode, as systemd hands sockets; with
 // Config.FDStore, Run puts what New bound in the store, so that the
 // sockets, and the connections waiting on them, outlive a crash of hitless
-// (see passed.go). From New on, SIGHUP, SIGTERM, SIGINT, SIGUSR1 and
+// (package sockets does all this). From New on, SIGHUP, SIGTERM, SIGINT, SIGUSR1 and
 // SIGUSR2 are caught. Run starts the first generation: the child gets the
 // sockets as fds 3, 4, ... with the systemd socket-activation variables
 // (LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID equal to its own pid, set by

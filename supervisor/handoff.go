@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/sdnotify"
+	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -249,10 +250,10 @@ type childState struct {
 }
 
 type socketState struct {
-	Spec    ListenSpec `json:"spec"`
-	Addr    string     `json:"addr"`
-	Source  string     `json:"source"`
-	Created bool       `json:"created"`
+	Spec    sockets.ListenSpec `json:"spec"`
+	Addr    string             `json:"addr"`
+	Source  string             `json:"source"`
+	Created bool               `json:"created"`
 }
 
 // export writes the supervisor's state into st, and names every
@@ -276,8 +277,8 @@ func (s *Supervisor) export(st *upgrade.State) error {
 		h.Children = append(h.Children, cs)
 	}
 	for i, sock := range s.sockets {
-		h.Sockets = append(h.Sockets, socketState{Spec: sock.spec, Addr: sock.addr, Source: sock.source, Created: sock.created})
-		carry(fmt.Sprintf("socket/%d", i), sock.file)
+		h.Sockets = append(h.Sockets, socketState{Spec: sock.Spec, Addr: sock.Addr, Source: sock.Source, Created: sock.Created})
+		carry(fmt.Sprintf("socket/%d", i), sock.File)
 	}
 	carry("rundir/lock", s.rundir.lock)
 	carry("watcher", s.watcher.w)
@@ -313,7 +314,7 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.sockets = append(s.sockets, &socket{spec: ss.Spec, file: f, fd: rawFD(f), addr: ss.Addr, source: ss.Source, created: ss.Created})
+		s.sockets = append(s.sockets, &sockets.Socket{Spec: ss.Spec, File: f, FD: rawFD(f), Addr: ss.Addr, Source: ss.Source, Created: ss.Created})
 	}
 	lock, err := file("rundir/lock")
 	if err != nil {

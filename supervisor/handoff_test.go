@@ -247,7 +247,7 @@ func replaced(s *Supervisor) {
 		}
 	}
 	for _, sock := range s.sockets {
-		sock.file.Close()
+		sock.File.Close()
 	}
 	s.rundir.lock.Close()
 	s.watcher.w.Close()

@@ -2,393 +2,44 @@
 
 package supervisor
 
-import (
-	"context"
-	"fmt"
-	"io"
-	"maps"
-	"net"
-	"net/url"
-	"os"
-	"os/user"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
-	"syscall"
+import "github.com/hitless/hitless/supervisor/sockets"
 
-	"github.com/hitless/hitless/internal/listenfds"
-	"github.com/hitless/hitless/internal/unixsock"
-	"golang.org/x/sys/unix"
+// The sockets hitless holds are package sockets' (parsing --listen,
+// taking what systemd passed, binding, the fd store). These names were
+// this package's before; they forward to it, so that callers that know
+// them need not change.
+
+type (
+	// ListenSpec is sockets.ListenSpec.
+	ListenSpec = sockets.ListenSpec
+	// Passed is sockets.Passed.
+	Passed = sockets.Passed
+	// PassedFD is sockets.PassedFD.
+	PassedFD = sockets.PassedFD
+	// FDStore is sockets.FDStore.
+	FDStore = sockets.FDStore
 )
 
-// ListenSpec is one socket that hitless holds and hands to every child:
-// one it binds, or one systemd passed it (Systemd). It is parsed from the
-// --listen flag, [NAME=]URL.
-type ListenSpec struct {
-	// Name is passed to the child in LISTEN_FDNAMES. When the flag gives
-	// none it is "<scheme>-<port>" for TCP and UDP (tcp-8080, udp-53) and
-	// "unix-<file name>" for unix sockets (unix-app.sock).
-	Name string
-	// Network is the Go network name: tcp, tcp4, tcp6, unix, udp, udp4 or udp6.
-	Network string
-	// Address is host:port, or the socket's path for unix.
-	Address string
-	// Backlog is the accept queue length; 0 leaves the kernel default
-	// (net.core.somaxconn).
-	Backlog int
-	// Mode, UID and GID apply to unix socket files; -1 (or 0 for Mode)
-	// leaves what the kernel and umask chose.
-	Mode os.FileMode
-	UID  int
-	GID  int
-	// NonBlock keeps O_NONBLOCK set on the socket, as systemd's
-	// NonBlocking=yes does. By default the socket reaches the first child
-	// in blocking mode, as systemd hands it; the flag belongs to the
-	// socket, shared by hitless and every child, and a Go child sets it
-	// for everyone when it takes the socket over.
-	NonBlock bool
-	// Systemd, when set, is the name systemd passed the socket under (a
-	// socket unit's FileDescriptorName=, a LISTEN_FDNAMES entry): New takes
-	// it from Config.Passed and never binds it, and fills in Network and
-	// Address from the socket itself. It takes no options: the socket
-	// unit sets them (Backlog=, NonBlocking=, SocketMode=).
-	Systemd string
-	// Spec is the text this was parsed from, for messages.
-	Spec string
-}
-
-// Stream reports whether the socket is a listening stream socket rather
-// than a datagram socket.
-func (l ListenSpec) Stream() bool {
-	return !strings.HasPrefix(l.Network, "udp") && l.Network != "unixgram"
-}
-
-// String returns the socket as given, or else in the syntax of the
-// --listen flag.
-func (l ListenSpec) String() string {
-	switch {
-	case l.Spec != "":
-		return l.Spec
-	case l.Systemd != "" && l.Name == l.Systemd:
-		return systemdScheme + l.Systemd
-	case l.Systemd != "":
-		return l.Name + "=" + systemdScheme + l.Systemd
-	}
-	if l.Network == "unix" {
-		return l.Name + "=unix://" + l.Address
-	}
-	return l.Name + "=" + l.Network + "://" + l.Address
-}
-
-// systemdScheme starts the URL of a socket systemd passes.
-const systemdScheme = "systemd://"
-
-// ParseListen parses "[NAME=]URL" as given to --listen:
-//
-//	tcp://127.0.0.1:8080   tcp4://0.0.0.0:80   tcp6://[::1]:8080
-//	unix:///run/app.sock   udp://127.0.0.1:5353
-//	systemd://web          (the socket systemd passed as "web")
-//
-// Options go in the query (see SetOption): backlog=N for stream sockets,
-// and mode=0660, owner=USER|UID, group=GROUP|GID for unix sockets. The
-// name of a systemd:// socket is also its default NAME.
-func ParseListen(s string) (ListenSpec, error) {
-	name, rest := "", s
-	if i := strings.Index(s, "="); i >= 0 && !strings.Contains(s[:i], "://") {
-		name, rest = s[:i], s[i+1:]
-		if err := CheckSocketName(name); err != nil {
-			return ListenSpec{Spec: s}, err
-		}
-	}
-	spec, err := parseURL(rest)
-	spec.Spec = s
-	if err != nil {
-		return spec, err
-	}
-	if name != "" {
-		spec.Name = name
-	}
-	return spec, nil
-}
-
-func parseURL(rest string) (ListenSpec, error) {
-	spec := ListenSpec{UID: -1, GID: -1}
-	if name, ok := strings.CutPrefix(rest, systemdScheme); ok {
-		// Not url.Parse: a FileDescriptorName= may hold what a host may not.
-		if strings.ContainsAny(name, "?#") {
-			return spec, fmt.Errorf("%q: a socket systemd passes takes no options; its socket unit sets them (Backlog=, NonBlocking=, SocketMode=)", rest)
-		}
-		if err := listenfds.CheckName(name); err != nil {
-			return spec, fmt.Errorf("%q: want systemd://NAME, NAME as in the socket unit's FileDescriptorName=: %w", rest, err)
-		}
-		spec.Systemd, spec.Name = name, name
-		if err := CheckSocketName(name); err != nil {
-			return spec, fmt.Errorf("%q: default name: %w (give one as NAME=URL)", rest, err)
-		}
-		return spec, nil
-	}
-	u, err := url.Parse(rest)
-	if err != nil || u.Scheme == "" || u.Opaque != "" {
-		return spec, fmt.Errorf("%q is not a URL: want tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH or systemd://NAME", rest)
-	}
-	if u.User != nil || u.Fragment != "" {
-		return spec, fmt.Errorf("%q: user info and fragments are not allowed", rest)
-	}
-	switch u.Scheme {
-	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
-		if u.Path != "" {
-			return spec, fmt.Errorf("%q: a %s address has no path: want %s://HOST:PORT", rest, u.Scheme, u.Scheme)
-		}
-		host, port, err := net.SplitHostPort(u.Host)
-		if err != nil {
-			return spec, fmt.Errorf("%q: want %s://HOST:PORT: %v", rest, u.Scheme, err)
-		}
-		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil {
-			return spec, fmt.Errorf("%q: port %q is not a number from 0 to 65535", rest, port)
-		}
-		if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
-			return spec, fmt.Errorf("%q: host %q is neither an IP address nor a host name", rest, host)
-		}
-		spec.Network, spec.Address = u.Scheme, u.Host
-		spec.Name = fmt.Sprintf("%s-%d", strings.TrimRight(u.Scheme, "46"), p)
-	case "unix":
-		if u.Host != "" || u.Path == "" {
-			return spec, fmt.Errorf("%q: want unix:///ABSOLUTE/PATH (three slashes)", rest)
-		}
-		spec.Network, spec.Address = "unix", filepath.Clean(u.Path)
-		spec.Name = "unix-" + filepath.Base(spec.Address)
-		if err := CheckSocketName(spec.Name); err != nil {
-			return spec, fmt.Errorf("%q: default name: %w (give one as NAME=URL)", rest, err)
-		}
-	default:
-		return spec, fmt.Errorf("%q: unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6, unix or systemd", rest, u.Scheme)
-	}
-	q := u.Query()
-	for _, key := range slices.Sorted(maps.Keys(q)) {
-		vals := q[key]
-		if err := spec.SetOption(key, vals[len(vals)-1]); err != nil {
-			return spec, fmt.Errorf("%q: %w", rest, err)
-		}
-	}
-	return spec, nil
-}
-
-// SetOption sets one option of the socket, as the URL's query gives it:
-// backlog=N (1 to 65536) for stream sockets, nonblock=1 (or 0) for any,
-// and mode=0660 (octal), owner=USER|UID and group=GROUP|GID for unix
-// sockets.
-func (l *ListenSpec) SetOption(key, v string) error {
-	var err error
-	switch {
-	case l.Systemd != "":
-		return fmt.Errorf("%s=%q: a socket systemd passes takes no options; its socket unit sets them (Backlog=, NonBlocking=, SocketMode=)", key, v)
-	case key == "nonblock":
-		switch v {
-		case "1", "true":
-			l.NonBlock = true
-		case "0", "false":
-			l.NonBlock = false
-		default:
-			return fmt.Errorf("nonblock=%q: want 1 or 0", v)
-		}
-	case key == "backlog" && l.Stream():
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1<<16 {
-			return fmt.Errorf("backlog=%q: want a number from 1 to 65536", v)
-		}
-		l.Backlog = n
-	case key == "mode" && l.Network == "unix":
-		m, err := strconv.ParseUint(strings.TrimPrefix(v, "0o"), 8, 32)
-		if err != nil || m > 0o777 || m == 0 {
-			return fmt.Errorf("mode=%q: want octal permissions such as 0660", v)
-		}
-		l.Mode = os.FileMode(m)
-	case key == "owner" && l.Network == "unix":
-		if l.UID, err = lookupID(v, true); err != nil {
-			return fmt.Errorf("owner=%q: %w", v, err)
-		}
-	case key == "group" && l.Network == "unix":
-		if l.GID, err = lookupID(v, false); err != nil {
-			return fmt.Errorf("group=%q: %w", v, err)
-		}
-	default:
-		valid := "backlog, nonblock"
-		if l.Network == "unix" {
-			valid = "backlog, nonblock, mode, owner, group"
-		} else if !l.Stream() {
-			valid = "nonblock"
-		}
-		return fmt.Errorf("unknown option %q (valid: %s)", key, valid)
-	}
-	return nil
-}
-
-// CheckSocketName enforces what a socket's name may be: what
-// LISTEN_FDNAMES and the fd store's FDNAME= can carry (1 to 255 printable
-// ASCII characters, no ':', which separates names) without spaces, which
-// would need quoting in logs, or '=', which ends the name in the NAME=URL
-// syntax.
-func CheckSocketName(name string) error {
-	if name == "" || len(name) > 255 {
-		return fmt.Errorf("socket name %q: want 1 to 255 characters", name)
-	}
-	for _, r := range name {
-		if r <= ' ' || r > '~' || r == ':' || r == '=' {
-			return fmt.Errorf("socket name %q: want printable ASCII without spaces, ':' or '='", name)
-		}
-	}
-	return nil
-}
-
-func validHostname(h string) bool {
-	for _, r := range h {
-		if !(r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return false
-		}
-	}
-	return h != ""
-}
-
-func lookupID(v string, isUser bool) (int, error) {
-	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-		return n, nil
-	}
-	var id string
-	if isUser {
-		u, err := user.Lookup(v)
-		if err != nil {
-			return -1, fmt.Errorf("no such user (want a user name or uid)")
-		}
-		id = u.Uid
-	} else {
-		g, err := user.LookupGroup(v)
-		if err != nil {
-			return -1, fmt.Errorf("no such group (want a group name or gid)")
-		}
-		id = g.Gid
-	}
-	return strconv.Atoi(id)
-}
-
-// socket is a listening socket hitless holds for its whole life, as a
-// plain descriptor. hitless never accepts on it, and its O_NONBLOCK flag,
-// which every process that holds the socket shares, is the children's
-// business (see ListenSpec.NonBlock): hitless sets it once on a socket it
-// binds, and never on one systemd passed. A socket hitless binds is never
-// registered with Go's poller; one systemd passed non-blocking
-// (NonBlocking=yes) is, by os.NewFile, which changes nothing of it.
-type socket struct {
-	spec    ListenSpec
-	file    *os.File // hitless's own descriptor
-	fd      int
-	addr    string // the bound address, for SERVER_STARTER_PORT
-	source  string // where it came from: SourceBound, SourceSystemd or SourceStore
-	created bool   // hitless created the unix socket file, so it removes it
-}
-
-// Where a socket came from, as ListenerStatus.Source says it.
+// Where a socket came from, as ListenerStatus.Source says it: see
+// sockets.SourceBound.
 const (
-	SourceBound   = "bound"   // hitless bound it
-	SourceSystemd = "systemd" // systemd passed it: a socket unit's
-	SourceStore   = "store"   // systemd passed it back from its fd store
+	SourceBound   = sockets.SourceBound
+	SourceSystemd = sockets.SourceSystemd
+	SourceStore   = sockets.SourceStore
 )
 
-// bind creates, binds and listens on the socket spec describes. A unix
-// socket file gets its mode before it exists (the socket is chmod'ed
-// before bind), and its owner without following a symbolic link.
-func bind(spec ListenSpec) (*socket, error) {
-	s := &socket{spec: spec, source: SourceBound}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		if spec.Network != "unix" || spec.Mode == 0 {
-			return nil
-		}
-		// bind creates the file with the socket's mode less the umask:
-		// never wider than asked.
-		var err error
-		if cerr := c.Control(func(fd uintptr) { err = unix.Fchmod(int(fd), uint32(spec.Mode)) }); cerr != nil {
-			return cerr
-		}
-		return os.NewSyscallError("fchmod", err)
-	}}
-	type filer interface{ File() (*os.File, error) }
-	var conn io.Closer
-	if spec.Stream() {
-		if spec.Network == "unix" {
-			if err := unixsock.RemoveStale(spec.Address); err != nil {
-				return nil, err
-			}
-		}
-		ln, err := lc.Listen(context.Background(), spec.Network, spec.Address)
-		if err != nil {
-			return nil, err
-		}
-		if ul, ok := ln.(*net.UnixListener); ok {
-			s.created = true
-			ul.SetUnlinkOnClose(false) // hitless removes it when it exits
-		}
-		conn, s.addr = ln, ln.Addr().String()
-	} else {
-		pc, err := lc.ListenPacket(context.Background(), spec.Network, spec.Address)
-		if err != nil {
-			return nil, err
-		}
-		conn, s.addr = pc, pc.LocalAddr().String()
-	}
-	f, err := conn.(filer).File()
-	conn.Close() // the socket lives on in f
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	s.file = f
-	// Fd puts the descriptor in blocking mode: the flag belongs to the
-	// socket, and no child holds it yet.
-	s.fd = int(f.Fd())
-	if err := s.setup(); err != nil {
-		s.close()
-		return nil, err
-	}
-	return s, nil
-}
+// ParseListen is sockets.ParseListen.
+func ParseListen(s string) (ListenSpec, error) { return sockets.ParseListen(s) }
 
-func (s *socket) setup() error {
-	spec := s.spec
-	if spec.NonBlock {
-		if err := unix.SetNonblock(s.fd, true); err != nil {
-			return os.NewSyscallError("fcntl O_NONBLOCK", err)
-		}
-	}
-	if spec.Backlog > 0 && spec.Stream() {
-		// Linux lets listen(2) be called again to resize the queue.
-		if err := unix.Listen(s.fd, spec.Backlog); err != nil {
-			return os.NewSyscallError("listen", err)
-		}
-	}
-	if spec.Network != "unix" {
-		return nil
-	}
-	if spec.Mode != 0 {
-		// The umask may have narrowed the mode: widen it on the file
-		// bind created, reached without following a symbolic link.
-		if err := unixsock.Chmod(spec.Address, spec.Mode); err != nil {
-			return err
-		}
-	}
-	if spec.UID >= 0 || spec.GID >= 0 {
-		if err := os.Lchown(spec.Address, spec.UID, spec.GID); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// CheckSocketName is sockets.CheckName.
+func CheckSocketName(name string) error { return sockets.CheckName(name) }
 
-func (s *socket) close() {
-	if s.file != nil {
-		s.file.Close()
-	}
-	if s.created {
-		os.Remove(s.spec.Address)
-	}
+// PassedFromEnv is sockets.PassedFromEnv.
+func PassedFromEnv() (Passed, error) { return sockets.PassedFromEnv() }
+
+// storeSockets carries out, at the start of Run, what New planned for the
+// fd store (see sockets.StorePlan), once.
+func (s *Supervisor) storeSockets() {
+	s.storePlan.Apply(s.log)
+	s.storePlan = sockets.StorePlan{}
 }

@@ -67,7 +67,7 @@ func (s *Supervisor) spawn(c *child) error {
 		files[fd] = w.Fd()
 	}
 	for _, sock := range s.sockets {
-		files = append(files, uintptr(sock.fd))
+		files = append(files, uintptr(sock.FD))
 	}
 	attr := &syscall.ProcAttr{
 		Dir:   dir,
@@ -245,9 +245,9 @@ func (s *Supervisor) childEnv(c *child, notifyPath string) []string {
 	einhorn := 0
 	for i, sock := range s.sockets {
 		fd := strconv.Itoa(3 + i)
-		names = append(names, sock.spec.Name)
-		if sock.spec.Stream() {
-			starter = append(starter, sock.addr+"="+fd)
+		names = append(names, sock.Spec.Name)
+		if sock.Spec.Stream() {
+			starter = append(starter, sock.Addr+"="+fd)
 			env = append(env, "EINHORN_FD_"+strconv.Itoa(einhorn)+"="+fd)
 			einhornFDs = append(einhornFDs, fd)
 			einhorn++

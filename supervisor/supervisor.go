@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -29,17 +30,15 @@ import (
 type Supervisor struct {
 	cfg     Config
 	log     *slog.Logger
-	sockets []*socket
+	sockets []*sockets.Socket
 	sigc    chan os.Signal // caught from New on
 	// sigCaught: sigc is caught on already (an upgrade's new image takes
 	// the channel its first moments caught signals on).
 	sigCaught bool
 	os        osEnv
 
-	// For the fd store, done by Run: the names to drop from it, and the
-	// sockets to put there.
-	storeDrop []string
-	storeAdd  []*socket
+	// What the fd store needs, done by Run.
+	storePlan sockets.StorePlan
 
 	events   chan event
 	reqs     chan request
@@ -201,7 +200,7 @@ type request struct {
 }
 
 // New checks cfg (see Config.Validate), takes the sockets systemd passed
-// (cfg.Passed) and binds every other socket; see passed.go. Nothing is
+// (cfg.Passed) and binds every other socket; see package sockets. Nothing is
 // started yet, but from now on SIGHUP, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2
 // are caught and kept for Run: a SIGHUP sent as soon as hitless announces
 // its pid reloads rather than kills it. Errors name the offending
@@ -214,7 +213,8 @@ func New(cfg Config) (*Supervisor, error) {
 	s := newSupervisor(cfg.withDefaults())
 	s.m, s.started = newMachine(s.machineConfig()), time.Now()
 	var err error
-	if s.sockets, s.storeDrop, s.storeAdd, err = openSockets(s.cfg); err != nil {
+	s.sockets, s.storePlan, err = sockets.Open(sockets.Config{Listen: s.cfg.Listen, Passed: s.cfg.Passed, FDStore: s.cfg.FDStore, Logger: s.log})
+	if err != nil {
 		return nil, err
 	}
 	s.catchSignals()
@@ -265,7 +265,7 @@ func (s *Supervisor) machineConfig() machineConfig {
 
 func (s *Supervisor) closeSockets() {
 	for _, sock := range s.sockets {
-		sock.close()
+		sock.Close()
 	}
 	s.sockets = nil
 }
@@ -286,7 +286,7 @@ func (s *Supervisor) Close() {
 func (s *Supervisor) Addrs() []string {
 	a := make([]string, len(s.sockets))
 	for i, sock := range s.sockets {
-		a[i] = sock.addr
+		a[i] = sock.Addr
 	}
 	return a
 }

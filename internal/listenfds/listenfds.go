@@ -15,13 +15,36 @@
 // an error wrapping ErrWrongPID. Probe says what one descriptor is: its
 // socket type, whether it listens, and its bound address.
 //
+// # Which socket serves an address
+//
+// Whether a passed socket serves an address is decided here, once, for
+// both sides of hitless: the supervisor takes a socket systemd passed for
+// a --listen only if it is the socket that --listen would bind, and
+// childproc hands Listen(network, addr) the inherited socket that serves
+// addr best. Resolve reads the address, Target.Match grades a socket.
+//
+// A socket serves an address when it is of the same network (tcp, udp,
+// unix, unixgram, unixpacket) and family (a network ending in 4 or 6, see
+// FamilyMatches), has the same port, and is bound to the same host or
+// path. A host stands for the addresses net.Listen would choose from: an
+// IP address for itself, a name for what the resolver returns (localhost
+// included: no name is special, as none is to net.Listen), and "" or an
+// unspecified address for every address. A unix path is compared made
+// absolute and clean; an abstract name (Linux's "@name") byte for byte.
+// The grade says how closely the socket is the address (Exact, Wildcard,
+// Covers); whether the socket can be handed out at all (a listening
+// stream socket, not a connection) is the caller's to check, and to
+// explain.
+//
 // # Limits
 //
 // Read does not touch the environment or the descriptors: unsetting the
 // variables (Vars) and marking the descriptors close-on-exec are the
 // caller's, since only the caller knows when it is done with them.
 // Probe needs a unix system; elsewhere it fails with an error wrapping
-// errors.ErrUnsupported. LISTEN_PIDFDID is checked on Linux 6.9 and later
+// errors.ErrUnsupported. Resolve looks a host name up with the lookup it
+// is given, once, within LookupTimeout: a name whose addresses change
+// later is not looked up again. LISTEN_PIDFDID is checked on Linux 6.9 and later
 // only, where pidfds have inode numbers, and skipped elsewhere, as
 // libsystemd skips it.
 package listenfds

@@ -1,6 +1,6 @@
 //go:build linux
 
-package supervisor
+package sockets
 
 import (
 	"net"
@@ -75,7 +75,7 @@ func FuzzParseListen(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if CheckSocketName(spec.Name) != nil {
+		if CheckName(spec.Name) != nil {
 			t.Fatalf("ParseListen(%q) accepted name %q that LISTEN_FDNAMES cannot carry", s, spec.Name)
 		}
 		switch spec.Network {
@@ -118,7 +118,7 @@ func TestBindBacklogAndStale(t *testing.T) {
 	if _, err := bind(spec); err == nil || !strings.Contains(err.Error(), "already in use") {
 		t.Errorf("bind over a live socket: %v", err)
 	}
-	s.close()
+	s.Close()
 	if _, err := os.Lstat(path); !os.IsNotExist(err) {
 		t.Errorf("socket file left after close: %v", err)
 	}

@@ -1,9 +1,9 @@
 //go:build linux
 
-package supervisor
+package sockets
 
 import (
-	"errors"
+	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
@@ -79,14 +79,14 @@ func (f *fakeStore) RemoveStoredFD(name string) error {
 	return nil
 }
 
-// New takes what systemd passed: systemd://NAME by name, a URL by its
+// Open takes what systemd passed: systemd://NAME by name, a URL by its
 // name and address (what hitless stored) or by its address alone (a
 // socket unit's), every passed socket when no --listen is given; it
 // refuses a missing name with the names that were passed, and what is
 // not a listening or datagram socket with what it is; it closes what it
 // does not use, everything on error; and it never changes a passed
-// socket's O_NONBLOCK. With an fd store, Run stores what New bound and
-// drops the names nobody asked for.
+// socket's O_NONBLOCK. With an fd store, its plan stores what Open bound
+// and drops the names nobody asked for.
 func TestPassedSockets(t *testing.T) {
 	web := sysSocket(t, unix.SOCK_STREAM, "", false)
 	fast := sysSocket(t, unix.SOCK_STREAM, "", true) // NonBlocking=yes
@@ -158,7 +158,7 @@ func TestPassedSockets(t *testing.T) {
 			for name, fd := range orig {
 				flags[name], _ = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 			}
-			cfg := Config{Command: []string{"/bin/true"}, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
+			cfg := Config{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
 			cfg.Passed.Ignored = tc.ignored
 			for _, name := range tc.passed {
 				name, which, ok := strings.Cut(name, "=")
@@ -182,14 +182,14 @@ func TestPassedSockets(t *testing.T) {
 			if tc.store {
 				cfg.FDStore = store
 			}
-			s, err := New(cfg)
+			socks, plan, err := Open(cfg)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("New: %v, want an error containing %q", err, tc.err)
+					t.Fatalf("Open: %v, want an error containing %q", err, tc.err)
 				}
 				for _, p := range cfg.Passed.FDs {
 					if isOpen(p.FD) {
-						t.Errorf("passed fd %d (%s) still open after New failed", p.FD, p.Name)
+						t.Errorf("passed fd %d (%s) still open after Open failed", p.FD, p.Name)
 					}
 				}
 				return
@@ -202,23 +202,22 @@ func TestPassedSockets(t *testing.T) {
 				passedAs[p.FD] = p.Name
 			}
 			used := map[int]bool{}
-			st := s.status(machineView{})
-			if len(st.Listeners) != len(tc.want) {
-				t.Fatalf("listeners %+v, want %+v", st.Listeners, tc.want)
+			if len(socks) != len(tc.want) {
+				t.Fatalf("sockets %+v, want %+v", socks, tc.want)
 			}
 			for i, w := range tc.want {
-				sock, l := s.sockets[i], st.Listeners[i]
-				got := want{l.Name, l.Source, passedAs[sock.fd]}
+				sock := socks[i]
+				got := want{sock.Spec.Name, sock.Source, passedAs[sock.FD]}
 				if got != w {
 					t.Errorf("socket %d: %+v, want %+v", i, got, w)
 				}
 				if w.passedAs != "" {
-					used[sock.fd] = true
-					if inode(t, sock.fd) != inode(t, orig[w.passedAs]) {
+					used[sock.FD] = true
+					if inode(t, sock.FD) != inode(t, orig[w.passedAs]) {
 						t.Errorf("socket %d is not the passed %s", i, w.passedAs)
 					}
-					if l.Network == "" || l.Address == "" {
-						t.Errorf("socket %d: network %q, address %q, spec %s", i, l.Network, l.Address, sock.spec)
+					if sock.Spec.Network == "" || sock.Addr == "" {
+						t.Errorf("socket %d: network %q, address %q, spec %s", i, sock.Spec.Network, sock.Addr, sock.Spec)
 					}
 				}
 			}
@@ -227,11 +226,13 @@ func TestPassedSockets(t *testing.T) {
 					t.Errorf("passed fd %d (%s), not used, still open", p.FD, p.Name)
 				}
 			}
-			s.storeSockets()
+			plan.Apply(cfg.Logger)
 			if got := strings.Join(store.calls, ", "); got != tc.calls {
 				t.Errorf("fd store: %q, want %q", got, tc.calls)
 			}
-			s.Close()
+			for _, s := range socks {
+				s.Close()
+			}
 			for _, p := range cfg.Passed.FDs {
 				if isOpen(p.FD) {
 					t.Errorf("passed fd %d (%s) still open after Close", p.FD, p.Name)
@@ -255,13 +256,15 @@ func TestStoredUnixSocketFileStays(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.sock")
 	spec, _ := ParseListen("unix://" + path)
 	store := &fakeStore{}
-	s, err := New(Config{Listen: []ListenSpec{spec}, Command: []string{"/bin/true"}, FDStore: store,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	socks, plan, err := Open(Config{Listen: []ListenSpec{spec}, FDStore: store, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.storeSockets()
-	s.Close()
+	plan.Apply(log)
+	for _, s := range socks {
+		s.Close()
+	}
 	if _, err := os.Stat(path); err != nil || strings.Join(store.calls, ",") != "store unix-s.sock" {
 		t.Errorf("after a stored socket's close: %v; store %q", err, store.calls)
 	}
@@ -315,11 +318,11 @@ func TestParseSystemdListen(t *testing.T) {
 	if err := spec.SetOption("backlog", "5"); err == nil || !strings.Contains(err.Error(), "socket unit") {
 		t.Errorf("an option on systemd://: %v", err)
 	}
-	if err := (Config{Command: []string{"x"}, Passed: Passed{FDs: []PassedFD{{"web", 3}}}}).Validate(); err != nil {
-		t.Errorf("no --listen, but sockets passed: %v", err)
-	}
-	var ce *ConfigError
-	if err := (Config{Command: []string{"x"}}).Validate(); !errors.As(err, &ce) || ce.Field != "Listen" {
-		t.Errorf("no sockets: %v, want a ConfigError for Listen", err)
-	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
 }
