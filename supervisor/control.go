@@ -28,6 +28,10 @@ type Status struct {
 	Generations  []GenerationStatus `json:"generations"`
 	Listeners    []ListenerStatus   `json:"listeners"`
 	Stopping     bool               `json:"stopping"`
+	// OutputDropped counts the lines of hitless's log and of its
+	// children's output that could not be written to hitless's stdout
+	// or stderr (their reader was gone).
+	OutputDropped OutputDropped `json:"output_lines_dropped"`
 	Stats
 }
 
@@ -160,7 +164,7 @@ func (s *Supervisor) ask(ctx context.Context, req request) error {
 // status completes the machine's view with what the driver knows.
 func (s *Supervisor) status(v machineView) Status {
 	st := Status{PID: os.Getpid(), Version: s.cfg.Version, Started: s.started, Upgrading: v.upgrading, Stopping: v.stopping, Stats: v.stats,
-		UpgradeQueued: v.upgradeQueued, ReloadQueued: v.reloadQueued}
+		UpgradeQueued: v.upgradeQueued, ReloadQueued: v.reloadQueued, OutputDropped: s.cfg.Outputs.dropped()}
 	st.Binary, _ = os.Readlink("/proc/self/exe")
 	pgids := make([]int, len(v.gens))
 	for i, g := range v.gens {

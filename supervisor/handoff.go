@@ -231,6 +231,8 @@ type handoff struct {
 	// LastCaller numbers the callers: those of the machine (its reload
 	// callers are carried) and the next image's do not meet.
 	LastCaller callerID `json:"last_caller,omitempty"`
+	// OutputDropped is what the image counted (Status.OutputDropped).
+	OutputDropped OutputDropped `json:"output_dropped"`
 }
 
 type timerState struct {
@@ -240,13 +242,16 @@ type timerState struct {
 }
 
 type childState struct {
-	ID       int    `json:"id"`
-	PID      int    `json:"pid"`
-	Notify   string `json:"notify"`
-	Outs     []bool `json:"outs"` // each output pipe: true for stderr
-	Stderr   []byte `json:"stderr"`
-	Status   string `json:"status"`
-	Stopping bool   `json:"stopping"`
+	ID     int    `json:"id"`
+	PID    int    `json:"pid"`
+	Notify string `json:"notify"`
+	Outs   []bool `json:"outs"` // each output pipe: true for stderr
+	// Partials are the prefixed lines in progress on each output pipe
+	// (--output-prefix), written whole once the rest comes.
+	Partials [][]byte `json:"partials,omitempty"`
+	Stderr   []byte   `json:"stderr"`
+	Status   string   `json:"status"`
+	Stopping bool     `json:"stopping"`
 }
 
 type socketState struct {
@@ -259,7 +264,8 @@ type socketState struct {
 // export writes the supervisor's state into st, and names every
 // descriptor to carry.
 func (s *Supervisor) export(st *upgrade.State) error {
-	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started, LastCaller: s.lastCaller}
+	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started, LastCaller: s.lastCaller,
+		OutputDropped: s.cfg.Outputs.dropped()}
 	now := time.Now()
 	for id, t := range s.timers {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
@@ -272,6 +278,7 @@ func (s *Supervisor) export(st *upgrade.State) error {
 		carry(fmt.Sprintf("child/%d/notify", c.id), c.notify)
 		for i, p := range c.outs {
 			cs.Outs = append(cs.Outs, p.stderr)
+			cs.Partials = append(cs.Partials, p.partial)
 			carry(fmt.Sprintf("child/%d/out/%d", c.id, i), p.r)
 		}
 		h.Children = append(h.Children, cs)
@@ -353,7 +360,11 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 			if err != nil {
 				return nil, err
 			}
-			c.outs = append(c.outs, outPipe{r: f, stderr: stderr})
+			p := outPipe{r: f, stderr: stderr}
+			if i < len(cs.Partials) {
+				p.partial = cs.Partials[i]
+			}
+			c.outs = append(c.outs, p)
 		}
 		exitc := make(chan unix.WaitStatus, 1)
 		r.adopt[c.pid] = s.exited(exitc)
@@ -371,8 +382,20 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 		s.orphans[id] = &orphan{}
 	}
 	s.lastCaller = h.LastCaller
+	s.cfg.Outputs.carry(h.OutputDropped)
 	s.m, s.started, s.restored = m, h.Started, r
 	return s, nil
+}
+
+// NoteUpgrade gives the verdict of the upgrade that started this image a
+// note, for its callers and the log: what the caller should know although
+// the upgrade succeeded (settings in the config file that changed since
+// hitless started, and take effect at the next start). Call it between
+// Restore and Run; "" is no note.
+func (s *Supervisor) NoteUpgrade(note string) {
+	if s.restored != nil {
+		s.restored.note = note
+	}
 }
 
 // restoredState is what Run needs of a restored supervisor.
@@ -381,6 +404,7 @@ type restoredState struct {
 	id         int
 	rolledBack string
 	signals    []syscall.Signal // received by the earlier image, not handled
+	note       string           // see NoteUpgrade
 	// uncaught is when no signal was caught across the exec
 	// (CLOCK_MONOTONIC, nanoseconds; see upgrade.State.Uncaught).
 	uncaught [2]int64
@@ -416,7 +440,7 @@ func (s *Supervisor) resumeRestored() {
 	if r.rolledBack != "" {
 		result, reason = "rolled_back", r.rolledBack
 	}
-	s.feed(evUpgradeDone{id: r.id, result: result, reason: reason})
+	s.feed(evUpgradeDone{id: r.id, result: result, reason: reason, note: r.note})
 }
 
 // rawFD returns f's descriptor without putting it in blocking mode, as

@@ -135,6 +135,7 @@ type (
 	evUpgradeDone struct {
 		id             int
 		result, reason string
+		note           string // for an upgrade that succeeded: see UpgradeResult.Note
 	}
 	// evUpgradeResult: a caller asks for the verdict of the last upgrade.
 	evUpgradeResult struct{ caller callerID }
@@ -435,7 +436,7 @@ func (m *machine) step(now time.Time, ev event) []action {
 		if m.upgrading && m.checking && ev.id == m.upgradeID {
 			m.checking = false
 			if ev.err != "" {
-				m.upgradeDone("refused", ev.err)
+				m.upgradeDone("refused", ev.err, "")
 			} else {
 				m.logf(slog.LevelInfo, "upgrade: the new binary passed its check; executing it", "upgrade", ev.id, "binary", m.upgradeBinary)
 				m.emit(actExecUpgrade{id: ev.id})
@@ -443,7 +444,7 @@ func (m *machine) step(now time.Time, ev event) []action {
 		}
 	case evUpgradeDone:
 		if m.upgrading && ev.id == m.upgradeID {
-			m.upgradeDone(ev.result, ev.reason)
+			m.upgradeDone(ev.result, ev.reason, ev.note)
 		}
 	case evUpgradeResult:
 		m.reply(ev.caller, m.upgradeErr())
@@ -928,14 +929,18 @@ func (m *machine) beginUpgrade() {
 
 // upgradeDone records the verdict of the upgrade in flight, answers its
 // callers, and lets through what waited for it.
-func (m *machine) upgradeDone(result, reason string) {
+func (m *machine) upgradeDone(result, reason, note string) {
 	m.upgrading, m.checking = false, false
-	u := &UpgradeResult{ID: m.upgradeID, Result: result, Reason: reason, At: m.now, Binary: m.upgradeBinary}
+	u := &UpgradeResult{ID: m.upgradeID, Result: result, Reason: reason, Note: note, At: m.now, Binary: m.upgradeBinary}
 	m.stats.LastUpgrade = u
 	err := m.upgradeErr()
 	if err == nil {
 		m.stats.UpgradesOK++
-		m.logf(slog.LevelInfo, "upgraded", "upgrade", u.ID, "binary", u.Binary)
+		if note != "" {
+			m.logf(slog.LevelInfo, "upgraded", "upgrade", u.ID, "binary", u.Binary, "note", note)
+		} else {
+			m.logf(slog.LevelInfo, "upgraded", "upgrade", u.ID, "binary", u.Binary)
+		}
 		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("upgraded in place to %s; children untouched", u.Binary)})
 	} else {
 		m.stats.UpgradesFailed++

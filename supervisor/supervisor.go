@@ -155,8 +155,12 @@ type UpgradeResult struct {
 	// changed), failed (the exec failed; nothing changed) or rolled_back
 	// (the new image could not restore the state and ran the old one
 	// again, which serves on with everything).
-	Result string    `json:"result"`
-	Reason string    `json:"reason,omitempty"`
+	Result string `json:"result"`
+	Reason string `json:"reason,omitempty"`
+	// Note is what the caller of an upgrade that succeeded should know:
+	// settings in the config file that changed since hitless started,
+	// which take effect at the next start.
+	Note   string    `json:"note,omitempty"`
 	At     time.Time `json:"at"`
 	Binary string    `json:"binary"`
 }
@@ -203,7 +207,8 @@ type request struct {
 // (cfg.Passed) and binds every other socket; see package sockets. Nothing is
 // started yet, but from now on SIGHUP, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2
 // are caught and kept for Run: a SIGHUP sent as soon as hitless announces
-// its pid reloads rather than kills it. Errors name the offending
+// its pid reloads rather than kills it; and SIGPIPE is ignored (see
+// Output). Errors name the offending
 // listener; on error nothing stays bound or open, the fd store is
 // untouched, and no signal is caught.
 func New(cfg Config) (*Supervisor, error) {
@@ -252,7 +257,15 @@ const sigBuffer = 64
 
 func (s *Supervisor) catchSignals() {
 	signal.Notify(s.sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+	ignorePipe()
 }
+
+// ignorePipe keeps a write to a broken pipe from ending hitless: its
+// stdout's reader may go away (a "| tee" that exits, a log shipper that
+// restarts), and Output counts what is lost. Children still get the
+// default: the shim, a Go program itself, installs its own handler, which
+// execve resets.
+func ignorePipe() { signal.Ignore(syscall.SIGPIPE) }
 
 func (s *Supervisor) machineConfig() machineConfig {
 	c := s.cfg
@@ -277,6 +290,7 @@ func (s *Supervisor) closeSockets() {
 func (s *Supervisor) Close() {
 	s.closeOnce.Do(func() {
 		signal.Stop(s.sigc)
+		signal.Reset(syscall.SIGPIPE)
 		s.closeSockets()
 	})
 }
@@ -320,6 +334,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		if !s.sigCaught {
 			s.catchSignals()
 		}
+		ignorePipe()
 		s.reaper = newReaper(s.restored.adopt)
 		s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "), "restored", true)
 		s.loop(ctx)

@@ -57,7 +57,7 @@ func (s *Supervisor) startWatcher() (*watcher, error) {
 	wt := &watcher{w: w, exit: make(chan unix.WaitStatus, 1)}
 	attr := &syscall.ProcAttr{
 		Env:   runtimeEnv(),
-		Files: []uintptr{null.Fd(), null.Fd(), s.cfg.Stderr.Fd(), r.Fd()},
+		Files: []uintptr{null.Fd(), null.Fd(), s.cfg.Outputs.Stderr.File().Fd(), r.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
 	wt.pid, err = s.reaper.start(s.cfg.ShimPath, []string{"hitless", WatchArg}, attr, func(ws unix.WaitStatus) { wt.exit <- ws })
