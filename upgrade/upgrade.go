@@ -249,11 +249,12 @@ type State struct {
 	RolledBack string `json:"-"`
 
 	memfd    int
-	carry    map[string]int      // to hand over
-	files    map[string]*os.File // handed over, to be taken back by File
-	later    []*os.File          // closed by Commit
-	caught   chan os.Signal      // Signals caught by this image since it started (earlysig)
-	uncaught [2]int64            // see Uncaught
+	late     map[string]func() (any, error) // see PutAtExec
+	carry    map[string]int                 // to hand over
+	files    map[string]*os.File            // handed over, to be taken back by File
+	later    []*os.File                     // closed by Commit
+	caught   chan os.Signal                 // Signals caught by this image since it started (earlysig)
+	uncaught [2]int64                       // see Uncaught
 }
 
 // NewState starts the state of upgrade id.
@@ -268,6 +269,30 @@ func (st *State) Put(name string, v any) error {
 		return fmt.Errorf("upgrade: state %s: %w", name, err)
 	}
 	st.Sections[name] = b
+	return nil
+}
+
+// PutAtExec stores what v returns as the section name, at the exec (or in
+// Loopback): for state that changes until the very end, such as what the
+// supervisor observes while it quiesces, after the carriers handed over.
+func (st *State) PutAtExec(name string, v func() (any, error)) {
+	if st.late == nil {
+		st.late = map[string]func() (any, error){}
+	}
+	st.late[name] = v
+}
+
+// putLate stores the sections PutAtExec named.
+func (st *State) putLate() error {
+	for name, v := range st.late {
+		x, err := v()
+		if err == nil {
+			err = st.Put(name, x)
+		}
+		if err != nil {
+			return fmt.Errorf("upgrade: state %s: %w", name, err)
+		}
+	}
 	return nil
 }
 
@@ -365,6 +390,10 @@ func (s *Self) Exec(bin *Binary, st *State, sigc chan os.Signal) error {
 			return err
 		}
 		st.FDs[name] = fd
+	}
+	if err := st.putLate(); err != nil {
+		undo()
+		return err
 	}
 	st.Image = int(s.image.Fd())
 	if err := keep("image", st.Image); err != nil {
@@ -614,6 +643,9 @@ func oneLine(s string) string {
 // process: the sections through JSON, and each carried descriptor as a
 // duplicate. It is for tests of what hands over and what takes back.
 func Loopback(st *State) (*State, error) {
+	if err := st.putLate(); err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(st)
 	if err != nil {
 		return nil, err

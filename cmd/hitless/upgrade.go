@@ -25,8 +25,11 @@ func upgradeCommand() *cobra.Command {
 the same process: the pid does not change (systemd's MAINPID, pid files and
 PID 1 in a container stay right), the children are not restarted (the
 serving generation and the draining ones go on, with their deadlines), and
-every socket, notify socket, output pipe, the control socket and the
-counters are kept.
+every socket, notify socket, output pipe, the control socket, the metrics
+listener, the counters and histograms are kept. The settings are kept too: the
+new image runs with the command line, environment and config file contents
+hitless started with; if the config file changed since, the verdict says
+which keys differ (they take effect at the next start).
 
 The new binary is the path hitless was started from, resolved afresh (a
 deploy moves a new file over it, or switches a symlink), or --binary. It is
@@ -89,5 +92,8 @@ func upgradeRun(ctx context.Context, f *controlFlags, binary string, stdout, std
 		fmt.Fprintf(stdout, " (%s)", r.Version)
 	}
 	fmt.Fprintf(stdout, "; %d generation(s) kept\n", r.Generations)
+	if r.Note != "" {
+		fmt.Fprintf(stdout, "note: %s\n", r.Note)
+	}
 	return nil
 }
