@@ -79,9 +79,9 @@ type Server struct {
 
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
-	released chan struct{} // closed by Close once the socket file is gone
-	sem      chan struct{} // places of MaxConns
-	waitSem  chan struct{} // places of MaxWaiting
+	released chan struct{}  // closed by Close once the socket file is gone
+	sem      chan struct{}  // places of MaxConns
+	waitSem  chan struct{}  // places of MaxWaiting
 	wg       sync.WaitGroup // connections being served
 
 	// Handing the server over to the next image (handoff.go).
