@@ -3,6 +3,7 @@
 package upgrade
 
 import (
+	"bytes"
 	"os"
 	"os/signal"
 	"strconv"
@@ -32,10 +33,13 @@ var Signals = earlysig.Signals
 //     cannot die of one before it catches them (the kernel flushes the
 //     pending ones, which is why 2 comes first);
 //  4. takes what the Go runtime caught before 3 and has not yet delivered
-//     to the program's channel, proved complete by marker signals: one
-//     sent to each thread, which reaches it only once a handler it runs
-//     has returned (the runtime's handlers block every signal), and which
-//     the runtime delivers after every signal caught before it;
+//     to the program's channel, proved complete by marker signals, which
+//     the runtime delivers after every signal caught before them: one to
+//     this thread, and one to each other thread that is running or
+//     runnable (one the kernel made run to handle a signal, or that was
+//     preempted while it did), which reaches it only once a handler it
+//     runs has returned (the runtime's handlers block every signal); a
+//     sleeping thread runs no handler;
 //  5. takes what the kernel holds pending again, and executes the new
 //     image with what it took (State.Signals).
 //
@@ -48,15 +52,10 @@ var Signals = earlysig.Signals
 // the measured window.
 
 // markers are the real-time signals of step 4, one per thread, in
-// rounds if there are more threads: nothing else sends them. Signals 32
-// to 34 are the C library's.
-var markers = func() []os.Signal {
-	var m []os.Signal
-	for sig := 64; sig >= 40; sig-- {
-		m = append(m, syscall.Signal(sig))
-	}
-	return m
-}()
+// rounds if there are more threads: nothing else sends them (signals 32
+// to 34 are the C library's). Few: each costs the runtime a round trip
+// to its signal thread when it is caught and released.
+var markers = []os.Signal{syscall.Signal(64), syscall.Signal(63), syscall.Signal(62), syscall.Signal(61)}
 
 // markerWait bounds the wait for the markers, which the runtime delivers
 // within microseconds.
@@ -69,6 +68,7 @@ var ignored = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM}
 // prepared: what to put back if it fails, and what was taken.
 type held struct {
 	at     int64 // when the process stopped catching SIGHUP, SIGINT and SIGTERM (CLOCK_MONOTONIC)
+	mc     chan os.Signal // the markers', caught before the window
 	mask   unix.Sigset_t
 	old    [3]kernelSigaction // of ignored, before
 	nold   int
@@ -79,9 +79,15 @@ type held struct {
 // the program catches Signals on (nil if none). Whatever it returns,
 // release puts the thread and the dispositions back.
 func holdSignals(c chan os.Signal) (*held, error) {
-	h := &held{}
+	// Caught before the window opens: catching a signal costs the
+	// runtime a round trip to its signal thread.
+	h := &held{mc: make(chan os.Signal, len(markers))}
+	if c != nil {
+		signal.Notify(h.mc, markers...)
+	}
 	set := sigset(append([]syscall.Signal{syscall.SIGCHLD}, signalNums()...)...)
 	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &set, &h.mask); err != nil {
+		signal.Stop(h.mc)
 		return nil, err
 	}
 	pending := takePending()
@@ -94,7 +100,7 @@ func holdSignals(c chan os.Signal) (*held, error) {
 		h.nold++
 	}
 	if c != nil {
-		h.caught = append(h.caught, drainCaught(c)...)
+		h.caught = append(h.caught, drainCaught(c, h.mc)...)
 	}
 	h.caught = append(h.caught, pending...)
 	h.caught = append(h.caught, takePending()...)
@@ -109,14 +115,15 @@ func (h *held) release() {
 	}
 	h.nold = 0
 	unix.PthreadSigmask(unix.SIG_SETMASK, &h.mask, nil)
+	signal.Stop(h.mc)
 }
 
 // drainCaught takes what is waiting on c, and what the runtime caught
-// and has not delivered yet: it sends a marker to each thread (a thread
-// that runs a signal handler gets its marker once the handler returned),
-// and the runtime's signal loop delivers every signal caught before a
-// marker ahead of it.
-func drainCaught(c chan os.Signal) []syscall.Signal {
+// and has not delivered yet: it sends a marker to this thread and to each
+// other one that may be in a signal handler (which gets its marker once
+// the handler returned), and the runtime's signal loop delivers every
+// signal caught before a marker ahead of it.
+func drainCaught(c, mc chan os.Signal) []syscall.Signal {
 	var got []syscall.Signal
 	take := func(s os.Signal) {
 		if sig, ok := s.(syscall.Signal); ok {
@@ -124,9 +131,6 @@ func drainCaught(c chan os.Signal) []syscall.Signal {
 		}
 	}
 	tids := threads()
-	mc := make(chan os.Signal, len(markers))
-	signal.Notify(mc, markers...)
-	defer signal.Stop(mc)
 	timeout := time.NewTimer(markerWait)
 	defer timeout.Stop()
 	pid := os.Getpid()
@@ -160,14 +164,28 @@ func drainCaught(c chan os.Signal) []syscall.Signal {
 	}
 }
 
-// threads lists the threads of this process.
+// threads lists this thread, and those of the process that are running
+// or runnable: the ones that can be in a signal handler. A thread the
+// kernel picks for a signal is made runnable at once, and stays so until
+// its handler returns. Waking every thread with a marker would cost
+// milliseconds on a busy machine, all of them in the window in which
+// signals are lost.
 func threads() []int {
+	self := unix.Gettid()
+	tids := []int{self}
 	ents, _ := os.ReadDir("/proc/self/task")
-	var tids []int
 	for _, e := range ents {
-		if tid, err := strconv.Atoi(e.Name()); err == nil {
-			tids = append(tids, tid)
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil || tid == self {
+			continue
 		}
+		if b, err := os.ReadFile("/proc/self/task/" + e.Name() + "/stat"); err == nil {
+			// "tid (comm) S ...": the state follows the last ')'.
+			if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] != 'R' {
+				continue
+			}
+		}
+		tids = append(tids, tid)
 	}
 	return tids
 }
