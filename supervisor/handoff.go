@@ -129,14 +129,28 @@ func (s *Supervisor) execUpgrade(id int) error {
 			handed[i].Resume()
 		}
 	}
-	for _, c := range s.cfg.Carriers {
-		// Resumed even if its Handoff fails: it may have stopped its
-		// work already (the control socket stops accepting first).
-		handed = append(handed, c)
-		if err := c.Handoff(ctx, st); err != nil {
-			resumeCarriers()
-			return fmt.Errorf("hand over: %w", err)
+	// The carriers hand over while the loop goes on answering: their
+	// work in flight (a control reply that names the serving generation,
+	// a metrics scrape) may ask the supervisor for its status, and ends
+	// only once it has the answer.
+	var handErr error
+	handing := make(chan struct{})
+	go func() {
+		defer close(handing)
+		for _, c := range s.cfg.Carriers {
+			// Resumed even if its Handoff fails: it may have stopped
+			// its work already (the control socket stops accepting
+			// first).
+			handed = append(handed, c)
+			if handErr = c.Handoff(ctx, st); handErr != nil {
+				return
+			}
 		}
+	}()
+	s.serveUntil(handing)
+	if handErr != nil {
+		resumeCarriers()
+		return fmt.Errorf("hand over: %w", handErr)
 	}
 	s.quiesce()
 	err := s.export(st)
@@ -180,18 +194,7 @@ func (s *Supervisor) quiesce() {
 		s.exiting.Wait()
 		close(quiet)
 	}()
-	for done := false; !done; {
-		select {
-		case <-quiet:
-			done = true
-		case ev := <-s.events:
-			s.feed(ev)
-		case sig := <-s.sigc:
-			s.feed(evSignal{sig: sig.(syscall.Signal)})
-		case req := <-s.reqs:
-			s.request(req)
-		}
-	}
+	s.serveUntil(quiet)
 	for more := true; more; {
 		select {
 		case ev := <-s.events:
@@ -204,6 +207,23 @@ func (s *Supervisor) quiesce() {
 	}
 	for _, t := range s.timers {
 		t.Stop()
+	}
+}
+
+// serveUntil feeds the machine what happens (events, signals, requests)
+// until done is closed: the loop, while an upgrade hands over.
+func (s *Supervisor) serveUntil(done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case ev := <-s.events:
+			s.feed(ev)
+		case sig := <-s.sigc:
+			s.feed(evSignal{sig: sig.(syscall.Signal)})
+		case req := <-s.reqs:
+			s.request(req)
+		}
 	}
 }
 
