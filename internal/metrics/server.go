@@ -26,9 +26,11 @@ type Server struct {
 	h  http.Handler
 	ln *keptListener
 
-	mu   sync.Mutex
-	srv  *http.Server
-	done chan struct{} // closed when the current Serve has returned
+	mu      sync.Mutex
+	srv     *http.Server
+	done    chan struct{}     // closed when the current Serve has returned
+	conns   map[net.Conn]bool // open connections: true while one waits for or serves a request
+	changed chan struct{}     // closed and replaced when conns changes
 }
 
 // Listen binds addr: host:port, or, when addr contains a slash, a unix
@@ -50,7 +52,20 @@ func Listen(addr string, h http.Handler) (*Server, error) {
 }
 
 func newServer(ln net.Listener, h http.Handler) *Server {
-	return &Server{h: h, ln: &keptListener{Listener: ln}}
+	s := &Server{h: h, ln: &keptListener{Listener: ln}}
+	s.srv = s.httpServer()
+	return s
+}
+
+func (s *Server) httpServer() *http.Server {
+	return &http.Server{
+		Handler: s.h,
+		// A scraper that stalls must not hold a connection forever.
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      ScrapeTimeout + 10*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ConnState:         s.connState,
+	}
 }
 
 // Addr is the bound address: the port chosen for host:0, or the socket's
@@ -61,19 +76,12 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // failed (Resume), it serves again in a goroutine of Resume's.
 func (s *Server) Serve() error {
 	s.mu.Lock()
-	s.srv = &http.Server{
-		Handler: s.h,
-		// A scraper that stalls must not hold a connection forever.
-		ReadHeaderTimeout: 10 * time.Second,
-		WriteTimeout:      ScrapeTimeout + 10*time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
 	srv, done := s.srv, make(chan struct{})
 	s.done = done
 	s.mu.Unlock()
 	defer close(done)
 	err := srv.Serve(s.ln)
-	if errors.Is(err, http.ErrServerClosed) {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, errHandedOver) {
 		return nil
 	}
 	return fmt.Errorf("metrics: %w", err)
@@ -100,20 +108,27 @@ type serverState struct {
 	Addr    string `json:"addr"`
 }
 
-// Handoff stops serving without closing the listener, whose queue holds
-// the scrapes that arrive during the exec, lets the scrapes in progress
-// finish (within ctx; idle keep-alive connections are closed), and puts
-// the listener in st (supervisor.Carrier).
+// Handoff stops accepting without closing the listener, whose queue
+// holds the scrapes that arrive during the exec, answers the scrapes on
+// the connections it has (each connection closes after its response;
+// idle keep-alive ones at once), and puts the listener in st
+// (supervisor.Carrier). A scrape that connected before is answered here;
+// one that connects after, there. A connection that sends nothing within
+// ctx is closed. Not http.Server.Shutdown: it drops a request that is
+// read once it began, unanswered.
 func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 	s.mu.Lock()
 	srv, done := s.srv, s.done
 	s.mu.Unlock()
 	s.ln.keep(true)
+	if done != nil {
+		<-done // no connection is accepted from now on
+	}
 	if srv != nil {
-		if err := srv.Shutdown(ctx); err != nil {
-			return fmt.Errorf("metrics: scrapes in progress did not end: %w", err)
+		srv.SetKeepAlivesEnabled(false)
+		if !s.waitConns(ctx) {
+			srv.Close() // the listener is kept
 		}
-		<-done
 	}
 	conn, ok := s.ln.Listener.(syscall.Conn)
 	if !ok {
@@ -129,6 +144,9 @@ func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 // Resume serves again after a hand-over whose exec failed, or that failed
 // itself (supervisor.Carrier).
 func (s *Server) Resume() {
+	s.mu.Lock()
+	s.srv = s.httpServer()
+	s.mu.Unlock()
 	s.ln.keep(false)
 	go s.Serve()
 }
@@ -168,14 +186,32 @@ type keptListener struct {
 	kept bool
 }
 
-// keep makes Close, while kept, only stop Accept.
+// keep, on, ends Accept (with errHandedOver, once it has returned what it
+// accepted) and makes Close only that; off, undoes it.
 func (l *keptListener) keep(on bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.kept = on
-	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok && !on {
-		d.SetDeadline(time.Time{})
+	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok {
+		if on {
+			d.SetDeadline(time.Unix(1, 0)) // a blocked Accept returns
+		} else {
+			d.SetDeadline(time.Time{})
+		}
 	}
+}
+
+func (l *keptListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		l.mu.Lock()
+		kept := l.kept
+		l.mu.Unlock()
+		if kept {
+			return nil, errHandedOver
+		}
+	}
+	return c, err
 }
 
 func (l *keptListener) Close() error {
@@ -199,4 +235,41 @@ func (l *keptListener) close() error {
 		return nil
 	}
 	return err
+}
+
+// errHandedOver ends Serve when the listener is handed over.
+var errHandedOver = errors.New("metrics: the listener is handed over")
+
+// connState follows the connections, for Handoff.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns, s.changed = make(map[net.Conn]bool), make(chan struct{})
+	}
+	switch st {
+	case http.StateClosed, http.StateHijacked:
+		delete(s.conns, c)
+	default:
+		s.conns[c] = st != http.StateIdle
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// waitConns waits until every connection is closed, or ctx ends.
+func (s *Server) waitConns(ctx context.Context) bool {
+	for {
+		s.mu.Lock()
+		n, changed := len(s.conns), s.changed
+		s.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
