@@ -36,6 +36,12 @@ type Status struct {
 	Upgrading     bool `json:"upgrading"`
 	UpgradeQueued bool `json:"upgrade_queued"`
 	ReloadQueued  bool `json:"reload_queued"`
+	// OutputDropped counts the lines hitless could not write to its
+	// stdout and stderr (the reader was gone).
+	OutputDropped struct {
+		Stdout int64 `json:"stdout"`
+		Stderr int64 `json:"stderr"`
+	} `json:"output_lines_dropped"`
 }
 
 // Upgrade is the verdict of an upgrade of hitless itself.
