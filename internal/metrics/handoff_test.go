@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -101,5 +102,21 @@ func TestHistogramCarriesAcrossBuckets(t *testing.T) {
 	st := h.state()
 	if want := []uint64{1, 2, 7}; st.Count != 10 || st.Sum != 100 || st.Counts[0] != want[0] || st.Counts[1] != want[1] || st.Counts[2] != want[2] {
 		t.Errorf("after add: %+v", st)
+	}
+}
+
+// The sections an upgrade carries are a format: a later build reads what
+// this one writes, by these names.
+func TestStateFormat(t *testing.T) {
+	h := newHistogram("h", "help", []float64{1, 10})
+	h.Observe(0.5)
+	b, _ := json.Marshal(metricsState{Reload: h.state(), Drain: h.state()})
+	const want = `{"reload_duration_seconds":{"bounds":[1,10],"counts":[1,0,0],"sum":0.5,"count":1},"drain_duration_seconds":{"bounds":[1,10],"counts":[1,0,0],"sum":0.5,"count":1}}`
+	if string(b) != want {
+		t.Errorf("metrics section %s, want %s", b, want)
+	}
+	b, _ = json.Marshal(serverState{Network: "tcp", Addr: "127.0.0.1:9180"})
+	if string(b) != `{"network":"tcp","addr":"127.0.0.1:9180"}` {
+		t.Errorf("metrics/server section %s", b)
 	}
 }
