@@ -157,7 +157,14 @@ func (s *Supervisor) execUpgrade(id int) error {
 	if err == nil {
 		s.log.Info("upgrade: handing over", "upgrade", id, "binary", bin.Path, "version", bin.Info.Version,
 			"generations", len(s.children), "sockets", len(s.sockets))
+		// Should this process die before an image runs again (of a
+		// SIGTERM the new runtime cannot catch yet), the watcher drains
+		// the children rather than kill them.
+		if werr := s.watcher.upgrading(s.cfg.DrainSignal, s.cfg.DrainTimeout); werr != nil {
+			s.log.Warn("watcher", "err", werr)
+		}
 		err = s.os.exec(bin, st)
+		s.watcher.running()
 	}
 	s.resume()
 	resumeCarriers()
@@ -444,6 +451,9 @@ func (s *Supervisor) resumeRestored() {
 	}
 	for id, c := range s.children {
 		s.watch(c, r.exits[id])
+	}
+	if err := s.watcher.running(); err != nil {
+		s.log.Warn("watcher", "err", err)
 	}
 	if from, to := r.uncaught[0], r.uncaught[1]; to > from {
 		// SIGHUP, SIGINT and SIGTERM sent in this window were lost:

@@ -841,6 +841,69 @@ func TestWatcherKillsGroups(t *testing.T) {
 	}
 }
 
+// hitless that dies during the exec of an upgrade (of a SIGTERM the new
+// runtime cannot catch yet) has its children drained, not killed: the
+// drain signal first, SIGKILL only for what is left at the drain timeout.
+// Once an image runs again ("R"), a death kills as always.
+func TestWatcherDrainsDuringUpgrade(t *testing.T) {
+	// runWatcher, run in this process by the tests before, ignores
+	// SIGTERM, and a child inherits an ignored signal, which a shell
+	// cannot trap then: handled by Go again, the children get the
+	// default.
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM)
+	signal.Stop(c)
+	spawn := func(script string) int {
+		pid, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", script}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
+		return pid
+	}
+	ready := filepath.Join(t.TempDir(), "ready")
+	drains := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done")
+	stubborn := spawn("trap '' TERM; touch " + ready + "; while :; do sleep 0.05; done")
+	waitFile(t, ready)
+	r, w, _ := os.Pipe()
+	fmt.Fprintf(w, "+%d\n+%d\nU %d 500\n", drains, stubborn, int(syscall.SIGTERM))
+	w.Close()
+	runWatcher(r)
+	for pid, want := range map[int]string{drains: "exit status 0", stubborn: "killed by signal SIGKILL"} {
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, 0, nil)
+		if got := exitReason(unix.WaitStatus(ws)); got != want {
+			t.Errorf("pid %d: %s, want %s", pid, got, want)
+		}
+	}
+
+	after := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done")
+	r, w, _ = os.Pipe()
+	fmt.Fprintf(w, "+%d\nU %d 500\nR\n", after, int(syscall.SIGTERM))
+	w.Close()
+	runWatcher(r)
+	var ws syscall.WaitStatus
+	syscall.Wait4(after, &ws, 0, nil)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("after R: %v, want killed", ws)
+	}
+}
+
+// waitFile waits for path to exist: a child says it is ready.
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // A watcher that dies is replaced, and told of the children.
 func TestWatcherRestarted(t *testing.T) {
 	r := start(t, Config{}, "")

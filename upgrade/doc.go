@@ -68,7 +68,8 @@
 //     SIGTERM sent in the window from the old image ignoring them to the
 //     new image catching them is lost, and a SIGTERM in the last part of
 //     it (after the new runtime's signal set-up, before earlysig's init)
-//     ends the new image, whose watcher then kills the children. The new
+//     ends the new image (the supervisor's watcher, told an exec was under
+//     way, then drains the children rather than kill them). The new
 //     image logs the window of each upgrade (State.Uncaught);
 //     docs/reliability.md gives the measured figures. A SIGUSR1 or
 //     SIGUSR2 is lost only if the old runtime catches it in the last

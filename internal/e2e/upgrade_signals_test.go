@@ -35,7 +35,8 @@ import (
 // initialisation. The new image logs the window ("signals uncaught across
 // the exec", CLOCK_MONOTONIC bounds); a signal sent in it is lost, and a
 // SIGTERM in its last part (once the new runtime set up its handlers)
-// ends hitless. The test counts those apart, and reports them with the
+// ends hitless, whose watcher then drains the child (it was told an exec
+// was under way). The test counts those apart, and reports them with the
 // window's size: the figures of docs/reliability.md. Anything else fails
 // it: a signal outside the window lost or handled twice, hitless dead of
 // one, an upgrade's caller without an answer.
@@ -104,7 +105,11 @@ func TestUpgradeSignals(t *testing.T) {
 				t.Fatalf("%s: hitless did not stop", what)
 			case p.ExitSignal() == syscall.SIGTERM && sig == syscall.SIGTERM && u.verdict == "" && afterHandOver(p, mark, u.sentWall):
 				// Ended by the SIGTERM in the window's last part, before
-				// the new image could log it.
+				// the new image could log it: the watcher drains the
+				// child, as the stop the SIGTERM asked for would have.
+				if !p.OutputWithin(10*time.Second, "hitless died during an upgrade; draining 1 process group(s) with SIGTERM") {
+					t.Fatalf("%s: hitless died of it, and the watcher did not drain the child", what)
+				}
 				c.fatal++
 			case p.ExitCode() != 0 || u.verdict != "ok" && u.verdict != "stopping":
 				t.Fatalf("%s: hitless exited %d (signal %v), the upgrade's caller got %q: want a drained stop, exit 0",
@@ -241,4 +246,38 @@ func afterHandOver(p *harness.Hitless, mark int, t time.Time) bool {
 	_, r := findSince(p, mark, "upgrade: handing over")
 	at, err := time.Parse(time.RFC3339Nano, r.Str("time"))
 	return err == nil && t.After(at)
+}
+
+// The new image catches signals as soon as its start allows: package
+// earlysig is initialised right after os/signal, its only import of
+// note, before any heavy package (the CLI, HTTP, metrics, protobuf,
+// YAML). Go initialises packages in import-path order among those whose
+// imports are ready; a new import of earlysig's, or a package renamed to
+// sort before it, would move it (GODEBUG=inittrace=1 shows the order).
+func TestEarlySignalsInitFirst(t *testing.T) {
+	cmd := exec.Command(bin.client, "--version")
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1", "HITLESS_UPGRADE_STATE=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var order []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "init" {
+			order = append(order, f[1])
+		}
+	}
+	early := slices.Index(order, "github.com/hitless/hitless/upgrade/internal/earlysig")
+	if early < 0 {
+		t.Fatalf("earlysig is not initialised:\n%s", strings.Join(order, "\n"))
+	}
+	if order[early-1] != "os/signal" {
+		t.Errorf("earlysig is initialised after %s, not right after os/signal", order[early-1])
+	}
+	for _, heavy := range []string{"net/http", "github.com/spf13/cobra", "github.com/prometheus/client_golang/prometheus", "gopkg.in/yaml%2ev3", "google.golang.org/protobuf/internal/filedesc", "log/slog"} {
+		if i := slices.Index(order, heavy); i >= 0 && i < early {
+			t.Errorf("%s is initialised before earlysig", heavy)
+		}
+	}
+	t.Logf("earlysig is package %d of %d initialised", early+1, len(order))
 }
