@@ -274,7 +274,7 @@ func TestEarlySignalsInitFirst(t *testing.T) {
 	if order[early-1] != "os/signal" {
 		t.Errorf("earlysig is initialised after %s, not right after os/signal", order[early-1])
 	}
-	for _, heavy := range []string{"net/http", "github.com/spf13/cobra", "github.com/prometheus/client_golang/prometheus", "gopkg.in/yaml%2ev3", "google.golang.org/protobuf/internal/filedesc", "log/slog"} {
+	for _, heavy := range []string{"net/http", "github.com/spf13/cobra", "github.com/prometheus/client_golang/prometheus", "go.yaml.in/yaml/v3", "google.golang.org/protobuf/internal/filedesc", "log/slog"} {
 		if i := slices.Index(order, heavy); i >= 0 && i < early {
 			t.Errorf("%s is initialised before earlysig", heavy)
 		}
