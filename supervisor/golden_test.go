@@ -93,13 +93,7 @@ func readGolden(t *testing.T, path string) *upgrade.State {
 // goldenState is the state of the same scenario 14f122a's golden file
 // was written from, written by this build, with what this build adds.
 func goldenState(t *testing.T) *upgrade.State {
-	cfg := trialConfig()
-	h := newMtest(t, cfg)
-	h.do(evReady{gen: 1})
-	h.do(evReload{caller: 1})
-	h.do(evReady{gen: 2}) // generation 2 on trial
-	h.do(evSignal{sig: syscall.SIGHUP})
-	h.do(evWatchdog{gen: 1, kind: watchdogInterval, usec: 7 * time.Second})
+	h := trialWithQueued(t)
 	h.do(evReload{caller: 2})
 	st := upgrade.NewState(3, "(devel) this build")
 	hs := handoff{Machine: exportMachine(h.m), Rundir: "/tmp/hitless-1234", Watcher: 4242, Started: t0,

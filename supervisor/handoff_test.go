@@ -24,12 +24,7 @@ import (
 // goes on the same way.
 func TestMachineStateRoundTrip(t *testing.T) {
 	cfg := trialConfig()
-	h := newMtest(t, cfg)
-	h.do(evReady{gen: 1})
-	h.do(evReload{caller: 1})
-	h.do(evReady{gen: 2}) // generation 2 on trial
-	h.do(evSignal{sig: syscall.SIGHUP})
-	h.do(evWatchdog{gen: 1, kind: watchdogInterval, usec: 7 * time.Second})
+	h := trialWithQueued(t)
 	h.do(evUpgrade{caller: 3, binary: "/new"})
 
 	b, err := json.Marshal(exportMachine(h.m))
@@ -72,6 +67,19 @@ func TestMachineStateRoundTrip(t *testing.T) {
 	if _, err := importMachine(machineState{Serving: 9}, cfg); err == nil {
 		t.Error("a state naming a generation it does not hold was imported")
 	}
+}
+
+// trialWithQueued is a machine with much to carry: generation 2 on trial
+// beside generation 1, whose watchdog interval the child changed, and a
+// reload (a SIGHUP) queued.
+func trialWithQueued(t *testing.T) *mtest {
+	h := newMtest(t, trialConfig())
+	h.do(evReady{gen: 1})
+	h.do(evReload{caller: 1})
+	h.do(evReady{gen: 2}) // generation 2 on trial
+	h.do(evSignal{sig: syscall.SIGHUP})
+	h.do(evWatchdog{gen: 1, kind: watchdogInterval, usec: 7 * time.Second})
+	return h
 }
 
 // fakeHitless writes a script that answers the check mode as a hitless
@@ -172,21 +180,10 @@ func TestUpgradeExecFails(t *testing.T) {
 // that was draining, its deadline armed, is killed at that deadline by
 // the new one, which reaps it; the serving child never notices.
 func TestUpgradeHandsOverInProcess(t *testing.T) {
-	handed := make(chan *upgrade.State, 1)
 	cfg := upgradeConfig(fakeHitless(t, ""))
 	cfg.DrainTimeout = 2 * time.Second
-	r := startWith(t, cfg, func(s *Supervisor) {
-		s.os.mainThread = func() bool { return true }
-		s.os.exec = func(bin *upgrade.Binary, st *upgrade.State) error {
-			next, err := upgrade.Loopback(st)
-			if err != nil {
-				return err
-			}
-			replaced(s)
-			handed <- next
-			select {} // as execve: this image is gone
-		}
-	}, "ignoreterm", "")
+	handed, inProcess := execInProcess()
+	r := startWith(t, cfg, inProcess, "ignoreterm", "")
 	if err := r.reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -199,20 +196,7 @@ func TestUpgradeHandsOverInProcess(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.s.Upgrade(ctx, "") // the old image never answers: the next one does
-	var next *upgrade.State
-	select {
-	case next = <-handed:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no hand-over")
-	}
-	r.replaced.Store(true)
-
-	s, err := Restore(r.s.cfg, next)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next.Commit()
-	b := runSupervisor(t, s, r.addr, r.logs)
+	s, b := restoreNext(t, r, handed)
 	if err := s.UpgradeResult(ctxFor(t, 10*time.Second)); err != nil {
 		t.Errorf("UpgradeResult after the hand-over = %v", err)
 	}
@@ -233,6 +217,44 @@ func TestUpgradeHandsOverInProcess(t *testing.T) {
 	if err := b.stop(); err != nil {
 		t.Errorf("Run after the upgrade = %v", err)
 	}
+}
+
+// execInProcess returns the setup of a supervisor whose exec hands over
+// within this process: the state, as the next image would inherit it,
+// comes on handed, and the supervisor freezes as a replaced image.
+func execInProcess() (handed chan *upgrade.State, setup func(*Supervisor)) {
+	handed = make(chan *upgrade.State, 1)
+	return handed, func(s *Supervisor) {
+		s.os.mainThread = func() bool { return true }
+		s.os.exec = func(_ *upgrade.Binary, st *upgrade.State) error {
+			next, err := upgrade.Loopback(st)
+			if err != nil {
+				return err
+			}
+			replaced(s)
+			handed <- next
+			select {} // as execve: this image is gone
+		}
+	}
+}
+
+// restoreNext takes the state r handed over and runs the supervisor
+// restored from it, as the next image would.
+func restoreNext(t *testing.T, r *running, handed chan *upgrade.State) (*Supervisor, *running) {
+	t.Helper()
+	var next *upgrade.State
+	select {
+	case next = <-handed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no hand-over")
+	}
+	r.replaced.Store(true)
+	s, err := Restore(r.s.cfg, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Commit()
+	return s, runSupervisor(t, s, r.addr, r.logs)
 }
 
 // replaced does to a supervisor that handed over what execve does to an
@@ -283,20 +305,9 @@ func slowHitless(t *testing.T) (path string, release func()) {
 // image, which starts it once. One request, one effect. A rejoin with no
 // caller left to take the place of reloads anew.
 func TestUpgradeCarriesReloadCallers(t *testing.T) {
-	handed := make(chan *upgrade.State, 1)
 	bin, release := slowHitless(t)
-	r := startWith(t, upgradeConfig(bin), func(s *Supervisor) {
-		s.os.mainThread = func() bool { return true }
-		s.os.exec = func(_ *upgrade.Binary, st *upgrade.State) error {
-			next, err := upgrade.Loopback(st)
-			if err != nil {
-				return err
-			}
-			replaced(s)
-			handed <- next
-			select {}
-		}
-	}, "", "", "")
+	handed, inProcess := execInProcess()
+	r := startWith(t, upgradeConfig(bin), inProcess, "", "", "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.s.Upgrade(ctx, "")
@@ -304,19 +315,7 @@ func TestUpgradeCarriesReloadCallers(t *testing.T) {
 	go r.s.Reload(ctx) // the old image never answers it: the request rejoins
 	r.waitFor("the reload queued behind the upgrade", func(st Status) bool { return st.ReloadQueued })
 	release()
-	var next *upgrade.State
-	select {
-	case next = <-handed:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no hand-over")
-	}
-	r.replaced.Store(true)
-	s, err := Restore(r.s.cfg, next)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next.Commit()
-	b := runSupervisor(t, s, r.addr, r.logs)
+	s, b := restoreNext(t, r, handed)
 	if err := s.RejoinReload(ctxFor(t, 20*time.Second)); err != nil {
 		t.Fatalf("the carried reload: %v", err)
 	}
