@@ -67,7 +67,7 @@ var ignored = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM}
 // held is the signal state of the exec'ing thread while an exec is
 // prepared: what to put back if it fails, and what was taken.
 type held struct {
-	at     int64 // when the process stopped catching SIGHUP, SIGINT and SIGTERM (CLOCK_MONOTONIC)
+	at     int64          // when the process stopped catching SIGHUP, SIGINT and SIGTERM (CLOCK_MONOTONIC)
 	mc     chan os.Signal // the markers', caught before the window
 	mask   unix.Sigset_t
 	old    [3]kernelSigaction // of ignored, before
