@@ -526,6 +526,9 @@ func TestValidate(t *testing.T) {
 			[]string{"Env[1]: hitless sets LISTEN_FDS", `Env[2]: "1X" is not a variable name`, `Env[3]: "NOEQ" is not KEY=VALUE`}},
 		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, ReadyDelay: time.Minute, BackoffMin: time.Minute, BackoffMax: time.Second, DrainSignal: syscall.SIGKILL, StableAfter: -1},
 			[]string{"ReadyDelay: 1m0s is not shorter than the ready timeout (1m0s)", "BackoffMax: 1s is below", "DrainSignal: signal 9 cannot", "StableAfter: -1ns is negative"}},
+		// 500ns would tell the child WATCHDOG_USEC=0, no watchdog.
+		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, Watchdog: 500 * time.Nanosecond}, []string{"Watchdog: 500ns is below the minimum of 100ms"}},
+		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, Watchdog: 99 * time.Millisecond}, []string{"Watchdog: 99ms is below the minimum"}},
 	} {
 		err := tc.cfg.Validate()
 		for _, w := range tc.want {

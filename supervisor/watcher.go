@@ -28,6 +28,15 @@ import (
 // does when hitless dies or exits, the watcher reads EOF, sends SIGKILL to
 // every process group it still knows of, and exits.
 //
+// Around the exec of an upgrade, hitless says "U SIGNAL MILLISECONDS"
+// (its drain signal and timeout) and, once an image runs again, "R". If
+// hitless dies in between, it is most likely of a SIGTERM that no Go
+// program can catch while its runtime starts (see package upgrade): the
+// watcher then does what that SIGTERM asked for, a drain. It sends every
+// process group the drain signal, waits until they are gone or the drain
+// timeout passes, and only then kills what is left. hitless still dies
+// of the signal (exit status 143), but no connection in flight is cut.
+//
 // Limits: a process that leaves its generation's process group (setsid,
 // setpgid) is not killed. A process group id freed and reused in the
 // instant between a generation's exit and hitless's own death could be hit.
@@ -57,7 +66,7 @@ func (s *Supervisor) startWatcher() (*watcher, error) {
 		// One P is all it needs, and a thread fewer: 150 KiB less
 		// memory for hitless's whole life.
 		Env:   append(runtimeEnv(), "GOMAXPROCS=1"),
-		Files: []uintptr{null.Fd(), null.Fd(), s.cfg.Stderr.Fd(), r.Fd()},
+		Files: []uintptr{null.Fd(), null.Fd(), s.cfg.Outputs.Stderr.File().Fd(), r.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
 	wt.pid, err = s.reaper.start(s.cfg.ShimPath, []string{"hitless", WatchArg}, attr, func(ws unix.WaitStatus) { wt.exit <- ws })
@@ -82,8 +91,9 @@ func runtimeEnv() []string {
 	return env
 }
 
-// tell sends one line to the watcher. A watcher that does not read within
-// a second is reported, not waited for.
+// tell sends one line to the watcher (see package hidden for them). A
+// watcher that does not read within a second is reported, not waited
+// for.
 func (wt *watcher) tell(line string) error {
 	wt.w.SetWriteDeadline(time.Now().Add(time.Second))
 	_, err := wt.w.WriteString(line)
@@ -92,6 +102,14 @@ func (wt *watcher) tell(line string) error {
 
 func (wt *watcher) add(pgid int) error    { return wt.tell(hidden.Add(pgid)) }
 func (wt *watcher) remove(pgid int) error { return wt.tell(hidden.Remove(pgid)) }
+
+// upgrading tells the watcher that an exec is under way, and how to drain
+// the children should hitless die before an image runs again (running).
+func (wt *watcher) upgrading(sig syscall.Signal, timeout time.Duration) error {
+	return wt.tell(hidden.Upgrading(sig, timeout))
+}
+
+func (wt *watcher) running() error { return wt.tell(hidden.Running) }
 
 // stop closes the pipe, which ends the watcher, and waits a moment for
 // it to exit so that it is reaped.

@@ -23,6 +23,7 @@
 //	hitless_reloads_total{result="ok|failed|rolled_back"}  counter
 //	hitless_restarts_total                                 counter
 //	hitless_watchdog_kills_total                           counter
+//	hitless_output_dropped_lines_total{stream}             counter, lines hitless could not write to its stdout or stderr
 //	hitless_generations{state}                             gauge, every state, 0 included
 //	hitless_generation_resident_memory_bytes{generation,pid,state}  gauge
 //	hitless_generation_drain_start_time_seconds{generation,pid,state}  gauge, draining and failed generations
@@ -45,6 +46,12 @@
 // address that cannot be bound is a start-up error, and serves until
 // Close.
 //
+// An upgrade of hitless in place carries everything: Server is a
+// supervisor.Carrier that hands its listener over (scrapes that connect
+// during the exec wait in its queue; a port chosen for host:0 stays), and
+// Metrics one that hands the histograms' values over, as they are at the
+// exec; the counters come from the status, which the supervisor carries.
+//
 // # Limits
 //
 // A scrape waits for the supervisor's goroutine to answer Status, at most
@@ -53,7 +60,11 @@
 // series are labelled by pid and state, so each generation, and each
 // change of its state, starts new series; they end when the generation
 // exits. Histograms start empty at each start of hitless, as the counters
-// do. There is no TLS and no authentication: bind a loopback address or a
-// unix socket, or put a proxy in front. Only the text format is served
-// (every Prometheus server reads it), uncompressed.
+// do, and keep their values across upgrades in place. The go_* metrics
+// describe the running image, and restart at an upgrade; process_* are
+// the process's, which an upgrade keeps. A scrape in progress when an
+// upgrade begins finishes first (within the hand-over's 5 s). There is
+// no TLS and no authentication: bind a loopback address or a unix
+// socket, or put a proxy in front. Only the text format is served (every
+// Prometheus server reads it), uncompressed, one request per connection.
 package metrics

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 )
 
 // contentType is that of the Prometheus text format, version 0.0.4, the
@@ -86,47 +85,4 @@ func formatFloat(v float64) string {
 		return "NaN"
 	}
 	return strconv.FormatFloat(v, 'g', -1, 64)
-}
-
-// histogram is a Prometheus histogram with fixed upper bounds. Observe
-// and family may be called from any goroutine.
-type histogram struct {
-	name, help string
-	bounds     []float64 // upper bounds, ascending; +Inf is implied
-
-	mu     sync.Mutex
-	counts []uint64 // per bucket, not cumulative; the last is +Inf's
-	sum    float64
-}
-
-func newHistogram(name, help string, bounds []float64) *histogram {
-	return &histogram{name: name, help: help, bounds: bounds, counts: make([]uint64, len(bounds)+1)}
-}
-
-func (h *histogram) observe(v float64) {
-	i, _ := slices.BinarySearch(h.bounds, v) // the first bound >= v: buckets are "le"
-	h.mu.Lock()
-	h.counts[i]++
-	h.sum += v
-	h.mu.Unlock()
-}
-
-func (h *histogram) family() family {
-	h.mu.Lock()
-	counts, sum := slices.Clone(h.counts), h.sum
-	h.mu.Unlock()
-	f := family{name: h.name, help: h.help, typ: "histogram"}
-	var n uint64
-	for i, c := range counts {
-		n += c
-		le := math.Inf(+1)
-		if i < len(h.bounds) {
-			le = h.bounds[i]
-		}
-		f.samples = append(f.samples, sample{suffix: "_bucket", labels: []string{"le", formatFloat(le)}, value: float64(n)})
-	}
-	f.samples = append(f.samples,
-		sample{suffix: "_sum", value: sum},
-		sample{suffix: "_count", value: float64(n)})
-	return f
 }

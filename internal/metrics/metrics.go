@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/upgrade"
 )
 
 // ScrapeTimeout bounds the wait for the supervisor's status at a scrape.
@@ -61,6 +62,8 @@ func ReadBuild() Build {
 
 // Metrics holds the histograms and the figures fixed at start. It is the
 // supervisor.Observer to give the supervisor; Handler serves everything.
+// It is also a supervisor.Carrier: an upgrade in place carries the
+// histograms' values (Restore takes them back).
 type Metrics struct {
 	reload, drain *histogram
 	fixed         []family
@@ -93,10 +96,43 @@ func New(o Options) *Metrics {
 }
 
 // ReloadServing records a reload's duration (supervisor.Observer).
-func (m *Metrics) ReloadServing(d time.Duration) { m.reload.observe(d.Seconds()) }
+func (m *Metrics) ReloadServing(d time.Duration) { m.reload.Observe(d.Seconds()) }
 
 // Drained records a drain's duration (supervisor.Observer).
-func (m *Metrics) Drained(d time.Duration) { m.drain.observe(d.Seconds()) }
+func (m *Metrics) Drained(d time.Duration) { m.drain.Observe(d.Seconds()) }
+
+// metricsState is what an upgrade carries of Metrics.
+type metricsState struct {
+	Reload histogramState `json:"reload_duration_seconds"`
+	Drain  histogramState `json:"drain_duration_seconds"`
+}
+
+// Handoff puts the histograms' values in st (supervisor.Carrier), written
+// at the exec: a drain observed while the supervisor quiesces counts.
+func (m *Metrics) Handoff(ctx context.Context, st *upgrade.State) error {
+	st.PutAtExec("metrics", func() (any, error) {
+		return metricsState{Reload: m.reload.state(), Drain: m.drain.state()}, nil
+	})
+	return nil
+}
+
+// Resume is a no-op: Handoff stops nothing (supervisor.Carrier).
+func (m *Metrics) Resume() {}
+
+// Restore adds the values an earlier image carried in st, if any, to the
+// histograms.
+func (m *Metrics) Restore(st *upgrade.State) error {
+	if _, ok := st.Sections["metrics"]; !ok {
+		return nil // an image without metrics, or older than this
+	}
+	var ms metricsState
+	if err := st.Get("metrics", &ms); err != nil {
+		return err
+	}
+	m.reload.add(ms.Reload)
+	m.drain.add(ms.Drain)
+	return nil
+}
 
 // Handler answers the scrapes of /metrics (see Server).
 type Handler struct {
@@ -193,7 +229,11 @@ func statusFamilies(ctx context.Context, src Source) ([]family, error) {
 	for _, s := range states {
 		gens.add(float64(count[s]), "state", string(s))
 	}
-	return []family{reloads, upgrades, gens, rss, drainAt,
+	dropped := family{name: "hitless_output_dropped_lines_total", typ: "counter",
+		help: "Lines of hitless's log and of its children's output that could not be written to hitless's stdout or stderr (the reader was gone), by stream."}
+	dropped.add(float64(st.OutputDropped.Stderr), "stream", "stderr")
+	dropped.add(float64(st.OutputDropped.Stdout), "stream", "stdout")
+	return []family{reloads, upgrades, gens, rss, drainAt, dropped,
 		one("hitless_restarts_total", "counter", "Restarts begun because no generation served (the serving child died).", float64(st.Restarts)),
 		one("hitless_watchdog_kills_total", "counter", "Serving children aborted (SIGABRT) because they missed their watchdog.", float64(st.WatchdogKills)),
 	}, nil

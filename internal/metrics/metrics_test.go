@@ -203,7 +203,7 @@ func TestFamiliesKept(t *testing.T) {
 func TestText(t *testing.T) {
 	h := newHistogram("h", "a histogram", []float64{1, 2.5})
 	for _, v := range []float64{0.5, 1, 2, 7} {
-		h.observe(v)
+		h.Observe(v)
 	}
 	f := family{name: "x", typ: "gauge", help: "back\\slash\nnewline"}
 	f.add(1, "a", "quote\" back\\ nl\n", "b", "")

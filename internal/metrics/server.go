@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,10 +18,14 @@ import (
 	"time"
 
 	"github.com/hitless/hitless/internal/unixsock"
+	"github.com/hitless/hitless/upgrade"
 )
 
 // Server serves a Handler over HTTP/1.1 on one listener: GET and HEAD of
-// /metrics (any query), one request per connection.
+// /metrics (any query), one request per connection. It is a
+// supervisor.Carrier: an upgrade of hitless in place carries the
+// listener, so that a scraper meets no refused connection and the same
+// port (one chosen for host:0 included) after it.
 //
 // It is not net/http's server, which is 4 MB of hitless's 11 MB binary
 // and 2.3 MiB of what hitless and its watcher hold at rest, every run,
@@ -37,6 +42,8 @@ type Server struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
+	kept   bool           // handed over: Accept ends, the listener stays open
+	done   chan struct{}  // closed when the current Serve has returned
 	wg     sync.WaitGroup // one per connection
 }
 
@@ -65,26 +72,35 @@ func Listen(addr string, h *Handler) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newServer(ln, h), nil
+}
+
+func newServer(ln net.Listener, h *Handler) *Server {
 	ctx, end := context.WithCancel(context.Background())
-	return &Server{ln: ln, h: h, ctx: ctx, end: end, conns: make(map[net.Conn]struct{})}, nil
+	return &Server{ln: ln, h: h, ctx: ctx, end: end, conns: make(map[net.Conn]struct{})}
 }
 
 // Addr is the bound address: the port chosen for host:0, or the socket's
 // path.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Serve serves until Close, and then returns nil once every connection
-// has ended.
+// Serve serves until Close (or a hand-over), and then returns nil. After a
+// hand-over that failed (Resume), it serves again in a goroutine of
+// Resume's.
 func (s *Server) Serve() error {
-	defer s.wg.Wait()
+	s.mu.Lock()
+	done := make(chan struct{})
+	s.done = done
+	s.mu.Unlock()
+	defer close(done)
 	backoff := 5 * time.Millisecond
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			s.mu.Lock()
-			closed := s.closed
+			over := s.closed || s.kept
 			s.mu.Unlock()
-			if closed {
+			if over {
 				return nil
 			}
 			// Out of descriptors, or a connection that went before it
@@ -118,16 +134,113 @@ func (s *Server) Serve() error {
 }
 
 // Close stops serving: it closes the listener (a unix socket's file is
-// removed) and every connection, and ends a scrape in progress.
+// removed) and every connection, ends a scrape in progress, and waits
+// for the connections' goroutines.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
+	s.closeConns()
+	s.mu.Unlock()
+	s.end()
+	err := s.ln.Close()
+	s.wg.Wait()
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// closeConns closes every open connection; s.mu is held.
+func (s *Server) closeConns() {
 	for c := range s.conns {
 		c.Close()
 	}
+}
+
+// serverState is the server, written down for the next image.
+type serverState struct {
+	Network string `json:"network"`
+	Addr    string `json:"addr"`
+}
+
+// Handoff stops accepting without closing the listener, whose queue
+// holds the scrapes that arrive during the exec, answers the scrapes on
+// the connections it has, and puts the listener in st
+// (supervisor.Carrier). A scrape that connected before is answered here;
+// one that connects after, there. A connection that sends nothing within
+// ctx is closed.
+func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
+	s.mu.Lock()
+	s.kept = true
+	done := s.done
 	s.mu.Unlock()
-	s.end()
-	return s.ln.Close()
+	setDeadline(s.ln, time.Unix(1, 0)) // a blocked Accept returns
+	if done != nil {
+		<-done // no connection is accepted from now on
+	}
+	answered := make(chan struct{})
+	go func() { s.wg.Wait(); close(answered) }()
+	select {
+	case <-answered:
+	case <-ctx.Done():
+		s.mu.Lock()
+		s.closeConns()
+		s.mu.Unlock()
+		<-answered
+	}
+	conn, ok := s.ln.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("metrics: cannot carry a %T", s.ln)
+	}
+	if err := st.CarryConn("metrics/listener", conn); err != nil {
+		return err
+	}
+	a := s.ln.Addr()
+	return st.Put("metrics/server", serverState{Network: a.Network(), Addr: a.String()})
+}
+
+// Resume serves again after a hand-over whose exec failed, or that failed
+// itself (supervisor.Carrier).
+func (s *Server) Resume() {
+	s.mu.Lock()
+	s.kept = false
+	s.mu.Unlock()
+	setDeadline(s.ln, time.Time{})
+	go s.Serve()
+}
+
+// Restore takes back the server an earlier image handed over in st, to
+// serve h; nil, nil when st carries none (the earlier image had no
+// metrics, or was older). Nothing of st is closed until st.Commit.
+func Restore(st *upgrade.State, h *Handler) (*Server, error) {
+	var ss serverState
+	if _, ok := st.Sections["metrics/server"]; !ok {
+		return nil, nil
+	}
+	if err := st.Get("metrics/server", &ss); err != nil {
+		return nil, err
+	}
+	f := st.File("metrics/listener")
+	if f == nil {
+		return nil, errors.New("metrics: the state carries no listener")
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("metrics %s: %w", ss.Addr, err)
+	}
+	st.CloseLater(f) // ln holds a duplicate
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(true) // as Listen's: Close removes the file
+	}
+	return newServer(ln, h), nil
+}
+
+// setDeadline sets the deadline of Accept, for the listeners that have
+// one (TCP and unix sockets do).
+func setDeadline(ln net.Listener, t time.Time) {
+	if d, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {
+		d.SetDeadline(t)
+	}
 }
 
 // serve answers the one request of connection c.

@@ -34,12 +34,14 @@
 // The watcher (WatchArg) makes sure nothing of a generation outlives
 // hitless, however hitless dies: it reads "+PGID" and "-PGID" lines
 // (Add, Remove) from fd 3 until EOF, then sends SIGKILL to each process
-// group it was told of and not told is gone. See the supervisor's
-// watcher.go for the parent's side.
+// group it was told of and not told is gone; or, if hitless died during
+// the exec of an upgrade (between Upgrading and Running), drains them
+// first. See the supervisor's watcher.go for the parent's side.
 //
 // # Limits
 //
-// Everything here must import only os, os/signal and what they import:
+// Everything here must import only os, os/signal and what they import
+// (syscall, time, slices, unsafe):
 // the initialiser picks the first ready package by import path, so
 // importing strconv or strings, light as they are, would make this one
 // wait until every ready package sorted before "strconv" (crypto, net,
@@ -51,7 +53,9 @@ package hidden
 import (
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -120,18 +124,33 @@ func Monotonic() int64 {
 	return ts.Nano()
 }
 
-// Add and Remove are the lines that tell the watcher of a process group
-// that starts and of one that is gone.
+// The lines that tell the watcher of a process group that starts (Add)
+// and of one that is gone (Remove), and, around the exec of an upgrade,
+// that an exec is under way and how to drain the groups should hitless
+// die before an image runs again (Upgrading, "U SIGNAL MILLISECONDS"),
+// and that one runs (Running, "R").
 func Add(pgid int) string    { return "+" + itoa(pgid) + "\n" }
 func Remove(pgid int) string { return "-" + itoa(pgid) + "\n" }
+func Upgrading(sig syscall.Signal, timeout time.Duration) string {
+	return "U " + itoa(int(sig)) + " " + itoa(int(timeout.Milliseconds())) + "\n"
+}
+
+// Running is the line that ends Upgrading's.
+const Running = "R\n"
 
 // watch is the watcher's main: it reads process groups from pipe until
-// EOF, then kills the ones it was not told are gone.
+// EOF, then kills the ones it was not told are gone, or drains them if
+// hitless died during the exec of an upgrade.
 func watch(pipe *os.File) int {
 	// Signals meant for hitless's terminal or group are not for it: it
 	// ends when hitless does, and only then.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
 	groups := make(map[int]bool)
+	var drain struct {
+		on      bool
+		sig     syscall.Signal
+		timeout time.Duration
+	}
 	var buf [512]byte
 	var line []byte
 	for {
@@ -141,14 +160,26 @@ func watch(pipe *os.File) int {
 				line = append(line, b)
 				continue
 			}
-			pgid, ok := 0, false
-			if len(line) >= 2 && (line[0] == '+' || line[0] == '-') {
-				pgid, ok = atoi(string(line[1:]))
-			}
-			if ok && pgid > 1 {
-				groups[pgid] = line[0] == '+'
-			} else {
-				os.Stderr.WriteString("hitless watcher: ignoring the line " + string(line[:min(len(line), 64)]) + "\n")
+			switch l := string(line); {
+			case l == "R":
+				drain.on = false
+			case len(l) > 2 && l[:2] == "U ":
+				sig, ms, ok := twoNumbers(l[2:])
+				if ok && sig > 0 && sig < 65 {
+					drain.on, drain.sig, drain.timeout = true, syscall.Signal(sig), time.Duration(ms)*time.Millisecond
+				} else {
+					os.Stderr.WriteString("hitless watcher: ignoring the line " + l[:min(len(l), 64)] + "\n")
+				}
+			default:
+				pgid, ok := 0, false
+				if len(l) >= 2 && (l[0] == '+' || l[0] == '-') {
+					pgid, ok = atoi(l[1:])
+				}
+				if ok && pgid > 1 {
+					groups[pgid] = l[0] == '+'
+				} else {
+					os.Stderr.WriteString("hitless watcher: ignoring the line " + l[:min(len(l), 64)] + "\n")
+				}
 			}
 			line = line[:0]
 		}
@@ -156,14 +187,66 @@ func watch(pipe *os.File) int {
 			break
 		}
 	}
-	for pgid, live := range groups {
-		if live {
-			if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-				os.Stderr.WriteString("hitless watcher: kill process group " + itoa(pgid) + ": " + err.Error() + "\n")
-			}
+	var live []int
+	for pgid, on := range groups {
+		if on {
+			live = append(live, pgid)
+		}
+	}
+	if drain.on {
+		os.Stderr.WriteString("hitless watcher: hitless died during an upgrade; draining " + itoa(len(live)) +
+			" process group(s) with " + signalName(drain.sig) + ", for at most " + drain.timeout.String() + "\n")
+		live = drainGroups(live, drain.sig, drain.timeout)
+	}
+	for _, pgid := range live {
+		if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+			os.Stderr.WriteString("hitless watcher: kill process group " + itoa(pgid) + ": " + err.Error() + "\n")
 		}
 	}
 	return 0
+}
+
+// drainGroups sends sig to each process group and waits until they are
+// gone or timeout passes; it returns those left. Not its children, it
+// cannot wait for them: it looks every 50 ms.
+func drainGroups(groups []int, sig syscall.Signal, timeout time.Duration) []int {
+	for _, pgid := range groups {
+		syscall.Kill(-pgid, sig)
+	}
+	deadline := time.Now().Add(timeout)
+	for len(groups) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		groups = slices.DeleteFunc(groups, func(pgid int) bool { return syscall.Kill(-pgid, 0) == syscall.ESRCH })
+	}
+	return groups
+}
+
+// signalName names the signals a drain may use, as x/sys/unix would.
+func signalName(sig syscall.Signal) string {
+	for _, s := range []struct {
+		sig  syscall.Signal
+		name string
+	}{
+		{syscall.SIGTERM, "SIGTERM"}, {syscall.SIGINT, "SIGINT"}, {syscall.SIGQUIT, "SIGQUIT"}, {syscall.SIGHUP, "SIGHUP"},
+		{syscall.SIGUSR1, "SIGUSR1"}, {syscall.SIGUSR2, "SIGUSR2"}, {syscall.SIGWINCH, "SIGWINCH"}, {syscall.SIGKILL, "SIGKILL"},
+	} {
+		if s.sig == sig {
+			return s.name
+		}
+	}
+	return "signal " + itoa(int(sig))
+}
+
+// twoNumbers parses "A B", two non-negative decimal numbers.
+func twoNumbers(s string) (a, b int, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == ' ' {
+			a, ok1 := atoi(s[:i])
+			b, ok2 := atoi(s[i+1:])
+			return a, b, ok1 && ok2
+		}
+	}
+	return 0, 0, false
 }
 
 // itoa and atoi stand for strconv's, which would make this package wait
