@@ -15,7 +15,7 @@
 // init does the mode's work and never returns when os.Args[1] names one.
 // Go initialises a package as soon as the packages it imports are, in
 // import-path order among those ready (Go 1.21 and later), and this one
-// imports only os, os/signal, syscall and unsafe, so it runs right after
+// imports only os, os/signal and what they import, so it runs right after
 // os/signal, before the heavy packages: TestHiddenModesRunBeforeHeavyInit
 // (internal/e2e) checks it with GODEBUG=inittrace=1. Any other run of
 // the binary passes through with a comparison of one string.
