@@ -297,6 +297,7 @@ func (s *Supervisor) export(st *upgrade.State) error {
 	for id, t := range s.timers {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
 	}
+	slices.SortFunc(h.Timers, func(a, b timerState) int { return int(a.ID) - int(b.ID) })
 	var errs []error
 	carry := func(name string, c syscall.Conn) { errs = append(errs, st.CarryConn(name, c)) }
 	for _, c := range s.children {
@@ -570,6 +571,9 @@ func exportMachine(m *machine) machineState {
 	for tid, ref := range m.timers {
 		ms.Timers = append(ms.Timers, timerRefOf{ID: tid, Kind: ref.kind, Gen: id(ref.gen)})
 	}
+	// By id: a map's order would make every export, and the golden
+	// state, differ from the last.
+	slices.SortFunc(ms.Timers, func(a, b timerRefOf) int { return int(a.ID) - int(b.ID) })
 	return ms
 }
 

@@ -67,6 +67,7 @@ type Supervisor struct {
 	exit      *actExit
 	lingering []*child       // reaped, but a descendant still holds its output
 	steps     *pendingSteps  // a reload that serves, to log once its step's actions are done
+	stepAt    int64          // when the last step of the machine began (CLOCK_MONOTONIC, see now)
 	bg        sync.WaitGroup // exit watchers
 	readers   sync.WaitGroup // notify readers
 	exiting   sync.WaitGroup // exits reaped but not yet fed to the machine
@@ -373,7 +374,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 	if s.restored != nil {
 		s.resumeRestored()
 	} else {
-		s.run(s.m.begin(time.Now()))
+		s.run(s.m.begin(s.now()))
 	}
 	ctxDone := ctx.Done()
 	// idle fires IdleAfter after the last thing that happened; the
@@ -456,7 +457,15 @@ func (s *Supervisor) request(req request) {
 // of the events the actions themselves produce (a spawn's outcome), before
 // anything else happens.
 func (s *Supervisor) feed(ev event) {
-	s.run(s.m.step(time.Now(), ev))
+	s.run(s.m.step(s.now(), ev))
+}
+
+// now is the time for a step of the machine; it notes the same instant
+// on the clock of the reload steps (stepAt), to which the durations the
+// machine reports are relative.
+func (s *Supervisor) now() time.Time {
+	s.stepAt = hidden.Monotonic()
+	return time.Now()
 }
 
 func (s *Supervisor) run(acts []action) {
@@ -469,7 +478,7 @@ func (s *Supervisor) run(acts []action) {
 		}
 		acts = nil
 		for _, ev := range next {
-			acts = append(acts, s.m.step(time.Now(), ev)...)
+			acts = append(acts, s.m.step(s.now(), ev)...)
 		}
 	}
 	if p := s.steps; p != nil {
@@ -551,8 +560,9 @@ func (s *Supervisor) do(a action) event {
 		}
 	case actObserve:
 		if a.what == observeReload {
-			now := hidden.Monotonic()
-			s.steps = &pendingSteps{gen: a.gen, requested: now - int64(a.d), serving: now}
+			// The machine's step that promoted the generation: d back
+			// from it is the request.
+			s.steps = &pendingSteps{gen: a.gen, requested: s.stepAt - int64(a.d), serving: s.stepAt}
 		}
 		if o := s.cfg.Observer; o != nil {
 			switch a.what {
