@@ -350,7 +350,9 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	s.storeSockets()
+	// What New planned for the fd store (see sockets.StorePlan), once.
+	s.storePlan.Apply(s.log)
+	s.storePlan = sockets.StorePlan{}
 	s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "))
 	s.loop(ctx)
 	return s.exit.err
