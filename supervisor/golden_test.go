@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -31,12 +32,12 @@ func TestStateGolden(t *testing.T) {
 	if err := old.Get("supervisor", &h); err != nil {
 		t.Fatal(err)
 	}
-	m, err := importMachine(h.Machine, trialConfig())
+	m, err := machine.Restore(h.Machine, goldenConfig)
 	if err != nil {
 		t.Fatalf("restore 14f122a's state: %v", err)
 	}
-	if m.serving == nil || m.serving.id != 1 || m.trial == nil || m.trial.id != 2 || !m.pending || m.checking || len(m.waiting) != 0 {
-		t.Errorf("14f122a's machine: serving %v, trial %v, pending %v, checking %v, waiting %v", m.serving, m.trial, m.pending, m.checking, m.waiting)
+	if ms := m.Snapshot(); ms.Serving != 1 || ms.Trial != 2 || !ms.Pending || ms.Checking || len(ms.Waiting) != 0 {
+		t.Errorf("14f122a's machine: serving %v, trial %v, pending %v, checking %v, waiting %v", ms.Serving, ms.Trial, ms.Pending, ms.Checking, ms.Waiting)
 	}
 	if h.LastCaller != 0 || h.OutputDropped != (OutputDropped{}) || len(h.Children) != 2 || h.Children[1].Partials != nil {
 		t.Errorf("14f122a's hand-over: %+v", h)
@@ -69,7 +70,7 @@ func TestStateGolden(t *testing.T) {
 	if err := back.Get("supervisor", &hb); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := importMachine(hb.Machine, trialConfig()); err != nil {
+	if _, err := machine.Restore(hb.Machine, goldenConfig); err != nil {
 		t.Errorf("restore this build's state: %v", err)
 	}
 	if sigs, _ := back.TakeSignals(); !slices.Equal(sigs, []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM}) {
@@ -93,10 +94,9 @@ func readGolden(t *testing.T, path string) *upgrade.State {
 // goldenState is the state of the same scenario 14f122a's golden file
 // was written from, written by this build, with what this build adds.
 func goldenState(t *testing.T) *upgrade.State {
-	h := trialWithQueued(t)
-	h.do(evReload{caller: 2})
+	m := goldenMachine()
 	st := upgrade.NewState(3, "(devel) this build")
-	hs := handoff{Machine: exportMachine(h.m), Rundir: "/tmp/hitless-1234", Watcher: 4242, Started: t0,
+	hs := handoff{Machine: m.Snapshot(), Rundir: "/tmp/hitless-1234", Watcher: 4242, Started: goldenTime,
 		Timers: []timerState{{ID: 1, Gen: 1, Deadline: 5 * time.Second}},
 		Children: []childState{{ID: 1, PID: 1001, Notify: "/tmp/hitless-1234/1.sock", Outs: []bool{false, true}, Partials: [][]byte{nil, []byte("half a li")}, Stderr: []byte("started\n"), Status: "ok"},
 			{ID: 2, PID: 1002, Notify: "/tmp/hitless-1234/2.sock", Outs: []bool{false, true}, Stderr: []byte("ready\n")}},
@@ -110,4 +110,40 @@ func goldenState(t *testing.T) *upgrade.State {
 	st.FDs["socket/0"] = 5
 	st.Signals = []string{"SIGHUP", "SIGTERM"}
 	return st
+}
+
+// goldenConfig is the machine's configuration in the golden states: a
+// trial and a watchdog.
+var goldenConfig = machine.Config{
+	ReadyTimeout: 60 * time.Second, DrainTimeout: 30 * time.Second,
+	BackoffMin: 100 * time.Millisecond, BackoffMax: 400 * time.Millisecond, StableAfter: 10 * time.Second,
+	DrainSignal: machine.SIGTERM, Trial: 3 * time.Second, Watchdog: 2 * time.Second, WatchdogGrace: time.Second,
+}
+
+var goldenTime = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+
+// goldenMachine is a machine with much to carry: generation 2 on trial
+// beside generation 1, whose watchdog interval the child changed, the
+// reload's caller waiting, and a reload queued with a caller.
+func goldenMachine() *machine.Machine {
+	m := machine.New(goldenConfig)
+	acts := m.Begin(goldenTime)
+	for _, ev := range []machine.Event{
+		nil, machine.EvReady{Gen: 1}, machine.EvReload{Caller: 1}, machine.EvReady{Gen: 2}, machine.EvSignal{Sig: machine.SIGHUP},
+		machine.EvWatchdog{Gen: 1, Kind: machine.WatchdogInterval, Interval: 7 * time.Second}, machine.EvReload{Caller: 2},
+	} {
+		if ev != nil {
+			acts = m.Step(goldenTime, ev)
+		}
+		for len(acts) > 0 { // every spawn succeeds
+			var next []machine.Action
+			for _, a := range acts {
+				if s, ok := a.(machine.ActStart); ok {
+					next = append(next, m.Step(goldenTime, machine.EvSpawned{Gen: s.Gen, PID: 1000 + s.Gen})...)
+				}
+			}
+			acts = next
+		}
+	}
+	return m
 }

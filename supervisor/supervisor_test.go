@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/harness"
+	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/supervisor/sockets"
 )
 
@@ -629,7 +630,7 @@ func TestDriverWithFakeOS(t *testing.T) {
 	s.os = osEnv{
 		spawn: func(c *child) error {
 			c.pid = 4000 + c.id
-			go s.post(evReady{gen: c.id})
+			go s.post(machine.EvReady{Gen: c.id})
 			return nil
 		},
 		signal: func(pid int, sig syscall.Signal) error {
@@ -637,7 +638,7 @@ func TestDriverWithFakeOS(t *testing.T) {
 			sent = append(sent, fmt.Sprintf("%d:%s", pid, sig))
 			mu.Unlock()
 			if sig == syscall.SIGTERM {
-				go s.post(evExited{gen: pid - 4000, status: bySIGTERM})
+				go s.post(machine.EvExited{Gen: pid - 4000, Exit: exitOf(unix.WaitStatus(syscall.SIGTERM))})
 			}
 			return nil
 		},

@@ -1,15 +1,10 @@
-//go:build linux
-
-package supervisor
+package machine
 
 import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // This file is the supervisor's state: every decision about generations,
@@ -36,266 +31,291 @@ const (
 
 // startKind says why a generation was started, which decides what its
 // success or failure means and what the service manager is told.
-type startKind int
+type StartKind int
 
 const (
-	kindInitial startKind = iota // the first child
-	kindReload                   // SIGHUP, or Reload
-	kindRestart                  // after the serving child died
+	KindInitial StartKind = iota // the first child
+	KindReload                   // SIGHUP, or Reload
+	KindRestart                  // after the serving child died
 )
 
 // callerID names someone waiting for a verdict (a Reload or Stop call);
 // 0 is nobody (a signal).
-type callerID int
+type CallerID int
 
 // timerID names one arming of a timer. Each arming gets a new id, so a
 // timer that fires after it was disarmed (its event already queued) is
 // recognised as stale and ignored.
-type timerID int
+type TimerID int
 
-type timerKind int
+type TimerKind int
 
 const (
-	timerReady      timerKind = iota // a starting generation's ready timeout
-	timerReadyDelay                  // --ready delay:D: ready once this passes
-	timerDrain                       // a draining generation's deadline
-	timerRestart                     // crash-restart backoff
-	timerTrial                       // the end of a generation's trial
-	timerWatchdog                    // a ready generation's watchdog
-	timerAbort                       // the grace after the watchdog's SIGABRT
+	TimerReady      TimerKind = iota // a starting generation's ready timeout
+	TimerReadyDelay                  // --ready delay:D: ready once this passes
+	TimerDrain                       // a draining generation's deadline
+	TimerRestart                     // crash-restart backoff
+	TimerTrial                       // the end of a generation's trial
+	TimerWatchdog                    // a ready generation's watchdog
+	TimerAbort                       // the grace after the watchdog's SIGABRT
 )
 
-// machineConfig is what the machine needs of Config.
-type machineConfig struct {
+// Config is what the machine needs of the supervisor's Config.
+type Config struct {
 	ReadyDelay, ReadyTimeout, DrainTimeout time.Duration
 	BackoffMin, BackoffMax, StableAfter    time.Duration
-	DrainSignal                            syscall.Signal
+	DrainSignal                            Signal
 	Trial, Watchdog, WatchdogGrace         time.Duration
+}
+
+// Signal is a signal by its name ("SIGTERM"): the machine compares,
+// forwards and logs signals, and the driver, which knows the system's
+// numbers, turns names into numbers and back.
+type Signal string
+
+// The signals the machine acts on or sends itself.
+const (
+	SIGHUP  Signal = "SIGHUP"  // reload
+	SIGINT  Signal = "SIGINT"  // stop; a second one kills
+	SIGTERM Signal = "SIGTERM" // stop
+	SIGUSR1 Signal = "SIGUSR1" // forwarded to what serves
+	SIGUSR2 Signal = "SIGUSR2" // forwarded to what serves
+	SIGKILL Signal = "SIGKILL" // at a drain deadline, or after a watchdog's grace
+	SIGABRT Signal = "SIGABRT" // when a serving generation's watchdog expires
+)
+
+// Exit is how a generation's process ended, as the driver read its wait
+// status.
+type Exit struct {
+	Code   int    // shell style: the exit status, or 128 + the signal's number
+	Signal Signal // the signal that ended it; "" if it exited
+	Reason string // "exit status 1", "killed by signal SIGKILL"
 }
 
 // Events. The driver feeds them in the order they happened.
 type (
-	event interface{ isEvent() }
+	Event interface{ isEvent() }
 
-	// evSignal: a signal reached hitless.
-	evSignal struct{ sig syscall.Signal }
-	// evReload: Reload was called; caller waits for the verdict.
-	evReload struct{ caller callerID }
-	// evStop: Stop was called, or Run's context ended (caller 0).
-	evStop struct{ caller callerID }
-	// evStatus: Status was called.
-	evStatus struct{ caller callerID }
-	// evSpawned and evSpawnFailed answer actStart, before any other event.
-	evSpawned     struct{ gen, pid int }
-	evSpawnFailed struct {
-		gen int
-		err string
+	// EvSignal: a signal reached hitless.
+	EvSignal struct{ Sig Signal }
+	// EvReload: Reload was called; caller waits for the verdict.
+	EvReload struct{ Caller CallerID }
+	// EvStop: Stop was called, or Run's context ended (caller 0).
+	EvStop struct{ Caller CallerID }
+	// EvStatus: Status was called.
+	EvStatus struct{ Caller CallerID }
+	// EvSpawned and EvSpawnFailed answer ActStart, before any other event.
+	EvSpawned     struct{ Gen, PID int }
+	EvSpawnFailed struct {
+		Gen int
+		Err string
 	}
-	// evReady: the generation (or a descendant) sent READY=1.
-	evReady struct{ gen int }
-	// evExited: the generation's process was reaped. stderr holds the
+	// EvReady: the generation (or a descendant) sent READY=1.
+	EvReady struct{ Gen int }
+	// EvExited: the generation's process was reaped. stderr holds the
 	// last lines it wrote there.
-	evExited struct {
-		gen    int
-		status unix.WaitStatus
-		stderr []string
+	EvExited struct {
+		Gen    int
+		Exit   Exit
+		Stderr []string
 	}
-	// evTimer: an armed timer fired. stderr holds the last lines the
+	// EvTimer: an armed timer fired. stderr holds the last lines the
 	// timer's generation wrote, if it has one.
-	evTimer struct {
-		id     timerID
-		stderr []string
+	EvTimer struct {
+		ID     TimerID
+		Stderr []string
 	}
-	// evTick: the service manager's watchdog interval passed.
-	evTick struct{}
-	// evPromote and evRollback end the trial in progress early.
-	evPromote  struct{ caller callerID }
-	evRollback struct{ caller callerID }
-	// evWatchdog: the generation sent WATCHDOG=1, WATCHDOG=trigger, or
+	// EvTick: the service manager's watchdog interval passed.
+	EvTick struct{}
+	// EvPromote and EvRollback end the trial in progress early.
+	EvPromote  struct{ Caller CallerID }
+	EvRollback struct{ Caller CallerID }
+	// EvWatchdog: the generation sent WATCHDOG=1, WATCHDOG=trigger, or
 	// WATCHDOG_USEC=usec.
-	evWatchdog struct {
-		gen  int
-		kind watchdogKind
-		usec time.Duration
+	EvWatchdog struct {
+		Gen      int
+		Kind     WatchdogKind
+		Interval time.Duration
 	}
-	// evUpgrade: Upgrade was called, to replace hitless with binary.
-	evUpgrade struct {
-		caller callerID
-		binary string
+	// EvUpgrade: Upgrade was called, to replace hitless with binary.
+	EvUpgrade struct {
+		Caller CallerID
+		Binary string
 	}
-	// evUpgradeChecked answers actCheckUpgrade: err is why the new binary
+	// EvUpgradeChecked answers ActCheckUpgrade: err is why the new binary
 	// was refused, "" if it passed.
-	evUpgradeChecked struct {
-		id  int
-		err string
+	EvUpgradeChecked struct {
+		ID  int
+		Err string
 	}
-	// evUpgradeDone: upgrade id is over: the exec failed ("failed"), or
+	// EvUpgradeDone: upgrade id is over: the exec failed ("failed"), or
 	// this is the image it started, which restored the state ("ok"), or
 	// the old image again, after the new one gave up ("rolled_back").
-	evUpgradeDone struct {
-		id             int
-		result, reason string
-		note           string // for an upgrade that succeeded: see UpgradeResult.Note
+	EvUpgradeDone struct {
+		ID             int
+		Result, Reason string
+		Note           string // for an upgrade that succeeded: see UpgradeResult.Note
 	}
-	// evUpgradeResult: a caller asks for the verdict of the last upgrade.
-	evUpgradeResult struct{ caller callerID }
+	// EvUpgradeResult: a caller asks for the verdict of the last upgrade.
+	EvUpgradeResult struct{ Caller CallerID }
 )
 
-type watchdogKind int
+type WatchdogKind int
 
 const (
-	watchdogPing     watchdogKind = iota // WATCHDOG=1
-	watchdogTrigger                      // WATCHDOG=trigger: act as if it expired
-	watchdogInterval                     // WATCHDOG_USEC=: a new interval
+	WatchdogPing     WatchdogKind = iota // WATCHDOG=1
+	WatchdogTrigger                      // WATCHDOG=trigger: act as if it expired
+	WatchdogInterval                     // WATCHDOG_USEC=: a new interval
 )
 
-func (evSignal) isEvent()         {}
-func (evReload) isEvent()         {}
-func (evStop) isEvent()           {}
-func (evStatus) isEvent()         {}
-func (evSpawned) isEvent()        {}
-func (evSpawnFailed) isEvent()    {}
-func (evReady) isEvent()          {}
-func (evExited) isEvent()         {}
-func (evTimer) isEvent()          {}
-func (evTick) isEvent()           {}
-func (evPromote) isEvent()        {}
-func (evRollback) isEvent()       {}
-func (evWatchdog) isEvent()       {}
-func (evUpgrade) isEvent()        {}
-func (evUpgradeChecked) isEvent() {}
-func (evUpgradeDone) isEvent()    {}
-func (evUpgradeResult) isEvent()  {}
+func (EvSignal) isEvent()         {}
+func (EvReload) isEvent()         {}
+func (EvStop) isEvent()           {}
+func (EvStatus) isEvent()         {}
+func (EvSpawned) isEvent()        {}
+func (EvSpawnFailed) isEvent()    {}
+func (EvReady) isEvent()          {}
+func (EvExited) isEvent()         {}
+func (EvTimer) isEvent()          {}
+func (EvTick) isEvent()           {}
+func (EvPromote) isEvent()        {}
+func (EvRollback) isEvent()       {}
+func (EvWatchdog) isEvent()       {}
+func (EvUpgrade) isEvent()        {}
+func (EvUpgradeChecked) isEvent() {}
+func (EvUpgradeDone) isEvent()    {}
+func (EvUpgradeResult) isEvent()  {}
 
 // Actions, carried out by the driver in the order given.
 type (
-	action interface{ isAction() }
+	Action interface{ isAction() }
 
-	// actStart: spawn generation gen; answer with evSpawned or
-	// evSpawnFailed before anything else.
-	actStart struct {
-		gen  int
-		kind startKind
+	// ActStart: spawn generation gen; answer with EvSpawned or
+	// EvSpawnFailed before anything else.
+	ActStart struct {
+		Gen  int
+		Kind StartKind
 	}
-	// actSignal: send sig to the process group of pid.
-	actSignal struct {
-		gen, pid int
-		sig      syscall.Signal
+	// ActSignal: send sig to the process group of pid.
+	ActSignal struct {
+		Gen, PID int
+		Sig      Signal
 	}
-	// actArm: fire evTimer{id} after the duration. gen is the generation
+	// ActArm: fire EvTimer{id} after the duration. gen is the generation
 	// the timer belongs to (0 for none), whose stderr the event carries.
-	actArm struct {
-		id    timerID
-		kind  timerKind
-		gen   int
-		after time.Duration
+	ActArm struct {
+		ID    TimerID
+		Kind  TimerKind
+		Gen   int
+		After time.Duration
 	}
-	actDisarm struct{ id timerID }
-	// actReply: the verdict for caller: nil, *ReloadError or ErrStopping.
-	actReply struct {
-		caller callerID
-		err    error
+	ActDisarm struct{ ID TimerID }
+	// ActReply: the verdict for caller: nil, *ReloadError or ErrStopping.
+	ActReply struct {
+		Caller CallerID
+		Err    error
 	}
-	// actStatus: answer caller with the machine's view.
-	actStatus struct {
-		caller callerID
-		view   machineView
+	// ActStatus: answer caller with the machine's view.
+	ActStatus struct {
+		Caller CallerID
+		View   View
 	}
-	// actNotify: tell the service manager.
-	actNotify struct {
-		what notifyKind
-		text string
+	// ActNotify: tell the service manager.
+	ActNotify struct {
+		What NotifyKind
+		Text string
 	}
-	actLog struct {
-		level slog.Level
-		msg   string
-		attrs []any
+	ActLog struct {
+		Level slog.Level
+		Msg   string
+		Attrs []any
 	}
-	// actForget: the generation exited; release what the driver holds
+	// ActForget: the generation exited; release what the driver holds
 	// for it.
-	actForget struct{ gen int }
-	// actRelease: a stop began; close hitless's copies of the sockets, so
+	ActForget struct{ Gen int }
+	// ActRelease: a stop began; close hitless's copies of the sockets, so
 	// that late clients are refused instead of queued behind nobody.
-	actRelease struct{}
-	// actExit: every generation has exited; Run returns err. The stop
+	ActRelease struct{}
+	// ActExit: every generation has exited; Run returns err. The stop
 	// callers get their reply once hitless has released everything.
-	actExit struct {
-		err     error
-		callers []callerID
+	ActExit struct {
+		Err     error
+		Callers []CallerID
 	}
-	// actObserve: a measurement for the metrics.
-	actObserve struct {
-		what observeKind
-		d    time.Duration
+	// ActObserve: a measurement for the metrics.
+	ActObserve struct {
+		What     ObserveKind
+		Duration time.Duration
 	}
-	// actCheckUpgrade: run the new binary's check; answer with
-	// evUpgradeChecked.
-	actCheckUpgrade struct {
-		id     int
-		binary string
+	// ActCheckUpgrade: run the new binary's check; answer with
+	// EvUpgradeChecked.
+	ActCheckUpgrade struct {
+		ID     int
+		Binary string
 	}
-	// actExecUpgrade: replace this image with the checked binary, handing
-	// the state over; if that fails, answer with evUpgradeDone. The
+	// ActExecUpgrade: replace this image with the checked binary, handing
+	// the state over; if that fails, answer with EvUpgradeDone. The
 	// callers' answer comes from the new image.
-	actExecUpgrade struct{ id int }
-	// actCancelCheck: kill the check of upgrade id; its evUpgradeChecked
+	ActExecUpgrade struct{ ID int }
+	// ActCancelCheck: kill the check of upgrade id; its EvUpgradeChecked
 	// will be stale.
-	actCancelCheck struct{ id int }
+	ActCancelCheck struct{ ID int }
 )
 
-type observeKind int
+type ObserveKind int
 
 const (
-	observeReload observeKind = iota // from the reload's request to the new generation serving
-	observeDrain                     // from the drain signal to the exit
+	ObserveReload ObserveKind = iota // from the reload's request to the new generation serving
+	ObserveDrain                     // from the drain signal to the exit
 )
 
-func (actStart) isAction()        {}
-func (actSignal) isAction()       {}
-func (actArm) isAction()          {}
-func (actDisarm) isAction()       {}
-func (actReply) isAction()        {}
-func (actStatus) isAction()       {}
-func (actNotify) isAction()       {}
-func (actLog) isAction()          {}
-func (actForget) isAction()       {}
-func (actRelease) isAction()      {}
-func (actExit) isAction()         {}
-func (actObserve) isAction()      {}
-func (actCheckUpgrade) isAction() {}
-func (actExecUpgrade) isAction()  {}
-func (actCancelCheck) isAction()  {}
+func (ActStart) isAction()        {}
+func (ActSignal) isAction()       {}
+func (ActArm) isAction()          {}
+func (ActDisarm) isAction()       {}
+func (ActReply) isAction()        {}
+func (ActStatus) isAction()       {}
+func (ActNotify) isAction()       {}
+func (ActLog) isAction()          {}
+func (ActForget) isAction()       {}
+func (ActRelease) isAction()      {}
+func (ActExit) isAction()         {}
+func (ActObserve) isAction()      {}
+func (ActCheckUpgrade) isAction() {}
+func (ActExecUpgrade) isAction()  {}
+func (ActCancelCheck) isAction()  {}
 
-type notifyKind int
+type NotifyKind int
 
 const (
-	notifyReady     notifyKind = iota // READY=1, with STATUS=text
-	notifyReloading                   // RELOADING=1 and MONOTONIC_USEC
-	notifyStopping                    // STOPPING=1
-	notifyStatus                      // STATUS=text
-	notifyWatchdog                    // WATCHDOG=1
+	NotifyReady     NotifyKind = iota // READY=1, with STATUS=text
+	NotifyReloading                   // RELOADING=1 and MONOTONIC_USEC
+	NotifyStopping                    // STOPPING=1
+	NotifyStatus                      // STATUS=text
+	NotifyWatchdog                    // WATCHDOG=1
 )
 
-// machineView is what the machine knows for Status.
-type machineView struct {
-	gens                               []genView
-	stopping, upgrading, upgradeQueued bool
-	reloadQueued                       bool
-	stats                              Stats
+// View is what the machine knows for Status.
+type View struct {
+	Gens                               []GenView
+	Stopping, Upgrading, UpgradeQueued bool
+	ReloadQueued                       bool
+	Stats                              Stats
 }
 
-type genView struct {
-	id, pid                 int
-	state                   State
-	started, readyAt, drain time.Time
-	trialEnds               time.Time
-	watchdog                time.Duration // 0 when not enforced
+// GenView is a generation in View.
+type GenView struct {
+	ID, PID                   int
+	State                     State
+	Started, ReadyAt, DrainAt time.Time
+	TrialEnds                 time.Time
+	Watchdog                  time.Duration // 0 when not enforced
 }
 
 // mgen is one generation as the machine sees it.
 type mgen struct {
 	id      int
-	kind    startKind
+	kind    StartKind
 	pid     int // 0 until spawned
 	state   State
 	started time.Time
@@ -304,29 +324,29 @@ type mgen struct {
 
 	askedAt time.Time // when the reload that started it was asked for
 
-	ready, delay, drain timerID // armed timers; 0 when none
+	ready, delay, drain TimerID // armed timers; 0 when none
 	drainSent           bool    // the drain signal went out (once, ever)
 
-	trial     timerID // the end of its trial
+	trial     TimerID // the end of its trial
 	trialEnds time.Time
 
 	wdInterval time.Duration // enforced once ready; 0 for none
-	watchdog   timerID
-	abort      timerID // SIGKILL after the watchdog's SIGABRT
+	watchdog   TimerID
+	abort      TimerID // SIGKILL after the watchdog's SIGABRT
 	wdFired    bool    // the watchdog expired: it is being killed
 }
 
 type timerRef struct {
-	kind timerKind
+	kind TimerKind
 	gen  *mgen // nil for the restart timer
 }
 
-// machine is the supervisor's state. The zero value is not usable; see
-// newMachine.
-type machine struct {
-	cfg machineConfig
+// Machine is the supervisor's state. The zero value is not usable; see
+// New.
+type Machine struct {
+	cfg Config
 	now time.Time
-	out []action
+	out []Action
 
 	gens     []*mgen // every generation not yet exited, oldest first
 	lastID   int
@@ -336,27 +356,27 @@ type machine struct {
 
 	pending  bool       // one more reload queued behind the one in flight
 	queuedAt time.Time  // when the queued reload was first asked for
-	waiting  []callerID // callers of the reload in flight
-	queued   []callerID // callers of the queued reload
+	waiting  []CallerID // callers of the reload in flight
+	queued   []CallerID // callers of the queued reload
 
 	stopping    bool
-	stopCallers []callerID
+	stopCallers []CallerID
 	done        bool
 
-	restart  timerID // armed restart timer
+	restart  TimerID // armed restart timer
 	backoff  time.Duration
 	exitCode int
 	initErr  error
 
-	timers    map[timerID]timerRef // armed
-	lastTimer timerID
+	timers    map[TimerID]timerRef // armed
+	lastTimer TimerID
 
 	// The upgrade of hitless itself (see upgrade.go in package upgrade).
 	upgrading      bool
 	checking       bool // the upgrade's check runs: a stop cancels it
 	upgradeID      int  // the last one begun
 	upgradeBinary  string
-	upgradeCallers []callerID
+	upgradeCallers []CallerID
 	upgradeQueued  bool // asked for during a reload: begins after it
 	stopDeferred   bool // a stop asked for during the upgrade
 	restartDue     bool // the restart timer fired during the upgrade
@@ -364,95 +384,95 @@ type machine struct {
 	stats Stats
 }
 
-func newMachine(cfg machineConfig) *machine {
-	return &machine{cfg: cfg, backoff: cfg.BackoffMin, timers: make(map[timerID]timerRef)}
+func New(cfg Config) *Machine {
+	return &Machine{cfg: cfg, backoff: cfg.BackoffMin, timers: make(map[TimerID]timerRef)}
 }
 
-// begin starts the first generation. It is the machine's first step.
-func (m *machine) begin(now time.Time) []action {
+// Begin starts the first generation. It is the machine's first step.
+func (m *Machine) Begin(now time.Time) []Action {
 	m.now, m.out = now, nil
-	m.startGen(kindInitial, now)
+	m.startGen(KindInitial, now)
 	return m.out
 }
 
-// step applies one event and returns what the driver must do.
-func (m *machine) step(now time.Time, ev event) []action {
+// Step applies one event and returns what the driver must do.
+func (m *Machine) Step(now time.Time, ev Event) []Action {
 	m.now, m.out = now, nil
 	if m.done {
 		return nil
 	}
 	switch ev := ev.(type) {
-	case evSignal:
-		m.signal(ev.sig)
-	case evReload:
-		m.reload(ev.caller)
-	case evStop:
-		m.stop(ev.caller)
-	case evStatus:
-		m.emit(actStatus{caller: ev.caller, view: m.view()})
-	case evTick:
+	case EvSignal:
+		m.signal(ev.Sig)
+	case EvReload:
+		m.reload(ev.Caller)
+	case EvStop:
+		m.stop(ev.Caller)
+	case EvStatus:
+		m.emit(ActStatus{Caller: ev.Caller, View: m.view()})
+	case EvTick:
 		// Only a service that serves is alive to the service manager.
 		if m.serving != nil {
-			m.emit(actNotify{what: notifyWatchdog})
+			m.emit(ActNotify{What: NotifyWatchdog})
 		}
-	case evSpawned:
-		if g := m.starting; g != nil && g.id == ev.gen && g.pid == 0 {
-			m.spawned(g, ev.pid)
+	case EvSpawned:
+		if g := m.starting; g != nil && g.id == ev.Gen && g.pid == 0 {
+			m.spawned(g, ev.PID)
 		}
-	case evSpawnFailed:
-		if g := m.starting; g != nil && g.id == ev.gen && g.pid == 0 {
+	case EvSpawnFailed:
+		if g := m.starting; g != nil && g.id == ev.Gen && g.pid == 0 {
 			g.state = Exited
-			m.failed(g, ev.err, nil)
+			m.failed(g, ev.Err, nil)
 			m.afterFailure()
 		}
-	case evReady:
+	case EvReady:
 		// Only the generation being started can take over: a READY=1
 		// from one that serves, drains, or was stopped changes nothing.
-		if g := m.starting; g != nil && g.id == ev.gen && g.state == Starting && g.pid > 0 {
+		if g := m.starting; g != nil && g.id == ev.Gen && g.state == Starting && g.pid > 0 {
 			m.ready(g)
 		}
-	case evPromote:
+	case EvPromote:
 		if g := m.trial; g != nil {
 			m.logf(slog.LevelInfo, "trial ended early: promote", "generation", g.id, "pid", g.pid)
 			m.promote(g)
-			m.reply(ev.caller, nil)
+			m.reply(ev.Caller, nil)
 		} else {
-			m.reply(ev.caller, ErrNoTrial)
+			m.reply(ev.Caller, ErrNoTrial)
 		}
-	case evRollback:
+	case EvRollback:
 		if g := m.trial; g != nil {
 			m.rollback(g, "asked by hitless rollback", nil)
-			m.reply(ev.caller, nil)
+			m.reply(ev.Caller, nil)
 		} else {
-			m.reply(ev.caller, ErrNoTrial)
+			m.reply(ev.Caller, ErrNoTrial)
 		}
-	case evWatchdog:
-		if g := m.find(ev.gen); g != nil {
+	case EvWatchdog:
+		if g := m.find(ev.Gen); g != nil {
 			m.watchdogEvent(g, ev)
 		}
-	case evUpgrade:
-		m.upgrade(ev.caller, ev.binary)
-	case evUpgradeChecked:
-		if m.upgrading && m.checking && ev.id == m.upgradeID {
+	case EvUpgrade:
+		m.upgrade(ev.Caller, ev.Binary)
+	case EvUpgradeChecked:
+		if m.upgrading && m.checking && ev.ID == m.upgradeID {
 			m.checking = false
-			if ev.err != "" {
-				m.upgradeDone("refused", ev.err, "")
+			if ev.Err != "" {
+				m.upgradeDone("refused", ev.Err, "")
 			} else {
-				m.logf(slog.LevelInfo, "upgrade: the new binary passed its check; executing it", "upgrade", ev.id, "binary", m.upgradeBinary)
-				m.emit(actExecUpgrade{id: ev.id})
+				m.logf(slog.LevelInfo, "upgrade: the new binary passed its check; executing it", "upgrade", ev.ID, "binary", m.upgradeBinary)
+				m.emit(ActExecUpgrade{ID: ev.ID})
 			}
 		}
-	case evUpgradeDone:
-		if m.upgrading && ev.id == m.upgradeID {
-			m.upgradeDone(ev.result, ev.reason, ev.note)
+	case EvUpgradeDone:
+		if m.upgrading && ev.ID == m.upgradeID {
+			m.upgradeDone(ev.Result, ev.Reason, ev.Note)
 		}
-	case evUpgradeResult:
-		m.reply(ev.caller, m.upgradeErr())
-	case evTimer:
-		m.timer(ev.id, ev.stderr)
-	case evExited:
-		if g := m.find(ev.gen); g != nil {
-			m.exited(g, ev.status, ev.stderr)
+	case EvUpgradeResult:
+		m.reply(ev.Caller, m.upgradeErr())
+	case EvTimer:
+		m.timer(ev.ID, ev.Stderr)
+	case EvExited:
+		if g := m.find(ev.Gen); g != nil {
+			m.exited(g, ev.Exit, ev.Stderr)
 		}
 	}
 	// A generation on trial goes across the upgrade with its deadline; a
@@ -467,13 +487,13 @@ func (m *machine) step(now time.Time, ev event) []action {
 	return m.out
 }
 
-func (m *machine) emit(a action) { m.out = append(m.out, a) }
+func (m *Machine) emit(a Action) { m.out = append(m.out, a) }
 
-func (m *machine) logf(level slog.Level, msg string, attrs ...any) {
-	m.emit(actLog{level: level, msg: msg, attrs: attrs})
+func (m *Machine) logf(level slog.Level, msg string, attrs ...any) {
+	m.emit(ActLog{Level: level, Msg: msg, Attrs: attrs})
 }
 
-func (m *machine) find(id int) *mgen {
+func (m *Machine) find(id int) *mgen {
 	for _, g := range m.gens {
 		if g.id == id {
 			return g
@@ -482,29 +502,29 @@ func (m *machine) find(id int) *mgen {
 	return nil
 }
 
-func (m *machine) signal(sig syscall.Signal) {
+func (m *Machine) signal(sig Signal) {
 	switch sig {
-	case syscall.SIGHUP:
+	case SIGHUP:
 		m.logf(slog.LevelInfo, "SIGHUP: reload")
 		m.reload(0)
-	case syscall.SIGINT, syscall.SIGTERM:
-		if sig == syscall.SIGINT && m.stopping {
+	case SIGINT, SIGTERM:
+		if sig == SIGINT && m.stopping {
 			m.logf(slog.LevelWarn, "second SIGINT: killing every child now")
 			for _, g := range m.gens {
-				m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGKILL})
+				m.emit(ActSignal{Gen: g.id, PID: g.pid, Sig: SIGKILL})
 			}
 			return
 		}
-		m.logf(slog.LevelInfo, "stop", "signal", unix.SignalName(sig))
+		m.logf(slog.LevelInfo, "stop", "signal", string(sig))
 		m.stop(0)
-	case syscall.SIGUSR1, syscall.SIGUSR2:
+	case SIGUSR1, SIGUSR2:
 		// To every generation that serves: one on trial writes logs too
 		// (logrotate's USR1), and is the same program as the one it
 		// would replace.
 		for _, g := range []*mgen{m.serving, m.trial} {
 			if g != nil {
-				m.logf(slog.LevelInfo, "forwarding signal", "signal", unix.SignalName(sig), "generation", g.id, "pid", g.pid)
-				m.emit(actSignal{gen: g.id, pid: g.pid, sig: sig})
+				m.logf(slog.LevelInfo, "forwarding signal", "signal", string(sig), "generation", g.id, "pid", g.pid)
+				m.emit(ActSignal{Gen: g.id, PID: g.pid, Sig: sig})
 			}
 		}
 	}
@@ -513,7 +533,7 @@ func (m *machine) signal(sig syscall.Signal) {
 // reload starts a new generation now, or queues one behind the one in
 // flight. Requests that arrive while one is queued join it: a burst of
 // reloads ends in at most two starts, never in aborting the one running.
-func (m *machine) reload(caller callerID) {
+func (m *Machine) reload(caller CallerID) {
 	switch {
 	case m.stopping:
 		m.reply(caller, ErrStopping)
@@ -526,34 +546,34 @@ func (m *machine) reload(caller callerID) {
 		m.waiting = appendCaller(m.waiting, caller)
 		// An operator's reload during a crash-restart backoff runs now.
 		m.disarm(&m.restart)
-		m.startGen(kindReload, m.now)
+		m.startGen(KindReload, m.now)
 	}
 }
 
-func (m *machine) startGen(kind startKind, askedAt time.Time) {
-	if kind == kindReload {
-		m.emit(actNotify{what: notifyReloading})
+func (m *Machine) startGen(kind StartKind, askedAt time.Time) {
+	if kind == KindReload {
+		m.emit(ActNotify{What: NotifyReloading})
 	}
 	m.lastID++
 	g := &mgen{id: m.lastID, kind: kind, state: Starting, askedAt: askedAt, wdInterval: m.cfg.Watchdog}
 	m.starting = g
-	m.emit(actStart{gen: g.id, kind: kind})
+	m.emit(ActStart{Gen: g.id, Kind: kind})
 }
 
-func (m *machine) spawned(g *mgen, pid int) {
+func (m *Machine) spawned(g *mgen, pid int) {
 	g.pid, g.started = pid, m.now
 	m.gens = append(m.gens, g)
-	g.ready = m.arm(timerReady, g, m.cfg.ReadyTimeout)
+	g.ready = m.arm(TimerReady, g, m.cfg.ReadyTimeout)
 	if m.cfg.ReadyDelay > 0 {
-		g.delay = m.arm(timerReadyDelay, g, m.cfg.ReadyDelay)
+		g.delay = m.arm(TimerReadyDelay, g, m.cfg.ReadyDelay)
 	}
 }
 
 // ready: g said READY=1 (or its delay passed). A reload with a trial
 // window serves beside the serving generation first; anything else takes
 // over at once.
-func (m *machine) ready(g *mgen) {
-	if g.kind == kindReload && m.serving != nil && m.cfg.Trial > 0 {
+func (m *Machine) ready(g *mgen) {
+	if g.kind == KindReload && m.serving != nil && m.cfg.Trial > 0 {
 		m.beginTrial(g)
 		return
 	}
@@ -563,18 +583,18 @@ func (m *machine) ready(g *mgen) {
 // beginTrial lets g serve beside the serving generation, which is not
 // signalled, until the trial ends: if g fails meanwhile, nothing was
 // lost, and the old one simply goes on.
-func (m *machine) beginTrial(g *mgen) {
+func (m *Machine) beginTrial(g *mgen) {
 	g.readyAt = m.now
 	m.disarm(&g.ready)
 	m.disarm(&g.delay)
 	g.state, m.trial, m.starting = Trial, g, nil
 	g.trialEnds = m.now.Add(m.cfg.Trial)
-	g.trial = m.arm(timerTrial, g, m.cfg.Trial)
+	g.trial = m.arm(TimerTrial, g, m.cfg.Trial)
 	m.armWatchdog(g)
 	old := m.serving
 	m.logf(slog.LevelInfo, "trial", "generation", g.id, "pid", g.pid, "ready_after", m.now.Sub(g.started).Round(time.Millisecond),
 		"trial", m.cfg.Trial, "beside_generation", old.id)
-	m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("trial: generation %d (pid %d) serves beside generation %d (pid %d) for %v",
+	m.emit(ActNotify{What: NotifyStatus, Text: fmt.Sprintf("trial: generation %d (pid %d) serves beside generation %d (pid %d) for %v",
 		g.id, g.pid, old.id, old.pid, m.cfg.Trial)})
 }
 
@@ -582,7 +602,7 @@ func (m *machine) beginTrial(g *mgen) {
 // generation, never signalled, goes on. g is on trial, or has just exited
 // (with every timer of it disarmed); sendDrain disarms its trial and its
 // watchdog.
-func (m *machine) rollback(g *mgen, reason string, stderr []string) {
+func (m *Machine) rollback(g *mgen, reason string, stderr []string) {
 	err := &ReloadError{Generation: g.id, PID: g.pid, Reason: "rolled back during the trial: " + reason, Stderr: stderr, RolledBack: true}
 	m.trial = nil
 	if g.state == Trial {
@@ -595,7 +615,7 @@ func (m *machine) rollback(g *mgen, reason string, stderr []string) {
 }
 
 // promote makes g the serving generation and drains the one before it.
-func (m *machine) promote(g *mgen) {
+func (m *Machine) promote(g *mgen) {
 	if g.readyAt.IsZero() {
 		g.readyAt = m.now
 	}
@@ -610,34 +630,34 @@ func (m *machine) promote(g *mgen) {
 	m.armWatchdog(g)
 	m.logf(slog.LevelInfo, "serving", "generation", g.id, "pid", g.pid, "ready_after", g.readyAt.Sub(g.started).Round(time.Millisecond))
 	switch g.kind {
-	case kindInitial:
-		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("serving: generation %d (pid %d)", g.id, g.pid)})
-	case kindReload:
+	case KindInitial:
+		m.emit(ActNotify{What: NotifyReady, Text: fmt.Sprintf("serving: generation %d (pid %d)", g.id, g.pid)})
+	case KindReload:
 		m.stats.ReloadsOK++
-		m.emit(actObserve{what: observeReload, d: m.now.Sub(g.askedAt)})
-		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("reload succeeded: generation %d (pid %d) serving", g.id, g.pid)})
-	case kindRestart:
-		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("restarted: generation %d (pid %d) serving", g.id, g.pid)})
+		m.emit(ActObserve{What: ObserveReload, Duration: m.now.Sub(g.askedAt)})
+		m.emit(ActNotify{What: NotifyReady, Text: fmt.Sprintf("reload succeeded: generation %d (pid %d) serving", g.id, g.pid)})
+	case KindRestart:
+		m.emit(ActNotify{What: NotifyStatus, Text: fmt.Sprintf("restarted: generation %d (pid %d) serving", g.id, g.pid)})
 	}
 	if old != nil {
 		m.drain(old)
 	}
 	m.replyAll(&m.waiting, nil)
 	if m.takeQueued() {
-		m.startGen(kindReload, m.queuedAt)
+		m.startGen(KindReload, m.queuedAt)
 	}
 }
 
 // drain tells g to finish its work and exit, and arms its deadline.
-func (m *machine) drain(g *mgen) {
-	m.logf(slog.LevelInfo, "draining", "generation", g.id, "pid", g.pid, "signal", unix.SignalName(m.cfg.DrainSignal), "timeout", m.cfg.DrainTimeout)
+func (m *Machine) drain(g *mgen) {
+	m.logf(slog.LevelInfo, "draining", "generation", g.id, "pid", g.pid, "signal", string(m.cfg.DrainSignal), "timeout", m.cfg.DrainTimeout)
 	m.sendDrain(g, Draining)
 }
 
 // sendDrain sends g the drain signal and arms its deadline, once in g's
 // life: a second drain signal would read as "cut the drain short" to
 // childproc, and a second deadline would outlive the first.
-func (m *machine) sendDrain(g *mgen, state State) {
+func (m *Machine) sendDrain(g *mgen, state State) {
 	g.state = state
 	m.disarm(&g.ready)
 	m.disarm(&g.delay)
@@ -647,12 +667,12 @@ func (m *machine) sendDrain(g *mgen, state State) {
 		return
 	}
 	g.drainSent, g.drainAt = true, m.now
-	m.emit(actSignal{gen: g.id, pid: g.pid, sig: m.cfg.DrainSignal})
-	g.drain = m.arm(timerDrain, g, m.cfg.DrainTimeout)
+	m.emit(ActSignal{Gen: g.id, PID: g.pid, Sig: m.cfg.DrainSignal})
+	g.drain = m.arm(TimerDrain, g, m.cfg.DrainTimeout)
 }
 
 // failed records that g did not take over and stops what is left of it.
-func (m *machine) failed(g *mgen, reason string, stderr []string) {
+func (m *Machine) failed(g *mgen, reason string, stderr []string) {
 	err := &ReloadError{Generation: g.id, PID: g.pid, Reason: reason, Stderr: stderr}
 	if g.state == Starting {
 		// A child that is not ready may still have accepted connections
@@ -664,9 +684,9 @@ func (m *machine) failed(g *mgen, reason string, stderr []string) {
 		m.starting = nil
 	}
 	m.stats.ReloadsFailed++
-	msg := map[startKind]string{kindInitial: "start failed", kindReload: "reload failed", kindRestart: "restart failed"}[g.kind]
+	msg := map[StartKind]string{KindInitial: "start failed", KindReload: "reload failed", KindRestart: "restart failed"}[g.kind]
 	m.reloadFailed(g, err, msg, reason, stderr)
-	if g.kind == kindInitial && !m.stopping {
+	if g.kind == KindInitial && !m.stopping {
 		// The first child goes through the same gate; failing it ends hitless.
 		m.initErr = fmt.Errorf("first child: %w", err)
 		m.stop(0)
@@ -677,22 +697,22 @@ func (m *machine) failed(g *mgen, reason string, stderr []string) {
 // ("reload failed", "reload rolled back", ...), tells the service manager
 // for a reload or a restart, and answers the callers of the reload in
 // flight.
-func (m *machine) reloadFailed(g *mgen, err *ReloadError, msg, reason string, stderr []string) {
+func (m *Machine) reloadFailed(g *mgen, err *ReloadError, msg, reason string, stderr []string) {
 	m.stats.LastFailure, m.stats.LastFailureAt = err.Error(), m.now
 	m.logf(slog.LevelError, msg, "generation", g.id, "pid", g.pid, "reason", reason, "stderr", strings.Join(stderr, " | "))
 	switch g.kind {
-	case kindReload:
+	case KindReload:
 		// systemd has no "reload failed" message: READY=1 ends the
 		// reload job, and STATUS= says how it went.
-		m.emit(actNotify{what: notifyReady, text: fmt.Sprintf("%s: %s; %s", msg, err, m.stillServing())})
-	case kindRestart:
-		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("%s: %s", msg, err)})
+		m.emit(ActNotify{What: NotifyReady, Text: fmt.Sprintf("%s: %s; %s", msg, err, m.stillServing())})
+	case KindRestart:
+		m.emit(ActNotify{What: NotifyStatus, Text: fmt.Sprintf("%s: %s", msg, err)})
 	}
 	m.replyAll(&m.waiting, err)
 }
 
 // stillServing says what serves after a reload failed.
-func (m *machine) stillServing() string {
+func (m *Machine) stillServing() string {
 	if s := m.serving; s != nil {
 		return fmt.Sprintf("generation %d (pid %d) still serving", s.id, s.pid)
 	}
@@ -701,9 +721,9 @@ func (m *machine) stillServing() string {
 
 // afterFailure starts what must follow a failed start: the queued reload,
 // or a restart if nothing serves.
-func (m *machine) afterFailure() {
+func (m *Machine) afterFailure() {
 	if m.takeQueued() {
-		m.startGen(kindReload, m.queuedAt)
+		m.startGen(KindReload, m.queuedAt)
 		return
 	}
 	if m.idle() {
@@ -713,24 +733,24 @@ func (m *machine) afterFailure() {
 
 // idle reports whether nothing serves, starts or is on trial while no
 // stop is under way: what calls for a restart.
-func (m *machine) idle() bool {
+func (m *Machine) idle() bool {
 	return m.serving == nil && m.starting == nil && m.trial == nil && !m.stopping
 }
 
 // restartIfIdle starts a restart generation if m is idle, and reports
 // whether it did.
-func (m *machine) restartIfIdle() bool {
+func (m *Machine) restartIfIdle() bool {
 	if !m.idle() {
 		return false
 	}
 	m.stats.Restarts++
-	m.startGen(kindRestart, m.now)
+	m.startGen(KindRestart, m.now)
 	return true
 }
 
 // takeQueued moves the queued reload's callers to the front; false when
 // none is queued, or when it waits for the upgrade under way.
-func (m *machine) takeQueued() bool {
+func (m *Machine) takeQueued() bool {
 	if !m.pending || m.stopping || m.upgrading {
 		return false
 	}
@@ -739,14 +759,14 @@ func (m *machine) takeQueued() bool {
 	return true
 }
 
-func (m *machine) scheduleRestart() {
+func (m *Machine) scheduleRestart() {
 	d := m.backoff
 	m.backoff = min(2*m.backoff, m.cfg.BackoffMax)
 	m.logf(slog.LevelWarn, "no serving child: restarting", "in", d)
-	m.restart = m.arm(timerRestart, nil, d)
+	m.restart = m.arm(TimerRestart, nil, d)
 }
 
-func (m *machine) timer(id timerID, stderr []string) {
+func (m *Machine) timer(id TimerID, stderr []string) {
 	ref, ok := m.timers[id]
 	if !ok {
 		return // disarmed after it fired: stale
@@ -754,29 +774,29 @@ func (m *machine) timer(id timerID, stderr []string) {
 	delete(m.timers, id)
 	g := ref.gen
 	switch ref.kind {
-	case timerReady:
+	case TimerReady:
 		g.ready = 0
 		m.failed(g, fmt.Sprintf("not ready within %v", m.cfg.ReadyTimeout), stderr)
 		m.afterFailure()
-	case timerReadyDelay:
+	case TimerReadyDelay:
 		g.delay = 0
 		m.promote(g)
-	case timerDrain:
+	case TimerDrain:
 		g.drain = 0
 		m.logf(slog.LevelWarn, "drain timeout: killing process group", "generation", g.id, "pid", g.pid, "timeout", m.cfg.DrainTimeout)
-		m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGKILL})
-	case timerTrial:
+		m.emit(ActSignal{Gen: g.id, PID: g.pid, Sig: SIGKILL})
+	case TimerTrial:
 		g.trial = 0
 		m.logf(slog.LevelInfo, "trial passed", "generation", g.id, "pid", g.pid, "trial", m.cfg.Trial)
 		m.promote(g)
-	case timerWatchdog:
+	case TimerWatchdog:
 		g.watchdog = 0
 		m.watchdogExpired(g, fmt.Sprintf("no WATCHDOG=1 within %v", g.wdInterval), stderr)
-	case timerAbort:
+	case TimerAbort:
 		g.abort = 0
 		m.logf(slog.LevelWarn, "watchdog: killing process group", "generation", g.id, "pid", g.pid, "grace", m.cfg.WatchdogGrace)
-		m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGKILL})
-	case timerRestart:
+		m.emit(ActSignal{Gen: g.id, PID: g.pid, Sig: SIGKILL})
+	case TimerRestart:
 		m.restart = 0
 		if m.upgrading {
 			m.restartDue = true
@@ -786,7 +806,7 @@ func (m *machine) timer(id timerID, stderr []string) {
 	}
 }
 
-func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
+func (m *Machine) exited(g *mgen, exit Exit, stderr []string) {
 	for i, x := range m.gens {
 		if x == g {
 			m.gens = append(m.gens[:i], m.gens[i+1:]...)
@@ -795,11 +815,11 @@ func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
 	}
 	was := g.state
 	g.state = Exited
-	for _, t := range []*timerID{&g.ready, &g.delay, &g.drain, &g.trial, &g.watchdog, &g.abort} {
+	for _, t := range []*TimerID{&g.ready, &g.delay, &g.drain, &g.trial, &g.watchdog, &g.abort} {
 		m.disarm(t)
 	}
-	m.emit(actForget{gen: g.id})
-	reason := exitReason(ws)
+	m.emit(ActForget{Gen: g.id})
+	reason := exit.Reason
 	if g.wdFired {
 		reason += " (after its watchdog expired)"
 	}
@@ -812,10 +832,10 @@ func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
 		m.rollback(g, "exited: "+reason, stderr)
 	case g == m.serving:
 		m.serving = nil
-		m.exitCode = m.code(g, ws)
+		m.exitCode = m.code(g, exit)
 		if m.stopping {
 			m.logf(slog.LevelInfo, "stopped", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
-			m.emit(actObserve{what: observeDrain, d: m.now.Sub(g.drainAt)})
+			m.emit(ActObserve{What: ObserveDrain, Duration: m.now.Sub(g.drainAt)})
 			return
 		}
 		m.logf(slog.LevelError, "serving child died", "generation", g.id, "pid", g.pid, "status", reason, "stderr", strings.Join(lastN(stderr, 3), " | "))
@@ -835,7 +855,7 @@ func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
 		m.logf(slog.LevelInfo, "stopped before ready", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
 	case was == Draining:
 		m.logf(slog.LevelInfo, "drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
-		m.emit(actObserve{what: observeDrain, d: m.now.Sub(g.drainAt)})
+		m.emit(ActObserve{What: ObserveDrain, Duration: m.now.Sub(g.drainAt)})
 	case was == Failed:
 		m.logf(slog.LevelInfo, "failed generation drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
 	}
@@ -845,31 +865,31 @@ func (m *machine) exited(g *mgen, ws unix.WaitStatus, stderr []string) {
 // when it exited 0 or ended by the drain signal hitless sent it, which is
 // how a server without a handler for that signal stops; else its own
 // status, shell style.
-func (m *machine) code(g *mgen, ws unix.WaitStatus) int {
-	if ws.Signaled() && g.drainSent && ws.Signal() == m.cfg.DrainSignal {
+func (m *Machine) code(g *mgen, exit Exit) int {
+	if exit.Signal != "" && g.drainSent && exit.Signal == m.cfg.DrainSignal {
 		return 0
 	}
-	return exitCode(ws)
+	return exit.Code
 }
 
 // watchdogEvent handles what g sent about its watchdog.
-func (m *machine) watchdogEvent(g *mgen, ev evWatchdog) {
+func (m *Machine) watchdogEvent(g *mgen, ev EvWatchdog) {
 	if g.wdFired || g.drainSent {
 		return
 	}
 	live := g.state == Serving || g.state == Trial // enforced once ready
-	switch ev.kind {
-	case watchdogPing:
+	switch ev.Kind {
+	case WatchdogPing:
 		if live && g.watchdog != 0 {
 			m.armWatchdog(g)
 		}
-	case watchdogInterval:
+	case WatchdogInterval:
 		// As under systemd, the child may change its own interval.
-		g.wdInterval = ev.usec
+		g.wdInterval = ev.Interval
 		if live {
 			m.armWatchdog(g)
 		}
-	case watchdogTrigger:
+	case WatchdogTrigger:
 		if live {
 			m.disarm(&g.watchdog)
 			m.watchdogExpired(g, "it sent WATCHDOG=trigger", nil)
@@ -878,17 +898,17 @@ func (m *machine) watchdogEvent(g *mgen, ev evWatchdog) {
 }
 
 // armWatchdog (re)starts g's watchdog, if it has one.
-func (m *machine) armWatchdog(g *mgen) {
+func (m *Machine) armWatchdog(g *mgen) {
 	m.disarm(&g.watchdog)
 	if g.wdInterval > 0 && !g.wdFired {
-		g.watchdog = m.arm(timerWatchdog, g, g.wdInterval)
+		g.watchdog = m.arm(TimerWatchdog, g, g.wdInterval)
 	}
 }
 
 // watchdogExpired: g stopped proving it is alive. On trial, that is a
 // rollback; serving, it gets SIGABRT (a Go program prints every
 // goroutine's stack) and SIGKILL after the grace, and its exit is a crash.
-func (m *machine) watchdogExpired(g *mgen, why string, stderr []string) {
+func (m *Machine) watchdogExpired(g *mgen, why string, stderr []string) {
 	if g == m.trial {
 		m.rollback(g, "its watchdog expired: "+why, stderr)
 		return
@@ -896,14 +916,14 @@ func (m *machine) watchdogExpired(g *mgen, why string, stderr []string) {
 	g.wdFired = true
 	m.stats.WatchdogKills++
 	m.logf(slog.LevelError, "watchdog expired: aborting", "generation", g.id, "pid", g.pid, "reason", why, "grace", m.cfg.WatchdogGrace)
-	m.emit(actSignal{gen: g.id, pid: g.pid, sig: syscall.SIGABRT})
-	g.abort = m.arm(timerAbort, g, m.cfg.WatchdogGrace)
+	m.emit(ActSignal{Gen: g.id, PID: g.pid, Sig: SIGABRT})
+	g.abort = m.arm(TimerAbort, g, m.cfg.WatchdogGrace)
 }
 
 // upgrade begins replacing hitless's own binary, once no generation is
 // starting; callers asking for the same binary meanwhile join it, and
 // one asking for another is refused.
-func (m *machine) upgrade(caller callerID, binary string) {
+func (m *Machine) upgrade(caller CallerID, binary string) {
 	switch {
 	case m.stopping:
 		m.reply(caller, ErrStopping)
@@ -920,16 +940,16 @@ func (m *machine) upgrade(caller callerID, binary string) {
 	}
 }
 
-func (m *machine) beginUpgrade() {
+func (m *Machine) beginUpgrade() {
 	m.upgrading, m.checking = true, true
 	m.upgradeID++
 	m.logf(slog.LevelInfo, "upgrade: checking the new binary", "upgrade", m.upgradeID, "binary", m.upgradeBinary)
-	m.emit(actCheckUpgrade{id: m.upgradeID, binary: m.upgradeBinary})
+	m.emit(ActCheckUpgrade{ID: m.upgradeID, Binary: m.upgradeBinary})
 }
 
 // upgradeDone records the verdict of the upgrade in flight, answers its
 // callers, and lets through what waited for it.
-func (m *machine) upgradeDone(result, reason, note string) {
+func (m *Machine) upgradeDone(result, reason, note string) {
 	m.upgrading, m.checking = false, false
 	u := &UpgradeResult{ID: m.upgradeID, Result: result, Reason: reason, Note: note, At: m.now, Binary: m.upgradeBinary}
 	m.stats.LastUpgrade = u
@@ -941,7 +961,7 @@ func (m *machine) upgradeDone(result, reason, note string) {
 		} else {
 			m.logf(slog.LevelInfo, "upgraded", "upgrade", u.ID, "binary", u.Binary)
 		}
-		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("upgraded in place to %s; children untouched", u.Binary)})
+		m.emit(ActNotify{What: NotifyStatus, Text: fmt.Sprintf("upgraded in place to %s; children untouched", u.Binary)})
 	} else {
 		m.stats.UpgradesFailed++
 		switch result {
@@ -951,7 +971,7 @@ func (m *machine) upgradeDone(result, reason, note string) {
 			m.stats.UpgradesRolledBack++
 		}
 		m.logf(slog.LevelError, "upgrade "+strings.ReplaceAll(result, "_", " "), "upgrade", u.ID, "binary", u.Binary, "reason", reason)
-		m.emit(actNotify{what: notifyStatus, text: err.Error()})
+		m.emit(ActNotify{What: NotifyStatus, Text: err.Error()})
 	}
 	m.replyAll(&m.upgradeCallers, err)
 	if m.stopDeferred {
@@ -966,7 +986,7 @@ func (m *machine) upgradeDone(result, reason, note string) {
 // the queued reload (which waits on for a generation on trial). A stop
 // asked for during the upgrade is handled before this, and no upgrade
 // begins once stopping: the idle check's !stopping holds here.
-func (m *machine) afterUpgrade() {
+func (m *Machine) afterUpgrade() {
 	if m.restartDue {
 		m.restartDue = false
 		if m.restartIfIdle() {
@@ -974,12 +994,12 @@ func (m *machine) afterUpgrade() {
 		}
 	}
 	if m.starting == nil && m.trial == nil && m.takeQueued() {
-		m.startGen(kindReload, m.queuedAt)
+		m.startGen(KindReload, m.queuedAt)
 	}
 }
 
 // upgradeErr is the verdict of the last upgrade: nil if it succeeded.
-func (m *machine) upgradeErr() error {
+func (m *Machine) upgradeErr() error {
 	u := m.stats.LastUpgrade
 	switch {
 	case u == nil:
@@ -991,7 +1011,7 @@ func (m *machine) upgradeErr() error {
 }
 
 // stop drains every generation; Run ends when the last one has exited.
-func (m *machine) stop(caller callerID) {
+func (m *Machine) stop(caller CallerID) {
 	m.stopCallers = appendCaller(m.stopCallers, caller)
 	if m.stopping {
 		return
@@ -1000,7 +1020,7 @@ func (m *machine) stop(caller callerID) {
 		// Nothing has changed yet: the check is killed, the upgrade
 		// does not happen, and its callers are told why.
 		m.logf(slog.LevelWarn, "upgrade cancelled: hitless is stopping", "upgrade", m.upgradeID, "binary", m.upgradeBinary)
-		m.emit(actCancelCheck{id: m.upgradeID})
+		m.emit(ActCancelCheck{ID: m.upgradeID})
 		m.upgrading, m.checking, m.restartDue = false, false, false
 	}
 	if m.upgrading {
@@ -1010,7 +1030,7 @@ func (m *machine) stop(caller callerID) {
 		return
 	}
 	m.stopping = true
-	m.emit(actNotify{what: notifyStopping})
+	m.emit(ActNotify{What: NotifyStopping})
 	m.disarm(&m.restart)
 	m.pending, m.upgradeQueued = false, false
 	m.replyAll(&m.waiting, ErrStopping)
@@ -1022,10 +1042,10 @@ func (m *machine) stop(caller callerID) {
 		}
 	}
 	m.starting, m.trial = nil, nil
-	m.emit(actRelease{})
+	m.emit(ActRelease{})
 }
 
-func (m *machine) finish() {
+func (m *Machine) finish() {
 	m.done = true
 	var err error
 	switch {
@@ -1034,11 +1054,11 @@ func (m *machine) finish() {
 	case m.exitCode != 0:
 		err = &ExitError{Code: m.exitCode}
 	}
-	m.emit(actExit{err: err, callers: m.stopCallers})
+	m.emit(ActExit{Err: err, Callers: m.stopCallers})
 	m.stopCallers = nil
 }
 
-func (m *machine) arm(kind timerKind, g *mgen, d time.Duration) timerID {
+func (m *Machine) arm(kind TimerKind, g *mgen, d time.Duration) TimerID {
 	m.lastTimer++
 	id := m.lastTimer
 	m.timers[id] = timerRef{kind: kind, gen: g}
@@ -1046,47 +1066,47 @@ func (m *machine) arm(kind timerKind, g *mgen, d time.Duration) timerID {
 	if g != nil {
 		gen = g.id
 	}
-	m.emit(actArm{id: id, kind: kind, gen: gen, after: d})
+	m.emit(ActArm{ID: id, Kind: kind, Gen: gen, After: d})
 	return id
 }
 
-func (m *machine) disarm(id *timerID) {
+func (m *Machine) disarm(id *TimerID) {
 	if *id == 0 {
 		return
 	}
 	delete(m.timers, *id)
-	m.emit(actDisarm{id: *id})
+	m.emit(ActDisarm{ID: *id})
 	*id = 0
 }
 
-func (m *machine) reply(c callerID, err error) {
+func (m *Machine) reply(c CallerID, err error) {
 	if c != 0 {
-		m.emit(actReply{caller: c, err: err})
+		m.emit(ActReply{Caller: c, Err: err})
 	}
 }
 
-func (m *machine) replyAll(cs *[]callerID, err error) {
+func (m *Machine) replyAll(cs *[]CallerID, err error) {
 	for _, c := range *cs {
 		m.reply(c, err)
 	}
 	*cs = nil
 }
 
-func appendCaller(cs []callerID, c callerID) []callerID {
+func appendCaller(cs []CallerID, c CallerID) []CallerID {
 	if c == 0 {
 		return cs
 	}
 	return append(cs, c)
 }
 
-func (m *machine) view() machineView {
-	v := machineView{stopping: m.stopping, upgrading: m.upgrading, upgradeQueued: m.upgradeQueued, reloadQueued: m.pending, stats: m.stats}
+func (m *Machine) view() View {
+	v := View{Stopping: m.stopping, Upgrading: m.upgrading, UpgradeQueued: m.upgradeQueued, ReloadQueued: m.pending, Stats: m.stats}
 	for _, g := range m.gens {
-		gv := genView{id: g.id, pid: g.pid, state: g.state, started: g.started, readyAt: g.readyAt, drain: g.drainAt, trialEnds: g.trialEnds}
+		gv := GenView{ID: g.id, PID: g.pid, State: g.state, Started: g.started, ReadyAt: g.readyAt, DrainAt: g.drainAt, TrialEnds: g.trialEnds}
 		if g.watchdog != 0 {
-			gv.watchdog = g.wdInterval
+			gv.Watchdog = g.wdInterval
 		}
-		v.gens = append(v.gens, gv)
+		v.Gens = append(v.Gens, gv)
 	}
 	return v
 }

@@ -1,6 +1,4 @@
-//go:build linux
-
-package supervisor
+package machine
 
 import (
 	"errors"
@@ -9,60 +7,59 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-var testMachineConfig = machineConfig{
+var testMachineConfig = Config{
 	ReadyTimeout: 60 * time.Second, DrainTimeout: 30 * time.Second,
 	BackoffMin: 100 * time.Millisecond, BackoffMax: 400 * time.Millisecond, StableAfter: 10 * time.Second,
-	DrainSignal: syscall.SIGTERM,
+	DrainSignal: SIGTERM,
 }
 
 var t0 = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
-// Wait statuses as the kernel reports them.
+// Exits as the driver reports them (Linux's numbers for the signals).
 var (
-	exit0     = unix.WaitStatus(0)
-	exit1     = unix.WaitStatus(1 << 8)
-	exit3     = unix.WaitStatus(3 << 8)
-	bySIGTERM = unix.WaitStatus(syscall.SIGTERM)
-	bySIGKILL = unix.WaitStatus(syscall.SIGKILL)
+	exit0     = exited(0)
+	exit1     = exited(1)
+	exit3     = exited(3)
+	bySIGTERM = Exit{Code: 128 + 15, Signal: SIGTERM, Reason: "killed by signal SIGTERM"}
+	bySIGKILL = Exit{Code: 128 + 9, Signal: SIGKILL, Reason: "killed by signal SIGKILL"}
 )
+
+func exited(code int) Exit { return Exit{Code: code, Reason: fmt.Sprintf("exit status %d", code)} }
 
 // mtest drives a machine through events, answering every spawn with
 // success (pid 1000+generation) unless told otherwise.
 type mtest struct {
 	t        *testing.T
-	m        *machine
+	m        *Machine
 	now      time.Time
-	failNext bool // answer the next actStart with a failure
-	log      []action
+	failNext bool // answer the next ActStart with a failure
+	log      []Action
 }
 
-func newMtest(t *testing.T, cfg machineConfig) *mtest {
-	h := &mtest{t: t, m: newMachine(cfg), now: t0}
-	h.settle(h.m.begin(h.now))
+func newMtest(t *testing.T, cfg Config) *mtest {
+	h := &mtest{t: t, m: New(cfg), now: t0}
+	h.settle(h.m.Begin(h.now))
 	return h
 }
 
 // settle answers spawns until none is left, and returns every action.
-func (h *mtest) settle(acts []action) []action {
-	var all []action
+func (h *mtest) settle(acts []Action) []Action {
+	var all []Action
 	for len(acts) > 0 {
 		all = append(all, acts...)
-		var next []action
+		var next []Action
 		for _, a := range acts {
-			if s, ok := a.(actStart); ok {
-				var ev event = evSpawned{gen: s.gen, pid: 1000 + s.gen}
+			if s, ok := a.(ActStart); ok {
+				var ev Event = EvSpawned{Gen: s.Gen, PID: 1000 + s.Gen}
 				if h.failNext {
 					h.failNext = false
-					ev = evSpawnFailed{gen: s.gen, err: "start: program: no such file or directory"}
+					ev = EvSpawnFailed{Gen: s.Gen, Err: "start: program: no such file or directory"}
 				}
-				next = append(next, h.m.step(h.now, ev)...)
+				next = append(next, h.m.Step(h.now, ev)...)
 			}
 		}
 		acts = next
@@ -71,27 +68,27 @@ func (h *mtest) settle(acts []action) []action {
 	return all
 }
 
-func (h *mtest) do(ev event) []action {
+func (h *mtest) do(ev Event) []Action {
 	h.t.Helper()
-	return h.settle(h.m.step(h.now, ev))
+	return h.settle(h.m.Step(h.now, ev))
 }
 
 func (h *mtest) after(d time.Duration) { h.now = h.now.Add(d) }
 
 // fire fires the armed timer of the given kind (of generation gen, 0 for
 // the restart timer).
-func (h *mtest) fire(kind timerKind, gen int) []action {
+func (h *mtest) fire(kind TimerKind, gen int) []Action {
 	h.t.Helper()
 	for id, ref := range h.m.timers {
 		if ref.kind == kind && (ref.gen == nil && gen == 0 || ref.gen != nil && ref.gen.id == gen) {
-			return h.do(evTimer{id: id, stderr: []string{"last words"}})
+			return h.do(EvTimer{ID: id, Stderr: []string{"last words"}})
 		}
 	}
 	h.t.Fatalf("no timer of kind %d armed for generation %d; armed: %v", kind, gen, h.m.timers)
 	return nil
 }
 
-func (h *mtest) armed(kind timerKind, gen int) bool {
+func (h *mtest) armed(kind TimerKind, gen int) bool {
 	for _, ref := range h.m.timers {
 		if ref.kind == kind && (ref.gen == nil && gen == 0 || ref.gen != nil && ref.gen.id == gen) {
 			return true
@@ -107,24 +104,24 @@ func (h *mtest) state(gen int) State {
 	return Exited
 }
 
-func signals(acts []action, gen int) []syscall.Signal {
-	var sigs []syscall.Signal
+func signals(acts []Action, gen int) []Signal {
+	var sigs []Signal
 	for _, a := range acts {
-		if s, ok := a.(actSignal); ok && s.gen == gen {
-			sigs = append(sigs, s.sig)
+		if s, ok := a.(ActSignal); ok && s.Gen == gen {
+			sigs = append(sigs, s.Sig)
 		}
 	}
 	return sigs
 }
 
-func replies(acts []action) map[callerID][]error {
-	r := map[callerID][]error{}
+func replies(acts []Action) map[CallerID][]error {
+	r := map[CallerID][]error{}
 	for _, a := range acts {
 		switch a := a.(type) {
-		case actReply:
-			r[a.caller] = append(r[a.caller], a.err)
-		case actExit:
-			for _, c := range a.callers {
+		case ActReply:
+			r[a.Caller] = append(r[a.Caller], a.Err)
+		case ActExit:
+			for _, c := range a.Callers {
 				r[c] = append(r[c], nil)
 			}
 		}
@@ -132,7 +129,7 @@ func replies(acts []action) map[callerID][]error {
 	return r
 }
 
-func find[T action](acts []action) (T, bool) {
+func find[T Action](acts []Action) (T, bool) {
 	for _, a := range acts {
 		if x, ok := a.(T); ok {
 			return x, true
@@ -142,9 +139,9 @@ func find[T action](acts []action) (T, bool) {
 	return zero, false
 }
 
-func logged(acts []action, msg string) bool {
+func logged(acts []Action, msg string) bool {
 	for _, a := range acts {
-		if l, ok := a.(actLog); ok && l.msg == msg {
+		if l, ok := a.(ActLog); ok && l.Msg == msg {
 			return true
 		}
 	}
@@ -153,47 +150,47 @@ func logged(acts []action, msg string) bool {
 
 func TestMachineFirstStart(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	if start, ok := find[actStart](h.log); !ok || start.gen != 1 || start.kind != kindInitial {
+	if start, ok := find[ActStart](h.log); !ok || start.Gen != 1 || start.Kind != KindInitial {
 		t.Fatalf("begin: %v", h.log)
 	}
-	if !h.armed(timerReady, 1) || h.state(1) != Starting {
+	if !h.armed(TimerReady, 1) || h.state(1) != Starting {
 		t.Fatalf("after spawn: state %s, timers %v", h.state(1), h.m.timers)
 	}
 	h.after(1500 * time.Millisecond)
-	acts := h.do(evReady{gen: 1})
-	if h.state(1) != Serving || h.armed(timerReady, 1) {
+	acts := h.do(EvReady{Gen: 1})
+	if h.state(1) != Serving || h.armed(TimerReady, 1) {
 		t.Fatalf("after READY=1: state %s, timers %v", h.state(1), h.m.timers)
 	}
-	n, ok := find[actNotify](acts)
-	if !ok || n.what != notifyReady || n.text != "serving: generation 1 (pid 1001)" {
+	n, ok := find[ActNotify](acts)
+	if !ok || n.What != NotifyReady || n.Text != "serving: generation 1 (pid 1001)" {
 		t.Errorf("notify: %+v", n)
 	}
-	if l, _ := find[actLog](acts); l.msg != "serving" || !slices.Contains(l.attrs, any(1500*time.Millisecond)) {
+	if l, _ := find[ActLog](acts); l.Msg != "serving" || !slices.Contains(l.Attrs, any(1500*time.Millisecond)) {
 		t.Errorf("log: %+v", l)
 	}
-	if acts := h.do(evReady{gen: 1}); len(acts) != 0 {
+	if acts := h.do(EvReady{Gen: 1}); len(acts) != 0 {
 		t.Errorf("a second READY=1 did something: %v", acts)
 	}
 }
 
 func TestMachineReload(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReady{gen: 1})
-	acts := h.do(evReload{caller: 7})
-	if n, _ := find[actNotify](acts); n.what != notifyReloading {
+	h.do(EvReady{Gen: 1})
+	acts := h.do(EvReload{Caller: 7})
+	if n, _ := find[ActNotify](acts); n.What != NotifyReloading {
 		t.Errorf("no RELOADING=1: %v", acts)
 	}
-	if s, _ := find[actStart](acts); s.gen != 2 || s.kind != kindReload {
+	if s, _ := find[ActStart](acts); s.Gen != 2 || s.Kind != KindReload {
 		t.Fatalf("reload started %+v", s)
 	}
 	if len(signals(acts, 1)) != 0 || h.state(1) != Serving {
 		t.Fatal("the serving generation was touched before the new one was ready")
 	}
-	acts = h.do(evReady{gen: 2})
-	if got := signals(acts, 1); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
+	acts = h.do(EvReady{Gen: 2})
+	if got := signals(acts, 1); !slices.Equal(got, []Signal{SIGTERM}) {
 		t.Errorf("old generation got %v, want one SIGTERM", got)
 	}
-	if !h.armed(timerDrain, 1) || h.state(1) != Draining || h.state(2) != Serving {
+	if !h.armed(TimerDrain, 1) || h.state(1) != Draining || h.state(2) != Serving {
 		t.Errorf("states %s %s, timers %v", h.state(1), h.state(2), h.m.timers)
 	}
 	if r := replies(acts); len(r[7]) != 1 || r[7][0] != nil {
@@ -202,38 +199,38 @@ func TestMachineReload(t *testing.T) {
 	if h.m.stats.ReloadsOK != 1 {
 		t.Errorf("stats %+v", h.m.stats)
 	}
-	acts = h.do(evExited{gen: 1, status: bySIGTERM})
-	if !logged(acts, "drained") || h.armed(timerDrain, 1) {
+	acts = h.do(EvExited{Gen: 1, Exit: bySIGTERM})
+	if !logged(acts, "drained") || h.armed(TimerDrain, 1) {
 		t.Errorf("drained: %v", acts)
 	}
-	if _, ok := find[actForget](acts); !ok {
+	if _, ok := find[ActForget](acts); !ok {
 		t.Error("exited generation not forgotten")
 	}
 }
 
 func TestMachineReloadsQueueBehindStart(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReady{gen: 1})
-	h.do(evReload{caller: 1})
-	for c := callerID(2); c <= 5; c++ {
-		if acts := h.do(evReload{caller: c}); len(acts) != 0 {
+	h.do(EvReady{Gen: 1})
+	h.do(EvReload{Caller: 1})
+	for c := CallerID(2); c <= 5; c++ {
+		if acts := h.do(EvReload{Caller: c}); len(acts) != 0 {
 			t.Fatalf("a reload during a reload did %v", acts)
 		}
 	}
-	h.do(evSignal{sig: syscall.SIGHUP})
-	acts := h.do(evReady{gen: 2})
+	h.do(EvSignal{Sig: SIGHUP})
+	acts := h.do(EvReady{Gen: 2})
 	r := replies(acts)
 	if len(r) != 1 || len(r[1]) != 1 {
 		t.Errorf("first reload's verdict went to %v", r)
 	}
-	if s, ok := find[actStart](acts); !ok || s.gen != 3 {
+	if s, ok := find[ActStart](acts); !ok || s.Gen != 3 {
 		t.Fatalf("queued reload not started: %v", acts)
 	}
-	acts = h.do(evReady{gen: 3})
+	acts = h.do(EvReady{Gen: 3})
 	if r := replies(acts); len(r) != 4 {
 		t.Errorf("queued callers' verdicts: %v", r)
 	}
-	if _, ok := find[actStart](acts); ok || h.m.lastID != 3 {
+	if _, ok := find[ActStart](acts); ok || h.m.lastID != 3 {
 		t.Errorf("a burst of reloads ran more than two starts")
 	}
 }
@@ -241,19 +238,19 @@ func TestMachineReloadsQueueBehindStart(t *testing.T) {
 func TestMachineFailedReloads(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		fail   func(h *mtest) []action
+		fail   func(h *mtest) []Action
 		reason string
 		drains bool // what is left of the child gets the drain signal
 	}{
-		{"exits before ready", func(h *mtest) []action {
-			return h.do(evExited{gen: 2, status: exit1, stderr: []string{"listen: config.yaml: no such file"}})
+		{"exits before ready", func(h *mtest) []Action {
+			return h.do(EvExited{Gen: 2, Exit: exit1, Stderr: []string{"listen: config.yaml: no such file"}})
 		}, "exited before ready: exit status 1", false},
-		{"not ready in time", func(h *mtest) []action { return h.fire(timerReady, 2) }, "not ready within 1m0s", true},
+		{"not ready in time", func(h *mtest) []Action { return h.fire(TimerReady, 2) }, "not ready within 1m0s", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newMtest(t, testMachineConfig)
-			h.do(evReady{gen: 1})
-			h.do(evReload{caller: 9})
+			h.do(EvReady{Gen: 1})
+			h.do(EvReload{Caller: 9})
 			acts := tc.fail(h)
 			r := replies(acts)
 			var rerr *ReloadError
@@ -267,14 +264,14 @@ func TestMachineFailedReloads(t *testing.T) {
 				t.Errorf("failed generation got %v", got)
 			}
 			if tc.drains {
-				if h.state(2) != Failed || !h.armed(timerDrain, 2) {
+				if h.state(2) != Failed || !h.armed(TimerDrain, 2) {
 					t.Fatalf("failed generation: %s, timers %v", h.state(2), h.m.timers)
 				}
-				acts = h.fire(timerDrain, 2)
-				if !slices.Equal(signals(acts, 2), []syscall.Signal{syscall.SIGKILL}) {
+				acts = h.fire(TimerDrain, 2)
+				if !slices.Equal(signals(acts, 2), []Signal{SIGKILL}) {
 					t.Errorf("at the drain deadline: %v", acts)
 				}
-				if acts = h.do(evExited{gen: 2, status: bySIGKILL}); !logged(acts, "failed generation drained") {
+				if acts = h.do(EvExited{Gen: 2, Exit: bySIGKILL}); !logged(acts, "failed generation drained") {
 					t.Errorf("exit of the failed generation: %v", acts)
 				}
 			}
@@ -282,8 +279,8 @@ func TestMachineFailedReloads(t *testing.T) {
 				t.Errorf("stats %+v", h.m.stats)
 			}
 			// The next reload works.
-			h.do(evReload{caller: 10})
-			if acts := h.do(evReady{gen: 3}); len(replies(acts)[10]) != 1 || h.state(1) != Draining {
+			h.do(EvReload{Caller: 10})
+			if acts := h.do(EvReady{Gen: 3}); len(replies(acts)[10]) != 1 || h.state(1) != Draining {
 				t.Errorf("next reload: %v", acts)
 			}
 		})
@@ -292,20 +289,20 @@ func TestMachineFailedReloads(t *testing.T) {
 
 func TestMachineSpawnFailure(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReady{gen: 1})
+	h.do(EvReady{Gen: 1})
 	h.failNext = true
-	acts := h.do(evReload{caller: 1})
+	acts := h.do(EvReload{Caller: 1})
 	var rerr *ReloadError
 	if r := replies(acts); len(r[1]) != 1 || !errors.As(r[1][0], &rerr) || rerr.PID != 0 || !strings.Contains(rerr.Reason, "no such file") {
 		t.Fatalf("verdict %v", r)
 	}
-	var n actNotify
+	var n ActNotify
 	for _, a := range acts {
-		if x, ok := a.(actNotify); ok {
+		if x, ok := a.(ActNotify); ok {
 			n = x
 		}
 	}
-	if n.what != notifyReady || !strings.Contains(n.text, "reload failed") || !strings.Contains(n.text, "generation 1 (pid 1001) still serving") {
+	if n.What != NotifyReady || !strings.Contains(n.Text, "reload failed") || !strings.Contains(n.Text, "generation 1 (pid 1001) still serving") {
 		t.Errorf("service manager told %+v", n)
 	}
 	if h.m.starting != nil || len(h.m.gens) != 1 {
@@ -315,39 +312,39 @@ func TestMachineSpawnFailure(t *testing.T) {
 
 func TestMachineFirstChildFails(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReload{caller: 4}) // queued behind the first start
-	acts := h.do(evExited{gen: 1, status: exit1})
-	x, ok := find[actExit](acts)
-	if !ok || x.err == nil || !strings.HasPrefix(x.err.Error(), "first child: generation 1 (pid 1001) failed: exited before ready") {
+	h.do(EvReload{Caller: 4}) // queued behind the first start
+	acts := h.do(EvExited{Gen: 1, Exit: exit1})
+	x, ok := find[ActExit](acts)
+	if !ok || x.Err == nil || !strings.HasPrefix(x.Err.Error(), "first child: generation 1 (pid 1001) failed: exited before ready") {
 		t.Fatalf("exit %+v", x)
 	}
 	if r := replies(acts); len(r[4]) != 1 || r[4][0] != ErrStopping {
 		t.Errorf("queued reload: %v", r)
 	}
-	if acts := h.do(evReload{caller: 5}); len(acts) != 0 {
+	if acts := h.do(EvReload{Caller: 5}); len(acts) != 0 {
 		t.Errorf("the machine acted after it finished: %v", acts)
 	}
 }
 
 func TestMachineCrashRestartBackoff(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReady{gen: 1})
+	h.do(EvReady{Gen: 1})
 	var delays []time.Duration
 	gen := 1
 	for range 4 {
-		acts := h.do(evExited{gen: gen, status: exit3, stderr: []string{"a", "b", "c", "panic: boom"}})
-		arm, ok := find[actArm](acts)
+		acts := h.do(EvExited{Gen: gen, Exit: exit3, Stderr: []string{"a", "b", "c", "panic: boom"}})
+		arm, ok := find[ActArm](acts)
 		if !ok || !logged(acts, "serving child died") {
 			t.Fatalf("no restart after a crash: %v", acts)
 		}
-		delays = append(delays, arm.after)
-		acts = h.fire(timerRestart, 0)
+		delays = append(delays, arm.After)
+		acts = h.fire(TimerRestart, 0)
 		gen++
-		if s, _ := find[actStart](acts); s.gen != gen || s.kind != kindRestart {
+		if s, _ := find[ActStart](acts); s.Gen != gen || s.Kind != KindRestart {
 			t.Fatalf("restart started %+v", s)
 		}
-		acts = h.do(evReady{gen: gen})
-		if n, _ := find[actNotify](acts); n.what != notifyStatus || !strings.HasPrefix(n.text, "restarted") {
+		acts = h.do(EvReady{Gen: gen})
+		if n, _ := find[ActNotify](acts); n.What != NotifyStatus || !strings.HasPrefix(n.Text, "restarted") {
 			t.Errorf("restart notify %+v", n)
 		}
 	}
@@ -356,19 +353,19 @@ func TestMachineCrashRestartBackoff(t *testing.T) {
 	}
 	// A child that served StableAfter resets the backoff.
 	h.after(testMachineConfig.StableAfter)
-	acts := h.do(evExited{gen: gen, status: exit3})
-	if arm, _ := find[actArm](acts); arm.after != 100*time.Millisecond {
-		t.Errorf("after a stable child: %v", arm.after)
+	acts := h.do(EvExited{Gen: gen, Exit: exit3})
+	if arm, _ := find[ActArm](acts); arm.After != 100*time.Millisecond {
+		t.Errorf("after a stable child: %v", arm.After)
 	}
 	if h.m.stats.Restarts != 4 {
 		t.Errorf("stats %+v", h.m.stats)
 	}
 	// An operator's reload during the backoff runs at once.
-	acts = h.do(evReload{caller: 3})
-	if _, ok := find[actDisarm](acts); !ok || h.m.restart != 0 {
+	acts = h.do(EvReload{Caller: 3})
+	if _, ok := find[ActDisarm](acts); !ok || h.m.restart != 0 {
 		t.Errorf("restart timer left armed: %v", acts)
 	}
-	if s, _ := find[actStart](acts); s.kind != kindReload {
+	if s, _ := find[ActStart](acts); s.Kind != KindReload {
 		t.Errorf("reload during backoff: %v", acts)
 	}
 }
@@ -383,7 +380,7 @@ func scale(ds []time.Duration, unit time.Duration) []time.Duration {
 
 func TestMachineStop(t *testing.T) {
 	for _, tc := range []struct {
-		status unix.WaitStatus
+		status Exit
 		code   int
 	}{
 		{exit0, 0},
@@ -391,31 +388,31 @@ func TestMachineStop(t *testing.T) {
 		{exit3, 3},
 		{bySIGKILL, 137},
 	} {
-		t.Run(exitReason(tc.status), func(t *testing.T) {
+		t.Run(tc.status.Reason, func(t *testing.T) {
 			h := newMtest(t, testMachineConfig)
-			h.do(evReady{gen: 1})
-			acts := h.do(evStop{caller: 2})
-			if n, _ := find[actNotify](acts); n.what != notifyStopping {
+			h.do(EvReady{Gen: 1})
+			acts := h.do(EvStop{Caller: 2})
+			if n, _ := find[ActNotify](acts); n.What != NotifyStopping {
 				t.Errorf("no STOPPING=1: %v", acts)
 			}
-			if _, ok := find[actRelease](acts); !ok {
+			if _, ok := find[ActRelease](acts); !ok {
 				t.Error("sockets not released at the stop")
 			}
-			if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGTERM}) || !h.armed(timerDrain, 1) {
+			if !slices.Equal(signals(acts, 1), []Signal{SIGTERM}) || !h.armed(TimerDrain, 1) {
 				t.Errorf("serving generation at stop: %v", acts)
 			}
 			if r := replies(acts); len(r) != 0 {
 				t.Errorf("stop answered before the children exited: %v", r)
 			}
-			h.do(evStop{caller: 3})
-			acts = h.do(evExited{gen: 1, status: tc.status})
-			x, ok := find[actExit](acts)
-			if !ok || !slices.Equal(x.callers, []callerID{2, 3}) {
+			h.do(EvStop{Caller: 3})
+			acts = h.do(EvExited{Gen: 1, Exit: tc.status})
+			x, ok := find[ActExit](acts)
+			if !ok || !slices.Equal(x.Callers, []CallerID{2, 3}) {
 				t.Fatalf("exit %+v", x)
 			}
 			var xerr *ExitError
-			if tc.code == 0 && x.err != nil || tc.code != 0 && (!errors.As(x.err, &xerr) || xerr.Code != tc.code) {
-				t.Errorf("exit error %v, want code %d", x.err, tc.code)
+			if tc.code == 0 && x.Err != nil || tc.code != 0 && (!errors.As(x.Err, &xerr) || xerr.Code != tc.code) {
+				t.Errorf("exit error %v, want code %d", x.Err, tc.code)
 			}
 		})
 	}
@@ -425,19 +422,19 @@ func TestMachineStop(t *testing.T) {
 // sends READY=1 later: the READY must not cancel the drain deadline.
 func TestMachineStopDuringStartThenReady(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evSignal{sig: syscall.SIGTERM})
-	if h.state(1) != Draining || !h.armed(timerDrain, 1) {
+	h.do(EvSignal{Sig: SIGTERM})
+	if h.state(1) != Draining || !h.armed(TimerDrain, 1) {
 		t.Fatalf("starting generation at stop: %s %v", h.state(1), h.m.timers)
 	}
-	if acts := h.do(evReady{gen: 1}); len(acts) != 0 {
+	if acts := h.do(EvReady{Gen: 1}); len(acts) != 0 {
 		t.Fatalf("READY=1 after the stop did %v", acts)
 	}
-	acts := h.fire(timerDrain, 1)
-	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGKILL}) {
+	acts := h.fire(TimerDrain, 1)
+	if !slices.Equal(signals(acts, 1), []Signal{SIGKILL}) {
 		t.Fatalf("deadline: %v", acts)
 	}
-	acts = h.do(evExited{gen: 1, status: bySIGKILL})
-	if _, ok := find[actExit](acts); !ok || !logged(acts, "stopped before ready") {
+	acts = h.do(EvExited{Gen: 1, Exit: bySIGKILL})
+	if _, ok := find[ActExit](acts); !ok || !logged(acts, "stopped before ready") {
 		t.Errorf("never finished: %v", acts)
 	}
 }
@@ -447,31 +444,31 @@ func TestMachineStopDuringStartThenReady(t *testing.T) {
 // deadline.
 func TestMachineReloadStopReady(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReady{gen: 1})
-	h.do(evSignal{sig: syscall.SIGHUP})
-	h.do(evSignal{sig: syscall.SIGTERM})
-	h.do(evReady{gen: 2})
-	if got := signals(h.log, 1); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
+	h.do(EvReady{Gen: 1})
+	h.do(EvSignal{Sig: SIGHUP})
+	h.do(EvSignal{Sig: SIGTERM})
+	h.do(EvReady{Gen: 2})
+	if got := signals(h.log, 1); !slices.Equal(got, []Signal{SIGTERM}) {
 		t.Errorf("old generation got %v", got)
 	}
-	if !h.armed(timerDrain, 2) || !h.armed(timerDrain, 1) || h.state(2) != Draining {
+	if !h.armed(TimerDrain, 2) || !h.armed(TimerDrain, 1) || h.state(2) != Draining {
 		t.Errorf("drain deadlines: %v, new generation %s", h.m.timers, h.state(2))
 	}
 }
 
 func TestMachineSignals(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	if acts := h.do(evSignal{sig: syscall.SIGUSR1}); len(signals(acts, 1)) != 0 {
+	if acts := h.do(EvSignal{Sig: SIGUSR1}); len(signals(acts, 1)) != 0 {
 		t.Error("forwarded to a child that does not serve yet")
 	}
-	h.do(evReady{gen: 1})
-	if acts := h.do(evSignal{sig: syscall.SIGUSR2}); !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGUSR2}) {
+	h.do(EvReady{Gen: 1})
+	if acts := h.do(EvSignal{Sig: SIGUSR2}); !slices.Equal(signals(acts, 1), []Signal{SIGUSR2}) {
 		t.Errorf("USR2: %v", acts)
 	}
-	h.do(evSignal{sig: syscall.SIGHUP})
-	h.do(evSignal{sig: syscall.SIGINT})
-	acts := h.do(evSignal{sig: syscall.SIGINT})
-	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGKILL}) || !slices.Equal(signals(acts, 2), []syscall.Signal{syscall.SIGKILL}) {
+	h.do(EvSignal{Sig: SIGHUP})
+	h.do(EvSignal{Sig: SIGINT})
+	acts := h.do(EvSignal{Sig: SIGINT})
+	if !slices.Equal(signals(acts, 1), []Signal{SIGKILL}) || !slices.Equal(signals(acts, 2), []Signal{SIGKILL}) {
 		t.Errorf("second SIGINT: %v", acts)
 	}
 }
@@ -480,40 +477,40 @@ func TestMachineReadyDelay(t *testing.T) {
 	cfg := testMachineConfig
 	cfg.ReadyDelay = 2 * time.Second
 	h := newMtest(t, cfg)
-	acts := h.fire(timerReadyDelay, 1)
+	acts := h.fire(TimerReadyDelay, 1)
 	if h.state(1) != Serving {
 		t.Fatalf("after the delay: %s %v", h.state(1), acts)
 	}
-	if _, ok := find[actDisarm](acts); !ok {
+	if _, ok := find[ActDisarm](acts); !ok {
 		t.Error("ready timeout left armed")
 	}
 }
 
 func TestMachineStatusAndWatchdog(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	if acts := h.do(evTick{}); len(acts) != 0 {
+	if acts := h.do(EvTick{}); len(acts) != 0 {
 		t.Errorf("watchdog ping before anything serves: %v", acts)
 	}
-	h.do(evReady{gen: 1})
-	if n, _ := find[actNotify](h.do(evTick{})); n.what != notifyWatchdog {
+	h.do(EvReady{Gen: 1})
+	if n, _ := find[ActNotify](h.do(EvTick{})); n.What != NotifyWatchdog {
 		t.Error("no watchdog ping while serving")
 	}
-	h.do(evReload{caller: 1})
-	acts := h.do(evStatus{caller: 2})
-	st, ok := find[actStatus](acts)
-	if !ok || st.caller != 2 || len(st.view.gens) != 2 || st.view.gens[0].state != Serving || st.view.gens[1].state != Starting {
+	h.do(EvReload{Caller: 1})
+	acts := h.do(EvStatus{Caller: 2})
+	st, ok := find[ActStatus](acts)
+	if !ok || st.Caller != 2 || len(st.View.Gens) != 2 || st.View.Gens[0].State != Serving || st.View.Gens[1].State != Starting {
 		t.Errorf("status %+v", st)
 	}
 }
 
 func TestMachineStaleTimer(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	var ready timerID
+	var ready TimerID
 	for id := range h.m.timers {
 		ready = id
 	}
-	h.do(evReady{gen: 1})
-	if acts := h.do(evTimer{id: ready}); len(acts) != 0 || h.state(1) != Serving {
+	h.do(EvReady{Gen: 1})
+	if acts := h.do(EvTimer{ID: ready}); len(acts) != 0 || h.state(1) != Serving {
 		t.Errorf("a ready timeout that fired as READY=1 came did %v", acts)
 	}
 }
@@ -528,19 +525,19 @@ func TestMachineInterleavings(t *testing.T) {
 	if testing.Short() {
 		depth = 5
 	}
-	trial := func(c *machineConfig) { c.Trial, c.Watchdog, c.WatchdogGrace = 3*time.Second, time.Second, time.Second }
+	trial := func(c *Config) { c.Trial, c.Watchdog, c.WatchdogGrace = 3*time.Second, time.Second, time.Second }
 	for _, tc := range []struct {
 		name     string
 		depth    int
-		set      func(*machineConfig)
+		set      func(*Config)
 		upgrades bool
 	}{
-		{"ready notify", depth, func(*machineConfig) {}, false},
-		{"ready delay", depth, func(c *machineConfig) { c.ReadyDelay = time.Second }, false},
+		{"ready notify", depth, func(*Config) {}, false},
+		{"ready delay", depth, func(c *Config) { c.ReadyDelay = time.Second }, false},
 		{"trial and watchdog", depth - 1, trial, false},
 		{"upgrades", depth, nil, true},
 		// An upgrade goes across a trial: both, with a shallower search.
-		{"upgrades and trial", depth - 1, func(c *machineConfig) { c.Trial = 3 * time.Second }, true},
+		{"upgrades and trial", depth - 1, func(c *Config) { c.Trial = 3 * time.Second }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // pure: no process, no clock
@@ -560,7 +557,7 @@ func TestMachineInterleavings(t *testing.T) {
 // A transition is one event from outside, with the answers (fail or not)
 // to the spawns it causes, in order.
 type transition struct {
-	ev        event
+	ev        Event
 	spawnFail []bool
 }
 
@@ -571,10 +568,10 @@ func (tr transition) String() string {
 // observer follows the actions of a path and holds what the invariants
 // need beyond the machine's own state.
 type observer struct {
-	callers  map[callerID]string // caller -> "reload" or "stop"
-	replied  map[callerID]int
+	callers  map[CallerID]string // caller -> "reload" or "stop"
+	replied  map[CallerID]int
 	killed   map[int]bool // generations sent SIGKILL
-	armed    []timerID    // every timer armed on the path, for stale firings
+	armed    []TimerID    // every timer armed on the path, for stale firings
 	drainSig map[int]int  // drain signals per generation
 	drainArm map[int]int  // drain deadlines armed per generation
 	finished bool
@@ -586,11 +583,11 @@ type observer struct {
 }
 
 func newObserver() *observer {
-	return &observer{callers: map[callerID]string{}, replied: map[callerID]int{}, killed: map[int]bool{}, drainSig: map[int]int{}, drainArm: map[int]int{}}
+	return &observer{callers: map[CallerID]string{}, replied: map[CallerID]int{}, killed: map[int]bool{}, drainSig: map[int]int{}, drainArm: map[int]int{}}
 }
 
 type pathState struct {
-	m        *machine
+	m        *Machine
 	obs      *observer
 	watchdog bool // explore watchdog events
 	upgrades bool // explore upgrades
@@ -598,73 +595,73 @@ type pathState struct {
 
 // apply runs one transition, checking the invariants of each step. It
 // returns false when the transition needs more spawn answers than given.
-func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, ...any)) bool {
+func (ps *pathState) apply(cfg Config, tr transition, check func(string, ...any)) bool {
 	m, obs := ps.m, ps.obs
 	switch ev := tr.ev.(type) {
-	case evReload:
-		obs.callers[ev.caller] = "reload"
-	case evStop:
-		obs.callers[ev.caller] = "stop"
-	case evPromote:
-		obs.callers[ev.caller] = "promote"
-	case evRollback:
-		obs.callers[ev.caller] = "rollback"
-	case evUpgrade:
-		obs.callers[ev.caller] = "upgrade"
-	case evUpgradeChecked:
-		if ev.id == obs.cancelled {
+	case EvReload:
+		obs.callers[ev.Caller] = "reload"
+	case EvStop:
+		obs.callers[ev.Caller] = "stop"
+	case EvPromote:
+		obs.callers[ev.Caller] = "promote"
+	case EvRollback:
+		obs.callers[ev.Caller] = "rollback"
+	case EvUpgrade:
+		obs.callers[ev.Caller] = "upgrade"
+	case EvUpgradeChecked:
+		if ev.ID == obs.cancelled {
 			obs.cancelled = 0
 		} else {
 			obs.checking = 0
 		}
-	case evUpgradeDone:
+	case EvUpgradeDone:
 		obs.execing = 0
 	}
 	var preKey string
-	if _, ok := tr.ev.(evReady); ok {
+	if _, ok := tr.ev.(EvReady); ok {
 		preKey = machineKey(m)
 	}
 	pre := map[int]bool{} // drainSent before the step
 	for _, g := range m.gens {
 		pre[g.id] = g.drainSent
 	}
-	preArmed := map[timerID]bool{}
+	preArmed := map[TimerID]bool{}
 	for id := range m.timers {
 		preArmed[id] = true
 	}
 	var preStale string
-	if ev, ok := tr.ev.(evUpgradeChecked); ok && ev.id == obs.cancelled {
+	if ev, ok := tr.ev.(EvUpgradeChecked); ok && ev.ID == obs.cancelled {
 		preStale = machineKey(m)
 	}
 	var preStarting *mgen
 	if m.starting != nil && m.starting.state == Starting {
 		preStarting = m.starting
 	}
-	var acts []action
+	var acts []Action
 	if tr.ev == nil {
-		acts = m.begin(t0)
+		acts = m.Begin(t0)
 	} else {
-		acts = m.step(t0, tr.ev)
+		acts = m.Step(t0, tr.ev)
 	}
 	used := 0
-	var all []action
+	var all []Action
 	for len(acts) > 0 {
 		all = append(all, acts...)
-		var next []action
+		var next []Action
 		for _, a := range acts {
-			s, ok := a.(actStart)
+			s, ok := a.(ActStart)
 			if !ok {
 				continue
 			}
 			if used == len(tr.spawnFail) {
 				return false
 			}
-			var ev event = evSpawned{gen: s.gen, pid: 1000 + s.gen}
+			var ev Event = EvSpawned{Gen: s.Gen, PID: 1000 + s.Gen}
 			if tr.spawnFail[used] {
-				ev = evSpawnFailed{gen: s.gen, err: "start failed"}
+				ev = EvSpawnFailed{Gen: s.Gen, Err: "start failed"}
 			}
 			used++
-			next = append(next, m.step(t0, ev)...)
+			next = append(next, m.Step(t0, ev)...)
 		}
 		acts = next
 	}
@@ -674,19 +671,19 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 
 	// Invariants of the transition.
 	switch ev := tr.ev.(type) {
-	case evReady:
-		if preStarting == nil || preStarting.id != ev.gen {
+	case EvReady:
+		if preStarting == nil || preStarting.id != ev.Gen {
 			if len(all) != 0 || machineKey(m) != preKey {
-				check("READY=1 from generation %d, not the starting one, changed the machine: %v", ev.gen, all)
+				check("READY=1 from generation %d, not the starting one, changed the machine: %v", ev.Gen, all)
 			}
 		}
-	case evTimer:
-		if !preArmed[ev.id] && len(all) != 0 {
-			check("stale timer %d did %v", ev.id, all)
+	case EvTimer:
+		if !preArmed[ev.ID] && len(all) != 0 {
+			check("stale timer %d did %v", ev.ID, all)
 		}
-	case evUpgradeChecked:
+	case EvUpgradeChecked:
 		if preStale != "" && (len(all) != 0 || machineKey(m) != preStale) {
-			check("the answer of cancelled check %d changed the machine: %v", ev.id, all)
+			check("the answer of cancelled check %d changed the machine: %v", ev.ID, all)
 		}
 	}
 	if obs.finished && len(all) != 0 {
@@ -694,41 +691,41 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 	}
 	for _, a := range all {
 		switch a := a.(type) {
-		case actSignal:
-			if a.sig == cfg.DrainSignal {
-				obs.drainSig[a.gen]++
-				if obs.drainSig[a.gen] > 1 || pre[a.gen] {
-					check("generation %d sent the drain signal twice", a.gen)
+		case ActSignal:
+			if a.Sig == cfg.DrainSignal {
+				obs.drainSig[a.Gen]++
+				if obs.drainSig[a.Gen] > 1 || pre[a.Gen] {
+					check("generation %d sent the drain signal twice", a.Gen)
 				}
 			}
-			if a.sig == syscall.SIGKILL {
-				obs.killed[a.gen] = true
+			if a.Sig == SIGKILL {
+				obs.killed[a.Gen] = true
 			}
-		case actCheckUpgrade:
+		case ActCheckUpgrade:
 			if obs.checking != 0 || obs.execing != 0 {
-				check("upgrade %d checked while upgrade %d/%d is in flight", a.id, obs.checking, obs.execing)
+				check("upgrade %d checked while upgrade %d/%d is in flight", a.ID, obs.checking, obs.execing)
 			}
-			obs.checking = a.id
-		case actExecUpgrade:
-			obs.execing = a.id
-		case actCancelCheck:
-			if obs.checking != a.id {
-				check("cancelled check %d, but the check running is %d", a.id, obs.checking)
+			obs.checking = a.ID
+		case ActExecUpgrade:
+			obs.execing = a.ID
+		case ActCancelCheck:
+			if obs.checking != a.ID {
+				check("cancelled check %d, but the check running is %d", a.ID, obs.checking)
 			}
-			obs.checking, obs.cancelled = 0, a.id
-		case actArm:
-			obs.armed = append(obs.armed, a.id)
-			if a.kind == timerDrain {
-				obs.drainArm[a.gen]++
+			obs.checking, obs.cancelled = 0, a.ID
+		case ActArm:
+			obs.armed = append(obs.armed, a.ID)
+			if a.Kind == TimerDrain {
+				obs.drainArm[a.Gen]++
 			}
-		case actReply:
-			if k := obs.callers[a.caller]; k == "stop" || k == "" {
-				check("reply to %d (%q), which is not waiting for a reply", a.caller, k)
+		case ActReply:
+			if k := obs.callers[a.Caller]; k == "stop" || k == "" {
+				check("reply to %d (%q), which is not waiting for a reply", a.Caller, k)
 			}
-			obs.replied[a.caller]++
-		case actExit:
+			obs.replied[a.Caller]++
+		case ActExit:
 			obs.finished = true
-			for _, c := range a.callers {
+			for _, c := range a.Callers {
 				if obs.callers[c] != "stop" {
 					check("stop reply to %d, which did not ask to stop", c)
 				}
@@ -751,7 +748,7 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 	serving := 0
 	drainTimers := map[int]int{}
 	for _, ref := range m.timers {
-		if ref.kind == timerDrain {
+		if ref.kind == TimerDrain {
 			drainTimers[ref.gen.id]++
 		}
 	}
@@ -793,10 +790,10 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 		check("trial of generation %d (%s) with serving %v, stopping %v", m.trial.id, m.trial.state, m.serving != nil, m.stopping)
 	}
 	for _, ref := range m.timers {
-		if ref.kind == timerWatchdog && ref.gen.state != Serving && ref.gen.state != Trial {
+		if ref.kind == TimerWatchdog && ref.gen.state != Serving && ref.gen.state != Trial {
 			check("watchdog armed for generation %d, which is %s", ref.gen.id, ref.gen.state)
 		}
-		if ref.kind == timerTrial && ref.gen != m.trial {
+		if ref.kind == TimerTrial && ref.gen != m.trial {
 			check("trial timer armed for generation %d, not on trial", ref.gen.id)
 		}
 	}
@@ -808,7 +805,7 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 
 // machineKey identifies a machine state up to what cannot change its
 // future: times are left out.
-func machineKey(m *machine) string {
+func machineKey(m *Machine) string {
 	var b strings.Builder
 	id := func(g *mgen) int {
 		if g == nil {
@@ -822,7 +819,7 @@ func machineKey(m *machine) string {
 	fmt.Fprintf(&b, "u%v:%v:%d:%s:%v:%v:%v:%v|", m.upgrading, m.checking, m.upgradeID, m.upgradeBinary, m.upgradeCallers, m.upgradeQueued, m.stopDeferred, m.restartDue)
 	for _, g := range m.gens {
 		fmt.Fprintf(&b, "g%d:%d:%s:%v:%v:%v:", g.id, g.kind, g.state, g.drainSent, g.wdFired, g.wdInterval)
-		for _, t := range []timerID{g.ready, g.delay, g.drain, g.trial, g.watchdog, g.abort} {
+		for _, t := range []TimerID{g.ready, g.delay, g.drain, g.trial, g.watchdog, g.abort} {
 			if t != 0 {
 				fmt.Fprintf(&b, "t%d,", t)
 			}
@@ -835,8 +832,8 @@ func (obs *observer) key() string {
 	return fmt.Sprintf("%v|%v|%v|%v|%d|%d|%d", obs.callers, obs.replied, obs.killed, obs.finished, obs.checking, obs.execing, obs.cancelled)
 }
 
-func replay(cfg machineConfig, path []transition) *pathState {
-	ps := &pathState{m: newMachine(cfg), obs: newObserver()}
+func replay(cfg Config, path []transition) *pathState {
+	ps := &pathState{m: New(cfg), obs: newObserver()}
 	for _, tr := range path {
 		ps.apply(cfg, tr, func(string, ...any) {})
 	}
@@ -865,7 +862,7 @@ func (ps *pathState) clone() *pathState {
 	m.waiting, m.queued, m.stopCallers = slices.Clone(m.waiting), slices.Clone(m.queued), slices.Clone(m.stopCallers)
 	m.upgradeCallers = slices.Clone(m.upgradeCallers)
 	m.out = nil
-	m.timers = make(map[timerID]timerRef, len(ps.m.timers))
+	m.timers = make(map[TimerID]timerRef, len(ps.m.timers))
 	for id, ref := range ps.m.timers {
 		m.timers[id] = timerRef{kind: ref.kind, gen: remap(ref.gen)}
 	}
@@ -878,15 +875,15 @@ func (ps *pathState) clone() *pathState {
 // The clone above copies every field of machine and mgen by hand; a new
 // field must be handled there.
 func TestCloneCoversMachine(t *testing.T) {
-	if n := reflect.TypeFor[machine]().NumField(); n != 30 {
+	if n := reflect.TypeFor[Machine]().NumField(); n != 30 {
 		t.Errorf("machine has %d fields: check that pathState.clone copies the new ones deeply, and that exportMachine and importMachine (handoff.go) carry them across an upgrade, then update this count", n)
 	}
 	if n := reflect.TypeFor[mgen]().NumField(); n != 18 {
 		t.Errorf("mgen has %d fields: check pathState.clone, exportMachine and importMachine, then update this count", n)
 	}
-	ps := replay(testMachineConfig, []transition{{spawnFail: []bool{false}}, {ev: evReady{gen: 1}}, {ev: evReload{caller: 1}, spawnFail: []bool{false}}})
+	ps := replay(testMachineConfig, []transition{{spawnFail: []bool{false}}, {ev: EvReady{Gen: 1}}, {ev: EvReload{Caller: 1}, spawnFail: []bool{false}}})
 	c := ps.clone()
-	c.apply(testMachineConfig, transition{ev: evStop{caller: 2}}, func(string, ...any) {})
+	c.apply(testMachineConfig, transition{ev: EvStop{Caller: 2}}, func(string, ...any) {})
 	if machineKey(ps.m) == machineKey(c.m) || ps.m.stopping || len(ps.obs.callers) != 1 {
 		t.Error("a clone shares state with its original")
 	}
@@ -895,51 +892,51 @@ func TestCloneCoversMachine(t *testing.T) {
 // candidates lists the events that can happen next: signals, requests
 // (a bounded number of callers), READY=1 from any generation, any exit of
 // any live generation, and any timer firing, stale ones included.
-func candidates(ps *pathState) []event {
+func candidates(ps *pathState) []Event {
 	m, obs := ps.m, ps.obs
-	evs := []event{evSignal{sig: syscall.SIGHUP}, evSignal{sig: syscall.SIGTERM}, evSignal{sig: syscall.SIGINT}, evTick{}}
-	next := callerID(len(obs.callers) + 1)
+	evs := []Event{EvSignal{Sig: SIGHUP}, EvSignal{Sig: SIGTERM}, EvSignal{Sig: SIGINT}, EvTick{}}
+	next := CallerID(len(obs.callers) + 1)
 	if len(obs.callers) < 3 {
-		evs = append(evs, evReload{caller: next}, evStop{caller: next})
+		evs = append(evs, EvReload{Caller: next}, EvStop{Caller: next})
 	}
 	if len(obs.callers) < 3 {
-		evs = append(evs, evPromote{caller: next}, evRollback{caller: next})
+		evs = append(evs, EvPromote{Caller: next}, EvRollback{Caller: next})
 		if ps.upgrades {
-			evs = append(evs, evUpgrade{caller: next, binary: "/new/hitless"}, evUpgrade{caller: next, binary: "/other/hitless"})
+			evs = append(evs, EvUpgrade{Caller: next, Binary: "/new/hitless"}, EvUpgrade{Caller: next, Binary: "/other/hitless"})
 		}
 	}
 	if obs.checking != 0 {
-		evs = append(evs, evUpgradeChecked{id: obs.checking}, evUpgradeChecked{id: obs.checking, err: "not hitless"})
+		evs = append(evs, EvUpgradeChecked{ID: obs.checking}, EvUpgradeChecked{ID: obs.checking, Err: "not hitless"})
 	}
 	if obs.cancelled != 0 {
-		evs = append(evs, evUpgradeChecked{id: obs.cancelled})
+		evs = append(evs, EvUpgradeChecked{ID: obs.cancelled})
 	}
 	if obs.execing != 0 {
-		evs = append(evs, evUpgradeDone{id: obs.execing, result: "ok"}, evUpgradeDone{id: obs.execing, result: "failed", reason: "exec: ENOENT"})
+		evs = append(evs, EvUpgradeDone{ID: obs.execing, Result: "ok"}, EvUpgradeDone{ID: obs.execing, Result: "failed", Reason: "exec: ENOENT"})
 	}
 	for _, g := range m.gens {
-		evs = append(evs, evReady{gen: g.id})
+		evs = append(evs, EvReady{Gen: g.id})
 		if ps.watchdog {
-			evs = append(evs, evWatchdog{gen: g.id, kind: watchdogPing}, evWatchdog{gen: g.id, kind: watchdogTrigger},
-				evWatchdog{gen: g.id, kind: watchdogInterval, usec: 0})
+			evs = append(evs, EvWatchdog{Gen: g.id, Kind: WatchdogPing}, EvWatchdog{Gen: g.id, Kind: WatchdogTrigger},
+				EvWatchdog{Gen: g.id, Kind: WatchdogInterval, Interval: 0})
 		}
-		statuses := []unix.WaitStatus{exit0, exit1, bySIGTERM}
+		statuses := []Exit{exit0, exit1, bySIGTERM}
 		if obs.killed[g.id] {
-			statuses = []unix.WaitStatus{bySIGKILL}
+			statuses = []Exit{bySIGKILL}
 		}
 		for _, st := range statuses {
-			evs = append(evs, evExited{gen: g.id, status: st})
+			evs = append(evs, EvExited{Gen: g.id, Exit: st})
 		}
 	}
 	for _, id := range obs.armed {
-		evs = append(evs, evTimer{id: id})
+		evs = append(evs, EvTimer{ID: id})
 	}
 	return evs
 }
 
 // expand returns the transitions for ev from ps, one per combination of
 // spawn answers it needs, each with the state it leads to.
-func expand(cfg machineConfig, ps *pathState, ev event, check func(transition) func(string, ...any)) ([]transition, []*pathState) {
+func expand(cfg Config, ps *pathState, ev Event, check func(transition) func(string, ...any)) ([]transition, []*pathState) {
 	var trs []transition
 	var states []*pathState
 	var try func(answers []bool)
@@ -960,7 +957,7 @@ func expand(cfg machineConfig, ps *pathState, ev event, check func(transition) f
 	return trs, states
 }
 
-func explore(t *testing.T, cfg machineConfig, depth int, upgrades bool) (states, transitions int) {
+func explore(t *testing.T, cfg Config, depth int, upgrades bool) (states, transitions int) {
 	type node struct {
 		path []transition
 		ps   *pathState
@@ -988,7 +985,7 @@ func explore(t *testing.T, cfg machineConfig, depth int, upgrades bool) (states,
 		seen[k] = true
 		return append(list, node{path: path, ps: ps})
 	}
-	trs, pss := expand(cfg, &pathState{m: newMachine(cfg), obs: newObserver(), watchdog: cfg.Watchdog > 0, upgrades: upgrades}, nil, checker(nil))
+	trs, pss := expand(cfg, &pathState{m: New(cfg), obs: newObserver(), watchdog: cfg.Watchdog > 0, upgrades: upgrades}, nil, checker(nil))
 	for i, tr := range trs {
 		frontier = add(frontier, []transition{tr}, pss[i])
 	}
@@ -1019,30 +1016,30 @@ func explore(t *testing.T, cfg machineConfig, depth int, upgrades bool) (states,
 // with children that exit only when killed (the worst case: they ignore
 // the drain signal). Every timer fires in turn and every killed child
 // exits; the machine must finish, with every caller answered exactly once.
-func checkCompletion(t *testing.T, cfg machineConfig, path []transition, ps *pathState) {
+func checkCompletion(t *testing.T, cfg Config, path []transition, ps *pathState) {
 	t.Helper()
 	fail := func(format string, a ...any) {
 		t.Errorf("completing %v:\n"+format, append([]any{path}, a...)...)
 	}
-	caller := callerID(len(ps.obs.callers) + 1)
-	steps := []event{evStop{caller: caller}}
+	caller := CallerID(len(ps.obs.callers) + 1)
+	steps := []Event{EvStop{Caller: caller}}
 	for i := 0; i < 50 && !ps.obs.finished; i++ {
 		if len(steps) == 0 {
 			if id := ps.obs.checking; id != 0 {
-				steps = append(steps, evUpgradeChecked{id: id, err: "refused"})
+				steps = append(steps, EvUpgradeChecked{ID: id, Err: "refused"})
 			}
 			if id := ps.obs.cancelled; id != 0 {
-				steps = append(steps, evUpgradeChecked{id: id})
+				steps = append(steps, EvUpgradeChecked{ID: id})
 			}
 			if id := ps.obs.execing; id != 0 {
-				steps = append(steps, evUpgradeDone{id: id, result: "failed", reason: "exec failed"})
+				steps = append(steps, EvUpgradeDone{ID: id, Result: "failed", Reason: "exec failed"})
 			}
 			for id := range ps.m.timers {
-				steps = append(steps, evTimer{id: id})
+				steps = append(steps, EvTimer{ID: id})
 			}
 			for _, g := range ps.m.gens {
 				if ps.obs.killed[g.id] {
-					steps = append(steps, evExited{gen: g.id, status: bySIGKILL})
+					steps = append(steps, EvExited{Gen: g.id, Exit: bySIGKILL})
 				}
 			}
 			if len(steps) == 0 {
@@ -1063,7 +1060,7 @@ func checkCompletion(t *testing.T, cfg machineConfig, path []transition, ps *pat
 	}
 }
 
-func trialConfig() machineConfig {
+func trialConfig() Config {
 	cfg := testMachineConfig
 	cfg.Trial, cfg.Watchdog, cfg.WatchdogGrace = 3*time.Second, 2*time.Second, time.Second
 	return cfg
@@ -1073,13 +1070,13 @@ func trialConfig() machineConfig {
 // into its trial.
 func reloadIntoTrial(t *testing.T) *mtest {
 	h := newMtest(t, trialConfig())
-	h.do(evReady{gen: 1})
-	h.do(evReload{caller: 1})
-	acts := h.do(evReady{gen: 2})
+	h.do(EvReady{Gen: 1})
+	h.do(EvReload{Caller: 1})
+	acts := h.do(EvReady{Gen: 2})
 	if h.state(2) != Trial || h.state(1) != Serving || len(signals(acts, 1)) != 0 || len(replies(acts)) != 0 {
 		t.Fatalf("into the trial: %s %s %v", h.state(1), h.state(2), acts)
 	}
-	if !h.armed(timerTrial, 2) || !h.armed(timerWatchdog, 2) || !h.armed(timerWatchdog, 1) {
+	if !h.armed(TimerTrial, 2) || !h.armed(TimerWatchdog, 2) || !h.armed(TimerWatchdog, 1) {
 		t.Fatalf("timers in the trial: %v", h.m.timers)
 	}
 	return h
@@ -1087,21 +1084,21 @@ func reloadIntoTrial(t *testing.T) *mtest {
 
 func TestMachineTrialPasses(t *testing.T) {
 	h := reloadIntoTrial(t)
-	if acts := h.do(evSignal{sig: syscall.SIGHUP}); len(acts) != 1 || !h.m.pending {
+	if acts := h.do(EvSignal{Sig: SIGHUP}); len(acts) != 1 || !h.m.pending {
 		t.Errorf("SIGHUP during the trial: %v", acts) // queued: only the log line
 	}
 	h.after(3 * time.Second)
-	acts := h.fire(timerTrial, 2)
-	if h.state(2) != Serving || h.state(1) != Draining || !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGTERM}) {
+	acts := h.fire(TimerTrial, 2)
+	if h.state(2) != Serving || h.state(1) != Draining || !slices.Equal(signals(acts, 1), []Signal{SIGTERM}) {
 		t.Fatalf("after the trial: %s %s %v", h.state(1), h.state(2), acts)
 	}
 	if r := replies(acts); len(r[1]) != 1 || r[1][0] != nil {
 		t.Errorf("verdict %v", r)
 	}
-	if o, ok := find[actObserve](acts); !ok || o.what != observeReload || o.d != 3*time.Second {
+	if o, ok := find[ActObserve](acts); !ok || o.What != ObserveReload || o.Duration != 3*time.Second {
 		t.Errorf("reload observed as %+v", o)
 	}
-	if s, ok := find[actStart](acts); !ok || s.gen != 3 {
+	if s, ok := find[ActStart](acts); !ok || s.Gen != 3 {
 		t.Errorf("the SIGHUP queued during the trial did not start: %v", acts)
 	}
 }
@@ -1109,16 +1106,16 @@ func TestMachineTrialPasses(t *testing.T) {
 func TestMachineTrialRollsBack(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		fail   func(h *mtest) []action
+		fail   func(h *mtest) []Action
 		reason string
 		drains bool
 	}{
-		{"crash", func(h *mtest) []action {
-			return h.do(evExited{gen: 2, status: unix.WaitStatus(4 << 8), stderr: []string{"panic: nil map"}})
+		{"crash", func(h *mtest) []Action {
+			return h.do(EvExited{Gen: 2, Exit: exited(4), Stderr: []string{"panic: nil map"}})
 		}, "rolled back during the trial: exited: exit status 4", false},
-		{"watchdog", func(h *mtest) []action { return h.fire(timerWatchdog, 2) }, "rolled back during the trial: its watchdog expired: no WATCHDOG=1 within 2s", true},
-		{"trigger", func(h *mtest) []action { return h.do(evWatchdog{gen: 2, kind: watchdogTrigger}) }, "its watchdog expired: it sent WATCHDOG=trigger", true},
-		{"rollback", func(h *mtest) []action { return h.do(evRollback{caller: 9}) }, "rolled back during the trial: asked by hitless rollback", true},
+		{"watchdog", func(h *mtest) []Action { return h.fire(TimerWatchdog, 2) }, "rolled back during the trial: its watchdog expired: no WATCHDOG=1 within 2s", true},
+		{"trigger", func(h *mtest) []Action { return h.do(EvWatchdog{Gen: 2, Kind: WatchdogTrigger}) }, "its watchdog expired: it sent WATCHDOG=trigger", true},
+		{"rollback", func(h *mtest) []Action { return h.do(EvRollback{Caller: 9}) }, "rolled back during the trial: asked by hitless rollback", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := reloadIntoTrial(t)
@@ -1131,19 +1128,19 @@ func TestMachineTrialRollsBack(t *testing.T) {
 			if len(signals(acts, 1)) != 0 || h.state(1) != Serving {
 				t.Error("the old generation was touched")
 			}
-			if got := signals(acts, 2); tc.drains != slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
+			if got := signals(acts, 2); tc.drains != slices.Equal(got, []Signal{SIGTERM}) {
 				t.Errorf("new generation got %v", got)
 			}
 			if h.m.trial != nil || h.m.stats.ReloadsRolledBack != 1 || h.m.stats.ReloadsFailed != 0 {
 				t.Errorf("after the rollback: trial %v, stats %+v", h.m.trial, h.m.stats)
 			}
-			var n actNotify
+			var n ActNotify
 			for _, a := range acts {
-				if x, ok := a.(actNotify); ok {
+				if x, ok := a.(ActNotify); ok {
 					n = x
 				}
 			}
-			if n.what != notifyReady || !strings.HasPrefix(n.text, "reload rolled back") {
+			if n.What != NotifyReady || !strings.HasPrefix(n.Text, "reload rolled back") {
 				t.Errorf("service manager told %+v", n)
 			}
 			if tc.name == "rollback" && (len(r[9]) != 1 || r[9][0] != nil) {
@@ -1155,38 +1152,38 @@ func TestMachineTrialRollsBack(t *testing.T) {
 
 func TestMachineTrialOldDies(t *testing.T) {
 	h := reloadIntoTrial(t)
-	acts := h.do(evExited{gen: 1, status: exit1})
+	acts := h.do(EvExited{Gen: 1, Exit: exit1})
 	if h.state(2) != Serving || len(replies(acts)[1]) != 1 || replies(acts)[1][0] != nil {
 		t.Fatalf("old generation died during the trial: %v", acts)
 	}
-	if _, ok := find[actArm](acts); ok && h.m.restart != 0 {
+	if _, ok := find[ActArm](acts); ok && h.m.restart != 0 {
 		t.Error("restart scheduled although the new generation serves")
 	}
 }
 
 func TestMachinePromote(t *testing.T) {
 	h := newMtest(t, trialConfig())
-	h.do(evReady{gen: 1})
-	if r := replies(h.do(evPromote{caller: 5})); len(r[5]) != 1 || r[5][0] != ErrNoTrial {
+	h.do(EvReady{Gen: 1})
+	if r := replies(h.do(EvPromote{Caller: 5})); len(r[5]) != 1 || r[5][0] != ErrNoTrial {
 		t.Errorf("promote without a trial: %v", r)
 	}
-	if r := replies(h.do(evRollback{caller: 6})); len(r[6]) != 1 || r[6][0] != ErrNoTrial {
+	if r := replies(h.do(EvRollback{Caller: 6})); len(r[6]) != 1 || r[6][0] != ErrNoTrial {
 		t.Errorf("rollback without a trial: %v", r)
 	}
-	h.do(evReload{caller: 1})
-	h.do(evReady{gen: 2})
-	acts := h.do(evPromote{caller: 7})
+	h.do(EvReload{Caller: 1})
+	h.do(EvReady{Gen: 2})
+	acts := h.do(EvPromote{Caller: 7})
 	if r := replies(acts); len(r[1]) != 1 || r[1][0] != nil || len(r[7]) != 1 || r[7][0] != nil || h.state(1) != Draining {
 		t.Errorf("promote: %v", acts)
 	}
-	if h.armed(timerTrial, 2) {
+	if h.armed(TimerTrial, 2) {
 		t.Error("trial timer left armed")
 	}
 }
 
 func TestMachineTrialStop(t *testing.T) {
 	h := reloadIntoTrial(t)
-	acts := h.do(evStop{caller: 4})
+	acts := h.do(EvStop{Caller: 4})
 	if r := replies(acts); len(r[1]) != 1 || r[1][0] != ErrStopping {
 		t.Errorf("reload verdict at the stop: %v", r)
 	}
@@ -1197,95 +1194,95 @@ func TestMachineTrialStop(t *testing.T) {
 
 func TestMachineWatchdog(t *testing.T) {
 	h := newMtest(t, trialConfig())
-	if h.armed(timerWatchdog, 1) {
+	if h.armed(TimerWatchdog, 1) {
 		t.Fatal("watchdog enforced before READY=1")
 	}
-	h.do(evWatchdog{gen: 1, kind: watchdogPing}) // early pings are harmless
-	h.do(evReady{gen: 1})
-	if !h.armed(timerWatchdog, 1) {
+	h.do(EvWatchdog{Gen: 1, Kind: WatchdogPing}) // early pings are harmless
+	h.do(EvReady{Gen: 1})
+	if !h.armed(TimerWatchdog, 1) {
 		t.Fatal("no watchdog once serving")
 	}
-	acts := h.do(evWatchdog{gen: 1, kind: watchdogPing})
-	if a, ok := find[actArm](acts); !ok || a.after != 2*time.Second {
+	acts := h.do(EvWatchdog{Gen: 1, Kind: WatchdogPing})
+	if a, ok := find[ActArm](acts); !ok || a.After != 2*time.Second {
 		t.Errorf("a ping did not re-arm the watchdog: %v", acts)
 	}
-	acts = h.do(evWatchdog{gen: 1, kind: watchdogInterval, usec: 5 * time.Second})
-	if a, _ := find[actArm](acts); a.after != 5*time.Second {
+	acts = h.do(EvWatchdog{Gen: 1, Kind: WatchdogInterval, Interval: 5 * time.Second})
+	if a, _ := find[ActArm](acts); a.After != 5*time.Second {
 		t.Errorf("WATCHDOG_USEC= did not change the interval: %v", acts)
 	}
-	acts = h.fire(timerWatchdog, 1)
-	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGABRT}) || !h.armed(timerAbort, 1) || h.m.stats.WatchdogKills != 1 {
+	acts = h.fire(TimerWatchdog, 1)
+	if !slices.Equal(signals(acts, 1), []Signal{SIGABRT}) || !h.armed(TimerAbort, 1) || h.m.stats.WatchdogKills != 1 {
 		t.Fatalf("watchdog expiry: %v", acts)
 	}
-	if acts := h.do(evWatchdog{gen: 1, kind: watchdogPing}); len(acts) != 0 {
+	if acts := h.do(EvWatchdog{Gen: 1, Kind: WatchdogPing}); len(acts) != 0 {
 		t.Errorf("a ping after the expiry did %v", acts)
 	}
-	acts = h.fire(timerAbort, 1)
-	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGKILL}) {
+	acts = h.fire(TimerAbort, 1)
+	if !slices.Equal(signals(acts, 1), []Signal{SIGKILL}) {
 		t.Errorf("after the grace: %v", acts)
 	}
-	acts = h.do(evExited{gen: 1, status: bySIGKILL})
-	var l actLog
+	acts = h.do(EvExited{Gen: 1, Exit: bySIGKILL})
+	var l ActLog
 	for _, a := range acts {
-		if x, ok := a.(actLog); ok && x.msg == "serving child died" {
+		if x, ok := a.(ActLog); ok && x.Msg == "serving child died" {
 			l = x
 		}
 	}
-	if !slices.Contains(l.attrs, any("killed by signal SIGKILL (after its watchdog expired)")) || h.m.restart == 0 {
+	if !slices.Contains(l.Attrs, any("killed by signal SIGKILL (after its watchdog expired)")) || h.m.restart == 0 {
 		t.Errorf("exit after the watchdog: %+v, restart %v", l, h.m.restart)
 	}
 	// WATCHDOG_USEC=0 turns it off.
 	h2 := newMtest(t, trialConfig())
-	h2.do(evReady{gen: 1})
-	h2.do(evWatchdog{gen: 1, kind: watchdogInterval})
-	if h2.armed(timerWatchdog, 1) {
+	h2.do(EvReady{Gen: 1})
+	h2.do(EvWatchdog{Gen: 1, Kind: WatchdogInterval})
+	if h2.armed(TimerWatchdog, 1) {
 		t.Error("WATCHDOG_USEC=0 left the watchdog armed")
 	}
 }
 
 func TestMachineUpgrade(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReady{gen: 1})
-	acts := h.do(evUpgrade{caller: 1, binary: "/usr/local/bin/hitless"})
-	c, ok := find[actCheckUpgrade](acts)
-	if !ok || c.id != 1 || c.binary != "/usr/local/bin/hitless" {
+	h.do(EvReady{Gen: 1})
+	acts := h.do(EvUpgrade{Caller: 1, Binary: "/usr/local/bin/hitless"})
+	c, ok := find[ActCheckUpgrade](acts)
+	if !ok || c.ID != 1 || c.Binary != "/usr/local/bin/hitless" {
 		t.Fatalf("upgrade: %v", acts)
 	}
-	h.do(evUpgrade{caller: 2, binary: "/usr/local/bin/hitless"}) // joins
+	h.do(EvUpgrade{Caller: 2, Binary: "/usr/local/bin/hitless"}) // joins
 	// Another binary is refused while this one is under way: its
 	// verdict would not be that caller's.
 	var busy *UpgradeBusyError
-	if r := replies(h.do(evUpgrade{caller: 4, binary: "/opt/other"})); len(r[4]) != 1 || !errors.As(r[4][0], &busy) || busy.Binary != "/usr/local/bin/hitless" {
+	if r := replies(h.do(EvUpgrade{Caller: 4, Binary: "/opt/other"})); len(r[4]) != 1 || !errors.As(r[4][0], &busy) || busy.Binary != "/usr/local/bin/hitless" {
 		t.Errorf("an upgrade to another binary during this one: %v", r)
 	}
 	// While the upgrade runs, a reload and a restart wait for it.
-	if acts := h.do(evSignal{sig: syscall.SIGHUP}); !h.m.pending {
+	if acts := h.do(EvSignal{Sig: SIGHUP}); !h.m.pending {
 		t.Errorf("SIGHUP during the upgrade: %v", acts)
 	}
-	acts = h.do(evUpgradeChecked{id: 1})
-	if x, ok := find[actExecUpgrade](acts); !ok || x.id != 1 {
+	acts = h.do(EvUpgradeChecked{ID: 1})
+	if x, ok := find[ActExecUpgrade](acts); !ok || x.ID != 1 {
 		t.Fatalf("after the check: %v", acts)
 	}
-	acts = h.do(evUpgradeDone{id: 1, result: "ok"})
+	acts = h.do(EvUpgradeDone{ID: 1, Result: "ok"})
 	if r := replies(acts); len(r[1]) != 1 || r[1][0] != nil || len(r[2]) != 1 || r[2][0] != nil {
 		t.Errorf("verdicts %v", r)
 	}
-	if s, ok := find[actStart](acts); !ok || s.kind != kindReload {
+	if s, ok := find[ActStart](acts); !ok || s.Kind != KindReload {
 		t.Errorf("the SIGHUP during the upgrade did not start: %v", acts)
 	}
 	if h.m.stats.UpgradesOK != 1 || h.m.stats.LastUpgrade == nil || h.m.stats.LastUpgrade.Result != "ok" {
 		t.Errorf("stats %+v", h.m.stats)
 	}
-	if r := replies(h.do(evUpgradeResult{caller: 3})); len(r[3]) != 1 || r[3][0] != nil {
+	if r := replies(h.do(EvUpgradeResult{Caller: 3})); len(r[3]) != 1 || r[3][0] != nil {
 		t.Errorf("UpgradeResult %v", r)
 	}
 }
 
 func TestMachineUpgradeRefused(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReady{gen: 1})
-	h.do(evUpgrade{caller: 1, binary: "/tmp/not-hitless"})
-	acts := h.do(evUpgradeChecked{id: 1, err: "the new binary failed its check: exit status 3"})
+	h.do(EvReady{Gen: 1})
+	h.do(EvUpgrade{Caller: 1, Binary: "/tmp/not-hitless"})
+	acts := h.do(EvUpgradeChecked{ID: 1, Err: "the new binary failed its check: exit status 3"})
 	var uerr *UpgradeError
 	if r := replies(acts); len(r[1]) != 1 || !errors.As(r[1][0], &uerr) || uerr.Result != "refused" || !strings.Contains(uerr.Error(), "exit status 3") {
 		t.Fatalf("verdict %v", r)
@@ -1294,10 +1291,10 @@ func TestMachineUpgradeRefused(t *testing.T) {
 		t.Errorf("after a refusal: %+v", h.m.stats)
 	}
 	// A rollback is reported the same way, to whoever asks after it.
-	h.do(evUpgrade{caller: 2})
-	h.do(evUpgradeChecked{id: 2})
-	h.do(evUpgradeDone{id: 2, result: "rolled_back", reason: "restore: injected"})
-	if r := replies(h.do(evUpgradeResult{caller: 4})); len(r[4]) != 1 || !errors.As(r[4][0], &uerr) || uerr.Result != "rolled_back" {
+	h.do(EvUpgrade{Caller: 2})
+	h.do(EvUpgradeChecked{ID: 2})
+	h.do(EvUpgradeDone{ID: 2, Result: "rolled_back", Reason: "restore: injected"})
+	if r := replies(h.do(EvUpgradeResult{Caller: 4})); len(r[4]) != 1 || !errors.As(r[4][0], &uerr) || uerr.Result != "rolled_back" {
 		t.Errorf("UpgradeResult after a rollback: %v", r)
 	}
 }
@@ -1308,10 +1305,10 @@ func TestMachineUpgradeRefused(t *testing.T) {
 // check's late answer changes nothing.
 func TestMachineStopCancelsCheck(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReady{gen: 1})
-	h.do(evUpgrade{caller: 1, binary: "/new"})
-	acts := h.do(evSignal{sig: syscall.SIGTERM})
-	if c, ok := find[actCancelCheck](acts); !ok || c.id != 1 {
+	h.do(EvReady{Gen: 1})
+	h.do(EvUpgrade{Caller: 1, Binary: "/new"})
+	acts := h.do(EvSignal{Sig: SIGTERM})
+	if c, ok := find[ActCancelCheck](acts); !ok || c.ID != 1 {
 		t.Errorf("the check was not cancelled: %v", acts)
 	}
 	if r := replies(acts); len(r[1]) != 1 || r[1][0] != ErrStopping {
@@ -1320,10 +1317,10 @@ func TestMachineStopCancelsCheck(t *testing.T) {
 	if !h.m.stopping || h.m.upgrading || len(signals(acts, 1)) != 1 {
 		t.Errorf("stopping %v, upgrading %v, drain %v", h.m.stopping, h.m.upgrading, signals(acts, 1))
 	}
-	if acts := h.do(evSignal{sig: syscall.SIGINT}); len(signals(acts, 1)) != 1 || signals(acts, 1)[0] != syscall.SIGKILL {
+	if acts := h.do(EvSignal{Sig: SIGINT}); len(signals(acts, 1)) != 1 || signals(acts, 1)[0] != SIGKILL {
 		t.Errorf("a second SIGINT: %v", acts)
 	}
-	if acts := h.do(evUpgradeChecked{id: 1}); len(acts) != 0 || h.m.stats.LastUpgrade != nil {
+	if acts := h.do(EvUpgradeChecked{ID: 1}); len(acts) != 0 || h.m.stats.LastUpgrade != nil {
 		t.Errorf("the cancelled check's answer: %v", acts)
 	}
 }
@@ -1333,54 +1330,54 @@ func TestMachineStopCancelsCheck(t *testing.T) {
 // the trial's end, and a reload queued meanwhile starts after both.
 func TestMachineUpgradeDuringTrial(t *testing.T) {
 	h := reloadIntoTrial(t)
-	if acts := h.do(evUpgrade{caller: 5, binary: "/new"}); !h.m.upgrading {
+	if acts := h.do(EvUpgrade{Caller: 5, Binary: "/new"}); !h.m.upgrading {
 		t.Fatalf("an upgrade during a trial waits: %v", acts)
 	}
-	h.do(evSignal{sig: syscall.SIGHUP})
-	acts := h.do(evUpgradeChecked{id: 1})
-	if _, ok := find[actExecUpgrade](acts); !ok {
+	h.do(EvSignal{Sig: SIGHUP})
+	acts := h.do(EvUpgradeChecked{ID: 1})
+	if _, ok := find[ActExecUpgrade](acts); !ok {
 		t.Fatalf("after the check: %v", acts)
 	}
-	if acts := h.do(evUpgradeDone{id: 1, result: "ok"}); h.m.starting != nil {
+	if acts := h.do(EvUpgradeDone{ID: 1, Result: "ok"}); h.m.starting != nil {
 		t.Errorf("the queued reload started during the trial: %v", acts)
 	}
-	acts = h.fire(timerTrial, 2)
-	if s, ok := find[actStart](acts); h.state(2) != Serving || !ok || s.gen != 3 {
+	acts = h.fire(TimerTrial, 2)
+	if s, ok := find[ActStart](acts); h.state(2) != Serving || !ok || s.Gen != 3 {
 		t.Errorf("the trial's end: %v", acts)
 	}
 }
 
 func TestMachineUpgradeWaitsForReload(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
-	h.do(evReady{gen: 1})
-	h.do(evReload{caller: 1})
-	if acts := h.do(evUpgrade{caller: 2}); len(acts) != 0 || !h.m.upgradeQueued {
+	h.do(EvReady{Gen: 1})
+	h.do(EvReload{Caller: 1})
+	if acts := h.do(EvUpgrade{Caller: 2}); len(acts) != 0 || !h.m.upgradeQueued {
 		t.Fatalf("upgrade during a reload: %v", acts)
 	}
-	acts := h.do(evReady{gen: 2})
-	if _, ok := find[actCheckUpgrade](acts); !ok {
+	acts := h.do(EvReady{Gen: 2})
+	if _, ok := find[ActCheckUpgrade](acts); !ok {
 		t.Errorf("the upgrade did not begin once the reload was over: %v", acts)
 	}
 	// A stop during the hand-over (the exec under way) is carried
 	// across it, and stops after it.
-	h.do(evUpgradeChecked{id: 1})
-	if acts := h.do(evStop{caller: 3}); len(acts) != 0 || h.m.stopping {
+	h.do(EvUpgradeChecked{ID: 1})
+	if acts := h.do(EvStop{Caller: 3}); len(acts) != 0 || h.m.stopping {
 		t.Errorf("stop during the hand-over: %v", acts)
 	}
-	acts = h.do(evUpgradeDone{id: 1, result: "failed", reason: "exec: permission denied"})
+	acts = h.do(EvUpgradeDone{ID: 1, Result: "failed", Reason: "exec: permission denied"})
 	if !h.m.stopping || len(signals(acts, 2)) != 1 {
 		t.Errorf("after the upgrade, the stop: %v", acts)
 	}
 	// The restart timer that fires during an upgrade waits for it too.
 	h2 := newMtest(t, testMachineConfig)
-	h2.do(evReady{gen: 1})
-	h2.do(evExited{gen: 1, status: exit1})
-	h2.do(evUpgrade{caller: 1})
-	if acts := h2.fire(timerRestart, 0); len(acts) != 0 || !h2.m.restartDue {
+	h2.do(EvReady{Gen: 1})
+	h2.do(EvExited{Gen: 1, Exit: exit1})
+	h2.do(EvUpgrade{Caller: 1})
+	if acts := h2.fire(TimerRestart, 0); len(acts) != 0 || !h2.m.restartDue {
 		t.Errorf("restart during the upgrade: %v", acts)
 	}
-	h2.do(evUpgradeChecked{id: 1, err: "refused"})
-	if h2.m.starting == nil || h2.m.starting.kind != kindRestart {
+	h2.do(EvUpgradeChecked{ID: 1, Err: "refused"})
+	if h2.m.starting == nil || h2.m.starting.kind != KindRestart {
 		t.Errorf("no restart after the upgrade")
 	}
 }
@@ -1389,8 +1386,8 @@ func TestMachineUpgradeWaitsForReload(t *testing.T) {
 // trial reopens its logs too.
 func TestMachineForwardDuringTrial(t *testing.T) {
 	h := reloadIntoTrial(t)
-	acts := h.do(evSignal{sig: syscall.SIGUSR1})
-	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGUSR1}) || !slices.Equal(signals(acts, 2), []syscall.Signal{syscall.SIGUSR1}) {
+	acts := h.do(EvSignal{Sig: SIGUSR1})
+	if !slices.Equal(signals(acts, 1), []Signal{SIGUSR1}) || !slices.Equal(signals(acts, 2), []Signal{SIGUSR1}) {
 		t.Errorf("SIGUSR1 during a trial: %v", acts)
 	}
 }
