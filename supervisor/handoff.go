@@ -247,7 +247,8 @@ func (s *Supervisor) resume() {
 	s.reaper.resume()
 }
 
-// handoff is the supervisor's section of the upgrade state.
+// handoff is the supervisor's section of the upgrade state: a format,
+// like the machine's (see golden_test.go).
 type handoff struct {
 	Machine  machine.Snapshot `json:"machine"`
 	Timers   []timerState     `json:"timers"`
@@ -292,7 +293,14 @@ type socketState struct {
 // export writes the supervisor's state into st, and names every
 // descriptor to carry.
 func (s *Supervisor) export(st *upgrade.State) error {
-	h := handoff{Machine: s.m.Snapshot(), Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started, LastCaller: s.lastCaller,
+	// Of the machine's callers, those of the reload in flight and of the
+	// queued one are kept, by number: whoever waited is carried by the
+	// control socket and rejoins them (RejoinReload). The others ask
+	// again: a stop joins the stop, an upgrade asks for the verdict of
+	// the last one.
+	ms := s.m.Snapshot()
+	ms.StopCallers, ms.UpgradeCallers = nil, nil
+	h := handoff{Machine: ms, Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started, LastCaller: s.lastCaller,
 		OutputDropped: s.cfg.Outputs.dropped()}
 	now := time.Now()
 	for id, t := range s.timers {

@@ -24,8 +24,12 @@ import (
 
 // StateVersion is the version of the state this build writes, and the
 // newest it reads. A build reads versions MinStateVersion to StateVersion.
+// Version 2: the supervisor's machine writes the kinds of its generations
+// and timers by name, no longer as numbers (see package supervisor's
+// golden_test.go); a build of version 1 cannot read that, and refuses a
+// binary of version 2 at the check, before anything is handed over.
 const (
-	StateVersion    = 1
+	StateVersion    = 2
 	MinStateVersion = 1
 )
 

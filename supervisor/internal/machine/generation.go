@@ -20,12 +20,13 @@ const (
 
 // StartKind says why a generation was started, which decides what its
 // success or failure means and what the service manager is told.
-type StartKind int
+// It crosses an upgrade by name (see state.go).
+type StartKind string
 
 const (
-	KindInitial StartKind = iota // the first child
-	KindReload                   // SIGHUP, or Reload
-	KindRestart                  // after the serving child died
+	KindInitial StartKind = "initial" // the first child
+	KindReload  StartKind = "reload"  // SIGHUP, or Reload
+	KindRestart StartKind = "restart" // after the serving child died
 )
 
 // mgen is one generation as the machine sees it.

@@ -11,17 +11,18 @@ import (
 // recognised as stale and ignored.
 type TimerID int
 
-// TimerKind says what a timer is for.
-type TimerKind int
+// TimerKind says what a timer is for. It crosses an upgrade by name (see
+// state.go).
+type TimerKind string
 
 const (
-	TimerReady      TimerKind = iota // a starting generation's ready timeout
-	TimerReadyDelay                  // --ready delay:D: ready once this passes
-	TimerDrain                       // a draining generation's deadline
-	TimerRestart                     // crash-restart backoff
-	TimerTrial                       // the end of a generation's trial
-	TimerWatchdog                    // a ready generation's watchdog
-	TimerAbort                       // the grace after the watchdog's SIGABRT
+	TimerReady      TimerKind = "ready"       // a starting generation's ready timeout
+	TimerReadyDelay TimerKind = "ready_delay" // --ready delay:D: ready once this passes
+	TimerDrain      TimerKind = "drain"       // a draining generation's deadline
+	TimerRestart    TimerKind = "restart"     // crash-restart backoff
+	TimerTrial      TimerKind = "trial"       // the end of a generation's trial
+	TimerWatchdog   TimerKind = "watchdog"    // a ready generation's watchdog
+	TimerAbort      TimerKind = "abort"       // the grace after the watchdog's SIGABRT
 )
 
 // timerRef is an armed timer: what it is for, and whose.
