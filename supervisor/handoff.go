@@ -345,26 +345,19 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	if err := st.Get("supervisor", &h); err != nil {
 		return nil, err
 	}
-	file := func(format string, a ...any) (*os.File, error) {
-		name := fmt.Sprintf(format, a...)
-		if f := st.File(name); f != nil {
-			return f, nil
-		}
-		return nil, fmt.Errorf("restore: the state carries no %s", name)
-	}
 	for i, ss := range h.Sockets {
-		f, err := file("socket/%d", i)
+		f, err := carried(st, "socket/%d", i)
 		if err != nil {
 			return nil, err
 		}
 		s.sockets = append(s.sockets, &sockets.Socket{Spec: ss.Spec, File: f, FD: rawFD(f), Addr: ss.Addr, Source: ss.Source, Created: ss.Created})
 	}
-	lock, err := file("rundir/lock")
+	lock, err := carried(st, "rundir/lock")
 	if err != nil {
 		return nil, err
 	}
 	s.rundir = &rundir{path: h.Rundir, lock: lock}
-	w, err := file("watcher")
+	w, err := carried(st, "watcher")
 	if err != nil {
 		return nil, err
 	}
@@ -381,26 +374,9 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 		exits: make(map[int]chan unix.WaitStatus),
 	}
 	for _, cs := range h.Children {
-		c := &child{id: cs.ID, pid: cs.PID, stderr: &tail{max: stderrKept}, status: cs.Status, stopping: cs.Stopping}
-		c.stderr.Write(cs.Stderr)
-		nf, err := file("child/%d/notify", cs.ID)
+		c, err := restoreChild(st, cs)
 		if err != nil {
 			return nil, err
-		}
-		if c.notify, err = sdnotify.FileConn(nf, cs.Notify); err != nil {
-			return nil, fmt.Errorf("restore: %w", err)
-		}
-		st.CloseLater(nf) // the Conn holds a duplicate
-		for i, stderr := range cs.Outs {
-			f, err := file("child/%d/out/%d", cs.ID, i)
-			if err != nil {
-				return nil, err
-			}
-			p := outPipe{r: f, stderr: stderr}
-			if i < len(cs.Partials) {
-				p.partial = cs.Partials[i]
-			}
-			c.outs = append(c.outs, p)
 		}
 		exitc := make(chan unix.WaitStatus, 1)
 		r.adopt[c.pid] = s.exited(exitc)
@@ -421,6 +397,43 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	s.cfg.Outputs.carry(h.OutputDropped)
 	s.m, s.started, s.restored = m, h.Started, r
 	return s, nil
+}
+
+// carried returns the descriptor the state carries by the name format
+// gives.
+func carried(st *upgrade.State, format string, a ...any) (*os.File, error) {
+	name := fmt.Sprintf(format, a...)
+	if f := st.File(name); f != nil {
+		return f, nil
+	}
+	return nil, fmt.Errorf("restore: the state carries no %s", name)
+}
+
+// restoreChild takes back what the state carries of a child: its notify
+// socket, its output pipes and what it said.
+func restoreChild(st *upgrade.State, cs childState) (*child, error) {
+	c := &child{id: cs.ID, pid: cs.PID, stderr: &tail{max: stderrKept}, status: cs.Status, stopping: cs.Stopping}
+	c.stderr.Write(cs.Stderr)
+	nf, err := carried(st, "child/%d/notify", cs.ID)
+	if err != nil {
+		return nil, err
+	}
+	if c.notify, err = sdnotify.FileConn(nf, cs.Notify); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	st.CloseLater(nf) // the Conn holds a duplicate
+	for i, stderr := range cs.Outs {
+		f, err := carried(st, "child/%d/out/%d", cs.ID, i)
+		if err != nil {
+			return nil, err
+		}
+		p := outPipe{r: f, stderr: stderr}
+		if i < len(cs.Partials) {
+			p.partial = cs.Partials[i]
+		}
+		c.outs = append(c.outs, p)
+	}
+	return c, nil
 }
 
 // NoteUpgrade gives the verdict of the upgrade that started this image a

@@ -339,16 +339,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 		case ws := <-s.watcher.exit:
 			s.restartWatcher(ws)
 		case r := <-s.checked:
-			s.cancelCheck = nil
-			if s.upgradeBin != nil {
-				s.upgradeBin.Close()
-			}
-			s.upgradeBin = r.bin
-			msg := ""
-			if r.err != nil {
-				msg = r.err.Error()
-			}
-			s.feed(machine.EvUpgradeChecked{ID: r.id, Err: msg})
+			s.checkDone(r)
 		case req := <-s.reqs:
 			s.request(req)
 		}
@@ -356,6 +347,21 @@ func (s *Supervisor) loop(ctx context.Context) {
 	for _, t := range s.timers {
 		t.Stop()
 	}
+}
+
+// checkDone feeds the machine the outcome of a new binary's check, and
+// keeps the binary that passed it, to exec.
+func (s *Supervisor) checkDone(r checked) {
+	s.cancelCheck = nil
+	if s.upgradeBin != nil {
+		s.upgradeBin.Close()
+	}
+	s.upgradeBin = r.bin
+	msg := ""
+	if r.err != nil {
+		msg = r.err.Error()
+	}
+	s.feed(machine.EvUpgradeChecked{ID: r.id, Err: msg})
 }
 
 // request feeds the machine a caller's request.
@@ -407,15 +413,12 @@ func (s *Supervisor) run(acts []machine.Action) {
 }
 
 // do carries out one action; it returns the event that answers it, if any.
+// Like the machine's Step, the switch is a table, one case per action:
+// its complexity is the number of actions.
 func (s *Supervisor) do(a machine.Action) machine.Event {
 	switch a := a.(type) {
 	case machine.ActStart:
-		c := &child{id: a.Gen, stderr: &tail{max: stderrKept}}
-		if err := s.os.spawn(c); err != nil {
-			return machine.EvSpawnFailed{Gen: a.Gen, Err: err.Error()}
-		}
-		s.children[a.Gen] = c
-		return machine.EvSpawned{Gen: a.Gen, PID: c.pid}
+		return s.start(a.Gen)
 	case machine.ActSignal:
 		if err := s.os.signal(a.PID, signalNum(a.Sig)); err != nil {
 			s.log.Error("signal", "generation", a.Gen, "pid", a.PID, "signal", a.Sig, "err", err)
@@ -423,39 +426,17 @@ func (s *Supervisor) do(a machine.Action) machine.Event {
 	case machine.ActArm:
 		s.arm(a.ID, a.Gen, time.Now().Add(a.After))
 	case machine.ActDisarm:
-		if t := s.timers[a.ID]; t != nil {
-			t.Stop()
-			delete(s.timers, a.ID)
-		}
+		s.disarm(a.ID)
 	case machine.ActReply:
-		if req, ok := s.callers[a.Caller]; ok {
-			delete(s.callers, a.Caller)
-			req.reply <- a.Err
-		} else if o := s.orphans[a.Caller]; o != nil {
-			o.answered, o.err = true, a.Err
-		}
+		s.reply(a.Caller, a.Err)
 	case machine.ActStatus:
-		if req, ok := s.callers[a.Caller]; ok {
-			delete(s.callers, a.Caller)
-			req.status <- s.status(a.View)
-		}
+		s.answerStatus(a.Caller, a.View)
 	case machine.ActNotify:
 		s.notify(a)
 	case machine.ActLog:
 		s.log.Log(context.Background(), a.Level, a.Msg, a.Attrs...)
 	case machine.ActForget:
-		if c := s.children[a.Gen]; c != nil {
-			delete(s.children, a.Gen)
-			c.forget()
-			// Its group got SIGKILL when it exited: nothing for the
-			// watcher to kill.
-			if err := s.watcher.remove(c.pid); err != nil {
-				s.log.Warn("watcher", "err", err)
-			}
-			if !c.copied {
-				s.lingering = append(s.lingering, c)
-			}
-		}
+		s.forget(a.Gen)
 	case machine.ActRelease:
 		// Let go of hitless's own copies of the sockets: they close once
 		// the children have closed theirs, so a client that connects
@@ -475,16 +456,79 @@ func (s *Supervisor) do(a machine.Action) machine.Event {
 			s.cancelCheck()
 		}
 	case machine.ActObserve:
-		if o := s.cfg.Observer; o != nil {
-			switch a.What {
-			case machine.ObserveReload:
-				o.ReloadServing(a.Duration)
-			case machine.ObserveDrain:
-				o.Drained(a.Duration)
-			}
-		}
+		s.observe(a)
 	}
 	return nil
+}
+
+// start spawns generation gen, and answers how that went.
+func (s *Supervisor) start(gen int) machine.Event {
+	c := &child{id: gen, stderr: &tail{max: stderrKept}}
+	if err := s.os.spawn(c); err != nil {
+		return machine.EvSpawnFailed{Gen: gen, Err: err.Error()}
+	}
+	s.children[gen] = c
+	return machine.EvSpawned{Gen: gen, PID: c.pid}
+}
+
+// disarm stops the machine's timer id.
+func (s *Supervisor) disarm(id machine.TimerID) {
+	if t := s.timers[id]; t != nil {
+		t.Stop()
+		delete(s.timers, id)
+	}
+}
+
+// reply gives caller its verdict: a request waiting for it, or an orphan
+// whose request has not rejoined it yet.
+func (s *Supervisor) reply(caller machine.CallerID, err error) {
+	if req, ok := s.callers[caller]; ok {
+		delete(s.callers, caller)
+		req.reply <- err
+	} else if o := s.orphans[caller]; o != nil {
+		o.answered, o.err = true, err
+	}
+}
+
+// answerStatus gives caller the status: the machine's view, completed.
+func (s *Supervisor) answerStatus(caller machine.CallerID, v machine.View) {
+	if req, ok := s.callers[caller]; ok {
+		delete(s.callers, caller)
+		req.status <- s.status(v)
+	}
+}
+
+// forget lets go of what the driver holds for generation gen, which
+// exited.
+func (s *Supervisor) forget(gen int) {
+	c := s.children[gen]
+	if c == nil {
+		return
+	}
+	delete(s.children, gen)
+	c.forget()
+	// Its group got SIGKILL when it exited: nothing for the watcher to
+	// kill.
+	if err := s.watcher.remove(c.pid); err != nil {
+		s.log.Warn("watcher", "err", err)
+	}
+	if !c.copied {
+		s.lingering = append(s.lingering, c)
+	}
+}
+
+// observe passes a measurement to the metrics.
+func (s *Supervisor) observe(a machine.ActObserve) {
+	o := s.cfg.Observer
+	if o == nil {
+		return
+	}
+	switch a.What {
+	case machine.ObserveReload:
+		o.ReloadServing(a.Duration)
+	case machine.ObserveDrain:
+		o.Drained(a.Duration)
+	}
 }
 
 // orphan is a caller of a reload, carried across an upgrade without the

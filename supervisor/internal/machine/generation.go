@@ -133,26 +133,7 @@ func (m *Machine) exited(gen int, exit Exit, stderr []string) {
 	case g == m.trial:
 		m.rollback(g, "exited: "+reason, stderr)
 	case g == m.serving:
-		m.serving = nil
-		m.exitCode = m.code(g, exit)
-		if m.stopping {
-			m.logf(slog.LevelInfo, "stopped", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
-			m.emit(ActObserve{What: ObserveDrain, Duration: m.now.Sub(g.drainAt)})
-			return
-		}
-		m.logf(slog.LevelError, "serving child died", "generation", g.id, "pid", g.pid, "status", reason, "stderr", strings.Join(lastN(stderr, 3), " | "))
-		if t := m.trial; t != nil {
-			// The generation on trial is ready and serves already.
-			m.logf(slog.LevelInfo, "trial ended early: the serving generation died", "generation", t.id, "pid", t.pid)
-			m.promote(t)
-			return
-		}
-		if m.now.Sub(g.readyAt) >= m.cfg.StableAfter {
-			m.backoff = m.cfg.BackoffMin
-		}
-		if m.starting == nil {
-			m.scheduleRestart()
-		}
+		m.servingExited(g, exit, reason, stderr)
 	case was == Draining && g.readyAt.IsZero():
 		m.logf(slog.LevelInfo, "stopped before ready", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
 	case was == Draining:
@@ -160,6 +141,32 @@ func (m *Machine) exited(gen int, exit Exit, stderr []string) {
 		m.emit(ActObserve{What: ObserveDrain, Duration: m.now.Sub(g.drainAt)})
 	case was == Failed:
 		m.logf(slog.LevelInfo, "failed generation drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
+	}
+}
+
+// servingExited: g, the serving generation, exited, as asked by a stop,
+// or of its own accord: then the generation on trial takes over, or a
+// restart follows after the backoff (unless a reload is starting one).
+func (m *Machine) servingExited(g *mgen, exit Exit, reason string, stderr []string) {
+	m.serving = nil
+	m.exitCode = m.code(g, exit)
+	if m.stopping {
+		m.logf(slog.LevelInfo, "stopped", "generation", g.id, "pid", g.pid, "status", reason, "took", m.now.Sub(g.drainAt).Round(time.Millisecond))
+		m.emit(ActObserve{What: ObserveDrain, Duration: m.now.Sub(g.drainAt)})
+		return
+	}
+	m.logf(slog.LevelError, "serving child died", "generation", g.id, "pid", g.pid, "status", reason, "stderr", strings.Join(lastN(stderr, 3), " | "))
+	if t := m.trial; t != nil {
+		// The generation on trial is ready and serves already.
+		m.logf(slog.LevelInfo, "trial ended early: the serving generation died", "generation", t.id, "pid", t.pid)
+		m.promote(t)
+		return
+	}
+	if m.now.Sub(g.readyAt) >= m.cfg.StableAfter {
+		m.backoff = m.cfg.BackoffMin
+	}
+	if m.starting == nil {
+		m.scheduleRestart()
 	}
 }
 

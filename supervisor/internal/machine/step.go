@@ -76,7 +76,8 @@ func (m *Machine) Begin(now time.Time) []Action {
 
 // Step applies one event, at now, and returns what the driver must do, in
 // order. The switch is the transition table: each event's rules are in
-// the method it names; then come the rules of every step.
+// the method it names (its complexity is the number of events, nothing
+// more); then come the rules of every step.
 func (m *Machine) Step(now time.Time, ev Event) []Action {
 	m.now, m.out = now, nil
 	if m.done {
