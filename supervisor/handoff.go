@@ -22,8 +22,8 @@ import (
 // The supervisor's side of an in-place upgrade (package upgrade): it
 // stops following its children without letting go of them, writes down
 // everything it holds, and execs the new binary, which takes it all back
-// (Restore) and carries on. The machine decides when (upgrade.go's events
-// in machine.go); this file does it.
+// (Restore) and carries on. The machine decides when (the upgrade's events
+// in package machine); this file does it.
 
 // A Carrier is something besides the supervisor that an upgrade must
 // carry across the exec: the control socket and the requests waiting on

@@ -25,10 +25,10 @@ import (
 // Supervisor holds the sockets and runs generations of the child. Create
 // it with New, which binds the sockets, then call Run once.
 //
-// It is the driver of the state machine in machine.go: one goroutine (Run's)
-// feeds the machine every event in order and carries out the actions it
-// returns. Other goroutines only observe (a child's exit, its READY=1, a
-// timer) and post what they saw to that goroutine.
+// It is the driver of the state machine (package machine): one goroutine
+// (Run's) feeds the machine every event in order and carries out the
+// actions it returns. Other goroutines only observe (a child's exit, its
+// READY=1, a timer) and post what they saw to that goroutine.
 type Supervisor struct {
 	cfg     Config
 	log     *slog.Logger
