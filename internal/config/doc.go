@@ -23,9 +23,10 @@
 // key, the key of a field the supervisor refused (File.Lookup) and the
 // settings two files differ in (Differ) are all built from it, so a flag
 // and the file accept the same text and say the same about text they
-// refuse. Where the supervisor owns a rule, the table's parser is the
-// supervisor's (sockets.ParseListen, LookupUser, CheckEnv,
-// CheckDrainSignal); the rules across fields (a delay shorter than the
+// refuse. Where the supervisor owns a rule, the table's parser is its
+// own: package sockets' for a socket (ParseListen, CheckName), package
+// supervisor's for the rest (LookupUser, CheckEnv, CheckDrainSignal); the
+// rules across fields (a delay shorter than the
 // ready timeout, backoff_min not above backoff_max, no two sockets of
 // one name) are supervisor.Config.Validate's. To add a setting, add a
 // row.
