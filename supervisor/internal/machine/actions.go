@@ -7,6 +7,7 @@ import (
 
 // Actions, carried out by the driver in the order given.
 type (
+	// Action is one of the Act types.
 	Action interface{ isAction() }
 
 	// ActStart: spawn generation gen; answer with EvSpawned or
@@ -28,6 +29,7 @@ type (
 		Gen   int
 		After time.Duration
 	}
+	// ActDisarm: stop timer ID; if it fired already, its EvTimer is stale.
 	ActDisarm struct{ ID TimerID }
 	// ActReply: the verdict for caller: nil, *ReloadError or ErrStopping.
 	ActReply struct {
@@ -44,6 +46,7 @@ type (
 		What NotifyKind
 		Text string
 	}
+	// ActLog: write a log record.
 	ActLog struct {
 		Level slog.Level
 		Msg   string
@@ -81,6 +84,7 @@ type (
 	ActCancelCheck struct{ ID int }
 )
 
+// ObserveKind says what a measurement is of.
 type ObserveKind int
 
 const (
@@ -104,6 +108,7 @@ func (ActCheckUpgrade) isAction() {}
 func (ActExecUpgrade) isAction()  {}
 func (ActCancelCheck) isAction()  {}
 
+// NotifyKind says what to tell the service manager.
 type NotifyKind int
 
 const (

@@ -32,6 +32,7 @@ type Exit struct {
 
 // Events. The driver feeds them in the order they happened.
 type (
+	// Event is one of the Ev types.
 	Event interface{ isEvent() }
 
 	// EvSignal: a signal reached hitless.
@@ -98,6 +99,7 @@ type (
 	EvUpgradeResult struct{ Caller CallerID }
 )
 
+// WatchdogKind says what a generation sent about its watchdog.
 type WatchdogKind int
 
 const (
