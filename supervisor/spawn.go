@@ -238,6 +238,15 @@ func (s *Supervisor) readNotify(c *child) {
 		if v, _ := m.Get("READY"); v == "1" && !readySent && s.cfg.ReadyDelay <= 0 {
 			readySent = true
 			c.steps.ready = hidden.Monotonic() // read by the loop after EvReady
+			// READY=1 comes after the child's execve closed the shim's
+			// report pipe: let its reader finish first, so that the
+			// generation holds no descriptor of its start once it serves.
+			if rep := c.steps.reported; rep != nil {
+				select {
+				case <-rep:
+				case <-time.After(time.Second):
+				}
+			}
 			s.post(machine.EvReady{Gen: c.id})
 		}
 		if v, ok := m.Get("WATCHDOG_USEC"); ok {
