@@ -125,6 +125,45 @@
 // an Adopter for that name, takes it with Adopter.Accept. A connection
 // not adopted within Options.AdoptTimeout is closed.
 //
+// # gRPC
+//
+// A gRPC server (grpc-go) drains with Lifecycle.ServeListener, which
+// closes its listener and waits until the server holds every connection
+// it accepted, then GracefulStop bounded by the drain deadline, then Stop:
+//
+//	gs := grpc.NewServer()
+//	lc.ServeListener("grpc", ln, gs.Serve, func(ctx context.Context) error {
+//		done := make(chan struct{})
+//		go func() { gs.GracefulStop(); close(done) }()
+//		select {
+//		case <-done:
+//			return nil
+//		case <-ctx.Done(): // the drain deadline
+//			gs.Stop()
+//			return ctx.Err()
+//		}
+//	})
+//
+// GracefulStop sends GOAWAY on every connection: clients open their next
+// RPCs on a new connection, which the new generation accepts from the
+// same socket, and RPCs in flight finish. Two more things make a reload
+// invisible to clients, and examples/grpc (the reference, with its e2e
+// test and docs/grpc.md) does both:
+//
+//   - Streams that never end on their own (watches, subscriptions, gRPC's
+//     own health Watch) keep GracefulStop waiting until the deadline, and
+//     Stop then cuts them with a transport error. End them when the drain
+//     begins (Lifecycle.Draining) with a status the client acts on:
+//     UNAVAILABLE, with where to resume in a trailer; the client reopens
+//     the stream, on the new generation.
+//   - A finite stream longer than the drain deadline: end it the same way
+//     a little before the deadline, rather than let Stop cut it.
+//
+// Set the health service to NOT_SERVING when the drain begins.
+// ServeListener is not grpc-specific: any server that accepts on a
+// net.Listener and can drop a connection it accepted but had not begun
+// with when told to stop is better served by it than by Serve.
+//
 // When the supervisor runs a watchdog (WATCHDOG_USEC and WATCHDOG_PID, as
 // systemd's WatchdogSec= sets them, and hitless), Run also sends
 // WATCHDOG=1 at half its interval, from READY=1 until the drain starts,

@@ -101,27 +101,45 @@ func ExampleLifecycle_Go() {
 	// db closed
 }
 
-// A server that is not an http.Server, in the shape of gRPC's Serve and
-// GracefulStop.
+// A server that is not an http.Server and has a stop of its own: here, a
+// consumer of a queue that finishes the message in hand when told to stop.
 func ExampleLifecycle_Serve() {
+	lc := childproc.New(childproc.Options{Logger: slog.New(slog.DiscardHandler)})
+	quit := make(chan struct{})
+	lc.Serve("consumer", func() error {
+		<-quit // consume until told to stop
+		return nil
+	}, func(ctx context.Context) error {
+		close(quit)
+		return nil
+	})
+	lc.Stop() // as SIGTERM would; Run still starts, serves, then drains
+	fmt.Println(lc.Run())
+	// Output: <nil>
+}
+
+// A server that accepts on its listener itself, in the shape of gRPC's
+// Serve and GracefulStop (examples/grpc has the real one): childproc
+// closes the listener, then stops the server once it holds every
+// connection it accepted.
+func ExampleLifecycle_ServeListener() {
 	lc := childproc.New(childproc.Options{Logger: slog.New(slog.DiscardHandler)})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}
 	gracefulStopped := make(chan struct{})
-	serve := func() error { // like grpc.Server.Serve(ln)
+	serve := func(ln net.Listener) error { // like grpc.Server.Serve
 		for {
 			c, err := ln.Accept()
 			if err != nil {
-				<-gracefulStopped
-				return nil
+				return err // the drain closed the listener
 			}
 			c.Close()
 		}
 	}
-	gracefulStop := func() { ln.Close(); close(gracefulStopped) } // like GracefulStop
-	lc.Serve("grpc", serve, func(ctx context.Context) error {
+	gracefulStop := func() { close(gracefulStopped) } // like GracefulStop
+	lc.ServeListener("grpc", ln, serve, func(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() { gracefulStop(); close(done) }()
 		select {
@@ -131,7 +149,7 @@ func ExampleLifecycle_Serve() {
 			return ctx.Err()
 		}
 	})
-	lc.Stop() // as SIGTERM would; Run still starts, serves, then drains
+	lc.Stop()
 	fmt.Println(lc.Run())
 	// Output: <nil>
 }

@@ -520,6 +520,7 @@ func TestHandOverWithoutAdopter(t *testing.T) {
 		t.Errorf("idle connection after the drain: %v, want EOF", err)
 	}
 	a.rec.waitFor(t, "no generation adopts connections", testWait)
+	waitUntil(t, func() bool { return f.counts(a.id).Closed > 0 }) // the report
 	if ca := f.counts(a.id); ca.Handed != 0 || ca.Closed != 1 || ca.ClosedIdle != 1 {
 		t.Errorf("counts %+v: want one connection closed while idle", ca)
 	}
@@ -578,6 +579,7 @@ func TestHandOverRefusedStays(t *testing.T) {
 	if err := waitErr(t, a.errc); err != nil {
 		t.Fatal(err)
 	}
+	waitUntil(t, func() bool { return f.counts(a.id).Closed > 0 }) // the report
 	if ca := f.counts(a.id); ca.Handed != 1 || ca.Refused != 2 || ca.Closed != 2 || ca.ClosedIdle != 0 {
 		t.Errorf("A's counts %+v", ca)
 	}

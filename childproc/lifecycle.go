@@ -199,6 +199,7 @@ type server struct {
 	done     chan struct{} // closed when serve returned
 	stopDone chan struct{} // closed when stop returned (generic servers)
 	stopErr  error
+	accepts  *acceptTracker // ServeListener's: closed at step 1, before stop
 }
 
 // New returns a Lifecycle. Its Context is live at once, so background
@@ -262,21 +263,12 @@ func (l *Lifecycle) ServeHTTP(srv *http.Server, ln net.Listener) {
 // Serve runs serve until the drain calls stop. serve must block while it
 // serves and return once stop was called; stop must stop accepting at once
 // and return when what is in flight finished, or when ctx (the drain's
-// deadline) is done, forcing the rest. This is the shape of gRPC:
+// deadline) is done, forcing the rest. stop runs during steps 1 to 3 of
+// the drain, alongside the HTTP servers.
 //
-//	lc.Serve("grpc", func() error { return gs.Serve(ln) }, func(ctx context.Context) error {
-//		done := make(chan struct{})
-//		go func() { gs.GracefulStop(); close(done) }()
-//		select {
-//		case <-done:
-//			return nil
-//		case <-ctx.Done():
-//			gs.Stop()
-//			return ctx.Err()
-//		}
-//	})
-//
-// stop runs during steps 1 to 3 of the drain, alongside the HTTP servers.
+// A server that accepts on a net.Listener, gRPC's among them, is better
+// served by ServeListener, which closes the listener first and calls stop
+// only once the server holds every connection it accepted.
 func (l *Lifecycle) Serve(name string, serve func() error, stop func(ctx context.Context) error) {
 	l.add(&server{name: name, serve: serve, stop: stop})
 }
@@ -298,6 +290,9 @@ func (l *Lifecycle) add(s *server) {
 		l.log.Error("childproc: server added during the drain; not serving it", "server", s.name)
 		if s.http != nil {
 			s.http.ln.Close()
+		}
+		if s.accepts != nil {
+			s.accepts.Close()
 		}
 		close(s.done)
 		close(s.stopDone)
@@ -577,7 +572,8 @@ func (d *drainState) cutShort(step string, list []string) {
 
 // stopAccepting is step 1: close this process's copy of each listener and
 // wait until each Serve returned, so that every accepted connection is
-// known; start the generic servers' stop functions.
+// known; start the generic servers' stop functions (ServeListener's once
+// their listener is closed and what it accepted was taken up).
 func (d *drainState) stopAccepting() {
 	l, ctx := d.l, d.ctx
 	t := time.Now()
@@ -589,6 +585,11 @@ func (d *drainState) stopAccepting() {
 	for _, s := range d.generic {
 		go func() {
 			defer close(s.stopDone)
+			if s.accepts != nil {
+				if n := s.accepts.closeAndWait(ctx); n > 0 {
+					l.log.Warn("childproc: accepted connections not taken up by the deadline", "server", s.name, "connections", n)
+				}
+			}
 			s.stopErr = s.stop(ctx)
 		}()
 	}
@@ -604,7 +605,13 @@ func (d *drainState) stopAccepting() {
 		}
 	}
 	d.cutShort("stop accepting", pending)
-	l.log.Info("childproc: drain step done", "step", "1 stop accepting", "took", time.Since(t), "listeners", len(d.httpSrvs))
+	listeners := len(d.httpSrvs)
+	for _, s := range d.generic {
+		if s.accepts != nil {
+			listeners++
+		}
+	}
+	l.log.Info("childproc: drain step done", "step", "1 stop accepting", "took", time.Since(t), "listeners", listeners)
 }
 
 // lameDuck is step 2: keep serving, every HTTP/1 response with

@@ -145,6 +145,10 @@ type Observer interface {
 type ConfigError struct {
 	Field string
 	Msg   string
+	// Other is the field Field was checked against, for a rule across
+	// two ("BackoffMin" for BackoffMax): when Field is a default, the
+	// other one is the value given that is wrong.
+	Other string
 }
 
 func (e *ConfigError) Error() string { return e.Field + ": " + e.Msg }
@@ -187,9 +191,10 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	bad := func(field, format string, a ...any) {
-		errs = append(errs, &ConfigError{Field: field, Msg: fmt.Sprintf(format, a...)})
+	against := func(field, other, format string, a ...any) {
+		errs = append(errs, &ConfigError{Field: field, Msg: fmt.Sprintf(format, a...), Other: other})
 	}
+	bad := func(field, format string, a ...any) { against(field, "", format, a...) }
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		bad("Command", "no program to run")
 	}
@@ -225,10 +230,10 @@ func (c Config) Validate() error {
 	}
 	if c.ReadyDelay >= c.ReadyTimeout {
 		// Every start would time out before the child counts as ready.
-		bad("ReadyDelay", "%v is not shorter than the ready timeout (%v): no child would ever be ready in time", c.ReadyDelay, c.ReadyTimeout)
+		against("ReadyDelay", "ReadyTimeout", "%v is not shorter than the ready timeout (%v): no child would ever be ready in time", c.ReadyDelay, c.ReadyTimeout)
 	}
 	if c.BackoffMin > c.BackoffMax {
-		bad("BackoffMax", "%v is below the minimum backoff (%v)", c.BackoffMax, c.BackoffMin)
+		against("BackoffMax", "BackoffMin", "%v is below the minimum backoff (%v)", c.BackoffMax, c.BackoffMin)
 	}
 	if err := CheckDrainSignal(c.DrainSignal); err != nil {
 		bad("DrainSignal", "%v", err)

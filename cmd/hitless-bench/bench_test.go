@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -51,5 +52,21 @@ time for request:       72us     67.08ms      3.35ms      2.71ms    87.47%
 	want := h2loadResult{Total: 138075, Succeeded: 138072, Failed: 3, Errored: 3, RPS: 23012, Mean: "3.35ms", Max: "67.08ms"}
 	if r != want {
 		t.Errorf("parsed %+v, want %+v", r, want)
+	}
+}
+
+// What examples/grpc/cmd/grpcload prints (its load.Result), as scenario
+// 12 reads it.
+func TestParseGRPCLoad(t *testing.T) {
+	out := `{"unary":1002,"unary_failed":3,"fresh":1002,"fresh_failed":3,"unary_p50_ns":543726,"unary_p99_ns":6004771,"streams":0,"streams_moved":0,"streams_failed":0,"stream_messages":0,"watches":2,"watch_moves":5,"watch_failed":1,"watch_messages":50,"watch_gaps":0,"transparent_retries":1,"failures":{"Unavailable":3,"Canceled":1},"examples":{"Unavailable":"x"},"generations":[1,2]}`
+	var r grpcResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Unary != 1002 || r.UnaryFailed != 3 || r.UnaryP99 != 6004771 || r.WatchMoves != 5 || r.Retries != 1 || len(r.Generations) != 2 {
+		t.Errorf("parsed %+v", r)
+	}
+	if got, want := r.failureText(4), "failed 4 (Canceled 1, Unavailable 3)"; got != want {
+		t.Errorf("failureText %q, want %q", got, want)
 	}
 }

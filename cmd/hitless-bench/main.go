@@ -27,6 +27,7 @@ import (
 
 type bins struct {
 	hitless, server, tableflip, wrk, h2load string
+	grpcServer, grpcLoad                    string // scenario 12 (grpc.go)
 }
 
 type row struct {
@@ -95,6 +96,8 @@ func main() {
 	flag.StringVar(&b.tableflip, "tableflip", "", "tableflip server binary (cmd/hitless-bench/tableflipserver), for scenario 11")
 	flag.StringVar(&b.wrk, "wrk", "wrk", "wrk binary")
 	flag.StringVar(&b.h2load, "h2load", "h2load", "h2load binary")
+	flag.StringVar(&b.grpcServer, "grpc-server", "", "gRPC example server (examples/grpc), for scenario 12")
+	flag.StringVar(&b.grpcLoad, "grpc-load", "", "its load client (examples/grpc/cmd/grpcload), for scenario 12")
 	quick := flag.Bool("quick", false, "shorter runs (about 3 minutes instead of 5)")
 	out := flag.String("out", "", "also write the report to this file")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default: all)")
@@ -139,6 +142,7 @@ func run(b bins, quick bool, only, commit, out string) error {
 		{"9", benchH2C},
 		{"10", benchTrial},
 		{"11", benchUpgrade},
+		{"12", benchGRPC},
 	}
 	for _, s := range steps {
 		run := false

@@ -212,21 +212,7 @@ func benchReloads(s *scenario) []row {
 		}
 		clients := reloadClients()
 		loads := startLoads(clients, addr, p.reloadRun)
-		// Reloads at a fixed pace, not waiting for them, while the load
-		// runs; it ends at its time bound.
-		reloads, t := 0, time.NewTicker(p.reloadEvery)
-		end := time.NewTimer(p.reloadRun)
-	loop:
-		for {
-			select {
-			case <-end.C:
-				break loop
-			case <-t.C:
-				s.check(reload())
-				reloads++
-			}
-		}
-		t.Stop()
+		reloads := s.reloadAtPace(reload)
 		tallies := endLoads(loads, (*harness.Load).Wait)
 		other := fmt.Sprintf("%d reloads in %v, one every %v", reloads, p.reloadRun, p.reloadEvery)
 		if h != nil {
@@ -241,6 +227,25 @@ func benchReloads(s *scenario) []row {
 		s.totals[cfg.name] = [2]int{int(total), int(failed)}
 	}
 	return rows
+}
+
+// reloadAtPace calls reload every plan.reloadEvery, not waiting for the
+// reloads, for plan.reloadRun (while a load runs to that time bound),
+// and returns how many it made.
+func (s *scenario) reloadAtPace(reload func() error) int {
+	reloads, t := 0, time.NewTicker(s.plan.reloadEvery)
+	defer t.Stop()
+	end := time.NewTimer(s.plan.reloadRun)
+	defer end.Stop()
+	for {
+		select {
+		case <-end.C:
+			return reloads
+		case <-t.C:
+			s.check(reload())
+			reloads++
+		}
+	}
 }
 
 // ---- 5, 6: reload latency and hitless's own cost ----

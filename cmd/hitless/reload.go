@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hitless/hitless/internal/config"
 	"github.com/hitless/hitless/internal/control"
 	"github.com/hitless/hitless/supervisor"
 )
@@ -68,7 +69,7 @@ func (f *controlFlags) register(c *cobra.Command, timeout time.Duration, timeout
 	fl.StringVar(&f.control, "control", "", "control socket of the hitless to talk to (default $HITLESS_CONTROL, else derived from --name)")
 	fl.StringVar(&f.name, "name", "", "service name as given to hitless run (default: the only control socket in the default directory)")
 	f.timeout = timeout
-	fl.Var(durationFlag(&f.timeout), "timeout", timeoutHelp)
+	fl.Var(config.Duration(&f.timeout), "timeout", timeoutHelp)
 }
 
 // dial finds the control socket and connects to it. Its errors are

@@ -9,10 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -90,8 +86,7 @@ type runFlags struct {
 	config string // --config
 	// flags holds what the flags say; configure lays those that were
 	// given over the config file.
-	flags    *config.File
-	settings []setting
+	flags *config.File
 	// passed is what systemd passed (LISTEN_FDS): with no --listen,
 	// hitless takes all of it.
 	passed supervisor.Passed
@@ -99,121 +94,22 @@ type runFlags struct {
 
 func newRunFlags(fl *pflag.FlagSet) *runFlags {
 	r := &runFlags{flags: config.Default()}
-	r.settings = runSettings(r.flags)
 	fl.StringVar(&r.config, "config", "", "YAML config file holding any of these settings; flags override it")
-	for _, s := range r.settings {
-		f := fl.VarPF(s.value, s.flag, "", s.usage)
-		if s.value.Type() == "bool" {
+	for _, s := range config.Settings(r.flags) {
+		if s.Flag == "" {
+			continue
+		}
+		f := fl.VarPF(s.Value, s.Flag, "", s.Help)
+		if s.Value.Type() == "bool" {
 			f.NoOptDefVal = "true" // --output-prefix alone means true
 		}
 	}
 	return r
 }
 
-// A setting is a flag of "hitless run" that the config file also sets.
-type setting struct {
-	flag  string      // the flag's name, without "--"
-	field string      // the supervisor.Config field it sets, as a *supervisor.ConfigError names it; "" if none
-	usage string      // for --help
-	value pflag.Value // parses the flag into a File of the flags' own
-	lay   func(file *config.File)
-}
-
-// runSettings returns the flags of "hitless run", which parse into
-// flags. The flags given on the command line are laid over the config
-// file in this order; no two of them set the same field, so the order
-// matters only to a reader.
-func runSettings(flags *config.File) []setting {
-	return []setting{
-		{"listen", "Listen", "socket to hold, [NAME=]URL (repeatable)",
-			&list[supervisor.ListenSpec]{&flags.Listen, supervisor.ParseListen, supervisor.ListenSpec.String},
-			func(f *config.File) { f.Listen = flags.Listen }},
-		{"ready", "ReadyDelay", "readiness gate: notify (the child sends READY=1) or delay:DURATION (weaker)",
-			&value[time.Duration]{&flags.ReadyDelay, config.ParseReady, config.FormatReady, "string"},
-			func(f *config.File) { f.ReadyDelay = flags.ReadyDelay }},
-		{"ready-timeout", "ReadyTimeout", "a new child not ready in this time fails the reload",
-			durationFlag(&flags.ReadyTimeout),
-			func(f *config.File) { f.ReadyTimeout = flags.ReadyTimeout }},
-		{"drain-signal", "DrainSignal", "signal that tells an old child to drain",
-			&value[syscall.Signal]{&flags.DrainSignal, config.ParseSignal, config.SignalName, "string"},
-			func(f *config.File) { f.DrainSignal = flags.DrainSignal }},
-		{"drain-timeout", "DrainTimeout", "time an old child has to exit before its process group gets SIGKILL",
-			durationFlag(&flags.DrainTimeout),
-			func(f *config.File) { f.DrainTimeout = flags.DrainTimeout }},
-		{"dir", "Dir", "working directory of the child, resolved afresh at every start (default: hitless's)",
-			textFlag(&flags.Dir, nil),
-			func(f *config.File) { f.Dir = flags.Dir }},
-		{"env", "Env", "KEY=VALUE added to the child's environment (repeatable)",
-			&list[string]{&flags.Env, func(kv string) (string, error) { return kv, supervisor.CheckEnv(kv) }, func(kv string) string { return kv }},
-			func(f *config.File) {
-				for _, kv := range flags.Env {
-					f.Env = setEnv(f.Env, kv)
-				}
-			}},
-		{"user", "User", "run every child as USER[:GROUP] (names or ids), as systemd's User= and Group=; hitless keeps its privileges to bind and supervise",
-			&value[*supervisor.User]{&flags.User, supervisor.LookupUser, (*supervisor.User).String, "string"},
-			func(f *config.File) { f.User = flags.User }},
-		{"output-prefix", "OutputPrefix", `prefix each line of child output with "[gen N pid P] "`,
-			&value[bool]{&flags.OutputPrefix, strconv.ParseBool, strconv.FormatBool, "bool"},
-			func(f *config.File) { f.OutputPrefix = flags.OutputPrefix }},
-		{"backoff-min", "BackoffMin", "first delay before restarting a child that died",
-			durationFlag(&flags.BackoffMin),
-			func(f *config.File) { f.BackoffMin = flags.BackoffMin }},
-		{"backoff-max", "BackoffMax", "longest delay between restarts",
-			durationFlag(&flags.BackoffMax),
-			func(f *config.File) { f.BackoffMax = flags.BackoffMax }},
-		{"stable-after", "StableAfter", "a child that served this long resets the restart delay",
-			durationFlag(&flags.StableAfter),
-			func(f *config.File) { f.StableAfter = flags.StableAfter }},
-		{"trial", "Trial", "after a reload, the new child serves beside the old one this long, and any failure rolls the reload back (0: none)",
-			optionalDurationFlag(&flags.Trial),
-			func(f *config.File) { f.Trial = flags.Trial }},
-		{"watchdog", "Watchdog", "a ready child must send WATCHDOG=1 at least this often (WATCHDOG_USEC), or it is aborted and restarted (0: none)",
-			optionalDurationFlag(&flags.Watchdog),
-			func(f *config.File) { f.Watchdog = flags.Watchdog }},
-		{"watchdog-grace", "WatchdogGrace", "time a child has to exit after the watchdog's SIGABRT before its process group gets SIGKILL",
-			durationFlag(&flags.WatchdogGrace),
-			func(f *config.File) { f.WatchdogGrace = flags.WatchdogGrace }},
-		{"log-format", "", "hitless's own log format: text or json",
-			&value[string]{&flags.Log.Format, config.ParseLogFormat, func(s string) string { return s }, "string"},
-			func(f *config.File) { f.Log.Format = flags.Log.Format }},
-		{"log-level", "", "debug, info, warn or error",
-			&value[slog.Level]{&flags.Log.Level, config.ParseLogLevel, func(l slog.Level) string { return strings.ToLower(l.String()) }, "string"},
-			func(f *config.File) { f.Log.Level = flags.Log.Level }},
-		{"name", "", "service name, used in the default control socket path (default: the command's base name)",
-			textFlag(&flags.Name, control.CheckName),
-			func(f *config.File) { f.Name = flags.Name }},
-		{"control", "", "control socket path for hitless reload/status/stop/promote/rollback/upgrade (default $HITLESS_CONTROL, else NAME.sock under $XDG_RUNTIME_DIR/hitless, /run/hitless for root, or $TMPDIR/hitless-UID)",
-			textFlag(&flags.Control, nil),
-			func(f *config.File) { f.Control = flags.Control }},
-		{"pid-file", "", "write hitless's pid here (atomically); it never changes across reloads",
-			textFlag(&flags.PIDFile, nil),
-			func(f *config.File) { f.PIDFile = flags.PIDFile }},
-		{"metrics", "", "serve Prometheus metrics on /metrics at this address: host:port, or a unix socket path (default: none)",
-			&value[string]{&flags.Metrics, config.ParseMetrics, func(s string) string { return s }, "string"},
-			func(f *config.File) { f.Metrics = flags.Metrics }},
-		{"fdstore", "", "keep the sockets hitless binds in systemd's fd store (FileDescriptorStoreMax=); systemd 254 and later say so themselves ($FDSTORE)",
-			&value[bool]{&flags.FDStore, strconv.ParseBool, strconv.FormatBool, "bool"},
-			func(f *config.File) { f.FDStore = flags.FDStore }},
-	}
-}
-
-// setEnv sets the variable of kv in env: in place if env has it, as a
-// flag overrides the file's value, else at the end.
-func setEnv(env []string, kv string) []string {
-	key, _, _ := strings.Cut(kv, "=")
-	for i, e := range env {
-		if k, _, _ := strings.Cut(e, "="); k == key {
-			env[i] = kv
-			return env
-		}
-	}
-	return append(env, kv)
-}
-
-// configure reads the config file, lays the flags that were given over it
-// in the order of the settings and the command (args) last, and validates
-// the result. Its errors are usageError.
+// configure reads the config file, lays the flags that were given over
+// it and the command (args) last, and validates the result. Its errors
+// are usageError.
 func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, error) {
 	file := config.Default()
 	if r.config != "" {
@@ -222,11 +118,7 @@ func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, er
 			return nil, usageError{err}
 		}
 	}
-	for _, s := range r.settings {
-		if fs.Changed(s.flag) {
-			s.lay(file)
-		}
-	}
+	file.Lay(r.flags, func(s config.Setting) bool { return s.Flag != "" && fs.Changed(s.Flag) })
 	if len(args) > 0 {
 		file.Command = args
 	}
@@ -395,7 +287,7 @@ func (p *prepared) listenMetrics(fs *pflag.FlagSet, r *runFlags, sup *supervisor
 	}
 	msrv, err := metrics.Listen(p.file.Metrics, p.mtr.Handler(sup, p.cfg.Logger))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", r.origin(fs, p.file, "metrics"), err)
+		return nil, fmt.Errorf("%s: %w", origin(fs, p.file, "metrics"), err)
 	}
 	return msrv, nil
 }
@@ -434,12 +326,13 @@ func (p *prepared) serve(sup *supervisor.Supervisor, ctl *control.Server, msrv *
 // origin names where the value of a setting the supervisor does not
 // check came from, for a message about it: the flag, if given, else the
 // line of the config file.
-func (r *runFlags) origin(fs *pflag.FlagSet, file *config.File, key string) string {
-	flag := "--" + strings.ReplaceAll(key, "_", "-")
-	if line := file.Line(key); line > 0 && !fs.Changed(flag[2:]) {
+func origin(fs *pflag.FlagSet, file *config.File, key string) string {
+	settings := config.Settings(file)
+	flag := settings[slices.IndexFunc(settings, func(s config.Setting) bool { return s.Key == key })].Flag
+	if line := file.Line(key); line > 0 && !fs.Changed(flag) {
 		return fmt.Sprintf("%s:%d: %s", file.Path, line, key)
 	}
-	return flag
+	return "--" + flag
 }
 
 // explain turns the problems Validate found into messages that name where
@@ -451,53 +344,47 @@ func (r *runFlags) explain(err error, fs *pflag.FlagSet, file *config.File) erro
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
 	}
-	out := make([]error, 0, len(errs))
-	for _, err := range errs {
-		var fe *config.Error
-		var ce *supervisor.ConfigError
-		if !errors.As(err, &fe) || !errors.As(err, &ce) {
-			out = append(out, err)
-			continue
-		}
-		switch ce.Field {
-		case "Command":
-			out = append(out, errors.New("no command: give it after --, e.g. hitless run --listen tcp://127.0.0.1:8080 -- ./server"))
-			continue
-		case "Listen":
-			msg := "no sockets: give at least one --listen [NAME=]URL, e.g. --listen http=tcp://127.0.0.1:8080"
-			if r.passed.Ignored != "" {
-				msg += " (systemd's " + r.passed.Ignored + ")"
-			}
-			out = append(out, errors.New(msg))
-			continue
-		}
-		field, index, indexed := strings.Cut(ce.Field, "[")
-		i := slices.IndexFunc(r.settings, func(s setting) bool { return s.field == field })
-		if i < 0 {
-			out = append(out, err)
-			continue
-		}
-		flag := "--" + r.settings[i].flag
-		fromFlag := fs.Changed(r.settings[i].flag)
-		if indexed {
-			// An item of a repeatable flag: say which.
-			n, _ := strconv.Atoi(strings.TrimSuffix(index, "]"))
-			switch {
-			case field == "Listen" && n < len(file.Listen):
-				flag += " " + file.Listen[n].String()
-			case field == "Env" && n < len(file.Env):
-				flag += " " + file.Env[n]
-				// --env adds to the file's variables.
-				fromFlag = fromFlag && slices.Contains(r.flags.Env, file.Env[n])
-			default:
-				fromFlag = false
-			}
-		}
-		if fromFlag || fe.Line == 0 && !indexed {
-			out = append(out, fmt.Errorf("%s: %s", flag, ce.Msg))
-		} else {
-			out = append(out, err)
-		}
+	out := make([]error, len(errs))
+	for i, err := range errs {
+		out[i] = r.where(err, fs, file)
 	}
 	return errors.Join(out...)
+}
+
+// where is explain for one problem.
+func (r *runFlags) where(err error, fs *pflag.FlagSet, file *config.File) error {
+	var fe *config.Error
+	var ce *supervisor.ConfigError
+	if !errors.As(err, &fe) || !errors.As(err, &ce) {
+		return err
+	}
+	switch ce.Field {
+	case "Command":
+		return errors.New("no command: give it after --, e.g. hitless run --listen tcp://127.0.0.1:8080 -- ./server")
+	case "Listen":
+		msg := "no sockets: give at least one --listen [NAME=]URL, e.g. --listen http=tcp://127.0.0.1:8080"
+		if r.passed.Ignored != "" {
+			msg += " (systemd's " + r.passed.Ignored + ")"
+		}
+		return errors.New(msg)
+	}
+	s, i, ok := file.Lookup(ce.Field)
+	if !ok || s.Flag == "" {
+		return err
+	}
+	flag, fromFlag := "--"+s.Flag, fs.Changed(s.Flag)
+	if i >= 0 {
+		// An item of a repeatable flag: say which, and whether the flag
+		// gave it (--env adds to the file's items).
+		items := s.Value.Items()
+		given, _, _ := r.flags.Lookup(ce.Field)
+		if i < len(items) {
+			flag += " " + items[i]
+		}
+		fromFlag = fromFlag && i < len(items) && slices.Contains(given.Value.Items(), items[i])
+	}
+	if fromFlag || fe.Line == 0 && i < 0 {
+		return fmt.Errorf("%s: %s", flag, ce.Msg)
+	}
+	return err
 }

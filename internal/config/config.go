@@ -8,8 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/hitless/hitless/supervisor"
 )
@@ -30,11 +28,8 @@ const MaxSize = 1 << 20
 // the file does not set.
 type File struct {
 	// Config is what the supervisor runs, written by the decoder field by
-	// field: Listen (parsed, in file order), Command, Dir, Env
-	// ("KEY=VALUE" in file order), ReadyDelay (0 for notify),
-	// ReadyTimeout, DrainSignal, DrainTimeout, BackoffMin, BackoffMax,
-	// StableAfter, Trial, Watchdog, WatchdogGrace, OutputPrefix. The fields the file cannot set (Logger,
-	// Registry, Notifier, ...) are the caller's.
+	// field: the fields of Settings. The fields the file cannot set
+	// (Logger, Notifier, ...) are the caller's.
 	supervisor.Config
 
 	// Log controls hitless's own log output.
@@ -131,7 +126,7 @@ func parse(name string, data []byte) (*File, []error) {
 	f := Default()
 	f.Path = name
 	f.lines = make(map[string]int)
-	d := &decoder{file: name, f: f}
+	d := &decoder{file: name, f: f, settings: Settings(f)}
 	d.document(data)
 	if len(d.errs) > 0 {
 		// The rules across fields would mostly repeat what is already
@@ -152,8 +147,9 @@ func (f *File) Validate() error {
 }
 
 // check runs the supervisor's rules. With parsing set, f holds the file
-// alone: a missing command or missing sockets are passed over, and every
-// value that is not a default is the file's.
+// alone: a setting it left empty (the command, the sockets) may still
+// come from the command line, so a problem with one is passed over; and
+// every value that is not a default is the file's.
 func (f *File) check(parsing bool) []error {
 	err := f.Config.Validate()
 	if err == nil {
@@ -170,71 +166,31 @@ func (f *File) check(parsing bool) []error {
 			out = append(out, &Error{File: f.Path, Msg: err.Error(), err: err})
 			continue
 		}
-		missing := ce.Field == "Command" && len(f.Command) == 0 || ce.Field == "Listen" && len(f.Listen) == 0
-		if missing && parsing {
+		if s, i, ok := f.Lookup(ce.Field); parsing && ok && i < 0 && s.Value.empty() {
 			continue
 		}
-		key := f.key(ce.Field)
-		line := f.lines[key]
-		if line == 0 && parsing && ce.Field == "BackoffMax" {
-			// backoff_max is the default, so the file's backoff_min is
-			// what is too high: point there.
-			line = f.lines["restart.backoff_min"]
+		key, line := f.key(ce.Field)
+		if line == 0 && parsing && ce.Other != "" {
+			// The field is a default, so the other one, which the file
+			// set, is what is wrong (backoff_min too high): point there.
+			_, line = f.key(ce.Other)
 		}
 		out = append(out, &Error{File: f.Path, Line: line, Field: key, Msg: ce.Msg, err: ce})
 	}
 	return out
 }
 
-// key returns the key of the file that sets the supervisor's field:
-// "DrainTimeout" is "drain_timeout", "Listen[1]" is "listen[1]", "Env[0]"
-// is "env.NAME" where NAME is the variable's name.
-func (f *File) key(field string) string {
-	base, rest, indexed := strings.Cut(field, "[")
-	switch base {
-	case "Listen":
-		if indexed {
-			return "listen[" + rest
-		}
-		return "listen"
-	case "Env":
-		i, err := strconv.Atoi(strings.TrimSuffix(rest, "]"))
-		if indexed && err == nil && i >= 0 && i < len(f.Env) {
-			name, _, _ := strings.Cut(f.Env[i], "=")
-			return "env." + name
-		}
-		return "env"
-	case "Command":
-		return "command"
-	case "Dir":
-		return "dir"
-	case "ReadyDelay":
-		return "ready"
-	case "ReadyTimeout":
-		return "ready_timeout"
-	case "DrainSignal":
-		return "drain_signal"
-	case "DrainTimeout":
-		return "drain_timeout"
-	case "BackoffMin":
-		return "restart.backoff_min"
-	case "BackoffMax":
-		return "restart.backoff_max"
-	case "StableAfter":
-		return "restart.stable_after"
-	case "Trial":
-		return "trial"
-	case "Watchdog":
-		return "watchdog"
-	case "WatchdogGrace":
-		return "watchdog_grace"
-	case "OutputPrefix":
-		return "output_prefix"
-	case "User":
-		return "user"
+// key returns the key of the file that sets the supervisor's field
+// ("DrainTimeout" is "drain_timeout", "Env[0]" is "env.NAME"), and the
+// line that set it, 0 if none.
+func (f *File) key(field string) (string, int) {
+	s, i, ok := f.Lookup(field)
+	if !ok {
+		// A field the file has no key for: say it as the supervisor does.
+		return field, 0
 	}
-	// A field the file has no key for: say it as the supervisor does.
-	return field
+	key := s.Value.itemKey(s.Key, i)
+	return key, f.lines[key]
 }
 
 // Line returns the line of the file that set key ("metrics",

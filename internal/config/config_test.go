@@ -198,7 +198,7 @@ func TestParseErrors(t *testing.T) {
 		{"metrics port", "metrics: ':http'\n",
 			[]string{`t.yaml:1: metrics: ":http": port "http" is not a number from 0 to 65535`}},
 		{"unknown key", "drain_timout: 3s\n",
-			[]string{`t.yaml:1: drain_timout: unknown key (valid keys here: ` + topKeys + `)`}},
+			[]string{`t.yaml:1: drain_timout: unknown key (valid keys here: listen, command, dir, env, user, ready, ready_timeout, drain_signal, drain_timeout, restart, trial, watchdog, watchdog_grace, output_prefix, log, name, control, pid_file, metrics, fdstore)`}},
 		{"unknown nested key", "log:\n  colour: true\n",
 			[]string{`t.yaml:2: log.colour: unknown key (valid keys here: format, level)`}},
 		{"duplicate key", "dir: a\ndir: b\n",
@@ -468,13 +468,13 @@ func TestParseSignal(t *testing.T) {
 		{"SIGTERM ", 0, true},
 	}
 	for _, tt := range tests {
-		got, err := ParseSignal(tt.in)
+		got, err := drainSignal(tt.in)
 		if (err != nil) != tt.err || got != tt.want {
-			t.Errorf("ParseSignal(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.err)
+			t.Errorf("drainSignal(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.err)
 		}
 		if err == nil {
-			if back, err := ParseSignal(SignalName(got)); err != nil || back != got {
-				t.Errorf("ParseSignal(SignalName(%v)) = %v, %v", got, back, err)
+			if back, err := drainSignal(SignalName(got)); err != nil || back != got {
+				t.Errorf("drainSignal(SignalName(%v)) = %v, %v", got, back, err)
 			}
 		}
 	}

@@ -9,14 +9,13 @@ import (
 	"io"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
-	"github.com/hitless/hitless/internal/control"
 	"github.com/hitless/hitless/supervisor"
 )
 
@@ -26,9 +25,10 @@ import (
 // valid. It writes each value straight into the File, the supervisor's
 // fields included, through the same parsers and checks as the flags.
 type decoder struct {
-	file string
-	f    *File
-	errs []error
+	file     string
+	f        *File
+	settings []Setting // of f
+	errs     []error
 }
 
 // errAt records a problem with the value at node n.
@@ -93,82 +93,24 @@ func (d *decoder) document(data []byte) {
 		d.errAt(root, "", "the file must be a mapping of keys such as listen:, command:, drain_timeout: (found %s)", kindName(root))
 		return
 	}
-	d.mapping(root, "", func(key string, k, v *yaml.Node) {
-		d.topLevel(key, k, v)
-	})
+	d.section(root, "")
 }
 
-// topKeys lists the keys of the top level, for the error on an unknown one.
-const topKeys = "listen, command, dir, env, user, ready, ready_timeout, drain_signal, drain_timeout, restart, trial, watchdog, watchdog_grace, output_prefix, log, name, control, pid_file, metrics, fdstore"
-
-func (d *decoder) topLevel(key string, k, v *yaml.Node) {
-	f := d.f
-	switch key {
-	case "listen":
-		d.listen(v)
-	case "command":
-		d.command(v)
-	case "dir":
-		d.str(v, key, &f.Dir)
-	case "env":
-		d.env(v)
-	case "user":
-		parsed(d, v, key, supervisor.LookupUser, &f.User)
-	case "ready":
-		parsed(d, v, key, ParseReady, &f.ReadyDelay)
-	case "ready_timeout":
-		d.duration(v, key, &f.ReadyTimeout)
-	case "drain_signal":
-		parsed(d, v, key, ParseSignal, &f.DrainSignal)
-	case "drain_timeout":
-		d.duration(v, key, &f.DrainTimeout)
-	case "restart":
-		d.mapping(v, key, func(sub string, k, v *yaml.Node) {
-			field := key + "." + sub
-			switch sub {
-			case "backoff_min":
-				d.duration(v, field, &f.BackoffMin)
-			case "backoff_max":
-				d.duration(v, field, &f.BackoffMax)
-			case "stable_after":
-				d.duration(v, field, &f.StableAfter)
-			default:
-				d.unknown(k, field, "backoff_min, backoff_max, stable_after")
-			}
-		})
-	case "trial":
-		parsed(d, v, key, ParseOptionalDuration, &f.Trial)
-	case "watchdog":
-		parsed(d, v, key, ParseOptionalDuration, &f.Watchdog)
-	case "watchdog_grace":
-		d.duration(v, key, &f.WatchdogGrace)
-	case "metrics":
-		parsed(d, v, key, ParseMetrics, &f.Metrics)
-	case "output_prefix":
-		d.boolean(v, key, &f.OutputPrefix)
-	case "log":
-		d.mapping(v, key, func(sub string, k, v *yaml.Node) {
-			field := key + "." + sub
-			switch sub {
-			case "format":
-				parsed(d, v, field, ParseLogFormat, &f.Log.Format)
-			case "level":
-				parsed(d, v, field, ParseLogLevel, &f.Log.Level)
-			default:
-				d.unknown(k, field, "format, level")
-			}
-		})
-	case "name":
-		parsed(d, v, key, Checked(control.CheckName), &f.Name)
-	case "control":
-		parsed(d, v, key, Checked(checkSocketPath), &f.Control)
-	case "pid_file":
-		d.str(v, key, &f.PIDFile)
-	case "fdstore":
-		d.boolean(v, key, &f.FDStore)
-	default:
-		d.unknown(k, key, topKeys)
-	}
+// section reads the mapping n, which holds the keys under section ("" for
+// the top level, "restart" for restart's), into the settings they name.
+func (d *decoder) section(n *yaml.Node, section string) {
+	d.mapping(n, section, func(key string, k, v *yaml.Node) {
+		if section != "" {
+			key = section + "." + key
+		}
+		if i := slices.IndexFunc(d.settings, func(s Setting) bool { return s.Key == key }); i >= 0 {
+			d.settings[i].Value.decode(d, v, key)
+		} else if len(keys(d.settings, key)) > 0 {
+			d.section(v, key)
+		} else {
+			d.unknown(k, key, strings.Join(keys(d.settings, section), ", "))
+		}
+	})
 }
 
 func (d *decoder) unknown(k *yaml.Node, field, valid string) {
@@ -261,89 +203,62 @@ func (d *decoder) text(n *yaml.Node, field string) (string, bool) {
 	return n.Value, true
 }
 
-// str stores a non-empty text value in *dst.
-func (d *decoder) str(n *yaml.Node, field string, dst *string) bool {
+// str returns a non-empty text value.
+func (d *decoder) str(n *yaml.Node, field string) (string, bool) {
 	s, ok := d.text(n, field)
-	if !ok {
-		return false
-	}
-	if s == "" {
+	if ok && s == "" {
 		d.errAt(n, field, "is empty (give a value, or remove the key)")
-		return false
+		return "", false
 	}
-	*dst = s
-	return true
+	return s, ok
 }
 
-func (d *decoder) duration(n *yaml.Node, field string, dst *time.Duration) {
-	parsed(d, n, field, ParseDuration, dst)
-}
-
-// parsed stores in *dst the text value of n as parse reads it: the parser
-// a flag of the same setting uses, so that both say the same.
-func parsed[T any](d *decoder, n *yaml.Node, field string, parse func(string) (T, error), dst *T) {
-	var s string
-	if !d.str(n, field, &s) {
-		return
-	}
-	v, err := parse(s)
-	if err != nil {
-		d.errAt(n, field, "%v", err)
-		return
-	}
-	*dst = v
-}
-
-func (d *decoder) boolean(n *yaml.Node, field string, dst *bool) bool {
+// boolean returns a boolean value as "true" or "false".
+func (d *decoder) boolean(n *yaml.Node, field string) (string, bool) {
 	n = deref(n)
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+	b, err := strconv.ParseBool(n.Value)
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || err != nil {
 		d.errAt(n, field, "%s is not a boolean (want true or false)", describe(n))
-		return false
+		return "", false
 	}
-	*dst = n.Value == "true" || n.Value == "True" || n.Value == "TRUE"
-	return true
+	return strconv.FormatBool(b), true
 }
 
 const commandWant = `want the program and its arguments, e.g. ["/usr/local/bin/app", "--port", "8080"]; hitless runs no shell`
 
-func (d *decoder) command(n *yaml.Node) {
+// command reads the program and its arguments; it has no flag, hence no
+// parser.
+func (d *decoder) command(n *yaml.Node, key string, _ func(string) (string, error)) []string {
 	var argv []string
 	ok := true
-	d.sequence(n, "command", commandWant, func(i int, item *yaml.Node) {
-		field := fmt.Sprintf("command[%d]", i)
+	d.sequence(n, key, commandWant, func(i int, item *yaml.Node) {
+		field := fmt.Sprintf("%s[%d]", key, i)
 		s, good := d.text(item, field)
-		if !good {
-			ok = false
-			return
-		}
-		if i == 0 && s == "" {
+		if good && i == 0 && s == "" {
 			d.errAt(item, field, "the program is empty (%s)", commandWant)
-			ok = false
-			return
+			good = false
 		}
+		ok = ok && good
 		argv = append(argv, s)
 	})
 	if n := deref(n); ok && n.Kind == yaml.SequenceNode && len(n.Content) == 0 {
-		d.errAt(n, "command", "is empty (%s)", commandWant)
-		return
+		d.errAt(n, key, "is empty (%s)", commandWant)
 	}
-	if ok {
-		d.f.Command = argv
-	}
+	return argv
 }
 
-// env reads the mapping of variables into Env as "KEY=VALUE", in the
-// order of the file, each checked as the supervisor checks it.
-func (d *decoder) env(n *yaml.Node) {
+// env reads the mapping of variables as "KEY=VALUE", in the order of the
+// file, each name checked by parse as the flag's KEY=VALUE is.
+func (d *decoder) env(n *yaml.Node, key string, parse func(string) (string, error)) []string {
 	var env []string
-	d.mapping(n, "env", func(key string, k, v *yaml.Node) {
-		field := "env." + key
-		if strings.Contains(key, "=") {
+	d.mapping(n, key, func(name string, k, v *yaml.Node) {
+		field := key + "." + name
+		if strings.Contains(name, "=") {
 			// KEY=VALUE would read it as a shorter name with a longer value.
-			d.errAt(k, field, "%q contains '=', which ends a variable's name", key)
+			d.errAt(k, field, "%q contains '=', which ends a variable's name", name)
 			return
 		}
-		if err := supervisor.CheckEnv(key + "="); err != nil {
+		if _, err := parse(name + "="); err != nil {
 			d.errAt(k, field, "%v", err)
 			return
 		}
@@ -355,26 +270,26 @@ func (d *decoder) env(n *yaml.Node) {
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!bool" {
 			// DEBUG: true means the text the user typed; unlike elsewhere,
 			// there is no other meaning it could have.
-			env = append(env, key+"="+v.Value)
+			env = append(env, name+"="+v.Value)
 			return
 		}
 		if s, ok := d.text(v, field); ok {
-			env = append(env, key+"="+s)
+			env = append(env, name+"="+s)
 		}
 	})
-	d.f.Env = env
+	return env
 }
 
 const listenWant = `want "[NAME=]URL" such as "http=tcp://127.0.0.1:8080" or "systemd://web", or a mapping {name, url, backlog, mode, owner, group}`
 
-// listen reads the sockets into Listen, each parsed and checked as the
-// --listen flag is, so that a bad one is reported with its line.
-func (d *decoder) listen(n *yaml.Node) {
+// listen reads the sockets, each parsed by parse as the --listen flag's
+// text is, so that a bad one is reported with its line.
+func (d *decoder) listen(n *yaml.Node, key string, parse func(string) (supervisor.ListenSpec, error)) []supervisor.ListenSpec {
 	var out []supervisor.ListenSpec
-	d.sequence(n, "listen", listenWant, func(i int, item *yaml.Node) {
-		field := fmt.Sprintf("listen[%d]", i)
+	d.sequence(n, key, listenWant, func(i int, item *yaml.Node) {
+		field := fmt.Sprintf("%s[%d]", key, i)
 		if item.Kind == yaml.MappingNode {
-			if spec, ok := d.listenMapping(item, field); ok {
+			if spec, ok := d.listenMapping(item, field, parse); ok {
 				out = append(out, spec)
 			}
 			return
@@ -387,103 +302,95 @@ func (d *decoder) listen(n *yaml.Node) {
 			d.errAt(item, field, "is empty (%s)", listenWant)
 			return
 		}
-		spec, err := supervisor.ParseListen(s)
+		spec, err := parse(s)
 		if err != nil {
 			d.errAt(item, field, "%v", err)
 			return
 		}
 		out = append(out, spec)
 	})
-	d.f.Listen = out
+	return out
 }
 
-// listenMapping reads the mapping form of a listen item: the url as
-// supervisor.ParseListen takes it, then the name and each option as the
-// url's NAME= and query would set them. An option may be given in one
-// place only, the url or the mapping.
-func (d *decoder) listenMapping(n *yaml.Node, field string) (supervisor.ListenSpec, bool) {
-	type option struct {
-		key, value string
-		node       *yaml.Node
-	}
-	var (
-		name, rawURL      string
-		nameNode, urlNode *yaml.Node
-		opts              []option
-		ok                = true
-	)
-	d.mapping(n, field, func(key string, k, v *yaml.Node) {
-		sub := field + "." + key
-		var s string
-		switch key {
-		case "name":
-			nameNode = v
-			ok = d.str(v, sub, &name) && ok
-		case "url":
-			urlNode = v
-			ok = d.str(v, sub, &rawURL) && ok
-		case "backlog", "mode", "owner", "group":
-			// The raw text, not YAML's reading of it: YAML 1.2 reads
-			// mode 0660 as decimal 660, yaml.v3 as octal; SetOption
-			// reads it as the url's query would give it.
-			if d.str(v, sub, &s) {
-				opts = append(opts, option{key, s, v})
-			} else {
-				ok = false
-			}
-		case "nonblock":
-			var b bool
-			if d.boolean(v, sub, &b) {
-				opts = append(opts, option{key, strconv.FormatBool(b), v})
-			} else {
-				ok = false
-			}
-		default:
-			d.unknown(k, sub, "name, url, backlog, nonblock, mode, owner, group")
-			ok = false
-		}
-	})
-	if !ok {
+// listenMapping reads the mapping form of a listen item: the url as parse
+// takes it, then the name and each option as the url's NAME= and query
+// would set them. An option may be given in one place only, the url or
+// the mapping.
+func (d *decoder) listenMapping(n *yaml.Node, field string, parse func(string) (supervisor.ListenSpec, error)) (supervisor.ListenSpec, bool) {
+	given, ok := d.listenEntries(n, field)
+	fail := func(e listenEntry, format string, args ...any) (supervisor.ListenSpec, bool) {
+		d.errAt(e.node, field+"."+e.key, format, args...)
 		return supervisor.ListenSpec{}, false
 	}
-	if rawURL == "" {
+	at := func(key string) int { return slices.IndexFunc(given, func(e listenEntry) bool { return e.key == key }) }
+	i := at("url")
+	if ok && i < 0 {
 		d.errAt(n, field, "has no url (%s)", listenWant)
+	}
+	if !ok || i < 0 {
 		return supervisor.ListenSpec{}, false
 	}
-	spec, err := supervisor.ParseListen(rawURL)
-	if err != nil {
-		d.errAt(urlNode, field+".url", "%v", err)
-		return supervisor.ListenSpec{}, false
+	raw := given[i]
+	spec, err := parse(raw.text)
+	u, uerr := url.Parse(raw.text)
+	switch {
+	case err != nil:
+		return fail(raw, "%v", err)
+	case uerr != nil || u.Scheme == "":
+		// parse took it, so it is NAME=URL: the name has a key here.
+		return fail(raw, "%q starts with NAME=; give the name as name:", raw.text)
 	}
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Scheme == "" {
-		// ParseListen took it, so it is NAME=URL: the name has a key here.
-		d.errAt(urlNode, field+".url", "%q starts with NAME=; give the name as name:", rawURL)
-		return supervisor.ListenSpec{}, false
-	}
-	if nameNode != nil {
-		if err := supervisor.CheckSocketName(name); err != nil {
-			d.errAt(nameNode, field+".name", "%v", err)
-			return supervisor.ListenSpec{}, false
+	if i := at("name"); i >= 0 {
+		if err := supervisor.CheckSocketName(given[i].text); err != nil {
+			return fail(given[i], "%v", err)
 		}
-		spec.Name = name
+		spec.Name = given[i].text
 	}
-	inURL := u.Query()
-	for _, o := range opts {
-		sub := field + "." + o.key
-		if inURL.Has(o.key) {
-			d.errAt(o.node, sub, "is also set in the url %q; set it in one place", rawURL)
-			return supervisor.ListenSpec{}, false
-		}
-		if err := spec.SetOption(o.key, o.value); err != nil {
-			d.errAt(o.node, sub, "%v", err)
-			return supervisor.ListenSpec{}, false
+	for _, e := range given {
+		switch {
+		case e.key == "url" || e.key == "name":
+		case u.Query().Has(e.key):
+			return fail(e, "is also set in the url %q; set it in one place", raw.text)
+		default:
+			if err := spec.SetOption(e.key, e.text); err != nil {
+				return fail(e, "%v", err)
+			}
 		}
 	}
 	// Spec is what messages show: the url alone would hide the name and
 	// the options; String() then gives NAME=URL.
 	spec.Spec = ""
 	return spec, true
+}
+
+// A listenEntry is a key of a listen item's mapping, with its text.
+type listenEntry struct {
+	key, text string
+	node      *yaml.Node
+}
+
+func (d *decoder) listenEntries(n *yaml.Node, field string) ([]listenEntry, bool) {
+	var given []listenEntry
+	ok := true
+	d.mapping(n, field, func(key string, k, v *yaml.Node) {
+		sub := field + "." + key
+		var s string
+		good := false
+		switch key {
+		case "name", "url", "backlog", "mode", "owner", "group":
+			// The raw text, not YAML's reading of it: YAML 1.2 reads
+			// mode 0660 as decimal 660, yaml.v3 as octal; SetOption
+			// reads it as the url's query would give it.
+			s, good = d.str(v, sub)
+		case "nonblock":
+			s, good = d.boolean(v, sub)
+		default:
+			d.unknown(k, sub, "name, url, backlog, nonblock, mode, owner, group")
+		}
+		ok = ok && good
+		given = append(given, listenEntry{key, s, v})
+	})
+	return given, ok
 }
 
 // deref follows an alias to the node it stands for, keeping the alias's

@@ -11,24 +11,24 @@
 //
 //	f := config.Default()          // no file: the supervisor's defaults
 //	f, err := config.Load(path)    // or: defaults overlaid with the file
-//	... lay the flags the user set over f ...
+//	f.Lay(flags, given)            // the flags given, over the file
 //	err = f.Validate()             // the supervisor's rules, on the result
 //	sup, err := supervisor.New(f.Config)
 //
 // # One rule, one place
 //
-// Flags and file share every parser: ParseDuration,
-// ParseOptionalDuration, ParseReady, ParseSignal, ParseLogFormat,
-// ParseLogLevel and ParseMetrics are what the decoder uses, and the CLI
-// uses them for its flags. Every rule the supervisor owns is
-// applied through the supervisor: a listen item goes through
-// supervisor.ParseListen, CheckSocketName and ListenSpec.SetOption, an env
-// variable through supervisor.CheckEnv, the drain signal through
-// supervisor.CheckDrainSignal, and the rules across fields (a delay
-// shorter than the ready timeout, backoff_min not above backoff_max, no
-// two sockets of one name) through supervisor.Config.Validate. A service
-// name is checked by control.CheckName, a control path against
-// control.MaxPath.
+// Settings is the table of every setting: its flag, its key, the
+// supervisor's field it sets, its parser and its help. The flags of
+// "hitless run" (each a Value), the decoder, the message about an unknown
+// key, the key of a field the supervisor refused (File.Lookup) and the
+// settings two files differ in (Differ) are all built from it, so a flag
+// and the file accept the same text and say the same about text they
+// refuse. Where the supervisor owns a rule, the table's parser is the
+// supervisor's (supervisor.ParseListen, LookupUser, CheckEnv,
+// CheckDrainSignal); the rules across fields (a delay shorter than the
+// ready timeout, backoff_min not above backoff_max, no two sockets of
+// one name) are supervisor.Config.Validate's. To add a setting, add a
+// row.
 //
 // # Errors
 //

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/control"
-	"github.com/hitless/hitless/supervisor"
 )
 
 const readyWant = "want notify or delay:DURATION, e.g. delay:2s"
@@ -142,35 +141,26 @@ func ParseMetrics(s string) (string, error) {
 // kernel defines it, not glibc's, which reserves a few).
 const sigrtmax = 64
 
-// ParseSignal parses the drain signal: a name with or without the SIG
-// prefix, in any case ("SIGTERM", "TERM", "usr2"), or a number ("15"). It
-// refuses what supervisor.CheckDrainSignal refuses (SIGKILL and SIGSTOP,
-// which a child cannot catch), so that a bad signal is reported where it
-// was written.
+// ParseSignal parses a signal: a name with or without the SIG prefix, in
+// any case ("SIGTERM", "TERM", "usr2"), or a number ("15").
 func ParseSignal(s string) (syscall.Signal, error) {
 	const want = "want a signal name such as SIGTERM, TERM, SIGUSR2, or a number"
-	var sig syscall.Signal
 	if n, err := strconv.Atoi(s); err == nil {
 		// Numbers 32 and 33 are used internally by the C library's threads
 		// and have no name; the rest of 1..64 exists on every Linux.
 		if n < 1 || n > sigrtmax || (unix.SignalName(syscall.Signal(n)) == "" && n < 34) {
 			return 0, fmt.Errorf("%q is not a signal number (%s)", s, want)
 		}
-		sig = syscall.Signal(n)
-	} else {
-		name := strings.ToUpper(s)
-		if !strings.HasPrefix(name, "SIG") {
-			name = "SIG" + name
-		}
-		sig = unix.SignalNum(name)
-		if sig == 0 {
-			return 0, fmt.Errorf("%q is not a signal (%s)", s, want)
-		}
+		return syscall.Signal(n), nil
 	}
-	if err := supervisor.CheckDrainSignal(sig); err != nil {
-		return 0, fmt.Errorf("%q: %w", s, err)
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
 	}
-	return sig, nil
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("%q is not a signal (%s)", s, want)
 }
 
 // SignalName returns the conventional name of sig ("SIGTERM"), or its
@@ -211,3 +201,6 @@ func ParseLogLevel(s string) (slog.Level, error) {
 	}
 	return 0, fmt.Errorf("%q is not a log level (want debug, info, warn or error)", s)
 }
+
+// formatLogLevel returns a level as ParseLogLevel takes it.
+func formatLogLevel(l slog.Level) string { return strings.ToLower(l.String()) }

@@ -8,9 +8,11 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,8 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/promql/parser"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/hitless/hitless/internal/config"
 	"github.com/hitless/hitless/internal/harness"
@@ -240,44 +241,86 @@ func checkAlerts(t *testing.T, m metricstest.Metrics) {
 		t.Fatal("prometheus.yml loads no rule files")
 	}
 
+	var exprs, what []string
 	for _, name := range sc.RuleFiles {
-		var rf ruleFile
-		decodeStrict(t, filepath.Join(dir, name), &rf)
-		alerts := 0
-		for _, g := range rf.Groups {
-			for _, r := range g.Rules {
-				alerts++
-				what := fmt.Sprintf("%s: alert %q", name, r.Alert)
-				if r.Alert == "" || r.Expr == "" {
-					t.Errorf("%s: a rule without an alert name or an expression", name)
-				}
-				if r.For != "" {
-					if _, err := model.ParseDuration(r.For); err != nil {
-						t.Errorf("%s: for: %v", what, err)
-					}
-				}
-				for k, text := range r.Annotations {
-					// Prometheus defines these variables before the text.
-					const vars = "{{$labels := .}}{{$externalLabels := .}}{{$externalURL := .}}{{$value := .}}"
-					if _, err := template.New(k).Funcs(templateFuncs).Parse(vars + text); err != nil {
-						t.Errorf("%s: annotation %s: %v", what, k, err)
-					}
-				}
-				expr, err := parser.NewParser(parser.Options{}).ParseExpr(r.Expr)
-				if err != nil {
-					t.Errorf("%s: %v", what, err)
-					continue
-				}
-				parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
-					if vs, ok := n.(*parser.VectorSelector); ok && m[vs.Name] == nil {
-						t.Errorf("%s: %s is not a metric hitless serves", what, vs.Name)
-					}
-					return nil
-				})
+		e, w := checkRules(t, dir, name)
+		exprs, what = append(exprs, e...), append(what, w...)
+	}
+	for i, r := range promql(t, exprs) {
+		if r.Error != "" {
+			t.Errorf("%s: %s", what[i], r.Error)
+		}
+		for _, name := range r.Metrics {
+			if m[name] == nil {
+				t.Errorf("%s: %s is not a metric hitless serves", what[i], name)
 			}
 		}
-		if alerts == 0 {
-			t.Errorf("%s: no alerts", name)
+	}
+}
+
+// checkRules checks the rule file dir/name as Prometheus would load it,
+// but for the expressions, which it returns with the alert each belongs
+// to.
+func checkRules(t *testing.T, dir, name string) (exprs, what []string) {
+	t.Helper()
+	var rf ruleFile
+	decodeStrict(t, filepath.Join(dir, name), &rf)
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			w := fmt.Sprintf("%s: alert %q", name, r.Alert)
+			if r.Alert == "" || r.Expr == "" {
+				t.Errorf("%s: a rule without an alert name or an expression", name)
+			}
+			if r.For != "" {
+				if _, err := model.ParseDuration(r.For); err != nil {
+					t.Errorf("%s: for: %v", w, err)
+				}
+			}
+			for k, text := range r.Annotations {
+				// Prometheus defines these variables before the text.
+				const vars = "{{$labels := .}}{{$externalLabels := .}}{{$externalURL := .}}{{$value := .}}"
+				if _, err := template.New(k).Funcs(templateFuncs).Parse(vars + text); err != nil {
+					t.Errorf("%s: annotation %s: %v", w, k, err)
+				}
+			}
+			exprs, what = append(exprs, r.Expr), append(what, w)
 		}
 	}
+	if len(exprs) == 0 {
+		t.Errorf("%s: no alerts", name)
+	}
+	return exprs, what
+}
+
+// A promqlResult is what the tool says of one expression, as JSON.
+type promqlResult struct {
+	Metrics []string // the names of the metrics it selects
+	Error   string   // why it does not parse
+}
+
+// promql parses exprs with Prometheus's own parser, in the tool of
+// testdata/tools, a module of its own so that hitless's does not depend
+// on Prometheus: for each, the metrics it selects, or why it does not
+// parse.
+func promql(t *testing.T, exprs []string) []promqlResult {
+	t.Helper()
+	tool := filepath.Join(t.TempDir(), "promql")
+	if err := harness.Build("testdata/tools", tool, "./promql"); err != nil {
+		t.Fatal(err)
+	}
+	in, err := json.Marshal(exprs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(tool)
+	cmd.Stdin, cmd.Stderr = bytes.NewReader(in), os.Stderr
+	out, err := cmd.Output()
+	var results []promqlResult
+	if err == nil {
+		err = json.Unmarshal(out, &results)
+	}
+	if err != nil || len(results) != len(exprs) {
+		t.Fatalf("promql: %v: %d results for %d expressions: %s", err, len(results), len(exprs), out)
+	}
+	return results
 }
