@@ -6,6 +6,8 @@ import (
 	"context"
 	"os"
 	"time"
+
+	"github.com/hitless/hitless/internal/handover"
 )
 
 // Status is a snapshot of the supervisor, for `hitless status`.
@@ -22,6 +24,9 @@ type Status struct {
 	Listeners   []ListenerStatus   `json:"listeners"`
 	Stopping    bool               `json:"stopping"`
 	Stats
+	// HandOver counts the connections handed between generations since
+	// hitless started, every generation's, exited ones included.
+	HandOver *handover.Counts `json:"handover,omitempty"`
 }
 
 // GenerationStatus describes one generation that has not been reaped.
@@ -43,6 +48,10 @@ type GenerationStatus struct {
 	// RSS is the resident memory of the generation's whole process
 	// group, in bytes: while two generations overlap, memory doubles.
 	RSS int64 `json:"rss_bytes"`
+	// HandOver counts what happened to this generation's connections in
+	// hand-overs; nil when it does not take part (no channel: not
+	// childproc, or with the hand-over off).
+	HandOver *handover.Counts `json:"handover,omitempty"`
 }
 
 // ListenerStatus describes one socket hitless holds.
@@ -160,6 +169,7 @@ func (s *Supervisor) status(v machineView) Status {
 		}
 		st.Generations = append(st.Generations, gs)
 	}
+	s.handOverCounts(&st)
 	for i, sock := range s.sockets {
 		st.Listeners = append(st.Listeners, ListenerStatus{
 			Name: sock.Spec.Name, Network: sock.Spec.Network, Address: sock.Addr, FD: 3 + i, Source: sock.Source,

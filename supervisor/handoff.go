@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/internal/sdnotify"
 	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
@@ -149,6 +150,7 @@ func (s *Supervisor) execUpgrade(id int) error {
 // the machine. Then the timers stop, their deadlines kept.
 func (s *Supervisor) quiesce() {
 	s.reaper.pause()
+	s.relay.Pause()
 	for _, c := range s.lingering {
 		c.closeOutput() // reaped already: nothing to carry
 	}
@@ -204,6 +206,7 @@ func (s *Supervisor) resume() {
 		c.setReadDeadline(time.Time{})
 		s.follow(c)
 	}
+	s.relay.Resume()
 	s.reaper.resume()
 }
 
@@ -216,6 +219,9 @@ type handoff struct {
 	Rundir   string        `json:"rundir"`
 	Watcher  int           `json:"watcher"` // its pid
 	Started  time.Time     `json:"started"` // when hitless first started
+	// HandOver is the connection Relay, paused; absent from the state of
+	// an image without one.
+	HandOver *handover.RelayState `json:"handover,omitempty"`
 }
 
 type timerState struct {
@@ -267,6 +273,7 @@ func (s *Supervisor) export(st *upgrade.State) error {
 	}
 	carry("rundir/lock", s.rundir.lock)
 	carry("watcher", s.watcher.w)
+	s.exportHandOver(&h, carry)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -343,6 +350,9 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.importHandOver(h, st); err != nil {
+		return nil, err
+	}
 	s.m, s.started, s.restored = m, h.Started, r
 	return s, nil
 }
@@ -369,6 +379,7 @@ func (s *Supervisor) resumeRestored() {
 	for id, c := range s.children {
 		s.watch(c, r.exits[id])
 	}
+	s.relay.Resume()
 	result, reason := "ok", ""
 	if r.rolledBack != "" {
 		result, reason = "rolled_back", r.rolledBack

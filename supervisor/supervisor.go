@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
 )
@@ -49,6 +50,7 @@ type Supervisor struct {
 	upgradeBin *upgrade.Binary // checked, to exec
 	restored   *restoredState  // set by Restore until Run resumes it
 	rundir     *rundir         // private notify sockets live here
+	relay      *handover.Relay // connections handed between generations (connhandover.go)
 	reaper     *reaper
 	watcher    *watcher
 	children   map[int]*child
@@ -215,6 +217,7 @@ func newSupervisor(cfg Config) *Supervisor {
 		timers:   make(map[timerID]*armed),
 		callers:  make(map[callerID]request),
 	}
+	s.relay = s.newRelay()
 	s.os = osEnv{
 		spawn:      s.spawn,
 		signal:     signalGroup,
@@ -390,6 +393,9 @@ func (s *Supervisor) feed(ev event) {
 
 func (s *Supervisor) run(acts []action) {
 	for len(acts) > 0 {
+		// Before the actions: a generation told to drain asks a Relay
+		// that knows who serves now.
+		s.setAdopter()
 		var next []event
 		for _, a := range acts {
 			if ev := s.do(a); ev != nil {
@@ -442,6 +448,7 @@ func (s *Supervisor) do(a action) event {
 		if c := s.children[a.gen]; c != nil {
 			delete(s.children, a.gen)
 			c.forget()
+			s.relay.Detach(a.gen)
 			// Its group got SIGKILL when it exited: nothing for the
 			// watcher to kill.
 			if err := s.watcher.remove(c.pid); err != nil {
@@ -505,6 +512,7 @@ func (s *Supervisor) release() {
 	<-s.loopDone
 	s.bg.Wait()
 	s.readers.Wait()
+	s.relay.Close()
 	for _, c := range s.lingering {
 		c.closeOutput()
 	}
