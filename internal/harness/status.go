@@ -31,6 +31,20 @@ type Status struct {
 	UpgradesOK     int       `json:"upgrades_ok"`
 	UpgradesFailed int       `json:"upgrades_failed"`
 	LastUpgrade    *Upgrade  `json:"last_upgrade"`
+	// HandOver counts connections handed between generations since
+	// hitless started.
+	HandOver *HandOver `json:"handover"`
+}
+
+// HandOver counts what happened to connections in hand-overs between
+// generations (see package internal/handover's Counts).
+type HandOver struct {
+	Handed     int `json:"handed"`
+	Adopted    int `json:"adopted"`
+	Refused    int `json:"refused"`
+	Lost       int `json:"lost"`
+	Closed     int `json:"closed"`
+	ClosedIdle int `json:"closed_idle"`
 }
 
 // Upgrade is the verdict of an upgrade of hitless itself.
@@ -55,6 +69,8 @@ type Generation struct {
 	Status       string    `json:"status"`        // the child's last STATUS=
 	Stopping     bool      `json:"stopping"`
 	RSS          int64     `json:"rss_bytes"` // of its whole process group
+	// HandOver is nil for a generation that does not take part.
+	HandOver *HandOver `json:"handover"`
 }
 
 // The states of a generation.
