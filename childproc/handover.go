@@ -306,11 +306,12 @@ func (l *Lifecycle) openHandOver() {
 // answer, the drain goes on as if nobody adopted.
 const handOverQueryTimeout = time.Second
 
-// adoptedKinds, as the drain begins, asks hitless which kinds the serving
-// generation adopts: the connections of those kinds go to it.
-func (l *Lifecycle) adoptedKinds() []string {
+// adoptedKinds, as the drain begins, asks hitless which generation
+// serves (0: none) and which kinds it adopts: the connections of those
+// kinds go to it.
+func (l *Lifecycle) adoptedKinds() (adopter int, kinds []string) {
 	if !l.ho.usable() {
-		return nil
+		return 0, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), handOverQueryTimeout)
 	defer cancel()
@@ -318,13 +319,13 @@ func (l *Lifecycle) adoptedKinds() []string {
 	switch {
 	case err != nil:
 		l.log.Warn("childproc: hand-over: no answer from hitless; connections will not be handed over", "err", err)
-		return nil
+		return 0, nil
 	case gen == 0:
 		l.log.Info("childproc: no generation adopts connections; the drain closes them")
-		return nil
+		return 0, nil
 	}
 	l.log.Info("childproc: connections go to the next generation", "generation", gen, "kinds", kinds)
-	return kinds
+	return gen, kinds
 }
 
 // closeAdopters stops the Adopters as the drain begins; what they hold

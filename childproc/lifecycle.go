@@ -476,9 +476,9 @@ type drainState struct {
 	// stillRunning collects what steps left running when the drain was
 	// cut short; Run's error names it.
 	stillRunning []string
-	// patient: connections are handed over to the next generation, and
-	// those that cannot move are closed after a response, not while
-	// idle (see httpServer.settle).
+	// patient: a generation adopts connections; those that cannot move
+	// to it are closed after a response, not while idle (see
+	// httpServer.settle).
 	patient bool
 }
 
@@ -487,7 +487,7 @@ type drainState struct {
 func (l *Lifecycle) beginDrain(reason string) *drainState {
 	// Which connections go to the next generation is known before any
 	// response may say "Connection: close".
-	adopts := l.adoptedKinds()
+	adopter, adopts := l.adoptedKinds()
 	l.mu.Lock()
 	l.state = stateDraining
 	servers := l.servers
@@ -512,7 +512,7 @@ func (l *Lifecycle) beginDrain(reason string) *drainState {
 	}
 	l.log.Info("childproc: drain started", "reason", reason, "timeout", l.opts.DrainTimeout)
 
-	d := &drainState{l: l, servers: servers, patient: len(adopts) > 0 && l.opts.LameDuck > 0}
+	d := &drainState{l: l, servers: servers, patient: adopter != 0 && l.opts.LameDuck > 0}
 	for _, s := range servers {
 		if s.http != nil {
 			d.httpSrvs = append(d.httpSrvs, s.http)
