@@ -163,14 +163,25 @@ func (h *httpServer) handOver(c *handConn) (taken bool, reason string) {
 }
 
 // requestHandOvers asks every connection to be handed over at its next
-// request boundary.
+// request boundary, the most recently active first: a busy client's next
+// request waits in the kernel while its connection moves, an idle one's
+// does not.
 func (h *httpServer) requestHandOvers() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	type conn struct {
+		hc    *handConn
+		since time.Time
+	}
+	cs := make([]conn, 0, len(h.conns))
 	for c, ci := range h.conns {
 		if hc, ok := c.(*handConn); ok && !ci.http2 {
-			hc.requestHandOver()
+			cs = append(cs, conn{hc, ci.since})
 		}
+	}
+	slices.SortFunc(cs, func(a, b conn) int { return b.since.Compare(a.since) })
+	for _, c := range cs {
+		c.hc.requestHandOver()
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 type bins struct {
 	hitless, server, tableflip, wrk, h2load string
 	grpcServer, grpcLoad                    string // scenario 12 (grpc.go)
+	wsServer, wsLoad                        string // scenario 13 (ws.go)
 }
 
 type row struct {
@@ -98,6 +99,9 @@ func main() {
 	flag.StringVar(&b.h2load, "h2load", "h2load", "h2load binary")
 	flag.StringVar(&b.grpcServer, "grpc-server", "", "gRPC example server (examples/grpc), for scenario 12")
 	flag.StringVar(&b.grpcLoad, "grpc-load", "", "its load client (examples/grpc/cmd/grpcload), for scenario 12")
+	flag.StringVar(&b.wsServer, "ws-server", "", "WebSocket example server (examples/wsecho), for scenario 13")
+	flag.StringVar(&b.wsLoad, "ws-load", "", "its load client (examples/wsecho/cmd/wsload), for scenario 13")
+	scaleConns := flag.Int("scale-conns", 0, "connections of scenario 8 (default 10000; fewer for a short run while developing)")
 	quick := flag.Bool("quick", false, "shorter runs (about 3 minutes instead of 5)")
 	out := flag.String("out", "", "also write the report to this file")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default: all)")
@@ -107,16 +111,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hitless-bench: -hitless and -server are required")
 		os.Exit(2)
 	}
-	if err := run(b, *quick, *only, *commit, *out); err != nil {
+	if err := run(b, *quick, *only, *commit, *out, *scaleConns); err != nil {
 		fmt.Fprintln(os.Stderr, "hitless-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(b bins, quick bool, only, commit, out string) error {
+func run(b bins, quick bool, only, commit, out string, scaleConns int) error {
 	p := fullPlan()
 	if quick {
 		p = quickPlan()
+	}
+	if scaleConns > 0 {
+		p.scaleConns = scaleConns
+		p.scaleActive = min(p.scaleActive, scaleConns/10)
+		p.sseStreams = min(p.sseStreams, scaleConns/100)
 	}
 	raiseNoFile()
 	tmp, err := os.MkdirTemp("", "hitless-bench-")
@@ -143,6 +152,7 @@ func run(b bins, quick bool, only, commit, out string) error {
 		{"10", benchTrial},
 		{"11", benchUpgrade},
 		{"12", benchGRPC},
+		{"13", benchWS},
 	}
 	for _, s := range steps {
 		run := false

@@ -27,8 +27,9 @@ func benchScale(s *scenario) []row {
 		name string
 		srv  []string
 	}{
-		{"childproc defaults (lame duck up to 5 s, idle connections closed once quiet 250 ms)", nil},
-		{"lame duck up to 20 s, idle connections closed once quiet 16 s (longer than the clients' idle interval)", []string{"-lame-duck=20s", "-lame-duck-quiet=16s"}},
+		{"childproc defaults: idle connections handed to the next generation at a request boundary", nil},
+		{"hand-over off (childproc's defaults before it: lame duck up to 5 s, idle connections closed once quiet 250 ms)", []string{"-no-handover"}},
+		{"hand-over off, lame duck up to 20 s, idle connections closed once quiet 16 s (longer than the clients' idle interval)", []string{"-no-handover", "-lame-duck=20s", "-lame-duck-quiet=16s"}},
 	} {
 		r := benchScaleOnce(s, v.srv)
 		r[0].setup = v.name + "; " + r[0].setup
@@ -89,6 +90,7 @@ func benchScaleOnce(s *scenario, srv []string) []row {
 	}
 
 	m := h.Mark()
+	cpuStart := treeCPU(h)
 	var maxRSS int64
 	sampler := time.NewTicker(250 * time.Millisecond)
 	defer sampler.Stop()
@@ -133,16 +135,32 @@ loop:
 	h.WaitSince(m, 60*time.Second, harness.IsGen("drained", last.Int("generation")-1))
 	stopRun()
 	wg.Wait()
-	var drains []time.Duration
+	cpu := treeCPU(h).sub(cpuStart)
+	status := h.Status()
+	var drains, reloadTook []time.Duration
 	var firstDrain time.Duration
+	var hup time.Time
 	for _, r := range h.Records(m) {
-		if r.Msg() == "drained" {
+		switch r.Msg() {
+		case "drained":
 			d := time.Duration(r.Int("took"))
 			drains = append(drains, d)
 			if r.Int("generation") == 1 {
 				firstDrain = d
 			}
+		case "SIGHUP: reload":
+			hup = r.At
+		case "serving":
+			if !hup.IsZero() {
+				reloadTook = append(reloadTook, r.At.Sub(hup))
+				hup = time.Time{}
+			}
 		}
+	}
+	ho := "hand-over not in play"
+	if c := status.HandOver; c != nil && c.Handed+c.Refused+c.Closed > 0 {
+		ho = fmt.Sprintf("hitless's hand-over counts: handed %d, adopted %d, refused %d, lost %d; closed by the drains %d (%d while idle)",
+			c.Handed, c.Adopted, c.Refused, c.Lost, c.Closed, c.ClosedIdle)
 	}
 	t := &st.tally
 	nBroken := 0
@@ -161,8 +179,9 @@ loop:
 			fmt.Sprintf("%d idle connections (a POST every 5-15 s each) + %d active (a POST every ~50 ms each), %d reloads in %v",
 				idle, p.scaleActive, reloads, p.scaleRun),
 			strconv.FormatInt(t.Sent(), 10), failureText(t), fmt.Sprintf("%.0f", float64(t.OK())/p.scaleRun.Seconds()), ms(t.Latency(50)), ms(t.Latency(99)),
-			fmt.Sprintf("%d connections opened in %s; closed by a draining generation while idle (reopened at their next request): %d; fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; old generations drained in median %s, max %s; hitless RSS %s at rest, at most %s during the run",
-				peakOpen, ms(openTook), st.idleClosed.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(), ms(median(drains)), ms(maxOf(drains)), mib(restUsage.RSS), mib(maxRSS))},
+			fmt.Sprintf("%d connections opened in %s; connections dialled in all %d (new handshakes after the start: %d); closed by a draining generation while idle (reopened at their next request): %d, after a response with Connection: close: %d; fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; %s; reload (SIGHUP to the new generation serving) median %s; old generations drained in median %s, max %s; CPU of hitless and every generation during the run %s (hitless alone %s); hitless RSS %s at rest, at most %s during the run",
+				peakOpen, ms(openTook), st.dials.Load(), st.dials.Load()-int64(p.scaleConns), st.idleClosed.Load(), st.closedAfter.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(),
+				ho, ms(median(reloadTook)), ms(median(drains)), ms(maxOf(drains)), ms(cpu.tree), ms(cpu.hitless), mib(restUsage.RSS), mib(maxRSS))},
 		{"", "", fmt.Sprintf("%d server-sent event streams of %d events × %v, open across the first reload", p.sseStreams, sseEvents, sseEvery),
 			fmt.Sprintf("%d streams", p.sseStreams), brokenSummary,
 			"", "", "",
@@ -183,11 +202,13 @@ type rawConn struct {
 }
 
 type scaleStats struct {
-	tally      harness.Tally
-	open       atomic.Int64 // connections open now
-	idleClosed atomic.Int64 // closed by the server while idle, then reopened
-	failFresh  atomic.Int64 // failures on a connection dialed for this request
-	failReused atomic.Int64 // failures on a connection that had served before
+	tally       harness.Tally
+	dials       atomic.Int64 // connections opened, the first ones included
+	closedAfter atomic.Int64 // closed after a response that said Connection: close
+	open        atomic.Int64 // connections open now
+	idleClosed  atomic.Int64 // closed by the server while idle, then reopened
+	failFresh   atomic.Int64 // failures on a connection dialed for this request
+	failReused  atomic.Int64 // failures on a connection that had served before
 }
 
 var scaleRequest = []byte("POST /work HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\npayload")
@@ -200,6 +221,7 @@ func (rc *rawConn) dial() error {
 	}
 	rc.c, rc.br = c, bufio.NewReader(c)
 	rc.stats.open.Add(1)
+	rc.stats.dials.Add(1)
 	return nil
 }
 
@@ -234,7 +256,8 @@ func (rc *rawConn) do() {
 	} else {
 		rc.stats.tally.AddOK(time.Since(start))
 	}
-	if resp.Close {
+	if resp != nil && resp.Close {
+		rc.stats.closedAfter.Add(1)
 		rc.close()
 	}
 }
@@ -290,4 +313,27 @@ func (rc *rawConn) loopAfterFirst(ctx context.Context, think time.Duration) {
 		}
 		rc.do()
 	}
+}
+
+// cpuUse is CPU time used: by hitless and every generation it ran (tree),
+// and by hitless alone.
+type cpuUse struct{ tree, hitless time.Duration }
+
+func (a cpuUse) sub(b cpuUse) cpuUse { return cpuUse{a.tree - b.tree, a.hitless - b.hitless} }
+
+// treeCPU is the CPU time of hitless, of the generations it reaped, and
+// of those running now; the difference of two readings is what the
+// tree used in between.
+func treeCPU(h *harness.Hitless) cpuUse {
+	u, err := harness.ProcUsage(h.PID())
+	if err != nil {
+		return cpuUse{}
+	}
+	c := cpuUse{tree: u.CPU + u.ChildCPU, hitless: u.CPU}
+	for _, g := range h.Status().Generations {
+		if gu, err := harness.ProcUsage(g.PID); err == nil {
+			c.tree += gu.CPU
+		}
+	}
+	return c
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -16,6 +17,10 @@ import (
 // written and read whole).
 type Conn struct {
 	c *net.UnixConn
+
+	rmu sync.Mutex // Recv's buffers, reused: one record is read at a time
+	buf []byte
+	oob []byte
 }
 
 // oobSize is room for a few descriptors: a record carries at most one,
@@ -113,8 +118,12 @@ func (e *RecordError) Unwrap() error { return e.Err }
 // the end of the channel (the peer closed its end) it returns io.EOF; a
 // record it cannot use yields a *RecordError.
 func (c *Conn) Recv() (Message, *os.File, error) {
-	buf := make([]byte, MaxMessage+1)
-	oob := make([]byte, oobSize)
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.buf == nil {
+		c.buf, c.oob = make([]byte, MaxMessage+1), make([]byte, oobSize)
+	}
+	buf, oob := c.buf, c.oob
 	n, oobn, flags, _, err := c.c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return Message{}, nil, err

@@ -10,6 +10,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/hitless/hitless/examples/wsecho/load"
@@ -19,11 +21,18 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "wsecho's address")
 	clients := flag.Int("clients", 100, "WebSocket connections")
 	every := flag.Duration("every", 100*time.Millisecond, "between a client's messages")
-	duration := flag.Duration("duration", 10*time.Second, "how long the clients run")
+	duration := flag.Duration("duration", 10*time.Second, "how long the clients run, at most (SIGINT or SIGTERM ends the run sooner)")
+	signalConnected := flag.Bool("signal-connected", false, "write \"connected\" on a line of stderr once every client has dialled")
 	flag.Parse()
-	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *duration)
 	defer cancel()
-	res := load.Run(ctx, load.Options{URL: "ws://" + *addr + "/ws", Clients: *clients, Every: *every})
+	o := load.Options{URL: "ws://" + *addr + "/ws", Clients: *clients, Every: *every}
+	if *signalConnected {
+		o.Connected = func() { fmt.Fprintln(os.Stderr, "connected") }
+	}
+	res := load.Run(ctx, o)
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		fmt.Fprintln(os.Stderr, "wsload:", err)
 		os.Exit(1)
