@@ -72,7 +72,7 @@ func TestParseGRPCLoad(t *testing.T) {
 }
 
 // What examples/wsecho/cmd/wsload prints (its load.Result), as scenario
-// 13 reads it.
+// 14 reads it.
 func TestParseWSLoad(t *testing.T) {
 	out := `{"clients":1000,"connected":1000,"sent":50210,"echoed":50210,"lost":0,"close_frames":0,"failed":0,"failures":{},"p50_ns":183000,"p99_ns":4100000}`
 	var r wsResult

@@ -20,8 +20,9 @@ type direct struct {
 	addr   string
 	args   []string
 
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once cmd has been waited for
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed once cmd has been waited for
+	exitedAt time.Time     // written before exited is closed
 }
 
 // startDirect starts the test server on addr; a cleanup stops it.
@@ -55,6 +56,7 @@ func (d *direct) start() error {
 			}
 		}
 		d.cmd.Wait()
+		d.exitedAt = time.Now()
 		close(exited)
 	}()
 	t := time.NewTimer(10 * time.Second)
@@ -79,13 +81,21 @@ func (d *direct) restart() error {
 
 // stop sends SIGTERM and waits for the exit, unless the server has exited.
 func (d *direct) stop() {
+	d.term()
+	<-d.exited
+}
+
+// term sends SIGTERM, unless the server has exited: it drains, then
+// exits.
+func (d *direct) term() {
 	select {
 	case <-d.exited:
 	default:
 		d.cmd.Process.Signal(syscall.SIGTERM)
-		<-d.exited
 	}
 }
+
+func (d *direct) pid() int { return d.cmd.Process.Pid }
 
 // cleanEnv is the environment without any socket-passing variables, so
 // that the test server binds its own address.

@@ -8,10 +8,15 @@
 //
 // scripts/bench.sh installs the tools, builds the binaries and runs it:
 //
-//	hitless-bench -hitless BIN -server BIN -tableflip BIN -wrk wrk -h2load h2load [-quick] [-out docs/benchmarks.md]
+//	hitless-bench -hitless BIN -server BIN -tableflip BIN -wrk wrk -h2load h2load \
+//		[-nginx nginx -haproxy haproxy -caddy caddy] [-quick] [-out docs/benchmarks.md]
 //
 // -tableflip is cmd/hitless-bench/tableflipserver, which scenario 11
-// upgrades beside hitless.
+// upgrades beside hitless. nginx, HAProxy and Caddy are the peers of
+// scenario 13, which compares deploys under load: hitless's reload
+// beside a blue/green switch behind each proxy (and scenario 8 runs
+// behind nginx and HAProxy too); a peer not given is skipped, with a
+// row that says so.
 package main
 
 import (
@@ -28,7 +33,8 @@ import (
 type bins struct {
 	hitless, server, tableflip, wrk, h2load string
 	grpcServer, grpcLoad                    string // scenario 12 (grpc.go)
-	wsServer, wsLoad                        string // scenario 13 (ws.go)
+	wsServer, wsLoad                        string // scenario 14 (ws.go)
+	nginx, haproxy, caddy                   string // the peers of scenario 13; "" skips a peer's rows
 }
 
 type row struct {
@@ -54,6 +60,11 @@ type plan struct {
 	trialRun     time.Duration // scenario 10, per variant
 	upgrades     int           // scenario 11, per variant
 	upgradeEvery time.Duration
+	scalePeers   bool          // scenario 8 also behind nginx and HAProxy
+	deployQuiet  time.Duration // scenario 13, per setup: load without deploys first
+	deployN      int           // then this many deploys
+	deployEvery  time.Duration // one every
+	deployOnly   []string      // the setups of scenario 13 that run (nil: all)
 }
 
 func fullPlan() plan {
@@ -65,10 +76,13 @@ func fullPlan() plan {
 		h2Run: 20 * time.Second, h2ReloadEach: 2 * time.Second,
 		trialRun: 20 * time.Second,
 		upgrades: 5, upgradeEvery: 2 * time.Second,
+		scalePeers:  true,
+		deployQuiet: 5 * time.Second, deployN: 20, deployEvery: time.Second,
 	}
 }
 
-// quickPlan is fullPlan with shorter runs and fewer repetitions.
+// quickPlan is fullPlan with shorter runs and fewer repetitions, and of
+// the peers only nginx, in scenario 13.
 func quickPlan() plan {
 	p := fullPlan()
 	p.rounds, p.wrkTime = 2, 3*time.Second
@@ -78,6 +92,9 @@ func quickPlan() plan {
 	p.h2Run = 10 * time.Second
 	p.trialRun = 10 * time.Second
 	p.upgrades = 3
+	p.scalePeers = false
+	p.deployQuiet, p.deployN = 2*time.Second, 5
+	p.deployOnly = []string{"hitless", "nginx"}
 	return p
 }
 
@@ -88,7 +105,18 @@ type bench struct {
 	plan   plan
 	tmp    string
 	totals map[string][2]int // scenario name -> requests, failed
+
+	// What scenarios add to the report beside their rows: lines of
+	// the headline, sections before the table and after the methods,
+	// and the config files of other programs as the run wrote them.
+	headlines []string
+	summaries []string
+	appendix  []string
+	configs   []config
 }
+
+// config is a config file that a scenario wrote, for the report.
+type config struct{ label, name, text string }
 
 func main() {
 	var b bins
@@ -99,10 +127,13 @@ func main() {
 	flag.StringVar(&b.h2load, "h2load", "h2load", "h2load binary")
 	flag.StringVar(&b.grpcServer, "grpc-server", "", "gRPC example server (examples/grpc), for scenario 12")
 	flag.StringVar(&b.grpcLoad, "grpc-load", "", "its load client (examples/grpc/cmd/grpcload), for scenario 12")
-	flag.StringVar(&b.wsServer, "ws-server", "", "WebSocket example server (examples/wsecho), for scenario 13")
-	flag.StringVar(&b.wsLoad, "ws-load", "", "its load client (examples/wsecho/cmd/wsload), for scenario 13")
+	flag.StringVar(&b.wsServer, "ws-server", "", "WebSocket example server (examples/wsecho), for scenario 14")
+	flag.StringVar(&b.wsLoad, "ws-load", "", "its load client (examples/wsecho/cmd/wsload), for scenario 14")
 	scaleConns := flag.Int("scale-conns", 0, "connections of scenario 8 (default 10000; fewer for a short run while developing)")
-	quick := flag.Bool("quick", false, "shorter runs (about 3 minutes instead of 5)")
+	flag.StringVar(&b.nginx, "nginx", "", "nginx binary, for the rows of scenario 13 that use it (empty: skipped, with a line that says so)")
+	flag.StringVar(&b.haproxy, "haproxy", "", "haproxy binary, for scenario 13 (empty: skipped)")
+	flag.StringVar(&b.caddy, "caddy", "", "caddy binary, for scenario 13 (empty: skipped)")
+	quick := flag.Bool("quick", false, "shorter runs, and only nginx of the peers (about 3.5 minutes instead of 12)")
 	out := flag.String("out", "", "also write the report to this file")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default: all)")
 	commit := flag.String("commit", "", "commit being measured, for the header")
@@ -152,7 +183,8 @@ func run(b bins, quick bool, only, commit, out string, scaleConns int) error {
 		{"10", benchTrial},
 		{"11", benchUpgrade},
 		{"12", benchGRPC},
-		{"13", benchWS},
+		{deploysNum, benchDeploys},
+		{"14", benchWS},
 	}
 	for _, s := range steps {
 		run := false
@@ -172,7 +204,7 @@ func run(b bins, quick bool, only, commit, out string, scaleConns int) error {
 		r.rows = append(r.rows, rows...)
 	}
 	r.took = time.Since(r.started)
-	text := r.markdown(b, commit, bn.headline())
+	text := r.markdown(bn, commit)
 	fmt.Print(text)
 	if out != "" {
 		return os.WriteFile(out, []byte(text), 0o644)

@@ -70,7 +70,7 @@ func version(cmd string, args ...string) string {
 	return line
 }
 
-func (r *report) markdown(b bins, commit, head string) string {
+func (r *report) markdown(b *bench, commit string) string {
 	var s strings.Builder
 	mode := "full"
 	cmd := "./scripts/bench.sh"
@@ -86,8 +86,14 @@ func (r *report) markdown(b bins, commit, head string) string {
 	}
 	fmt.Fprintf(&s, "- %s; %s; %s\n", runtime.Version(), version(b.wrk, "-v"), version(b.h2load, "--version"))
 	fmt.Fprintf(&s, "- Traffic: 127.0.0.1 only; load generators and servers share the machine.\n\n")
-	if head != "" {
+	if head := b.headline(); head != "" {
 		fmt.Fprintf(&s, "**Headline:** %s\n\n", head)
+	}
+	for _, h := range b.headlines {
+		fmt.Fprintf(&s, "%s\n\n", h)
+	}
+	for _, x := range b.summaries {
+		fmt.Fprintf(&s, "%s\n", x)
 	}
 	fmt.Fprintf(&s, "| # | scenario | clients and setup | requests | failed: by class | req/s | p50 | p99 | other figures |\n")
 	fmt.Fprintf(&s, "|---|---|---|--:|---|--:|--:|--:|---|\n")
@@ -97,6 +103,9 @@ func (r *report) markdown(b bins, commit, head string) string {
 			esc(rw.failures), esc(rw.rps), esc(rw.p50), esc(rw.p99), esc(rw.other))
 	}
 	s.WriteString(methods + methodsGRPC + methodsWS)
+	for _, x := range b.appendix {
+		s.WriteString(x)
+	}
 	return s.String()
 }
 

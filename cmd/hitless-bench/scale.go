@@ -23,29 +23,109 @@ import (
 
 func benchScale(s *scenario) []row {
 	var rows []row
-	for _, v := range []struct {
-		name string
-		srv  []string
-	}{
-		{"childproc defaults: idle connections handed to the next generation at a request boundary", nil},
-		{"hand-over off (childproc's defaults before it: lame duck up to 5 s, idle connections closed once quiet 250 ms)", []string{"-no-handover"}},
-		{"hand-over off, lame duck up to 20 s, idle connections closed once quiet 16 s (longer than the clients' idle interval)", []string{"-no-handover", "-lame-duck=20s", "-lame-duck-quiet=16s"}},
-	} {
-		r := benchScaleOnce(s, v.srv)
-		r[0].setup = v.name + "; " + r[0].setup
+	variants := []func() *scaleTarget{
+		func() *scaleTarget {
+			return hitlessScale(s, "childproc defaults: idle connections handed to the next generation at a request boundary")
+		},
+		func() *scaleTarget {
+			return hitlessScale(s, "hand-over off (childproc's defaults before it: lame duck up to 5 s, idle connections closed once quiet 250 ms)",
+				"-no-handover")
+		},
+		func() *scaleTarget {
+			return hitlessScale(s, "hand-over off, lame duck up to 20 s, idle connections closed once quiet 16 s (longer than the clients' idle interval)",
+				"-no-handover", "-lame-duck=20s", "-lame-duck-quiet=16s")
+		},
+	}
+	if s.plan.scalePeers {
+		variants = append(variants, peerScaleTargets(s)...)
+	}
+	for _, v := range variants {
+		tg := v()
+		var r []row
+		if tg.skipped != "" {
+			r = []row{{setup: tg.name + ": " + tg.skipped}}
+		} else {
+			r = benchScaleOnce(s, tg)
+			r[0].setup = tg.name + "; " + r[0].setup
+		}
 		if len(rows) > 0 {
 			r[0].num, r[0].scenario = "", ""
+		} else {
+			r[0].num, r[0].scenario = "8", "Scale: 10,000 keep-alive connections across reloads"
 		}
 		rows = append(rows, r...)
 	}
 	return rows
 }
 
-func benchScaleOnce(s *scenario, srv []string) []row {
-	p := s.plan
+// scaleTarget is a server that row 8 drives, and how it reloads.
+type scaleTarget struct {
+	name    string // the variant, for the row
+	skipped string // why it did not run, if it did not
+	addr    string
+	// reload begins one reload (it may return before the reload is done).
+	reload func()
+	// finish waits until the reloads are done and every replaced
+	// backend has drained, and returns the time each drain took, and
+	// that of the first one (the one that held the event streams).
+	finish func(reloads int) (drains []time.Duration, first time.Duration)
+	closer string // what closes an idle connection at a reload
+	// How the row says what finish measured: of every drain, and of
+	// the first one.
+	drained, firstDrained string
+	// proof says that the reloads happened, as the server tells it.
+	proof func() string
+	// pid is hitless's, whose memory the row samples; 0 for none.
+	pid  int
+	stop func()
+	// begin, if set, is called just before the first reload, and cost
+	// after the last drain: what the reloads cost, in words.
+	begin func()
+	cost  func() string
+}
+
+// hitlessScale is hitless around the test server, run with srv.
+func hitlessScale(s *scenario, name string, srv ...string) *scaleTarget {
 	h := s.startHitless(nil, srv...)
-	defer h.Stop() // before the next variant starts, not at the scenario's end
-	restUsage, _ := harness.ProcUsage(h.PID())
+	m := h.Mark()
+	var cpuStart cpuUse
+	return &scaleTarget{name: name, addr: h.Addr(), pid: h.PID(), stop: h.Stop, closer: "a draining generation",
+		begin:   func() { cpuStart = treeCPU(h) },
+		cost:    func() string { return hitlessCost(h, m, treeCPU(h).sub(cpuStart)) },
+		drained: "old generations drained in", firstDrained: "the generation holding them drained in",
+		reload: func() { h.Signal(syscall.SIGHUP) },
+		proof: func() string {
+			st := h.Status()
+			return fmt.Sprintf("hitless's status: %d reloads served, %d failed", st.ReloadsOK, st.ReloadsFailed)
+		},
+		// The log, not the status: how long each drain took is in the
+		// log alone.
+		finish: func(reloads int) ([]time.Duration, time.Duration) {
+			_, last := h.WaitSince(m, 60*time.Second, harness.IsGen("serving", reloads+1))
+			h.WaitSince(m, 60*time.Second, harness.IsGen("drained", last.Int("generation")-1))
+			var drains []time.Duration
+			var first time.Duration
+			for _, r := range h.Records(m) {
+				if r.Msg() == "drained" {
+					d := time.Duration(r.Int("took"))
+					drains = append(drains, d)
+					if r.Int("generation") == 1 {
+						first = d
+					}
+				}
+			}
+			return drains, first
+		}}
+}
+
+func benchScaleOnce(s *scenario, tg *scaleTarget) []row {
+	p := s.plan
+	defer tg.stop() // before the next variant starts, not at the scenario's end
+	var restRSS int64
+	if tg.pid != 0 {
+		u, _ := harness.ProcUsage(tg.pid)
+		restRSS = u.RSS
+	}
 	st := &scaleStats{}
 	ctx, cancel := context.WithTimeout(context.Background(), p.scaleRun+60*time.Second)
 	defer cancel()
@@ -66,7 +146,7 @@ func benchScaleOnce(s *scenario, srv []string) []row {
 		}
 		sem <- struct{}{}
 		opened.Add(1)
-		rc := &rawConn{addr: h.Addr(), stats: st}
+		rc := &rawConn{addr: tg.addr, stats: st}
 		wg.Go(func() {
 			rc.do()
 			opened.Done()
@@ -83,14 +163,12 @@ func benchScaleOnce(s *scenario, srv []string) []row {
 	sseEvents, sseEvery := 60, 100*time.Millisecond
 	var streams []*harness.Stream
 	for range p.sseStreams {
-		streams = append(streams, harness.OpenStream(h.Addr(), sseEvents, sseEvery))
+		streams = append(streams, harness.OpenStream(tg.addr, sseEvents, sseEvery))
 	}
 	for _, x := range streams {
 		<-x.First()
 	}
 
-	m := h.Mark()
-	cpuStart := treeCPU(h)
 	var maxRSS int64
 	sampler := time.NewTicker(250 * time.Millisecond)
 	defer sampler.Stop()
@@ -99,18 +177,29 @@ func benchScaleOnce(s *scenario, srv []string) []row {
 	end := time.After(p.scaleRun)
 	reloads := 0
 	minOpen := peakOpen
-	h.Signal(syscall.SIGHUP) // the first at once, under the streams
+	runStart := time.Now()
+	if tg.begin != nil {
+		tg.begin()
+	}
+	tg.reload() // the first at once, under the streams
 	reloads++
 loop:
 	for {
+		// The end first: a reload that took long (a proxy's) must not
+		// be followed by another past the end.
+		select {
+		case <-end:
+			break loop
+		default:
+		}
 		select {
 		case <-sampler.C:
-			if u, err := harness.ProcUsage(h.PID()); err == nil {
+			if u, err := harness.ProcUsage(tg.pid); tg.pid != 0 && err == nil {
 				maxRSS = max(maxRSS, u.RSS)
 			}
 			minOpen = min(minOpen, st.open.Load())
 		case <-reloadT.C:
-			h.Signal(syscall.SIGHUP)
+			tg.reload()
 			reloads++
 		case <-end:
 			break loop
@@ -129,39 +218,16 @@ loop:
 		}
 		events += x.Events()
 	}
-	// Every generation but the last must have drained. The log, not the
-	// status: how long each drain took is in the log alone.
-	_, last := h.WaitSince(m, 60*time.Second, harness.IsGen("serving", reloads+1))
-	h.WaitSince(m, 60*time.Second, harness.IsGen("drained", last.Int("generation")-1))
+	// Every backend but the last must have drained.
+	drains, firstDrain := tg.finish(reloads)
+	proof := tg.proof()
+	cost := ""
+	if tg.cost != nil {
+		cost = "; " + tg.cost()
+	}
 	stopRun()
+	ran := time.Since(runStart) // the clients ran until every drain was done
 	wg.Wait()
-	cpu := treeCPU(h).sub(cpuStart)
-	status := h.Status()
-	var drains, reloadTook []time.Duration
-	var firstDrain time.Duration
-	var hup time.Time
-	for _, r := range h.Records(m) {
-		switch r.Msg() {
-		case "drained":
-			d := time.Duration(r.Int("took"))
-			drains = append(drains, d)
-			if r.Int("generation") == 1 {
-				firstDrain = d
-			}
-		case "SIGHUP: reload":
-			hup = r.At
-		case "serving":
-			if !hup.IsZero() {
-				reloadTook = append(reloadTook, r.At.Sub(hup))
-				hup = time.Time{}
-			}
-		}
-	}
-	ho := "hand-over not in play"
-	if c := status.HandOver; c != nil && c.Handed+c.Refused+c.Closed > 0 {
-		ho = fmt.Sprintf("hitless's hand-over counts: handed %d, adopted %d, refused %d, lost %d; closed by the drains %d (%d while idle)",
-			c.Handed, c.Adopted, c.Refused, c.Lost, c.Closed, c.ClosedIdle)
-	}
 	t := &st.tally
 	nBroken := 0
 	var brokenText []string
@@ -174,19 +240,26 @@ loop:
 	if len(brokenText) > 0 {
 		brokenSummary += " (" + strings.Join(brokenText, ", ") + ")"
 	}
+	closed := st.idleClosed.Load()
+	other := fmt.Sprintf("%s; %d connections opened in %s; connections dialled in all %d (new handshakes after the start: %d); closed by %s while idle (reopened at their next request): %d, %d per reload; "+
+		"closed after a response with Connection: close: %d; fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; %s median %s, max %s%s",
+		proof, peakOpen, ms(openTook), st.dials.Load(), st.dials.Load()-peakOpen, tg.closer, closed, closed/int64(reloads),
+		st.closedAfter.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(),
+		tg.drained, ms(median(drains)), ms(maxOf(drains)), cost)
+	if tg.pid != 0 {
+		other += fmt.Sprintf("; hitless RSS %s at rest, at most %s during the run", mib(restRSS), mib(maxRSS))
+	}
 	return []row{
 		{"8", "Scale: 10,000 keep-alive connections across reloads",
 			fmt.Sprintf("%d idle connections (a POST every 5-15 s each) + %d active (a POST every ~50 ms each), %d reloads in %v",
 				idle, p.scaleActive, reloads, p.scaleRun),
-			strconv.FormatInt(t.Sent(), 10), failureText(t), fmt.Sprintf("%.0f", float64(t.OK())/p.scaleRun.Seconds()), ms(t.Latency(50)), ms(t.Latency(99)),
-			fmt.Sprintf("%d connections opened in %s; connections dialled in all %d (new handshakes after the start: %d); closed by a draining generation while idle (reopened at their next request): %d, after a response with Connection: close: %d; fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; %s; reload (SIGHUP to the new generation serving) median %s; old generations drained in median %s, max %s; CPU of hitless and every generation during the run %s (hitless alone %s); hitless RSS %s at rest, at most %s during the run",
-				peakOpen, ms(openTook), st.dials.Load(), st.dials.Load()-int64(p.scaleConns), st.idleClosed.Load(), st.closedAfter.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(),
-				ho, ms(median(reloadTook)), ms(median(drains)), ms(maxOf(drains)), ms(cpu.tree), ms(cpu.hitless), mib(restUsage.RSS), mib(maxRSS))},
+			strconv.FormatInt(t.Sent(), 10), failureText(t), fmt.Sprintf("%.0f", float64(t.OK())/ran.Seconds()), ms(t.Latency(50)), ms(t.Latency(99)),
+			other},
 		{"", "", fmt.Sprintf("%d server-sent event streams of %d events × %v, open across the first reload", p.sseStreams, sseEvents, sseEvery),
 			fmt.Sprintf("%d streams", p.sseStreams), brokenSummary,
 			"", "", "",
-			fmt.Sprintf("%d of %d streams got all %d events (%d events in all); the generation holding them drained in %s",
-				complete, p.sseStreams, sseEvents, events, ms(firstDrain))},
+			fmt.Sprintf("%d of %d streams got all %d events (%d events in all); %s %s",
+				complete, p.sseStreams, sseEvents, events, tg.firstDrained, ms(firstDrain))},
 	}
 }
 
@@ -313,6 +386,32 @@ func (rc *rawConn) loopAfterFirst(ctx context.Context, think time.Duration) {
 		}
 		rc.do()
 	}
+}
+
+// hitlessCost says what hitless's reloads cost: the hand-over's counts,
+// the reload's latency (SIGHUP to the new generation serving, from the
+// log since m) and cpu.
+func hitlessCost(h *harness.Hitless, m int, cpu cpuUse) string {
+	var took []time.Duration
+	var hup time.Time
+	for _, r := range h.Records(m) {
+		switch r.Msg() {
+		case "SIGHUP: reload":
+			hup = r.At
+		case "serving":
+			if !hup.IsZero() {
+				took = append(took, r.At.Sub(hup))
+				hup = time.Time{}
+			}
+		}
+	}
+	ho := "hand-over not in play"
+	if c := h.Status().HandOver; c != nil && c.Handed+c.Refused+c.Closed > 0 {
+		ho = fmt.Sprintf("hitless's hand-over counts: handed %d, adopted %d, refused %d, lost %d; closed by the drains %d (%d while idle)",
+			c.Handed, c.Adopted, c.Refused, c.Lost, c.Closed, c.ClosedIdle)
+	}
+	return fmt.Sprintf("%s; reload (SIGHUP to the new generation serving) median %s; CPU of hitless and every generation during the run %s (hitless alone %s)",
+		ho, ms(median(took)), ms(cpu.tree), ms(cpu.hitless))
 }
 
 // cpuUse is CPU time used: by hitless and every generation it ran (tree),

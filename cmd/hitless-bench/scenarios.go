@@ -32,6 +32,8 @@ type client struct {
 	keepAlive bool
 	delay     time.Duration // handler time asked of /work
 	workers   int
+	rate      float64      // requests a second over all workers; 0: closed loop
+	onBody    func([]byte) // if set, sees the body of each successful answer
 }
 
 // start sends the load to addr for at most d. Any 2xx is a success.
@@ -40,10 +42,12 @@ func (c client) start(addr string, d time.Duration) *harness.Load {
 		URL:            harness.WorkURL(addr, c.delay),
 		Workers:        c.workers,
 		KeepAlive:      c.keepAlive,
+		Rate:           c.rate,
 		Requests:       10_000_000,
 		Duration:       d,
 		Timeout:        10 * time.Second,
 		ConnectTimeout: 5 * time.Second,
+		OnBody:         c.onBody,
 	})
 }
 

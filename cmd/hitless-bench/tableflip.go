@@ -5,8 +5,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,15 +26,13 @@ import (
 type flipServer struct {
 	addr, pidFile, log string
 	pgid               int
-	pid                int          // the process that serves: the last one the pid file named
-	probe              *http.Client // a new connection per request
+	pid                int // the process that serves: the last one the pid file named
 }
 
 // startFlip starts bin on addr, with its pid file and log in dir, and
 // waits until it serves. The bench is a subreaper until stop.
 func startFlip(bin, addr, dir string) (*flipServer, error) {
-	f := &flipServer{addr: addr, pidFile: filepath.Join(dir, "tableflip.pid"), log: filepath.Join(dir, "tableflip.log"),
-		probe: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}}
+	f := &flipServer{addr: addr, pidFile: filepath.Join(dir, "tableflip.pid"), log: filepath.Join(dir, "tableflip.log")}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("become a subreaper: %w", err)
 	}
@@ -119,13 +115,8 @@ func (f *flipServer) waitServing(old int, d time.Duration) error {
 // pid: until the old process has closed its listener, both take
 // connections from the same accept queue.
 func (f *flipServer) answeredBy(pid int) bool {
-	resp, err := f.probe.Post("http://"+f.addr+"/work", "text/plain", strings.NewReader("probe"))
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return err == nil && resp.StatusCode == http.StatusOK && strings.Contains(string(b), fmt.Sprintf(" pid=%d ", pid))
+	got, err := answeredPID(f.addr)
+	return err == nil && got == pid
 }
 
 // reap waits, until deadline, for pid (a child of the bench) to exit,
@@ -163,11 +154,4 @@ func (f *flipServer) stop() {
 }
 
 // logTail is the end of what the server's processes wrote.
-func (f *flipServer) logTail() string {
-	b, _ := os.ReadFile(f.log)
-	const most = 4 << 10
-	if len(b) > most {
-		b = b[len(b)-most:]
-	}
-	return string(b)
-}
+func (f *flipServer) logTail() string { return fileTail(f.log) }

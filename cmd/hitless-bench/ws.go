@@ -14,7 +14,7 @@ import (
 	"github.com/hitless/hitless/internal/harness"
 )
 
-// ---- 13: WebSocket connections handed over across reloads ----
+// ---- 14: WebSocket connections handed over across reloads ----
 
 // wsResult is what examples/wsecho/cmd/wsload prints (its load.Result):
 // the JSON crosses a process boundary, since the main module does not
@@ -32,7 +32,7 @@ type wsResult struct {
 	P99         time.Duration    `json:"p99_ns"`
 }
 
-// wsClients and wsReloads size scenario 13.
+// wsClients and wsReloads size scenario 14.
 const (
 	wsClients = 1000
 	wsReloads = 10
@@ -44,7 +44,7 @@ const (
 // to each new generation with childproc's HandOver.
 func benchWS(s *scenario) []row {
 	if s.wsServer == "" || s.wsLoad == "" {
-		logf("scenario 13 skipped: -ws-server and -ws-load (examples/wsecho and its cmd/wsload) not given")
+		logf("scenario 14 skipped: -ws-server and -ws-load (examples/wsecho and its cmd/wsload) not given")
 		return nil
 	}
 	p := s.plan
@@ -121,7 +121,7 @@ func benchWS(s *scenario) []row {
 	}
 	logf("WebSocket: %d sent, %d echoed, %s", r.Sent, r.Echoed, failures)
 	return []row{{
-		num: "13", scenario: "WebSocket echo (gobwas/ws, examples/wsecho) across reloads, connections handed over",
+		num: "14", scenario: "WebSocket echo (gobwas/ws, examples/wsecho) across reloads, connections handed over",
 		setup:    fmt.Sprintf("%d of %d clients connected, a numbered message every %v each, %d reloads one every %v", r.Connected, r.Clients, wsEvery, wsReloads, p.reloadEvery),
 		requests: fmt.Sprintf("%d messages", r.Sent), failures: failures,
 		rps: fmt.Sprintf("%.0f msg/s", float64(r.Echoed)/elapsed.Seconds()), p50: ms(r.P50), p99: ms(r.P99),
@@ -130,8 +130,8 @@ func benchWS(s *scenario) []row {
 	}}
 }
 
-// methodsWS says how scenario 13 is measured; it follows methods.
-const methodsWS = `13. ` + "`examples/wsecho`" + ` (a WebSocket echo server on gobwas/ws, its own module) under ` + "`hitless run`" + `:
+// methodsWS says how scenario 14 is measured; it follows methods.
+const methodsWS = `14. ` + "`examples/wsecho`" + ` (a WebSocket echo server on gobwas/ws, its own module) under ` + "`hitless run`" + `:
    when a generation drains, each session hands its connection to the next generation between
    two frames (` + "`childproc`" + `'s ` + "`HandOver`" + `, with the bytes it had read and not processed), and the
    next generation takes it with ` + "`Adopter.Accept`" + `. The clients are ` + "`examples/wsecho/cmd/wsload`" + `:

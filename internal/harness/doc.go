@@ -13,7 +13,8 @@
 //   - Load (StartLoad): closed-loop POST workers, each one client with one
 //     connection at a time, keep-alive on or off, bounded in count and in
 //     time, optionally paced, counted in a Tally whose progress can be
-//     awaited; Classify names each failure.
+//     awaited; Classify names each failure, and OnBody sees each answer
+//     (the test server names the process that answered).
 //   - Helpers for the test server (internal/e2e/testserver): WorkURL for
 //     its handler delay, OpenStream for its event streams; and, on Linux,
 //     what /proc says of a process (ProcUsage, Children, Alive).

@@ -105,6 +105,26 @@ func TestLoadCount(t *testing.T) {
 	}
 }
 
+// OnBody gets the body of each successful answer, and of no failure.
+func TestLoadOnBody(t *testing.T) {
+	for _, code := range []int{http.StatusOK, http.StatusServiceUnavailable} {
+		s, _ := server(t, code)
+		var bodies, wrong atomic.Int64
+		res := StartLoad(context.Background(), LoadOptions{
+			URL: s.URL, Workers: 2, KeepAlive: true, Requests: 20,
+			OnBody: func(b []byte) {
+				bodies.Add(1)
+				if string(b) != "answer" {
+					wrong.Add(1)
+				}
+			},
+		}).Wait()
+		if want := res.OK(); bodies.Load() != want || wrong.Load() != 0 || res.Sent() != 20 {
+			t.Errorf("status %d: %s; %d bodies (%d not the answer), want %d", code, res, bodies.Load(), wrong.Load(), want)
+		}
+	}
+}
+
 // The time bound ends a load that the count would not.
 func TestLoadDuration(t *testing.T) {
 	s, _ := server(t, http.StatusOK)

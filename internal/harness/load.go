@@ -25,6 +25,10 @@ type LoadOptions struct {
 	// OnResult, if set, is called after each request with its outcome
 	// (nil for a success), from the worker that sent it.
 	OnResult func(req *http.Request, err error)
+	// OnBody, if set, is called with the whole body of each successful
+	// answer, from the worker that sent the request: it tells which
+	// server answered (the test server names its pid and generation).
+	OnBody func(body []byte)
 
 	Workers   int  // concurrent clients (default 1)
 	KeepAlive bool // reuse connections; false opens one per request
@@ -162,10 +166,18 @@ func (l *Load) send(client *http.Client, n int64) {
 			// Read the whole answer: a failure may come after the
 			// header, and only a body read to its end lets the
 			// connection be reused.
-			_, err = io.Copy(io.Discard, resp.Body)
+			var body []byte
+			if l.opts.OnBody != nil {
+				body, err = io.ReadAll(resp.Body)
+			} else {
+				_, err = io.Copy(io.Discard, resp.Body)
+			}
 			resp.Body.Close()
 			if err == nil {
 				err = checkStatus(resp.StatusCode, resp.Status, l.opts.Want)
+			}
+			if err == nil && l.opts.OnBody != nil {
+				l.opts.OnBody(body)
 			}
 		}
 	}
