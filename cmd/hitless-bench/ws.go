@@ -48,13 +48,7 @@ func benchWS(s *scenario) []row {
 		return nil
 	}
 	p := s.plan
-	addr, err := harness.FreeAddr()
-	s.check(err)
-	h := harness.Start(s, harness.Options{
-		Hitless: s.hitless,
-		Args:    []string{"--listen", "ws=tcp://" + addr},
-		Command: []string{s.wsServer, "-listen", addr},
-	})
+	h, addr := s.startExample("ws", s.wsServer)
 	m := h.Mark()
 	run := time.Duration(wsReloads+2) * p.reloadEvery
 	cmd := exec.Command(s.wsLoad, "-addr", addr, "-clients", fmt.Sprint(wsClients), "-every", wsEvery.String(), "-duration", (run + 30*time.Second).String(), "-signal-connected")

@@ -40,6 +40,20 @@ func dialKA(t *testing.T, addr string) *kaConn {
 	return &kaConn{c: c, br: bufio.NewReader(c)}
 }
 
+// openKA opens n keep-alive connections, each with a request answered.
+func openKA(t *testing.T, addr string, n int) []*kaConn {
+	t.Helper()
+	var ks []*kaConn
+	for range n {
+		k := dialKA(t, addr)
+		if _, _, err := k.post(1, ""); err != nil {
+			t.Fatal(err)
+		}
+		ks = append(ks, k)
+	}
+	return ks
+}
+
 // post sends n POST /work requests in one write (n > 1: pipelined) and
 // reads the answers: the generation of each, and whether the last said
 // "Connection: close".
@@ -222,14 +236,7 @@ func gens1(s harness.Status) bool { return len(s.Generations) == 1 }
 func TestHandOverAdopterKilled(t *testing.T) {
 	p := start(t, harness.Options{Args: []string{"--trial", "1m", "--drain-timeout", "20s"}})
 	const conns = 50
-	var ks []*kaConn
-	for range conns {
-		k := dialKA(t, p.Addr())
-		if _, _, err := k.post(1, ""); err != nil {
-			t.Fatal(err)
-		}
-		ks = append(ks, k)
-	}
+	ks := openKA(t, p.Addr(), conns)
 	before := usage(t, p.PID()).FDs
 	p.Signal(syscall.SIGHUP)
 	st := p.WaitStatus(20*time.Second, func(s harness.Status) bool {
@@ -274,14 +281,7 @@ func TestHandOverAcrossUpgrade(t *testing.T) {
 	_, path := liveBinary(t)
 	p := start(t, harness.Options{Hitless: path})
 	const conns = 10
-	var ks []*kaConn
-	for range conns {
-		k := dialKA(t, p.Addr())
-		if _, _, err := k.post(1, ""); err != nil {
-			t.Fatal(err)
-		}
-		ks = append(ks, k)
-	}
+	ks := openKA(t, p.Addr(), conns)
 	p.ReloadDrained()
 	deploy(t, bin.hitless, path)
 	if r := ctl(t, 3*time.Minute, p, "upgrade"); r.Code != 0 {
