@@ -160,7 +160,7 @@ func (e *echo) serve(s *session) {
 			return
 		}
 		// A frame has begun: read it whole, whatever the drain does.
-		f, err := ws.ReadFrame(s.br)
+		f, err := readFrame(s.br)
 		if err != nil {
 			s.conn.Close()
 			return
@@ -286,4 +286,19 @@ func (p *prefixed) Read(b []byte) (int, error) {
 	return p.Conn.Read(b)
 }
 
-var _ io.Reader = (*prefixed)(nil)
+// maxFrame bounds a frame's payload: the length is the peer's word.
+const maxFrame = 64 << 10
+
+// readFrame reads one frame whole, its payload at most maxFrame bytes.
+func readFrame(r io.Reader) (ws.Frame, error) {
+	h, err := ws.ReadHeader(r)
+	if err != nil {
+		return ws.Frame{}, err
+	}
+	if h.Length > maxFrame {
+		return ws.Frame{}, fmt.Errorf("frame of %d bytes, more than %d", h.Length, maxFrame)
+	}
+	f := ws.Frame{Header: h, Payload: make([]byte, h.Length)}
+	_, err = io.ReadFull(r, f.Payload)
+	return f, err
+}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -206,8 +207,11 @@ func (r *run) closeCleanly(c *conn) {
 		return
 	}
 	for {
-		f, err := ws.ReadFrame(c)
-		if err != nil || f.Header.OpCode == ws.OpClose {
+		h, err := ws.ReadHeader(c)
+		if err != nil || h.OpCode == ws.OpClose {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, c, h.Length); err != nil {
 			return
 		}
 	}
