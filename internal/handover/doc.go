@@ -51,7 +51,8 @@
 // # Limits
 //
 // Linux only (SOCK_SEQPACKET, SCM_RIGHTS between processes of one
-// machine); elsewhere Open fails and childproc does not take part. A state
+// machine); elsewhere only the message format builds, and childproc does
+// not take part. A state
 // blob is at most MaxState bytes. The Relay holds at most
 // RelayOptions.MaxInFlight connections between a draining generation and
 // the adopter at once (DefaultMaxInFlight); see Relay.
