@@ -39,6 +39,7 @@ type httpServer struct {
 	ho         *handoverClient
 	handing    atomic.Bool
 	handed     atomic.Int64
+	gate       handGate
 	closedIdle *atomic.Int64 // the Lifecycle's
 
 	mu       sync.Mutex
