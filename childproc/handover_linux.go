@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/internal/sdnotify"
@@ -151,6 +152,11 @@ func (c *handoverClient) call(ctx context.Context, m handover.Message, sc syscal
 	c.waiting[m.ID] = w
 	ch := c.ch
 	c.mu.Unlock()
+	if dl, ok := ctx.Deadline(); ok {
+		// A record is queued whole or not at all: one that could not
+		// go by the deadline was not sent.
+		ch.SetWriteDeadline(dl)
+	}
 	var err error
 	if sc != nil {
 		err = ch.SendConn(m, sc)
@@ -204,6 +210,7 @@ func (c *handoverClient) send(m handover.Message) {
 		return
 	}
 	m.Version = c.version
+	ch.SetWriteDeadline(time.Now().Add(handTimeout)) // calls set their own
 	if err := ch.Send(m, -1); err != nil {
 		c.log.Warn("childproc: hand-over: send", "type", m.Type, "err", err)
 	}
@@ -222,13 +229,23 @@ func (c *handoverClient) query(ctx context.Context) (adopter int, kinds []string
 	return a.Adopter, a.Kinds, nil
 }
 
+// handTimeout bounds the wait for hitless's answer to a hand-over: a
+// hitless that holds the channel but never reads it (an older image after
+// a downgrade in place) must not hang the drain.
+const handTimeout = 10 * time.Second
+
 // hand sends the connection sc, of kind, with state, and waits for
 // hitless's answer. taken: it is the next generation's now, close this
-// copy. Otherwise keep serving it, unless lost: the channel ended before
-// an answer, so it may have gone, and must not be served here any more.
+// copy. Otherwise keep serving it, unless lost: no answer came (the
+// channel ended, or handTimeout passed), so it may have gone, and must
+// not be served here any more.
 func (c *handoverClient) hand(kind string, sc syscall.Conn, state []byte) (taken, lost bool, reason string) {
-	a, ok, err := c.call(context.Background(), handover.Message{Type: handover.TypeConn, Kind: kind, State: state}, sc)
+	ctx, cancel := context.WithTimeout(context.Background(), handTimeout)
+	defer cancel()
+	a, ok, err := c.call(ctx, handover.Message{Type: handover.TypeConn, Kind: kind, State: state}, sc)
 	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return false, true, fmt.Sprintf("hitless did not answer within %v", handTimeout)
 	case err != nil:
 		return false, false, err.Error()
 	case !ok:

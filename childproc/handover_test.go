@@ -94,15 +94,7 @@ func (f *handFixture) start(name string, opts Options, h http.Handler, more func
 	logger, rec := newLogger(t)
 	opts.Logger = logger
 	lc := New(opts)
-	file, err := f.ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.FileListener(file)
-	file.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := dupListener(t, f.ln)
 	if h == nil {
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.Copy(io.Discard, r.Body)
