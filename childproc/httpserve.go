@@ -167,7 +167,7 @@ func (h *httpServer) handOver(c *handConn) (taken bool, reason string) {
 // request boundary, the most recently active first: a busy client's next
 // request waits in the kernel while its connection moves, an idle one's
 // does not.
-func (h *httpServer) requestHandOvers() {
+func (h *httpServer) requestHandOvers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	type conn struct {
@@ -184,6 +184,7 @@ func (h *httpServer) requestHandOvers() {
 	for _, c := range cs {
 		c.hc.requestHandOver()
 	}
+	return len(cs)
 }
 
 // idleConns counts the HTTP/1 connections that Shutdown would close

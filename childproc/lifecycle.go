@@ -624,10 +624,15 @@ func (d *drainState) lameDuck() {
 	}
 	t := time.Now()
 	bound := l.opts.LameDuck
+	asked, handing := 0, false
 	for _, h := range d.httpSrvs {
 		if h.handing.Load() {
-			h.requestHandOvers()
+			handing = true
+			asked += h.requestHandOvers()
 		}
+	}
+	if handing {
+		l.log.Info("childproc: handing connections over", "connections", asked)
 	}
 	if d.patient && !l.lameDuckSet {
 		// Connections that cannot move are closed after a response,
