@@ -29,6 +29,13 @@ const (
 	// watchdog's SIGABRT before its process group gets SIGKILL: time for
 	// a Go program to print every goroutine's stack.
 	DefaultWatchdogGrace = 5 * time.Second
+	// MinWatchdog is the shortest Watchdog: a child proves it is alive
+	// at half its interval (childproc does), and below this a busy
+	// machine's scheduling delays and a garbage collector's pauses alone
+	// would abort healthy children. WATCHDOG_USEC counts microseconds, so
+	// anything shorter than one would tell the child "no watchdog" while
+	// hitless enforces one.
+	MinWatchdog = 100 * time.Millisecond
 )
 
 // Config says what to run and how. The zero value of every field but
@@ -68,7 +75,7 @@ type Config struct {
 	// send WATCHDOG=1 at least this often (the child may change its own
 	// interval with WATCHDOG_USEC=). A serving child that misses it gets
 	// SIGABRT, then SIGKILL of its group after WatchdogGrace, and is
-	// restarted like a crash.
+	// restarted like a crash. At least MinWatchdog.
 	Watchdog      time.Duration
 	WatchdogGrace time.Duration
 
@@ -81,6 +88,11 @@ type Config struct {
 	OutputPrefix bool
 	Stdout       *os.File // default os.Stdout
 	Stderr       *os.File // default os.Stderr
+	// Outputs are where the children's output and the default logger
+	// write: by default, NewOutputs(Stdout, Stderr). Give the program's
+	// logger the same Outputs.Stderr, so that one count holds every
+	// line dropped.
+	Outputs *Outputs
 
 	Logger *slog.Logger
 
@@ -181,8 +193,11 @@ func (c Config) withDefaults() Config {
 	if c.Stderr == nil {
 		c.Stderr = os.Stderr
 	}
+	if c.Outputs == nil {
+		c.Outputs = NewOutputs(c.Stdout, c.Stderr)
+	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(c.Stderr, nil))
+		c.Logger = slog.New(slog.NewTextHandler(c.Outputs.Stderr, nil))
 	}
 	if c.ShimPath == "" {
 		c.ShimPath = "/proc/self/exe"
@@ -233,6 +248,9 @@ func (c Config) Validate() error {
 		if d.v < 0 {
 			bad(d.field, "%v is negative (want a positive duration, or zero for the default)", d.v)
 		}
+	}
+	if c.Watchdog > 0 && c.Watchdog < MinWatchdog {
+		bad("Watchdog", "%v is below the minimum of %v: a child pings at half its interval, and scheduling delays alone would abort it (WATCHDOG_USEC counts microseconds)", c.Watchdog, MinWatchdog)
 	}
 	if c.ReadyDelay >= c.ReadyTimeout {
 		// Every start would time out before the child counts as ready.

@@ -16,13 +16,24 @@ type Status struct {
 	// Binary is the file hitless runs from ("(deleted)" after it, when a
 	// deploy removed it), Version its build; Started is when hitless first
 	// started, before any upgrade in place.
-	Binary      string             `json:"binary,omitempty"`
-	Version     string             `json:"version,omitempty"`
-	Started     time.Time          `json:"started,omitzero"`
-	Upgrading   bool               `json:"upgrading,omitempty"`
-	Generations []GenerationStatus `json:"generations"`
-	Listeners   []ListenerStatus   `json:"listeners"`
-	Stopping    bool               `json:"stopping"`
+	Binary  string    `json:"binary,omitempty"`
+	Version string    `json:"version,omitempty"`
+	Started time.Time `json:"started,omitzero"`
+	// Upgrading: an upgrade of hitless is under way (its check, or the
+	// hand-over); UpgradeQueued: one was asked for and waits for the
+	// reload in flight to end.
+	Upgrading     bool `json:"upgrading,omitempty"`
+	UpgradeQueued bool `json:"upgrade_queued,omitempty"`
+	// ReloadQueued: a reload waits for the one in flight (or for the
+	// upgrade) to end.
+	ReloadQueued bool               `json:"reload_queued,omitempty"`
+	Generations  []GenerationStatus `json:"generations"`
+	Listeners    []ListenerStatus   `json:"listeners"`
+	Stopping     bool               `json:"stopping"`
+	// OutputDropped counts the lines of hitless's log and of its
+	// children's output that could not be written to hitless's stdout
+	// or stderr (their reader was gone).
+	OutputDropped OutputDropped `json:"output_lines_dropped"`
 	Stats
 	// HandOver counts the connections handed between generations since
 	// hitless started, every generation's, exited ones included.
@@ -70,6 +81,16 @@ type ListenerStatus struct {
 // abandons still runs to its end.
 func (s *Supervisor) Reload(ctx context.Context) error {
 	return s.call(ctx, request{kind: reqReload})
+}
+
+// RejoinReload is Reload for a request that an earlier image of hitless
+// had taken before it upgraded itself, and whose connection it handed
+// over (package control does): it waits for the verdict of the reload
+// that request joined there, and so a request carried across an upgrade
+// has one effect. A request the earlier image had not taken yet (it was
+// cut off on its way) reloads as Reload does.
+func (s *Supervisor) RejoinReload(ctx context.Context) error {
+	return s.call(ctx, request{kind: reqRejoin})
 }
 
 // Stop drains every generation and waits until Run has released
@@ -151,7 +172,8 @@ func (s *Supervisor) ask(ctx context.Context, req request) error {
 
 // status completes the machine's view with what the driver knows.
 func (s *Supervisor) status(v machineView) Status {
-	st := Status{PID: os.Getpid(), Version: s.cfg.Version, Started: s.started, Upgrading: v.upgrading, Stopping: v.stopping, Stats: v.stats}
+	st := Status{PID: os.Getpid(), Version: s.cfg.Version, Started: s.started, Upgrading: v.upgrading, Stopping: v.stopping, Stats: v.stats,
+		UpgradeQueued: v.upgradeQueued, ReloadQueued: v.reloadQueued, OutputDropped: s.cfg.Outputs.dropped()}
 	st.Binary, _ = os.Readlink("/proc/self/exe")
 	pgids := make([]int, len(v.gens))
 	for i, g := range v.gens {

@@ -51,7 +51,8 @@
 // a program that uses this package may wait for children, os/exec
 // included. Children lead their own process groups and get a
 // parent-death signal (SIGKILL); a watcher process kills every
-// generation's group when hitless dies, however it dies (see watcher.go).
+// generation's group when hitless dies, however it dies, or drains them
+// if it dies during an upgrade's exec (see watcher.go).
 //
 // Connections move between generations (connhandover.go, package
 // internal/handover): every child gets HITLESS_HANDOVER; a child that
@@ -62,8 +63,10 @@
 // else and is handed nothing.
 //
 // Upgrade replaces hitless's own binary in the same process (see package
-// upgrade and handoff.go): the machine, the children, every descriptor and
-// the Carriers' state go across an execve, and Restore takes them back.
+// upgrade and handoff.go): the machine, the children, every descriptor,
+// the signals not handled yet and the Carriers' state go across an
+// execve, and Restore takes them back. A reload's callers are carried too:
+// the request that waits for the verdict rejoins them (RejoinReload).
 //
 // # Limits
 //

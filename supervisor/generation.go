@@ -71,6 +71,9 @@ func (c *child) closeOutput() {
 type outPipe struct {
 	r      *os.File
 	stderr bool
+	// partial is the prefixed line in progress when the copier stopped
+	// for an upgrade's hand-over: written whole once the rest comes.
+	partial []byte
 }
 
 // resolve finds the program and working directory afresh, so that a deploy

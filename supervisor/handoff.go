@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -32,7 +33,8 @@ type Carrier interface {
 	// needs in st: sections and descriptors. The exec follows at once;
 	// ctx bounds the wait for work in flight.
 	Handoff(ctx context.Context, st *upgrade.State) error
-	// Resume undoes Handoff, when the exec failed.
+	// Resume undoes Handoff, when the exec failed, or when Handoff
+	// itself failed (it undoes whatever Handoff had done).
 	Resume()
 }
 
@@ -91,10 +93,13 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 		s.checked <- checked{id: id, err: errors.New("the supervisor does not run on the main thread, from which every child was started: an exec would kill them")}
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	s.cancelCheck = cancel
+	s.bg.Add(1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+		defer s.bg.Done()
 		defer cancel()
-		bin, err := upgrade.Check(ctx, path, s.startChecked)
+		bin, err := self.Check(ctx, path, s.startChecked)
 		s.checked <- checked{id: id, bin: bin, err: err}
 	}()
 }
@@ -125,22 +130,50 @@ func (s *Supervisor) execUpgrade(id int) error {
 			handed[i].Resume()
 		}
 	}
-	for _, c := range s.cfg.Carriers {
-		if err := c.Handoff(ctx, st); err != nil {
-			resumeCarriers()
-			return fmt.Errorf("hand over: %w", err)
+	// The carriers hand over while the loop goes on answering: their
+	// work in flight (a control reply that names the serving generation,
+	// a metrics scrape) may ask the supervisor for its status, and ends
+	// only once it has the answer.
+	var handErr error
+	handing := make(chan struct{})
+	go func() {
+		defer close(handing)
+		for _, c := range s.cfg.Carriers {
+			// Resumed even if its Handoff fails: it may have stopped
+			// its work already (the control socket stops accepting
+			// first).
+			handed = append(handed, c)
+			if handErr = c.Handoff(ctx, st); handErr != nil {
+				return
+			}
 		}
-		handed = append(handed, c)
+	}()
+	s.serveUntil(handing)
+	if handErr != nil {
+		resumeCarriers()
+		return fmt.Errorf("hand over: %w", handErr)
 	}
 	s.quiesce()
 	err := s.export(st)
 	if err == nil {
 		s.log.Info("upgrade: handing over", "upgrade", id, "binary", bin.Path, "version", bin.Info.Version,
 			"generations", len(s.children), "sockets", len(s.sockets))
+		// Should this process die before an image runs again (of a
+		// SIGTERM the new runtime cannot catch yet), the watcher drains
+		// the children rather than kill them.
+		if werr := s.watcher.upgrading(s.cfg.DrainSignal, s.cfg.DrainTimeout); werr != nil {
+			s.log.Warn("watcher", "err", werr)
+		}
 		err = s.os.exec(bin, st)
+		s.watcher.running()
 	}
 	s.resume()
 	resumeCarriers()
+	// The signals the exec took back to the loop, as they came.
+	sigs, _ := st.TakeSignals()
+	for _, sig := range sigs {
+		s.feed(evSignal{sig: sig})
+	}
 	return err
 }
 
@@ -170,18 +203,7 @@ func (s *Supervisor) quiesce() {
 		s.exiting.Wait()
 		close(quiet)
 	}()
-	for done := false; !done; {
-		select {
-		case <-quiet:
-			done = true
-		case ev := <-s.events:
-			s.feed(ev)
-		case sig := <-s.sigc:
-			s.feed(evSignal{sig: sig.(syscall.Signal)})
-		case req := <-s.reqs:
-			s.request(req)
-		}
-	}
+	s.serveUntil(quiet)
 	for more := true; more; {
 		select {
 		case ev := <-s.events:
@@ -194,6 +216,23 @@ func (s *Supervisor) quiesce() {
 	}
 	for _, t := range s.timers {
 		t.Stop()
+	}
+}
+
+// serveUntil feeds the machine what happens (events, signals, requests)
+// until done is closed: the loop, while an upgrade hands over.
+func (s *Supervisor) serveUntil(done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case ev := <-s.events:
+			s.feed(ev)
+		case sig := <-s.sigc:
+			s.feed(evSignal{sig: sig.(syscall.Signal)})
+		case req := <-s.reqs:
+			s.request(req)
+		}
 	}
 }
 
@@ -222,6 +261,11 @@ type handoff struct {
 	// HandOver is the connection Relay, paused; absent from the state of
 	// an image without one.
 	HandOver *handover.RelayState `json:"handover,omitempty"`
+	// LastCaller numbers the callers: those of the machine (its reload
+	// callers are carried) and the next image's do not meet.
+	LastCaller callerID `json:"last_caller,omitempty"`
+	// OutputDropped is what the image counted (Status.OutputDropped).
+	OutputDropped OutputDropped `json:"output_dropped"`
 }
 
 type timerState struct {
@@ -231,13 +275,16 @@ type timerState struct {
 }
 
 type childState struct {
-	ID       int    `json:"id"`
-	PID      int    `json:"pid"`
-	Notify   string `json:"notify"`
-	Outs     []bool `json:"outs"` // each output pipe: true for stderr
-	Stderr   []byte `json:"stderr"`
-	Status   string `json:"status"`
-	Stopping bool   `json:"stopping"`
+	ID     int    `json:"id"`
+	PID    int    `json:"pid"`
+	Notify string `json:"notify"`
+	Outs   []bool `json:"outs"` // each output pipe: true for stderr
+	// Partials are the prefixed lines in progress on each output pipe
+	// (--output-prefix), written whole once the rest comes.
+	Partials [][]byte `json:"partials,omitempty"`
+	Stderr   []byte   `json:"stderr"`
+	Status   string   `json:"status"`
+	Stopping bool     `json:"stopping"`
 }
 
 type socketState struct {
@@ -250,7 +297,8 @@ type socketState struct {
 // export writes the supervisor's state into st, and names every
 // descriptor to carry.
 func (s *Supervisor) export(st *upgrade.State) error {
-	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started}
+	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started, LastCaller: s.lastCaller,
+		OutputDropped: s.cfg.Outputs.dropped()}
 	now := time.Now()
 	for id, t := range s.timers {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
@@ -263,6 +311,7 @@ func (s *Supervisor) export(st *upgrade.State) error {
 		carry(fmt.Sprintf("child/%d/notify", c.id), c.notify)
 		for i, p := range c.outs {
 			cs.Outs = append(cs.Outs, p.stderr)
+			cs.Partials = append(cs.Partials, p.partial)
 			carry(fmt.Sprintf("child/%d/out/%d", c.id, i), p.r)
 		}
 		h.Children = append(h.Children, cs)
@@ -318,8 +367,14 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 		return nil, err
 	}
 	s.watcher = &watcher{w: w, pid: h.Watcher, exit: make(chan unix.WaitStatus, 1)}
+	sigs, caught := st.TakeSignals()
+	if caught != nil {
+		// Caught since this image started (see package upgrade): the
+		// signals the old image did not handle come first, then these.
+		s.sigc, s.sigCaught = caught, true
+	}
 	r := &restoredState{
-		timers: h.Timers, id: st.ID, rolledBack: st.RolledBack,
+		timers: h.Timers, id: st.ID, rolledBack: st.RolledBack, signals: sigs,
 		adopt: map[int]func(unix.WaitStatus){h.Watcher: func(ws unix.WaitStatus) { s.watcher.exit <- ws }},
 		exits: make(map[int]chan unix.WaitStatus),
 	}
@@ -339,7 +394,11 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 			if err != nil {
 				return nil, err
 			}
-			c.outs = append(c.outs, outPipe{r: f, stderr: stderr})
+			p := outPipe{r: f, stderr: stderr}
+			if i < len(cs.Partials) {
+				p.partial = cs.Partials[i]
+			}
+			c.outs = append(c.outs, p)
 		}
 		exitc := make(chan unix.WaitStatus, 1)
 		r.adopt[c.pid] = s.exited(exitc)
@@ -353,8 +412,27 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	if err := s.importHandOver(h, st); err != nil {
 		return nil, err
 	}
+	r.uncaught[0], r.uncaught[1] = st.Uncaught()
+	// The callers of the reload in flight and of the queued one wait in
+	// requests the control socket carried, which rejoin them.
+	for _, id := range append(slices.Clone(m.waiting), m.queued...) {
+		s.orphans[id] = &orphan{}
+	}
+	s.lastCaller = h.LastCaller
+	s.cfg.Outputs.carry(h.OutputDropped)
 	s.m, s.started, s.restored = m, h.Started, r
 	return s, nil
+}
+
+// NoteUpgrade gives the verdict of the upgrade that started this image a
+// note, for its callers and the log: what the caller should know although
+// the upgrade succeeded (settings in the config file that changed since
+// hitless started, and take effect at the next start). Call it between
+// Restore and Run; "" is no note.
+func (s *Supervisor) NoteUpgrade(note string) {
+	if s.restored != nil {
+		s.restored.note = note
+	}
 }
 
 // restoredState is what Run needs of a restored supervisor.
@@ -362,6 +440,11 @@ type restoredState struct {
 	timers     []timerState
 	id         int
 	rolledBack string
+	signals    []syscall.Signal // received by the earlier image, not handled
+	note       string           // see NoteUpgrade
+	// uncaught is when no signal was caught across the exec
+	// (CLOCK_MONOTONIC, nanoseconds; see upgrade.State.Uncaught).
+	uncaught [2]int64
 	// adopt is what the reaper calls when each process handed over (the
 	// children and the watcher) exits; a child's exit goes to its exits
 	// channel, which it is watched with.
@@ -380,11 +463,25 @@ func (s *Supervisor) resumeRestored() {
 		s.watch(c, r.exits[id])
 	}
 	s.relay.Resume()
+	if err := s.watcher.running(); err != nil {
+		s.log.Warn("watcher", "err", err)
+	}
+	if from, to := r.uncaught[0], r.uncaught[1]; to > from {
+		// SIGHUP, SIGINT and SIGTERM sent in this window were lost:
+		// what no Go program can catch while its runtime starts.
+		s.log.Info("upgrade: signals uncaught across the exec", "upgrade", r.id, "for", time.Duration(to-from),
+			"from_monotonic_ns", from, "to_monotonic_ns", to, "carried", len(r.signals))
+	}
+	// They arrived during the upgrade, which the machine is still in:
+	// a reload waits for its verdict, a stop follows it.
+	for _, sig := range r.signals {
+		s.feed(evSignal{sig: sig})
+	}
 	result, reason := "ok", ""
 	if r.rolledBack != "" {
 		result, reason = "rolled_back", r.rolledBack
 	}
-	s.feed(evUpgradeDone{id: r.id, result: result, reason: reason})
+	s.feed(evUpgradeDone{id: r.id, result: result, reason: reason, note: r.note})
 }
 
 // rawFD returns f's descriptor without putting it in blocking mode, as
@@ -397,9 +494,11 @@ func rawFD(f *os.File) int {
 	return fd
 }
 
-// machineState is the machine, written down. Callers are left out: they
-// are channels of this image; whoever waited is carried by the control
-// socket and asks again.
+// machineState is the machine, written down. Of the callers, those of the
+// reload in flight and of the queued one are kept, by number: whoever
+// waited is carried by the control socket and rejoins them
+// (RejoinReload). The others ask again: a stop joins the stop, an upgrade
+// asks for the verdict of the last one.
 type machineState struct {
 	Gens          []genState    `json:"gens"`
 	LastID        int           `json:"last_id"`
@@ -408,6 +507,8 @@ type machineState struct {
 	Trial         int           `json:"trial"`
 	Pending       bool          `json:"pending"`
 	QueuedAt      time.Time     `json:"queued_at"`
+	Waiting       []callerID    `json:"waiting,omitempty"`
+	Queued        []callerID    `json:"queued,omitempty"`
 	Stopping      bool          `json:"stopping"`
 	Restart       timerID       `json:"restart"`
 	Backoff       time.Duration `json:"backoff"`
@@ -419,6 +520,7 @@ type machineState struct {
 	UpgradeID     int           `json:"upgrade_id"`
 	UpgradeBinary string        `json:"upgrade_binary"`
 	UpgradeQueued bool          `json:"upgrade_queued"`
+	Checking      bool          `json:"checking,omitempty"`
 	StopDeferred  bool          `json:"stop_deferred"`
 	RestartDue    bool          `json:"restart_due"`
 	Stats         Stats         `json:"stats"`
@@ -460,10 +562,10 @@ func exportMachine(m *machine) machineState {
 	}
 	ms := machineState{
 		LastID: m.lastID, Serving: id(m.serving), Starting: id(m.starting), Trial: id(m.trial),
-		Pending: m.pending, QueuedAt: m.queuedAt, Stopping: m.stopping,
+		Pending: m.pending, QueuedAt: m.queuedAt, Waiting: m.waiting, Queued: m.queued, Stopping: m.stopping,
 		Restart: m.restart, Backoff: m.backoff, ExitCode: m.exitCode, LastTimer: m.lastTimer,
 		Upgrading: m.upgrading, UpgradeID: m.upgradeID, UpgradeBinary: m.upgradeBinary,
-		UpgradeQueued: m.upgradeQueued, StopDeferred: m.stopDeferred, RestartDue: m.restartDue, Stats: m.stats,
+		UpgradeQueued: m.upgradeQueued, Checking: m.checking, StopDeferred: m.stopDeferred, RestartDue: m.restartDue, Stats: m.stats,
 	}
 	if m.initErr != nil {
 		ms.InitErr = m.initErr.Error()
@@ -522,6 +624,7 @@ func importMachine(ms machineState, cfg machineConfig) (*machine, error) {
 		m.timers[t.ID] = timerRef{kind: t.Kind, gen: g}
 	}
 	m.lastID, m.pending, m.queuedAt, m.stopping = ms.LastID, ms.Pending, ms.QueuedAt, ms.Stopping
+	m.waiting, m.queued, m.checking = ms.Waiting, ms.Queued, ms.Checking
 	m.restart, m.backoff, m.exitCode, m.lastTimer = ms.Restart, ms.Backoff, ms.ExitCode, ms.LastTimer
 	m.upgrading, m.upgradeID, m.upgradeBinary = ms.Upgrading, ms.UpgradeID, ms.UpgradeBinary
 	m.upgradeQueued, m.stopDeferred, m.restartDue, m.stats = ms.UpgradeQueued, ms.StopDeferred, ms.RestartDue, ms.Stats

@@ -24,12 +24,7 @@ import (
 // goes on the same way.
 func TestMachineStateRoundTrip(t *testing.T) {
 	cfg := trialConfig()
-	h := newMtest(t, cfg)
-	h.do(evReady{gen: 1})
-	h.do(evReload{caller: 1})
-	h.do(evReady{gen: 2}) // generation 2 on trial
-	h.do(evSignal{sig: syscall.SIGHUP})
-	h.do(evWatchdog{gen: 1, kind: watchdogInterval, usec: 7 * time.Second})
+	h := trialWithQueued(t)
 	h.do(evUpgrade{caller: 3, binary: "/new"})
 
 	b, err := json.Marshal(exportMachine(h.m))
@@ -44,8 +39,12 @@ func TestMachineStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Callers are not carried (the control socket carries the requests).
-	h.m.waiting, h.m.queued, h.m.stopCallers, h.m.upgradeCallers = nil, nil, nil, nil
+	// Of the callers, those of reloads are carried (their requests,
+	// carried by the control socket, rejoin them); the others ask again.
+	if len(h.m.waiting) != 1 || len(h.m.queued) != 0 {
+		t.Fatalf("the reload's caller is not waiting: %v %v", h.m.waiting, h.m.queued)
+	}
+	h.m.stopCallers, h.m.upgradeCallers = nil, nil
 	if got, want := machineKey(m), machineKey(h.m); got != want {
 		t.Errorf("after the round trip:\n%s\nwant\n%s", got, want)
 	}
@@ -68,6 +67,19 @@ func TestMachineStateRoundTrip(t *testing.T) {
 	if _, err := importMachine(machineState{Serving: 9}, cfg); err == nil {
 		t.Error("a state naming a generation it does not hold was imported")
 	}
+}
+
+// trialWithQueued is a machine with much to carry: generation 2 on trial
+// beside generation 1, whose watchdog interval the child changed, and a
+// reload (a SIGHUP) queued.
+func trialWithQueued(t *testing.T) *mtest {
+	h := newMtest(t, trialConfig())
+	h.do(evReady{gen: 1})
+	h.do(evReload{caller: 1})
+	h.do(evReady{gen: 2}) // generation 2 on trial
+	h.do(evSignal{sig: syscall.SIGHUP})
+	h.do(evWatchdog{gen: 1, kind: watchdogInterval, usec: 7 * time.Second})
+	return h
 }
 
 // fakeHitless writes a script that answers the check mode as a hitless
@@ -168,21 +180,10 @@ func TestUpgradeExecFails(t *testing.T) {
 // that was draining, its deadline armed, is killed at that deadline by
 // the new one, which reaps it; the serving child never notices.
 func TestUpgradeHandsOverInProcess(t *testing.T) {
-	handed := make(chan *upgrade.State, 1)
 	cfg := upgradeConfig(fakeHitless(t, ""))
 	cfg.DrainTimeout = 2 * time.Second
-	r := startWith(t, cfg, func(s *Supervisor) {
-		s.os.mainThread = func() bool { return true }
-		s.os.exec = func(bin *upgrade.Binary, st *upgrade.State) error {
-			next, err := upgrade.Loopback(st)
-			if err != nil {
-				return err
-			}
-			replaced(s)
-			handed <- next
-			select {} // as execve: this image is gone
-		}
-	}, "ignoreterm", "")
+	handed, inProcess := execInProcess()
+	r := startWith(t, cfg, inProcess, "ignoreterm", "")
 	if err := r.reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -195,20 +196,7 @@ func TestUpgradeHandsOverInProcess(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.s.Upgrade(ctx, "") // the old image never answers: the next one does
-	var next *upgrade.State
-	select {
-	case next = <-handed:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no hand-over")
-	}
-	r.replaced.Store(true)
-
-	s, err := Restore(r.s.cfg, next)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next.Commit()
-	b := runSupervisor(t, s, r.addr, r.logs)
+	s, b := restoreNext(t, r, handed)
 	if err := s.UpgradeResult(ctxFor(t, 10*time.Second)); err != nil {
 		t.Errorf("UpgradeResult after the hand-over = %v", err)
 	}
@@ -231,6 +219,44 @@ func TestUpgradeHandsOverInProcess(t *testing.T) {
 	}
 }
 
+// execInProcess returns the setup of a supervisor whose exec hands over
+// within this process: the state, as the next image would inherit it,
+// comes on handed, and the supervisor freezes as a replaced image.
+func execInProcess() (handed chan *upgrade.State, setup func(*Supervisor)) {
+	handed = make(chan *upgrade.State, 1)
+	return handed, func(s *Supervisor) {
+		s.os.mainThread = func() bool { return true }
+		s.os.exec = func(_ *upgrade.Binary, st *upgrade.State) error {
+			next, err := upgrade.Loopback(st)
+			if err != nil {
+				return err
+			}
+			replaced(s)
+			handed <- next
+			select {} // as execve: this image is gone
+		}
+	}
+}
+
+// restoreNext takes the state r handed over and runs the supervisor
+// restored from it, as the next image would.
+func restoreNext(t *testing.T, r *running, handed chan *upgrade.State) (*Supervisor, *running) {
+	t.Helper()
+	var next *upgrade.State
+	select {
+	case next = <-handed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no hand-over")
+	}
+	r.replaced.Store(true)
+	s, err := Restore(r.s.cfg, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Commit()
+	return s, runSupervisor(t, s, r.addr, r.logs)
+}
+
 // replaced does to a supervisor that handed over what execve does to an
 // image: it closes every descriptor it held (the next image holds its
 // own, carried). Without it, this process would keep, for one, the
@@ -247,4 +273,133 @@ func replaced(s *Supervisor) {
 	}
 	s.rundir.lock.Close()
 	s.watcher.w.Close()
+}
+
+// slowHitless is fakeHitless whose check waits until release is called,
+// so that a test can act while an upgrade is under way.
+func slowHitless(t *testing.T) (path string, release func()) {
+	t.Helper()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "go")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(upgrade.Info{Hitless: true, Version: "next", States: [2]int{upgrade.MinStateVersion, upgrade.StateVersion}})
+	path = filepath.Join(dir, "hitless")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\nread x < "+fifo+"\necho '"+string(b)+"'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path, func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("go\n")
+		f.Close()
+	}
+}
+
+// A reload asked for during an upgrade is queued behind it, and its
+// caller is carried across the exec: the request that waits for the
+// verdict (carried by the control socket) rejoins that reload in the new
+// image, which starts it once. One request, one effect. A rejoin with no
+// caller left to take the place of reloads anew.
+func TestUpgradeCarriesReloadCallers(t *testing.T) {
+	bin, release := slowHitless(t)
+	handed, inProcess := execInProcess()
+	r := startWith(t, upgradeConfig(bin), inProcess, "", "", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.s.Upgrade(ctx, "")
+	r.waitFor("the upgrade's check", func(st Status) bool { return st.Upgrading })
+	go r.s.Reload(ctx) // the old image never answers it: the request rejoins
+	r.waitFor("the reload queued behind the upgrade", func(st Status) bool { return st.ReloadQueued })
+	release()
+	s, b := restoreNext(t, r, handed)
+	if err := s.RejoinReload(ctxFor(t, 20*time.Second)); err != nil {
+		t.Fatalf("the carried reload: %v", err)
+	}
+	b.waitFor("one reload, settled", func(st Status) bool { return len(st.Generations) == 1 && !st.ReloadQueued })
+	if st := b.status(); st.ReloadsOK != 1 {
+		t.Errorf("%d reloads after one request carried across the upgrade, want 1", st.ReloadsOK)
+	}
+	if got := b.ask(); !strings.HasPrefix(got, "gen 2 ") {
+		t.Errorf("answered by %q, want generation 2", got)
+	}
+	if err := s.RejoinReload(ctxFor(t, 20*time.Second)); err != nil {
+		t.Fatalf("a rejoin with nothing to rejoin: %v", err)
+	}
+	if st := b.status(); st.ReloadsOK != 2 {
+		t.Errorf("%d reloads, want 2: a rejoin with nothing left to rejoin reloads", st.ReloadsOK)
+	}
+	b.stop()
+}
+
+// A stop while the new binary's check hangs does not wait for the check:
+// the check's process is killed, the upgrade's caller is told hitless is
+// stopping, and Run returns once the children are drained.
+func TestUpgradeStopKillsCheck(t *testing.T) {
+	bin, _ := slowHitless(t) // never released
+	r := startWith(t, upgradeConfig(bin), func(s *Supervisor) {
+		s.os.mainThread = func() bool { return true }
+	}, "")
+	upgraded := make(chan error, 1)
+	go func() { upgraded <- r.s.Upgrade(context.Background(), "") }()
+	r.waitFor("the upgrade's check", func(st Status) bool { return st.Upgrading })
+	began := time.Now()
+	if err := r.stop(); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("the stop took %v: it waited for the check", took)
+	}
+	select {
+	case err := <-upgraded:
+		if err != ErrStopping {
+			t.Errorf("the upgrade's caller got %v, want ErrStopping", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the upgrade's caller got no answer")
+	}
+}
+
+// carrier is a Carrier that records what it was asked, and fails its
+// hand-over when told to.
+type carrier struct {
+	fail            bool
+	handed, resumed atomic.Int32
+}
+
+func (c *carrier) Handoff(ctx context.Context, st *upgrade.State) error {
+	c.handed.Add(1)
+	if c.fail {
+		return errors.New("injected hand-over failure")
+	}
+	return nil
+}
+
+func (c *carrier) Resume() { c.resumed.Add(1) }
+
+// A carrier whose hand-over fails is resumed with the others: it may have
+// stopped its work already (the control socket stops accepting first),
+// and an upgrade that does not happen must leave it working.
+func TestUpgradeHandoffFails(t *testing.T) {
+	good, bad := &carrier{}, &carrier{fail: true}
+	r := startWith(t, upgradeConfig(fakeHitless(t, "")), func(s *Supervisor) {
+		s.os.mainThread = func() bool { return true }
+		s.os.exec = func(*upgrade.Binary, *upgrade.State) error {
+			t.Error("the exec came after a failed hand-over")
+			return nil
+		}
+		s.AddCarrier(good)
+		s.AddCarrier(bad)
+	}, "")
+	err := r.s.Upgrade(ctxFor(t, 20*time.Second), "")
+	var uerr *UpgradeError
+	if !errors.As(err, &uerr) || uerr.Result != "failed" || !strings.Contains(uerr.Reason, "injected hand-over failure") {
+		t.Fatalf("Upgrade = %v", err)
+	}
+	if good.resumed.Load() != 1 || bad.resumed.Load() != 1 {
+		t.Errorf("resumed: the good carrier %d times, the failing one %d; want both once", good.resumed.Load(), bad.resumed.Load())
+	}
 }

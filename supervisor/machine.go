@@ -135,6 +135,7 @@ type (
 	evUpgradeDone struct {
 		id             int
 		result, reason string
+		note           string // for an upgrade that succeeded: see UpgradeResult.Note
 	}
 	// evUpgradeResult: a caller asks for the verdict of the last upgrade.
 	evUpgradeResult struct{ caller callerID }
@@ -237,6 +238,9 @@ type (
 	// the state over; if that fails, answer with evUpgradeDone. The
 	// callers' answer comes from the new image.
 	actExecUpgrade struct{ id int }
+	// actCancelCheck: kill the check of upgrade id; its evUpgradeChecked
+	// will be stale.
+	actCancelCheck struct{ id int }
 )
 
 type observeKind int
@@ -260,6 +264,7 @@ func (actExit) isAction()         {}
 func (actObserve) isAction()      {}
 func (actCheckUpgrade) isAction() {}
 func (actExecUpgrade) isAction()  {}
+func (actCancelCheck) isAction()  {}
 
 type notifyKind int
 
@@ -273,10 +278,10 @@ const (
 
 // machineView is what the machine knows for Status.
 type machineView struct {
-	gens      []genView
-	stopping  bool
-	upgrading bool
-	stats     Stats
+	gens                               []genView
+	stopping, upgrading, upgradeQueued bool
+	reloadQueued                       bool
+	stats                              Stats
 }
 
 type genView struct {
@@ -348,7 +353,8 @@ type machine struct {
 
 	// The upgrade of hitless itself (see upgrade.go in package upgrade).
 	upgrading      bool
-	upgradeID      int // the last one begun
+	checking       bool // the upgrade's check runs: a stop cancels it
+	upgradeID      int  // the last one begun
 	upgradeBinary  string
 	upgradeCallers []callerID
 	upgradeQueued  bool // asked for during a reload: begins after it
@@ -427,9 +433,10 @@ func (m *machine) step(now time.Time, ev event) []action {
 	case evUpgrade:
 		m.upgrade(ev.caller, ev.binary)
 	case evUpgradeChecked:
-		if m.upgrading && ev.id == m.upgradeID {
+		if m.upgrading && m.checking && ev.id == m.upgradeID {
+			m.checking = false
 			if ev.err != "" {
-				m.upgradeDone("refused", ev.err)
+				m.upgradeDone("refused", ev.err, "")
 			} else {
 				m.logf(slog.LevelInfo, "upgrade: the new binary passed its check; executing it", "upgrade", ev.id, "binary", m.upgradeBinary)
 				m.emit(actExecUpgrade{id: ev.id})
@@ -437,7 +444,7 @@ func (m *machine) step(now time.Time, ev event) []action {
 		}
 	case evUpgradeDone:
 		if m.upgrading && ev.id == m.upgradeID {
-			m.upgradeDone(ev.result, ev.reason)
+			m.upgradeDone(ev.result, ev.reason, ev.note)
 		}
 	case evUpgradeResult:
 		m.reply(ev.caller, m.upgradeErr())
@@ -448,7 +455,9 @@ func (m *machine) step(now time.Time, ev event) []action {
 			m.exited(g, ev.status, ev.stderr)
 		}
 	}
-	if m.upgradeQueued && !m.upgrading && !m.stopping && m.starting == nil && m.trial == nil {
+	// A generation on trial goes across the upgrade with its deadline; a
+	// starting one is waited for.
+	if m.upgradeQueued && !m.upgrading && !m.stopping && m.starting == nil {
 		m.upgradeQueued = false
 		m.beginUpgrade()
 	}
@@ -489,9 +498,14 @@ func (m *machine) signal(sig syscall.Signal) {
 		m.logf(slog.LevelInfo, "stop", "signal", unix.SignalName(sig))
 		m.stop(0)
 	case syscall.SIGUSR1, syscall.SIGUSR2:
-		if g := m.serving; g != nil {
-			m.logf(slog.LevelInfo, "forwarding signal", "signal", unix.SignalName(sig), "generation", g.id, "pid", g.pid)
-			m.emit(actSignal{gen: g.id, pid: g.pid, sig: sig})
+		// To every generation that serves: one on trial writes logs too
+		// (logrotate's USR1), and is the same program as the one it
+		// would replace.
+		for _, g := range []*mgen{m.serving, m.trial} {
+			if g != nil {
+				m.logf(slog.LevelInfo, "forwarding signal", "signal", unix.SignalName(sig), "generation", g.id, "pid", g.pid)
+				m.emit(actSignal{gen: g.id, pid: g.pid, sig: sig})
+			}
 		}
 	}
 }
@@ -715,9 +729,9 @@ func (m *machine) restartIfIdle() bool {
 }
 
 // takeQueued moves the queued reload's callers to the front; false when
-// none is queued.
+// none is queued, or when it waits for the upgrade under way.
 func (m *machine) takeQueued() bool {
-	if !m.pending || m.stopping {
+	if !m.pending || m.stopping || m.upgrading {
 		return false
 	}
 	m.pending = false
@@ -886,12 +900,15 @@ func (m *machine) watchdogExpired(g *mgen, why string, stderr []string) {
 	g.abort = m.arm(timerAbort, g, m.cfg.WatchdogGrace)
 }
 
-// upgrade begins replacing hitless's own binary, once no reload is in
-// flight; callers asking meanwhile join it.
+// upgrade begins replacing hitless's own binary, once no generation is
+// starting; callers asking for the same binary meanwhile join it, and
+// one asking for another is refused.
 func (m *machine) upgrade(caller callerID, binary string) {
 	switch {
 	case m.stopping:
 		m.reply(caller, ErrStopping)
+	case (m.upgrading || m.upgradeQueued) && binary != m.upgradeBinary:
+		m.reply(caller, &UpgradeBusyError{Binary: m.upgradeBinary, Asked: binary})
 	case m.upgrading:
 		m.upgradeCallers = appendCaller(m.upgradeCallers, caller)
 	default:
@@ -904,7 +921,7 @@ func (m *machine) upgrade(caller callerID, binary string) {
 }
 
 func (m *machine) beginUpgrade() {
-	m.upgrading = true
+	m.upgrading, m.checking = true, true
 	m.upgradeID++
 	m.logf(slog.LevelInfo, "upgrade: checking the new binary", "upgrade", m.upgradeID, "binary", m.upgradeBinary)
 	m.emit(actCheckUpgrade{id: m.upgradeID, binary: m.upgradeBinary})
@@ -912,14 +929,18 @@ func (m *machine) beginUpgrade() {
 
 // upgradeDone records the verdict of the upgrade in flight, answers its
 // callers, and lets through what waited for it.
-func (m *machine) upgradeDone(result, reason string) {
-	m.upgrading = false
-	u := &UpgradeResult{ID: m.upgradeID, Result: result, Reason: reason, At: m.now, Binary: m.upgradeBinary}
+func (m *machine) upgradeDone(result, reason, note string) {
+	m.upgrading, m.checking = false, false
+	u := &UpgradeResult{ID: m.upgradeID, Result: result, Reason: reason, Note: note, At: m.now, Binary: m.upgradeBinary}
 	m.stats.LastUpgrade = u
 	err := m.upgradeErr()
 	if err == nil {
 		m.stats.UpgradesOK++
-		m.logf(slog.LevelInfo, "upgraded", "upgrade", u.ID, "binary", u.Binary)
+		if note != "" {
+			m.logf(slog.LevelInfo, "upgraded", "upgrade", u.ID, "binary", u.Binary, "note", note)
+		} else {
+			m.logf(slog.LevelInfo, "upgraded", "upgrade", u.ID, "binary", u.Binary)
+		}
 		m.emit(actNotify{what: notifyStatus, text: fmt.Sprintf("upgraded in place to %s; children untouched", u.Binary)})
 	} else {
 		m.stats.UpgradesFailed++
@@ -938,8 +959,14 @@ func (m *machine) upgradeDone(result, reason string) {
 		m.stop(0)
 		return
 	}
-	// A stop asked for during the upgrade returned above, and no upgrade
-	// begins once stopping: the idle check's !stopping holds here.
+	m.afterUpgrade()
+}
+
+// afterUpgrade lets through what waited for the upgrade: a restart, or
+// the queued reload (which waits on for a generation on trial). A stop
+// asked for during the upgrade is handled before this, and no upgrade
+// begins once stopping: the idle check's !stopping holds here.
+func (m *machine) afterUpgrade() {
 	if m.restartDue {
 		m.restartDue = false
 		if m.restartIfIdle() {
@@ -969,8 +996,16 @@ func (m *machine) stop(caller callerID) {
 	if m.stopping {
 		return
 	}
+	if m.upgrading && m.checking {
+		// Nothing has changed yet: the check is killed, the upgrade
+		// does not happen, and its callers are told why.
+		m.logf(slog.LevelWarn, "upgrade cancelled: hitless is stopping", "upgrade", m.upgradeID, "binary", m.upgradeBinary)
+		m.emit(actCancelCheck{id: m.upgradeID})
+		m.upgrading, m.checking, m.restartDue = false, false, false
+	}
 	if m.upgrading {
-		// It waits for the upgrade, and is carried across it.
+		// The hand-over is under way (the driver feeds only what it
+		// read before the exec): the stop is carried across it.
 		m.stopDeferred = true
 		return
 	}
@@ -1045,7 +1080,7 @@ func appendCaller(cs []callerID, c callerID) []callerID {
 }
 
 func (m *machine) view() machineView {
-	v := machineView{stopping: m.stopping, upgrading: m.upgrading, stats: m.stats}
+	v := machineView{stopping: m.stopping, upgrading: m.upgrading, upgradeQueued: m.upgradeQueued, reloadQueued: m.pending, stats: m.stats}
 	for _, g := range m.gens {
 		gv := genView{id: g.id, pid: g.pid, state: g.state, started: g.started, readyAt: g.readyAt, drain: g.drainAt, trialEnds: g.trialEnds}
 		if g.watchdog != 0 {

@@ -528,15 +528,19 @@ func TestMachineInterleavings(t *testing.T) {
 	if testing.Short() {
 		depth = 5
 	}
+	trial := func(c *machineConfig) { c.Trial, c.Watchdog, c.WatchdogGrace = 3*time.Second, time.Second, time.Second }
 	for _, tc := range []struct {
-		name  string
-		depth int
-		set   func(*machineConfig)
+		name     string
+		depth    int
+		set      func(*machineConfig)
+		upgrades bool
 	}{
-		{"ready notify", depth, func(*machineConfig) {}},
-		{"ready delay", depth, func(c *machineConfig) { c.ReadyDelay = time.Second }},
-		{"trial and watchdog", depth - 1, func(c *machineConfig) { c.Trial, c.Watchdog, c.WatchdogGrace = 3*time.Second, time.Second, time.Second }},
-		{"upgrades", depth, nil},
+		{"ready notify", depth, func(*machineConfig) {}, false},
+		{"ready delay", depth, func(c *machineConfig) { c.ReadyDelay = time.Second }, false},
+		{"trial and watchdog", depth - 1, trial, false},
+		{"upgrades", depth, nil, true},
+		// An upgrade goes across a trial: both, with a shallower search.
+		{"upgrades and trial", depth - 1, func(c *machineConfig) { c.Trial = 3 * time.Second }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // pure: no process, no clock
@@ -544,7 +548,7 @@ func TestMachineInterleavings(t *testing.T) {
 			if tc.set != nil {
 				tc.set(&cfg)
 			}
-			states, transitions := explore(t, cfg, tc.depth, tc.set == nil)
+			states, transitions := explore(t, cfg, tc.depth, tc.upgrades)
 			t.Logf("depth %d: %d states, %d transitions", tc.depth, states, transitions)
 			if states < 1000 {
 				t.Errorf("only %d states explored; the model is not exploring", states)
@@ -576,6 +580,9 @@ type observer struct {
 	finished bool
 	checking int // an upgrade whose check the driver runs
 	execing  int // an upgrade whose exec the driver attempts
+	// cancelled is an upgrade whose check the machine cancelled: its
+	// answer can still come, and must change nothing.
+	cancelled int
 }
 
 func newObserver() *observer {
@@ -605,7 +612,11 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 	case evUpgrade:
 		obs.callers[ev.caller] = "upgrade"
 	case evUpgradeChecked:
-		obs.checking = 0
+		if ev.id == obs.cancelled {
+			obs.cancelled = 0
+		} else {
+			obs.checking = 0
+		}
 	case evUpgradeDone:
 		obs.execing = 0
 	}
@@ -620,6 +631,10 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 	preArmed := map[timerID]bool{}
 	for id := range m.timers {
 		preArmed[id] = true
+	}
+	var preStale string
+	if ev, ok := tr.ev.(evUpgradeChecked); ok && ev.id == obs.cancelled {
+		preStale = machineKey(m)
 	}
 	var preStarting *mgen
 	if m.starting != nil && m.starting.state == Starting {
@@ -669,6 +684,10 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 		if !preArmed[ev.id] && len(all) != 0 {
 			check("stale timer %d did %v", ev.id, all)
 		}
+	case evUpgradeChecked:
+		if preStale != "" && (len(all) != 0 || machineKey(m) != preStale) {
+			check("the answer of cancelled check %d changed the machine: %v", ev.id, all)
+		}
 	}
 	if obs.finished && len(all) != 0 {
 		check("the machine acted after it finished: %v", all)
@@ -692,6 +711,11 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 			obs.checking = a.id
 		case actExecUpgrade:
 			obs.execing = a.id
+		case actCancelCheck:
+			if obs.checking != a.id {
+				check("cancelled check %d, but the check running is %d", a.id, obs.checking)
+			}
+			obs.checking, obs.cancelled = 0, a.id
 		case actArm:
 			obs.armed = append(obs.armed, a.id)
 			if a.kind == timerDrain {
@@ -754,8 +778,16 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 	if serving > 1 {
 		check("%d generations serving", serving)
 	}
-	if m.upgrading && (m.starting != nil || m.trial != nil || m.stopping) {
-		check("upgrading with starting %v, trial %v, stopping %v", m.starting != nil, m.trial != nil, m.stopping)
+	// A generation on trial goes across an upgrade; none starts during
+	// one; a stop cancels the check, or waits for the hand-over.
+	if m.upgrading && (m.starting != nil || m.stopping) {
+		check("upgrading with starting %v, stopping %v", m.starting != nil, m.stopping)
+	}
+	if m.checking != (obs.checking != 0) {
+		check("the machine's check %v, the driver's %d", m.checking, obs.checking)
+	}
+	if m.stopDeferred && (!m.upgrading || m.checking) {
+		check("a stop deferred while upgrading %v, checking %v: only the hand-over defers it", m.upgrading, m.checking)
 	}
 	if m.trial != nil && (m.trial.state != Trial || m.serving == nil || m.stopping) {
 		check("trial of generation %d (%s) with serving %v, stopping %v", m.trial.id, m.trial.state, m.serving != nil, m.stopping)
@@ -787,7 +819,7 @@ func machineKey(m *machine) string {
 	fmt.Fprintf(&b, "s%d st%d tr%d p%v w%v q%v x%v sc%v d%v r%v b%v c%d i%v %+v|", id(m.serving), id(m.starting), id(m.trial), m.pending, m.waiting, m.queued,
 		m.stopping, m.stopCallers, m.done, m.restart != 0, m.backoff, m.exitCode, m.initErr != nil,
 		[]int{m.stats.ReloadsOK, m.stats.ReloadsFailed, m.stats.ReloadsRolledBack, m.stats.Restarts, m.stats.WatchdogKills, m.stats.UpgradesOK, m.stats.UpgradesFailed})
-	fmt.Fprintf(&b, "u%v:%d:%v:%v:%v:%v|", m.upgrading, m.upgradeID, m.upgradeCallers, m.upgradeQueued, m.stopDeferred, m.restartDue)
+	fmt.Fprintf(&b, "u%v:%v:%d:%s:%v:%v:%v:%v|", m.upgrading, m.checking, m.upgradeID, m.upgradeBinary, m.upgradeCallers, m.upgradeQueued, m.stopDeferred, m.restartDue)
 	for _, g := range m.gens {
 		fmt.Fprintf(&b, "g%d:%d:%s:%v:%v:%v:", g.id, g.kind, g.state, g.drainSent, g.wdFired, g.wdInterval)
 		for _, t := range []timerID{g.ready, g.delay, g.drain, g.trial, g.watchdog, g.abort} {
@@ -800,7 +832,7 @@ func machineKey(m *machine) string {
 }
 
 func (obs *observer) key() string {
-	return fmt.Sprintf("%v|%v|%v|%v|%d|%d", obs.callers, obs.replied, obs.killed, obs.finished, obs.checking, obs.execing)
+	return fmt.Sprintf("%v|%v|%v|%v|%d|%d|%d", obs.callers, obs.replied, obs.killed, obs.finished, obs.checking, obs.execing, obs.cancelled)
 }
 
 func replay(cfg machineConfig, path []transition) *pathState {
@@ -846,7 +878,7 @@ func (ps *pathState) clone() *pathState {
 // The clone above copies every field of machine and mgen by hand; a new
 // field must be handled there.
 func TestCloneCoversMachine(t *testing.T) {
-	if n := reflect.TypeFor[machine]().NumField(); n != 29 {
+	if n := reflect.TypeFor[machine]().NumField(); n != 30 {
 		t.Errorf("machine has %d fields: check that pathState.clone copies the new ones deeply, and that exportMachine and importMachine (handoff.go) carry them across an upgrade, then update this count", n)
 	}
 	if n := reflect.TypeFor[mgen]().NumField(); n != 18 {
@@ -873,11 +905,14 @@ func candidates(ps *pathState) []event {
 	if len(obs.callers) < 3 {
 		evs = append(evs, evPromote{caller: next}, evRollback{caller: next})
 		if ps.upgrades {
-			evs = append(evs, evUpgrade{caller: next, binary: "/new/hitless"})
+			evs = append(evs, evUpgrade{caller: next, binary: "/new/hitless"}, evUpgrade{caller: next, binary: "/other/hitless"})
 		}
 	}
 	if obs.checking != 0 {
 		evs = append(evs, evUpgradeChecked{id: obs.checking}, evUpgradeChecked{id: obs.checking, err: "not hitless"})
+	}
+	if obs.cancelled != 0 {
+		evs = append(evs, evUpgradeChecked{id: obs.cancelled})
 	}
 	if obs.execing != 0 {
 		evs = append(evs, evUpgradeDone{id: obs.execing, result: "ok"}, evUpgradeDone{id: obs.execing, result: "failed", reason: "exec: ENOENT"})
@@ -995,6 +1030,9 @@ func checkCompletion(t *testing.T, cfg machineConfig, path []transition, ps *pat
 		if len(steps) == 0 {
 			if id := ps.obs.checking; id != 0 {
 				steps = append(steps, evUpgradeChecked{id: id, err: "refused"})
+			}
+			if id := ps.obs.cancelled; id != 0 {
+				steps = append(steps, evUpgradeChecked{id: id})
 			}
 			if id := ps.obs.execing; id != 0 {
 				steps = append(steps, evUpgradeDone{id: id, result: "failed", reason: "exec failed"})
@@ -1213,7 +1251,13 @@ func TestMachineUpgrade(t *testing.T) {
 	if !ok || c.id != 1 || c.binary != "/usr/local/bin/hitless" {
 		t.Fatalf("upgrade: %v", acts)
 	}
-	h.do(evUpgrade{caller: 2}) // joins
+	h.do(evUpgrade{caller: 2, binary: "/usr/local/bin/hitless"}) // joins
+	// Another binary is refused while this one is under way: its
+	// verdict would not be that caller's.
+	var busy *UpgradeBusyError
+	if r := replies(h.do(evUpgrade{caller: 4, binary: "/opt/other"})); len(r[4]) != 1 || !errors.As(r[4][0], &busy) || busy.Binary != "/usr/local/bin/hitless" {
+		t.Errorf("an upgrade to another binary during this one: %v", r)
+	}
 	// While the upgrade runs, a reload and a restart wait for it.
 	if acts := h.do(evSignal{sig: syscall.SIGHUP}); !h.m.pending {
 		t.Errorf("SIGHUP during the upgrade: %v", acts)
@@ -1258,6 +1302,54 @@ func TestMachineUpgradeRefused(t *testing.T) {
 	}
 }
 
+// A stop while the new binary's check runs does not wait for it: the
+// check is killed, the upgrade's callers are told that hitless is
+// stopping, the stop begins at once (a second SIGINT kills), and the
+// check's late answer changes nothing.
+func TestMachineStopCancelsCheck(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	h.do(evUpgrade{caller: 1, binary: "/new"})
+	acts := h.do(evSignal{sig: syscall.SIGTERM})
+	if c, ok := find[actCancelCheck](acts); !ok || c.id != 1 {
+		t.Errorf("the check was not cancelled: %v", acts)
+	}
+	if r := replies(acts); len(r[1]) != 1 || r[1][0] != ErrStopping {
+		t.Errorf("the upgrade's caller: %v", r)
+	}
+	if !h.m.stopping || h.m.upgrading || len(signals(acts, 1)) != 1 {
+		t.Errorf("stopping %v, upgrading %v, drain %v", h.m.stopping, h.m.upgrading, signals(acts, 1))
+	}
+	if acts := h.do(evSignal{sig: syscall.SIGINT}); len(signals(acts, 1)) != 1 || signals(acts, 1)[0] != syscall.SIGKILL {
+		t.Errorf("a second SIGINT: %v", acts)
+	}
+	if acts := h.do(evUpgradeChecked{id: 1}); len(acts) != 0 || h.m.stats.LastUpgrade != nil {
+		t.Errorf("the cancelled check's answer: %v", acts)
+	}
+}
+
+// An upgrade asked for during a trial begins at once: the generation on
+// trial goes across it, with its deadline; the reload's verdict comes at
+// the trial's end, and a reload queued meanwhile starts after both.
+func TestMachineUpgradeDuringTrial(t *testing.T) {
+	h := reloadIntoTrial(t)
+	if acts := h.do(evUpgrade{caller: 5, binary: "/new"}); !h.m.upgrading {
+		t.Fatalf("an upgrade during a trial waits: %v", acts)
+	}
+	h.do(evSignal{sig: syscall.SIGHUP})
+	acts := h.do(evUpgradeChecked{id: 1})
+	if _, ok := find[actExecUpgrade](acts); !ok {
+		t.Fatalf("after the check: %v", acts)
+	}
+	if acts := h.do(evUpgradeDone{id: 1, result: "ok"}); h.m.starting != nil {
+		t.Errorf("the queued reload started during the trial: %v", acts)
+	}
+	acts = h.fire(timerTrial, 2)
+	if s, ok := find[actStart](acts); h.state(2) != Serving || !ok || s.gen != 3 {
+		t.Errorf("the trial's end: %v", acts)
+	}
+}
+
 func TestMachineUpgradeWaitsForReload(t *testing.T) {
 	h := newMtest(t, testMachineConfig)
 	h.do(evReady{gen: 1})
@@ -1269,11 +1361,12 @@ func TestMachineUpgradeWaitsForReload(t *testing.T) {
 	if _, ok := find[actCheckUpgrade](acts); !ok {
 		t.Errorf("the upgrade did not begin once the reload was over: %v", acts)
 	}
-	// A stop during the upgrade waits for it, then stops.
-	if acts := h.do(evStop{caller: 3}); len(acts) != 0 || h.m.stopping {
-		t.Errorf("stop during the upgrade: %v", acts)
-	}
+	// A stop during the hand-over (the exec under way) is carried
+	// across it, and stops after it.
 	h.do(evUpgradeChecked{id: 1})
+	if acts := h.do(evStop{caller: 3}); len(acts) != 0 || h.m.stopping {
+		t.Errorf("stop during the hand-over: %v", acts)
+	}
 	acts = h.do(evUpgradeDone{id: 1, result: "failed", reason: "exec: permission denied"})
 	if !h.m.stopping || len(signals(acts, 2)) != 1 {
 		t.Errorf("after the upgrade, the stop: %v", acts)
@@ -1289,5 +1382,15 @@ func TestMachineUpgradeWaitsForReload(t *testing.T) {
 	h2.do(evUpgradeChecked{id: 1, err: "refused"})
 	if h2.m.starting == nil || h2.m.starting.kind != kindRestart {
 		t.Errorf("no restart after the upgrade")
+	}
+}
+
+// SIGUSR1 and SIGUSR2 reach every generation that serves: the one on
+// trial reopens its logs too.
+func TestMachineForwardDuringTrial(t *testing.T) {
+	h := reloadIntoTrial(t)
+	acts := h.do(evSignal{sig: syscall.SIGUSR1})
+	if !slices.Equal(signals(acts, 1), []syscall.Signal{syscall.SIGUSR1}) || !slices.Equal(signals(acts, 2), []syscall.Signal{syscall.SIGUSR1}) {
+		t.Errorf("SIGUSR1 during a trial: %v", acts)
 	}
 }

@@ -37,9 +37,11 @@ func (s *Supervisor) spawn(c *child) error {
 		return fmt.Errorf("start: notify socket: %w", err)
 	}
 
-	// stderr always goes through a pipe, so a failure can quote its last
-	// lines; stdout only when it gets a prefix.
-	files := []uintptr{0, s.cfg.Stdout.Fd(), s.cfg.Stderr.Fd()}
+	// stdout and stderr go through pipes that hitless copies to its own:
+	// a failure can quote the last lines of stderr, each line can get a
+	// prefix, and a child never writes to hitless's descriptors, whose
+	// reader may go away (see Output).
+	files := []uintptr{0, 0, 0}
 	var pipes []outPipe
 	var writeEnds []*os.File
 	closeAll := func(readEnds bool) {
@@ -54,9 +56,6 @@ func (s *Supervisor) spawn(c *child) error {
 		}
 	}
 	for _, fd := range []int{1, 2} {
-		if fd == 1 && !s.cfg.OutputPrefix {
-			continue
-		}
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(true)
@@ -149,16 +148,19 @@ func (s *Supervisor) follow(c *child) {
 // copyOutputs starts a copier for each of c's output pipes. A copier ends
 // when every writer is gone (and closes its pipe), when the pipe is
 // closed, or when a read deadline hands the pipe over to the next image
-// (and leaves it open).
+// (and leaves it open, and the prefixed line in progress, unwritten, in
+// the pipe's partial, which the next image goes on from).
 func (s *Supervisor) copyOutputs(c *child) {
-	for _, p := range c.outs {
-		var dst io.Writer = s.cfg.Stdout
+	for i := range c.outs {
+		p := &c.outs[i]
+		var dst io.Writer = s.cfg.Outputs.Stdout
 		if p.stderr {
-			dst = s.cfg.Stderr
+			dst = s.cfg.Outputs.Stderr
 		}
 		var pw *prefixWriter
 		if s.cfg.OutputPrefix {
-			pw = &prefixWriter{w: dst, prefix: fmt.Appendf(nil, "[gen %d pid %d] ", c.id, c.pid)}
+			pw = &prefixWriter{w: dst, prefix: fmt.Appendf(nil, "[gen %d pid %d] ", c.id, c.pid), part: p.partial}
+			p.partial = nil
 			dst = pw
 		}
 		if p.stderr {
@@ -168,10 +170,15 @@ func (s *Supervisor) copyOutputs(c *child) {
 		go func() {
 			defer c.outw.Done()
 			_, err := io.Copy(dst, p.r)
+			handedOver := errors.Is(err, os.ErrDeadlineExceeded)
 			if pw != nil {
-				pw.flush()
+				if handedOver {
+					p.partial = pw.part // read once the copier is done
+				} else {
+					pw.flush()
+				}
 			}
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
+			if !handedOver {
 				p.r.Close()
 			}
 		}()

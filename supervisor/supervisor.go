@@ -33,7 +33,10 @@ type Supervisor struct {
 	log     *slog.Logger
 	sockets []*sockets.Socket
 	sigc    chan os.Signal // caught from New on
-	os      osEnv
+	// sigCaught: sigc is caught on already (an upgrade's new image takes
+	// the channel its first moments caught signals on).
+	sigCaught bool
+	os        osEnv
 
 	// What the fd store needs, done by Run.
 	storePlan sockets.StorePlan
@@ -44,25 +47,30 @@ type Supervisor struct {
 	done     chan struct{} // closed when Run has released everything
 
 	// Owned by Run's goroutine.
-	m          *machine
-	started    time.Time // when hitless first started, before any upgrade
-	checked    chan checked
-	upgradeBin *upgrade.Binary // checked, to exec
-	restored   *restoredState  // set by Restore until Run resumes it
-	rundir     *rundir         // private notify sockets live here
-	relay      *handover.Relay // connections handed between generations (connhandover.go)
-	reaper     *reaper
-	watcher    *watcher
-	children   map[int]*child
-	timers     map[timerID]*armed
-	callers    map[callerID]request
-	lastCaller callerID
-	exit       *actExit
-	lingering  []*child       // reaped, but a descendant still holds its output
-	bg         sync.WaitGroup // exit watchers
-	readers    sync.WaitGroup // notify readers
-	exiting    sync.WaitGroup // exits reaped but not yet fed to the machine
-	closeOnce  sync.Once
+	m           *machine
+	started     time.Time // when hitless first started, before any upgrade
+	checked     chan checked
+	cancelCheck context.CancelFunc // of the check running, if any
+	upgradeBin  *upgrade.Binary    // checked, to exec
+	restored    *restoredState     // set by Restore until Run resumes it
+	rundir      *rundir            // private notify sockets live here
+	relay       *handover.Relay    // connections handed between generations (connhandover.go)
+	reaper      *reaper
+	watcher     *watcher
+	children    map[int]*child
+	timers      map[timerID]*armed
+	callers     map[callerID]request
+	lastCaller  callerID
+	// orphans are the callers of a reload that an earlier image handed
+	// over (see RejoinReload): the verdict waits here for the carried
+	// request to ask for it.
+	orphans   map[callerID]*orphan
+	exit      *actExit
+	lingering []*child       // reaped, but a descendant still holds its output
+	bg        sync.WaitGroup // exit watchers
+	readers   sync.WaitGroup // notify readers
+	exiting   sync.WaitGroup // exits reaped but not yet fed to the machine
+	closeOnce sync.Once
 }
 
 // osEnv is the operating system as the driver uses it: starting a
@@ -149,10 +157,25 @@ type UpgradeResult struct {
 	// changed), failed (the exec failed; nothing changed) or rolled_back
 	// (the new image could not restore the state and ran the old one
 	// again, which serves on with everything).
-	Result string    `json:"result"`
-	Reason string    `json:"reason,omitempty"`
+	Result string `json:"result"`
+	Reason string `json:"reason,omitempty"`
+	// Note is what the caller of an upgrade that succeeded should know:
+	// settings in the config file that changed since hitless started,
+	// which take effect at the next start.
+	Note   string    `json:"note,omitempty"`
 	At     time.Time `json:"at"`
 	Binary string    `json:"binary"`
+}
+
+// UpgradeBusyError refuses an upgrade to one binary while an upgrade to
+// another is queued or under way: its verdict would not be the caller's.
+type UpgradeBusyError struct {
+	Binary string // of the upgrade under way
+	Asked  string
+}
+
+func (e *UpgradeBusyError) Error() string {
+	return fmt.Sprintf("an upgrade to %s is under way; ask for %s again once it is over", e.Binary, e.Asked)
 }
 
 // UpgradeError is an upgrade that did not happen, and why.
@@ -172,6 +195,7 @@ const (
 	reqRollback
 	reqUpgrade
 	reqUpgradeResult
+	reqRejoin
 )
 
 type request struct {
@@ -185,7 +209,8 @@ type request struct {
 // (cfg.Passed) and binds every other socket; see package sockets. Nothing is
 // started yet, but from now on SIGHUP, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2
 // are caught and kept for Run: a SIGHUP sent as soon as hitless announces
-// its pid reloads rather than kills it. Errors name the offending
+// its pid reloads rather than kills it; and SIGPIPE is ignored (see
+// Output). Errors name the offending
 // listener; on error nothing stays bound or open, the fd store is
 // untouched, and no signal is caught.
 func New(cfg Config) (*Supervisor, error) {
@@ -207,7 +232,7 @@ func newSupervisor(cfg Config) *Supervisor {
 	s := &Supervisor{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		sigc:     make(chan os.Signal, 8),
+		sigc:     make(chan os.Signal, sigBuffer),
 		events:   make(chan event),
 		reqs:     make(chan request),
 		checked:  make(chan checked, 1),
@@ -216,20 +241,34 @@ func newSupervisor(cfg Config) *Supervisor {
 		children: make(map[int]*child),
 		timers:   make(map[timerID]*armed),
 		callers:  make(map[callerID]request),
+		orphans:  make(map[callerID]*orphan),
 	}
 	s.relay = s.newRelay()
 	s.os = osEnv{
 		spawn:      s.spawn,
 		signal:     signalGroup,
 		mainThread: func() bool { return unix.Gettid() == os.Getpid() },
-		exec:       func(bin *upgrade.Binary, st *upgrade.State) error { return s.cfg.Self.Exec(bin, st) },
+		exec:       func(bin *upgrade.Binary, st *upgrade.State) error { return s.cfg.Self.Exec(bin, st, s.sigc) },
 	}
 	return s
 }
 
+// sigBuffer is how many signals wait for the loop: os/signal drops what a
+// full channel cannot take, and a burst of SIGHUPs must not crowd out the
+// SIGTERM behind it while the loop is busy (an upgrade's hand-over).
+const sigBuffer = 64
+
 func (s *Supervisor) catchSignals() {
 	signal.Notify(s.sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+	ignorePipe()
 }
+
+// ignorePipe keeps a write to a broken pipe from ending hitless: its
+// stdout's reader may go away (a "| tee" that exits, a log shipper that
+// restarts), and Output counts what is lost. Children still get the
+// default: the shim, a Go program itself, installs its own handler, which
+// execve resets.
+func ignorePipe() { signal.Ignore(syscall.SIGPIPE) }
 
 func (s *Supervisor) machineConfig() machineConfig {
 	c := s.cfg
@@ -254,6 +293,7 @@ func (s *Supervisor) closeSockets() {
 func (s *Supervisor) Close() {
 	s.closeOnce.Do(func() {
 		signal.Stop(s.sigc)
+		signal.Reset(syscall.SIGPIPE)
 		s.closeSockets()
 	})
 }
@@ -292,8 +332,12 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	}
 	if s.restored != nil {
 		// Everything was handed over by an earlier image (Restore); the
-		// signals it kept pending are caught from now on.
-		s.catchSignals()
+		// signals are caught already, from the image's first moments, or
+		// from now on (a state that came without an exec).
+		if !s.sigCaught {
+			s.catchSignals()
+		}
+		ignorePipe()
 		s.reaper = newReaper(s.restored.adopt)
 		s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "), "restored", true)
 		s.loop(ctx)
@@ -343,6 +387,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 		case ws := <-s.watcher.exit:
 			s.restartWatcher(ws)
 		case r := <-s.checked:
+			s.cancelCheck = nil
 			if s.upgradeBin != nil {
 				s.upgradeBin.Close()
 			}
@@ -363,11 +408,14 @@ func (s *Supervisor) loop(ctx context.Context) {
 
 // request feeds the machine a caller's request.
 func (s *Supervisor) request(req request) {
+	if req.kind == reqRejoin && s.rejoin(req) {
+		return
+	}
 	s.lastCaller++
 	id := s.lastCaller
 	s.callers[id] = req
 	switch req.kind {
-	case reqReload:
+	case reqReload, reqRejoin:
 		s.feed(evReload{caller: id})
 	case reqStop:
 		s.feed(evStop{caller: id})
@@ -434,6 +482,8 @@ func (s *Supervisor) do(a action) event {
 		if req, ok := s.callers[a.caller]; ok {
 			delete(s.callers, a.caller)
 			req.reply <- a.err
+		} else if o := s.orphans[a.caller]; o != nil {
+			o.answered, o.err = true, a.err
 		}
 	case actStatus:
 		if req, ok := s.callers[a.caller]; ok {
@@ -472,6 +522,10 @@ func (s *Supervisor) do(a action) event {
 		if err := s.execUpgrade(a.id); err != nil {
 			return evUpgradeDone{id: a.id, result: "failed", reason: err.Error()}
 		}
+	case actCancelCheck:
+		if s.cancelCheck != nil {
+			s.cancelCheck()
+		}
 	case actObserve:
 		if o := s.cfg.Observer; o != nil {
 			switch a.what {
@@ -483,6 +537,31 @@ func (s *Supervisor) do(a action) event {
 		}
 	}
 	return nil
+}
+
+// orphan is a caller of a reload, carried across an upgrade without the
+// request that waits for the verdict: that request is carried by the
+// control socket, and asks again (RejoinReload).
+type orphan struct {
+	answered bool
+	err      error
+}
+
+// rejoin gives req, a reload an earlier image had taken, the place of
+// one of the callers it handed over: the verdict now if it is in, else
+// when it comes. It returns false when no caller is left to rejoin: the
+// request never reached the earlier image's machine, and asks anew.
+func (s *Supervisor) rejoin(req request) bool {
+	for id, o := range s.orphans {
+		delete(s.orphans, id)
+		if o.answered {
+			req.reply <- o.err
+		} else {
+			s.callers[id] = req
+		}
+		return true
+	}
+	return false
 }
 
 // armed is a timer of the machine's, running.
@@ -510,7 +589,20 @@ func (s *Supervisor) arm(id timerID, gen int, deadline time.Time) {
 // directory gone.
 func (s *Supervisor) release() {
 	<-s.loopDone
+	if s.cancelCheck != nil {
+		s.cancelCheck() // a check cancelled by the stop, still ending
+	}
 	s.bg.Wait()
+	select {
+	case r := <-s.checked:
+		if r.bin != nil {
+			r.bin.Close()
+		}
+	default:
+	}
+	if s.upgradeBin != nil {
+		s.upgradeBin.Close()
+	}
 	s.readers.Wait()
 	s.relay.Close()
 	for _, c := range s.lingering {

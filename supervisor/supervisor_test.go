@@ -529,6 +529,9 @@ func TestValidate(t *testing.T) {
 			[]string{"Env[1]: hitless sets LISTEN_FDS", `Env[2]: "1X" is not a variable name`, `Env[3]: "NOEQ" is not KEY=VALUE`}},
 		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, ReadyDelay: time.Minute, BackoffMin: time.Minute, BackoffMax: time.Second, DrainSignal: syscall.SIGKILL, StableAfter: -1},
 			[]string{"ReadyDelay: 1m0s is not shorter than the ready timeout (1m0s)", "BackoffMax: 1s is below", "DrainSignal: signal 9 cannot", "StableAfter: -1ns is negative"}},
+		// 500ns would tell the child WATCHDOG_USEC=0, no watchdog.
+		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, Watchdog: 500 * time.Nanosecond}, []string{"Watchdog: 500ns is below the minimum of 100ms"}},
+		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, Watchdog: 99 * time.Millisecond}, []string{"Watchdog: 99ms is below the minimum"}},
 	} {
 		err := tc.cfg.Validate()
 		for _, w := range tc.want {
@@ -835,6 +838,69 @@ func TestWatcherKillsGroups(t *testing.T) {
 		} else if got, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got != 0 {
 			t.Errorf("pid %d, removed from the watcher, was killed", pid)
 		}
+	}
+}
+
+// hitless that dies during the exec of an upgrade (of a SIGTERM the new
+// runtime cannot catch yet) has its children drained, not killed: the
+// drain signal first, SIGKILL only for what is left at the drain timeout.
+// Once an image runs again ("R"), a death kills as always.
+func TestWatcherDrainsDuringUpgrade(t *testing.T) {
+	// runWatcher, run in this process by the tests before, ignores
+	// SIGTERM, and a child inherits an ignored signal, which a shell
+	// cannot trap then: handled by Go again, the children get the
+	// default.
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM)
+	signal.Stop(c)
+	spawn := func(script string) int {
+		pid, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", script}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
+		return pid
+	}
+	ready := filepath.Join(t.TempDir(), "ready")
+	drains := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done")
+	stubborn := spawn("trap '' TERM; touch " + ready + "; while :; do sleep 0.05; done")
+	waitFile(t, ready)
+	r, w, _ := os.Pipe()
+	fmt.Fprintf(w, "+%d\n+%d\nU %d 500\n", drains, stubborn, int(syscall.SIGTERM))
+	w.Close()
+	runWatcher(r)
+	for pid, want := range map[int]string{drains: "exit status 0", stubborn: "killed by signal SIGKILL"} {
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, 0, nil)
+		if got := exitReason(unix.WaitStatus(ws)); got != want {
+			t.Errorf("pid %d: %s, want %s", pid, got, want)
+		}
+	}
+
+	after := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done")
+	r, w, _ = os.Pipe()
+	fmt.Fprintf(w, "+%d\nU %d 500\nR\n", after, int(syscall.SIGTERM))
+	w.Close()
+	runWatcher(r)
+	var ws syscall.WaitStatus
+	syscall.Wait4(after, &ws, 0, nil)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("after R: %v, want killed", ws)
+	}
+}
+
+// waitFile waits for path to exist: a child says it is ready.
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

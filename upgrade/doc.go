@@ -7,9 +7,12 @@
 //
 // # Model
 //
-// The old image runs the new binary once in a check mode (CheckArg): it
-// must start on this machine, say it is hitless, and understand the state
-// format (a version number, StateVersion). Then the old image writes its
+// The old image runs the new binary once in a check mode (CheckArg), the
+// way the exec will run it (through the same descriptor, open across the
+// exec, with the same environment; a #! script that executes hitless
+// works both ways): it must start on this machine, say it is hitless, and
+// understand the state format (a version number, StateVersion). Then the
+// old image writes its
 // state (named JSON sections, and named descriptors, whose close-on-exec
 // flag it clears) to an anonymous memory file and calls execve on the new
 // binary, from the main thread, with the memory file's number in
@@ -22,11 +25,18 @@
 // or overwritten by the deploy. The old image restores the same state and
 // learns why (State.RolledBack).
 //
-// Signals that arrive during the exec stay pending: the exec'ing thread
-// blocks them first, and a blocked signal survives execve. A new Go
-// runtime starts with that mask, and receives them once it asks for them
-// (signal.Notify); children must not inherit the mask, which the
-// supervisor's shim clears.
+// Signals (SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2) cross the exec as
+// far as a Go program can keep them (see signals.go): the exec'ing thread
+// takes every one the kernel or the Go runtime caught and the program had
+// not read, and the next image gets them in State.Signals; it executes the
+// new image with SIGHUP, SIGINT and SIGTERM ignored (so that none is
+// fatal before the new image catches them) and SIGUSR1 and SIGUSR2
+// blocked (they stay pending until it asks for them). The new image
+// catches all five from its first package initialisation on (package
+// earlysig), long before the rest of the program starts, and the program
+// takes them with State.TakeSignals. A rollback carries them back the
+// same way. Children must not inherit the mask, which the supervisor's
+// shim clears.
 //
 // # Why not tableflip
 //
@@ -51,8 +61,20 @@
 //   - A new image that crashes before it can run Go code (a binary for
 //     another CPU that passed the check under emulation, a runtime crash)
 //     cannot roll back; the check makes that unlikely, not impossible.
-//   - A signal that the old Go runtime received in the last microseconds
-//     before the exec, but that the supervisor had not yet read, is lost.
-//     Requests on the control socket are never lost: the socket, and the
-//     connections waiting for an answer, are carried.
+//   - No Go program can catch a signal while its runtime starts: the
+//     runtime unblocks SIGHUP, SIGINT and SIGTERM before any Go code
+//     runs, and kills the process on a SIGTERM that arrives after it set
+//     up its handlers and before signal.Notify. So a SIGHUP, SIGINT or
+//     SIGTERM sent in the window from the old image ignoring them to the
+//     new image catching them is lost, and a SIGTERM in the last part of
+//     it (after the new runtime's signal set-up, before earlysig's init)
+//     ends the new image (the supervisor's watcher, told an exec was under
+//     way, then drains the children rather than kill them). The new
+//     image logs the window of each upgrade (State.Uncaught);
+//     docs/reliability.md gives the measured figures. A SIGUSR1 or
+//     SIGUSR2 is lost only if the old runtime catches it in the last
+//     moments before the exec. Requests on the control socket are never
+//     lost: the socket, and the connections waiting for an answer, are
+//     carried. Where a lost signal matters, use them (hitless reload,
+//     hitless stop).
 package upgrade

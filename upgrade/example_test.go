@@ -46,7 +46,7 @@ func Example() {
 		}()
 		return pid, exited, err
 	}
-	bin, err := upgrade.Check(context.Background(), self.Path, start)
+	bin, err := self.Check(context.Background(), self.Path, start)
 	if err != nil {
 		log.Printf("new binary refused: %v", err) // nothing changed
 		return
@@ -55,7 +55,7 @@ func Example() {
 	if err := next.CarryConn("listener", ln); err != nil {
 		log.Fatal(err)
 	}
-	log.Print(self.Exec(bin, next)) // returns only if the exec failed
+	log.Print(self.Exec(bin, next, nil)) // returns only if the exec failed
 }
 
 // The state the next image inherits, seen in this process: named

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/upgrade/internal/earlysig"
 )
 
 // StateVersion is the version of the state this build writes, and the
@@ -34,8 +36,12 @@ const (
 const CheckArg = "__hitless_upgrade_check"
 
 const (
-	envState    = "HITLESS_UPGRADE_STATE"    // the memory file's descriptor
+	envState    = earlysig.StateVar          // the memory file's descriptor
 	envRollback = "HITLESS_UPGRADE_ROLLBACK" // why the new image gave up
+	// envHeld is when the exec'ing image stopped catching signals
+	// (CLOCK_MONOTONIC, nanoseconds): the new image says how long it was
+	// deaf (State.Deaf).
+	envHeld = "HITLESS_UPGRADE_HELD"
 )
 
 // Info is what a binary says of itself in the check mode.
@@ -111,12 +117,14 @@ func (b *Binary) Close() error { return b.file.Close() }
 type Starter func(argv0 string, argv []string, attr *syscall.ProcAttr) (pid int, exited <-chan syscall.WaitStatus, err error)
 
 // Check opens the binary at path (resolved afresh, through symbolic
-// links) and runs it in the check mode with start, within ctx. It
-// refuses, with the reason, anything but a hitless that reads this
-// build's StateVersion: a file that is not executable, a program that is
-// not hitless (exits otherwise, prints something else), a truncated
-// binary, a crash, a state version it does not read.
-func Check(ctx context.Context, path string, start Starter) (*Binary, error) {
+// links) and runs it in the check mode with start, within ctx, the way
+// Exec will run it: through the same descriptor number, open across the
+// exec, with s.Env. It refuses, with the reason, anything but a hitless
+// that reads this build's StateVersion: a file that is not executable, a
+// program that is not hitless (exits otherwise, prints something else), a
+// truncated binary, a crash, a state version it does not read. A #!
+// script that runs hitless passes, and Exec runs it the same way.
+func (s *Self) Check(ctx context.Context, path string, start Starter) (*Binary, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return nil, fmt.Errorf("binary: %w", err)
@@ -131,7 +139,7 @@ func Check(ctx context.Context, path string, start Starter) (*Binary, error) {
 	}
 	var info Info
 	if err == nil {
-		info, err = runCheck(ctx, f, start)
+		info, err = runCheck(ctx, f, withoutUpgradeVars(s.Env), start)
 	}
 	if err != nil {
 		f.Close()
@@ -140,9 +148,11 @@ func Check(ctx context.Context, path string, start Starter) (*Binary, error) {
 	return &Binary{Path: real, Info: info, file: f}, nil
 }
 
-// runCheck executes the opened binary (through its descriptor, fd 3 in
-// the child) in the check mode.
-func runCheck(ctx context.Context, f *os.File, start Starter) (Info, error) {
+// runCheck executes the opened binary in the check mode as Exec will:
+// through /proc/self/fd/N, N being its descriptor here too, open in the
+// child at that number (an interpreter that runs a #! script opens the
+// script by that path, once the kernel has exec'd it), with env.
+func runCheck(ctx context.Context, f *os.File, env []string, start Starter) (Info, error) {
 	var info Info
 	null, err := os.Open(os.DevNull)
 	if err != nil {
@@ -160,12 +170,18 @@ func runCheck(ctx context.Context, f *os.File, start Starter) (Info, error) {
 		return info, err
 	}
 	defer errR.Close()
+	bin := int(f.Fd())
+	files := []uintptr{null.Fd(), outW.Fd(), errW.Fd()}
+	for len(files) < bin {
+		files = append(files, ^uintptr(0)) // closed in the child
+	}
+	files = append(files, uintptr(bin))
 	attr := &syscall.ProcAttr{
-		Env:   []string{},
-		Files: []uintptr{null.Fd(), outW.Fd(), errW.Fd(), f.Fd()},
+		Env:   env,
+		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
-	pid, exited, err := start("/proc/self/fd/3", []string{"hitless", CheckArg}, attr)
+	pid, exited, err := start(binaryPath(bin), []string{"hitless", CheckArg}, attr)
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -222,15 +238,23 @@ type State struct {
 	Sections map[string]json.RawMessage `json:"sections"`
 	FDs      map[string]int             `json:"fds"` // name -> descriptor number
 	Image    int                        `json:"image"`
+	// Signals are the signals (of Signals, by name) the image that wrote
+	// the state received and had not handled when it executed the next
+	// one, oldest first. Added in state version 1 without a bump: a
+	// build that does not know it ignores it.
+	Signals []string `json:"signals,omitempty"`
 
 	// RolledBack is set in the old image after a rollback: why the new
 	// image gave up.
 	RolledBack string `json:"-"`
 
-	memfd int
-	carry map[string]int      // to hand over
-	files map[string]*os.File // handed over, to be taken back by File
-	later []*os.File          // closed by Commit
+	memfd    int
+	late     map[string]func() (any, error) // see PutAtExec
+	carry    map[string]int                 // to hand over
+	files    map[string]*os.File            // handed over, to be taken back by File
+	later    []*os.File                     // closed by Commit
+	caught   chan os.Signal                 // Signals caught by this image since it started (earlysig)
+	uncaught [2]int64                       // see Uncaught
 }
 
 // NewState starts the state of upgrade id.
@@ -245,6 +269,30 @@ func (st *State) Put(name string, v any) error {
 		return fmt.Errorf("upgrade: state %s: %w", name, err)
 	}
 	st.Sections[name] = b
+	return nil
+}
+
+// PutAtExec stores what v returns as the section name, at the exec (or in
+// Loopback): for state that changes until the very end, such as what the
+// supervisor observes while it quiesces, after the carriers handed over.
+func (st *State) PutAtExec(name string, v func() (any, error)) {
+	if st.late == nil {
+		st.late = map[string]func() (any, error){}
+	}
+	st.late[name] = v
+}
+
+// putLate stores the sections PutAtExec named.
+func (st *State) putLate() error {
+	for name, v := range st.late {
+		x, err := v()
+		if err == nil {
+			err = st.Put(name, x)
+		}
+		if err != nil {
+			return fmt.Errorf("upgrade: state %s: %w", name, err)
+		}
+	}
 	return nil
 }
 
@@ -299,8 +347,9 @@ func (st *State) CloseLater(f *os.File) {
 
 // Commit ends the restore: it closes what only a rollback would have
 // needed (the previous image, the state's memory file, and what was given
-// to CloseLater).
+// to CloseLater). The carried signals are the caller's from then on.
 func (st *State) Commit() {
+	st.Signals = nil
 	for _, f := range st.later {
 		f.Close()
 	}
@@ -314,9 +363,13 @@ func (st *State) Commit() {
 }
 
 // Exec replaces this process with bin, handing st over. It must be called
-// from the main thread (see the package doc). It returns only on failure,
-// having put everything back as it was.
-func (s *Self) Exec(bin *Binary, st *State) error {
+// from the main thread (see the package doc). sigc is the channel the
+// program catches Signals on (signal.Notify), nil if it catches none: what
+// waits there, and what the kernel holds pending, goes to the next image
+// (State.Signals). It returns only on failure, having put everything back
+// as it was; st.Signals then holds the signals it took, for the caller to
+// handle.
+func (s *Self) Exec(bin *Binary, st *State, sigc chan os.Signal) error {
 	st.Binary = bin.Path
 	var kept []int
 	undo := func() {
@@ -338,21 +391,65 @@ func (s *Self) Exec(bin *Binary, st *State) error {
 		}
 		st.FDs[name] = fd
 	}
+	if err := st.putLate(); err != nil {
+		undo()
+		return err
+	}
 	st.Image = int(s.image.Fd())
 	if err := keep("image", st.Image); err != nil {
 		undo()
 		return err
 	}
-	mem, err := writeMemfd(st)
-	if err != nil {
+	// Open across the exec, as in the check: an interpreter that runs a
+	// #! script opens it by this path. The next image closes it.
+	binfd := int(bin.file.Fd())
+	if err := keep(binaryFD, binfd); err != nil {
 		undo()
 		return err
 	}
-	env := append(withoutUpgradeVars(s.Env), envState+"="+strconv.Itoa(mem))
-	err = execBlocked("/proc/self/fd/"+strconv.Itoa(int(bin.file.Fd())), s.Args, env)
-	unix.Close(mem)
+	st.FDs[binaryFD] = binfd
+	err := execHeld(binaryPath(binfd), s.Args, withoutUpgradeVars(s.Env), st, sigc)
+	delete(st.FDs, binaryFD)
 	undo()
 	return fmt.Errorf("upgrade: exec %s: %w", bin.Path, err)
+}
+
+// binaryFD names the new binary's descriptor in the state.
+const binaryFD = "upgrade/binary"
+
+func binaryPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// execHeld holds the signals (see signals.go), writes st with the ones it
+// took, and executes path with env and the state's variable. It returns
+// only on failure, with the signals released and st.Signals holding what
+// was taken.
+func execHeld(path string, argv, env []string, st *State, sigc chan os.Signal) error {
+	// The state is written before the signals are held, and again only
+	// if some were taken: what the window between the two costs is paid
+	// only then.
+	mem, err := memfd()
+	if err == nil {
+		err = writeState(mem, st)
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mem)
+	env = append(env, envState+"="+strconv.Itoa(mem))
+	h, err := holdSignals(sigc)
+	if err != nil {
+		return fmt.Errorf("upgrade: hold signals: %w", err)
+	}
+	env = append(env, envHeld+"="+strconv.FormatInt(h.at, 10))
+	if len(h.caught) > 0 {
+		st.Signals = append(st.Signals, signalNames(h.caught)...)
+		err = writeState(mem, st)
+	}
+	if err == nil {
+		err = unix.Exec(path, argv, env)
+	}
+	h.release()
+	return err
 }
 
 // keepOnExec clears fd's close-on-exec flag: it is for the next image.
@@ -361,45 +458,37 @@ func keepOnExec(fd int) error {
 	return err
 }
 
-// execBlocked calls execve with the signals hitless handles blocked, so
-// that one arriving during the exec stays pending for the new image
-// instead of meeting the default action. On failure it unblocks them.
-func execBlocked(path string, argv, env []string) error {
-	var set, old unix.Sigset_t
-	for _, sig := range []unix.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGUSR1, unix.SIGUSR2, unix.SIGCHLD} {
-		set.Val[(sig-1)/64] |= 1 << ((uint(sig) - 1) % 64)
-	}
-	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old); err != nil {
-		return err
-	}
-	err := unix.Exec(path, argv, env)
-	unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
-	return err
-}
-
-func writeMemfd(st *State) (int, error) {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return -1, fmt.Errorf("upgrade: state: %w", err)
-	}
-	// Not close-on-exec: it is for the next image.
+// memfd creates the state's memory file, not close-on-exec: it is for
+// the next image.
+func memfd() (int, error) {
 	fd, err := unix.MemfdCreate("hitless-upgrade-state", 0)
 	if err != nil {
 		return -1, fmt.Errorf("upgrade: memfd_create: %w", err)
 	}
-	// Raw writes: an *os.File would close fd when collected.
-	for len(b) > 0 {
-		n, err := unix.Write(fd, b)
+	return fd, nil
+}
+
+// writeState writes st to the memory file mem, in place of what it held.
+func writeState(mem int, st *State) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("upgrade: state: %w", err)
+	}
+	if err := unix.Ftruncate(mem, int64(len(b))); err != nil {
+		return fmt.Errorf("upgrade: write state: %w", err)
+	}
+	// Raw writes: an *os.File would close mem when collected.
+	for off := 0; off < len(b); {
+		n, err := unix.Pwrite(mem, b[off:], int64(off))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			unix.Close(fd)
-			return -1, fmt.Errorf("upgrade: write state: %w", err)
+			return fmt.Errorf("upgrade: write state: %w", err)
 		}
-		b = b[n:]
+		off += n
 	}
-	return fd, nil
+	return nil
 }
 
 // readMemfd reads the state's memory file from its start, by raw reads:
@@ -425,7 +514,7 @@ func readMemfd(mem int) ([]byte, error) {
 
 func withoutUpgradeVars(env []string) []string {
 	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		return strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envRollback+"=")
+		return strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envRollback+"=") || strings.HasPrefix(kv, envHeld+"=")
 	})
 }
 
@@ -439,8 +528,10 @@ func Inherited() (*State, error) {
 		return nil, nil
 	}
 	rolledBack, _ := os.LookupEnv(envRollback)
+	held, _ := strconv.ParseInt(os.Getenv(envHeld), 10, 64)
 	os.Unsetenv(envState)
 	os.Unsetenv(envRollback)
+	os.Unsetenv(envHeld)
 	mem, err := strconv.Atoi(v)
 	if err != nil || mem < 3 {
 		return nil, fmt.Errorf("upgrade: %s=%q is not a descriptor", envState, v)
@@ -457,7 +548,14 @@ func Inherited() (*State, error) {
 	if st.Version < MinStateVersion || st.Version > StateVersion {
 		return nil, fmt.Errorf("upgrade: state version %d, this build reads %d to %d", st.Version, MinStateVersion, StateVersion)
 	}
-	st.memfd, st.RolledBack = mem, rolledBack
+	st.memfd, st.RolledBack, st.caught = mem, rolledBack, earlysig.Take()
+	if at := earlysig.At(); held > 0 && at > held {
+		st.uncaught = [2]int64{held, at}
+	}
+	if fd, ok := st.FDs[binaryFD]; ok {
+		unix.Close(fd) // the binary this image runs: nothing to carry
+		delete(st.FDs, binaryFD)
+	}
 	st.files = make(map[string]*os.File, len(st.FDs))
 	for name, fd := range st.FDs {
 		unix.CloseOnExec(fd)
@@ -467,22 +565,42 @@ func Inherited() (*State, error) {
 	return &st, nil
 }
 
+// Uncaught is when SIGHUP, SIGINT and SIGTERM went uncaught across the
+// exec that started this image, as CLOCK_MONOTONIC readings in
+// nanoseconds: from the moment the previous image ignored them to the
+// moment this one caught them again. A signal sent then was lost (and a
+// SIGTERM in the last part of it, once the new runtime had set up its
+// handlers, ended the process). Both are zero when unknown.
+func (st *State) Uncaught() (from, to int64) { return st.uncaught[0], st.uncaught[1] }
+
+// TakeSignals returns what the previous image carried (its Signals, as
+// numbers, oldest first) and the channel on which this image has caught
+// Signals since it started (package earlysig's; nil for a state that did
+// not come through an exec, such as Loopback's). The caller handles the
+// carried ones first, then reads the channel, and gives it to Exec for
+// the next upgrade. The carried ones stay in st, for a rollback, until
+// Commit.
+func (st *State) TakeSignals() ([]syscall.Signal, chan os.Signal) {
+	return parseSignals(st.Signals), st.caught
+}
+
 // Rollback executes the previous image again with the same state, and
 // tells it why. It must be called from the main thread, with every
-// carried descriptor still open; it returns only if the exec failed.
+// carried descriptor still open; it returns only if the exec failed. The
+// signals this image caught (TakeSignals's channel, whether or not it was
+// taken) go back with the ones it was carried, and the state's memory
+// file is written afresh.
 func (st *State) Rollback(args, env []string, reason string) error {
 	for name, fd := range st.FDs {
 		if err := keepOnExec(fd); err != nil {
 			return fmt.Errorf("upgrade: rollback: carry %s: %w", name, err)
 		}
 	}
-	for _, fd := range []int{st.Image, st.memfd} {
-		if err := keepOnExec(fd); err != nil {
-			return fmt.Errorf("upgrade: rollback: %w", err)
-		}
+	if err := keepOnExec(st.Image); err != nil {
+		return fmt.Errorf("upgrade: rollback: %w", err)
 	}
-	env = append(withoutUpgradeVars(env), envState+"="+strconv.Itoa(st.memfd), envRollback+"="+oneLine(reason))
-	err := execBlocked("/proc/self/fd/"+strconv.Itoa(st.Image), args, env)
+	env = append(withoutUpgradeVars(env), envRollback+"="+oneLine(reason))
+	err := execHeld(binaryPath(st.Image), args, env, st, st.caught)
 	return fmt.Errorf("upgrade: rollback: exec the previous image: %w", err)
 }
 
@@ -525,6 +643,9 @@ func oneLine(s string) string {
 // process: the sections through JSON, and each carried descriptor as a
 // duplicate. It is for tests of what hands over and what takes back.
 func Loopback(st *State) (*State, error) {
+	if err := st.putLate(); err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(st)
 	if err != nil {
 		return nil, err

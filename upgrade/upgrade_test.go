@@ -10,8 +10,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,7 +62,11 @@ func helper(step string) error {
 			return err
 		}
 		self.Env = withEnv(self.Env, helperEnv+"="+os.Getenv("UPGRADE_TEST_NEXT"))
-		bin, err := Check(context.Background(), self.Path, startAndWait)
+		path := self.Path
+		if p := os.Getenv("UPGRADE_TEST_BINARY"); p != "" {
+			path = p // a wrapper
+		}
+		bin, err := self.Check(context.Background(), path, startAndWait)
 		if err != nil {
 			return err
 		}
@@ -69,13 +75,34 @@ func helper(step string) error {
 			return err
 		}
 		st.CarryFD("report", 3)
-		return self.Exec(bin, st) // returns only on failure
+		// Signals caught and not yet read when the exec comes go to the
+		// next image, in order.
+		sigc := make(chan os.Signal, 8)
+		signal.Notify(sigc, Signals...)
+		for _, sig := range []syscall.Signal{syscall.SIGUSR2, syscall.SIGHUP} {
+			syscall.Kill(os.Getpid(), sig)
+		}
+		return self.Exec(bin, st, sigc) // returns only on failure
 	case "new", "new-fails", "rolled":
 		st, err := Inherited()
 		if err != nil || st == nil {
 			return fmt.Errorf("inherited: %v, %v", st, err)
 		}
+		carried, caught := st.TakeSignals()
+		if caught == nil {
+			return fmt.Errorf("no signal caught since the start")
+		}
+		// Caught from the image's first moments: a SIGTERM now is not
+		// the end of it.
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		if s := <-caught; s != syscall.SIGTERM {
+			return fmt.Errorf("caught %v, want SIGTERM", s)
+		}
 		if step == "new-fails" {
+			syscall.Kill(os.Getpid(), syscall.SIGINT) // back with the rollback
+			for len(caught) == 0 {
+				runtime.Gosched()
+			}
 			// Collect twice, so that anything Inherited left to the
 			// collector is cleaned up before the rollback, which needs
 			// every descriptor open (an *os.File around the state's
@@ -94,12 +121,34 @@ func helper(step string) error {
 		}
 		st.Commit()
 		defer report.Close()
+		from, to := st.Uncaught()
 		return json.NewEncoder(report).Encode(map[string]any{
 			"step": step, "id": st.ID, "from": st.From, "samePID": h.PID == os.Getpid(),
 			"note": h.Note, "rolledBack": st.RolledBack, "stateVar": os.Getenv(envState),
+			"signals": sortedNames(carried), "uncaught": to - from, "fds": openFDs(),
 		})
 	}
 	return fmt.Errorf("unknown step %q", step)
+}
+
+// sortedNames names sigs, sorted: each one counts, not their order,
+// which the runtime gives in signal-number order within what it caught
+// at once.
+func sortedNames(sigs []syscall.Signal) string {
+	names := signalNames(sigs)
+	slices.Sort(names)
+	return strings.Join(names, " ")
+}
+
+// openFDs lists the descriptors open in this process.
+func openFDs() []string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var fds []string
+	for _, e := range ents {
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		fds = append(fds, e.Name()+"="+target)
+	}
+	return fds
 }
 
 // withEnv sets kv in env, replacing the variable's earlier value.
@@ -130,8 +179,9 @@ func startAndWait(argv0 string, argv []string, attr *syscall.ProcAttr) (int, <-c
 }
 
 // runUpgrade runs the old image with next as the step of the image it
-// execs, and returns what the last image reported on the carried pipe.
-func runUpgrade(t *testing.T, next string) map[string]any {
+// execs, and returns what the last image reported on the carried pipe;
+// env is added to the old image's environment.
+func runUpgrade(t *testing.T, next string, env ...string) map[string]any {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -139,7 +189,7 @@ func runUpgrade(t *testing.T, next string) map[string]any {
 	}
 	defer r.Close()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"=old", "UPGRADE_TEST_NEXT="+next)
+	cmd.Env = append(append(os.Environ(), helperEnv+"=old", "UPGRADE_TEST_NEXT="+next), env...)
 	cmd.ExtraFiles = []*os.File{w}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -160,23 +210,56 @@ func runUpgrade(t *testing.T, next string) map[string]any {
 
 // An upgrade end to end, in a process of its own: the new image has the
 // same pid, the old image's section and the carried descriptor, and the
-// state's variable is gone from its environment.
+// state's variable is gone from its environment. The signals the old
+// image caught and had not handled come with it, in order; the new one
+// catches them from its first moments, and says how long nothing caught
+// them. Of the new binary's descriptor, opened for the exec, nothing is
+// left.
 func TestExecHandsOver(t *testing.T) {
 	got := runUpgrade(t, "new")
-	want := map[string]any{"step": "new", "id": 7.0, "from": "old", "samePID": true, "note": "from the old image", "rolledBack": "", "stateVar": ""}
+	want := map[string]any{"step": "new", "id": 7.0, "from": "old", "samePID": true, "note": "from the old image", "rolledBack": "", "stateVar": "",
+		"signals": "SIGHUP SIGUSR2"}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v (report %v)", k, got[k], v, got)
 		}
 	}
+	if u, _ := got["uncaught"].(float64); u <= 0 || u > float64(10*time.Second) {
+		t.Errorf("uncaught for %v", time.Duration(u))
+	}
+	self, _ := os.Executable()
+	for _, fd := range got["fds"].([]any) {
+		if _, target, _ := strings.Cut(fd.(string), "="); target == self {
+			t.Errorf("the new image holds its binary open: fd %s", fd)
+		}
+	}
+	t.Logf("signals uncaught across the exec for %v", time.Duration(got["uncaught"].(float64)))
 }
 
 // A new image that gives up executes the old one again, which inherits
-// the same state and learns why, on one line.
+// the same state and learns why, on one line. The signals it was carried,
+// and those it caught itself, go back with it.
 func TestRollback(t *testing.T) {
 	got := runUpgrade(t, "new-fails")
 	if got["step"] != "rolled" || got["samePID"] != true || got["note"] != "from the old image" || got["rolledBack"] != "injected failure" {
 		t.Errorf("after the rollback: %v", got)
+	}
+	if got["signals"] != "SIGHUP SIGINT SIGUSR2" {
+		t.Errorf("signals carried back: %v", got["signals"])
+	}
+}
+
+// A #! script that executes hitless passes the check and is executed the
+// same way: the interpreter opens the script through the descriptor the
+// check and the exec both use.
+func TestExecScript(t *testing.T) {
+	wrapper := filepath.Join(t.TempDir(), "wrapper")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\nexec \""+os.Args[0]+"\" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got := runUpgrade(t, "new", "UPGRADE_TEST_BINARY="+wrapper)
+	if got["step"] != "new" || got["samePID"] != true {
+		t.Errorf("through a wrapper: %v", got)
 	}
 }
 
@@ -215,7 +298,7 @@ func TestCheck(t *testing.T) {
 		{"killed", script("killed", "kill -9 $$", 0o755), "killed by signal killed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bin, err := Check(context.Background(), tc.path, startAndWait)
+			bin, err := (&Self{}).Check(context.Background(), tc.path, startAndWait)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -245,7 +328,7 @@ func TestCheckTimeout(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if _, err := Check(ctx, p, startAndWait); err == nil || !strings.Contains(err.Error(), "did not answer its check in time") {
+	if _, err := (&Self{}).Check(ctx, p, startAndWait); err == nil || !strings.Contains(err.Error(), "did not answer its check in time") {
 		t.Errorf("Check of a binary that hangs = %v", err)
 	}
 }

@@ -90,6 +90,9 @@ type runFlags struct {
 	// passed is what systemd passed (LISTEN_FDS): with no --listen,
 	// hitless takes all of it.
 	passed supervisor.Passed
+	// configData is what the settings come from: the config file as read
+	// at the first start, which upgrades carry (see carry.go).
+	configData []byte
 }
 
 func newRunFlags(fl *pflag.FlagSet) *runFlags {
@@ -114,7 +117,12 @@ func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, er
 	file := config.Default()
 	if r.config != "" {
 		var err error
-		if file, err = config.Load(r.config); err != nil {
+		if r.configData == nil {
+			if r.configData, err = config.Read(r.config); err != nil {
+				return nil, usageError{err}
+			}
+		}
+		if file, err = config.Parse(r.config, r.configData); err != nil {
 			return nil, usageError{err}
 		}
 	}
@@ -166,7 +174,7 @@ func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
 		sup.Close()
 		return usageError{err}
 	}
-	return p.serve(sup, ctl, msrv)
+	return p.serve(sup, ctl, msrv, r)
 }
 
 // restoreFault, set at link time (-ldflags "-X main.restoreFault=why"),
@@ -185,6 +193,9 @@ func (r *runFlags) resume(fs *pflag.FlagSet, args []string, self *upgrade.Self, 
 	if restoreFault != "" {
 		return rollback(fmt.Errorf("restore: injected failure: %s", restoreFault))
 	}
+	if err := r.takeSettings(st); err != nil {
+		return rollback(err)
+	}
 	p, err := r.prepare(fs, args, self)
 	if err != nil {
 		return rollback(err)
@@ -193,16 +204,34 @@ func (r *runFlags) resume(fs *pflag.FlagSet, args []string, self *upgrade.Self, 
 	if err != nil {
 		return rollback(err)
 	}
+	sup.NoteUpgrade(r.settingsNote(p.cfg.Logger))
 	ctl, err := control.Restore(st)
 	if err != nil {
 		return rollback(err)
 	}
-	msrv, err := p.listenMetrics(fs, r, sup)
+	msrv, err := p.restoreMetrics(fs, r, sup, st)
 	if err != nil {
 		return rollback(err)
 	}
 	st.Commit()
-	return p.serve(sup, ctl, msrv)
+	return p.serve(sup, ctl, msrv, r)
+}
+
+// restoreMetrics takes back the metrics an earlier image carried (the
+// listener, and the histograms' values), or binds them as at a first
+// start if it carried none.
+func (p *prepared) restoreMetrics(fs *pflag.FlagSet, r *runFlags, sup *supervisor.Supervisor, st *upgrade.State) (*metrics.Server, error) {
+	if p.mtr == nil {
+		return nil, nil
+	}
+	if err := p.mtr.Restore(st); err != nil {
+		return nil, err
+	}
+	msrv, err := metrics.Restore(st, p.mtr.Handler(sup, p.cfg.Logger))
+	if msrv != nil || err != nil {
+		return msrv, err
+	}
+	return p.listenMetrics(fs, r, sup)
 }
 
 // prepared is "hitless run" configured, before anything is bound.
@@ -244,11 +273,14 @@ func (r *runFlags) prepare(fs *pflag.FlagSet, args []string, self *upgrade.Self)
 	if err := control.CheckPath(p.ctlPath); err != nil {
 		return nil, usagef("--control: %w", err)
 	}
+	// The log and the children's output share hitless's stdout and
+	// stderr, whose lost lines one count holds (a reader that went away).
+	cfg.Outputs = supervisor.NewOutputs(os.Stdout, os.Stderr)
 	opts := &slog.HandlerOptions{Level: file.Log.Level}
 	if file.Log.Format == config.LogJSON {
-		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		cfg.Logger = slog.New(slog.NewJSONHandler(cfg.Outputs.Stderr, opts))
 	} else {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, opts))
+		cfg.Logger = slog.New(slog.NewTextHandler(cfg.Outputs.Stderr, opts))
 	}
 
 	// Read (and unset, so no child inherits it) what systemd gave hitless.
@@ -293,15 +325,17 @@ func (p *prepared) listenMetrics(fs *pflag.FlagSet, r *runFlags, sup *supervisor
 }
 
 // serve runs sup until it stops, with the control socket and the metrics.
-func (p *prepared) serve(sup *supervisor.Supervisor, ctl *control.Server, msrv *metrics.Server) error {
+func (p *prepared) serve(sup *supervisor.Supervisor, ctl *control.Server, msrv *metrics.Server, r *runFlags) error {
 	log := p.cfg.Logger
 	ctl.Log = log
 	// An upgrade in place carries the control socket and the requests
-	// waiting on it.
+	// waiting on it, the settings and the metrics.
 	sup.AddCarrier(ctl)
+	p.carryAcross(sup, r)
 	log.Info("control socket", "path", ctl.Path(), "name", p.name)
 	go ctl.Serve(sup)
 	if msrv != nil {
+		sup.AddCarrier(msrv)
 		log.Info("metrics", "addr", msrv.Addr(), "path", "/metrics")
 		go msrv.Serve() // returns at Close
 		// The metrics go on until Run has returned: a scrape during the

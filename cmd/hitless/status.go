@@ -34,7 +34,9 @@ itself if there was one, and the last failure. During a reload or a drain,
 two or more generations are listed.
 
 --json prints the same as one JSON object: pid, binary, version, started,
-upgrading, generations (generation, pid, state, started, ready_at, drain_at,
+upgrading (an upgrade of hitless is under way), upgrade_queued (one waits
+for the reload in flight), reload_queued (a reload waits for the one in
+flight, or for the upgrade), generations (generation, pid, state, started, ready_at, drain_at,
 trial_ends_at, watchdog_usec, status, stopping, rss_bytes), listeners (name, network, address, fd, and
 source: bound by hitless, passed by systemd, or passed back from systemd's
 fd store), stopping, reloads_ok, reloads_failed, reloads_rolled_back,
@@ -69,8 +71,16 @@ at, binary), last_failure, last_failure_at.
 
 func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) {
 	state := "running"
-	if st.Stopping {
+	switch {
+	case st.Stopping:
 		state = "stopping"
+	case st.Upgrading:
+		state = "upgrading itself"
+	case st.UpgradeQueued:
+		state = "running, an upgrade waits for the reload in flight"
+	}
+	if st.ReloadQueued {
+		state += ", a reload is queued"
 	}
 	fmt.Fprintf(w, "hitless pid %d, %s, control %s\n", st.PID, state, path)
 	if st.Binary != "" {

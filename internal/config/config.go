@@ -86,6 +86,17 @@ func Default() *File {
 // Load reads and parses the configuration file at path. Errors name the
 // file as path.
 func Load(path string) (*File, error) {
+	data, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Read reads the configuration file at path, as Load does, without
+// parsing it: an upgrade of hitless in place carries what was read at
+// start, so that the new image runs with the same settings.
+func Read(path string) ([]byte, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -98,7 +109,7 @@ func Load(path string) (*File, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("config: %s: larger than %d bytes; is this the right file?", path, MaxSize)
 	}
-	return Parse(path, data)
+	return data, nil
 }
 
 // Parse parses a configuration document; name is used in error messages.

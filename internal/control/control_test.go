@@ -27,6 +27,7 @@ import (
 // fake is a Handler that records what it was asked.
 type fake struct {
 	reloads, stops, statuses atomic.Int32
+	rejoins                  atomic.Int32
 	reload                   func(ctx context.Context) error
 	stop                     func(ctx context.Context) error
 	trial                    func(cmd string) error // promote and rollback; nil: ErrNoTrial
@@ -34,6 +35,7 @@ type fake struct {
 	upgradeResult            func() error
 	entered                  chan string // receives the command once a handler runs, if set
 	st                       supervisor.Status
+	status                   func(ctx context.Context) (supervisor.Status, error) // nil: st
 }
 
 func (f *fake) enter(cmd string) {
@@ -44,6 +46,16 @@ func (f *fake) enter(cmd string) {
 
 func (f *fake) Reload(ctx context.Context) error {
 	f.reloads.Add(1)
+	f.enter(CmdReload)
+	if f.reload != nil {
+		return f.reload(ctx)
+	}
+	return nil
+}
+
+// RejoinReload answers a carried reload as the reload it rejoins would.
+func (f *fake) RejoinReload(ctx context.Context) error {
+	f.rejoins.Add(1)
 	f.enter(CmdReload)
 	if f.reload != nil {
 		return f.reload(ctx)
@@ -62,6 +74,9 @@ func (f *fake) Stop(ctx context.Context) error {
 
 func (f *fake) Status(ctx context.Context) (supervisor.Status, error) {
 	f.statuses.Add(1)
+	if f.status != nil {
+		return f.status(ctx)
+	}
 	return f.st, nil
 }
 
@@ -697,5 +712,44 @@ func TestConcurrentClients(t *testing.T) {
 			continue
 		}
 		t.Error(err)
+	}
+}
+
+// Reload requests waiting for their verdict have places of their own:
+// with MaxWaiting of them waiting, one more is refused as busy, but
+// status, promote, rollback and stop are answered.
+func TestWaitersDoNotCrowdOut(t *testing.T) {
+	block := make(chan struct{})
+	var s *Server
+	f := &fake{entered: make(chan string, MaxWaiting+1), reload: func(ctx context.Context) error {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		return nil
+	}, stop: func(context.Context) error { go s.Close(); return nil }}
+	s = serve(t, f)
+	defer close(block)
+	for range MaxWaiting {
+		go dialT(t, s.Path()).Reload(context.Background(), time.Minute)
+	}
+	for range MaxWaiting {
+		<-f.entered
+	}
+	_, err := dialT(t, s.Path()).Reload(context.Background(), time.Minute)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Code != CodeBusy {
+		t.Errorf("one reload more than MaxWaiting: %v, want busy", err)
+	}
+	if _, err := dialT(t, s.Path()).Status(context.Background()); err != nil {
+		t.Errorf("status with %d reloads waiting: %v", MaxWaiting, err)
+	}
+	for _, cmd := range []string{CmdPromote, CmdRollback} {
+		if _, err := dialT(t, s.Path()).endTrial(context.Background(), cmd, 0); !errors.As(err, &re) || re.Code != CodeNoTrial {
+			t.Errorf("%s with %d reloads waiting: %v, want no_trial", cmd, MaxWaiting, err)
+		}
+	}
+	if err := dialT(t, s.Path()).Stop(context.Background(), 10*time.Second); err != nil {
+		t.Errorf("stop with %d reloads waiting: %v", MaxWaiting, err)
 	}
 }

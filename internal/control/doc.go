@@ -66,8 +66,11 @@
 // # Limits
 //
 // Linux only (SO_PEERCRED). A unix socket path is at most 107 bytes;
-// longer paths are refused with an error saying so. The server answers at
-// most MaxConns connections at a time; more get code "busy". Requests and
+// longer paths are refused with an error saying so. The server reads and
+// answers at most MaxConns connections at a time, and keeps at most
+// MaxWaiting reload and upgrade requests waiting for their verdict, in
+// places of their own: however many wait, status, stop, promote and
+// rollback are answered. More get code "busy". Requests and
 // replies are not versioned beyond the field names: a client and a server
 // from different releases agree as long as they know the same fields.
 package control

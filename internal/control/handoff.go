@@ -18,8 +18,9 @@ import (
 // listening socket, whose queue holds the connections that arrive during
 // the exec (a short pause, never a refusal), and each connection whose
 // request was in flight, with that request and its deadline. The next
-// image answers them: a reload or stop is asked again there (it joins
-// what the old image had queued), and an upgrade gets the verdict of the
+// image answers them: a reload rejoins the reload it had joined (the
+// machine carries its callers), a stop is asked again (it joins the stop
+// the old image had deferred), and an upgrade gets the verdict of the
 // upgrade that brought the new image up.
 
 // errHandoff cancels the requests in flight when the server is handed
@@ -85,13 +86,25 @@ func (s *Server) untrack(c *net.UnixConn) {
 // carry keeps cr for the next image (or for Resume). It returns true: the
 // connection stays open.
 func (s *Server) carry(cr carried) bool {
-	// An upgrade in flight is not asked again: whoever answers it gives
-	// the verdict of the one under way.
-	if cr.req.cmd == CmdUpgrade {
+	// A request that was read was asked (or was about to be): whoever
+	// answers it gives the verdict of what it asked for, not a second
+	// one. An upgrade gets the verdict of the one under way; a reload
+	// rejoins the reload it had joined.
+	if cr.req.cmd == CmdUpgrade || cr.req.cmd == CmdReload {
 		cr.req.resumed = true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if h := s.h; h != nil && !s.handingOff {
+		// Cut off by a hand-over that is over already (its exec, or the
+		// hand-over itself, failed, and Resume ran): answer it here.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.resumeConn(cr, h)
+		}()
+		return true
+	}
 	s.carried = append(s.carried, cr)
 	return true
 }
@@ -141,8 +154,9 @@ func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 	return st.Put("control", cs)
 }
 
-// Resume takes the server back after a hand-over whose exec failed: it
-// accepts again and answers the requests it had carried.
+// Resume takes the server back after a hand-over whose exec failed, or
+// that failed itself: it accepts again and answers the requests it had
+// carried, and those carried later.
 func (s *Server) Resume() {
 	s.mu.Lock()
 	s.handingOff = false
@@ -212,7 +226,7 @@ func (s *Server) resumeConn(cr carried, h Handler) {
 	if cred, err := unixsock.PeerCred(cr.conn); err == nil {
 		log = log.With("peer_pid", cred.Pid, "peer_uid", cred.Uid)
 	}
-	if !s.serve(cr, log, h) {
+	if !s.serve(cr, log, h, nil) {
 		cr.conn.Close()
 	}
 }

@@ -24,7 +24,8 @@ import (
 // An upgrade hands the control socket over with the requests in flight:
 // a reload waiting for its verdict, the upgrade itself, a request half
 // read, a client that connects during the exec. The next image answers
-// every one of them on its connection.
+// every one of them on its connection; the reload rejoins the reload it
+// had asked for, rather than asking for a second one.
 func TestHandoffCarriesRequests(t *testing.T) {
 	blocked := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
 	old := &fake{entered: make(chan string, 4), reload: blocked, upgrade: func(ctx context.Context, _ string) error { return blocked(ctx) }}
@@ -91,8 +92,9 @@ func TestHandoffCarriesRequests(t *testing.T) {
 			t.Fatal("a carried request was not answered")
 		}
 	}
-	if now.reloads.Load() != 1 || now.statuses.Load() == 0 {
-		t.Errorf("the next image got reloads %d, statuses %d", now.reloads.Load(), now.statuses.Load())
+	if now.rejoins.Load() != 1 || now.reloads.Load() != 0 || now.statuses.Load() == 0 {
+		t.Errorf("the next image got rejoins %d, reloads %d, statuses %d; want the carried reload to rejoin, and no new one",
+			now.rejoins.Load(), now.reloads.Load(), now.statuses.Load())
 	}
 }
 
@@ -268,4 +270,82 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// A reply that completes its verdict with a status (which generation
+// serves) while the supervisor hands over, and cannot answer, does not
+// hold the hand-over up: the status wait ends with it, and the reply goes
+// out, verdict known, without that detail. Before, the status waited 10 s
+// on the server's own context, and the hand-over gave up at 5 s.
+func TestHandoffDuringReply(t *testing.T) {
+	inStatus := make(chan struct{})
+	f := &fake{status: func(ctx context.Context) (supervisor.Status, error) {
+		close(inStatus)
+		<-ctx.Done() // the supervisor is busy handing over
+		return supervisor.Status{}, ctx.Err()
+	}}
+	s := serve(t, f)
+	got := make(chan error, 1)
+	go func() {
+		_, err := dialT(t, s.Path()).Reload(context.Background(), time.Minute)
+		got <- err
+	}()
+	<-inStatus
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	began := time.Now()
+	st := upgrade.NewState(1, "test")
+	if err := s.Handoff(ctx, st); err != nil {
+		t.Fatalf("Handoff: %v (after %v)", err, time.Since(began))
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Errorf("the hand-over waited %v for a reply's status", took)
+	}
+	if err := <-got; err != nil {
+		t.Errorf("the reload, answered before the hand-over: %v", err)
+	}
+	var cs controlState
+	if err := st.Get("control", &cs); err != nil || len(cs.Requests) != 0 {
+		t.Errorf("carried %v (%v): an answered reload would be asked again", cs.Requests, err)
+	}
+}
+
+// A hand-over that fails (a request that does not stop in time) leaves a
+// server that Resume brings back: it accepts again, and the request that
+// stopped late, cut off by the hand-over, is answered here rather than
+// left carried for an exec that will not come.
+func TestHandoffFailsThenResumes(t *testing.T) {
+	release := make(chan struct{})
+	f := &fake{entered: make(chan string, 1), reload: func(ctx context.Context) error {
+		<-release // deaf to the hand-over for a while
+		return ctx.Err()
+	}}
+	s := serve(t, f)
+	got := make(chan error, 1)
+	go func() {
+		_, err := dialT(t, s.Path()).Reload(context.Background(), time.Minute)
+		got <- err
+	}()
+	<-f.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := s.Handoff(ctx, upgrade.NewState(1, "test")); err == nil {
+		t.Fatal("Handoff succeeded with a request that does not stop")
+	}
+	s.Resume()
+	if _, err := dialT(t, s.Path()).Status(context.Background()); err != nil {
+		t.Errorf("status after the failed hand-over: %v", err)
+	}
+	close(release)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Errorf("the reload cut off by the failed hand-over: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the reload cut off by the failed hand-over was never answered")
+	}
+	if f.rejoins.Load() != 1 {
+		t.Errorf("rejoins %d: the reload was asked already, and rejoins", f.rejoins.Load())
+	}
 }

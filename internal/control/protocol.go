@@ -48,6 +48,7 @@ const (
 	CodeStopping      = "stopping"       // hitless is shutting down
 	CodeNoTrial       = "no_trial"       // promote or rollback, but no generation is on trial
 	CodeUpgradeFailed = "upgrade_failed" // refused, failed or rolled back: the old hitless runs on
+	CodeUpgradeBusy   = "upgrade_busy"   // an upgrade to another binary is under way; ask again after it
 	CodeInternal      = "internal"       // anything else
 )
 

@@ -25,6 +25,10 @@ import (
 // Handler carries out the commands; *supervisor.Supervisor is one.
 type Handler interface {
 	Reload(ctx context.Context) error
+	// RejoinReload answers a reload request carried across an upgrade
+	// after an earlier image had taken it: the verdict of the reload it
+	// joined there (see supervisor.Supervisor.RejoinReload).
+	RejoinReload(ctx context.Context) error
 	Status(ctx context.Context) (supervisor.Status, error)
 	Stop(ctx context.Context) error
 	// Promote and Rollback end the trial in progress; they return
@@ -40,8 +44,13 @@ type Handler interface {
 
 // Server defaults.
 const (
-	// MaxConns is how many connections are served at once.
+	// MaxConns is how many connections are read and answered at once,
+	// not counting those that wait for a reload or an upgrade.
 	MaxConns = 32
+	// MaxWaiting is how many reload and upgrade requests wait for their
+	// verdict at once. They have places of their own, so that however
+	// many wait, status, stop, promote and rollback are answered.
+	MaxWaiting = 32
 	// DefaultReadTimeout bounds the wait for a complete request line.
 	DefaultReadTimeout = 5 * time.Second
 	// DefaultWait bounds a reload or stop whose request has no timeout.
@@ -70,8 +79,9 @@ type Server struct {
 
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
-	released chan struct{} // closed by Close once the socket file is gone
-	sem      chan struct{}
+	released chan struct{}  // closed by Close once the socket file is gone
+	sem      chan struct{}  // places of MaxConns
+	waitSem  chan struct{}  // places of MaxWaiting
 	wg       sync.WaitGroup // connections being served
 
 	// Handing the server over to the next image (handoff.go).
@@ -160,7 +170,7 @@ func newServer(path string, ln *net.UnixListener, dev, ino uint64) *Server {
 	ln.SetUnlinkOnClose(false) // Close removes the file only if it is still ours
 	s := &Server{
 		path: path, ln: ln, dev: dev, ino: ino, uid: os.Geteuid(),
-		released: make(chan struct{}), sem: make(chan struct{}, MaxConns),
+		released: make(chan struct{}), sem: make(chan struct{}, MaxConns), waitSem: make(chan struct{}, MaxWaiting),
 		conns: make(map[*net.UnixConn]bool),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -308,28 +318,69 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler) {
 		s.reply(c, Reply{Code: CodeNotAuthorized, Error: err.Error()})
 		return
 	}
-	select {
-	case s.sem <- struct{}{}:
-		defer func() { <-s.sem }()
-	default:
+	sl := &slot{s: s}
+	if !sl.take(s.sem) {
 		log.Warn("control socket: too many connections; refused", "max", MaxConns)
 		s.readLine(c, time.Second)
 		s.reply(c, Reply{Code: CodeBusy, Error: fmt.Sprintf("hitless is already answering %d control connections; try again", MaxConns)})
 		return
 	}
-	keep = s.serve(carried{conn: c}, log, h)
+	defer sl.release()
+	keep = s.serve(carried{conn: c}, log, h, sl)
 }
 
+// slot is the place a connection takes while it is read and answered:
+// one of MaxConns, which a reload or upgrade request leaves for one of
+// MaxWaiting once it is read (see waits).
+type slot struct {
+	s    *Server
+	held chan struct{} // the pool it holds a place in; nil for none
+}
+
+func (sl *slot) take(pool chan struct{}) bool {
+	select {
+	case pool <- struct{}{}:
+		sl.held = pool
+		return true
+	default:
+		return false
+	}
+}
+
+func (sl *slot) release() {
+	if sl.held != nil {
+		<-sl.held
+		sl.held = nil
+	}
+}
+
+// wait moves a request that waits for its verdict to a place of
+// MaxWaiting; false when they are all taken.
+func (sl *slot) wait() bool {
+	held := sl.held
+	if !sl.take(sl.s.waitSem) {
+		return false
+	}
+	if held != nil {
+		<-held
+	}
+	return true
+}
+
+// waits reports whether cmd waits for an outcome that may take minutes.
+func waits(cmd string) bool { return cmd == CmdReload || cmd == CmdUpgrade }
+
 // serve reads (unless an earlier image did) and answers the request on
-// cr.conn, a connection accepted here or carried from another image. It
-// returns true when the connection stays open, carried.
-func (s *Server) serve(cr carried, log *slog.Logger, h Handler) bool {
+// cr.conn, a connection accepted here (in its place sl) or carried from
+// another image (nil: it takes none). It returns true when the connection
+// stays open, carried.
+func (s *Server) serve(cr carried, log *slog.Logger, h Handler, sl *slot) bool {
 	if !s.track(cr.conn) {
 		return s.carry(cr) // arrived as the server is handed over
 	}
 	defer s.untrack(cr.conn)
 	if cr.deadline.IsZero() {
-		return s.readAndAnswer(cr.conn, cr.partial, log, h)
+		return s.readAndAnswer(cr.conn, cr.partial, log, h, sl)
 	}
 	return s.answer(cr.conn, cr.req, cr.deadline, h)
 }
@@ -339,7 +390,7 @@ func (s *Server) serve(cr carried, log *slog.Logger, h Handler) bool {
 // request gets a bad_request reply; a read cut off by a hand-over is
 // carried to the next image with what was read of it. It returns true
 // when c stays open, carried.
-func (s *Server) readAndAnswer(c *net.UnixConn, partial []byte, log *slog.Logger, h Handler) bool {
+func (s *Server) readAndAnswer(c *net.UnixConn, partial []byte, log *slog.Logger, h Handler, sl *slot) bool {
 	rt := s.ReadTimeout
 	if rt <= 0 {
 		rt = DefaultReadTimeout
@@ -358,6 +409,11 @@ func (s *Server) readAndAnswer(c *net.UnixConn, partial []byte, log *slog.Logger
 		s.reply(c, Reply{Code: CodeBadRequest, Error: err.Error()})
 		return false
 	}
+	if sl != nil && waits(req.cmd) && !sl.wait() {
+		log.Warn("control socket: too many requests waiting for a verdict; refused", "cmd", req.cmd, "max", MaxWaiting)
+		s.reply(c, Reply{Code: CodeBusy, Error: fmt.Sprintf("hitless already has %d reload and upgrade requests waiting for their verdict; try again", MaxWaiting)})
+		return false
+	}
 	level := slog.LevelInfo
 	if req.cmd == CmdStatus {
 		level = slog.LevelDebug // monitoring may poll it
@@ -372,8 +428,8 @@ func (s *Server) readAndAnswer(c *net.UnixConn, partial []byte, log *slog.Logger
 func (s *Server) answer(c *net.UnixConn, req request, deadline time.Time, h Handler) bool {
 	ctx, cancel := context.WithDeadline(s.requestContext(), deadline)
 	defer cancel()
-	reply := s.do(ctx, req, h)
-	if errors.Is(context.Cause(ctx), errHandoff) {
+	reply, cut := s.do(ctx, req, h)
+	if cut {
 		return s.carry(carried{conn: c, req: req, deadline: deadline})
 	}
 	s.reply(c, reply)
@@ -433,19 +489,33 @@ func (s *Server) reply(c *net.UnixConn, r Reply) {
 	c.Write(append(b, '\n'))
 }
 
-// do carries out a valid request, within ctx.
-func (s *Server) do(ctx context.Context, req request, h Handler) Reply {
+// do carries out a valid request, within ctx. cut is true when a hand-over
+// to the next image cut the command off before its outcome was known: the
+// request is carried, and the next image answers it. Once the outcome is
+// in, the reply goes out here, whatever the hand-over does to the details
+// that complete it (which generation serves): carried, it would be asked
+// for a second time.
+func (s *Server) do(ctx context.Context, req request, h Handler) (reply Reply, cut bool) {
 	wait := waitFor(req.cmd, req.timeout)
+	cutOff := func(err error) bool {
+		return err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), errHandoff)
+	}
 	switch req.cmd {
 	case CmdStatus:
 		st, err := h.Status(ctx)
-		if err != nil {
-			return s.failure(ctx, err, CmdStatus, wait)
+		if cutOff(err) {
+			return Reply{}, true
 		}
-		return Reply{OK: true, Status: &st}
+		if err != nil {
+			return s.failure(ctx, err, CmdStatus, wait), false
+		}
+		return Reply{OK: true, Status: &st}, false
 	case CmdStop:
 		if err := h.Stop(ctx); err != nil && s.ctx.Err() == nil {
-			return s.failure(ctx, err, CmdStop, wait)
+			if cutOff(err) {
+				return Reply{}, true
+			}
+			return s.failure(ctx, err, CmdStop, wait), false
 		}
 		// Stopped: the reply waits for Close, which comes once the
 		// process has released everything. Close cancels ctx too, after
@@ -456,12 +526,22 @@ func (s *Server) do(ctx context.Context, req request, h Handler) Reply {
 			select {
 			case <-s.released:
 			default:
-				return s.failure(ctx, ctx.Err(), CmdStop, wait)
+				if cutOff(ctx.Err()) {
+					return Reply{}, true
+				}
+				return s.failure(ctx, ctx.Err(), CmdStop, wait), false
 			}
 		}
-		return Reply{OK: true}
+		return Reply{OK: true}, false
 	case CmdReload:
-		err := h.Reload(ctx)
+		reload := h.Reload
+		if req.resumed {
+			reload = h.RejoinReload
+		}
+		err := reload(ctx)
+		if cutOff(err) {
+			return Reply{}, true
+		}
 		res := &ReloadResult{}
 		var rerr *supervisor.ReloadError
 		if errors.As(err, &rerr) {
@@ -470,30 +550,33 @@ func (s *Server) do(ctx context.Context, req request, h Handler) Reply {
 		if err == nil || rerr != nil {
 			// Which generation serves now: the new one, or the one
 			// that keeps serving after a failure.
-			res.Serving = s.serving(h)
+			res.Serving = s.serving(ctx, h)
 			if err == nil && res.Serving != nil {
 				res.Generation, res.PID = res.Serving.Generation, res.Serving.PID
 			}
 		}
 		if err == nil {
-			return Reply{OK: true, Reload: res}
+			return Reply{OK: true, Reload: res}, false
 		}
 		if rerr != nil {
-			return Reply{Code: CodeReloadFailed, Error: err.Error(), Reload: res}
+			return Reply{Code: CodeReloadFailed, Error: err.Error(), Reload: res}, false
 		}
-		return s.failure(ctx, err, CmdReload, wait)
+		return s.failure(ctx, err, CmdReload, wait), false
 	case CmdPromote, CmdRollback:
 		end := h.Promote
 		if req.cmd == CmdRollback {
 			end = h.Rollback
 		}
 		if err := end(ctx); err != nil {
-			if errors.Is(err, supervisor.ErrNoTrial) {
-				return Reply{Code: CodeNoTrial, Error: req.cmd + ": no generation is on trial (a reload has one when hitless runs with --trial)"}
+			if cutOff(err) {
+				return Reply{}, true
 			}
-			return s.failure(ctx, err, req.cmd, wait)
+			if errors.Is(err, supervisor.ErrNoTrial) {
+				return Reply{Code: CodeNoTrial, Error: req.cmd + ": no generation is on trial (a reload has one when hitless runs with --trial)"}, false
+			}
+			return s.failure(ctx, err, req.cmd, wait), false
 		}
-		return Reply{OK: true, Serving: s.serving(h)}
+		return Reply{OK: true, Serving: s.serving(ctx, h)}, false
 	case CmdUpgrade:
 		var err error
 		if req.resumed {
@@ -502,29 +585,36 @@ func (s *Server) do(ctx context.Context, req request, h Handler) Reply {
 			err = h.Upgrade(ctx, req.binary)
 		}
 		var uerr *supervisor.UpgradeError
+		var busy *supervisor.UpgradeBusyError
 		switch {
+		case cutOff(err):
+			return Reply{}, true
 		case err == nil:
-			return Reply{OK: true, Upgrade: s.upgraded(h)}
+			return Reply{OK: true, Upgrade: s.upgraded(ctx, h)}, false
 		case errors.As(err, &uerr):
-			return Reply{Code: CodeUpgradeFailed, Error: err.Error(), Upgrade: &UpgradeReply{UpgradeResult: uerr.UpgradeResult}}
+			return Reply{Code: CodeUpgradeFailed, Error: err.Error(), Upgrade: &UpgradeReply{UpgradeResult: uerr.UpgradeResult}}, false
+		case errors.As(err, &busy):
+			return Reply{Code: CodeUpgradeBusy, Error: "upgrade: " + err.Error()}, false
 		}
-		return s.failure(ctx, err, CmdUpgrade, wait)
+		return s.failure(ctx, err, CmdUpgrade, wait), false
 	}
-	return Reply{Code: CodeInternal, Error: "unhandled command " + req.cmd}
+	return Reply{Code: CodeInternal, Error: "unhandled command " + req.cmd}, false
 }
 
-// status asks h for its status, within quickWait, to fill in a reply.
-func (s *Server) status(h Handler) (supervisor.Status, bool) {
-	ctx, cancel := context.WithTimeout(s.ctx, quickWait)
+// status asks h for its status, within quickWait and ctx (the request's:
+// a hand-over ends the wait, since the supervisor cannot answer while it
+// hands over), to fill in a reply.
+func (s *Server) status(ctx context.Context, h Handler) (supervisor.Status, bool) {
+	ctx, cancel := context.WithTimeout(ctx, quickWait)
 	defer cancel()
 	st, err := h.Status(ctx)
 	return st, err == nil
 }
 
 // upgraded says who runs after a successful upgrade.
-func (s *Server) upgraded(h Handler) *UpgradeReply {
+func (s *Server) upgraded(ctx context.Context, h Handler) *UpgradeReply {
 	r := &UpgradeReply{}
-	st, ok := s.status(h)
+	st, ok := s.status(ctx, h)
 	if !ok {
 		return r
 	}
@@ -553,8 +643,8 @@ func waitFor(cmd string, timeout time.Duration) time.Duration {
 
 // serving names the generation that serves now, if one does and the
 // handler can say.
-func (s *Server) serving(h Handler) *GenRef {
-	st, ok := s.status(h)
+func (s *Server) serving(ctx context.Context, h Handler) *GenRef {
+	st, ok := s.status(ctx, h)
 	if !ok {
 		return nil
 	}

@@ -90,28 +90,34 @@ func TestUpgradeUnderLoad(t *testing.T) {
 // survive the exec: their parent-death signal is tied to the thread that
 // forked them, which must be the one that execs. Eleven generations, ten
 // of them draining (they ignore SIGTERM) with their deadlines, carried
-// across an upgrade under load.
+// across an upgrade under load, which goes on through it.
 func TestUpgradeKeepsDrainingGenerations(t *testing.T) {
 	_, path := liveBinary(t)
 	p := start(t, harness.Options{Hitless: path, Args: []string{"--drain-timeout", "2m"},
 		Command: []string{"/bin/sh", "-c", "trap '' TERM; " + notifyReady + "; exec sleep 1000"}})
-	// Keep hitless's runtime busy meanwhile (status requests, each on a
-	// goroutine of its own), so that its goroutines move between threads.
+	// Keep hitless's runtime busy meanwhile, and through the upgrade
+	// (status requests, each on a goroutine of its own), so that its
+	// goroutines move between threads; every one is answered, by one
+	// image or the other.
 	ctx, cancel := context.WithCancel(t.Context())
-	busy := make(chan struct{})
+	busy := make(chan [2]int, 1)
 	go func() {
-		defer close(busy)
+		var ok, failed int
 		for ctx.Err() == nil {
-			harness.RunCLI(10*time.Second, bin.client, "status", "--control", p.Control())
+			res, err := harness.RunCLI(10*time.Second, bin.client, "status", "--control", p.Control())
+			if err != nil || res.Code != 0 {
+				failed++
+			} else {
+				ok++
+			}
 		}
+		busy <- [2]int{ok, failed}
 	}()
 	for range 10 {
 		if res := ctl(t, 30*time.Second, p, "reload"); res.Code != 0 {
 			t.Fatalf("reload: %s", res)
 		}
 	}
-	cancel()
-	<-busy
 	before := p.Status()
 	if len(before.Generations) != 11 {
 		t.Fatalf("%d generations before the upgrade, want 11", len(before.Generations))
@@ -119,6 +125,10 @@ func TestUpgradeKeepsDrainingGenerations(t *testing.T) {
 	deploy(t, bin.hitless, path)
 	if res := ctl(t, 3*time.Minute, p, "upgrade"); res.Code != 0 {
 		t.Fatalf("upgrade: %s", res)
+	}
+	cancel()
+	if n := <-busy; n[1] != 0 || n[0] == 0 {
+		t.Errorf("status requests during the reloads and the upgrade: %d answered, %d failed", n[0], n[1])
 	}
 	after := p.Status()
 	if len(after.Generations) != 11 {

@@ -315,20 +315,34 @@ func (h *Hitless) WaitSince(from int, d time.Duration, pred func(Record) bool) (
 // children's own lines pass through there.
 func (h *Hitless) WaitOutput(d time.Duration, s string) {
 	h.t.Helper()
+	if !h.OutputWithin(d, s) {
+		h.t.Fatalf("output never contained %q within %v", s, d)
+	}
+}
+
+// OutputWithin reports whether what hitless wrote to stderr contains s
+// within d, for a test that expects it may not.
+func (h *Hitless) OutputWithin(d time.Duration, s string) bool {
+	return h.OutputCount(d, s, 1)
+}
+
+// OutputCount reports whether what hitless wrote to stderr contains s at
+// least n times within d.
+func (h *Hitless) OutputCount(d time.Duration, s string, n int) bool {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	for {
 		h.mu.Lock()
-		ok := bytes.Contains(h.output.Bytes(), []byte(s))
+		ok := bytes.Count(h.output.Bytes(), []byte(s)) >= n
 		changed := h.changed
 		h.mu.Unlock()
 		if ok {
-			return
+			return true
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
-			h.t.Fatalf("output never contained %q within %v", s, d)
+			return false
 		}
 	}
 }
@@ -378,6 +392,31 @@ func (h *Hitless) Wait(d time.Duration) int {
 		h.t.Fatalf("hitless still running after %v", d)
 	}
 	return h.state.ExitCode()
+}
+
+// WaitExit reports whether hitless exits within d, for a test that
+// expects it may not.
+func (h *Hitless) WaitExit(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-h.exited:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// ExitCode is the exit status of hitless once it exited (-1 if a signal
+// ended it); ExitSignal the signal that ended it, if one did.
+func (h *Hitless) ExitCode() int { <-h.exited; return h.state.ExitCode() }
+
+func (h *Hitless) ExitSignal() syscall.Signal {
+	<-h.exited
+	if ws, ok := h.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ws.Signal()
+	}
+	return 0
 }
 
 // Stop sends SIGTERM, unless hitless has exited, and waits for the exit;

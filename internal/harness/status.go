@@ -31,6 +31,17 @@ type Status struct {
 	UpgradesOK     int       `json:"upgrades_ok"`
 	UpgradesFailed int       `json:"upgrades_failed"`
 	LastUpgrade    *Upgrade  `json:"last_upgrade"`
+	// What waits: an upgrade running or queued behind a reload, a
+	// reload queued behind the one in flight (or an upgrade).
+	Upgrading     bool `json:"upgrading"`
+	UpgradeQueued bool `json:"upgrade_queued"`
+	ReloadQueued  bool `json:"reload_queued"`
+	// OutputDropped counts the lines hitless could not write to its
+	// stdout and stderr (the reader was gone).
+	OutputDropped struct {
+		Stdout int64 `json:"stdout"`
+		Stderr int64 `json:"stderr"`
+	} `json:"output_lines_dropped"`
 	// HandOver counts connections handed between generations since
 	// hitless started.
 	HandOver *HandOver `json:"handover"`

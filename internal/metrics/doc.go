@@ -15,6 +15,7 @@
 //	hitless_reloads_total{result="ok|failed|rolled_back"}  counter
 //	hitless_restarts_total                                 counter
 //	hitless_watchdog_kills_total                           counter
+//	hitless_output_dropped_lines_total{stream}             counter, lines hitless could not write to its stdout or stderr
 //	hitless_generations{state}                             gauge, every state, 0 included
 //	hitless_generation_resident_memory_bytes{generation,pid,state}  gauge
 //	hitless_generation_drain_start_time_seconds{generation,pid,state}  gauge, draining and failed generations
@@ -41,6 +42,12 @@
 // address that cannot be bound is a start-up error, and serves until
 // Close.
 //
+// An upgrade of hitless in place carries everything: Server is a
+// supervisor.Carrier that hands its listener over (scrapes that connect
+// during the exec wait in its queue; a port chosen for host:0 stays), and
+// Metrics one that hands the histograms' values over, as they are at the
+// exec; the counters come from the status, which the supervisor carries.
+//
 // # Limits
 //
 // A scrape waits for the supervisor's goroutine to answer Status, at most
@@ -49,6 +56,12 @@
 // series are labelled by pid and state, so each generation, and each
 // change of its state, starts new series; they end when the generation
 // exits. Histograms start empty at each start of hitless, as the counters
-// do. There is no TLS and no authentication: bind a loopback address or a
-// unix socket, or put a proxy in front.
+// do, and keep their values across upgrades in place. The go_* metrics
+// describe the running image, and restart at an upgrade; process_* are
+// the process's, which an upgrade keeps. A scrape in progress when an
+// upgrade begins finishes first (within the hand-over's 5 s); an idle
+// keep-alive connection is closed, and a scrape sent on it at that
+// instant fails, as HTTP/1.1 allows. There is no TLS and no
+// authentication: bind a loopback address or a unix socket, or put a
+// proxy in front.
 package metrics

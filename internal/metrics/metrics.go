@@ -18,6 +18,7 @@ import (
 
 	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/upgrade"
 )
 
 // ScrapeTimeout bounds the wait for the supervisor's status at a scrape.
@@ -65,8 +66,10 @@ func ReadBuild() Build {
 
 // Metrics holds the histograms and the figures fixed at start. It is the
 // supervisor.Observer to give the supervisor; Handler serves everything.
+// It is also a supervisor.Carrier: an upgrade in place carries the
+// histograms' values (Restore takes them back).
 type Metrics struct {
-	reload, drain prometheus.Histogram
+	reload, drain *histogram
 	fixed         []prometheus.Collector
 }
 
@@ -78,18 +81,14 @@ func New(o Options) *Metrics {
 		o.Build = ReadBuild()
 	}
 	m := &Metrics{
-		reload: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "hitless_reload_duration_seconds",
-			Help: "Time from a reload's request (the first, when several joined) to its new generation serving, trial included; reloads that served only.",
+		reload: newHistogram("hitless_reload_duration_seconds",
+			"Time from a reload's request (the first, when several joined) to its new generation serving, trial included; reloads that served only.",
 			// From a fast child's few milliseconds to a long trial.
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
-		}),
-		drain: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "hitless_drain_duration_seconds",
-			Help: "Time from the drain signal to the exit of a generation that served.",
+			[]float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}),
+		drain: newHistogram("hitless_drain_duration_seconds",
+			"Time from the drain signal to the exit of a generation that served.",
 			// Up to well past the default drain timeout (30s).
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
-		}),
+			[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "hitless_build_info",
@@ -111,6 +110,39 @@ func (m *Metrics) ReloadServing(d time.Duration) { m.reload.Observe(d.Seconds())
 
 // Drained records a drain's duration (supervisor.Observer).
 func (m *Metrics) Drained(d time.Duration) { m.drain.Observe(d.Seconds()) }
+
+// metricsState is what an upgrade carries of Metrics.
+type metricsState struct {
+	Reload histogramState `json:"reload_duration_seconds"`
+	Drain  histogramState `json:"drain_duration_seconds"`
+}
+
+// Handoff puts the histograms' values in st (supervisor.Carrier), written
+// at the exec: a drain observed while the supervisor quiesces counts.
+func (m *Metrics) Handoff(ctx context.Context, st *upgrade.State) error {
+	st.PutAtExec("metrics", func() (any, error) {
+		return metricsState{Reload: m.reload.state(), Drain: m.drain.state()}, nil
+	})
+	return nil
+}
+
+// Resume is a no-op: Handoff stops nothing (supervisor.Carrier).
+func (m *Metrics) Resume() {}
+
+// Restore adds the values an earlier image carried in st, if any, to the
+// histograms.
+func (m *Metrics) Restore(st *upgrade.State) error {
+	if _, ok := st.Sections["metrics"]; !ok {
+		return nil // an image without metrics, or older than this
+	}
+	var ms metricsState
+	if err := st.Get("metrics", &ms); err != nil {
+		return err
+	}
+	m.reload.add(ms.Reload)
+	m.drain.add(ms.Drain)
+	return nil
+}
 
 // Handler serves /metrics: m's histograms and fixed figures, the counters
 // and gauges read from src at each scrape, and the process_* and go_*
@@ -146,6 +178,9 @@ var (
 		"Restarts begun because no generation served (the serving child died).", nil, nil)
 	watchdogKillsDesc = prometheus.NewDesc("hitless_watchdog_kills_total",
 		"Serving children aborted (SIGABRT) because they missed their watchdog.", nil, nil)
+	outputDroppedDesc = prometheus.NewDesc("hitless_output_dropped_lines_total",
+		"Lines of hitless's log and of its children's output that could not be written to hitless's stdout or stderr (the reader was gone), by stream.",
+		[]string{"stream"}, nil)
 	upgradesDesc = prometheus.NewDesc("hitless_upgrades_total",
 		`Upgrades of hitless itself in place (hitless upgrade) by result: ok, refused (the new binary failed its check; nothing changed), failed (the exec failed; nothing changed), rolled_back (the new image could not take over and ran the old one again).`,
 		[]string{"result"}, nil)
@@ -170,7 +205,7 @@ var states = []supervisor.State{supervisor.Starting, supervisor.Trial, superviso
 type statusCollector struct{ src Source }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{reloadsDesc, restartsDesc, watchdogKillsDesc, upgradesDesc, generationsDesc, rssDesc, drainStartDesc, handOverDesc, genHandOverDesc} {
+	for _, d := range []*prometheus.Desc{reloadsDesc, restartsDesc, watchdogKillsDesc, upgradesDesc, outputDroppedDesc, generationsDesc, rssDesc, drainStartDesc, handOverDesc, genHandOverDesc} {
 		ch <- d
 	}
 }
@@ -195,6 +230,8 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(upgradesDesc, st.UpgradesRefused, "refused")
 	counter(upgradesDesc, st.UpgradesFailed-st.UpgradesRefused-st.UpgradesRolledBack, "failed")
 	counter(upgradesDesc, st.UpgradesRolledBack, "rolled_back")
+	counter(outputDroppedDesc, int(st.OutputDropped.Stdout), "stdout")
+	counter(outputDroppedDesc, int(st.OutputDropped.Stderr), "stderr")
 
 	count := make(map[supervisor.State]int)
 	for _, g := range st.Generations {
