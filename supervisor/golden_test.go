@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -38,7 +39,7 @@ func TestStateGolden(t *testing.T) {
 	if m.serving == nil || m.serving.id != 1 || m.trial == nil || m.trial.id != 2 || !m.pending || m.checking || len(m.waiting) != 0 {
 		t.Errorf("14f122a's machine: serving %v, trial %v, pending %v, checking %v, waiting %v", m.serving, m.trial, m.pending, m.checking, m.waiting)
 	}
-	if h.LastCaller != 0 || h.OutputDropped != (OutputDropped{}) || len(h.Children) != 2 || h.Children[1].Partials != nil {
+	if h.LastCaller != 0 || h.OutputDropped != (OutputDropped{}) || len(h.Children) != 2 || h.Children[1].Partials != nil || h.HandOver != nil {
 		t.Errorf("14f122a's hand-over: %+v", h)
 	}
 	if sigs, c := old.TakeSignals(); sigs != nil || c != nil {
@@ -72,6 +73,15 @@ func TestStateGolden(t *testing.T) {
 	if _, err := importMachine(hb.Machine, trialConfig()); err != nil {
 		t.Errorf("restore this build's state: %v", err)
 	}
+	// The Relay comes back from it; the channels did not come along (no
+	// descriptor in the golden state), so what was passed on is lost.
+	r, err := handover.Import(*hb.HandOver, func(int) *os.File { return nil }, handover.RelayOptions{})
+	if err != nil {
+		t.Fatalf("restore this build's relay: %v", err)
+	}
+	if tot := r.Totals(); tot.Handed != 7 || tot.Lost != 1 || r.InFlight() != 0 {
+		t.Errorf("restored relay: totals %+v, in flight %d", tot, r.InFlight())
+	}
 	if sigs, _ := back.TakeSignals(); !slices.Equal(sigs, []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM}) {
 		t.Errorf("carried signals %v", sigs)
 	}
@@ -103,6 +113,15 @@ func goldenState(t *testing.T) *upgrade.State {
 		Sockets:       []socketState{{Addr: "127.0.0.1:8080", Source: "bound"}},
 		LastCaller:    2,
 		OutputDropped: OutputDropped{Stdout: 3, Stderr: 12},
+		HandOver: &handover.RelayState{
+			Peers: []handover.PeerState{
+				{Gen: 1, Version: 1, Kinds: []string{handover.HTTPKind("tcp", "127.0.0.1:8080")}, Counts: handover.Counts{Handed: 7, Closed: 1}},
+				{Gen: 2, Version: 1, Kinds: []string{handover.HTTPKind("tcp", "127.0.0.1:8080"), handover.StreamKind("ws")}, Counts: handover.Counts{Adopted: 6}},
+			},
+			Pending: []handover.RouteState{{ID: 7, Src: 1, Dst: 2}},
+			LastID:  7, Adopter: 2,
+			Totals: handover.Counts{Handed: 7, Adopted: 6, Closed: 1},
+		},
 	}
 	if err := st.Put("supervisor", hs); err != nil {
 		t.Fatal(err)

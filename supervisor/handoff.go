@@ -303,6 +303,7 @@ func (s *Supervisor) export(st *upgrade.State) error {
 	for id, t := range s.timers {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
 	}
+	slices.SortFunc(h.Timers, func(a, b timerState) int { return int(a.ID - b.ID) })
 	var errs []error
 	carry := func(name string, c syscall.Conn) { errs = append(errs, st.CarryConn(name, c)) }
 	for _, c := range s.children {
@@ -581,6 +582,9 @@ func exportMachine(m *machine) machineState {
 	for tid, ref := range m.timers {
 		ms.Timers = append(ms.Timers, timerRefOf{ID: tid, Kind: ref.kind, Gen: id(ref.gen)})
 	}
+	// In a fixed order, so that the same machine writes the same state
+	// (TestStateGolden compares it byte for byte).
+	slices.SortFunc(ms.Timers, func(a, b timerRefOf) int { return int(a.ID - b.ID) })
 	return ms
 }
 
