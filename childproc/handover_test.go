@@ -209,6 +209,8 @@ func TestHandOverIdleConnections(t *testing.T) {
 			t.Errorf("client %d after the reload: %q close=%v, want B on the same connection", i, body, resp.Close)
 		}
 	}
+	// B's answers reach the relay on their own time: wait for them.
+	waitUntil(t, func() bool { return f.counts(b.id).Adopted == 20 })
 	if ca, cb := f.counts(a.id), f.counts(b.id); ca.Handed != 20 || cb.Adopted != 20 || ca.Closed != 0 || ca.Refused != 0 {
 		t.Errorf("counts: A %+v, B %+v", ca, cb)
 	}

@@ -64,7 +64,9 @@ func TestReloadsKeepWebSockets(t *testing.T) {
 	for range reloads {
 		h.ReloadDrained()
 	}
-	st := h.Status()
+	st := h.WaitStatus(10*time.Second, func(s harness.Status) bool {
+		return s.HandOver != nil && s.HandOver.Adopted >= clients*reloads
+	})
 	cancel()
 	res := <-done
 	t.Logf("%+v; hitless: %+v", res, *st.HandOver)

@@ -139,7 +139,11 @@ func TestHandOverRacingClients(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	st := p.Status()
+	// The adopters' answers reach hitless on their own time: wait for
+	// them, then check everything else.
+	st := p.WaitStatus(10*time.Second, func(s harness.Status) bool {
+		return s.HandOver != nil && s.HandOver.Adopted >= clients*reloads
+	})
 	t.Logf("served %v; hand-over %+v", served, *st.HandOver)
 	if h := st.HandOver; h == nil || h.Handed != clients*reloads || h.Adopted != clients*reloads || h.Closed != 0 || h.Lost != 0 || h.Refused != 0 {
 		t.Errorf("status handover %+v: want %d handed and adopted, none closed, lost or refused", st.HandOver, clients*reloads)
@@ -294,7 +298,8 @@ func TestHandOverAcrossUpgrade(t *testing.T) {
 			t.Errorf("client %d after the upgrade and a reload: %v close=%v %v", i, gens, closed, err)
 		}
 	}
-	if h := p.Status().HandOver; h == nil || h.Handed != 2*conns || h.Adopted != 2*conns {
+	st := p.WaitStatus(10*time.Second, func(s harness.Status) bool { return s.HandOver != nil && s.HandOver.Adopted >= 2*conns })
+	if h := st.HandOver; h.Handed != 2*conns || h.Adopted != 2*conns {
 		t.Errorf("handover %+v: want %d handed and adopted across the upgrade", h, 2*conns)
 	}
 }
