@@ -349,9 +349,7 @@ func TestHandOverWaitsForTheBoundary(t *testing.T) {
 		if err != nil || body != "A" || resp.Close {
 			t.Fatalf("the request in progress: %q close=%v %v; want A's answer, keep-alive", body, resp != nil && resp.Close, err)
 		}
-		if resp, body := c.get(t, "/"); body != "B" || resp.Close {
-			t.Errorf("the next request: %q close=%v, want B's", body, resp.Close)
-		}
+		moves(t, c, "/")
 	}
 	if err := waitErr(t, a.errc); err != nil {
 		t.Fatal(err)
@@ -387,9 +385,7 @@ func TestHandOverPipeliningWaits(t *testing.T) {
 			t.Fatalf("pipelined response: %q %v, want %q, keep-alive", body, err, want)
 		}
 	}
-	if resp, body := c.get(t, "/third"); body != "B" || resp.Close {
-		t.Errorf("after the pipeline: %q close=%v, want B's answer", body, resp.Close)
-	}
+	moves(t, c, "/third")
 	if err := waitErr(t, a.errc); err != nil {
 		t.Fatal(err)
 	}
@@ -634,6 +630,27 @@ func TestHandOverStream(t *testing.T) {
 	_, s := net.Pipe()
 	if err := off.HandOver("echo", s, nil); !errors.Is(err, ErrHandOverRefused) && !errors.Is(err, ErrHandOverUnavailable) {
 		t.Errorf("hand-over off: %v", err)
+	}
+}
+
+// moves checks that c's next requests go to generation B, on the same
+// connection, with no "Connection: close". One more may still be
+// answered by A: a request sent right after a response can race
+// net/http's background read, which takes its first byte; then the
+// connection is not at a proven boundary, and moves at the next one.
+func moves(t *testing.T, c *client, path string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		resp, body := c.get(t, path)
+		if resp.Close {
+			t.Fatalf("%s: %q with Connection: close", path, body)
+		}
+		if body == "B" {
+			return
+		}
+		if i == 1 {
+			t.Fatalf("%s: %q twice, want B's answer", path, body)
+		}
 	}
 }
 
