@@ -208,7 +208,8 @@ func (c Config) withDefaults() Config {
 // Validate checks c as New would, zero values standing for their
 // defaults, and reports every problem as a *ConfigError, joined. It is
 // where the rules live: the hitless command checks flags and the config
-// file with it.
+// file with it. It is a list, one rule a statement, read top to bottom:
+// its complexity is the number of rules.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/internal/sdnotify"
+	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -61,12 +62,14 @@ func (s *Supervisor) attachHandOver(c *child, m sdnotify.Message, files []*os.Fi
 	return true
 }
 
-// setAdopter tells the Relay which generation serves now.
+// setAdopter tells the Relay which generation serves now: the one in
+// state Serving, none while a stop drains them all (the machine's
+// serving generation is then draining too).
 func (s *Supervisor) setAdopter() {
 	gen := 0
-	for _, g := range s.m.view().gens {
-		if g.state == Serving {
-			gen = g.id
+	for _, g := range s.m.Snapshot().Gens {
+		if g.State == machine.Serving {
+			gen = g.ID
 		}
 	}
 	s.relay.SetAdopter(gen)

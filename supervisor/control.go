@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hitless/hitless/internal/handover"
+	"github.com/hitless/hitless/supervisor/internal/machine"
 )
 
 // Status is a snapshot of the supervisor, for `hitless status`.
@@ -171,22 +172,22 @@ func (s *Supervisor) ask(ctx context.Context, req request) error {
 }
 
 // status completes the machine's view with what the driver knows.
-func (s *Supervisor) status(v machineView) Status {
-	st := Status{PID: os.Getpid(), Version: s.cfg.Version, Started: s.started, Upgrading: v.upgrading, Stopping: v.stopping, Stats: v.stats,
-		UpgradeQueued: v.upgradeQueued, ReloadQueued: v.reloadQueued, OutputDropped: s.cfg.Outputs.dropped()}
+func (s *Supervisor) status(v machine.View) Status {
+	st := Status{PID: os.Getpid(), Version: s.cfg.Version, Started: s.started, Upgrading: v.Upgrading, Stopping: v.Stopping, Stats: v.Stats,
+		UpgradeQueued: v.UpgradeQueued, ReloadQueued: v.ReloadQueued, OutputDropped: s.cfg.Outputs.dropped()}
 	st.Binary, _ = os.Readlink("/proc/self/exe")
-	pgids := make([]int, len(v.gens))
-	for i, g := range v.gens {
-		pgids[i] = g.pid // each generation leads a process group of its own
+	pgids := make([]int, len(v.Gens))
+	for i, g := range v.Gens {
+		pgids[i] = g.PID // each generation leads a process group of its own
 	}
 	rss := groupsRSS(pgids)
-	for _, g := range v.gens {
+	for _, g := range v.Gens {
 		gs := GenerationStatus{
-			ID: g.id, PID: g.pid, State: g.state, Started: g.started,
-			ReadyAt: g.readyAt, DrainAt: g.drain, TrialEndsAt: g.trialEnds, WatchdogUSec: g.watchdog.Microseconds(),
-			RSS: rss[g.pid],
+			ID: g.ID, PID: g.PID, State: g.State, Started: g.Started,
+			ReadyAt: g.ReadyAt, DrainAt: g.DrainAt, TrialEndsAt: g.TrialEnds, WatchdogUSec: g.Watchdog.Microseconds(),
+			RSS: rss[g.PID],
 		}
-		if c := s.children[g.id]; c != nil {
+		if c := s.children[g.ID]; c != nil {
 			gs.Status, gs.Stopping = c.lastStatus()
 		}
 		st.Generations = append(st.Generations, gs)

@@ -35,11 +35,11 @@
 // drain signal too (it may have accepted connections already) and its
 // process group SIGKILL at the drain timeout.
 //
-// Every decision lives in one place, the state machine of machine.go: it
-// takes events (signals, requests, READY=1, exits, timers) and returns
-// actions (start, signal, arm a timer, reply, notify, log), with no
-// goroutine, system call or clock of its own, and an exhaustive test
-// explores its interleavings. One goroutine, Run's, is its driver: it
+// Every decision lives in one place, the state machine of package
+// supervisor/internal/machine: it takes events (signals, requests,
+// READY=1, exits, timers) and returns actions (start, signal, arm a
+// timer, reply, notify, log), with no goroutine, system call or clock of
+// its own, and an exhaustive test explores its interleavings. One goroutine, Run's, is its driver: it
 // feeds the events in order and carries out the actions (supervisor.go);
 // the OS work sits behind osEnv, which the tests replace. A reload asked
 // for while one is in flight is queued, and further requests join the

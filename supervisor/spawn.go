@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/sdnotify"
+	"github.com/hitless/hitless/supervisor/internal/machine"
 )
 
 // spawn starts generation c through the shim and the goroutines that
@@ -129,7 +130,7 @@ func (s *Supervisor) watch(c *child, exitc <-chan unix.WaitStatus) {
 			c.copied = true
 		case <-time.After(2 * time.Second):
 		}
-		s.post(evExited{gen: c.id, status: ws, stderr: c.stderr.Lines(5)})
+		s.post(machine.EvExited{Gen: c.id, Exit: exitOf(ws), Stderr: c.stderr.Lines(5)})
 	}()
 }
 
@@ -222,20 +223,20 @@ func (s *Supervisor) readNotify(c *child) {
 		c.mu.Unlock()
 		if v, _ := m.Get("READY"); v == "1" && !readySent && s.cfg.ReadyDelay <= 0 {
 			readySent = true
-			s.post(evReady{gen: c.id})
+			s.post(machine.EvReady{Gen: c.id})
 		}
 		if v, ok := m.Get("WATCHDOG_USEC"); ok {
 			if us, err := strconv.ParseUint(v, 10, 63); err == nil && us <= uint64(math.MaxInt64/int64(time.Microsecond)) {
-				s.post(evWatchdog{gen: c.id, kind: watchdogInterval, usec: time.Duration(us) * time.Microsecond})
+				s.post(machine.EvWatchdog{Gen: c.id, Kind: machine.WatchdogInterval, Interval: time.Duration(us) * time.Microsecond})
 			} else {
 				s.log.Warn("notify socket: bad WATCHDOG_USEC", "generation", c.id, "value", v)
 			}
 		}
 		switch v, _ := m.Get("WATCHDOG"); v {
 		case "1":
-			s.post(evWatchdog{gen: c.id, kind: watchdogPing})
+			s.post(machine.EvWatchdog{Gen: c.id, Kind: machine.WatchdogPing})
 		case "trigger":
-			s.post(evWatchdog{gen: c.id, kind: watchdogTrigger})
+			s.post(machine.EvWatchdog{Gen: c.id, Kind: machine.WatchdogTrigger})
 		}
 	}
 }

@@ -24,8 +24,14 @@ import (
 
 // StateVersion is the version of the state this build writes, and the
 // newest it reads. A build reads versions MinStateVersion to StateVersion.
+// Version 2: the supervisor's machine writes the kinds of its generations
+// and timers by name, no longer as numbers (see package supervisor's
+// golden_test.go), and the supervisor's section carries the connection
+// hand-over's Relay (absent from version 1: the Relay starts empty); a
+// build of version 1 cannot read that, and refuses a binary of version 2
+// at the check, before anything is handed over.
 const (
-	StateVersion    = 1
+	StateVersion    = 2
 	MinStateVersion = 1
 )
 
@@ -206,14 +212,22 @@ func runCheck(ctx context.Context, f *os.File, env []string, start Starter) (Inf
 		case <-time.After(time.Second):
 		}
 	}
+	return checkVerdict(ws, stdout.String(), stderr.String())
+}
+
+// checkVerdict reads the outcome of a check that ended with ws, having
+// printed stdout and stderr: what the new binary says it is, or why it
+// is refused.
+func checkVerdict(ws syscall.WaitStatus, stdout, stderr string) (Info, error) {
+	var info Info
 	switch {
 	case ws.Signaled():
-		return info, fmt.Errorf("the new binary failed its check: killed by signal %v%s", ws.Signal(), lastLine(stderr.String()))
+		return info, fmt.Errorf("the new binary failed its check: killed by signal %v%s", ws.Signal(), lastLine(stderr))
 	case ws.ExitStatus() != 0:
-		return info, fmt.Errorf("the new binary failed its check: exit status %d%s", ws.ExitStatus(), lastLine(stderr.String()))
+		return info, fmt.Errorf("the new binary failed its check: exit status %d%s", ws.ExitStatus(), lastLine(stderr))
 	}
-	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &info); err != nil || !info.Hitless {
-		return info, fmt.Errorf("the new binary is not hitless: its check printed %q", firstLine(stdout.String()))
+	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout)), &info); err != nil || !info.Hitless {
+		return info, fmt.Errorf("the new binary is not hitless: its check printed %q", firstLine(stdout))
 	}
 	if info.States[0] > StateVersion || info.States[1] < StateVersion {
 		return info, fmt.Errorf("the new binary (%s) reads state versions %d to %d, not this one's %d", info.Version, info.States[0], info.States[1], StateVersion)
