@@ -10,7 +10,6 @@ import (
 
 	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/internal/sdnotify"
-	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -65,15 +64,7 @@ func (s *Supervisor) attachHandOver(c *child, m sdnotify.Message, files []*os.Fi
 // setAdopter tells the Relay which generation serves now: the one in
 // state Serving, none while a stop drains them all (the machine's
 // serving generation is then draining too).
-func (s *Supervisor) setAdopter() {
-	gen := 0
-	for _, g := range s.m.Snapshot().Gens {
-		if g.State == machine.Serving {
-			gen = g.ID
-		}
-	}
-	s.relay.SetAdopter(gen)
-}
+func (s *Supervisor) setAdopter() { s.relay.SetAdopter(s.m.Serving()) }
 
 // handOverCounts adds the Relay's counts to a status.
 func (s *Supervisor) handOverCounts(st *Status) {
