@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/supervisor/internal/machine"
 )
 
@@ -35,6 +36,9 @@ type Status struct {
 	// or stderr (their reader was gone).
 	OutputDropped OutputDropped `json:"output_lines_dropped"`
 	Stats
+	// HandOver counts the connections handed between generations since
+	// hitless started, every generation's, exited ones included.
+	HandOver *handover.Counts `json:"handover,omitempty"`
 }
 
 // GenerationStatus describes one generation that has not been reaped.
@@ -56,6 +60,10 @@ type GenerationStatus struct {
 	// RSS is the resident memory of the generation's whole process
 	// group, in bytes: while two generations overlap, memory doubles.
 	RSS int64 `json:"rss_bytes"`
+	// HandOver counts what happened to this generation's connections in
+	// hand-overs; nil when it does not take part (no channel: not
+	// childproc, or with the hand-over off).
+	HandOver *handover.Counts `json:"handover,omitempty"`
 }
 
 // ListenerStatus describes one socket hitless holds.
@@ -184,6 +192,7 @@ func (s *Supervisor) status(v machine.View) Status {
 		}
 		st.Generations = append(st.Generations, gs)
 	}
+	s.handOverCounts(&st)
 	for i, sock := range s.sockets {
 		st.Listeners = append(st.Listeners, ListenerStatus{
 			Name: sock.Spec.Name, Network: sock.Spec.Network, Address: sock.Addr, FD: 3 + i, Source: sock.Source,

@@ -54,6 +54,14 @@
 // generation's group when hitless dies, however it dies, or drains them
 // if it dies during an upgrade's exec (see watcher.go).
 //
+// Connections move between generations (connhandover.go, package
+// internal/handover): every child gets HITLESS_HANDOVER; a child that
+// takes part (childproc) sends a channel with a notification, and, when
+// it drains, hands its idle connections over it; a Relay passes each to
+// the serving generation, bounded (Config.HandOverMaxInFlight), and counts
+// what happens, for Status. A child that sends no channel gets nothing
+// else and is handed nothing.
+//
 // Upgrade replaces hitless's own binary in the same process (see package
 // upgrade and handoff.go): the machine, the children, every descriptor,
 // the signals not handled yet and the Carriers' state go across an

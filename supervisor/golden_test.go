@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/upgrade"
 )
@@ -71,6 +72,7 @@ func TestStateGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("restore: %v", err)
 			}
+			checkGoldenRelay(t, st.Version, h.HandOver)
 			sigs, c := st.TakeSignals()
 			if strings.Contains(path, "14f122a") {
 				if ms := m.Snapshot(); ms.Serving != 1 || ms.Trial != 2 || !ms.Pending || ms.Checking || len(ms.Waiting) != 0 {
@@ -106,6 +108,31 @@ func TestStateVersions(t *testing.T) {
 	}
 }
 
+// checkGoldenRelay checks the connection Relay of a golden state of
+// version v: version 1 has none (the Relay starts empty), and from version
+// 2 on it is goldenState's. It comes back from the state; the channels did
+// not come along (no descriptor in a golden state), so what was passed on
+// is lost.
+func checkGoldenRelay(t *testing.T, v int, rs *handover.RelayState) {
+	t.Helper()
+	if v < 2 {
+		if rs != nil {
+			t.Errorf("version %d carries a Relay: %+v", v, rs)
+		}
+		return
+	}
+	if rs == nil {
+		t.Fatalf("version %d carries no Relay", v)
+	}
+	r, err := handover.Import(*rs, func(int) *os.File { return nil }, handover.RelayOptions{})
+	if err != nil {
+		t.Fatalf("restore the relay: %v", err)
+	}
+	if tot := r.Totals(); tot.Handed != 7 || tot.Lost != 1 || r.InFlight() != 0 {
+		t.Errorf("restored relay: totals %+v, in flight %d", tot, r.InFlight())
+	}
+}
+
 func readGolden(t *testing.T, path string) *upgrade.State {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -131,6 +158,15 @@ func goldenState(t *testing.T) *upgrade.State {
 		Sockets:       []socketState{{Addr: "127.0.0.1:8080", Source: "bound"}},
 		LastCaller:    2,
 		OutputDropped: OutputDropped{Stdout: 3, Stderr: 12},
+		HandOver: &handover.RelayState{
+			Peers: []handover.PeerState{
+				{Gen: 1, Version: 1, Kinds: []string{handover.HTTPKind("tcp", "127.0.0.1:8080")}, Counts: handover.Counts{Handed: 7, Closed: 1}},
+				{Gen: 2, Version: 1, Kinds: []string{handover.HTTPKind("tcp", "127.0.0.1:8080"), handover.StreamKind("ws")}, Counts: handover.Counts{Adopted: 6}},
+			},
+			Pending: []handover.RouteState{{ID: 7, Src: 1, Dst: 2}},
+			LastID:  7, Adopter: 2,
+			Totals: handover.Counts{Handed: 7, Adopted: 6, Closed: 1},
+		},
 	}
 	if err := st.Put("supervisor", hs); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/internal/sdnotify"
 	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/supervisor/sockets"
@@ -183,6 +184,7 @@ func (s *Supervisor) execUpgrade(id int) error {
 // the machine. Then the timers stop, their deadlines kept.
 func (s *Supervisor) quiesce() {
 	s.reaper.pause()
+	s.relay.Pause()
 	for _, c := range s.lingering {
 		c.closeOutput() // reaped already: nothing to carry
 	}
@@ -244,6 +246,7 @@ func (s *Supervisor) resume() {
 		c.setReadDeadline(time.Time{})
 		s.follow(c)
 	}
+	s.relay.Resume()
 	s.reaper.resume()
 }
 
@@ -257,6 +260,9 @@ type handoff struct {
 	Rundir   string           `json:"rundir"`
 	Watcher  int              `json:"watcher"` // its pid
 	Started  time.Time        `json:"started"` // when hitless first started
+	// HandOver is the connection Relay, paused; absent from the state of
+	// an image without one.
+	HandOver *handover.RelayState `json:"handover,omitempty"`
 	// LastCaller numbers the callers: those of the machine (its reload
 	// callers are carried) and the next image's do not meet.
 	LastCaller machine.CallerID `json:"last_caller,omitempty"`
@@ -306,7 +312,7 @@ func (s *Supervisor) export(st *upgrade.State) error {
 	for id, t := range s.timers {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
 	}
-	slices.SortFunc(h.Timers, func(a, b timerState) int { return int(a.ID) - int(b.ID) })
+	slices.SortFunc(h.Timers, func(a, b timerState) int { return int(a.ID - b.ID) })
 	var errs []error
 	carry := func(name string, c syscall.Conn) { errs = append(errs, st.CarryConn(name, c)) }
 	for _, c := range s.children {
@@ -326,6 +332,7 @@ func (s *Supervisor) export(st *upgrade.State) error {
 	}
 	carry("rundir/lock", s.rundir.lock)
 	carry("watcher", s.watcher.w)
+	s.exportHandOver(&h, carry)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -386,6 +393,9 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	}
 	m, err := machine.Restore(h.Machine, s.machineConfig())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.importHandOver(h, st); err != nil {
 		return nil, err
 	}
 	r.uncaught[0], r.uncaught[1] = st.Uncaught()
@@ -475,6 +485,7 @@ func (s *Supervisor) resumeRestored() {
 	for id, c := range s.children {
 		s.watch(c, r.exits[id])
 	}
+	s.relay.Resume()
 	if err := s.watcher.running(); err != nil {
 		s.log.Warn("watcher", "err", err)
 	}

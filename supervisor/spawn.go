@@ -215,7 +215,7 @@ func (s *Supervisor) copyOutputs(c *child) {
 func (s *Supervisor) readNotify(c *child) {
 	readySent := false
 	for {
-		m, err := c.notify.Read()
+		m, files, err := c.notify.ReadFDs()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
 				return // closed, or handed over to the next image
@@ -225,7 +225,16 @@ func (s *Supervisor) readNotify(c *child) {
 		}
 		if !s.fromTree(c, m) {
 			s.log.Warn("notify socket: message from a process outside the child's tree ignored", "generation", c.id, "sender_pid", m.PID, "sender_uid", m.UID)
+			closeFiles(files)
 			continue
+		}
+		if s.attachHandOver(c, m, files) {
+			continue
+		}
+		if len(files) > 0 {
+			// A child cannot store descriptors with hitless (FDSTORE).
+			s.log.Warn("notify socket: descriptors received and closed", "generation", c.id, "descriptors", len(files))
+			closeFiles(files)
 		}
 		c.mu.Lock()
 		if v, ok := m.Get("STATUS"); ok {
@@ -304,6 +313,7 @@ func (s *Supervisor) childEnv(c *child, notifyPath string) []string {
 		"LISTEN_FDNAMES="+strings.Join(names, ":"),
 		"NOTIFY_SOCKET="+notifyPath,
 		"HITLESS_GENERATION="+gen,
+		handOverEnv(),
 		"SERVER_STARTER_GENERATION="+gen,
 	)
 	if einhorn > 0 {
@@ -516,4 +526,10 @@ func closeOnExecFrom(lowfd int) error {
 		}
 	}
 	return nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/supervisor/internal/hidden"
 	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/supervisor/sockets"
@@ -56,6 +57,7 @@ type Supervisor struct {
 	upgradeBin  *upgrade.Binary    // checked, to exec
 	restored    *restoredState     // set by Restore until Run resumes it
 	rundir      *rundir            // private notify sockets live here
+	relay       *handover.Relay    // connections handed between generations (connhandover.go)
 	reaper      *reaper
 	watcher     *watcher
 	children    map[int]*child
@@ -197,6 +199,7 @@ func newSupervisor(cfg Config) *Supervisor {
 		callers:  make(map[machine.CallerID]request),
 		orphans:  make(map[machine.CallerID]*orphan),
 	}
+	s.relay = s.newRelay()
 	s.os = osEnv{
 		spawn:      s.spawn,
 		signal:     signalGroup,
@@ -431,6 +434,9 @@ func (s *Supervisor) now() time.Time {
 
 func (s *Supervisor) run(acts []machine.Action) {
 	for len(acts) > 0 {
+		// Before the actions: a generation told to drain asks a Relay
+		// that knows who serves now.
+		s.setAdopter()
 		var next []machine.Event
 		for _, a := range acts {
 			if ev := s.do(a); ev != nil {
@@ -551,6 +557,7 @@ func (s *Supervisor) forget(gen int) {
 	}
 	delete(s.children, gen)
 	c.forget()
+	s.relay.Detach(gen)
 	// Its group got SIGKILL when it exited: nothing for the watcher to
 	// kill.
 	if err := s.watcher.remove(c.pid); err != nil {
@@ -640,6 +647,7 @@ func (s *Supervisor) release() {
 		s.upgradeBin.Close()
 	}
 	s.readers.Wait()
+	s.relay.Close()
 	for _, c := range s.lingering {
 		c.closeOutput()
 	}

@@ -341,6 +341,9 @@ func TestRunReloadStop(t *testing.T) {
 	if gen != 2 || st.ReloadsOK != 1 || len(st.Listeners) != 1 || st.Listeners[0].FD != 3 {
 		t.Fatalf("status after a reload: %+v", st)
 	}
+	// Generation 1 accepts until its drain closes its listener: ask once
+	// it is gone.
+	r.waitFor("generation 1 gone", func(st Status) bool { return len(st.Generations) == 1 })
 	if got, want := r.ask(), fmt.Sprintf("gen 2 pid %d", pid); got != want {
 		t.Errorf("the socket answered %q, want %q", got, want)
 	}

@@ -26,8 +26,10 @@ import (
 // newest it reads. A build reads versions MinStateVersion to StateVersion.
 // Version 2: the supervisor's machine writes the kinds of its generations
 // and timers by name, no longer as numbers (see package supervisor's
-// golden_test.go); a build of version 1 cannot read that, and refuses a
-// binary of version 2 at the check, before anything is handed over.
+// golden_test.go), and the supervisor's section carries the connection
+// hand-over's Relay (absent from version 1: the Relay starts empty); a
+// build of version 1 cannot read that, and refuses a binary of version 2
+// at the check, before anything is handed over.
 const (
 	StateVersion    = 2
 	MinStateVersion = 1

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/supervisor"
 	"github.com/hitless/hitless/upgrade"
 )
@@ -217,6 +219,8 @@ func statusFamilies(ctx context.Context, src Source) ([]family, error) {
 	rss := family{name: "hitless_generation_resident_memory_bytes", typ: "gauge", help: "Resident memory of each generation's whole process group."}
 	drainAt := family{name: "hitless_generation_drain_start_time_seconds", typ: "gauge",
 		help: "When each draining (or failed) generation was sent the drain signal, in seconds since the Unix epoch."}
+	genHandOvers := family{name: "hitless_generation_handover_connections", typ: "gauge",
+		help: "Each generation's connections in hand-overs, by result (as hitless_handover_connections_total); only generations that take part."}
 	count := make(map[supervisor.State]int)
 	for _, g := range st.Generations {
 		count[g.State]++
@@ -224,6 +228,11 @@ func statusFamilies(ctx context.Context, src Source) ([]family, error) {
 		rss.add(float64(g.RSS), labels...)
 		if !g.DrainAt.IsZero() {
 			drainAt.add(float64(g.DrainAt.UnixNano())/1e9, labels...)
+		}
+		if c := g.HandOver; c != nil {
+			for _, r := range handOverResults(*c) {
+				genHandOvers.add(float64(r.n), append(slices.Clone(labels), "result", r.result)...)
+			}
 		}
 	}
 	for _, s := range states {
@@ -233,8 +242,30 @@ func statusFamilies(ctx context.Context, src Source) ([]family, error) {
 		help: "Lines of hitless's log and of its children's output that could not be written to hitless's stdout or stderr (the reader was gone), by stream."}
 	dropped.add(float64(st.OutputDropped.Stderr), "stream", "stderr")
 	dropped.add(float64(st.OutputDropped.Stdout), "stream", "stdout")
-	return []family{reloads, upgrades, gens, rss, drainAt, dropped,
+	var total handover.Counts
+	if st.HandOver != nil {
+		total = *st.HandOver
+	}
+	handOvers := family{name: "hitless_handover_connections_total", typ: "counter",
+		help: "Connections in hand-overs between generations, every generation's since hitless started, by result: handed (passed on to the serving generation), adopted (taken by it), refused (kept by the old generation, closed after a response), lost (passed on, never adopted), closed (closed by a drain rather than handed over, as the generations reported), closed_idle (of those, closed while idle)."}
+	for _, r := range handOverResults(total) {
+		handOvers.add(float64(r.n), "result", r.result)
+	}
+	return []family{reloads, upgrades, gens, rss, drainAt, dropped, handOvers, genHandOvers,
 		one("hitless_restarts_total", "counter", "Restarts begun because no generation served (the serving child died).", float64(st.Restarts)),
 		one("hitless_watchdog_kills_total", "counter", "Serving children aborted (SIGABRT) because they missed their watchdog.", float64(st.WatchdogKills)),
 	}, nil
+}
+
+type handOverResult struct {
+	result string
+	n      int
+}
+
+// handOverResults lists the counts of c by the result label.
+func handOverResults(c handover.Counts) []handOverResult {
+	return []handOverResult{
+		{"handed", c.Handed}, {"adopted", c.Adopted}, {"refused", c.Refused},
+		{"lost", c.Lost}, {"closed", c.Closed}, {"closed_idle", c.ClosedIdle},
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/internal/metrics/metricstest"
 	"github.com/hitless/hitless/supervisor"
 )
@@ -167,7 +168,7 @@ func TestFamiliesKept(t *testing.T) {
 		want[name] = rest
 	}
 	src := &source{st: supervisor.Status{Generations: []supervisor.GenerationStatus{
-		{ID: 1, PID: 100, State: supervisor.Draining, DrainAt: time.Now(), RSS: 1 << 20},
+		{ID: 1, PID: 100, State: supervisor.Draining, DrainAt: time.Now(), RSS: 1 << 20, HandOver: &handover.Counts{Handed: 1}},
 		{ID: 2, PID: 200, State: supervisor.Serving, RSS: 1 << 20},
 	}}}
 	got, err := metricstest.Scrape(serve(t, New(Options{}), src))

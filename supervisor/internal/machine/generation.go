@@ -180,3 +180,14 @@ func (m *Machine) code(g *mgen, exit Exit) int {
 	}
 	return exit.Code
 }
+
+// Serving is the id of the generation in state Serving, 0 if none: during
+// a stop every generation drains, the one that served included.
+func (m *Machine) Serving() int {
+	for _, g := range m.gens {
+		if g.state == Serving {
+			return g.id
+		}
+	}
+	return 0
+}
