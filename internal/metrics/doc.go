@@ -69,8 +69,12 @@
 // do, and keep their values across upgrades in place. The go_* metrics
 // describe the running image, and restart at an upgrade; process_* are
 // the process's, which an upgrade keeps. A scrape in progress when an
-// upgrade begins finishes first (within the hand-over's 5 s). There is
-// no TLS and no authentication: bind a loopback address or a unix
-// socket, or put a proxy in front. Only the text format is served (every
-// Prometheus server reads it), uncompressed, one request per connection.
+// upgrade begins finishes first (within the hand-over's 5 s); an idle
+// keep-alive connection is closed, and a scrape sent on it at that
+// instant fails, as HTTP/1.1 allows. There is no TLS and no
+// authentication: bind a loopback address or a unix socket, or put a
+// proxy in front. Only the text format is served (every Prometheus
+// server reads it), uncompressed, by Server, an HTTP/1.1 server of its
+// own (keep-alive, bounded in connections, sizes and time; its doc says
+// why it is not net/http's).
 package metrics

@@ -10,9 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +31,14 @@ func (s *source) Status(context.Context) (supervisor.Status, error) { return s.s
 // ends, and returns its path.
 func serve(t *testing.T, m *Metrics, src Source) string {
 	t.Helper()
+	_, path := serveWith(t, m, src, nil)
+	return path
+}
+
+// serveWith is serve, with the server's limits set by set (if not nil)
+// before it serves; it returns the server too.
+func serveWith(t *testing.T, m *Metrics, src Source, set func(*Server)) (*Server, string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "hlm")
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +48,9 @@ func serve(t *testing.T, m *Metrics, src Source) string {
 	srv, err := Listen(path, m.Handler(src, nil))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if set != nil {
+		set(srv)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve() }()
@@ -54,7 +63,7 @@ func serve(t *testing.T, m *Metrics, src Source) string {
 			t.Errorf("socket file after Close: %v", err)
 		}
 	})
-	return path
+	return srv, path
 }
 
 // The counters and gauges are the status's at the scrape; the histograms
@@ -230,60 +239,6 @@ x -Inf
 		if got := formatFloat(v); got != s {
 			t.Errorf("formatFloat(%v) = %q, want %q", v, got, s)
 		}
-	}
-}
-
-// exchange sends req on a new connection to the unix socket path and
-// returns all that comes back, up to the server's close.
-func exchange(t *testing.T, path, req string) string {
-	t.Helper()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write([]byte(req)); err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(c)
-	if err != nil && !(errors.Is(err, syscall.ECONNRESET) && len(req) > maxHead) {
-		t.Fatalf("%.40q: %v", req, err)
-	}
-	return string(b)
-}
-
-// The server answers GET and HEAD of /metrics, and says what is wrong
-// with anything else; each answer closes the connection.
-func TestServerRequests(t *testing.T) {
-	path := serve(t, New(Options{}), &source{})
-	for _, tc := range []struct{ req, status, has, lacks string }{
-		{"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200 OK", "\r\n\r\n# HELP ", ""},
-		{"GET /metrics?x=1 HTTP/1.0\r\n\r\n", "HTTP/1.1 200 OK", "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n", ""},
-		{"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200 OK", "Connection: close\r\n", "# HELP"},
-		{"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found", "404 page not found", ""},
-		{"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 405 Method Not Allowed", "Allow: GET, HEAD\r\n", ""},
-		{"GET /metrics\r\n\r\n", "HTTP/1.1 400 Bad Request", "request line", ""},
-		{"GET /metrics HTTP/1.1\r\nnot a header\r\n\r\n", "HTTP/1.1 400 Bad Request", "headers", ""},
-	} {
-		got := exchange(t, path, tc.req)
-		if !strings.HasPrefix(got, tc.status+"\r\n") || !strings.Contains(got, tc.has) || tc.lacks != "" && strings.Contains(got, tc.lacks) {
-			t.Errorf("%.40q: got %.300q, want %s with %q", tc.req, got, tc.status, tc.has)
-		}
-		head, body, _ := strings.Cut(got, "\r\n\r\n")
-		if n := "Content-Length: " + strconv.Itoa(len(body)); !strings.HasPrefix(tc.req, "HEAD") && !strings.Contains(head, n) {
-			t.Errorf("%.40q: %q lacks %q", tc.req, head, n)
-		}
-	}
-}
-
-// A request head larger than the server reads is refused: a 400, or a
-// reset when the client is still sending as the server closes.
-func TestServerHeadTooLong(t *testing.T) {
-	path := serve(t, New(Options{}), &source{})
-	got := exchange(t, path, "GET /metrics HTTP/1.1\r\nX: "+strings.Repeat("a", maxHead)+"\r\n\r\n")
-	if got != "" && !strings.HasPrefix(got, "HTTP/1.1 400 Bad Request\r\n") {
-		t.Errorf("got %.200q", got)
 	}
 }
 

@@ -22,39 +22,84 @@ import (
 )
 
 // Server serves a Handler over HTTP/1.1 on one listener: GET and HEAD of
-// /metrics (any query), one request per connection. It is a
-// supervisor.Carrier: an upgrade of hitless in place carries the
-// listener, so that a scraper meets no refused connection and the same
-// port (one chosen for host:0 included) after it.
+// /metrics (any query). It is a supervisor.Carrier: an upgrade of hitless
+// in place carries the listener, so that a scraper meets no refused
+// connection and the same port (one chosen for host:0 included) after it.
 //
-// It is not net/http's server, which is 4 MB of hitless's 11 MB binary
-// and 2.3 MiB of what hitless and its watcher hold at rest, every run,
-// --metrics or not (docs/footprint.md), for one route that a scraper asks
-// for every few seconds. The request head is read by net/textproto, within
-// limits of size and time; the answer closes the connection, which every
-// Prometheus server and HTTP client handles.
+// It is not net/http's server. Linked for this one route, net/http (with
+// crypto/tls, HTTP/2 and the rest it brings) makes hitless's binary 11.6
+// MiB instead of 7.7, and hitless and its watcher 2.2 MiB more PSS at rest
+// (10.3 instead of 8.2), every run, --metrics or not (docs/footprint.md,
+// "What each dependency costs"). What a scraper sends is small and fixed,
+// so this server is too, and it keeps to what net/http's would answer:
+//
+//   - HTTP/1.1 keep-alive: a connection serves requests one after
+//     another (pipelined ones too) until the client sends
+//     "Connection: close", or waits idleTimeout for its next request.
+//     HTTP/1.0 requests are answered and the connection closed.
+//   - GET and HEAD of /metrics (origin or absolute form, any query);
+//     404 for another path, 405 with Allow for another method, 400 for a
+//     request that is not HTTP/1.x, 431 for a head (line and headers)
+//     over maxHead. A request with a body is answered once the body is
+//     read (up to maxHead; a larger or chunked one closes the connection
+//     after the answer).
+//   - Time limits: the head must arrive within headTimeout of its first
+//     byte (or of the connection's start), and the answer be written
+//     within writeTimeout; a stalled client loses its connection, not
+//     the server's goroutines.
+//   - At most maxConns connections at once, which bounds the scrapes
+//     served at once. At the limit, a connection idle between requests
+//     is closed to make room (as HTTP/1.1 allows); with none idle, the
+//     connection just accepted waits for one to go, and the next ones in
+//     the listener's queue.
+//
+// No TLS, no compression, only the text format.
 type Server struct {
 	ln  net.Listener
 	h   *Handler
 	ctx context.Context // done when Close is called: ends the scrapes
 	end context.CancelFunc
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-	kept   bool           // handed over: Accept ends, the listener stays open
-	done   chan struct{}  // closed when the current Serve has returned
-	wg     sync.WaitGroup // one per connection
+	// The limits, set by newServer from the constants below; tests
+	// shorten them.
+	maxConns                               int
+	headTimeout, idleTimeout, writeTimeout time.Duration
+
+	mu      sync.Mutex
+	conns   map[net.Conn]*connState // the open connections
+	changed chan struct{}           // closed and replaced when conns, closed or kept change
+	closed  bool
+	kept    bool           // handed over: Accept ends, the listener stays open
+	done    chan struct{}  // closed when the current Serve has returned
+	wg      sync.WaitGroup // one per connection
+}
+
+// connState is what Server knows of a connection.
+type connState struct {
+	idle    bool // between requests: it may be closed at any time
+	closing bool // closed by the server, its goroutine not yet done
 }
 
 const (
-	// maxHead bounds a request's line and headers.
+	// maxConns bounds the open connections, and so the scrapes served
+	// at once: a Prometheus server keeps one connection a target.
+	maxConns = 16
+	// maxHead bounds a request's line and headers, and the body read
+	// before an answer.
 	maxHead = 16 << 10
-	// headTimeout bounds the wait for them: a scraper that stalls must
-	// not hold a connection.
+	// headTimeout bounds the wait for a request's head, from its first
+	// byte (from the connection's start for the first request).
 	headTimeout = 10 * time.Second
-	// writeTimeout bounds the answer, after the scrape.
+	// idleTimeout bounds the wait for the next request on a kept-alive
+	// connection.
+	idleTimeout = 2 * time.Minute
+	// writeTimeout bounds the writing of an answer, after the scrape.
 	writeTimeout = 10 * time.Second
+	// lingerMax and lingerTimeout bound what is read and discarded of a
+	// request that is not read whole before its connection is closed, so
+	// that the kernel does not reset it and lose the answer.
+	lingerMax     = 256 << 10
+	lingerTimeout = time.Second
 )
 
 // Listen binds addr: host:port, or, when addr contains a slash, a unix
@@ -77,7 +122,9 @@ func Listen(addr string, h *Handler) (*Server, error) {
 
 func newServer(ln net.Listener, h *Handler) *Server {
 	ctx, end := context.WithCancel(context.Background())
-	return &Server{ln: ln, h: h, ctx: ctx, end: end, conns: make(map[net.Conn]struct{})}
+	return &Server{ln: ln, h: h, ctx: ctx, end: end,
+		maxConns: maxConns, headTimeout: headTimeout, idleTimeout: idleTimeout, writeTimeout: writeTimeout,
+		conns: make(map[net.Conn]*connState), changed: make(chan struct{})}
 }
 
 // Addr is the bound address: the port chosen for host:0, or the socket's
@@ -97,10 +144,7 @@ func (s *Server) Serve() error {
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			over := s.closed || s.kept
-			s.mu.Unlock()
-			if over {
+			if s.over() {
 				return nil
 			}
 			// Out of descriptors, or a connection that went before it
@@ -113,24 +157,75 @@ func (s *Server) Serve() error {
 			return fmt.Errorf("metrics: %w", err)
 		}
 		backoff = 5 * time.Millisecond
-		s.mu.Lock()
-		if s.closed {
+		if !s.room() {
 			s.mu.Unlock()
 			c.Close()
 			return nil
 		}
-		s.conns[c] = struct{}{}
+		s.conns[c] = &connState{}
+		s.notify()
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			s.serve(c)
+			s.serveConn(c)
 			c.Close()
 			s.mu.Lock()
 			delete(s.conns, c)
+			s.notify()
 			s.mu.Unlock()
 		}()
 	}
+}
+
+// room waits until a connection just accepted may be served: fewer than
+// maxConns are open. At the limit it closes a connection that is idle
+// between requests to make room; with none idle, it waits for one to
+// go, and the accept queue holds the next ones. A connection accepted
+// before a hand-over is served (the hand-over waits for it), even beyond
+// the limit. room returns false, with s.mu held, when the server is
+// closed; true otherwise, with s.mu held.
+func (s *Server) room() bool {
+	s.mu.Lock()
+	for {
+		if s.closed {
+			return false
+		}
+		open := 0
+		var idle net.Conn
+		for c, st := range s.conns {
+			if !st.closing {
+				open++
+				if st.idle {
+					idle = c
+				}
+			}
+		}
+		if open < s.maxConns || s.kept {
+			return true
+		}
+		if idle != nil {
+			s.conns[idle].closing = true
+			idle.Close() // its goroutine sees it and goes
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		<-changed
+		s.mu.Lock()
+	}
+}
+
+// over says whether Serve must end: the server is closed or handed over.
+func (s *Server) over() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed || s.kept
+}
+
+// notify wakes those waiting for a change; s.mu is held.
+func (s *Server) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // Close stops serving: it closes the listener (a unix socket's file is
@@ -139,7 +234,8 @@ func (s *Server) Serve() error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	s.closeConns()
+	s.closeConns(false)
+	s.notify()
 	s.mu.Unlock()
 	s.end()
 	err := s.ln.Close()
@@ -150,10 +246,14 @@ func (s *Server) Close() error {
 	return err
 }
 
-// closeConns closes every open connection; s.mu is held.
-func (s *Server) closeConns() {
-	for c := range s.conns {
-		c.Close()
+// closeConns closes the open connections, only the idle ones if
+// idleOnly; s.mu is held.
+func (s *Server) closeConns(idleOnly bool) {
+	for c, st := range s.conns {
+		if st.idle || !idleOnly {
+			st.closing = true
+			c.Close()
+		}
 	}
 }
 
@@ -164,15 +264,18 @@ type serverState struct {
 }
 
 // Handoff stops accepting without closing the listener, whose queue
-// holds the scrapes that arrive during the exec, answers the scrapes on
-// the connections it has, and puts the listener in st
+// holds the scrapes that arrive during the exec, answers the requests on
+// the connections it has (each connection closes after its answer; idle
+// keep-alive ones at once), and puts the listener in st
 // (supervisor.Carrier). A scrape that connected before is answered here;
-// one that connects after, there. A connection that sends nothing within
-// ctx is closed.
+// one that connects after, there. A connection still open when ctx ends
+// is closed.
 func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 	s.mu.Lock()
 	s.kept = true
 	done := s.done
+	s.closeConns(true)
+	s.notify()
 	s.mu.Unlock()
 	setDeadline(s.ln, time.Unix(1, 0)) // a blocked Accept returns
 	if done != nil {
@@ -184,7 +287,7 @@ func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 	case <-answered:
 	case <-ctx.Done():
 		s.mu.Lock()
-		s.closeConns()
+		s.closeConns(false)
 		s.mu.Unlock()
 		<-answered
 	}
@@ -243,62 +346,230 @@ func setDeadline(ln net.Listener, t time.Time) {
 	}
 }
 
-// serve answers the one request of connection c.
-func (s *Server) serve(c net.Conn) {
-	c.SetReadDeadline(time.Now().Add(headTimeout))
-	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(c, maxHead)))
-	line, err := tp.ReadLine()
-	if err != nil {
-		return // gone, or nothing but noise
+// idle marks c idle between requests, or busy again once a request's
+// first byte came. It returns false when c is to be closed instead: the
+// server is closed or handed over, or closed c to make room.
+func (s *Server) idle(c net.Conn, on bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.conns[c]
+	if st.closing || (on && (s.closed || s.kept)) {
+		return false
 	}
-	method, rest, ok1 := strings.Cut(line, " ")
-	target, proto, ok2 := strings.Cut(rest, " ")
-	if !ok1 || !ok2 || (proto != "HTTP/1.1" && proto != "HTTP/1.0") {
-		answer(c, method, 400, "text/plain; charset=utf-8", []byte("400 Bad Request: want an HTTP/1.x request line\n"), nil)
-		return
+	st.idle = on
+	if on {
+		s.notify() // room may close it
 	}
-	if _, err := tp.ReadMIMEHeader(); err != nil {
-		answer(c, method, 400, "text/plain; charset=utf-8", []byte("400 Bad Request: unreadable or too long headers\n"), nil)
-		return
-	}
-	c.SetReadDeadline(time.Time{})
-	path, _, _ := strings.Cut(target, "?")
-	switch {
-	case path != "/metrics":
-		answer(c, method, 404, "text/plain; charset=utf-8", []byte("404 page not found\n"), nil)
-	case method != "GET" && method != "HEAD":
-		answer(c, method, 405, "text/plain; charset=utf-8", []byte("405 method not allowed\n"), []string{"Allow: GET, HEAD"})
-	default:
-		body, err := s.h.scrape(s.ctx)
-		if err != nil {
-			answer(c, method, 500, "text/plain; charset=utf-8", []byte("An error has occurred while serving metrics:\n\n"+err.Error()+"\n"), nil)
-			return
+	return true
+}
+
+// serveConn answers the requests of connection c, one after another,
+// until one of them or the server ends the connection.
+func (s *Server) serveConn(c net.Conn) {
+	// lr bounds what a request's head may take; reset for each request.
+	lr := &io.LimitedReader{R: c, N: maxHead}
+	br := bufio.NewReader(lr)
+	c.SetReadDeadline(time.Now().Add(s.headTimeout))
+	for first := true; ; first = false {
+		if !first {
+			if !s.idle(c, true) {
+				return
+			}
+			c.SetReadDeadline(time.Now().Add(s.idleTimeout))
+			lr.N = maxHead
+			if _, err := br.Peek(1); err != nil {
+				return // gone, or idle too long
+			}
+			if !s.idle(c, false) {
+				return
+			}
+			c.SetReadDeadline(time.Now().Add(s.headTimeout))
 		}
-		if err := answer(c, method, 200, contentType, body, nil); err != nil {
-			s.h.writeFailed(err)
+		lr.N = maxHead
+		if !s.serveRequest(c, lr, br) {
+			return
 		}
 	}
 }
 
-// answer writes a whole response that closes the connection; the body
-// is left out for HEAD.
-func answer(c net.Conn, method string, code int, ctype string, body []byte, headers []string) error {
-	c.SetWriteDeadline(time.Now().Add(writeTimeout))
+// request is a request's head, as far as the server reads it.
+type request struct {
+	method, path string
+	keepAlive    bool // the client keeps the connection for another request
+	unread       bool // a body is left unread: the connection closes after the answer
+}
+
+// errGone is readRequest's when the client went, or sent nothing that
+// could be answered.
+var errGone = errors.New("metrics: the client sent no request")
+
+// badRequest is readRequest's error for a request that is answered with
+// code and msg before the connection closes.
+type badRequest struct {
+	code int
+	msg  string
+}
+
+func (e *badRequest) Error() string { return e.msg }
+
+// serveRequest reads one request from br and answers it. It returns
+// whether the connection serves another.
+func (s *Server) serveRequest(c net.Conn, lr *io.LimitedReader, br *bufio.Reader) bool {
+	req, err := readRequest(textproto.NewReader(br), lr)
+	var bad *badRequest
+	if errors.As(err, &bad) {
+		s.write(c, "", bad.code, []byte(bad.msg+"\n"), false, nil)
+		s.linger(c, lr, br)
+		return false
+	}
+	if err != nil {
+		return false
+	}
+	if req.unread {
+		defer s.linger(c, lr, br) // once answered
+	}
+	c.SetReadDeadline(time.Time{})
+	var (
+		status  = 200
+		body    []byte
+		headers []string
+	)
+	switch {
+	case req.path != "/metrics":
+		status, body = 404, []byte("404 page not found\n")
+	case req.method != "GET" && req.method != "HEAD":
+		status, body, headers = 405, []byte("405 method not allowed\n"), []string{"Allow: GET, HEAD"}
+	default:
+		if body, err = s.h.scrape(s.ctx); err != nil {
+			status, body = 500, []byte("An error has occurred while serving metrics:\n\n"+err.Error()+"\n")
+		}
+	}
+	// Handed over or closed meanwhile: this answer is the connection's
+	// last, and says so.
+	keep := req.keepAlive && !req.unread && !s.over()
+	if err := s.write(c, req.method, status, body, keep, headers); err != nil {
+		if status == 200 {
+			s.h.writeFailed(err)
+		}
+		return false
+	}
+	return keep
+}
+
+// readRequest reads a request's line and headers from tp, and its body if
+// it has one of at most maxHead bytes, through lr, which bounds the head.
+func readRequest(tp *textproto.Reader, lr *io.LimitedReader) (request, error) {
+	var req request
+	tooLarge := &badRequest{431, "431 Request Header Fields Too Large"}
+	line, err := tp.ReadLine()
+	if err != nil {
+		if lr.N <= 0 {
+			return req, tooLarge
+		}
+		return req, errGone
+	}
+	method, rest, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || method == "" || (proto != "HTTP/1.1" && proto != "HTTP/1.0") {
+		return req, &badRequest{400, "400 Bad Request: want an HTTP/1.x request line"}
+	}
+	hdr, err := tp.ReadMIMEHeader()
+	if err != nil {
+		switch {
+		case lr.N <= 0:
+			return req, tooLarge
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed):
+			return req, errGone // gone or too slow: no answer, as net/http
+		}
+		return req, &badRequest{400, "400 Bad Request: unreadable headers"}
+	}
+	req.method = method
+	// The absolute form, a proxy's, names the host too.
+	if _, after, ok := strings.Cut(target, "://"); ok && !strings.HasPrefix(target, "/") {
+		target = "/"
+		if i := strings.IndexByte(after, '/'); i >= 0 {
+			target = after[i:]
+		}
+	}
+	req.path, _, _ = strings.Cut(target, "?")
+	req.keepAlive = proto == "HTTP/1.1" && !hasToken(hdr.Values("Connection"), "close")
+	cl := hdr.Values("Content-Length")
+	switch {
+	case len(hdr.Values("Transfer-Encoding")) > 0 || len(hdr.Values("Expect")) > 0:
+		req.unread = true // not read (a scraper sends no body)
+	case len(cl) > 0:
+		n, err := strconv.ParseInt(cl[0], 10, 64)
+		if err != nil || n < 0 || len(cl) > 1 {
+			return req, &badRequest{400, "400 Bad Request: bad Content-Length"}
+		}
+		if n > maxHead {
+			req.unread = true
+			break
+		}
+		lr.N += n
+		if _, err := io.CopyN(io.Discard, tp.R, n); err != nil {
+			return req, errGone
+		}
+	}
+	return req, nil
+}
+
+// hasToken says whether the comma-separated header values include tok.
+func hasToken(values []string, tok string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), tok) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// write writes a whole answer; the body is left out for HEAD. Unless
+// keep, it says that the connection closes.
+func (s *Server) write(c net.Conn, method string, code int, body []byte, keep bool, headers []string) error {
+	c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
 	var b strings.Builder
 	b.WriteString("HTTP/1.1 " + strconv.Itoa(code) + " " + statusText[code] + "\r\n")
+	ctype := "text/plain; charset=utf-8"
+	if code == 200 {
+		ctype = contentType
+	}
 	b.WriteString("Content-Type: " + ctype + "\r\n")
+	b.WriteString("Date: " + time.Now().UTC().Format(timeFormat) + "\r\n")
 	b.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n")
-	b.WriteString("Connection: close\r\n")
+	if !keep {
+		b.WriteString("Connection: close\r\n")
+	}
 	b.WriteString("X-Content-Type-Options: nosniff\r\n")
 	for _, h := range headers {
 		b.WriteString(h + "\r\n")
 	}
 	b.WriteString("\r\n")
-	if _, err := io.WriteString(c, b.String()); err != nil || method == "HEAD" {
-		return err
+	bufs := net.Buffers{[]byte(b.String())}
+	if method != "HEAD" {
+		bufs = append(bufs, body)
 	}
-	_, err := c.Write(body)
+	_, err := bufs.WriteTo(c)
 	return err
 }
 
-var statusText = map[int]string{200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
+// linger, before a connection closes with some of the request unread,
+// ends the answer (a FIN) and reads and discards what the client still
+// sends, bounded in size and time: closing a socket with unread data
+// resets it, and the client could lose the answer.
+func (s *Server) linger(c net.Conn, lr *io.LimitedReader, br *bufio.Reader) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(lingerTimeout))
+	lr.N = lingerMax
+	io.Copy(io.Discard, br)
+}
+
+// timeFormat is that of HTTP's Date (net/http's TimeFormat).
+const timeFormat = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+var statusText = map[int]string{200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+	431: "Request Header Fields Too Large", 500: "Internal Server Error"}
