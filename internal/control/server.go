@@ -280,11 +280,41 @@ func (s *Server) Close() error {
 		carried := s.carried
 		s.carried = nil
 		s.mu.Unlock()
+		// Carried in, and Close came before Serve could answer them (a
+		// stop right after an upgrade): each still gets its answer.
+		var wg sync.WaitGroup
 		for _, cr := range carried {
-			cr.conn.Close() // carried in, never answered: Serve did not run
+			wg.Go(func() { s.answerStopping(cr) })
 		}
+		wg.Wait()
 	})
 	return s.closeErr
+}
+
+// answerStopping answers a carried request that Serve never saw, at
+// Close: a stop is done, anything else meets a hitless that is stopping.
+// A request half read by the earlier image is read to its end first, for
+// a unix socket closed with unread data resets, and its reply is lost.
+func (s *Server) answerStopping(cr carried) {
+	defer cr.conn.Close()
+	cmd := cr.req.cmd
+	if cr.deadline.IsZero() {
+		line, err := s.readMore(cr.conn, cr.partial, time.Second)
+		if err != nil {
+			return
+		}
+		req, err := parseRequest(line)
+		if err != nil {
+			s.reply(cr.conn, Reply{Code: CodeBadRequest, Error: err.Error()})
+			return
+		}
+		cmd = req.cmd
+	}
+	if cmd == CmdStop {
+		s.reply(cr.conn, Reply{OK: true})
+		return
+	}
+	s.reply(cr.conn, Reply{Code: CodeStopping, Error: "hitless is stopping"})
 }
 
 func (s *Server) logger() *slog.Logger {

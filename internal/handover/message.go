@@ -122,6 +122,14 @@ func Unmarshal(b []byte) (Message, error) {
 	if m.Version < MinVersion || m.Version > Version {
 		return m, fmt.Errorf("%w: %d (this build reads %d to %d)", ErrVersion, m.Version, MinVersion, Version)
 	}
+	// Empty is absent, as Marshal writes it (omitempty): a message reads
+	// the same however its writer spelled nothing.
+	if len(m.Kinds) == 0 {
+		m.Kinds = nil
+	}
+	if len(m.State) == 0 {
+		m.State = nil
+	}
 	if err := m.check(); err != nil {
 		return m, err
 	}
