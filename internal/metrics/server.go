@@ -48,8 +48,10 @@ import (
 //     within writeTimeout; a stalled client loses its connection, not
 //     the server's goroutines.
 //   - At most maxConns connections at once, which bounds the scrapes
-//     served at once. At the limit, a connection idle between requests
-//     is closed to make room (as HTTP/1.1 allows); with none idle, the
+//     served at once. At the limit, the connection idle between requests
+//     the longest is closed to make room (as HTTP/1.1 allows, and nginx
+//     does); a client's next request on it fails, and Go's HTTP client,
+//     Prometheus's, sends it again on a new connection. With none idle, the
 //     connection just accepted waits for one to go, and the next ones in
 //     the listener's queue.
 //
@@ -76,8 +78,9 @@ type Server struct {
 
 // connState is what Server knows of a connection.
 type connState struct {
-	idle    bool // between requests: it may be closed at any time
-	closing bool // closed by the server, its goroutine not yet done
+	idle      bool      // between requests: it may be closed at any time
+	idleSince time.Time // when it last became idle
+	closing   bool      // closed by the server, its goroutine not yet done
 }
 
 const (
@@ -179,9 +182,10 @@ func (s *Server) Serve() error {
 }
 
 // room waits until a connection just accepted may be served: fewer than
-// maxConns are open. At the limit it closes a connection that is idle
-// between requests to make room; with none idle, it waits for one to
-// go, and the accept queue holds the next ones. A connection accepted
+// maxConns are open. At the limit it closes the connection that has been
+// idle between requests the longest to make room, as nginx closes its
+// keep-alive connections when it runs short; with none idle, it waits for
+// one to go, and the accept queue holds the next ones. A connection accepted
 // before a hand-over is served (the hand-over waits for it), even beyond
 // the limit. room returns false, with s.mu held, when the server is
 // closed; true otherwise, with s.mu held.
@@ -196,7 +200,7 @@ func (s *Server) room() bool {
 		for c, st := range s.conns {
 			if !st.closing {
 				open++
-				if st.idle {
+				if st.idle && (idle == nil || st.idleSince.Before(s.conns[idle].idleSince)) {
 					idle = c
 				}
 			}
@@ -358,6 +362,7 @@ func (s *Server) idle(c net.Conn, on bool) bool {
 	}
 	st.idle = on
 	if on {
+		st.idleSince = time.Now()
 		s.notify() // room may close it
 	}
 	return true

@@ -321,3 +321,32 @@ func TestServerHandoffKeepAlive(t *testing.T) {
 		t.Errorf("scrape after Resume: %v", err)
 	}
 }
+
+// A Go client (Prometheus's is one) whose idle connection was closed to
+// make room scrapes again on a new one.
+func TestServerRoomGoClient(t *testing.T) {
+	srv, path := serveWith(t, New(Options{}), &source{}, func(s *Server) { s.maxConns = 1 })
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", path)
+	}}}
+	defer client.CloseIdleConnections()
+	get := func() {
+		t.Helper()
+		resp, err := client.Get("http://unix/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %s", resp.Status)
+		}
+	}
+	get()
+	waitConns(t, srv, 1, true)
+	other := dial(t, path)
+	otherR := bufio.NewReader(other)
+	io.WriteString(other, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+	readAnswer(t, otherR, "GET") // the client's idle connection made room
+	get()
+}
