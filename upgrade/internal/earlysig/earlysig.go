@@ -21,6 +21,10 @@
 // metrics, protobuf, the CLI). The signals wait in a buffered channel
 // until the supervisor takes it.
 //
+// It also ignores SIGPIPE from then on, as the image before did: a log
+// reader that went away (hitless run | tee, and tee exits) must not end
+// the new image at its first log line.
+//
 // It does nothing unless the process was started by an upgrade: the
 // variable HITLESS_UPGRADE_STATE is set (by the old image, for the new
 // one, or by a new image rolling back, for the old one). Any other run of
@@ -68,6 +72,11 @@ func init() {
 	}
 	caught = make(chan os.Signal, Buffer)
 	signal.Notify(caught, Signals...)
+	// The image that executed this one ignored SIGPIPE, but a Go runtime
+	// does not keep that: its first write to a stdout or stderr whose
+	// reader went away would end it, and the new image logs before the
+	// supervisor ignores SIGPIPE again (see supervisor.Output).
+	signal.Ignore(syscall.SIGPIPE)
 	var ts syscall.Timespec
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1 /* CLOCK_MONOTONIC */, uintptr(unsafe.Pointer(&ts)), 0)
 	at = ts.Nano()
