@@ -96,6 +96,7 @@ func goldenState(t *testing.T) *upgrade.State {
 	h := trialWithQueued(t)
 	h.do(evReload{caller: 2})
 	st := upgrade.NewState(3, "(devel) this build")
+	st.PID = 4141 // the pid that wrote it: fixed, for the file
 	hs := handoff{Machine: exportMachine(h.m), Rundir: "/tmp/hitless-1234", Watcher: 4242, Started: t0,
 		Timers: []timerState{{ID: 1, Gen: 1, Deadline: 5 * time.Second}},
 		Children: []childState{{ID: 1, PID: 1001, Notify: "/tmp/hitless-1234/1.sock", Outs: []bool{false, true}, Partials: [][]byte{nil, []byte("half a li")}, Stderr: []byte("started\n"), Status: "ok"},

@@ -24,8 +24,16 @@ import (
 
 // StateVersion is the version of the state this build writes, and the
 // newest it reads. A build reads versions MinStateVersion to StateVersion.
+//
+// Version 2 (after issue 16) added what a version 1 build would misread
+// or leave behind: the carried signals, the settings ("run"), the
+// metrics listener and the histograms, the new binary's descriptor, the
+// reload callers and the writer's pid. A version 1 build (14f122a) reads
+// only version 1, so its check refuses a downgrade to it; this build
+// still reads a version 1 state, whose absent fields keep their zero
+// values.
 const (
-	StateVersion    = 1
+	StateVersion    = 2
 	MinStateVersion = 1
 )
 
@@ -39,8 +47,8 @@ const (
 	envState    = earlysig.StateVar          // the memory file's descriptor
 	envRollback = "HITLESS_UPGRADE_ROLLBACK" // why the new image gave up
 	// envHeld is when the exec'ing image stopped catching signals
-	// (CLOCK_MONOTONIC, nanoseconds): the new image says how long it was
-	// deaf (State.Deaf).
+	// (CLOCK_MONOTONIC, nanoseconds): the new image says how long none
+	// was caught (State.Uncaught).
 	envHeld = "HITLESS_UPGRADE_HELD"
 )
 
@@ -50,6 +58,10 @@ type Info struct {
 	Version string `json:"version"`
 	// States is the range of state versions it reads.
 	States [2]int `json:"states"`
+	// PID is the process that answered: the one the check started, if
+	// it was exec'd in place (a wrapper script that runs hitless without
+	// exec answers from a child of its own, and would supervise nothing).
+	PID int `json:"pid"`
 }
 
 // Self is the running image: where it was started from, and a descriptor
@@ -139,7 +151,7 @@ func (s *Self) Check(ctx context.Context, path string, start Starter) (*Binary, 
 	}
 	var info Info
 	if err == nil {
-		info, err = runCheck(ctx, f, withoutUpgradeVars(s.Env), start)
+		info, err = runCheck(ctx, real, f, withoutUpgradeVars(s.Env), start)
 	}
 	if err != nil {
 		f.Close()
@@ -148,11 +160,14 @@ func (s *Self) Check(ctx context.Context, path string, start Starter) (*Binary, 
 	return &Binary{Path: real, Info: info, file: f}, nil
 }
 
-// runCheck executes the opened binary in the check mode as Exec will:
-// through /proc/self/fd/N, N being its descriptor here too, open in the
-// child at that number (an interpreter that runs a #! script opens the
-// script by that path, once the kernel has exec'd it), with env.
-func runCheck(ctx context.Context, f *os.File, env []string, start Starter) (Info, error) {
+// runCheck executes the opened binary (at path) in the check mode as
+// Exec will: through /proc/self/fd/N, N being its descriptor here too,
+// open in the child at that number (an interpreter that runs a #! script
+// opens the script by that path, once the kernel has exec'd it), with
+// env. The process that answers must be the one it started: Exec keeps
+// the pid, and a hitless that is not the process the children's parent
+// is cannot supervise them.
+func runCheck(ctx context.Context, path string, f *os.File, env []string, start Starter) (Info, error) {
 	var info Info
 	null, err := os.Open(os.DevNull)
 	if err != nil {
@@ -218,13 +233,16 @@ func runCheck(ctx context.Context, f *os.File, env []string, start Starter) (Inf
 	if info.States[0] > StateVersion || info.States[1] < StateVersion {
 		return info, fmt.Errorf("the new binary (%s) reads state versions %d to %d, not this one's %d", info.Version, info.States[0], info.States[1], StateVersion)
 	}
+	if info.PID != pid {
+		return info, fmt.Errorf("the new binary %s did not exec hitless (its check ran as pid %d and answered from pid %d): a wrapper script must `exec` it", path, pid, info.PID)
+	}
 	return info, nil
 }
 
 // RunCheck is the check mode's main: it prints what this binary is and
 // returns the exit status.
 func RunCheck(version string) int {
-	b, _ := json.Marshal(Info{Hitless: true, Version: version, States: [2]int{MinStateVersion, StateVersion}})
+	b, _ := json.Marshal(Info{Hitless: true, Version: version, States: [2]int{MinStateVersion, StateVersion}, PID: os.Getpid()})
 	fmt.Println(string(b))
 	return 0
 }
@@ -238,10 +256,12 @@ type State struct {
 	Sections map[string]json.RawMessage `json:"sections"`
 	FDs      map[string]int             `json:"fds"` // name -> descriptor number
 	Image    int                        `json:"image"`
+	// PID is the process that wrote the state: the next image must be
+	// the same one (version 2 on; 0 in a version 1 state).
+	PID int `json:"pid,omitempty"`
 	// Signals are the signals (of Signals, by name) the image that wrote
 	// the state received and had not handled when it executed the next
-	// one, oldest first. Added in state version 1 without a bump: a
-	// build that does not know it ignores it.
+	// one, oldest first (version 2 on).
 	Signals []string `json:"signals,omitempty"`
 
 	// RolledBack is set in the old image after a rollback: why the new
@@ -259,7 +279,7 @@ type State struct {
 
 // NewState starts the state of upgrade id.
 func NewState(id int, from string) *State {
-	return &State{Version: StateVersion, ID: id, From: from, Sections: map[string]json.RawMessage{}, FDs: map[string]int{}, carry: map[string]int{}}
+	return &State{Version: StateVersion, ID: id, From: from, PID: os.Getpid(), Sections: map[string]json.RawMessage{}, FDs: map[string]int{}, carry: map[string]int{}}
 }
 
 // Put stores v (JSON) as the section name.
@@ -547,6 +567,13 @@ func Inherited() (*State, error) {
 	}
 	if st.Version < MinStateVersion || st.Version > StateVersion {
 		return nil, fmt.Errorf("upgrade: state version %d, this build reads %d to %d", st.Version, MinStateVersion, StateVersion)
+	}
+	if st.PID != 0 && st.PID != os.Getpid() {
+		// Started by a wrapper that did not exec hitless (one that does
+		// so only in the check mode): this process is not the parent of
+		// the children, nor the pid the service manager knows. Nothing
+		// is taken, for nothing here can supervise them.
+		return nil, fmt.Errorf("upgrade: the state was handed over by pid %d, and this is pid %d: the new binary did not exec hitless (a wrapper script must `exec` it)", st.PID, os.Getpid())
 	}
 	st.memfd, st.RolledBack, st.caught = mem, rolledBack, earlysig.Take()
 	if at := earlysig.At(); held > 0 && at > held {

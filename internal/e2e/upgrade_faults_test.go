@@ -94,6 +94,30 @@ func TestUpgradeThroughWrapper(t *testing.T) {
 	}
 }
 
+// Review of issue 16, finding 2: a #! wrapper that runs hitless without
+// exec is refused at the check, which sees its answer come from another
+// pid (before: it passed, and hitless ran on as the wrapper's child,
+// supervising nothing, deaf to signals). The service goes on.
+func TestUpgradeWrapperWithoutExecRefused(t *testing.T) {
+	dir, path := liveBinary(t)
+	p := start(t, harness.Options{Hitless: path})
+	g, _ := p.Status().Serving()
+	w := filepath.Join(dir, "hitless-noexec")
+	if err := os.WriteFile(w, []byte("#!/bin/sh\n\""+path+"\" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	res := ctl(t, 3*time.Minute, p, "upgrade", "--binary", w)
+	if res.Code != 1 || !strings.Contains(res.Stderr, "upgrade refused") || !strings.Contains(res.Stderr, "did not exec hitless") ||
+		!strings.Contains(res.Stderr, "a wrapper script must `exec` it") {
+		t.Errorf("upgrade through a wrapper without exec: %s", res)
+	}
+	st := p.Status()
+	if s, _ := st.Serving(); st.PID != p.PID() || s.PID != g.PID || st.UpgradesOK != 0 || !harness.SameFile(fmt.Sprintf("/proc/%d/exe", p.PID()), path) {
+		t.Errorf("after the refusal: %+v", st)
+	}
+	p.Reload()
+}
+
 // Issue 16, item 3: one "hitless reload" asked during an upgrade is one
 // reload: it waits for the upgrade, runs once, and its caller gets that
 // reload's verdict (before: the new image asked for it a second time).
