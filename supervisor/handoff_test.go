@@ -87,14 +87,21 @@ func trialWithQueued(t *testing.T) *mtest {
 func fakeHitless(t *testing.T, answer string) string {
 	t.Helper()
 	if answer == "" {
-		b, _ := json.Marshal(upgrade.Info{Hitless: true, Version: "next", States: [2]int{upgrade.MinStateVersion, upgrade.StateVersion}})
-		answer = string(b)
+		answer = checkAnswer()
 	}
 	path := filepath.Join(t.TempDir(), "hitless")
 	if err := os.WriteFile(path, []byte("#!/bin/sh\necho '"+answer+"'\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// checkAnswer is what a hitless prints in the check mode, for a shell's
+// echo '...': it answers from the shell's own pid, as a hitless exec'd in
+// place does.
+func checkAnswer() string {
+	b, _ := json.Marshal(upgrade.Info{Hitless: true, Version: "next", States: [2]int{upgrade.MinStateVersion, upgrade.StateVersion}, PID: 123456789})
+	return strings.Replace(string(b), "123456789", "'$$'", 1)
 }
 
 // upgradeConfig is a supervisor that may upgrade itself to the binary at
@@ -284,9 +291,8 @@ func slowHitless(t *testing.T) (path string, release func()) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(upgrade.Info{Hitless: true, Version: "next", States: [2]int{upgrade.MinStateVersion, upgrade.StateVersion}})
 	path = filepath.Join(dir, "hitless")
-	if err := os.WriteFile(path, []byte("#!/bin/sh\nread x < "+fifo+"\necho '"+string(b)+"'\n"), 0o755); err != nil {
+	if err := os.WriteFile(path, []byte("#!/bin/sh\nread x < "+fifo+"\necho '"+checkAnswer()+"'\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return path, func() {
