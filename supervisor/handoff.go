@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -159,8 +160,13 @@ func (s *Supervisor) execUpgrade(id int) error {
 			"generations", len(s.children), "sockets", len(s.sockets))
 		// Should this process die before an image runs again (of a
 		// SIGTERM the new runtime cannot catch yet), the watcher drains
-		// the children rather than kill them.
-		if werr := s.watcher.upgrading(s.cfg.DrainSignal, s.cfg.DrainTimeout); werr != nil {
+		// the children rather than kill them, and reads their output
+		// meanwhile.
+		var outs []outPipe
+		for _, c := range s.children {
+			outs = append(outs, c.outs...)
+		}
+		if werr := s.watcher.upgrading(outs, s.cfg.DrainSignal, s.cfg.DrainTimeout); werr != nil {
 			s.log.Warn("watcher", "err", werr)
 		}
 		err = s.os.exec(bin, st)
@@ -254,6 +260,9 @@ type handoff struct {
 	Sockets  []socketState `json:"sockets"`
 	Rundir   string        `json:"rundir"`
 	Watcher  int           `json:"watcher"` // its pid
+	// WatcherProtocol is what the watcher understands (watcherProtocol
+	// of the build that started it; 0 in a version 1 state).
+	WatcherProtocol int `json:"watcher_protocol,omitempty"`
 	Started  time.Time     `json:"started"` // when hitless first started
 	// LastCaller numbers the callers: those of the machine (its reload
 	// callers are carried) and the next image's do not meet.
@@ -291,7 +300,7 @@ type socketState struct {
 // export writes the supervisor's state into st, and names every
 // descriptor to carry.
 func (s *Supervisor) export(st *upgrade.State) error {
-	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started, LastCaller: s.lastCaller,
+	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, WatcherProtocol: s.watcher.proto, Started: s.started, LastCaller: s.lastCaller,
 		OutputDropped: s.cfg.Outputs.dropped()}
 	now := time.Now()
 	for id, t := range s.timers {
@@ -359,7 +368,8 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.watcher = &watcher{w: w, pid: h.Watcher, exit: make(chan unix.WaitStatus, 1)}
+	wt := &watcher{w: w, pid: h.Watcher, proto: h.WatcherProtocol, exit: make(chan unix.WaitStatus, 1)}
+	s.watcher = wt
 	sigs, caught := st.TakeSignals()
 	if caught != nil {
 		// Caught since this image started (see package upgrade): the
@@ -368,7 +378,7 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	}
 	r := &restoredState{
 		timers: h.Timers, id: st.ID, rolledBack: st.RolledBack, signals: sigs,
-		adopt: map[int]func(unix.WaitStatus){h.Watcher: func(ws unix.WaitStatus) { s.watcher.exit <- ws }},
+		adopt: map[int]func(unix.WaitStatus){h.Watcher: func(ws unix.WaitStatus) { wt.exit <- ws }},
 		exits: make(map[int]chan unix.WaitStatus),
 	}
 	for _, cs := range h.Children {
@@ -451,6 +461,9 @@ func (s *Supervisor) resumeRestored() {
 	}
 	for id, c := range s.children {
 		s.watch(c, r.exits[id])
+	}
+	if s.watcher.proto < watcherProtocol {
+		s.replaceWatcher()
 	}
 	if err := s.watcher.running(); err != nil {
 		s.log.Warn("watcher", "err", err)
@@ -570,6 +583,8 @@ func exportMachine(m *machine) machineState {
 	for tid, ref := range m.timers {
 		ms.Timers = append(ms.Timers, timerRefOf{ID: tid, Kind: ref.kind, Gen: id(ref.gen)})
 	}
+	// In a fixed order, as the golden files pin it.
+	slices.SortFunc(ms.Timers, func(a, b timerRefOf) int { return cmp.Compare(a.ID, b.ID) })
 	return ms
 }
 

@@ -226,6 +226,61 @@ func TestUpgradeHandsOverInProcess(t *testing.T) {
 	}
 }
 
+// A watcher that an earlier build started (a version 1 state carries no
+// watcher_protocol: it speaks lines without a version, on a pipe) is
+// replaced when the next image restores: a new watcher first, told every
+// child, then the old one is retired, having been told that every group
+// is gone, so that it kills nothing. The serving child never notices;
+// the new watcher is the one that kills it if hitless dies.
+func TestUpgradeReplacesOlderWatcher(t *testing.T) {
+	handed, inProcess := execInProcess()
+	r := startWith(t, upgradeConfig(fakeHitless(t, "")), inProcess, "")
+	r.waitFor("the first child", func(st Status) bool { g, _ := servingGen(st); return g == 1 })
+	_, servingPID := servingGen(r.status())
+	oldWatcher := r.s.watcher.pid
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.s.Upgrade(ctx, "")
+	select {
+	case next := <-handed:
+		var h map[string]json.RawMessage
+		if err := json.Unmarshal(next.Sections["supervisor"], &h); err != nil {
+			t.Fatal(err)
+		}
+		delete(h, "watcher_protocol") // as an earlier build wrote it
+		next.Sections["supervisor"], _ = json.Marshal(h)
+		handed <- next
+	case <-time.After(20 * time.Second):
+		t.Fatal("no hand-over")
+	}
+	s, b := restoreNext(t, r, handed)
+	b.waitFor("the watcher replaced", func(Status) bool { return strings.Contains(b.logs.String(), "watcher: replaced") })
+	if s.watcher.pid == oldWatcher || s.watcher.proto != watcherProtocol {
+		t.Errorf("watcher pid %d (protocol %d), the old one %d", s.watcher.pid, s.watcher.proto, oldWatcher)
+	}
+	waitGone(t, oldWatcher)
+	if got, want := b.ask(), fmt.Sprintf("gen 1 pid %d", servingPID); got != want {
+		t.Errorf("answered by %q, want %q: the old watcher killed the child", got, want)
+	}
+	if !strings.Contains(cmdline(s.watcher.pid), WatchArg) {
+		t.Errorf("the new watcher %d runs %q", s.watcher.pid, cmdline(s.watcher.pid))
+	}
+	b.stop()
+}
+
+// waitGone waits until pid is reaped (or never was this process's
+// child).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for children(t)[pid] {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still runs", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // execInProcess returns the setup of a supervisor whose exec hands over
 // within this process: the state, as the next image would inherit it,
 // comes on handed, and the supervisor freezes as a replaced image.

@@ -72,10 +72,11 @@ func (s *Supervisor) spawn(c *child) error {
 		Dir:   dir,
 		Env:   s.childEnv(c, notifyPath),
 		Files: files,
-		Sys: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL,
-		},
+		// No parent-death signal: the watcher alone ends the children
+		// when hitless dies (see watcher.go), so that it can drain them
+		// when hitless died inside an upgrade's exec; a SIGKILL from
+		// the kernel would strike first.
+		Sys: &syscall.SysProcAttr{Setpgid: true},
 	}
 	if u := s.cfg.User; u != nil {
 		attr.Sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}

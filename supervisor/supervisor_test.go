@@ -844,7 +844,10 @@ func TestWatcherKillsGroups(t *testing.T) {
 // hitless that dies during the exec of an upgrade (of a SIGTERM the new
 // runtime cannot catch yet) has its children drained, not killed: the
 // drain signal first, SIGKILL only for what is left at the drain timeout.
-// Once an image runs again ("R"), a death kills as always.
+// The watcher holds the output pipes it was sent meanwhile: a child that
+// writes as it drains is not killed by SIGPIPE. Once an image runs again
+// ("R"), a death kills as always. (e2e's TestUpgradeDiesInExecDrains
+// does this with hitless and children it started.)
 func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 	// runWatcher, run in this process by the tests before, ignores
 	// SIGTERM, and a child inherits an ignored signal, which a shell
@@ -853,8 +856,12 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, syscall.SIGTERM)
 	signal.Stop(c)
-	spawn := func(script string) int {
-		pid, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", script}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
+	spawn := func(script string, stdout *os.File) int {
+		files := []uintptr{0, 1, 2}
+		if stdout != nil {
+			files[1] = stdout.Fd()
+		}
+		pid, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", script}, &syscall.ProcAttr{Files: files, Sys: &syscall.SysProcAttr{Setpgid: true}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -862,13 +869,27 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 		return pid
 	}
 	ready := filepath.Join(t.TempDir(), "ready")
-	drains := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done")
-	stubborn := spawn("trap '' TERM; touch " + ready + "; while :; do sleep 0.05; done")
+	out, in, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	drains := spawn("trap 'echo the last words of a drained child; exit 0' TERM; while :; do sleep 0.05; done", in)
+	in.Close()
+	stubborn := spawn("trap '' TERM; touch "+ready+"; while :; do sleep 0.05; done", nil)
 	waitFile(t, ready)
-	r, w, _ := os.Pipe()
-	fmt.Fprintf(w, "+%d\n+%d\nU %d 500\n", drains, stubborn, int(syscall.SIGTERM))
-	w.Close()
-	runWatcher(r)
+	hitless, conn := watcherConn(t)
+	wt := &watcher{w: hitless, proto: watcherProtocol}
+	for _, line := range []string{"+" + strconv.Itoa(drains), "+" + strconv.Itoa(stubborn)} {
+		if err := wt.tell(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wt.upgrading([]outPipe{{r: out}}, syscall.SIGTERM, 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	out.Close() // the watcher holds it now; hitless dies:
+	hitless.Close()
+	runWatcher(conn)
 	for pid, want := range map[int]string{drains: "exit status 0", stubborn: "killed by signal SIGKILL"} {
 		var ws syscall.WaitStatus
 		syscall.Wait4(pid, &ws, 0, nil)
@@ -877,8 +898,8 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 		}
 	}
 
-	after := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done")
-	r, w, _ = os.Pipe()
+	after := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done", nil)
+	r, w, _ := os.Pipe()
 	fmt.Fprintf(w, "+%d\nU %d 500\nR\n", after, int(syscall.SIGTERM))
 	w.Close()
 	runWatcher(r)
@@ -887,6 +908,18 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Errorf("after R: %v, want killed", ws)
 	}
+}
+
+// watcherConn is a unix socket pair as startWatcher makes it: hitless's
+// end and the watcher's.
+func watcherConn(t *testing.T) (hitless, watcher *os.File) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fds[0], true)
+	return os.NewFile(uintptr(fds[0]), "hitless"), os.NewFile(uintptr(fds[1]), "watcher")
 }
 
 // waitFile waits for path to exist: a child says it is ready.
