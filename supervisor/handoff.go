@@ -90,7 +90,7 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 		return
 	}
 	if !s.os.mainThread() {
-		s.checked <- checked{id: id, err: errors.New("the supervisor does not run on the main thread, from which every child was started: an exec would kill them")}
+		s.checked <- checked{id: id, err: errors.New("the supervisor does not run on the main thread, which every child is started from and an upgrade execs from (runtime.LockOSThread in an init function)")}
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)

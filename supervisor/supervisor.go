@@ -78,9 +78,9 @@ type Supervisor struct {
 type osEnv struct {
 	spawn  func(c *child) error // sets c.pid before anything reads it
 	signal func(pgid int, sig syscall.Signal) error
-	// mainThread reports whether the loop runs on the thread every child
-	// was started from: an exec from any other kills them (the
-	// parent-death signal follows the thread).
+	// mainThread reports whether the loop runs on the main thread, which
+	// every child is started from and an upgrade execs from (see
+	// Config.Self).
 	mainThread func() bool
 	// exec replaces the image (upgrade.Self.Exec); it returns only if
 	// that failed.

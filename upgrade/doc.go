@@ -54,10 +54,11 @@
 // # Limits
 //
 //   - Linux only (memfd_create, /proc/self/exe, /proc/self/fd).
-//   - Exec must be called from the thread that forked every child (the
-//     main thread, locked by the program's init): a child's parent-death
-//     signal is tied to the thread that forked it, and execve ends every
-//     other thread.
+//   - Exec ends every thread but the calling one: call it from the
+//     thread the program's children and state belong to (hitless: the
+//     main thread, locked by its init). A child with a parent-death
+//     signal would get it if the thread that forked it is not the one
+//     that execs (hitless's children have none).
 //   - A new image that crashes before it can run Go code (a binary for
 //     another CPU that passed the check under emulation, a runtime crash)
 //     cannot roll back; the check makes that unlikely, not impossible.

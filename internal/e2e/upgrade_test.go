@@ -86,9 +86,8 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 }
 
-// Children forked while the runtime is busy, on whatever thread, all
-// survive the exec: their parent-death signal is tied to the thread that
-// forked them, which must be the one that execs. Eleven generations, ten
+// Children forked while the runtime is busy all survive the exec, with
+// their state and deadlines. Eleven generations, ten
 // of them draining (they ignore SIGTERM) with their deadlines, carried
 // across an upgrade under load, which goes on through it.
 func TestUpgradeKeepsDrainingGenerations(t *testing.T) {
