@@ -262,8 +262,8 @@ type handoff struct {
 	Watcher  int           `json:"watcher"` // its pid
 	// WatcherProtocol is what the watcher understands (watcherProtocol
 	// of the build that started it; 0 in a version 1 state).
-	WatcherProtocol int `json:"watcher_protocol,omitempty"`
-	Started  time.Time     `json:"started"` // when hitless first started
+	WatcherProtocol int       `json:"watcher_protocol,omitempty"`
+	Started         time.Time `json:"started"` // when hitless first started
 	// LastCaller numbers the callers: those of the machine (its reload
 	// callers are carried) and the next image's do not meet.
 	LastCaller callerID `json:"last_caller,omitempty"`
