@@ -267,8 +267,60 @@ type handoff struct {
 	// LastCaller numbers the callers: those of the machine (its reload
 	// callers are carried) and the next image's do not meet.
 	LastCaller callerID `json:"last_caller,omitempty"`
+	// Verdicts are those of reloads whose callers' requests are carried
+	// (by the control socket), given after the requests were cut off and
+	// before the exec: the carried requests take them (RejoinReload).
+	Verdicts []verdictState `json:"verdicts,omitempty"`
 	// OutputDropped is what the image counted (Status.OutputDropped).
 	OutputDropped OutputDropped `json:"output_dropped"`
+}
+
+// verdictState is a reload's verdict for a caller, written down.
+type verdictState struct {
+	Caller callerID `json:"caller"`
+	// Result is "ok", "failed" (Reload says why), "stopping", or "error"
+	// (Error says what).
+	Result string            `json:"result"`
+	Reload *reloadErrorState `json:"reload,omitempty"`
+	Error  string            `json:"error,omitempty"`
+}
+
+type reloadErrorState struct {
+	Generation int      `json:"generation"`
+	PID        int      `json:"pid"`
+	Reason     string   `json:"reason"`
+	Stderr     []string `json:"stderr,omitempty"`
+	RolledBack bool     `json:"rolled_back,omitempty"`
+}
+
+func exportVerdict(c callerID, err error) verdictState {
+	v := verdictState{Caller: c, Result: "ok"}
+	var rerr *ReloadError
+	switch {
+	case err == nil:
+	case errors.As(err, &rerr):
+		v.Result = "failed"
+		v.Reload = &reloadErrorState{Generation: rerr.Generation, PID: rerr.PID, Reason: rerr.Reason, Stderr: rerr.Stderr, RolledBack: rerr.RolledBack}
+	case errors.Is(err, ErrStopping):
+		v.Result = "stopping"
+	default:
+		v.Result, v.Error = "error", err.Error()
+	}
+	return v
+}
+
+func (v verdictState) err() error {
+	switch v.Result {
+	case "ok":
+		return nil
+	case "failed":
+		if r := v.Reload; r != nil {
+			return &ReloadError{Generation: r.Generation, PID: r.PID, Reason: r.Reason, Stderr: r.Stderr, RolledBack: r.RolledBack}
+		}
+	case "stopping":
+		return ErrStopping
+	}
+	return errors.New(cmp.Or(v.Error, "reload: verdict "+v.Result))
 }
 
 type timerState struct {
@@ -300,12 +352,18 @@ type socketState struct {
 // export writes the supervisor's state into st, and names every
 // descriptor to carry.
 func (s *Supervisor) export(st *upgrade.State) error {
-	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, WatcherProtocol: s.watcher.proto, Started: s.started, LastCaller: s.lastCaller,
+	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, WatcherProtocol: s.watcher.proto, Started: s.started, LastCaller: callerID(s.callerSeq.Load()),
 		OutputDropped: s.cfg.Outputs.dropped()}
 	now := time.Now()
 	for id, t := range s.timers {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
 	}
+	for id, o := range s.orphans {
+		if o.answered {
+			h.Verdicts = append(h.Verdicts, exportVerdict(id, o.err))
+		}
+	}
+	slices.SortFunc(h.Verdicts, func(a, b verdictState) int { return cmp.Compare(a.Caller, b.Caller) })
 	var errs []error
 	carry := func(name string, c syscall.Conn) { errs = append(errs, st.CarryConn(name, c)) }
 	for _, c := range s.children {
@@ -418,7 +476,10 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	for _, id := range append(slices.Clone(m.waiting), m.queued...) {
 		s.orphans[id] = &orphan{}
 	}
-	s.lastCaller = h.LastCaller
+	for _, v := range h.Verdicts {
+		s.orphans[v.Caller] = &orphan{answered: true, err: v.err()}
+	}
+	s.callerSeq.Store(int64(h.LastCaller))
 	s.cfg.Outputs.carry(h.OutputDropped)
 	s.m, s.started, s.restored = m, h.Started, r
 	return s, nil

@@ -5,6 +5,7 @@ package supervisor
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -139,6 +140,10 @@ type (
 	}
 	// evUpgradeResult: a caller asks for the verdict of the last upgrade.
 	evUpgradeResult struct{ caller callerID }
+	// evCancel: a caller of a reload or an upgrade gave up waiting (its
+	// context ended): it gets no verdict, and is forgotten. What it asked
+	// for goes on.
+	evCancel struct{ caller callerID }
 )
 
 type watchdogKind int
@@ -166,6 +171,7 @@ func (evUpgrade) isEvent()        {}
 func (evUpgradeChecked) isEvent() {}
 func (evUpgradeDone) isEvent()    {}
 func (evUpgradeResult) isEvent()  {}
+func (evCancel) isEvent()         {}
 
 // Actions, carried out by the driver in the order given.
 type (
@@ -448,6 +454,10 @@ func (m *machine) step(now time.Time, ev event) []action {
 		}
 	case evUpgradeResult:
 		m.reply(ev.caller, m.upgradeErr())
+	case evCancel:
+		for _, cs := range []*[]callerID{&m.waiting, &m.queued, &m.upgradeCallers} {
+			*cs = slices.DeleteFunc(*cs, func(c callerID) bool { return c == ev.caller })
+		}
 	case evTimer:
 		m.timer(ev.id, ev.stderr)
 	case evExited:

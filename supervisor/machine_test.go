@@ -238,6 +238,44 @@ func TestMachineReloadsQueueBehindStart(t *testing.T) {
 	}
 }
 
+// A caller that gives up waiting (its context ended) is forgotten: it
+// gets no verdict, and no one else can take its place; what it asked
+// for goes on, and those who wait on get their verdicts.
+func TestMachineCancelledWait(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(evReady{gen: 1})
+	h.do(evReload{caller: 1})
+	h.do(evReload{caller: 2})
+	h.do(evReload{caller: 3})
+	h.do(evUpgrade{caller: 4, binary: "/new/hitless"})
+	for _, c := range []callerID{1, 3, 4} {
+		if acts := h.do(evCancel{caller: c}); len(acts) != 0 {
+			t.Errorf("caller %d gave up: %v", c, acts)
+		}
+	}
+	if !slices.Equal(h.m.waiting, nil) || !slices.Equal(h.m.queued, []callerID{2}) || len(h.m.upgradeCallers) != 0 {
+		t.Errorf("waiting %v, queued %v, upgrade %v; want only caller 2, queued", h.m.waiting, h.m.queued, h.m.upgradeCallers)
+	}
+	acts := h.do(evReady{gen: 2})
+	if r := replies(acts); len(r) != 0 {
+		t.Errorf("the reload of callers who gave up answered %v", r)
+	}
+	if s, ok := find[actStart](acts); !ok || s.gen != 3 {
+		t.Fatalf("the queued reload did not start: %v", acts)
+	}
+	acts = h.do(evReady{gen: 3})
+	if r := replies(acts); len(r) != 1 || len(r[2]) != 1 || r[2][0] != nil {
+		t.Errorf("the queued reload's verdict went to %v, want caller 2 alone", r)
+	}
+	if _, ok := find[actCheckUpgrade](acts); !ok {
+		t.Fatalf("the upgrade whose caller gave up did not begin: %v", acts)
+	}
+	h.do(evUpgradeChecked{id: 1})
+	if r := replies(h.do(evUpgradeDone{id: 1, result: "ok"})); len(r) != 0 {
+		t.Errorf("the upgrade answered %v, its caller gone", r)
+	}
+}
+
 func TestMachineFailedReloads(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -573,6 +611,7 @@ func (tr transition) String() string {
 type observer struct {
 	callers  map[callerID]string // caller -> "reload" or "stop"
 	replied  map[callerID]int
+	gaveUp   map[callerID]bool // callers that stopped waiting before their verdict (evCancel)
 	killed   map[int]bool // generations sent SIGKILL
 	armed    []timerID    // every timer armed on the path, for stale firings
 	drainSig map[int]int  // drain signals per generation
@@ -586,7 +625,7 @@ type observer struct {
 }
 
 func newObserver() *observer {
-	return &observer{callers: map[callerID]string{}, replied: map[callerID]int{}, killed: map[int]bool{}, drainSig: map[int]int{}, drainArm: map[int]int{}}
+	return &observer{callers: map[callerID]string{}, replied: map[callerID]int{}, gaveUp: map[callerID]bool{}, killed: map[int]bool{}, drainSig: map[int]int{}, drainArm: map[int]int{}}
 }
 
 type pathState struct {
@@ -611,6 +650,8 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 		obs.callers[ev.caller] = "rollback"
 	case evUpgrade:
 		obs.callers[ev.caller] = "upgrade"
+	case evCancel:
+		obs.gaveUp[ev.caller] = true
 	case evUpgradeChecked:
 		if ev.id == obs.cancelled {
 			obs.cancelled = 0
@@ -722,8 +763,8 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 				obs.drainArm[a.gen]++
 			}
 		case actReply:
-			if k := obs.callers[a.caller]; k == "stop" || k == "" {
-				check("reply to %d (%q), which is not waiting for a reply", a.caller, k)
+			if k := obs.callers[a.caller]; k == "stop" || k == "" || obs.gaveUp[a.caller] {
+				check("reply to %d (%q, gave up %v), which is not waiting for a reply", a.caller, k, obs.gaveUp[a.caller])
 			}
 			obs.replied[a.caller]++
 		case actExit:
@@ -735,7 +776,7 @@ func (ps *pathState) apply(cfg machineConfig, tr transition, check func(string, 
 				obs.replied[c]++
 			}
 			for c := range obs.callers {
-				if obs.replied[c] != 1 {
+				if want := map[bool]int{false: 1, true: 0}[obs.gaveUp[c]]; obs.replied[c] != want {
 					check("at the end, caller %d (%s) got %d replies", c, obs.callers[c], obs.replied[c])
 				}
 			}
@@ -832,7 +873,7 @@ func machineKey(m *machine) string {
 }
 
 func (obs *observer) key() string {
-	return fmt.Sprintf("%v|%v|%v|%v|%d|%d|%d", obs.callers, obs.replied, obs.killed, obs.finished, obs.checking, obs.execing, obs.cancelled)
+	return fmt.Sprintf("%v|%v|%v|%v|%v|%d|%d|%d", obs.callers, obs.replied, obs.gaveUp, obs.killed, obs.finished, obs.checking, obs.execing, obs.cancelled)
 }
 
 func replay(cfg machineConfig, path []transition) *pathState {
@@ -870,7 +911,7 @@ func (ps *pathState) clone() *pathState {
 		m.timers[id] = timerRef{kind: ref.kind, gen: remap(ref.gen)}
 	}
 	o := *ps.obs
-	o.callers, o.replied, o.killed = maps.Clone(o.callers), maps.Clone(o.replied), maps.Clone(o.killed)
+	o.callers, o.replied, o.killed, o.gaveUp = maps.Clone(o.callers), maps.Clone(o.replied), maps.Clone(o.killed), maps.Clone(o.gaveUp)
 	o.drainSig, o.drainArm, o.armed = maps.Clone(o.drainSig), maps.Clone(o.drainArm), slices.Clone(o.armed)
 	return &pathState{m: &m, obs: &o, watchdog: ps.watchdog, upgrades: ps.upgrades}
 }
@@ -906,6 +947,12 @@ func candidates(ps *pathState) []event {
 		evs = append(evs, evPromote{caller: next}, evRollback{caller: next})
 		if ps.upgrades {
 			evs = append(evs, evUpgrade{caller: next, binary: "/new/hitless"}, evUpgrade{caller: next, binary: "/other/hitless"})
+		}
+	}
+	// A caller of a reload or an upgrade that gives up before its verdict.
+	for _, c := range slices.Sorted(maps.Keys(obs.callers)) {
+		if k := obs.callers[c]; (k == "reload" || k == "upgrade") && obs.replied[c] == 0 && !obs.gaveUp[c] {
+			evs = append(evs, evCancel{caller: c})
 		}
 	}
 	if obs.checking != 0 {

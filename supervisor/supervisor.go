@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,9 +59,12 @@ type Supervisor struct {
 	children    map[int]*child
 	timers      map[timerID]*armed
 	callers     map[callerID]request
-	lastCaller  callerID
-	// orphans are the callers of a reload that an earlier image handed
-	// over (see RejoinReload): the verdict waits here for the carried
+	// callerSeq names the callers (NewCaller): any goroutine takes the
+	// next number, before it asks.
+	callerSeq atomic.Int64
+	// orphans are the callers of a reload whose requests are carried to
+	// the next image (see RejoinReload), by an earlier image or by this
+	// one during an upgrade: the verdict waits here for the carried
 	// request to ask for it.
 	orphans   map[callerID]*orphan
 	exit      *actExit
@@ -194,13 +198,20 @@ const (
 	reqUpgrade
 	reqUpgradeResult
 	reqRejoin
+	reqLeave
 )
 
 type request struct {
 	kind   reqKind
+	caller callerID // 0: the loop names it
 	reply  chan error
 	status chan Status
 	binary string // reqUpgrade
+	// reqLeave: the caller's context ended because its request is
+	// carried to the next image (ErrCarried); ack says whether it was
+	// still waiting for its verdict.
+	carried bool
+	ack     chan bool
 }
 
 // New checks cfg (see Config.Validate), takes the sockets systemd passed
@@ -405,14 +416,21 @@ func (s *Supervisor) loop(ctx context.Context) {
 
 // request feeds the machine a caller's request.
 func (s *Supervisor) request(req request) {
-	if req.kind == reqRejoin && s.rejoin(req) {
+	switch req.kind {
+	case reqRejoin:
+		s.rejoin(req)
+		return
+	case reqLeave:
+		s.leave(req)
 		return
 	}
-	s.lastCaller++
-	id := s.lastCaller
+	id := req.caller
+	if id == 0 {
+		id = callerID(s.NewCaller())
+	}
 	s.callers[id] = req
 	switch req.kind {
-	case reqReload, reqRejoin:
+	case reqReload:
 		s.feed(evReload{caller: id})
 	case reqStop:
 		s.feed(evStop{caller: id})
@@ -532,29 +550,64 @@ func (s *Supervisor) do(a action) event {
 	return nil
 }
 
-// orphan is a caller of a reload, carried across an upgrade without the
-// request that waits for the verdict: that request is carried by the
-// control socket, and asks again (RejoinReload).
+// orphan is a caller of a reload whose request is carried to the next
+// image (by the control socket), which asks for the verdict there
+// (RejoinReload): the verdict, once it came, waits here for it.
 type orphan struct {
 	answered bool
 	err      error
 }
 
-// rejoin gives req, a reload an earlier image had taken, the place of
-// one of the callers it handed over: the verdict now if it is in, else
-// when it comes. It returns false when no caller is left to rejoin: the
-// request never reached the earlier image's machine, and asks anew.
-func (s *Supervisor) rejoin(req request) bool {
-	for id, o := range s.orphans {
+// rejoin gives req, a reload request carried across an upgrade, the
+// place of its own caller (req.caller): the verdict now if it came, else
+// when it comes. A caller that has no place (its request never reached
+// the machine) reloads anew, under the same name. A request carried by a
+// build that did not name its callers (0) takes any place left, as that
+// build did.
+func (s *Supervisor) rejoin(req request) {
+	id := req.caller
+	if id == 0 {
+		for oid := range s.orphans {
+			id = oid
+			break
+		}
+	}
+	if id == 0 {
+		id = callerID(s.NewCaller())
+	}
+	if o := s.orphans[id]; o != nil {
 		delete(s.orphans, id)
 		if o.answered {
 			req.reply <- o.err
 		} else {
 			s.callers[id] = req
 		}
-		return true
+		return
 	}
-	return false
+	s.callers[id] = req
+	s.feed(evReload{caller: id})
+}
+
+// leave ends the wait of a caller whose context ended before its
+// verdict came, and acks whether it was still waiting (if not, the
+// verdict is in its reply channel). A reload whose request is carried to
+// the next image keeps its place there, as an orphan: a verdict that
+// comes before the exec waits for it, and goes across. Any other caller
+// gave up, and the machine forgets it (evCancel): no request can take its
+// verdict.
+func (s *Supervisor) leave(req request) {
+	w, waiting := s.callers[req.caller]
+	if waiting {
+		delete(s.callers, req.caller)
+		switch {
+		case !req.carried:
+			s.feed(evCancel{caller: req.caller})
+		case w.kind == reqReload || w.kind == reqRejoin:
+			s.orphans[req.caller] = &orphan{}
+		}
+		// A carried upgrade asks the next image for the verdict.
+	}
+	req.ack <- waiting
 }
 
 // armed is a timer of the machine's, running.

@@ -28,6 +28,8 @@ import (
 type fake struct {
 	reloads, stops, statuses atomic.Int32
 	rejoins                  atomic.Int32
+	lastCaller               atomic.Int64 // NewCaller's
+	reloadedAs, rejoinedAs   atomic.Int64 // the callers of the last ReloadAs and RejoinReload
 	reload                   func(ctx context.Context) error
 	stop                     func(ctx context.Context) error
 	trial                    func(cmd string) error // promote and rollback; nil: ErrNoTrial
@@ -44,7 +46,10 @@ func (f *fake) enter(cmd string) {
 	}
 }
 
-func (f *fake) Reload(ctx context.Context) error {
+func (f *fake) NewCaller() supervisor.Caller { return supervisor.Caller(f.lastCaller.Add(1)) }
+
+func (f *fake) ReloadAs(ctx context.Context, c supervisor.Caller) error {
+	f.reloadedAs.Store(int64(c))
 	f.reloads.Add(1)
 	f.enter(CmdReload)
 	if f.reload != nil {
@@ -54,7 +59,8 @@ func (f *fake) Reload(ctx context.Context) error {
 }
 
 // RejoinReload answers a carried reload as the reload it rejoins would.
-func (f *fake) RejoinReload(ctx context.Context) error {
+func (f *fake) RejoinReload(ctx context.Context, c supervisor.Caller) error {
+	f.rejoinedAs.Store(int64(c))
 	f.rejoins.Add(1)
 	f.enter(CmdReload)
 	if f.reload != nil {

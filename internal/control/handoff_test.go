@@ -21,7 +21,9 @@ import (
 	"github.com/hitless/hitless/upgrade"
 )
 
-// An upgrade hands the control socket over with the requests in flight:
+// An upgrade hands the control socket over with the requests in flight
+// (Handoff ends their waits with supervisor.ErrCarried, so that the
+// supervisor keeps their places):
 // a reload waiting for its verdict, the upgrade itself, a request half
 // read, a client that connects during the exec. The next image answers
 // every one of them on its connection; the reload rejoins the reload it
@@ -95,6 +97,11 @@ func TestHandoffCarriesRequests(t *testing.T) {
 	if now.rejoins.Load() != 1 || now.reloads.Load() != 0 || now.statuses.Load() == 0 {
 		t.Errorf("the next image got rejoins %d, reloads %d, statuses %d; want the carried reload to rejoin, and no new one",
 			now.rejoins.Load(), now.reloads.Load(), now.statuses.Load())
+	}
+	// It rejoins as the caller it was named in the old image: its own
+	// place, not any other carried reload's.
+	if asked, rejoined := old.reloadedAs.Load(), now.rejoinedAs.Load(); asked == 0 || rejoined != asked {
+		t.Errorf("the reload was asked as caller %d and rejoined as %d", asked, rejoined)
 	}
 }
 

@@ -146,6 +146,39 @@ func TestUpgradeReloadDuringIt(t *testing.T) {
 	}
 }
 
+// Review of issue 16, finding 4: two "hitless reload" callers wait
+// across an upgrade, R1 for its generation on trial, R2 queued behind
+// it. Each is told its own verdict: R1 that generation 2 was rolled
+// back, R2 that generation 3 serves (before, the carried requests took
+// the callers' places at random, and the verdicts were swapped half the
+// time).
+func TestUpgradeReloadVerdictsNotSwapped(t *testing.T) {
+	_, path := liveBinary(t)
+	p := start(t, harness.Options{Hitless: path, Args: []string{"--trial", "1h"}})
+	r1 := goCtl(p, 3*time.Minute, "reload")
+	st := p.WaitStatus(20*time.Second, func(s harness.Status) bool {
+		return len(s.Generations) == 2 && s.Generations[1].State == harness.StateTrial
+	})
+	r2 := goCtl(p, 3*time.Minute, "reload")
+	p.WaitStatus(20*time.Second, func(s harness.Status) bool { return s.ReloadQueued })
+	if res := ctl(t, 3*time.Minute, p, "upgrade"); res.Code != 0 {
+		t.Fatalf("upgrade: %s", res)
+	}
+	syscall.Kill(st.Generations[1].PID, syscall.SIGKILL) // R1's trial fails
+	if r := wait(t, time.Minute, r1, "R1"); r.Code != 1 || !strings.Contains(r.Stderr, "generation 2") || !strings.Contains(r.Stderr, "rolled back") {
+		t.Errorf("R1, whose generation 2 failed its trial: %s", r)
+	}
+	p.WaitStatus(20*time.Second, func(s harness.Status) bool {
+		return len(s.Generations) == 2 && s.Generations[1].Generation == 3 && s.Generations[1].State == harness.StateTrial
+	})
+	if res := ctl(t, time.Minute, p, "promote"); res.Code != 0 {
+		t.Fatalf("promote: %s", res)
+	}
+	if r := wait(t, time.Minute, r2, "R2"); r.Code != 0 || !strings.Contains(r.Stdout, "generation 3") {
+		t.Errorf("R2, whose generation 3 serves: %s", r)
+	}
+}
+
 // Issue 16, item 4: a stop during the new binary's check does not wait
 // for it (before: until the check's 30 s timeout): the check is killed,
 // hitless stops, the upgrade's caller is told it is stopping. A second
