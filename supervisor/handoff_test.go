@@ -430,7 +430,9 @@ func TestUpgradeCarriesEachCallersVerdict(t *testing.T) {
 	if err := <-verdicts[r1]; !errors.As(err, &rerr) || rerr.Generation != 2 || !rerr.RolledBack {
 		t.Errorf("R1, whose generation 2 failed its trial, was told %v", err)
 	}
-	b.waitFor("generation 3 on trial", func(st Status) bool { return len(st.Generations) == 2 && st.Generations[1].ID == 3 && st.Generations[1].State == Trial })
+	b.waitFor("generation 3 on trial", func(st Status) bool {
+		return len(st.Generations) == 2 && st.Generations[1].ID == 3 && st.Generations[1].State == Trial
+	})
 	if err := s.Promote(ctxFor(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}

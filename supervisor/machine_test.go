@@ -612,10 +612,10 @@ type observer struct {
 	callers  map[callerID]string // caller -> "reload" or "stop"
 	replied  map[callerID]int
 	gaveUp   map[callerID]bool // callers that stopped waiting before their verdict (evCancel)
-	killed   map[int]bool // generations sent SIGKILL
-	armed    []timerID    // every timer armed on the path, for stale firings
-	drainSig map[int]int  // drain signals per generation
-	drainArm map[int]int  // drain deadlines armed per generation
+	killed   map[int]bool      // generations sent SIGKILL
+	armed    []timerID         // every timer armed on the path, for stale firings
+	drainSig map[int]int       // drain signals per generation
+	drainArm map[int]int       // drain deadlines armed per generation
 	finished bool
 	checking int // an upgrade whose check the driver runs
 	execing  int // an upgrade whose exec the driver attempts
