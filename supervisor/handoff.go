@@ -94,7 +94,7 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
-	s.cancelCheck = cancel
+	s.cancelCheck, s.checkID = cancel, id
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()

@@ -51,6 +51,7 @@ type Supervisor struct {
 	started     time.Time // when hitless first started, before any upgrade
 	checked     chan checked
 	cancelCheck context.CancelFunc // of the check running, if any
+	checkID     int                // the upgrade whose check runs
 	upgradeBin  *upgrade.Binary    // checked, to exec
 	restored    *restoredState     // set by Restore until Run resumes it
 	rundir      *rundir            // private notify sockets live here
@@ -534,7 +535,7 @@ func (s *Supervisor) do(a action) event {
 			return evUpgradeDone{id: a.id, result: "failed", reason: err.Error()}
 		}
 	case actCancelCheck:
-		if s.cancelCheck != nil {
+		if s.cancelCheck != nil && s.checkID == a.id {
 			s.cancelCheck()
 		}
 	case actObserve:

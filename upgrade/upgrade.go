@@ -45,6 +45,7 @@ const CheckArg = "__hitless_upgrade_check"
 
 const (
 	envState    = earlysig.StateVar          // the memory file's descriptor
+	envComm     = earlysig.CommVar           // the process's name before the exec
 	envRollback = "HITLESS_UPGRADE_ROLLBACK" // why the new image gave up
 	// envHeld is when the exec'ing image stopped catching signals
 	// (CLOCK_MONOTONIC, nanoseconds): the new image says how long none
@@ -456,6 +457,11 @@ func execHeld(path string, argv, env []string, st *State, sigc chan os.Signal) e
 	}
 	defer unix.Close(mem)
 	env = append(env, envState+"="+strconv.Itoa(mem))
+	// The exec through /proc/self/fd/N names the process "N": the next
+	// image takes this name back (see package earlysig).
+	if comm, err := os.ReadFile("/proc/self/comm"); err == nil {
+		env = append(env, envComm+"="+strings.TrimSpace(string(comm)))
+	}
 	h, err := holdSignals(sigc)
 	if err != nil {
 		return fmt.Errorf("upgrade: hold signals: %w", err)
@@ -534,7 +540,8 @@ func readMemfd(mem int) ([]byte, error) {
 
 func withoutUpgradeVars(env []string) []string {
 	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		return strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envRollback+"=") || strings.HasPrefix(kv, envHeld+"=")
+		return strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envRollback+"=") || strings.HasPrefix(kv, envHeld+"=") ||
+			strings.HasPrefix(kv, envComm+"=")
 	})
 }
 
@@ -552,6 +559,7 @@ func Inherited() (*State, error) {
 	os.Unsetenv(envState)
 	os.Unsetenv(envRollback)
 	os.Unsetenv(envHeld)
+	os.Unsetenv(envComm)
 	mem, err := strconv.Atoi(v)
 	if err != nil || mem < 3 {
 		return nil, fmt.Errorf("upgrade: %s=%q is not a descriptor", envState, v)

@@ -133,7 +133,15 @@ func helper(step string) error {
 		st.Commit()
 		defer report.Close()
 		from, to := st.Uncaught()
+		comm, _ := os.ReadFile("/proc/self/comm")
+		var upgradeVars []string
+		for _, kv := range os.Environ() {
+			if strings.HasPrefix(kv, "HITLESS_UPGRADE_") {
+				upgradeVars = append(upgradeVars, kv)
+			}
+		}
 		return json.NewEncoder(report).Encode(map[string]any{
+			"comm": strings.TrimSpace(string(comm)), "upgradeVars": upgradeVars,
 			"step": step, "id": st.ID, "from": st.From, "samePID": h.PID == os.Getpid(),
 			"note": h.Note, "rolledBack": st.RolledBack, "stateVar": os.Getenv(envState),
 			"signals": sortedNames(carried), "uncaught": to - from, "fds": openFDs(),
@@ -225,11 +233,12 @@ func runUpgrade(t *testing.T, next string, env ...string) map[string]any {
 // image caught and had not handled come with it, in order; the new one
 // catches them from its first moments, and says how long nothing caught
 // them. Of the new binary's descriptor, opened for the exec, nothing is
-// left.
+// left, and the process keeps its name (the exec through /proc/self/fd/N
+// would name it "N", out of reach of pgrep -x, pkill and killall).
 func TestExecHandsOver(t *testing.T) {
 	got := runUpgrade(t, "new")
 	want := map[string]any{"step": "new", "id": 7.0, "from": "old", "samePID": true, "note": "from the old image", "rolledBack": "", "stateVar": "",
-		"signals": "SIGHUP SIGUSR2"}
+		"signals": "SIGHUP SIGUSR2", "comm": testComm()}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v (report %v)", k, got[k], v, got)
@@ -237,6 +246,9 @@ func TestExecHandsOver(t *testing.T) {
 	}
 	if u, _ := got["uncaught"].(float64); u <= 0 || u > float64(10*time.Second) {
 		t.Errorf("uncaught for %v", time.Duration(u))
+	}
+	if got["upgradeVars"] != nil {
+		t.Errorf("the new image's environment keeps %v", got["upgradeVars"])
 	}
 	self, _ := os.Executable()
 	for _, fd := range got["fds"].([]any) {
@@ -258,6 +270,16 @@ func TestRollback(t *testing.T) {
 	if got["signals"] != "SIGHUP SIGINT SIGUSR2" {
 		t.Errorf("signals carried back: %v", got["signals"])
 	}
+	if got["comm"] != testComm() {
+		t.Errorf("the process is named %q after the upgrade and the rollback, %q before", got["comm"], testComm())
+	}
+}
+
+// testComm is the name of a process started from this test binary (the
+// kernel keeps 15 bytes of the file's name).
+func testComm() string {
+	name := filepath.Base(os.Args[0])
+	return name[:min(len(name), 15)]
 }
 
 // A #! script that executes hitless passes the check and is executed the
