@@ -485,6 +485,23 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	return s, nil
 }
 
+// CarriedListen returns the sockets an upgrade state carries, in order,
+// as they were asked for: a restored image keeps them (Restore takes them
+// whatever Config.Listen says), and a program whose settings it cannot
+// take from the state (a release that did not carry them) lists them
+// as its own.
+func CarriedListen(st *upgrade.State) ([]ListenSpec, error) {
+	var h handoff
+	if err := st.Get("supervisor", &h); err != nil {
+		return nil, err
+	}
+	specs := make([]ListenSpec, len(h.Sockets))
+	for i, ss := range h.Sockets {
+		specs[i] = ss.Spec
+	}
+	return specs, nil
+}
+
 // NoteUpgrade gives the verdict of the upgrade that started this image a
 // note, for its callers and the log: what the caller should know although
 // the upgrade succeeded (settings in the config file that changed since
