@@ -45,6 +45,15 @@ func (s *Supervisor) AddCarrier(c Carrier) {
 	s.cfg.Carriers = append(s.cfg.Carriers, c)
 }
 
+// runningGrace is how long the restored image leaves the watcher told
+// that an exec is under way: should hitless die meanwhile, the children
+// are drained rather than killed. A SIGTERM that reached the new runtime
+// before it caught signals ends the process, but the runtime yields the
+// CPU before it dies: on a busy machine the image can restore, and even
+// answer, before the end comes (1 of 30 such deaths came after the
+// restore in one run, load 3 on 2 cores).
+const runningGrace = time.Second
+
 // handoffTimeout bounds how long the carriers may take to hand over.
 const handoffTimeout = 5 * time.Second
 
@@ -543,9 +552,9 @@ func (s *Supervisor) resumeRestored() {
 	if s.watcher.proto < watcherProtocol {
 		s.replaceWatcher()
 	}
-	if err := s.watcher.running(); err != nil {
-		s.log.Warn("watcher", "err", err)
-	}
+	// The watcher drains rather than kills for a while yet (see
+	// runningGrace).
+	s.runningDue = time.After(runningGrace)
 	if from, to := r.uncaught[0], r.uncaught[1]; to > from {
 		// SIGHUP, SIGINT and SIGTERM sent in this window were lost:
 		// what no Go program can catch while its runtime starts.

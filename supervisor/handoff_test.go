@@ -268,6 +268,35 @@ func TestUpgradeReplacesOlderWatcher(t *testing.T) {
 	b.stop()
 }
 
+// For runningGrace after a restore the watcher drains, rather than
+// kills, should hitless die (of a SIGTERM its new runtime could not
+// catch, whose end can come after the restore). A stop inside that
+// second is no such death: the watcher is told an image runs first, and
+// does not report a death in an upgrade as it ends.
+func TestStopRightAfterRestore(t *testing.T) {
+	cfg := upgradeConfig(fakeHitless(t, ""))
+	stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cfg.Stderr = stderr
+	handed, inProcess := execInProcess()
+	r := startWith(t, cfg, inProcess, "")
+	r.waitFor("the first child", func(st Status) bool { g, _ := servingGen(st); return g == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.s.Upgrade(ctx, "")
+	s, b := restoreNext(t, r, handed)
+	watcherPID := s.watcher.pid
+	b.stop()
+	waitGone(t, watcherPID)
+	out, _ := os.ReadFile(stderr.Name())
+	if strings.Contains(string(out), "hitless died during an upgrade") {
+		t.Errorf("a stop within runningGrace of the restore; the watcher said:\n%s", out)
+	}
+}
+
 // waitGone waits until pid is reaped (or never was this process's
 // child).
 func waitGone(t *testing.T, pid int) {

@@ -57,6 +57,7 @@ type Supervisor struct {
 	rundir      *rundir            // private notify sockets live here
 	reaper      *reaper
 	watcher     *watcher
+	runningDue  <-chan time.Time // when to tell the watcher an image runs again (see runningGrace)
 	children    map[int]*child
 	timers      map[timerID]*armed
 	callers     map[callerID]request
@@ -395,6 +396,11 @@ func (s *Supervisor) loop(ctx context.Context) {
 			s.feed(evTick{})
 		case ws := <-s.watcher.exit:
 			s.restartWatcher(ws)
+		case <-s.runningDue:
+			s.runningDue = nil
+			if err := s.watcher.running(); err != nil {
+				s.log.Warn("watcher", "err", err)
+			}
 		case r := <-s.checked:
 			s.cancelCheck = nil
 			if s.upgradeBin != nil {
@@ -655,6 +661,12 @@ func (s *Supervisor) release() {
 		c.closeOutput()
 	}
 	if s.watcher != nil {
+		if s.runningDue != nil {
+			// Within runningGrace of a restore, a stop is no death in
+			// an exec: what is left is killed, not drained, and the
+			// watcher does not say hitless died.
+			s.watcher.running()
+		}
 		s.watcher.stop()
 	}
 	if s.reaper != nil {
@@ -712,8 +724,16 @@ func (s *Supervisor) restartWatcher(ws unix.WaitStatus) {
 	}
 	s.watcher.w.Close()
 	s.watcher = w
+	var outs []outPipe
 	for _, c := range s.children {
 		if err := w.add(c.pid); err != nil {
+			s.log.Warn("watcher", "err", err)
+		}
+		outs = append(outs, c.outs...)
+	}
+	if s.runningDue != nil {
+		// Still within runningGrace of a restore: a death drains.
+		if err := w.upgrading(outs, s.cfg.DrainSignal, s.cfg.DrainTimeout); err != nil {
 			s.log.Warn("watcher", "err", err)
 		}
 	}

@@ -37,16 +37,18 @@ import (
 //
 // Around the exec of an upgrade, hitless sends the read ends of the
 // children's output pipes ("P STREAM...", the descriptors attached), says
-// "U SIGNAL MILLISECONDS" (its drain signal and timeout) and, once an
-// image runs again, "R", at which the watcher closes the pipes. If
-// hitless dies in between, it is most likely of a SIGTERM that no Go
-// program can catch while its runtime starts (see package upgrade), or
-// of a new binary that failed at the exec: the watcher then does what
-// the SIGTERM asked for, a drain. It copies the children's output to its
-// own stdout and stderr (hitless's), so that a child that logs as it
-// drains is not killed by SIGPIPE; sends every process group the drain
-// signal; waits until they are gone or the drain timeout passes; and only
-// then kills what is left.
+// "U SIGNAL MILLISECONDS" (its drain signal and timeout) and, a second
+// after an image runs again (runningGrace), "R", at which the watcher
+// closes the pipes. If hitless dies in between, it is most likely of a
+// SIGTERM that no Go program can catch while its runtime starts (see
+// package upgrade; the runtime yields before it dies, so the end can
+// come after the new image restored), or of a new binary that failed at
+// the exec: the watcher then does what the SIGTERM asked for, a drain.
+// It copies the children's output to its own stdout and stderr
+// (hitless's), so that a child that logs as it drains is not killed by
+// SIGPIPE; sends every process group the drain signal; waits until they
+// are gone or the drain timeout passes; and only then kills what is
+// left. A stop, or a new watcher, within that second is told as much.
 //
 // The lines are a format, as the upgrade state is: a watcher outlives
 // the image that started it, and the images after it speak to it. Its
@@ -129,11 +131,18 @@ func (s *Supervisor) replaceWatcher() {
 		return
 	}
 	var pgids []int
+	var outs []outPipe
 	for _, c := range s.children {
 		if err := w.add(c.pid); err != nil {
 			s.log.Warn("watcher", "err", err)
 		}
 		pgids = append(pgids, c.pid)
+		outs = append(outs, c.outs...)
+	}
+	// Replaced as an upgrade's new image restores: until runningGrace
+	// passes, a death drains (see resumeRestored).
+	if err := w.upgrading(outs, s.cfg.DrainSignal, s.cfg.DrainTimeout); err != nil {
+		s.log.Warn("watcher", "err", err)
 	}
 	s.watcher = w
 	old.retire(pgids)
