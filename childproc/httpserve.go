@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hitless/hitless/internal/handover"
 )
 
 // httpServer is one http.Server with the bookkeeping the drain needs: the
@@ -25,6 +27,20 @@ type httpServer struct {
 	// closeSent counts responses sent with "Connection: close" because of
 	// the lame duck: each one is a keep-alive client that left cleanly.
 	closeSent atomic.Int64
+
+	// The hand-over (handconn.go). hl is the listener served from when
+	// this server's connections can be handed over (nil when not: TLS,
+	// a listener of the application's own type, no hitless); kind names
+	// it to the next generation. handing is set at the drain when the
+	// serving generation adopts kind: connections then leave by
+	// hand-over, not by "Connection: close".
+	hl         *handListener
+	kind       string
+	ho         *handoverClient
+	handing    atomic.Bool
+	handed     atomic.Int64
+	gate       handGate
+	closedIdle *atomic.Int64 // the Lifecycle's
 
 	mu       sync.Mutex
 	conns    map[net.Conn]*connInfo
@@ -54,12 +70,20 @@ type inflightReq struct {
 	hijacked            atomic.Bool
 }
 
-func newHTTPServer(srv *http.Server, ln net.Listener, reqBase context.Context) *httpServer {
+func newHTTPServer(srv *http.Server, ln net.Listener, reqBase context.Context, ho *handoverClient, closedIdle *atomic.Int64) *httpServer {
 	h := &httpServer{
-		srv:      srv,
-		ln:       ln,
-		conns:    make(map[net.Conn]*connInfo),
-		inflight: make(map[*inflightReq]struct{}),
+		srv:        srv,
+		ln:         ln,
+		conns:      make(map[net.Conn]*connInfo),
+		inflight:   make(map[*inflightReq]struct{}),
+		ho:         ho,
+		closedIdle: closedIdle,
+	}
+	if ho != nil && !h.tls() && !unencryptedHTTP2(srv) {
+		if hl := newHandListener(ln, h); hl != nil {
+			a := ln.Addr()
+			h.hl, h.ln, h.kind = hl, hl, handover.HTTPKind(a.Network(), a.String())
+		}
 	}
 	next := srv.Handler
 	if next == nil {
@@ -103,15 +127,84 @@ func newHTTPServer(srv *http.Server, ln net.Listener, reqBase context.Context) *
 
 func (h *httpServer) name() string { return "http " + h.ln.Addr().String() }
 
-func (h *httpServer) serve() error {
+// tls reports whether srv serves TLS (see serve).
+func (h *httpServer) tls() bool {
 	tc := h.srv.TLSConfig
-	if tc != nil && (len(tc.Certificates) > 0 || tc.GetCertificate != nil || tc.GetConfigForClient != nil) {
+	return tc != nil && (len(tc.Certificates) > 0 || tc.GetCertificate != nil || tc.GetConfigForClient != nil)
+}
+
+// unencryptedHTTP2 reports whether srv takes HTTP/2 with prior knowledge
+// on plaintext connections: their first Read is net/http's peek at the
+// preface, not its buffer's fill, which the boundary rule counts on.
+func unencryptedHTTP2(srv *http.Server) bool {
+	return srv.Protocols != nil && srv.Protocols.UnencryptedHTTP2()
+}
+
+func (h *httpServer) serve() error {
+	if h.tls() {
 		return h.srv.ServeTLS(h.ln, "", "")
 	}
 	return h.srv.Serve(h.ln)
 }
 
+// handOver sends c to the next generation; false when hitless refused
+// it (c is served here then).
+func (h *httpServer) handOver(c *handConn) (taken bool, reason string) {
+	taken, lost, reason := h.ho.hand(h.kind, c.raw, nil)
+	if lost {
+		// Maybe gone to the next generation, maybe not: it must not
+		// be served here in either case.
+		h.closedIdle.Add(1)
+		return true, reason
+	}
+	if taken {
+		h.handed.Add(1)
+	}
+	return taken, reason
+}
+
+// requestHandOvers asks every connection to be handed over at its next
+// request boundary, the most recently active first: a busy client's next
+// request waits in the kernel while its connection moves, an idle one's
+// does not.
+func (h *httpServer) requestHandOvers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	type conn struct {
+		hc    *handConn
+		since time.Time
+	}
+	cs := make([]conn, 0, len(h.conns))
+	for c, ci := range h.conns {
+		if hc, ok := c.(*handConn); ok && !ci.http2 {
+			cs = append(cs, conn{hc, ci.since})
+		}
+	}
+	slices.SortFunc(cs, func(a, b conn) int { return b.since.Compare(a.since) })
+	for _, c := range cs {
+		c.hc.requestHandOver()
+	}
+	return len(cs)
+}
+
+// idleConns counts the HTTP/1 connections that Shutdown would close
+// while idle now.
+func (h *httpServer) idleConns() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, ci := range h.conns {
+		if !ci.http2 && (ci.state == http.StateIdle || ci.state == http.StateNew) {
+			n++
+		}
+	}
+	return n
+}
+
 func (h *httpServer) connState(c net.Conn, st http.ConnState) {
+	if hc, ok := c.(*handConn); ok {
+		hc.connState(st)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch st {
@@ -151,7 +244,8 @@ func (h *httpServer) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		lw := &lameDuckWriter{ResponseWriter: w, h: h, ir: ir}
+		hc, _ := r.Context().Value(connKey{}).(*handConn)
+		lw := &lameDuckWriter{ResponseWriter: w, h: h, ir: ir, hc: hc}
 		next.ServeHTTP(lw, r)
 		lw.handlerReturned()
 	})
@@ -163,6 +257,9 @@ func (h *httpServer) markHTTP2Locked(ctx context.Context) {
 	c, _ := ctx.Value(connKey{}).(net.Conn)
 	if ci := h.conns[c]; ci != nil && !ci.http2 {
 		ci.http2 = true
+		if hc, ok := c.(*handConn); ok {
+			hc.pin("HTTP/2")
+		}
 		h.changed.fire()
 	}
 }
@@ -176,7 +273,12 @@ func (h *httpServer) markHTTP2Locked(ctx context.Context) {
 // connections, whatever their state: Shutdown's GOAWAY tells them to
 // leave and waits for their streams. It returns what was still busy when
 // ctx ended.
-func (h *httpServer) settle(ctx context.Context, quiet time.Duration) []string {
+//
+// patient (while connections are being handed over) waits for every
+// HTTP/1 connection, idle or not: each leaves by hand-over at its next
+// boundary, or, if it cannot move, after its next response, never while
+// idle, until ctx ends.
+func (h *httpServer) settle(ctx context.Context, quiet time.Duration, patient bool) []string {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -190,6 +292,10 @@ func (h *httpServer) settle(ctx context.Context, quiet time.Duration) []string {
 		h.mu.Lock()
 		for _, ci := range h.conns {
 			if ci.http2 {
+				continue
+			}
+			if patient {
+				busy = true
 				continue
 			}
 			switch ci.state {
@@ -316,6 +422,7 @@ type lameDuckWriter struct {
 	http.ResponseWriter
 	h           *httpServer
 	ir          *inflightReq
+	hc          *handConn // nil unless connections can be handed over
 	wroteHeader bool
 }
 
@@ -324,7 +431,9 @@ func (w *lameDuckWriter) beforeHeader() {
 		return
 	}
 	w.wroteHeader = true
-	if w.h.lameDuck.Load() {
+	// A connection that will be handed over at its next boundary stays
+	// open: the client keeps it, and the next generation answers on it.
+	if w.h.lameDuck.Load() && !(w.h.handing.Load() && w.hc != nil && w.hc.movable()) {
 		w.ResponseWriter.Header().Set("Connection", "close")
 		w.h.closeSent.Add(1)
 	}

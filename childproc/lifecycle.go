@@ -9,9 +9,13 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/hitless/hitless/internal/handover"
 )
 
 // Defaults for Options.
@@ -90,6 +94,15 @@ type Options struct {
 	Context context.Context
 	// Logger receives one record per drain phase. Default slog.Default().
 	Logger *slog.Logger
+	// DisableHandOver turns the hand-over of connections off (see the
+	// package doc, "Handing connections over"): the drain then ends
+	// every keep-alive connection itself, as in releases before it, and
+	// this generation adopts nothing from the one before.
+	DisableHandOver bool
+	// AdoptTimeout is how long a connection handed over under a name
+	// waits for Adopter.Accept before it is closed. Default
+	// DefaultAdoptTimeout (5s).
+	AdoptTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -101,6 +114,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LameDuck == 0 {
 		o.LameDuck = DefaultLameDuck
+	}
+	if o.AdoptTimeout <= 0 {
+		o.AdoptTimeout = DefaultAdoptTimeout
 	}
 	if o.LameDuckQuiet == 0 {
 		o.LameDuckQuiet = DefaultLameDuckQuiet
@@ -147,6 +163,14 @@ type Lifecycle struct {
 	closers       []closer
 	closersCalled bool
 	failures      chan error // a server that stopped on its own
+
+	// The hand-over (handover.go): ho is the channel to hitless, nil when
+	// there is none; adopters, by name; closedIdle counts connections
+	// the drain closed while idle, for the report to hitless.
+	ho          *handoverClient
+	lameDuckSet bool // Options.LameDuck was given, not defaulted
+	adopters    map[string]*Adopter
+	closedIdle  atomic.Int64
 }
 
 type lcState int
@@ -181,13 +205,21 @@ type server struct {
 // New returns a Lifecycle. Its Context is live at once, so background
 // tasks may start before Run.
 func New(opts Options) *Lifecycle {
+	lameDuckSet := opts.LameDuck != 0
 	opts = opts.withDefaults()
 	l := &Lifecycle{
-		opts:     opts,
-		log:      opts.Logger,
-		stopCh:   make(chan struct{}),
-		draining: make(chan struct{}),
-		failures: make(chan error, 1),
+		opts:        opts,
+		log:         opts.Logger,
+		stopCh:      make(chan struct{}),
+		draining:    make(chan struct{}),
+		failures:    make(chan error, 1),
+		lameDuckSet: lameDuckSet,
+		adopters:    make(map[string]*Adopter),
+	}
+	if opts.DisableHandOver {
+		os.Unsetenv(handover.EnvVar)
+	} else {
+		l.ho = handoverFromEnv(l.log)
 	}
 	values := context.WithoutCancel(opts.Context)
 	l.ctx, l.cancel = context.WithCancelCause(values)
@@ -216,8 +248,16 @@ func (l *Lifecycle) Stop() { l.stopOnce.Do(func() { close(l.stopCh) }) }
 // waited for as long as their handler runs; tell them to leave with
 // srv.RegisterOnShutdown.
 func (l *Lifecycle) ServeHTTP(srv *http.Server, ln net.Listener) {
-	h := newHTTPServer(srv, ln, l.reqCtx)
+	h := newHTTPServer(srv, ln, l.reqCtx, l.ho, &l.closedIdle)
 	l.add(&server{name: h.name(), http: h, serve: h.serve})
+	if h.hl != nil {
+		l.mu.Lock()
+		announce := l.state == stateRunning
+		l.mu.Unlock()
+		if announce {
+			l.ho.hello(l.kinds())
+		}
+	}
 }
 
 // Serve runs serve until the drain calls stop. serve must block while it
@@ -334,7 +374,11 @@ func (l *Lifecycle) AddCloser(name string, fn func(ctx context.Context) error) {
 //     of sending into a connection that is about to close. HTTP/2
 //     connections (known from their first request) are not waited for:
 //     HTTP/2 has no "Connection: close", and a busy client keeps its
-//     connection active for good.
+//     connection active for good. When hitless names a generation that
+//     adopts them, connections are handed over instead, each at its next
+//     request boundary, and those that cannot move are served and closed
+//     after a response, until the deadline (see the package doc,
+//     "Handing connections over").
 //  3. http.Server.Shutdown for what is left: idle HTTP/1 connections are
 //     closed, HTTP/2 ones get GOAWAY and finish their streams in flight.
 //     Wait for handlers of hijacked connections, and for generic servers
@@ -374,6 +418,8 @@ func (l *Lifecycle) Run() error {
 	n := len(l.servers)
 	l.mu.Unlock()
 	pingEvery := l.readWatchdog()
+	l.openHandOver()
+	defer l.ho.close()
 
 	if err := Ready(l.opts.ReadyStatus); err != nil {
 		// The supervisor will time the start-up out; keep serving until it
@@ -430,31 +476,43 @@ type drainState struct {
 	// stillRunning collects what steps left running when the drain was
 	// cut short; Run's error names it.
 	stillRunning []string
+	// patient: a generation adopts connections; those that cannot move
+	// to it are closed after a response, not while idle (see
+	// httpServer.settle).
+	patient bool
 }
 
 // beginDrain marks the drain as begun, to the servers, to Draining's
 // waiters and to the supervisor, and returns the state its steps share.
 func (l *Lifecycle) beginDrain(reason string) *drainState {
+	// Which connections go to the next generation is known before any
+	// response may say "Connection: close".
+	adopter, adopts := l.adoptedKinds()
 	l.mu.Lock()
 	l.state = stateDraining
 	servers := l.servers
 	for _, s := range servers {
 		s.stopping = true
-		// From here on every response says "Connection: close"; set
-		// before Draining() fires, so a handler that waits for it
-		// answers with it.
-		if s.http != nil {
-			s.http.lameDuck.Store(true)
+		if h := s.http; h != nil {
+			if h.hl != nil && l.opts.LameDuck > 0 && slices.Contains(adopts, h.kind) {
+				h.handing.Store(true)
+			}
+			// From here on every response says "Connection: close"
+			// (but those of connections handed over); set before
+			// Draining() fires, so a handler that waits for it
+			// answers with it.
+			h.lameDuck.Store(true)
 		}
 	}
 	l.mu.Unlock()
+	l.closeAdopters()
 	close(l.draining)
 	if err := Notify(notifyPayload("STOPPING=1", "draining: "+reason)); err != nil {
 		l.log.Warn("childproc: could not report STOPPING=1", "err", err)
 	}
 	l.log.Info("childproc: drain started", "reason", reason, "timeout", l.opts.DrainTimeout)
 
-	d := &drainState{l: l, servers: servers}
+	d := &drainState{l: l, servers: servers, patient: adopter != 0 && l.opts.LameDuck > 0}
 	for _, s := range servers {
 		if s.http != nil {
 			d.httpSrvs = append(d.httpSrvs, s.http)
@@ -565,20 +623,39 @@ func (d *drainState) lameDuck() {
 		return
 	}
 	t := time.Now()
-	lctx, cancel := context.WithTimeout(ctx, l.opts.LameDuck)
+	bound := l.opts.LameDuck
+	asked, handing := 0, false
+	for _, h := range d.httpSrvs {
+		if h.handing.Load() {
+			handing = true
+			asked += h.requestHandOvers()
+		}
+	}
+	if handing {
+		l.log.Info("childproc: handing connections over", "connections", asked)
+	}
+	if d.patient && !l.lameDuckSet {
+		// Connections that cannot move are closed after a response,
+		// not while idle, for as long as the drain allows.
+		if dl, ok := ctx.Deadline(); ok {
+			bound = max(time.Until(dl)-l.opts.RequestCancelMargin, bound)
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, bound)
 	var wg sync.WaitGroup
 	open := make([][]string, len(d.httpSrvs))
 	for i, h := range d.httpSrvs {
-		wg.Go(func() { open[i] = h.settle(lctx, l.opts.LameDuckQuiet) })
+		wg.Go(func() { open[i] = h.settle(lctx, l.opts.LameDuckQuiet, d.patient) })
 	}
 	wg.Wait()
 	cancel()
 	var left []string
-	var closeSent int64
+	var closeSent, handed int64
 	h2 := 0
 	for i, h := range d.httpSrvs {
 		left = append(left, open[i]...)
 		closeSent += h.closeSent.Load()
+		handed += h.handed.Load()
 		h2 += h.http2Conns()
 	}
 	if ctx.Err() != nil {
@@ -588,7 +665,7 @@ func (d *drainState) lameDuck() {
 		l.log.Warn("childproc: lame duck window ended with connections busy", "max", l.opts.LameDuck, "busy", joinList(left))
 	}
 	l.log.Info("childproc: drain step done", "step", "2 lame duck", "took", time.Since(t), "responses_with_connection_close", closeSent,
-		"http2_connections_left_to_goaway", h2)
+		"handed_over", handed, "http2_connections_left_to_goaway", h2)
 }
 
 // shutdown is step 3: http.Server.Shutdown for idle connections, then wait
@@ -596,6 +673,11 @@ func (d *drainState) lameDuck() {
 func (d *drainState) shutdown() {
 	l, ctx := d.l, d.ctx
 	t := time.Now()
+	var idle int
+	for _, h := range d.httpSrvs {
+		idle += h.idleConns() // Shutdown closes them while idle
+	}
+	l.closedIdle.Add(int64(idle))
 	var wg sync.WaitGroup
 	left := make([][]string, len(d.httpSrvs))
 	for i, h := range d.httpSrvs {
@@ -627,6 +709,7 @@ func (d *drainState) shutdown() {
 	for _, list := range left {
 		d.cutShort("shutdown", list)
 	}
+	l.reportHandOver(d.httpSrvs)
 	l.log.Info("childproc: drain step done", "step", "3 shutdown", "took", time.Since(t), "servers", len(d.servers))
 }
 

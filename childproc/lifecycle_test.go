@@ -65,6 +65,22 @@ func listenLocal(t *testing.T) net.Listener {
 	return ln
 }
 
+// dupListener returns ln's socket through a descriptor of its own, as a
+// supervisor gives each generation the same socket.
+func dupListener(t *testing.T, ln net.Listener) net.Listener {
+	t.Helper()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dup
+}
+
 // runAsync runs lc.Run and returns its result channel.
 func runAsync(lc *Lifecycle) <-chan error {
 	errc := make(chan error, 1)
@@ -289,15 +305,7 @@ func testLameDuckHTTP2(t *testing.T, useTLS bool) {
 	ln := listenLocal(t)
 	// The next generation accepts from the same socket, through its own
 	// descriptor, as under a supervisor.
-	f, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln2, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln2 := dupListener(t, ln)
 	defer ln2.Close()
 
 	shutdown := make(chan struct{})

@@ -6,11 +6,12 @@
 # streams across reloads, h2c clients across reloads, a bad release
 # reloaded with and without a trial window, and hitless upgrading its own
 # binary beside a server on cloudflare/tableflip's upgrade, the gRPC
-# example (examples/grpc) across reloads, and deploys under load
-# compared: hitless beside blue/green switches behind nginx, HAProxy and
-# Caddy (Debian's packages, installed when missing). Every figure comes
-# from the run; all traffic goes to 127.0.0.1 and every scenario is
-# bounded in time (about 12 minutes in all, 3.5 with --quick).
+# example (examples/grpc) across reloads, deploys under load compared:
+# hitless beside blue/green switches behind nginx, HAProxy and Caddy
+# (Debian's packages, installed when missing), and WebSocket connections
+# handed over across reloads (examples/wsecho). Every figure comes from
+# the run; all traffic goes to 127.0.0.1 and every scenario is bounded in
+# time (about 12 minutes in all, 3.5 with --quick).
 #
 #   ./scripts/bench.sh            # full run, prints the table, writes docs/benchmarks.md
 #   ./scripts/bench.sh --quick    # shorter runs, same table
@@ -79,6 +80,7 @@ go build -o "$tmp/testserver" ./internal/e2e/testserver
 go build -o "$tmp/hitless-bench" ./cmd/hitless-bench
 go build -o "$tmp/tableflipserver" ./cmd/hitless-bench/tableflipserver
 (cd examples/grpc && go build -o "$tmp/grpcserver" . && go build -o "$tmp/grpcload" ./cmd/grpcload)
+(cd examples/wsecho && go build -o "$tmp/wsecho" . && go build -o "$tmp/wsload" ./cmd/wsload)
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$commit" != unknown ] && ! git diff --quiet HEAD -- cmd supervisor childproc upgrade internal 2>/dev/null; then
@@ -88,6 +90,7 @@ out=()
 [ "$write" -eq 1 ] && out=(-out docs/benchmarks.md)
 timeout 30m "$tmp/hitless-bench" -hitless "$tmp/hitless" -server "$tmp/testserver" -tableflip "$tmp/tableflipserver" -wrk "$(command -v wrk)" \
 	-h2load "$(command -v h2load)" -grpc-server "$tmp/grpcserver" -grpc-load "$tmp/grpcload" "${peer_args[@]}" \
+	-ws-server "$tmp/wsecho" -ws-load "$tmp/wsload" \
 	-commit "$commit" "${quick[@]}" "${only[@]}" "${out[@]}"
 [ "$write" -eq 1 ] && echo "== written to docs/benchmarks.md" >&2
 exit 0

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
 )
@@ -121,6 +122,11 @@ type Config struct {
 	Carriers []Carrier
 	// Version names this build, in the upgrade state.
 	Version string
+
+	// HandOverMaxInFlight bounds the connections being handed from a
+	// draining generation to the serving one at once (see
+	// connhandover.go); 0 means handover.DefaultMaxInFlight (1024).
+	HandOverMaxInFlight int
 }
 
 // Notifier is how the supervisor speaks to a service manager (systemd's
@@ -202,7 +208,8 @@ func (c Config) withDefaults() Config {
 // Validate checks c as New would, zero values standing for their
 // defaults, and reports every problem as a *ConfigError, joined. It is
 // where the rules live: the hitless command checks flags and the config
-// file with it.
+// file with it. It is a list, one rule a statement, read top to bottom:
+// its complexity is the number of rules.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
@@ -295,7 +302,7 @@ func CheckEnv(kv string) error {
 // given in Config.Env would break the hand-over.
 func ReservedEnv(name string) bool {
 	switch name {
-	case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HITLESS_GENERATION":
+	case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HITLESS_GENERATION", handover.EnvVar:
 		return true
 	}
 	return strings.HasPrefix(name, "LISTEN_") ||

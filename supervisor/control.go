@@ -7,6 +7,9 @@ import (
 	"errors"
 	"os"
 	"time"
+
+	"github.com/hitless/hitless/internal/handover"
+	"github.com/hitless/hitless/supervisor/internal/machine"
 )
 
 // Status is a snapshot of the supervisor, for `hitless status`.
@@ -34,6 +37,9 @@ type Status struct {
 	// or stderr (their reader was gone).
 	OutputDropped OutputDropped `json:"output_lines_dropped"`
 	Stats
+	// HandOver counts the connections handed between generations since
+	// hitless started, every generation's, exited ones included.
+	HandOver *handover.Counts `json:"handover,omitempty"`
 }
 
 // GenerationStatus describes one generation that has not been reaped.
@@ -55,6 +61,10 @@ type GenerationStatus struct {
 	// RSS is the resident memory of the generation's whole process
 	// group, in bytes: while two generations overlap, memory doubles.
 	RSS int64 `json:"rss_bytes"`
+	// HandOver counts what happened to this generation's connections in
+	// hand-overs; nil when it does not take part (no channel: not
+	// childproc, or with the hand-over off).
+	HandOver *handover.Counts `json:"handover,omitempty"`
 }
 
 // ListenerStatus describes one socket hitless holds.
@@ -92,7 +102,7 @@ func (s *Supervisor) NewCaller() Caller { return Caller(s.callerSeq.Add(1)) }
 // ErrCarried (the request is carried to the next image), c keeps its
 // place for RejoinReload there, rather than giving up.
 func (s *Supervisor) ReloadAs(ctx context.Context, c Caller) error {
-	return s.call(ctx, request{kind: reqReload, caller: callerID(c)})
+	return s.call(ctx, request{kind: reqReload, caller: machine.CallerID(c)})
 }
 
 // RejoinReload is ReloadAs for a request that an earlier image of hitless
@@ -103,7 +113,7 @@ func (s *Supervisor) ReloadAs(ctx context.Context, c Caller) error {
 // reached the supervisor yet (it was cut off on its way) reloads as
 // ReloadAs does.
 func (s *Supervisor) RejoinReload(ctx context.Context, c Caller) error {
-	return s.call(ctx, request{kind: reqRejoin, caller: callerID(c)})
+	return s.call(ctx, request{kind: reqRejoin, caller: machine.CallerID(c)})
 }
 
 // ErrCarried is the cause (context.Cause) with which a program that
@@ -159,7 +169,7 @@ func (s *Supervisor) call(ctx context.Context, req request) error {
 	reply := make(chan error, 1)
 	req.reply = reply
 	if req.caller == 0 {
-		req.caller = callerID(s.NewCaller())
+		req.caller = machine.CallerID(s.NewCaller())
 	}
 	if err := s.ask(ctx, req); err != nil {
 		return err
@@ -210,26 +220,27 @@ func (s *Supervisor) ask(ctx context.Context, req request) error {
 }
 
 // status completes the machine's view with what the driver knows.
-func (s *Supervisor) status(v machineView) Status {
-	st := Status{PID: os.Getpid(), Version: s.cfg.Version, Started: s.started, Upgrading: v.upgrading, Stopping: v.stopping, Stats: v.stats,
-		UpgradeQueued: v.upgradeQueued, ReloadQueued: v.reloadQueued, OutputDropped: s.cfg.Outputs.dropped()}
+func (s *Supervisor) status(v machine.View) Status {
+	st := Status{PID: os.Getpid(), Version: s.cfg.Version, Started: s.started, Upgrading: v.Upgrading, Stopping: v.Stopping, Stats: v.Stats,
+		UpgradeQueued: v.UpgradeQueued, ReloadQueued: v.ReloadQueued, OutputDropped: s.cfg.Outputs.dropped()}
 	st.Binary, _ = os.Readlink("/proc/self/exe")
-	pgids := make([]int, len(v.gens))
-	for i, g := range v.gens {
-		pgids[i] = g.pid // each generation leads a process group of its own
+	pgids := make([]int, len(v.Gens))
+	for i, g := range v.Gens {
+		pgids[i] = g.PID // each generation leads a process group of its own
 	}
 	rss := groupsRSS(pgids)
-	for _, g := range v.gens {
+	for _, g := range v.Gens {
 		gs := GenerationStatus{
-			ID: g.id, PID: g.pid, State: g.state, Started: g.started,
-			ReadyAt: g.readyAt, DrainAt: g.drain, TrialEndsAt: g.trialEnds, WatchdogUSec: g.watchdog.Microseconds(),
-			RSS: rss[g.pid],
+			ID: g.ID, PID: g.PID, State: g.State, Started: g.Started,
+			ReadyAt: g.ReadyAt, DrainAt: g.DrainAt, TrialEndsAt: g.TrialEnds, WatchdogUSec: g.Watchdog.Microseconds(),
+			RSS: rss[g.PID],
 		}
-		if c := s.children[g.id]; c != nil {
+		if c := s.children[g.ID]; c != nil {
 			gs.Status, gs.Stopping = c.lastStatus()
 		}
 		st.Generations = append(st.Generations, gs)
 	}
+	s.handOverCounts(&st)
 	for i, sock := range s.sockets {
 		st.Listeners = append(st.Listeners, ListenerStatus{
 			Name: sock.Spec.Name, Network: sock.Spec.Network, Address: sock.Addr, FD: 3 + i, Source: sock.Source,

@@ -35,11 +35,11 @@
 // drain signal too (it may have accepted connections already) and its
 // process group SIGKILL at the drain timeout.
 //
-// Every decision lives in one place, the state machine of machine.go: it
-// takes events (signals, requests, READY=1, exits, timers) and returns
-// actions (start, signal, arm a timer, reply, notify, log), with no
-// goroutine, system call or clock of its own, and an exhaustive test
-// explores its interleavings. One goroutine, Run's, is its driver: it
+// Every decision lives in one place, the state machine of package
+// supervisor/internal/machine: it takes events (signals, requests,
+// READY=1, exits, timers) and returns actions (start, signal, arm a
+// timer, reply, notify, log), with no goroutine, system call or clock of
+// its own, and an exhaustive test explores its interleavings. One goroutine, Run's, is its driver: it
 // feeds the events in order and carries out the actions (supervisor.go);
 // the OS work sits behind osEnv, which the tests replace. A reload asked
 // for while one is in flight is queued, and further requests join the
@@ -53,6 +53,14 @@
 // parent-death signal: a watcher process kills every generation's group
 // when hitless dies, however it dies, or drains them if it dies during
 // an upgrade's exec (see watcher.go, and its limits).
+//
+// Connections move between generations (connhandover.go, package
+// internal/handover): every child gets HITLESS_HANDOVER; a child that
+// takes part (childproc) sends a channel with a notification, and, when
+// it drains, hands its idle connections over it; a Relay passes each to
+// the serving generation, bounded (Config.HandOverMaxInFlight), and counts
+// what happens, for Status. A child that sends no channel gets nothing
+// else and is handed nothing.
 //
 // Upgrade replaces hitless's own binary in the same process (see package
 // upgrade and handoff.go): the machine, the children, every descriptor,

@@ -14,7 +14,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/internal/sdnotify"
+	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
 )
@@ -22,8 +24,8 @@ import (
 // The supervisor's side of an in-place upgrade (package upgrade): it
 // stops following its children without letting go of them, writes down
 // everything it holds, and execs the new binary, which takes it all back
-// (Restore) and carries on. The machine decides when (upgrade.go's events
-// in machine.go); this file does it.
+// (Restore) and carries on. The machine decides when (the upgrade's events
+// in package machine); this file does it.
 
 // A Carrier is something besides the supervisor that an upgrade must
 // carry across the exec: the control socket and the requests waiting on
@@ -186,7 +188,7 @@ func (s *Supervisor) execUpgrade(id int) error {
 	// The signals the exec took back to the loop, as they came.
 	sigs, _ := st.TakeSignals()
 	for _, sig := range sigs {
-		s.feed(evSignal{sig: sig})
+		s.feed(machine.EvSignal{Sig: signalName(sig)})
 	}
 	return err
 }
@@ -197,6 +199,7 @@ func (s *Supervisor) execUpgrade(id int) error {
 // the machine. Then the timers stop, their deadlines kept.
 func (s *Supervisor) quiesce() {
 	s.reaper.pause()
+	s.relay.Pause()
 	for _, c := range s.lingering {
 		c.closeOutput() // reaped already: nothing to carry
 	}
@@ -222,7 +225,7 @@ func (s *Supervisor) quiesce() {
 		case ev := <-s.events:
 			s.feed(ev)
 		case sig := <-s.sigc:
-			s.feed(evSignal{sig: sig.(syscall.Signal)})
+			s.feed(machine.EvSignal{Sig: signalName(sig.(syscall.Signal))})
 		default:
 			more = false
 		}
@@ -242,7 +245,7 @@ func (s *Supervisor) serveUntil(done <-chan struct{}) {
 		case ev := <-s.events:
 			s.feed(ev)
 		case sig := <-s.sigc:
-			s.feed(evSignal{sig: sig.(syscall.Signal)})
+			s.feed(machine.EvSignal{Sig: signalName(sig.(syscall.Signal))})
 		case req := <-s.reqs:
 			s.request(req)
 		}
@@ -258,24 +261,29 @@ func (s *Supervisor) resume() {
 		c.setReadDeadline(time.Time{})
 		s.follow(c)
 	}
+	s.relay.Resume()
 	s.reaper.resume()
 }
 
-// handoff is the supervisor's section of the upgrade state.
+// handoff is the supervisor's section of the upgrade state: a format,
+// like the machine's (see golden_test.go).
 type handoff struct {
-	Machine  machineState  `json:"machine"`
-	Timers   []timerState  `json:"timers"`
-	Children []childState  `json:"children"`
-	Sockets  []socketState `json:"sockets"`
-	Rundir   string        `json:"rundir"`
-	Watcher  int           `json:"watcher"` // its pid
+	Machine  machine.Snapshot `json:"machine"`
+	Timers   []timerState     `json:"timers"`
+	Children []childState     `json:"children"`
+	Sockets  []socketState    `json:"sockets"`
+	Rundir   string           `json:"rundir"`
+	Watcher  int              `json:"watcher"` // its pid
 	// WatcherProtocol is what the watcher understands (watcherProtocol
 	// of the build that started it; 0 in a version 1 state).
 	WatcherProtocol int       `json:"watcher_protocol,omitempty"`
 	Started         time.Time `json:"started"` // when hitless first started
+	// HandOver is the connection Relay, paused; absent from the state of
+	// an image without one.
+	HandOver *handover.RelayState `json:"handover,omitempty"`
 	// LastCaller numbers the callers: those of the machine (its reload
 	// callers are carried) and the next image's do not meet.
-	LastCaller callerID `json:"last_caller,omitempty"`
+	LastCaller machine.CallerID `json:"last_caller,omitempty"`
 	// Verdicts are those of reloads whose callers' requests are carried
 	// (by the control socket), given after the requests were cut off and
 	// before the exec: the carried requests take them (RejoinReload).
@@ -286,7 +294,7 @@ type handoff struct {
 
 // verdictState is a reload's verdict for a caller, written down.
 type verdictState struct {
-	Caller callerID `json:"caller"`
+	Caller machine.CallerID `json:"caller"`
 	// Result is "ok", "failed" (Reload says why), "stopping", or "error"
 	// (Error says what).
 	Result string            `json:"result"`
@@ -302,7 +310,7 @@ type reloadErrorState struct {
 	RolledBack bool     `json:"rolled_back,omitempty"`
 }
 
-func exportVerdict(c callerID, err error) verdictState {
+func exportVerdict(c machine.CallerID, err error) verdictState {
 	v := verdictState{Caller: c, Result: "ok"}
 	var rerr *ReloadError
 	switch {
@@ -333,9 +341,9 @@ func (v verdictState) err() error {
 }
 
 type timerState struct {
-	ID       timerID       `json:"id"`
-	Gen      int           `json:"gen"`
-	Deadline time.Duration `json:"in"` // from the export
+	ID       machine.TimerID `json:"id"`
+	Gen      int             `json:"gen"`
+	Deadline time.Duration   `json:"in"` // from the export
 }
 
 type childState struct {
@@ -361,12 +369,20 @@ type socketState struct {
 // export writes the supervisor's state into st, and names every
 // descriptor to carry.
 func (s *Supervisor) export(st *upgrade.State) error {
-	h := handoff{Machine: exportMachine(s.m), Rundir: s.rundir.path, Watcher: s.watcher.pid, WatcherProtocol: s.watcher.proto, Started: s.started, LastCaller: callerID(s.callerSeq.Load()),
-		OutputDropped: s.cfg.Outputs.dropped()}
+	// Of the machine's callers, those of the reload in flight and of the
+	// queued one are kept, by number: whoever waited is carried by the
+	// control socket and rejoins them (RejoinReload). The others ask
+	// again: a stop joins the stop, an upgrade asks for the verdict of
+	// the last one.
+	ms := s.m.Snapshot()
+	ms.StopCallers, ms.UpgradeCallers = nil, nil
+	h := handoff{Machine: ms, Rundir: s.rundir.path, Watcher: s.watcher.pid, WatcherProtocol: s.watcher.proto, Started: s.started,
+		LastCaller: machine.CallerID(s.callerSeq.Load()), OutputDropped: s.cfg.Outputs.dropped()}
 	now := time.Now()
 	for id, t := range s.timers {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
 	}
+	slices.SortFunc(h.Timers, func(a, b timerState) int { return int(a.ID - b.ID) })
 	for id, o := range s.orphans {
 		if o.answered {
 			h.Verdicts = append(h.Verdicts, exportVerdict(id, o.err))
@@ -392,6 +408,7 @@ func (s *Supervisor) export(st *upgrade.State) error {
 	}
 	carry("rundir/lock", s.rundir.lock)
 	carry("watcher", s.watcher.w)
+	s.exportHandOver(&h, carry)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -412,26 +429,19 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	if err := st.Get("supervisor", &h); err != nil {
 		return nil, err
 	}
-	file := func(format string, a ...any) (*os.File, error) {
-		name := fmt.Sprintf(format, a...)
-		if f := st.File(name); f != nil {
-			return f, nil
-		}
-		return nil, fmt.Errorf("restore: the state carries no %s", name)
-	}
 	for i, ss := range h.Sockets {
-		f, err := file("socket/%d", i)
+		f, err := carried(st, "socket/%d", i)
 		if err != nil {
 			return nil, err
 		}
 		s.sockets = append(s.sockets, &sockets.Socket{Spec: ss.Spec, File: f, FD: rawFD(f), Addr: ss.Addr, Source: ss.Source, Created: ss.Created})
 	}
-	lock, err := file("rundir/lock")
+	lock, err := carried(st, "rundir/lock")
 	if err != nil {
 		return nil, err
 	}
 	s.rundir = &rundir{path: h.Rundir, lock: lock}
-	w, err := file("watcher")
+	w, err := carried(st, "watcher")
 	if err != nil {
 		return nil, err
 	}
@@ -449,40 +459,26 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 		exits: make(map[int]chan unix.WaitStatus),
 	}
 	for _, cs := range h.Children {
-		c := &child{id: cs.ID, pid: cs.PID, stderr: &tail{max: stderrKept}, status: cs.Status, stopping: cs.Stopping}
-		c.stderr.Write(cs.Stderr)
-		nf, err := file("child/%d/notify", cs.ID)
+		c, err := restoreChild(st, cs)
 		if err != nil {
 			return nil, err
-		}
-		if c.notify, err = sdnotify.FileConn(nf, cs.Notify); err != nil {
-			return nil, fmt.Errorf("restore: %w", err)
-		}
-		st.CloseLater(nf) // the Conn holds a duplicate
-		for i, stderr := range cs.Outs {
-			f, err := file("child/%d/out/%d", cs.ID, i)
-			if err != nil {
-				return nil, err
-			}
-			p := outPipe{r: f, stderr: stderr}
-			if i < len(cs.Partials) {
-				p.partial = cs.Partials[i]
-			}
-			c.outs = append(c.outs, p)
 		}
 		exitc := make(chan unix.WaitStatus, 1)
 		r.adopt[c.pid] = s.exited(exitc)
 		r.exits[c.id] = exitc
 		s.children[c.id] = c
 	}
-	m, err := importMachine(h.Machine, s.machineConfig())
+	m, err := machine.Restore(h.Machine, s.machineConfig())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.importHandOver(h, st); err != nil {
 		return nil, err
 	}
 	r.uncaught[0], r.uncaught[1] = st.Uncaught()
 	// The callers of the reload in flight and of the queued one wait in
 	// requests the control socket carried, which rejoin them.
-	for _, id := range append(slices.Clone(m.waiting), m.queued...) {
+	for _, id := range append(slices.Clone(h.Machine.Waiting), h.Machine.Queued...) {
 		s.orphans[id] = &orphan{}
 	}
 	for _, v := range h.Verdicts {
@@ -499,16 +495,53 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 // whatever Config.Listen says), and a program whose settings it cannot
 // take from the state (a release that did not carry them) lists them
 // as its own.
-func CarriedListen(st *upgrade.State) ([]ListenSpec, error) {
+func CarriedListen(st *upgrade.State) ([]sockets.ListenSpec, error) {
 	var h handoff
 	if err := st.Get("supervisor", &h); err != nil {
 		return nil, err
 	}
-	specs := make([]ListenSpec, len(h.Sockets))
+	specs := make([]sockets.ListenSpec, len(h.Sockets))
 	for i, ss := range h.Sockets {
 		specs[i] = ss.Spec
 	}
 	return specs, nil
+}
+
+// carried returns the descriptor the state carries by the name format
+// gives.
+func carried(st *upgrade.State, format string, a ...any) (*os.File, error) {
+	name := fmt.Sprintf(format, a...)
+	if f := st.File(name); f != nil {
+		return f, nil
+	}
+	return nil, fmt.Errorf("restore: the state carries no %s", name)
+}
+
+// restoreChild takes back what the state carries of a child: its notify
+// socket, its output pipes and what it said.
+func restoreChild(st *upgrade.State, cs childState) (*child, error) {
+	c := &child{id: cs.ID, pid: cs.PID, stderr: &tail{max: stderrKept}, status: cs.Status, stopping: cs.Stopping}
+	c.stderr.Write(cs.Stderr)
+	nf, err := carried(st, "child/%d/notify", cs.ID)
+	if err != nil {
+		return nil, err
+	}
+	if c.notify, err = sdnotify.FileConn(nf, cs.Notify); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	st.CloseLater(nf) // the Conn holds a duplicate
+	for i, stderr := range cs.Outs {
+		f, err := carried(st, "child/%d/out/%d", cs.ID, i)
+		if err != nil {
+			return nil, err
+		}
+		p := outPipe{r: f, stderr: stderr}
+		if i < len(cs.Partials) {
+			p.partial = cs.Partials[i]
+		}
+		c.outs = append(c.outs, p)
+	}
+	return c, nil
 }
 
 // NoteUpgrade gives the verdict of the upgrade that started this image a
@@ -549,6 +582,7 @@ func (s *Supervisor) resumeRestored() {
 	for id, c := range s.children {
 		s.watch(c, r.exits[id])
 	}
+	s.relay.Resume()
 	if s.watcher.proto < watcherProtocol {
 		s.replaceWatcher()
 	}
@@ -564,13 +598,13 @@ func (s *Supervisor) resumeRestored() {
 	// They arrived during the upgrade, which the machine is still in:
 	// a reload waits for its verdict, a stop follows it.
 	for _, sig := range r.signals {
-		s.feed(evSignal{sig: sig})
+		s.feed(machine.EvSignal{Sig: signalName(sig)})
 	}
 	result, reason := "ok", ""
 	if r.rolledBack != "" {
 		result, reason = "rolled_back", r.rolledBack
 	}
-	s.feed(evUpgradeDone{id: r.id, result: result, reason: reason, note: r.note})
+	s.feed(machine.EvUpgradeDone{ID: r.id, Result: result, Reason: reason, Note: r.note})
 }
 
 // rawFD returns f's descriptor without putting it in blocking mode, as
@@ -581,146 +615,4 @@ func rawFD(f *os.File) int {
 		rc.Control(func(u uintptr) { fd = int(u) })
 	}
 	return fd
-}
-
-// machineState is the machine, written down. Of the callers, those of the
-// reload in flight and of the queued one are kept, by number: whoever
-// waited is carried by the control socket and rejoins them
-// (RejoinReload). The others ask again: a stop joins the stop, an upgrade
-// asks for the verdict of the last one.
-type machineState struct {
-	Gens          []genState    `json:"gens"`
-	LastID        int           `json:"last_id"`
-	Serving       int           `json:"serving"`
-	Starting      int           `json:"starting"`
-	Trial         int           `json:"trial"`
-	Pending       bool          `json:"pending"`
-	QueuedAt      time.Time     `json:"queued_at"`
-	Waiting       []callerID    `json:"waiting,omitempty"`
-	Queued        []callerID    `json:"queued,omitempty"`
-	Stopping      bool          `json:"stopping"`
-	Restart       timerID       `json:"restart"`
-	Backoff       time.Duration `json:"backoff"`
-	ExitCode      int           `json:"exit_code"`
-	InitErr       string        `json:"init_err"`
-	Timers        []timerRefOf  `json:"timers"`
-	LastTimer     timerID       `json:"last_timer"`
-	Upgrading     bool          `json:"upgrading"`
-	UpgradeID     int           `json:"upgrade_id"`
-	UpgradeBinary string        `json:"upgrade_binary"`
-	UpgradeQueued bool          `json:"upgrade_queued"`
-	Checking      bool          `json:"checking,omitempty"`
-	StopDeferred  bool          `json:"stop_deferred"`
-	RestartDue    bool          `json:"restart_due"`
-	Stats         Stats         `json:"stats"`
-}
-
-type genState struct {
-	ID         int           `json:"id"`
-	Kind       startKind     `json:"kind"`
-	PID        int           `json:"pid"`
-	State      State         `json:"state"`
-	Started    time.Time     `json:"started"`
-	ReadyAt    time.Time     `json:"ready_at"`
-	DrainAt    time.Time     `json:"drain_at"`
-	AskedAt    time.Time     `json:"asked_at"`
-	Ready      timerID       `json:"ready"`
-	Delay      timerID       `json:"delay"`
-	Drain      timerID       `json:"drain"`
-	DrainSent  bool          `json:"drain_sent"`
-	TrialT     timerID       `json:"trial"`
-	TrialEnds  time.Time     `json:"trial_ends"`
-	WDInterval time.Duration `json:"wd_interval"`
-	Watchdog   timerID       `json:"watchdog"`
-	Abort      timerID       `json:"abort"`
-	WDFired    bool          `json:"wd_fired"`
-}
-
-type timerRefOf struct {
-	ID   timerID   `json:"id"`
-	Kind timerKind `json:"kind"`
-	Gen  int       `json:"gen"` // 0 for the restart timer
-}
-
-func exportMachine(m *machine) machineState {
-	id := func(g *mgen) int {
-		if g == nil {
-			return 0
-		}
-		return g.id
-	}
-	ms := machineState{
-		LastID: m.lastID, Serving: id(m.serving), Starting: id(m.starting), Trial: id(m.trial),
-		Pending: m.pending, QueuedAt: m.queuedAt, Waiting: m.waiting, Queued: m.queued, Stopping: m.stopping,
-		Restart: m.restart, Backoff: m.backoff, ExitCode: m.exitCode, LastTimer: m.lastTimer,
-		Upgrading: m.upgrading, UpgradeID: m.upgradeID, UpgradeBinary: m.upgradeBinary,
-		UpgradeQueued: m.upgradeQueued, Checking: m.checking, StopDeferred: m.stopDeferred, RestartDue: m.restartDue, Stats: m.stats,
-	}
-	if m.initErr != nil {
-		ms.InitErr = m.initErr.Error()
-	}
-	for _, g := range m.gens {
-		ms.Gens = append(ms.Gens, genState{
-			ID: g.id, Kind: g.kind, PID: g.pid, State: g.state, Started: g.started, ReadyAt: g.readyAt,
-			DrainAt: g.drainAt, AskedAt: g.askedAt, Ready: g.ready, Delay: g.delay, Drain: g.drain,
-			DrainSent: g.drainSent, TrialT: g.trial, TrialEnds: g.trialEnds, WDInterval: g.wdInterval,
-			Watchdog: g.watchdog, Abort: g.abort, WDFired: g.wdFired,
-		})
-	}
-	for tid, ref := range m.timers {
-		ms.Timers = append(ms.Timers, timerRefOf{ID: tid, Kind: ref.kind, Gen: id(ref.gen)})
-	}
-	// In a fixed order, as the golden files pin it.
-	slices.SortFunc(ms.Timers, func(a, b timerRefOf) int { return cmp.Compare(a.ID, b.ID) })
-	return ms
-}
-
-func importMachine(ms machineState, cfg machineConfig) (*machine, error) {
-	m := newMachine(cfg)
-	gens := map[int]*mgen{}
-	for _, gs := range ms.Gens {
-		g := &mgen{
-			id: gs.ID, kind: gs.Kind, pid: gs.PID, state: gs.State, started: gs.Started, readyAt: gs.ReadyAt,
-			drainAt: gs.DrainAt, askedAt: gs.AskedAt, ready: gs.Ready, delay: gs.Delay, drain: gs.Drain,
-			drainSent: gs.DrainSent, trial: gs.TrialT, trialEnds: gs.TrialEnds, wdInterval: gs.WDInterval,
-			watchdog: gs.Watchdog, abort: gs.Abort, wdFired: gs.WDFired,
-		}
-		gens[g.id] = g
-		m.gens = append(m.gens, g)
-	}
-	find := func(what string, id int) (*mgen, error) {
-		if id == 0 {
-			return nil, nil
-		}
-		if g := gens[id]; g != nil {
-			return g, nil
-		}
-		return nil, fmt.Errorf("restore: the %s generation %d is not in the state", what, id)
-	}
-	var err error
-	if m.serving, err = find("serving", ms.Serving); err != nil {
-		return nil, err
-	}
-	if m.starting, err = find("starting", ms.Starting); err != nil {
-		return nil, err
-	}
-	if m.trial, err = find("trial", ms.Trial); err != nil {
-		return nil, err
-	}
-	for _, t := range ms.Timers {
-		g, err := find("timer's", t.Gen)
-		if err != nil {
-			return nil, err
-		}
-		m.timers[t.ID] = timerRef{kind: t.Kind, gen: g}
-	}
-	m.lastID, m.pending, m.queuedAt, m.stopping = ms.LastID, ms.Pending, ms.QueuedAt, ms.Stopping
-	m.waiting, m.queued, m.checking = ms.Waiting, ms.Queued, ms.Checking
-	m.restart, m.backoff, m.exitCode, m.lastTimer = ms.Restart, ms.Backoff, ms.ExitCode, ms.LastTimer
-	m.upgrading, m.upgradeID, m.upgradeBinary = ms.Upgrading, ms.UpgradeID, ms.UpgradeBinary
-	m.upgradeQueued, m.stopDeferred, m.restartDue, m.stats = ms.UpgradeQueued, ms.StopDeferred, ms.RestartDue, ms.Stats
-	if ms.InitErr != "" {
-		m.initErr = errors.New(ms.InitErr)
-	}
-	return m, nil
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/sdnotify"
+	"github.com/hitless/hitless/supervisor/internal/machine"
 )
 
 // spawn starts generation c through the shim and the goroutines that
@@ -134,7 +135,7 @@ func (s *Supervisor) watch(c *child, exitc <-chan unix.WaitStatus) {
 			c.copied = true
 		case <-time.After(2 * time.Second):
 		}
-		s.post(evExited{gen: c.id, status: ws, stderr: c.stderr.Lines(5)})
+		s.post(machine.EvExited{Gen: c.id, Exit: exitOf(ws), Stderr: c.stderr.Lines(5)})
 	}()
 }
 
@@ -196,7 +197,7 @@ func (s *Supervisor) copyOutputs(c *child) {
 func (s *Supervisor) readNotify(c *child) {
 	readySent := false
 	for {
-		m, err := c.notify.Read()
+		m, files, err := c.notify.ReadFDs()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
 				return // closed, or handed over to the next image
@@ -206,7 +207,16 @@ func (s *Supervisor) readNotify(c *child) {
 		}
 		if !s.fromTree(c, m) {
 			s.log.Warn("notify socket: message from a process outside the child's tree ignored", "generation", c.id, "sender_pid", m.PID, "sender_uid", m.UID)
+			closeFiles(files)
 			continue
+		}
+		if s.attachHandOver(c, m, files) {
+			continue
+		}
+		if len(files) > 0 {
+			// A child cannot store descriptors with hitless (FDSTORE).
+			s.log.Warn("notify socket: descriptors received and closed", "generation", c.id, "descriptors", len(files))
+			closeFiles(files)
 		}
 		c.mu.Lock()
 		if v, ok := m.Get("STATUS"); ok {
@@ -218,20 +228,20 @@ func (s *Supervisor) readNotify(c *child) {
 		c.mu.Unlock()
 		if v, _ := m.Get("READY"); v == "1" && !readySent && s.cfg.ReadyDelay <= 0 {
 			readySent = true
-			s.post(evReady{gen: c.id})
+			s.post(machine.EvReady{Gen: c.id})
 		}
 		if v, ok := m.Get("WATCHDOG_USEC"); ok {
 			if us, err := strconv.ParseUint(v, 10, 63); err == nil && us <= uint64(math.MaxInt64/int64(time.Microsecond)) {
-				s.post(evWatchdog{gen: c.id, kind: watchdogInterval, usec: time.Duration(us) * time.Microsecond})
+				s.post(machine.EvWatchdog{Gen: c.id, Kind: machine.WatchdogInterval, Interval: time.Duration(us) * time.Microsecond})
 			} else {
 				s.log.Warn("notify socket: bad WATCHDOG_USEC", "generation", c.id, "value", v)
 			}
 		}
 		switch v, _ := m.Get("WATCHDOG"); v {
 		case "1":
-			s.post(evWatchdog{gen: c.id, kind: watchdogPing})
+			s.post(machine.EvWatchdog{Gen: c.id, Kind: machine.WatchdogPing})
 		case "trigger":
-			s.post(evWatchdog{gen: c.id, kind: watchdogTrigger})
+			s.post(machine.EvWatchdog{Gen: c.id, Kind: machine.WatchdogTrigger})
 		}
 	}
 }
@@ -275,6 +285,7 @@ func (s *Supervisor) childEnv(c *child, notifyPath string) []string {
 		"LISTEN_FDNAMES="+strings.Join(names, ":"),
 		"NOTIFY_SOCKET="+notifyPath,
 		"HITLESS_GENERATION="+gen,
+		handOverEnv(),
 		"SERVER_STARTER_GENERATION="+gen,
 	)
 	if einhorn > 0 {
@@ -440,4 +451,10 @@ func closeOnExecFrom(lowfd int) error {
 		}
 	}
 	return nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }

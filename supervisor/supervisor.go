@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hitless/hitless/internal/handover"
+	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
 )
@@ -24,10 +27,10 @@ import (
 // Supervisor holds the sockets and runs generations of the child. Create
 // it with New, which binds the sockets, then call Run once.
 //
-// It is the driver of the state machine in machine.go: one goroutine (Run's)
-// feeds the machine every event in order and carries out the actions it
-// returns. Other goroutines only observe (a child's exit, its READY=1, a
-// timer) and post what they saw to that goroutine.
+// It is the driver of the state machine (package machine): one goroutine
+// (Run's) feeds the machine every event in order and carries out the
+// actions it returns. Other goroutines only observe (a child's exit, its
+// READY=1, a timer) and post what they saw to that goroutine.
 type Supervisor struct {
 	cfg     Config
 	log     *slog.Logger
@@ -41,13 +44,13 @@ type Supervisor struct {
 	// What the fd store needs, done by Run.
 	storePlan sockets.StorePlan
 
-	events   chan event
+	events   chan machine.Event
 	reqs     chan request
 	loopDone chan struct{} // closed when the loop has returned
 	done     chan struct{} // closed when Run has released everything
 
 	// Owned by Run's goroutine.
-	m           *machine
+	m           *machine.Machine
 	started     time.Time // when hitless first started, before any upgrade
 	checked     chan checked
 	cancelCheck context.CancelFunc // of the check running, if any
@@ -55,12 +58,13 @@ type Supervisor struct {
 	upgradeBin  *upgrade.Binary    // checked, to exec
 	restored    *restoredState     // set by Restore until Run resumes it
 	rundir      *rundir            // private notify sockets live here
+	relay       *handover.Relay    // connections handed between generations (connhandover.go)
 	reaper      *reaper
 	watcher     *watcher
 	runningDue  <-chan time.Time // when to tell the watcher an image runs again (see runningGrace)
 	children    map[int]*child
-	timers      map[timerID]*armed
-	callers     map[callerID]request
+	timers      map[machine.TimerID]*armed
+	callers     map[machine.CallerID]request
 	// callerSeq names the callers (NewCaller): any goroutine takes the
 	// next number, before it asks.
 	callerSeq atomic.Int64
@@ -68,8 +72,8 @@ type Supervisor struct {
 	// the next image (see RejoinReload), by an earlier image or by this
 	// one during an upgrade: the verdict waits here for the carried
 	// request to ask for it.
-	orphans   map[callerID]*orphan
-	exit      *actExit
+	orphans   map[machine.CallerID]*orphan
+	exit      *machine.ActExit
 	lingering []*child       // reaped, but a descendant still holds its output
 	bg        sync.WaitGroup // exit watchers
 	readers   sync.WaitGroup // notify readers
@@ -93,101 +97,52 @@ type osEnv struct {
 	exec func(bin *upgrade.Binary, st *upgrade.State) error
 }
 
-// Stats counts what happened to reloads.
-type Stats struct {
-	ReloadsOK         int `json:"reloads_ok"`
-	ReloadsFailed     int `json:"reloads_failed"`
-	ReloadsRolledBack int `json:"reloads_rolled_back"` // during their trial
-	Restarts          int `json:"restarts"`
-	WatchdogKills     int `json:"watchdog_kills"`
-	UpgradesOK        int `json:"upgrades_ok"`
-	UpgradesFailed    int `json:"upgrades_failed"` // refused, failed or rolled back, all told
-	// Of those that failed, refused before the swap, and rolled back
-	// after it.
-	UpgradesRefused    int `json:"upgrades_refused"`
-	UpgradesRolledBack int `json:"upgrades_rolled_back"`
-	// LastUpgrade is the last upgrade of hitless itself, if any.
-	LastUpgrade   *UpgradeResult `json:"last_upgrade,omitempty"`
-	LastFailure   string         `json:"last_failure,omitempty"`
-	LastFailureAt time.Time      `json:"last_failure_at,omitzero"`
-}
+// The machine's verdicts and counts, as the callers of a Supervisor get
+// them: package machine defines them (see its doc), these are their names
+// here.
+type (
+	// Stats counts what happened to reloads.
+	Stats = machine.Stats
+	// ReloadError says why a new generation did not take over. The
+	// serving generation, if any, is untouched.
+	ReloadError = machine.ReloadError
+	// ExitError is returned by Run when the last serving child ended
+	// with a status other than 0 or hitless's own drain signal; Code is
+	// its shell-style exit code.
+	ExitError = machine.ExitError
+	// UpgradeResult is the verdict of an upgrade of hitless itself.
+	UpgradeResult = machine.UpgradeResult
+	// UpgradeBusyError refuses an upgrade to one binary while an upgrade
+	// to another is queued or under way: its verdict would not be the
+	// caller's.
+	UpgradeBusyError = machine.UpgradeBusyError
+	// UpgradeError is an upgrade that did not happen, and why.
+	UpgradeError = machine.UpgradeError
+	// State is where a generation is in its life.
+	State = machine.State
+)
 
-// ReloadError says why a new generation did not take over. The serving
-// generation, if any, is untouched.
-type ReloadError struct {
-	Generation int
-	PID        int      // 0 if it never started
-	Reason     string   // exit status, signal, timeout or start error
-	Stderr     []string // the last lines it wrote to stderr
-	// RolledBack is set when it was ready but failed its trial: it
-	// served beside the old generation for a while, which serves on.
-	RolledBack bool
-}
+// The states of a generation.
+const (
+	Starting = machine.Starting // spawned, not yet ready
+	Serving  = machine.Serving  // the current generation
+	Trial    = machine.Trial    // ready, serving beside the serving one until its trial ends
+	Draining = machine.Draining // sent the drain signal, finishing its work
+	Failed   = machine.Failed   // did not take over; what is left of it drains
+	Exited   = machine.Exited   // reaped
+)
 
-func (e *ReloadError) Error() string {
-	s := fmt.Sprintf("generation %d", e.Generation)
-	if e.PID > 0 {
-		s += fmt.Sprintf(" (pid %d)", e.PID)
-	}
-	s += " failed: " + e.Reason
-	if len(e.Stderr) > 0 {
-		s += ": last stderr: " + e.Stderr[len(e.Stderr)-1]
-	}
-	return s
-}
-
-// ExitError is returned by Run when the last serving child ended with a
-// status other than 0 or hitless's own drain signal; Code is its
-// shell-style exit code.
-type ExitError struct{ Code int }
-
-func (e *ExitError) Error() string { return fmt.Sprintf("child exited with code %d", e.Code) }
-
-// ErrStopping is returned to reloads asked for or queued after a stop.
-var ErrStopping = errors.New("hitless is stopping")
-
-// ErrNoTrial is returned by Promote and Rollback when no generation is
-// on trial.
-var ErrNoTrial = errors.New("no generation is on trial")
-
-// ErrNoUpgrade is returned by UpgradeResult when hitless was never
-// upgraded.
-var ErrNoUpgrade = errors.New("hitless was not upgraded")
-
-// UpgradeResult is the verdict of an upgrade of hitless itself.
-type UpgradeResult struct {
-	ID int `json:"id"`
-	// Result is ok, refused (the new binary failed its check; nothing
-	// changed), failed (the exec failed; nothing changed) or rolled_back
-	// (the new image could not restore the state and ran the old one
-	// again, which serves on with everything).
-	Result string `json:"result"`
-	Reason string `json:"reason,omitempty"`
-	// Note is what the caller of an upgrade that succeeded should know:
-	// settings in the config file that changed since hitless started,
-	// which take effect at the next start.
-	Note   string    `json:"note,omitempty"`
-	At     time.Time `json:"at"`
-	Binary string    `json:"binary"`
-}
-
-// UpgradeBusyError refuses an upgrade to one binary while an upgrade to
-// another is queued or under way: its verdict would not be the caller's.
-type UpgradeBusyError struct {
-	Binary string // of the upgrade under way
-	Asked  string
-}
-
-func (e *UpgradeBusyError) Error() string {
-	return fmt.Sprintf("an upgrade to %s is under way; ask for %s again once it is over", e.Binary, e.Asked)
-}
-
-// UpgradeError is an upgrade that did not happen, and why.
-type UpgradeError struct{ UpgradeResult }
-
-func (e *UpgradeError) Error() string {
-	return fmt.Sprintf("upgrade %s: %s", strings.ReplaceAll(e.Result, "_", " "), e.Reason)
-}
+var (
+	// ErrStopping is returned to reloads asked for or queued after a
+	// stop.
+	ErrStopping = machine.ErrStopping
+	// ErrNoTrial is returned by Promote and Rollback when no generation
+	// is on trial.
+	ErrNoTrial = machine.ErrNoTrial
+	// ErrNoUpgrade is returned by UpgradeResult when hitless was never
+	// upgraded.
+	ErrNoUpgrade = machine.ErrNoUpgrade
+)
 
 type reqKind int
 
@@ -205,7 +160,7 @@ const (
 
 type request struct {
 	kind   reqKind
-	caller callerID // 0: the loop names it
+	caller machine.CallerID // 0: the loop names it
 	reply  chan error
 	status chan Status
 	binary string // reqUpgrade
@@ -229,7 +184,7 @@ func New(cfg Config) (*Supervisor, error) {
 		return nil, err
 	}
 	s := newSupervisor(cfg.withDefaults())
-	s.m, s.started = newMachine(s.machineConfig()), time.Now()
+	s.m, s.started = machine.New(s.machineConfig()), time.Now()
 	var err error
 	s.sockets, s.storePlan, err = sockets.Open(sockets.Config{Listen: s.cfg.Listen, Passed: s.cfg.Passed, FDStore: s.cfg.FDStore, Logger: s.log})
 	if err != nil {
@@ -244,16 +199,17 @@ func newSupervisor(cfg Config) *Supervisor {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		sigc:     make(chan os.Signal, sigBuffer),
-		events:   make(chan event),
+		events:   make(chan machine.Event),
 		reqs:     make(chan request),
 		checked:  make(chan checked, 1),
 		loopDone: make(chan struct{}),
 		done:     make(chan struct{}),
 		children: make(map[int]*child),
-		timers:   make(map[timerID]*armed),
-		callers:  make(map[callerID]request),
-		orphans:  make(map[callerID]*orphan),
+		timers:   make(map[machine.TimerID]*armed),
+		callers:  make(map[machine.CallerID]request),
+		orphans:  make(map[machine.CallerID]*orphan),
 	}
+	s.relay = s.newRelay()
 	s.os = osEnv{
 		spawn:      s.spawn,
 		signal:     signalGroup,
@@ -280,11 +236,11 @@ func (s *Supervisor) catchSignals() {
 // execve resets.
 func ignorePipe() { signal.Ignore(syscall.SIGPIPE) }
 
-func (s *Supervisor) machineConfig() machineConfig {
+func (s *Supervisor) machineConfig() machine.Config {
 	c := s.cfg
-	return machineConfig{
+	return machine.Config{
 		ReadyDelay: c.ReadyDelay, ReadyTimeout: c.ReadyTimeout, DrainTimeout: c.DrainTimeout,
-		BackoffMin: c.BackoffMin, BackoffMax: c.BackoffMax, StableAfter: c.StableAfter, DrainSignal: c.DrainSignal,
+		BackoffMin: c.BackoffMin, BackoffMax: c.BackoffMax, StableAfter: c.StableAfter, DrainSignal: signalName(c.DrainSignal),
 		Trial: c.Trial, Watchdog: c.Watchdog, WatchdogGrace: c.WatchdogGrace,
 	}
 }
@@ -351,7 +307,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		s.reaper = newReaper(s.restored.adopt)
 		s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "), "restored", true)
 		s.loop(ctx)
-		return s.exit.err
+		return s.exit.Err
 	}
 	if s.rundir, err = newRundir(s.log); err != nil {
 		close(s.loopDone)
@@ -363,10 +319,12 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	s.storeSockets()
+	// What New planned for the fd store (see sockets.StorePlan), once.
+	s.storePlan.Apply(s.log)
+	s.storePlan = sockets.StorePlan{}
 	s.log.Info("listening", "sockets", strings.Join(s.Addrs(), " "), "command", strings.Join(s.cfg.Command, " "))
 	s.loop(ctx)
-	return s.exit.err
+	return s.exit.Err
 }
 
 func (s *Supervisor) loop(ctx context.Context) {
@@ -380,20 +338,20 @@ func (s *Supervisor) loop(ctx context.Context) {
 	if s.restored != nil {
 		s.resumeRestored()
 	} else {
-		s.run(s.m.begin(time.Now()))
+		s.run(s.m.Begin(time.Now()))
 	}
 	ctxDone := ctx.Done()
 	for s.exit == nil {
 		select {
 		case sig := <-s.sigc:
-			s.feed(evSignal{sig: sig.(syscall.Signal)})
+			s.feed(machine.EvSignal{Sig: signalName(sig.(syscall.Signal))})
 		case <-ctxDone:
 			ctxDone = nil
-			s.feed(evStop{})
+			s.feed(machine.EvStop{})
 		case ev := <-s.events:
 			s.feed(ev)
 		case <-watchdog:
-			s.feed(evTick{})
+			s.feed(machine.EvTick{})
 		case ws := <-s.watcher.exit:
 			s.restartWatcher(ws)
 		case <-s.runningDue:
@@ -402,16 +360,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 				s.log.Warn("watcher", "err", err)
 			}
 		case r := <-s.checked:
-			s.cancelCheck = nil
-			if s.upgradeBin != nil {
-				s.upgradeBin.Close()
-			}
-			s.upgradeBin = r.bin
-			msg := ""
-			if r.err != nil {
-				msg = r.err.Error()
-			}
-			s.feed(evUpgradeChecked{id: r.id, err: msg})
+			s.checkDone(r)
 		case req := <-s.reqs:
 			s.request(req)
 		}
@@ -419,6 +368,21 @@ func (s *Supervisor) loop(ctx context.Context) {
 	for _, t := range s.timers {
 		t.Stop()
 	}
+}
+
+// checkDone feeds the machine the outcome of a new binary's check, and
+// keeps the binary that passed it, to exec.
+func (s *Supervisor) checkDone(r checked) {
+	s.cancelCheck = nil
+	if s.upgradeBin != nil {
+		s.upgradeBin.Close()
+	}
+	s.upgradeBin = r.bin
+	msg := ""
+	if r.err != nil {
+		msg = r.err.Error()
+	}
+	s.feed(machine.EvUpgradeChecked{ID: r.id, Err: msg})
 }
 
 // request feeds the machine a caller's request.
@@ -433,37 +397,40 @@ func (s *Supervisor) request(req request) {
 	}
 	id := req.caller
 	if id == 0 {
-		id = callerID(s.NewCaller())
+		id = machine.CallerID(s.NewCaller())
 	}
 	s.callers[id] = req
 	switch req.kind {
 	case reqReload:
-		s.feed(evReload{caller: id})
+		s.feed(machine.EvReload{Caller: id})
 	case reqStop:
-		s.feed(evStop{caller: id})
+		s.feed(machine.EvStop{Caller: id})
 	case reqStatus:
-		s.feed(evStatus{caller: id})
+		s.feed(machine.EvStatus{Caller: id})
 	case reqPromote:
-		s.feed(evPromote{caller: id})
+		s.feed(machine.EvPromote{Caller: id})
 	case reqRollback:
-		s.feed(evRollback{caller: id})
+		s.feed(machine.EvRollback{Caller: id})
 	case reqUpgrade:
-		s.feed(evUpgrade{caller: id, binary: req.binary})
+		s.feed(machine.EvUpgrade{Caller: id, Binary: req.binary})
 	case reqUpgradeResult:
-		s.feed(evUpgradeResult{caller: id})
+		s.feed(machine.EvUpgradeResult{Caller: id})
 	}
 }
 
 // feed steps the machine with ev and carries out its actions, and those
 // of the events the actions themselves produce (a spawn's outcome), before
 // anything else happens.
-func (s *Supervisor) feed(ev event) {
-	s.run(s.m.step(time.Now(), ev))
+func (s *Supervisor) feed(ev machine.Event) {
+	s.run(s.m.Step(time.Now(), ev))
 }
 
-func (s *Supervisor) run(acts []action) {
+func (s *Supervisor) run(acts []machine.Action) {
 	for len(acts) > 0 {
-		var next []event
+		// Before the actions: a generation told to drain asks a Relay
+		// that knows who serves now.
+		s.setAdopter()
+		var next []machine.Event
 		for _, a := range acts {
 			if ev := s.do(a); ev != nil {
 				next = append(next, ev)
@@ -471,90 +438,129 @@ func (s *Supervisor) run(acts []action) {
 		}
 		acts = nil
 		for _, ev := range next {
-			acts = append(acts, s.m.step(time.Now(), ev)...)
+			acts = append(acts, s.m.Step(time.Now(), ev)...)
 		}
 	}
 }
 
 // do carries out one action; it returns the event that answers it, if any.
-func (s *Supervisor) do(a action) event {
+// Like the machine's Step, the switch is a table, one case per action:
+// its complexity is the number of actions.
+func (s *Supervisor) do(a machine.Action) machine.Event {
 	switch a := a.(type) {
-	case actStart:
-		c := &child{id: a.gen, stderr: &tail{max: stderrKept}}
-		if err := s.os.spawn(c); err != nil {
-			return evSpawnFailed{gen: a.gen, err: err.Error()}
+	case machine.ActStart:
+		return s.start(a.Gen)
+	case machine.ActSignal:
+		if err := s.os.signal(a.PID, signalNum(a.Sig)); err != nil {
+			s.log.Error("signal", "generation", a.Gen, "pid", a.PID, "signal", a.Sig, "err", err)
 		}
-		s.children[a.gen] = c
-		return evSpawned{gen: a.gen, pid: c.pid}
-	case actSignal:
-		if err := s.os.signal(a.pid, a.sig); err != nil {
-			s.log.Error("signal", "generation", a.gen, "pid", a.pid, "signal", unix.SignalName(a.sig), "err", err)
-		}
-	case actArm:
-		s.arm(a.id, a.gen, time.Now().Add(a.after))
-	case actDisarm:
-		if t := s.timers[a.id]; t != nil {
-			t.Stop()
-			delete(s.timers, a.id)
-		}
-	case actReply:
-		if req, ok := s.callers[a.caller]; ok {
-			delete(s.callers, a.caller)
-			req.reply <- a.err
-		} else if o := s.orphans[a.caller]; o != nil {
-			o.answered, o.err = true, a.err
-		}
-	case actStatus:
-		if req, ok := s.callers[a.caller]; ok {
-			delete(s.callers, a.caller)
-			req.status <- s.status(a.view)
-		}
-	case actNotify:
+	case machine.ActArm:
+		s.arm(a.ID, a.Gen, time.Now().Add(a.After))
+	case machine.ActDisarm:
+		s.disarm(a.ID)
+	case machine.ActReply:
+		s.reply(a.Caller, a.Err)
+	case machine.ActStatus:
+		s.answerStatus(a.Caller, a.View)
+	case machine.ActNotify:
 		s.notify(a)
-	case actLog:
-		s.log.Log(context.Background(), a.level, a.msg, a.attrs...)
-	case actForget:
-		if c := s.children[a.gen]; c != nil {
-			delete(s.children, a.gen)
-			c.forget()
-			// Its group got SIGKILL when it exited: nothing for the
-			// watcher to kill.
-			if err := s.watcher.remove(c.pid); err != nil {
-				s.log.Warn("watcher", "err", err)
-			}
-			if !c.copied {
-				s.lingering = append(s.lingering, c)
-			}
-		}
-	case actRelease:
+	case machine.ActLog:
+		s.log.Log(context.Background(), a.Level, a.Msg, a.Attrs...)
+	case machine.ActForget:
+		s.forget(a.Gen)
+	case machine.ActRelease:
 		// Let go of hitless's own copies of the sockets: they close once
 		// the children have closed theirs, so a client that connects
 		// after that is refused at once rather than queued behind a
 		// process that will never accept, and reset when hitless exits.
 		s.closeSockets()
-	case actExit:
+	case machine.ActExit:
 		s.exit = &a
-	case actCheckUpgrade:
-		s.checkUpgrade(a.id, a.binary)
-	case actExecUpgrade:
-		if err := s.execUpgrade(a.id); err != nil {
-			return evUpgradeDone{id: a.id, result: "failed", reason: err.Error()}
+	case machine.ActCheckUpgrade:
+		s.checkUpgrade(a.ID, a.Binary)
+	case machine.ActExecUpgrade:
+		if err := s.execUpgrade(a.ID); err != nil {
+			return machine.EvUpgradeDone{ID: a.ID, Result: "failed", Reason: err.Error()}
 		}
-	case actCancelCheck:
-		if s.cancelCheck != nil && s.checkID == a.id {
+	case machine.ActCancelCheck:
+		if s.cancelCheck != nil && s.checkID == a.ID {
 			s.cancelCheck()
 		}
-	case actObserve:
-		if o := s.cfg.Observer; o != nil {
-			switch a.what {
-			case observeReload:
-				o.ReloadServing(a.d)
-			case observeDrain:
-				o.Drained(a.d)
-			}
-		}
+	case machine.ActObserve:
+		s.observe(a)
 	}
 	return nil
+}
+
+// start spawns generation gen, and answers how that went.
+func (s *Supervisor) start(gen int) machine.Event {
+	c := &child{id: gen, stderr: &tail{max: stderrKept}}
+	if err := s.os.spawn(c); err != nil {
+		return machine.EvSpawnFailed{Gen: gen, Err: err.Error()}
+	}
+	s.children[gen] = c
+	return machine.EvSpawned{Gen: gen, PID: c.pid}
+}
+
+// disarm stops the machine's timer id.
+func (s *Supervisor) disarm(id machine.TimerID) {
+	if t := s.timers[id]; t != nil {
+		t.Stop()
+		delete(s.timers, id)
+	}
+}
+
+// reply gives caller its verdict: a request waiting for it, or an orphan
+// whose request has not rejoined it yet.
+func (s *Supervisor) reply(caller machine.CallerID, err error) {
+	if req, ok := s.callers[caller]; ok {
+		delete(s.callers, caller)
+		req.reply <- err
+	} else if o := s.orphans[caller]; o != nil {
+		o.answered, o.err = true, err
+	}
+}
+
+// answerStatus gives caller the status: the machine's view, completed.
+func (s *Supervisor) answerStatus(caller machine.CallerID, v machine.View) {
+	if req, ok := s.callers[caller]; ok {
+		delete(s.callers, caller)
+		req.status <- s.status(v)
+	}
+}
+
+// forget lets go of what the driver holds for generation gen, which
+// exited.
+func (s *Supervisor) forget(gen int) {
+	c := s.children[gen]
+	if c == nil {
+		return
+	}
+	delete(s.children, gen)
+	c.forget()
+	s.relay.Detach(gen)
+	// Its group got SIGKILL when it exited: nothing for the watcher to
+	// kill.
+	if err := s.watcher.remove(c.pid); err != nil {
+		s.log.Warn("watcher", "err", err)
+	}
+	if !c.copied {
+		s.lingering = append(s.lingering, c)
+	}
+}
+
+// observe passes a measurement to the metrics.
+func (s *Supervisor) observe(a machine.ActObserve) {
+	o := s.cfg.Observer
+	if o == nil {
+		return
+	}
+	switch a.What {
+	case machine.ObserveReload:
+		o.ReloadServing(a.Duration)
+	case machine.ObserveDrain:
+		o.Drained(a.Duration)
+	}
 }
 
 // orphan is a caller of a reload whose request is carried to the next
@@ -580,7 +586,7 @@ func (s *Supervisor) rejoin(req request) {
 		}
 	}
 	if id == 0 {
-		id = callerID(s.NewCaller())
+		id = machine.CallerID(s.NewCaller())
 	}
 	if o := s.orphans[id]; o != nil {
 		delete(s.orphans, id)
@@ -592,7 +598,7 @@ func (s *Supervisor) rejoin(req request) {
 		return
 	}
 	s.callers[id] = req
-	s.feed(evReload{caller: id})
+	s.feed(machine.EvReload{Caller: id})
 }
 
 // leave ends the wait of a caller whose context ended before its
@@ -600,7 +606,7 @@ func (s *Supervisor) rejoin(req request) {
 // verdict is in its reply channel). A reload whose request is carried to
 // the next image keeps its place there, as an orphan: a verdict that
 // comes before the exec waits for it, and goes across. Any other caller
-// gave up, and the machine forgets it (evCancel): no request can take its
+// gave up, and the machine forgets it (EvCancel): no request can take its
 // verdict.
 func (s *Supervisor) leave(req request) {
 	w, waiting := s.callers[req.caller]
@@ -608,7 +614,7 @@ func (s *Supervisor) leave(req request) {
 		delete(s.callers, req.caller)
 		switch {
 		case !req.carried:
-			s.feed(evCancel{caller: req.caller})
+			s.feed(machine.EvCancel{Caller: req.caller})
 		case w.kind == reqReload || w.kind == reqRejoin:
 			s.orphans[req.caller] = &orphan{}
 		}
@@ -625,12 +631,12 @@ type armed struct {
 }
 
 // arm starts the machine's timer id, to fire at deadline.
-func (s *Supervisor) arm(id timerID, gen int, deadline time.Time) {
+func (s *Supervisor) arm(id machine.TimerID, gen int, deadline time.Time) {
 	c := s.children[gen]
 	t := time.AfterFunc(time.Until(deadline), func() {
-		ev := evTimer{id: id}
+		ev := machine.EvTimer{ID: id}
 		if c != nil {
-			ev.stderr = c.stderr.Lines(5)
+			ev.Stderr = c.stderr.Lines(5)
 		}
 		s.post(ev)
 	})
@@ -657,6 +663,7 @@ func (s *Supervisor) release() {
 		s.upgradeBin.Close()
 	}
 	s.readers.Wait()
+	s.relay.Close()
 	for _, c := range s.lingering {
 		c.closeOutput()
 	}
@@ -679,7 +686,7 @@ func (s *Supervisor) release() {
 	}
 	s.Close()
 	if s.exit != nil {
-		for _, id := range s.exit.callers {
+		for _, id := range s.exit.Callers {
 			if req, ok := s.callers[id]; ok {
 				req.reply <- nil
 			}
@@ -688,22 +695,22 @@ func (s *Supervisor) release() {
 	close(s.done)
 }
 
-func (s *Supervisor) notify(a actNotify) {
+func (s *Supervisor) notify(a machine.ActNotify) {
 	n := s.cfg.Notifier
 	if n == nil {
 		return
 	}
 	var err error
-	switch a.what {
-	case notifyReady:
-		err = n.Ready(a.text)
-	case notifyReloading:
+	switch a.What {
+	case machine.NotifyReady:
+		err = n.Ready(a.Text)
+	case machine.NotifyReloading:
 		err = n.Reloading()
-	case notifyStopping:
+	case machine.NotifyStopping:
 		err = n.Stopping()
-	case notifyStatus:
-		err = n.Status(a.text)
-	case notifyWatchdog:
+	case machine.NotifyStatus:
+		err = n.Status(a.Text)
+	case machine.NotifyWatchdog:
 		err = n.Watchdog()
 	}
 	if err != nil {
@@ -740,7 +747,7 @@ func (s *Supervisor) restartWatcher(ws unix.WaitStatus) {
 }
 
 // post hands an event to the loop, or drops it once the loop is gone.
-func (s *Supervisor) post(ev event) {
+func (s *Supervisor) post(ev machine.Event) {
 	select {
 	case s.events <- ev:
 	case <-s.loopDone:
@@ -758,4 +765,31 @@ func signalGroup(pgid int, sig syscall.Signal) error {
 		return nil
 	}
 	return err
+}
+
+// signalName is sig as the machine names signals: "SIGTERM", or "SIG34"
+// for a number the system has no name for (a real-time signal).
+func signalName(sig syscall.Signal) machine.Signal {
+	if name := unix.SignalName(sig); name != "" {
+		return machine.Signal(name)
+	}
+	return machine.Signal("SIG" + strconv.Itoa(int(sig)))
+}
+
+// signalNum is the number of a signal the machine named (signalName).
+func signalNum(sig machine.Signal) syscall.Signal {
+	if n := unix.SignalNum(string(sig)); n != 0 {
+		return n
+	}
+	n, _ := strconv.Atoi(strings.TrimPrefix(string(sig), "SIG"))
+	return syscall.Signal(n)
+}
+
+// exitOf is how the machine sees a wait status.
+func exitOf(ws unix.WaitStatus) machine.Exit {
+	x := machine.Exit{Code: exitCode(ws), Reason: exitReason(ws)}
+	if ws.Signaled() {
+		x.Signal = signalName(ws.Signal())
+	}
+	return x
 }

@@ -26,6 +26,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/harness"
+	"github.com/hitless/hitless/supervisor/internal/machine"
+	"github.com/hitless/hitless/supervisor/sockets"
 )
 
 // The tests in this file run real children: the test binary itself, which
@@ -205,8 +207,8 @@ func startWith(t *testing.T, cfg Config, setup func(*Supervisor), modes ...strin
 	modeFile := t.TempDir() + "/mode"
 	os.WriteFile(modeFile, []byte(strings.Join(modes, "\n")), 0o600)
 	if cfg.Listen == nil {
-		spec, _ := ParseListen("tcp://127.0.0.1:0")
-		cfg.Listen = []ListenSpec{spec}
+		spec, _ := sockets.ParseListen("tcp://127.0.0.1:0")
+		cfg.Listen = []sockets.ListenSpec{spec}
 	}
 	if cfg.Command == nil {
 		// The shim runs the child; a shell picks the mode for each start,
@@ -342,6 +344,9 @@ func TestRunReloadStop(t *testing.T) {
 	if gen != 2 || st.ReloadsOK != 1 || len(st.Listeners) != 1 || st.Listeners[0].FD != 3 {
 		t.Fatalf("status after a reload: %+v", st)
 	}
+	// Generation 1 accepts until its drain closes its listener: ask once
+	// it is gone.
+	r.waitFor("generation 1 gone", func(st Status) bool { return len(st.Generations) == 1 })
 	if got, want := r.ask(), fmt.Sprintf("gen 2 pid %d", pid); got != want {
 		t.Errorf("the socket answered %q, want %q", got, want)
 	}
@@ -407,8 +412,8 @@ func TestStopDuringStartThenReady(t *testing.T) {
 // Bug 5: a SIGHUP that arrives between New and Run (a deploy script that
 // read the pid file at once) reloads instead of killing hitless.
 func TestSIGHUPBeforeRun(t *testing.T) {
-	spec, _ := ParseListen("tcp://127.0.0.1:0")
-	s, err := New(Config{Listen: []ListenSpec{spec}, Command: []string{"/bin/true"}})
+	spec, _ := sockets.ParseListen("tcp://127.0.0.1:0")
+	s, err := New(Config{Listen: []sockets.ListenSpec{spec}, Command: []string{"/bin/true"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,20 +523,20 @@ func TestCrashRestart(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	spec, _ := ParseListen("tcp://127.0.0.1:0")
+	spec, _ := sockets.ParseListen("tcp://127.0.0.1:0")
 	for _, tc := range []struct {
 		cfg  Config
 		want []string
 	}{
 		{Config{}, []string{"Command: no program", "Listen: no sockets"}},
-		{Config{Listen: []ListenSpec{spec, spec}, Command: []string{"x"}}, []string{`Listen[1]: name "tcp-0" is already used by tcp://127.0.0.1:0`}},
-		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, Env: []string{"A=1", "LISTEN_FDS=3", "1X=2", "NOEQ"}},
+		{Config{Listen: []sockets.ListenSpec{spec, spec}, Command: []string{"x"}}, []string{`Listen[1]: name "tcp-0" is already used by tcp://127.0.0.1:0`}},
+		{Config{Listen: []sockets.ListenSpec{spec}, Command: []string{"x"}, Env: []string{"A=1", "LISTEN_FDS=3", "1X=2", "NOEQ"}},
 			[]string{"Env[1]: hitless sets LISTEN_FDS", `Env[2]: "1X" is not a variable name`, `Env[3]: "NOEQ" is not KEY=VALUE`}},
-		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, ReadyDelay: time.Minute, BackoffMin: time.Minute, BackoffMax: time.Second, DrainSignal: syscall.SIGKILL, StableAfter: -1},
+		{Config{Listen: []sockets.ListenSpec{spec}, Command: []string{"x"}, ReadyDelay: time.Minute, BackoffMin: time.Minute, BackoffMax: time.Second, DrainSignal: syscall.SIGKILL, StableAfter: -1},
 			[]string{"ReadyDelay: 1m0s is not shorter than the ready timeout (1m0s)", "BackoffMax: 1s is below", "DrainSignal: signal 9 cannot", "StableAfter: -1ns is negative"}},
 		// 500ns would tell the child WATCHDOG_USEC=0, no watchdog.
-		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, Watchdog: 500 * time.Nanosecond}, []string{"Watchdog: 500ns is below the minimum of 100ms"}},
-		{Config{Listen: []ListenSpec{spec}, Command: []string{"x"}, Watchdog: 99 * time.Millisecond}, []string{"Watchdog: 99ms is below the minimum"}},
+		{Config{Listen: []sockets.ListenSpec{spec}, Command: []string{"x"}, Watchdog: 500 * time.Nanosecond}, []string{"Watchdog: 500ns is below the minimum of 100ms"}},
+		{Config{Listen: []sockets.ListenSpec{spec}, Command: []string{"x"}, Watchdog: 99 * time.Millisecond}, []string{"Watchdog: 99ms is below the minimum"}},
 	} {
 		err := tc.cfg.Validate()
 		for _, w := range tc.want {
@@ -618,8 +623,8 @@ func TestServiceManagerNotifications(t *testing.T) {
 // The driver runs without children when osEnv is faked: the seam that
 // keeps the OS work out of the state machine.
 func TestDriverWithFakeOS(t *testing.T) {
-	spec, _ := ParseListen("tcp://127.0.0.1:0")
-	s, err := New(Config{Listen: []ListenSpec{spec}, Command: []string{"/nonexistent"}, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	spec, _ := sockets.ParseListen("tcp://127.0.0.1:0")
+	s, err := New(Config{Listen: []sockets.ListenSpec{spec}, Command: []string{"/nonexistent"}, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,7 +633,7 @@ func TestDriverWithFakeOS(t *testing.T) {
 	s.os = osEnv{
 		spawn: func(c *child) error {
 			c.pid = 4000 + c.id
-			go s.post(evReady{gen: c.id})
+			go s.post(machine.EvReady{Gen: c.id})
 			return nil
 		},
 		signal: func(pid int, sig syscall.Signal) error {
@@ -636,7 +641,7 @@ func TestDriverWithFakeOS(t *testing.T) {
 			sent = append(sent, fmt.Sprintf("%d:%s", pid, sig))
 			mu.Unlock()
 			if sig == syscall.SIGTERM {
-				go s.post(evExited{gen: pid - 4000, status: bySIGTERM})
+				go s.post(machine.EvExited{Gen: pid - 4000, Exit: exitOf(unix.WaitStatus(syscall.SIGTERM))})
 			}
 			return nil
 		},

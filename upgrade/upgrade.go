@@ -25,15 +25,24 @@ import (
 // StateVersion is the version of the state this build writes, and the
 // newest it reads. A build reads versions MinStateVersion to StateVersion.
 //
-// Version 2 (after issue 16) added what a version 1 build would misread
-// or leave behind: the carried signals, the settings ("run"), the
-// metrics listener and the histograms, the new binary's descriptor, the
-// reload callers and the writer's pid. A version 1 build (14f122a) reads
-// only version 1, so its check refuses a downgrade to it; this build
-// still reads a version 1 state, whose absent fields keep their zero
-// values.
+// Version 1 is what 14f122a, the last release, wrote; the builds after it
+// added, under version 1, the carried signals, the settings ("run"), the
+// metrics listener and histograms, the new binary's descriptor and the
+// reload callers. Version 2 (development builds only): the supervisor's
+// machine writes the kinds of its generations and timers by name, no
+// longer as numbers (see package supervisor's golden_test.go), and the
+// supervisor's section carries the connection hand-over's Relay.
+// Version 3: the writer's pid (the next image refuses a state another
+// process wrote), the watcher's protocol (a watcher that speaks an older
+// one is replaced), the verdicts given during the hand-over, and the
+// control socket's names for its carried reloads. A build reads no
+// version newer than its own, so a downgrade to an older build is
+// refused at that build's check, before anything is handed over. This
+// build reads every version from 1 on, the fields a state predates
+// keeping their zero values (the Relay starts empty, a watcher of
+// protocol 0 is replaced).
 const (
-	StateVersion    = 2
+	StateVersion    = 3
 	MinStateVersion = 1
 )
 
@@ -222,14 +231,22 @@ func runCheck(ctx context.Context, path string, f *os.File, env []string, start 
 		case <-time.After(time.Second):
 		}
 	}
+	return checkVerdict(ws, stdout.String(), stderr.String(), path, pid)
+}
+
+// checkVerdict reads the outcome of a check of the binary at path that
+// ran as pid and ended with ws, having printed stdout and stderr: what
+// the new binary says it is, or why it is refused.
+func checkVerdict(ws syscall.WaitStatus, stdout, stderr, path string, pid int) (Info, error) {
+	var info Info
 	switch {
 	case ws.Signaled():
-		return info, fmt.Errorf("the new binary failed its check: killed by signal %v%s", ws.Signal(), lastLine(stderr.String()))
+		return info, fmt.Errorf("the new binary failed its check: killed by signal %v%s", ws.Signal(), lastLine(stderr))
 	case ws.ExitStatus() != 0:
-		return info, fmt.Errorf("the new binary failed its check: exit status %d%s", ws.ExitStatus(), lastLine(stderr.String()))
+		return info, fmt.Errorf("the new binary failed its check: exit status %d%s", ws.ExitStatus(), lastLine(stderr))
 	}
-	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &info); err != nil || !info.Hitless {
-		return info, fmt.Errorf("the new binary is not hitless: its check printed %q", firstLine(stdout.String()))
+	if err := json.Unmarshal([]byte(strings.TrimSpace(stdout)), &info); err != nil || !info.Hitless {
+		return info, fmt.Errorf("the new binary is not hitless: its check printed %q", firstLine(stdout))
 	}
 	if info.States[0] > StateVersion || info.States[1] < StateVersion {
 		return info, fmt.Errorf("the new binary (%s) reads state versions %d to %d, not this one's %d", info.Version, info.States[0], info.States[1], StateVersion)
@@ -258,11 +275,11 @@ type State struct {
 	FDs      map[string]int             `json:"fds"` // name -> descriptor number
 	Image    int                        `json:"image"`
 	// PID is the process that wrote the state: the next image must be
-	// the same one (version 2 on; 0 in a version 1 state).
+	// the same one (version 3 on; 0 before).
 	PID int `json:"pid,omitempty"`
 	// Signals are the signals (of Signals, by name) the image that wrote
 	// the state received and had not handled when it executed the next
-	// one, oldest first (version 2 on).
+	// one, oldest first (added after 14f122a).
 	Signals []string `json:"signals,omitempty"`
 
 	// RolledBack is set in the old image after a rollback: why the new

@@ -341,7 +341,7 @@ func TestCheck(t *testing.T) {
 		{"this test binary", os.Args[0], ""},
 		{"exits 3", script("exit3", "echo boom >&2; exit 3", 0o755), "the new binary failed its check: exit status 3: boom"},
 		{"not hitless", script("true", "echo hello", 0o755), `the new binary is not hitless: its check printed "hello"`},
-		{"version 1 only (14f122a)", script("v1", info(1, 1), 0o755), "the new binary (v9) reads state versions 1 to 1, not this one's 2"},
+		{"version 1 only (14f122a)", script("v1", info(1, 1), 0o755), "the new binary (v9) reads state versions 1 to 1, not this one's 3"},
 		{"newer state", script("newer", info(StateVersion+1, StateVersion+1), 0o755), "the new binary (v9) reads state versions " + strconv.Itoa(StateVersion+1)},
 		{"not executable", script("plain", info(1, 1), 0o644), "is not an executable file"},
 		{"a directory", dir, "is not an executable file"},

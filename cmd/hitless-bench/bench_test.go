@@ -70,3 +70,16 @@ func TestParseGRPCLoad(t *testing.T) {
 		t.Errorf("failureText %q, want %q", got, want)
 	}
 }
+
+// What examples/wsecho/cmd/wsload prints (its load.Result), as scenario
+// 14 reads it.
+func TestParseWSLoad(t *testing.T) {
+	out := `{"clients":1000,"connected":1000,"sent":50210,"echoed":50210,"lost":0,"close_frames":0,"failed":0,"failures":{},"p50_ns":183000,"p99_ns":4100000}`
+	var r wsResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Connected != 1000 || r.Sent != 50210 || r.P99 != 4100*time.Microsecond {
+		t.Errorf("parsed %+v", r)
+	}
+}

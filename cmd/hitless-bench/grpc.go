@@ -11,8 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/hitless/hitless/internal/harness"
 )
 
 // ---- 12: gRPC across reloads ----
@@ -75,13 +73,7 @@ func benchGRPC(s *scenario) []row {
 		return nil
 	}
 	p := s.plan
-	addr, err := harness.FreeAddr()
-	s.check(err)
-	h := harness.Start(s, harness.Options{
-		Hitless: s.hitless,
-		Args:    []string{"--listen", "grpc=tcp://" + addr},
-		Command: []string{s.grpcServer, "-listen", addr},
-	})
+	h, addr := s.startExample("grpc", s.grpcServer)
 	m := h.Mark()
 	type proc struct {
 		cmd    *exec.Cmd

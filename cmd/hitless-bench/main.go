@@ -33,6 +33,7 @@ import (
 type bins struct {
 	hitless, server, tableflip, wrk, h2load string
 	grpcServer, grpcLoad                    string // scenario 12 (grpc.go)
+	wsServer, wsLoad                        string // scenario 14 (ws.go)
 	nginx, haproxy, caddy                   string // the peers of scenario 13; "" skips a peer's rows
 }
 
@@ -126,6 +127,9 @@ func main() {
 	flag.StringVar(&b.h2load, "h2load", "h2load", "h2load binary")
 	flag.StringVar(&b.grpcServer, "grpc-server", "", "gRPC example server (examples/grpc), for scenario 12")
 	flag.StringVar(&b.grpcLoad, "grpc-load", "", "its load client (examples/grpc/cmd/grpcload), for scenario 12")
+	flag.StringVar(&b.wsServer, "ws-server", "", "WebSocket example server (examples/wsecho), for scenario 14")
+	flag.StringVar(&b.wsLoad, "ws-load", "", "its load client (examples/wsecho/cmd/wsload), for scenario 14")
+	scaleConns := flag.Int("scale-conns", 0, "connections of scenario 8 (default 10000; fewer for a short run while developing)")
 	flag.StringVar(&b.nginx, "nginx", "", "nginx binary, for the rows of scenario 13 that use it (empty: skipped, with a line that says so)")
 	flag.StringVar(&b.haproxy, "haproxy", "", "haproxy binary, for scenario 13 (empty: skipped)")
 	flag.StringVar(&b.caddy, "caddy", "", "caddy binary, for scenario 13 (empty: skipped)")
@@ -138,16 +142,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hitless-bench: -hitless and -server are required")
 		os.Exit(2)
 	}
-	if err := run(b, *quick, *only, *commit, *out); err != nil {
+	if err := run(b, *quick, *only, *commit, *out, *scaleConns); err != nil {
 		fmt.Fprintln(os.Stderr, "hitless-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(b bins, quick bool, only, commit, out string) error {
+func run(b bins, quick bool, only, commit, out string, scaleConns int) error {
 	p := fullPlan()
 	if quick {
 		p = quickPlan()
+	}
+	if scaleConns > 0 {
+		p.scaleConns = scaleConns
+		p.scaleActive = min(p.scaleActive, scaleConns/10)
+		p.sseStreams = min(p.sseStreams, scaleConns/100)
 	}
 	raiseNoFile()
 	tmp, err := os.MkdirTemp("", "hitless-bench-")
@@ -175,6 +184,7 @@ func run(b bins, quick bool, only, commit, out string) error {
 		{"11", benchUpgrade},
 		{"12", benchGRPC},
 		{deploysNum, benchDeploys},
+		{"14", benchWS},
 	}
 	for _, s := range steps {
 		run := false

@@ -102,7 +102,7 @@ func (r *report) markdown(b *bench, commit string) string {
 		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", esc(rw.num), esc(rw.scenario), esc(rw.setup), esc(rw.requests),
 			esc(rw.failures), esc(rw.rps), esc(rw.p50), esc(rw.p99), esc(rw.other))
 	}
-	s.WriteString(methods + methodsGRPC)
+	s.WriteString(methods + methodsGRPC + methodsWS)
 	for _, x := range b.appendix {
 		s.WriteString(x)
 	}

@@ -25,11 +25,15 @@ func benchScale(s *scenario) []row {
 	var rows []row
 	variants := []func() *scaleTarget{
 		func() *scaleTarget {
-			return hitlessScale(s, "childproc defaults (lame duck up to 5 s, idle connections closed once quiet 250 ms)")
+			return hitlessScale(s, "childproc defaults: idle connections handed to the next generation at a request boundary")
 		},
 		func() *scaleTarget {
-			return hitlessScale(s, "lame duck up to 20 s, idle connections closed once quiet 16 s (longer than the clients' idle interval)",
-				"-lame-duck=20s", "-lame-duck-quiet=16s")
+			return hitlessScale(s, "hand-over off (childproc's defaults before it: lame duck up to 5 s, idle connections closed once quiet 250 ms)",
+				"-no-handover")
+		},
+		func() *scaleTarget {
+			return hitlessScale(s, "hand-over off, lame duck up to 20 s, idle connections closed once quiet 16 s (longer than the clients' idle interval)",
+				"-no-handover", "-lame-duck=20s", "-lame-duck-quiet=16s")
 		},
 	}
 	if s.plan.scalePeers {
@@ -74,13 +78,20 @@ type scaleTarget struct {
 	// pid is hitless's, whose memory the row samples; 0 for none.
 	pid  int
 	stop func()
+	// begin, if set, is called just before the first reload, and cost
+	// after the last drain: what the reloads cost, in words.
+	begin func()
+	cost  func() string
 }
 
 // hitlessScale is hitless around the test server, run with srv.
 func hitlessScale(s *scenario, name string, srv ...string) *scaleTarget {
 	h := s.startHitless(nil, srv...)
 	m := h.Mark()
+	var cpuStart cpuUse
 	return &scaleTarget{name: name, addr: h.Addr(), pid: h.PID(), stop: h.Stop, closer: "a draining generation",
+		begin:   func() { cpuStart = treeCPU(h) },
+		cost:    func() string { return hitlessCost(h, m, treeCPU(h).sub(cpuStart)) },
 		drained: "old generations drained in", firstDrained: "the generation holding them drained in",
 		reload: func() { h.Signal(syscall.SIGHUP) },
 		proof: func() string {
@@ -167,6 +178,9 @@ func benchScaleOnce(s *scenario, tg *scaleTarget) []row {
 	reloads := 0
 	minOpen := peakOpen
 	runStart := time.Now()
+	if tg.begin != nil {
+		tg.begin()
+	}
 	tg.reload() // the first at once, under the streams
 	reloads++
 loop:
@@ -207,6 +221,10 @@ loop:
 	// Every backend but the last must have drained.
 	drains, firstDrain := tg.finish(reloads)
 	proof := tg.proof()
+	cost := ""
+	if tg.cost != nil {
+		cost = "; " + tg.cost()
+	}
 	stopRun()
 	ran := time.Since(runStart) // the clients ran until every drain was done
 	wg.Wait()
@@ -223,10 +241,11 @@ loop:
 		brokenSummary += " (" + strings.Join(brokenText, ", ") + ")"
 	}
 	closed := st.idleClosed.Load()
-	other := fmt.Sprintf("%s; %d connections opened in %s; closed by %s while idle (reopened at their next request): %d, %d per reload; "+
-		"fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; %s median %s, max %s",
-		proof, peakOpen, ms(openTook), tg.closer, closed, closed/int64(reloads), minOpen, st.failReused.Load(), st.failFresh.Load(),
-		tg.drained, ms(median(drains)), ms(maxOf(drains)))
+	other := fmt.Sprintf("%s; %d connections opened in %s; connections dialled in all %d (new handshakes after the start: %d); closed by %s while idle (reopened at their next request): %d, %d per reload; "+
+		"closed after a response with Connection: close: %d; fewest open at once: %d; failures on a connection that had served before (the idle keep-alive race): %d, on a fresh one: %d; %s median %s, max %s%s",
+		proof, peakOpen, ms(openTook), st.dials.Load(), st.dials.Load()-peakOpen, tg.closer, closed, closed/int64(reloads),
+		st.closedAfter.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(),
+		tg.drained, ms(median(drains)), ms(maxOf(drains)), cost)
 	if tg.pid != 0 {
 		other += fmt.Sprintf("; hitless RSS %s at rest, at most %s during the run", mib(restRSS), mib(maxRSS))
 	}
@@ -256,11 +275,13 @@ type rawConn struct {
 }
 
 type scaleStats struct {
-	tally      harness.Tally
-	open       atomic.Int64 // connections open now
-	idleClosed atomic.Int64 // closed by the server while idle, then reopened
-	failFresh  atomic.Int64 // failures on a connection dialed for this request
-	failReused atomic.Int64 // failures on a connection that had served before
+	tally       harness.Tally
+	dials       atomic.Int64 // connections opened, the first ones included
+	closedAfter atomic.Int64 // closed after a response that said Connection: close
+	open        atomic.Int64 // connections open now
+	idleClosed  atomic.Int64 // closed by the server while idle, then reopened
+	failFresh   atomic.Int64 // failures on a connection dialed for this request
+	failReused  atomic.Int64 // failures on a connection that had served before
 }
 
 var scaleRequest = []byte("POST /work HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\npayload")
@@ -273,6 +294,7 @@ func (rc *rawConn) dial() error {
 	}
 	rc.c, rc.br = c, bufio.NewReader(c)
 	rc.stats.open.Add(1)
+	rc.stats.dials.Add(1)
 	return nil
 }
 
@@ -307,7 +329,8 @@ func (rc *rawConn) do() {
 	} else {
 		rc.stats.tally.AddOK(time.Since(start))
 	}
-	if resp.Close {
+	if resp != nil && resp.Close {
+		rc.stats.closedAfter.Add(1)
 		rc.close()
 	}
 }
@@ -363,4 +386,53 @@ func (rc *rawConn) loopAfterFirst(ctx context.Context, think time.Duration) {
 		}
 		rc.do()
 	}
+}
+
+// hitlessCost says what hitless's reloads cost: the hand-over's counts,
+// the reload's latency (SIGHUP to the new generation serving, from the
+// log since m) and cpu.
+func hitlessCost(h *harness.Hitless, m int, cpu cpuUse) string {
+	var took []time.Duration
+	var hup time.Time
+	for _, r := range h.Records(m) {
+		switch r.Msg() {
+		case "SIGHUP: reload":
+			hup = r.At
+		case "serving":
+			if !hup.IsZero() {
+				took = append(took, r.At.Sub(hup))
+				hup = time.Time{}
+			}
+		}
+	}
+	ho := "hand-over not in play"
+	if c := h.Status().HandOver; c != nil && c.Handed+c.Refused+c.Closed > 0 {
+		ho = fmt.Sprintf("hitless's hand-over counts: handed %d, adopted %d, refused %d, lost %d; closed by the drains %d (%d while idle)",
+			c.Handed, c.Adopted, c.Refused, c.Lost, c.Closed, c.ClosedIdle)
+	}
+	return fmt.Sprintf("%s; reload (SIGHUP to the new generation serving) median %s; CPU of hitless and every generation during the run %s (hitless alone %s)",
+		ho, ms(median(took)), ms(cpu.tree), ms(cpu.hitless))
+}
+
+// cpuUse is CPU time used: by hitless and every generation it ran (tree),
+// and by hitless alone.
+type cpuUse struct{ tree, hitless time.Duration }
+
+func (a cpuUse) sub(b cpuUse) cpuUse { return cpuUse{a.tree - b.tree, a.hitless - b.hitless} }
+
+// treeCPU is the CPU time of hitless, of the generations it reaped, and
+// of those running now; the difference of two readings is what the
+// tree used in between.
+func treeCPU(h *harness.Hitless) cpuUse {
+	u, err := harness.ProcUsage(h.PID())
+	if err != nil {
+		return cpuUse{}
+	}
+	c := cpuUse{tree: u.CPU + u.ChildCPU, hitless: u.CPU}
+	for _, g := range h.Status().Generations {
+		if gu, err := harness.ProcUsage(g.PID); err == nil {
+			c.tree += gu.CPU
+		}
+	}
+	return c
 }

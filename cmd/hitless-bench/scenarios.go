@@ -25,6 +25,19 @@ func (s *scenario) startHitless(flags []string, srv ...string) *harness.Hitless 
 	})
 }
 
+// startExample runs hitless around an example's server (examples/grpc,
+// examples/wsecho), which takes -listen ADDR, on a free loopback port
+// named name, and returns hitless and the address.
+func (s *scenario) startExample(name, server string) (*harness.Hitless, string) {
+	addr, err := harness.FreeAddr()
+	s.check(err)
+	return harness.Start(s, harness.Options{
+		Hitless: s.hitless,
+		Args:    []string{"--listen", name + "=tcp://" + addr},
+		Command: []string{server, "-listen", addr},
+	}), addr
+}
+
 // client is one class of HTTP/1.1 load: workers that POST /work in a
 // closed loop, with keep-alive or a new connection per request.
 type client struct {

@@ -26,8 +26,8 @@ import (
 // If the file changed since, the new image says which keys differ: they
 // take effect at the next start.
 //
-// A release that did not carry its settings (14f122a, before state
-// version 2) leaves the new image only what its state carries: the
+// A release that did not carry its settings (14f122a: its state has no
+// "run" section) leaves the new image only what its state carries: the
 // sockets and the control socket. The rest is read from the file again;
 // the pid file stays where the old release wrote it (the path the file
 // gives now is used only if it holds this pid); and the verdict says so.

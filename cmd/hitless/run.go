@@ -19,6 +19,7 @@ import (
 	"github.com/hitless/hitless/internal/pidfile"
 	"github.com/hitless/hitless/internal/sdnotify"
 	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -89,7 +90,7 @@ type runFlags struct {
 	flags *config.File
 	// passed is what systemd passed (LISTEN_FDS): with no --listen,
 	// hitless takes all of it.
-	passed supervisor.Passed
+	passed sockets.Passed
 	// configData is what the settings come from: the config file as read
 	// at the first start, which upgrades carry (see carry.go).
 	configData []byte
@@ -99,7 +100,7 @@ type runFlags struct {
 	// the config file if legacyErr says why (see carry.go).
 	kept      []string
 	legacy    bool
-	carried   []supervisor.ListenSpec
+	carried   []sockets.ListenSpec
 	legacyErr error
 }
 
@@ -296,7 +297,7 @@ func (r *runFlags) prepare(fs *pflag.FlagSet, args []string, self *upgrade.Self)
 	// Read (and unset, so no child inherits them) the sockets systemd
 	// passed, first: the descriptors are ours from now on. After an
 	// upgrade in place there are none: the sockets come in the state.
-	passed, err := supervisor.PassedFromEnv()
+	passed, err := sockets.PassedFromEnv()
 	if err != nil {
 		return nil, usageError{err}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/supervisor/sockets"
 )
 
 // --fdstore over the file's fdstore:, --listen systemd://NAME over its
@@ -27,8 +28,8 @@ func TestConfigureSystemd(t *testing.T) {
 
 	var out bytes.Buffer
 	printStatus(&out, "/run/c.sock", supervisor.Status{PID: 1, Listeners: []supervisor.ListenerStatus{
-		{Name: "web", Network: "tcp", Address: "127.0.0.1:8080", FD: 3, Source: supervisor.SourceSystemd},
-		{Name: "api", Network: "unix", Address: "/run/api.sock", FD: 4, Source: supervisor.SourceStore},
+		{Name: "web", Network: "tcp", Address: "127.0.0.1:8080", FD: 3, Source: sockets.SourceSystemd},
+		{Name: "api", Network: "unix", Address: "/run/api.sock", FD: 4, Source: sockets.SourceStore},
 	}}, time.Now())
 	for _, want := range []string{"socket web: tcp 127.0.0.1:8080 (fd 3, systemd)\n", "socket api: unix /run/api.sock (fd 4, store)\n"} {
 		if !strings.Contains(out.String(), want) {

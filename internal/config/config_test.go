@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/supervisor/sockets"
 )
 
 func TestParseValid(t *testing.T) {
@@ -540,8 +541,8 @@ func FuzzParse(f *testing.F) {
 			cfg.Command = []string{"./server"}
 		}
 		if len(cfg.Listen) == 0 {
-			l, _ := supervisor.ParseListen("tcp://127.0.0.1:0")
-			cfg.Listen = []supervisor.ListenSpec{l}
+			l, _ := sockets.ParseListen("tcp://127.0.0.1:0")
+			cfg.Listen = []sockets.ListenSpec{l}
 		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("Parse accepted what Validate rejects: %v", err)

@@ -16,7 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/supervisor/sockets"
 )
 
 // The decoder walks the yaml.Node tree itself instead of unmarshalling into
@@ -284,8 +284,8 @@ const listenWant = `want "[NAME=]URL" such as "http=tcp://127.0.0.1:8080" or "sy
 
 // listen reads the sockets, each parsed by parse as the --listen flag's
 // text is, so that a bad one is reported with its line.
-func (d *decoder) listen(n *yaml.Node, key string, parse func(string) (supervisor.ListenSpec, error)) []supervisor.ListenSpec {
-	var out []supervisor.ListenSpec
+func (d *decoder) listen(n *yaml.Node, key string, parse func(string) (sockets.ListenSpec, error)) []sockets.ListenSpec {
+	var out []sockets.ListenSpec
 	d.sequence(n, key, listenWant, func(i int, item *yaml.Node) {
 		field := fmt.Sprintf("%s[%d]", key, i)
 		if item.Kind == yaml.MappingNode {
@@ -316,11 +316,11 @@ func (d *decoder) listen(n *yaml.Node, key string, parse func(string) (superviso
 // takes it, then the name and each option as the url's NAME= and query
 // would set them. An option may be given in one place only, the url or
 // the mapping.
-func (d *decoder) listenMapping(n *yaml.Node, field string, parse func(string) (supervisor.ListenSpec, error)) (supervisor.ListenSpec, bool) {
+func (d *decoder) listenMapping(n *yaml.Node, field string, parse func(string) (sockets.ListenSpec, error)) (sockets.ListenSpec, bool) {
 	given, ok := d.listenEntries(n, field)
-	fail := func(e listenEntry, format string, args ...any) (supervisor.ListenSpec, bool) {
+	fail := func(e listenEntry, format string, args ...any) (sockets.ListenSpec, bool) {
 		d.errAt(e.node, field+"."+e.key, format, args...)
-		return supervisor.ListenSpec{}, false
+		return sockets.ListenSpec{}, false
 	}
 	at := func(key string) int { return slices.IndexFunc(given, func(e listenEntry) bool { return e.key == key }) }
 	i := at("url")
@@ -328,7 +328,7 @@ func (d *decoder) listenMapping(n *yaml.Node, field string, parse func(string) (
 		d.errAt(n, field, "has no url (%s)", listenWant)
 	}
 	if !ok || i < 0 {
-		return supervisor.ListenSpec{}, false
+		return sockets.ListenSpec{}, false
 	}
 	raw := given[i]
 	spec, err := parse(raw.text)
@@ -341,7 +341,7 @@ func (d *decoder) listenMapping(n *yaml.Node, field string, parse func(string) (
 		return fail(raw, "%q starts with NAME=; give the name as name:", raw.text)
 	}
 	if i := at("name"); i >= 0 {
-		if err := supervisor.CheckSocketName(given[i].text); err != nil {
+		if err := sockets.CheckName(given[i].text); err != nil {
 			return fail(given[i], "%v", err)
 		}
 		spec.Name = given[i].text

@@ -23,9 +23,10 @@
 // key, the key of a field the supervisor refused (File.Lookup) and the
 // settings two files differ in (Differ) are all built from it, so a flag
 // and the file accept the same text and say the same about text they
-// refuse. Where the supervisor owns a rule, the table's parser is the
-// supervisor's (supervisor.ParseListen, LookupUser, CheckEnv,
-// CheckDrainSignal); the rules across fields (a delay shorter than the
+// refuse. Where the supervisor owns a rule, the table's parser is its
+// own: package sockets' for a socket (ParseListen, CheckName), package
+// supervisor's for the rest (LookupUser, CheckEnv, CheckDrainSignal); the
+// rules across fields (a delay shorter than the
 // ready timeout, backoff_min not above backoff_max, no two sockets of
 // one name) are supervisor.Config.Validate's. To add a setting, add a
 // row.
@@ -53,7 +54,7 @@
 //
 // A listen item is either a string in the syntax of the --listen flag
 // ("[NAME=]URL") or a mapping {name, url, backlog, mode, owner, group}.
-// Both become a supervisor.ListenSpec as they are read, so a bad address,
+// Both become a sockets.ListenSpec as they are read, so a bad address,
 // option or name is reported at its line. An option may be set in the url's
 // query or in the mapping, not both. owner and group are looked up in the
 // user and group databases of the machine that reads the file. The url

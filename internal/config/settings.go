@@ -11,6 +11,7 @@ import (
 
 	"github.com/hitless/hitless/internal/control"
 	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/supervisor/sockets"
 )
 
 // A Setting is one thing "hitless run" can be told, by a flag or by a key
@@ -34,7 +35,7 @@ type Setting struct {
 func Settings(f *File) []Setting {
 	return []Setting{
 		{"listen", "listen", "Listen",
-			&list[supervisor.ListenSpec]{p: &f.Listen, parse: supervisor.ParseListen, format: supervisor.ListenSpec.String, read: (*decoder).listen},
+			&list[sockets.ListenSpec]{p: &f.Listen, parse: sockets.ParseListen, format: sockets.ListenSpec.String, read: (*decoder).listen},
 			"socket to hold, [NAME=]URL (repeatable)"},
 		{"", "command", "Command", &list[string]{p: &f.Command, format: same, read: (*decoder).command}, ""},
 		{"dir", "dir", "Dir", text(&f.Dir, nil),

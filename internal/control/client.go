@@ -253,17 +253,29 @@ func (c *Client) request(ctx context.Context, req Request, timeout time.Duration
 	br := bufio.NewReaderSize(conn, 4096)
 	line, rerr := readReply(br)
 	if rerr != nil {
-		if errors.Is(rerr, os.ErrDeadlineExceeded) {
-			if cmd == CmdStatus {
-				return nil, fmt.Errorf("%s: no reply from hitless at %s in time", cmd, c.path)
-			}
-			return nil, fmt.Errorf("%s: %w: no reply from hitless at %s; it may still come (hitless status will tell)", cmd, ErrNoVerdict, c.path)
-		}
-		if werr != nil {
-			rerr = werr
-		}
-		return nil, &UnreachableError{Path: c.path, Err: fmt.Errorf("connection lost before a reply: %w", rerr)}
+		return nil, c.noReply(cmd, werr, rerr)
 	}
+	return c.reply(line)
+}
+
+// noReply is the error of a request whose reply could not be read (rerr),
+// after its write failed (werr) or not.
+func (c *Client) noReply(cmd string, werr, rerr error) error {
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		if cmd == CmdStatus {
+			return fmt.Errorf("%s: no reply from hitless at %s in time", cmd, c.path)
+		}
+		return fmt.Errorf("%s: %w: no reply from hitless at %s; it may still come (hitless status will tell)", cmd, ErrNoVerdict, c.path)
+	}
+	if werr != nil {
+		rerr = werr
+	}
+	return &UnreachableError{Path: c.path, Err: fmt.Errorf("connection lost before a reply: %w", rerr)}
+}
+
+// reply reads a reply line: the Reply of a command that ran (a failed
+// reload or upgrade included), or the error that says why it did not.
+func (c *Client) reply(line []byte) (*Reply, error) {
 	var r Reply
 	if err := json.Unmarshal(line, &r); err != nil {
 		return nil, &RemoteError{Code: CodeInternal, Msg: fmt.Sprintf("malformed reply from %s: %v", c.path, err)}

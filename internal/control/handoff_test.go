@@ -105,6 +105,60 @@ func TestHandoffCarriesRequests(t *testing.T) {
 	}
 }
 
+// A stop that comes right after an upgrade, before the next image's
+// Serve ran: Close still answers every carried request, the upgrade and
+// the reload with "stopping", the half-read stop with its "stopped",
+// rather than close their connections unanswered.
+func TestCloseAnswersCarriedBeforeServe(t *testing.T) {
+	blocked := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+	old := &fake{entered: make(chan string, 2), reload: blocked, upgrade: func(ctx context.Context, _ string) error { return blocked(ctx) }}
+	s := serve(t, old)
+	half, err := net.Dial("unix", s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	half.Write([]byte(`{"cmd":`))
+	waitReadAll(t, s)
+	errs := make(chan error, 2)
+	go func() {
+		_, err := dialT(t, s.Path()).Reload(context.Background(), time.Minute)
+		errs <- err
+	}()
+	go func() {
+		_, err := dialT(t, s.Path()).Upgrade(context.Background(), "", time.Minute)
+		errs <- err
+	}()
+	<-old.entered
+	<-old.entered
+
+	st := upgrade.NewState(1, "test")
+	if err := s.Handoff(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	next, err := upgrade.Loopback(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Restore(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Commit()
+	half.Write([]byte(`"stop"}` + "\n"))
+	s2.Close() // no Serve
+	for range 2 {
+		var re *RemoteError
+		if err := <-errs; !errors.As(err, &re) || re.Code != CodeStopping {
+			t.Errorf("a carried request closed before Serve: %v, want %s", err, CodeStopping)
+		}
+	}
+	var r Reply
+	if line := readReplyLine(t, half); json.Unmarshal(line, &r) != nil || !r.OK {
+		t.Errorf("the stop half read at the hand-over: %q, want ok", line)
+	}
+}
+
 // An exec that fails: the same server resumes, and answers what it had
 // carried, the upgrade with the verdict of its failure.
 func TestHandoffResume(t *testing.T) {

@@ -136,83 +136,28 @@ const example = `want one JSON object on one line, such as {"cmd":"reload","time
 // once, and nothing else.
 func parseRequest(line []byte) (request, error) {
 	var req request
-	if len(bytes.TrimSpace(line)) == 0 {
-		return req, fmt.Errorf("empty request: %s", example)
-	}
-	if !utf8.Valid(line) {
-		return req, fmt.Errorf("request is not valid UTF-8: %s", example)
-	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.UseNumber()
-	tok, err := dec.Token()
+	fields, err := readFields(line)
 	if err != nil {
-		return req, fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
+		return req, err
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return req, fmt.Errorf("request is %s, not a JSON object: %s", describe(tok), example)
-	}
-	seen := map[string]bool{}
-	var cmd, timeout, binary string
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return req, fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
-		}
-		key, _ := tok.(string) // object keys are always strings
-		if key != "cmd" && key != "timeout" && key != "binary" {
-			return req, fmt.Errorf("unknown field %s: valid fields are \"cmd\", \"timeout\" and \"binary\"", quote(key))
-		}
-		if seen[key] {
-			return req, fmt.Errorf("field %q given twice", key)
-		}
-		seen[key] = true
-		var v any
-		if err := dec.Decode(&v); err != nil {
-			return req, fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
-		}
-		s, ok := v.(string)
-		if !ok {
-			return req, fmt.Errorf("field %q is %s: want a string", key, describe(v))
-		}
-		switch key {
-		case "cmd":
-			cmd = s
-		case "timeout":
-			timeout = s
-		default:
-			binary = s
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return req, fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return req, fmt.Errorf("data after the JSON object: %s", example)
-	}
+	cmd, given := fields["cmd"]
 	switch cmd {
 	case CmdReload, CmdStatus, CmdStop, CmdPromote, CmdRollback, CmdUpgrade:
 		req.cmd = cmd
 	case "":
-		if !seen["cmd"] {
+		if !given {
 			return req, fmt.Errorf(`missing field "cmd": %s`, validCmds)
 		}
 		return req, fmt.Errorf(`empty "cmd": %s`, validCmds)
 	default:
 		return req, fmt.Errorf("unknown cmd %s: %s", quote(cmd), validCmds)
 	}
-	if seen["timeout"] {
-		d, err := time.ParseDuration(timeout)
-		switch {
-		case err != nil:
-			return req, fmt.Errorf(`"timeout" %s is not a duration: want a Go duration such as "90s" or "2m"`, quote(timeout))
-		case d <= 0:
-			return req, fmt.Errorf(`"timeout" %s: want a positive duration such as "90s"`, quote(timeout))
-		case d > MaxTimeout:
-			return req, fmt.Errorf(`"timeout" %s: want at most %v`, quote(timeout), MaxTimeout)
+	if timeout, ok := fields["timeout"]; ok {
+		if req.timeout, err = parseTimeout(timeout); err != nil {
+			return req, err
 		}
-		req.timeout = d
 	}
-	if seen["binary"] {
+	if binary, ok := fields["binary"]; ok {
 		switch {
 		case req.cmd != CmdUpgrade:
 			return req, fmt.Errorf(`field "binary" is for the upgrade command, not %q`, req.cmd)
@@ -224,6 +169,79 @@ func parseRequest(line []byte) (request, error) {
 		req.binary = binary
 	}
 	return req, nil
+}
+
+// readFields reads line as one JSON object of string fields, each of
+// "cmd", "timeout" and "binary" at most once, and returns them.
+func readFields(line []byte) (map[string]string, error) {
+	if len(bytes.TrimSpace(line)) == 0 {
+		return nil, fmt.Errorf("empty request: %s", example)
+	}
+	if !utf8.Valid(line) {
+		return nil, fmt.Errorf("request is not valid UTF-8: %s", example)
+	}
+	malformed := func(err error) error { return fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example) }
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, malformed(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, fmt.Errorf("request is %s, not a JSON object: %s", describe(tok), example)
+	}
+	fields := map[string]string{}
+	for dec.More() {
+		if err := readField(dec, fields); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, malformed(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("data after the JSON object: %s", example)
+	}
+	return fields, nil
+}
+
+// readField reads the next field of the request's object into fields.
+func readField(dec *json.Decoder, fields map[string]string) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
+	}
+	key, _ := tok.(string) // object keys are always strings
+	if key != "cmd" && key != "timeout" && key != "binary" {
+		return fmt.Errorf("unknown field %s: valid fields are \"cmd\", \"timeout\" and \"binary\"", quote(key))
+	}
+	if _, seen := fields[key]; seen {
+		return fmt.Errorf("field %q given twice", key)
+	}
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("malformed JSON: %v: %s", jsonErr(err), example)
+	}
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("field %q is %s: want a string", key, describe(v))
+	}
+	fields[key] = s
+	return nil
+}
+
+// parseTimeout parses a request's "timeout".
+func parseTimeout(timeout string) (time.Duration, error) {
+	d, err := time.ParseDuration(timeout)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf(`"timeout" %s is not a duration: want a Go duration such as "90s" or "2m"`, quote(timeout))
+	case d <= 0:
+		return 0, fmt.Errorf(`"timeout" %s: want a positive duration such as "90s"`, quote(timeout))
+	case d > MaxTimeout:
+		return 0, fmt.Errorf(`"timeout" %s: want at most %v`, quote(timeout), MaxTimeout)
+	}
+	return d, nil
 }
 
 // jsonErr drops the "json: " prefix some decoder errors carry.

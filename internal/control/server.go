@@ -282,11 +282,41 @@ func (s *Server) Close() error {
 		carried := s.carried
 		s.carried = nil
 		s.mu.Unlock()
+		// Carried in, and Close came before Serve could answer them (a
+		// stop right after an upgrade): each still gets its answer.
+		var wg sync.WaitGroup
 		for _, cr := range carried {
-			cr.conn.Close() // carried in, never answered: Serve did not run
+			wg.Go(func() { s.answerStopping(cr) })
 		}
+		wg.Wait()
 	})
 	return s.closeErr
+}
+
+// answerStopping answers a carried request that Serve never saw, at
+// Close: a stop is done, anything else meets a hitless that is stopping.
+// A request half read by the earlier image is read to its end first, for
+// a unix socket closed with unread data resets, and its reply is lost.
+func (s *Server) answerStopping(cr carried) {
+	defer cr.conn.Close()
+	cmd := cr.req.cmd
+	if cr.deadline.IsZero() {
+		line, err := s.readMore(cr.conn, cr.partial, time.Second)
+		if err != nil {
+			return
+		}
+		req, err := parseRequest(line)
+		if err != nil {
+			s.reply(cr.conn, Reply{Code: CodeBadRequest, Error: err.Error()})
+			return
+		}
+		cmd = req.cmd
+	}
+	if cmd == CmdStop {
+		s.reply(cr.conn, Reply{OK: true})
+		return
+	}
+	s.reply(cr.conn, Reply{Code: CodeStopping, Error: "hitless is stopping"})
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -501,112 +531,134 @@ func (s *Server) reply(c *net.UnixConn, r Reply) {
 // that complete it (which generation serves): carried, it would be asked
 // for a second time.
 func (s *Server) do(ctx context.Context, req request, h Handler) (reply Reply, cut bool) {
-	wait := waitFor(req.cmd, req.timeout)
-	// Only a wait the hand-over ended is cut off: an answer that came
-	// as it began (a promote that took effect, a reload's verdict) is
-	// the request's, and goes out here.
-	cutOff := func(err error) bool {
-		return errors.Is(err, context.Canceled) && errors.Is(context.Cause(ctx), errHandoff)
-	}
 	switch req.cmd {
 	case CmdStatus:
-		st, err := h.Status(ctx)
-		if cutOff(err) {
-			return Reply{}, true
-		}
-		if err != nil {
-			return s.failure(ctx, err, CmdStatus, wait), false
-		}
-		return Reply{OK: true, Status: &st}, false
+		return s.doStatus(ctx, req, h)
 	case CmdStop:
-		if err := h.Stop(ctx); err != nil && s.ctx.Err() == nil {
-			if cutOff(err) {
-				return Reply{}, true
-			}
-			return s.failure(ctx, err, CmdStop, wait), false
-		}
-		// Stopped: the reply waits for Close, which comes once the
-		// process has released everything. Close cancels ctx too, after
-		// releasing: released wins.
-		select {
-		case <-s.released:
-		case <-ctx.Done():
-			select {
-			case <-s.released:
-			default:
-				if cutOff(ctx.Err()) {
-					return Reply{}, true
-				}
-				return s.failure(ctx, ctx.Err(), CmdStop, wait), false
-			}
-		}
-		return Reply{OK: true}, false
+		return s.doStop(ctx, req, h)
 	case CmdReload:
-		reload := h.ReloadAs
-		if req.resumed {
-			reload = h.RejoinReload
-		}
-		err := reload(ctx, req.caller)
-		if cutOff(err) {
-			return Reply{}, true
-		}
-		res := &ReloadResult{}
-		var rerr *supervisor.ReloadError
-		if errors.As(err, &rerr) {
-			res.Generation, res.PID, res.Reason, res.Stderr, res.RolledBack = rerr.Generation, rerr.PID, rerr.Reason, rerr.Stderr, rerr.RolledBack
-		}
-		if err == nil || rerr != nil {
-			// Which generation serves now: the new one, or the one
-			// that keeps serving after a failure.
-			res.Serving = s.serving(ctx, h)
-			if err == nil && res.Serving != nil {
-				res.Generation, res.PID = res.Serving.Generation, res.Serving.PID
-			}
-		}
-		if err == nil {
-			return Reply{OK: true, Reload: res}, false
-		}
-		if rerr != nil {
-			return Reply{Code: CodeReloadFailed, Error: err.Error(), Reload: res}, false
-		}
-		return s.failure(ctx, err, CmdReload, wait), false
+		return s.doReload(ctx, req, h)
 	case CmdPromote, CmdRollback:
-		end := h.Promote
-		if req.cmd == CmdRollback {
-			end = h.Rollback
-		}
-		if err := end(ctx); err != nil {
-			if cutOff(err) {
-				return Reply{}, true
-			}
-			if errors.Is(err, supervisor.ErrNoTrial) {
-				return Reply{Code: CodeNoTrial, Error: req.cmd + ": no generation is on trial (a reload has one when hitless runs with --trial)"}, false
-			}
-			return s.failure(ctx, err, req.cmd, wait), false
-		}
-		return Reply{OK: true, Serving: s.serving(ctx, h)}, false
+		return s.doEndTrial(ctx, req, h)
 	case CmdUpgrade:
-		var err error
-		if req.resumed {
-			err = h.UpgradeResult(ctx)
-		} else {
-			err = h.Upgrade(ctx, req.binary)
-		}
-		var uerr *supervisor.UpgradeError
-		var busy *supervisor.UpgradeBusyError
-		switch {
-		case cutOff(err):
-			return Reply{}, true
-		case err == nil:
-			return Reply{OK: true, Upgrade: s.upgraded(ctx, h)}, false
-		case errors.As(err, &uerr):
-			return Reply{Code: CodeUpgradeFailed, Error: err.Error(), Upgrade: &UpgradeReply{UpgradeResult: uerr.UpgradeResult}}, false
-		case errors.As(err, &busy):
-			return Reply{Code: CodeUpgradeBusy, Error: "upgrade: " + err.Error()}, false
-		}
-		return s.failure(ctx, err, CmdUpgrade, wait), false
+		return s.doUpgrade(ctx, req, h)
 	}
 	return Reply{Code: CodeInternal, Error: "unhandled command " + req.cmd}, false
+}
+
+// cutOff reports whether err is a hand-over to the next image cutting the
+// command off (see do). Only a wait the hand-over ended is cut off: an
+// answer that came as it began (a promote that took effect, a reload's
+// verdict) is the request's, and goes out here.
+func cutOff(ctx context.Context, err error) bool {
+	return errors.Is(err, context.Canceled) && errors.Is(context.Cause(ctx), errHandoff)
+}
+
+func (s *Server) doStatus(ctx context.Context, req request, h Handler) (Reply, bool) {
+	st, err := h.Status(ctx)
+	if cutOff(ctx, err) {
+		return Reply{}, true
+	}
+	if err != nil {
+		return s.failure(ctx, err, CmdStatus, waitFor(req.cmd, req.timeout)), false
+	}
+	return Reply{OK: true, Status: &st}, false
+}
+
+func (s *Server) doStop(ctx context.Context, req request, h Handler) (Reply, bool) {
+	if err := h.Stop(ctx); err != nil && s.ctx.Err() == nil {
+		if cutOff(ctx, err) {
+			return Reply{}, true
+		}
+		return s.failure(ctx, err, CmdStop, waitFor(req.cmd, req.timeout)), false
+	}
+	// Stopped: the reply waits for Close, which comes once the process
+	// has released everything. Close cancels ctx too, after releasing:
+	// released wins.
+	select {
+	case <-s.released:
+	case <-ctx.Done():
+		select {
+		case <-s.released:
+		default:
+			if cutOff(ctx, ctx.Err()) {
+				return Reply{}, true
+			}
+			return s.failure(ctx, ctx.Err(), CmdStop, waitFor(req.cmd, req.timeout)), false
+		}
+	}
+	return Reply{OK: true}, false
+}
+
+func (s *Server) doReload(ctx context.Context, req request, h Handler) (Reply, bool) {
+	reload := h.ReloadAs
+	if req.resumed {
+		reload = h.RejoinReload
+	}
+	err := reload(ctx, req.caller)
+	if cutOff(ctx, err) {
+		return Reply{}, true
+	}
+	res := &ReloadResult{}
+	var rerr *supervisor.ReloadError
+	if errors.As(err, &rerr) {
+		res.Generation, res.PID, res.Reason, res.Stderr, res.RolledBack = rerr.Generation, rerr.PID, rerr.Reason, rerr.Stderr, rerr.RolledBack
+	}
+	if err == nil || rerr != nil {
+		// Which generation serves now: the new one, or the one that
+		// keeps serving after a failure.
+		res.Serving = s.serving(ctx, h)
+		if err == nil && res.Serving != nil {
+			res.Generation, res.PID = res.Serving.Generation, res.Serving.PID
+		}
+	}
+	if err == nil {
+		return Reply{OK: true, Reload: res}, false
+	}
+	if rerr != nil {
+		return Reply{Code: CodeReloadFailed, Error: err.Error(), Reload: res}, false
+	}
+	return s.failure(ctx, err, CmdReload, waitFor(req.cmd, req.timeout)), false
+}
+
+// doEndTrial promotes or rolls back the generation on trial.
+func (s *Server) doEndTrial(ctx context.Context, req request, h Handler) (Reply, bool) {
+	end := h.Promote
+	if req.cmd == CmdRollback {
+		end = h.Rollback
+	}
+	if err := end(ctx); err != nil {
+		if cutOff(ctx, err) {
+			return Reply{}, true
+		}
+		if errors.Is(err, supervisor.ErrNoTrial) {
+			return Reply{Code: CodeNoTrial, Error: req.cmd + ": no generation is on trial (a reload has one when hitless runs with --trial)"}, false
+		}
+		return s.failure(ctx, err, req.cmd, waitFor(req.cmd, req.timeout)), false
+	}
+	return Reply{OK: true, Serving: s.serving(ctx, h)}, false
+}
+
+func (s *Server) doUpgrade(ctx context.Context, req request, h Handler) (Reply, bool) {
+	var err error
+	if req.resumed {
+		err = h.UpgradeResult(ctx)
+	} else {
+		err = h.Upgrade(ctx, req.binary)
+	}
+	var uerr *supervisor.UpgradeError
+	var busy *supervisor.UpgradeBusyError
+	switch {
+	case cutOff(ctx, err):
+		return Reply{}, true
+	case err == nil:
+		return Reply{OK: true, Upgrade: s.upgraded(ctx, h)}, false
+	case errors.As(err, &uerr):
+		return Reply{Code: CodeUpgradeFailed, Error: err.Error(), Upgrade: &UpgradeReply{UpgradeResult: uerr.UpgradeResult}}, false
+	case errors.As(err, &busy):
+		return Reply{Code: CodeUpgradeBusy, Error: "upgrade: " + err.Error()}, false
+	}
+	return s.failure(ctx, err, CmdUpgrade, waitFor(req.cmd, req.timeout)), false
 }
 
 // status asks h for its status, within quickWait and ctx (the request's:

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/hitless/hitless/internal/harness"
 	"github.com/hitless/hitless/supervisor"
+	"github.com/hitless/hitless/upgrade"
 )
 
 // release14f122a is the last release before issue 16: its upgrade state
@@ -86,7 +88,7 @@ func TestUpgradeAcrossRelease14f122a(t *testing.T) {
 	back := filepath.Join(dir, "hitless-14f122a")
 	copyFile(t, old, back, 0o755)
 	res = ctl(t, 3*time.Minute, p, "upgrade", "--binary", back)
-	if res.Code != 1 || !strings.Contains(res.Stderr, "upgrade refused") || !strings.Contains(res.Stderr, "reads state versions 1 to 1, not this one's 2") {
+	if res.Code != 1 || !strings.Contains(res.Stderr, "upgrade refused") || !strings.Contains(res.Stderr, "reads state versions 1 to 1, not this one's "+strconv.Itoa(upgrade.StateVersion)) {
 		t.Errorf("the upgrade back to %s: %s", release14f122a, res)
 	}
 

@@ -56,7 +56,9 @@ func TestStopExitStatus(t *testing.T) {
 		want  int
 	}{
 		{"no SIGTERM handler", notifyReady + "; exec sleep 1000", 0},
-		{"exits 3 on SIGTERM", notifyReady + `; trap 'exit 3' TERM; while :; do sleep 0.1; done`, 3},
+		// The trap is set before READY=1: a SIGTERM sent once the child
+		// serves must meet it, not the shell's default action.
+		{"exits 3 on SIGTERM", `trap 'exit 3' TERM; ` + notifyReady + `; while :; do sleep 0.1; done`, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := start(t, harness.Options{Command: []string{"/bin/sh", "-c", tc.child}})

@@ -259,7 +259,9 @@ func TestSIGHUPBurst(t *testing.T) {
 	getInfo(t, p.Addr())
 	pid := p.PID()
 	p.Reload() // warm up: the first reload opens what every reload keeps
-	p.WaitStatus(10*time.Second, gens(1))
+	// The serving child (childproc) sends hitless its hand-over channel
+	// after READY=1: count hitless's fds once it has.
+	p.WaitStatus(10*time.Second, func(s harness.Status) bool { return gens(1)(s) && servingChannelled(s) })
 	fds := usage(t, pid).FDs
 	for range 50 {
 		p.Signal(syscall.SIGHUP)
@@ -276,7 +278,7 @@ func TestSIGHUPBurst(t *testing.T) {
 	}
 	t.Logf("50 SIGHUPs started %d generations", st.ReloadsOK+st.ReloadsFailed-1)
 	p.ReloadDrained()
-	p.WaitStatus(60*time.Second, settled)
+	p.WaitStatus(60*time.Second, func(s harness.Status) bool { return settled(s) && servingChannelled(s) })
 	in := getInfo(t, p.Addr())
 	kids := children(t, pid)
 	if len(kids) != 1 || kids[in.PID] == "" {
@@ -285,6 +287,14 @@ func TestSIGHUPBurst(t *testing.T) {
 	if got := usage(t, pid).FDs; got != fds {
 		t.Errorf("hitless has %d fds after the burst, %d before", got, fds)
 	}
+}
+
+// servingChannelled is a status predicate: the serving generation has
+// given hitless its hand-over channel (a childproc server does, once
+// ready), so hitless holds its descriptor.
+func servingChannelled(s harness.Status) bool {
+	g, ok := s.Serving()
+	return ok && g.HandOver != nil
 }
 
 // settled is a status predicate: one generation is left, and it serves,
@@ -305,7 +315,7 @@ func TestManyReloads(t *testing.T) {
 	p := start(t, harness.Options{})
 	pid := p.PID()
 	p.Reload()
-	p.WaitStatus(10*time.Second, gens(1))
+	p.WaitStatus(10*time.Second, func(s harness.Status) bool { return gens(1)(s) && servingChannelled(s) })
 	fds := usage(t, pid).FDs
 	// Through the control socket, which answers once the new generation
 	// serves: one command per reload rather than a poll of the status
@@ -315,7 +325,7 @@ func TestManyReloads(t *testing.T) {
 			t.Fatalf("reload %d: %s", i, res)
 		}
 	}
-	if st := p.WaitStatus(30*time.Second, gens(1)); st.Generations[0].Generation != n+2 || st.ReloadsOK != n+1 {
+	if st := p.WaitStatus(30*time.Second, func(s harness.Status) bool { return gens(1)(s) && servingChannelled(s) }); st.Generations[0].Generation != n+2 || st.ReloadsOK != n+1 {
 		t.Fatalf("after %d reloads: %+v", n, st)
 	}
 	in := getInfo(t, p.Addr())

@@ -6,5 +6,8 @@ import "time"
 type Usage struct {
 	RSS int64         // resident memory, bytes
 	CPU time.Duration // user and system time
-	FDs int           // open descriptors
+	// ChildCPU is the user and system time of the children it waited
+	// for (cutime and cstime): for hitless, the generations it reaped.
+	ChildCPU time.Duration
+	FDs      int // open descriptors
 }

@@ -41,6 +41,11 @@ func ProcUsage(pid int) (Usage, error) {
 		st, _ := strconv.ParseInt(f[12], 10, 64)
 		u.CPU = time.Duration(ut+st) * time.Second / 100
 	}
+	if len(f) > 14 {
+		cut, _ := strconv.ParseInt(f[13], 10, 64)
+		cst, _ := strconv.ParseInt(f[14], 10, 64)
+		u.ChildCPU = time.Duration(cut+cst) * time.Second / 100
+	}
 	ents, err := os.ReadDir(dir + "/fd")
 	if err != nil {
 		return u, err

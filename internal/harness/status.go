@@ -42,6 +42,20 @@ type Status struct {
 		Stdout int64 `json:"stdout"`
 		Stderr int64 `json:"stderr"`
 	} `json:"output_lines_dropped"`
+	// HandOver counts connections handed between generations since
+	// hitless started.
+	HandOver *HandOver `json:"handover"`
+}
+
+// HandOver counts what happened to connections in hand-overs between
+// generations (see package internal/handover's Counts).
+type HandOver struct {
+	Handed     int `json:"handed"`
+	Adopted    int `json:"adopted"`
+	Refused    int `json:"refused"`
+	Lost       int `json:"lost"`
+	Closed     int `json:"closed"`
+	ClosedIdle int `json:"closed_idle"`
 }
 
 // Upgrade is the verdict of an upgrade of hitless itself.
@@ -66,6 +80,8 @@ type Generation struct {
 	Status       string    `json:"status"`        // the child's last STATUS=
 	Stopping     bool      `json:"stopping"`
 	RSS          int64     `json:"rss_bytes"` // of its whole process group
+	// HandOver is nil for a generation that does not take part.
+	HandOver *HandOver `json:"handover"`
 }
 
 // The states of a generation.

@@ -19,6 +19,8 @@
 //	hitless_generations{state}                             gauge, every state, 0 included
 //	hitless_generation_resident_memory_bytes{generation,pid,state}  gauge
 //	hitless_generation_drain_start_time_seconds{generation,pid,state}  gauge, draining and failed generations
+//	hitless_handover_connections_total{result}             counter, connections handed between generations
+//	hitless_generation_handover_connections{generation,pid,state,result}  gauge, generations that take part
 //	hitless_drain_timeout_seconds                          gauge, the configured deadline
 //	hitless_reload_duration_seconds                        histogram, request to serving, trial included
 //	hitless_drain_duration_seconds                         histogram, drain signal to exit
@@ -26,6 +28,10 @@
 //
 // plus the standard process_* and go_* metrics of the hitless process
 // itself (not of its children).
+//
+// The hand-over results (see package internal/handover's Counts) are
+// handed, adopted, refused, lost, closed and closed_idle; the total
+// counts every generation since hitless started, exited ones included.
 //
 // result="failed" counts every start that did not serve, as Status's
 // reloads_failed does: failed reloads, and also failed restarts after a

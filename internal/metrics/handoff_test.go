@@ -85,6 +85,11 @@ func TestHandoffResume(t *testing.T) {
 	}
 	go srv.Serve()
 	defer srv.Close()
+	// Serving, as it is long before any upgrade: a hand-over that came
+	// before Serve began would find no server to stop.
+	if _, err := metricstest.Scrape(srv.Addr()); err != nil {
+		t.Fatalf("scrape before the hand-over: %v", err)
+	}
 	if err := srv.Handoff(context.Background(), upgrade.NewState(1, "test")); err != nil {
 		t.Fatal(err)
 	}

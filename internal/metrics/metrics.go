@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/supervisor"
 	"github.com/hitless/hitless/upgrade"
 )
@@ -187,6 +188,11 @@ var (
 		"Generations of the child that have not exited, by state.", []string{"state"}, nil)
 	rssDesc = prometheus.NewDesc("hitless_generation_resident_memory_bytes",
 		"Resident memory of each generation's whole process group.", []string{"generation", "pid", "state"}, nil)
+	handOverDesc = prometheus.NewDesc("hitless_handover_connections_total",
+		`Connections in hand-overs between generations, every generation's since hitless started, by result: handed (passed on to the serving generation), adopted (taken by it), refused (kept by the old generation, closed after a response), lost (passed on, never adopted), closed (closed by a drain rather than handed over, as the generations reported), closed_idle (of those, closed while idle).`,
+		[]string{"result"}, nil)
+	genHandOverDesc = prometheus.NewDesc("hitless_generation_handover_connections",
+		"Each generation's connections in hand-overs, by result (as hitless_handover_connections_total); only generations that take part.", []string{"generation", "pid", "state", "result"}, nil)
 	drainStartDesc = prometheus.NewDesc("hitless_generation_drain_start_time_seconds",
 		"When each draining (or failed) generation was sent the drain signal, in seconds since the Unix epoch.", []string{"generation", "pid", "state"}, nil)
 )
@@ -199,7 +205,7 @@ var states = []supervisor.State{supervisor.Starting, supervisor.Trial, superviso
 type statusCollector struct{ src Source }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{reloadsDesc, restartsDesc, watchdogKillsDesc, upgradesDesc, outputDroppedDesc, generationsDesc, rssDesc, drainStartDesc} {
+	for _, d := range []*prometheus.Desc{reloadsDesc, restartsDesc, watchdogKillsDesc, upgradesDesc, outputDroppedDesc, generationsDesc, rssDesc, drainStartDesc, handOverDesc, genHandOverDesc} {
 		ch <- d
 	}
 }
@@ -235,8 +241,33 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		if !g.DrainAt.IsZero() {
 			ch <- prometheus.MustNewConstMetric(drainStartDesc, prometheus.GaugeValue, float64(g.DrainAt.UnixNano())/1e9, labels...)
 		}
+		if c := g.HandOver; c != nil {
+			for _, r := range handOverResults(*c) {
+				ch <- prometheus.MustNewConstMetric(genHandOverDesc, prometheus.GaugeValue, float64(r.n), append(labels, r.result)...)
+			}
+		}
 	}
 	for _, s := range states {
 		ch <- prometheus.MustNewConstMetric(generationsDesc, prometheus.GaugeValue, float64(count[s]), string(s))
+	}
+	var total handover.Counts
+	if st.HandOver != nil {
+		total = *st.HandOver
+	}
+	for _, r := range handOverResults(total) {
+		counter(handOverDesc, r.n, r.result)
+	}
+}
+
+type handOverResult struct {
+	result string
+	n      int
+}
+
+// handOverResults lists the counts of c by the result label.
+func handOverResults(c handover.Counts) []handOverResult {
+	return []handOverResult{
+		{"handed", c.Handed}, {"adopted", c.Adopted}, {"refused", c.Refused},
+		{"lost", c.Lost}, {"closed", c.Closed}, {"closed_idle", c.ClosedIdle},
 	}
 }

@@ -25,18 +25,26 @@
 // serves HTTP/2 over cleartext (prior knowledge); -timing-file appends
 // one line per start: "GEN PID MAIN_NS READY_NS", the Unix times in
 // nanoseconds at which main began and at which the server was about to
-// report READY=1.
+// report READY=1. -no-handover turns childproc's hand-over of
+// connections off; -tls serves HTTPS with a certificate made at start.
 package main
 
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -58,6 +66,8 @@ var opt struct {
 	h2c           bool
 	timingFile    string
 	lameDuckQuiet time.Duration
+	noHandOver    bool
+	tls           bool
 }
 
 type info struct {
@@ -78,6 +88,8 @@ func main() {
 	flag.StringVar(&opt.addr, "addr", "", "when not supervised: bind this TCP address itself")
 	flag.BoolVar(&opt.h2c, "h2c", false, "also serve HTTP/2 over cleartext (prior knowledge)")
 	flag.StringVar(&opt.timingFile, "timing-file", "", "append \"GEN PID MAIN_NS READY_NS\" to this file at each start")
+	flag.BoolVar(&opt.noHandOver, "no-handover", false, "turn childproc's hand-over of connections off")
+	flag.BoolVar(&opt.tls, "tls", false, "serve HTTPS, with a self-signed certificate made at start")
 	flag.Parse()
 	mode := "serve"
 	if *modeFile != "" {
@@ -143,6 +155,13 @@ func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) e
 		fmt.Fprintf(w, "ok gen=%s pid=%d bytes=%d\n", in.Generation, in.PID, n)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if opt.tls {
+		cert, err := selfSigned()
+		if err != nil {
+			return err
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
 	if opt.h2c {
 		srv.Protocols = new(http.Protocols)
 		srv.Protocols.SetHTTP1(true)
@@ -266,7 +285,7 @@ func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) e
 			return errors.New("mode unhealthy: failing the health check on purpose")
 		}
 	}
-	lc := childproc.New(childproc.Options{Logger: log, LameDuck: lameDuck, LameDuckQuiet: opt.lameDuckQuiet, Healthy: healthy})
+	lc := childproc.New(childproc.Options{Logger: log, LameDuck: lameDuck, LameDuckQuiet: opt.lameDuckQuiet, Healthy: healthy, DisableHandOver: opt.noHandOver})
 	lc.ServeHTTP(srv, ln)
 	if opt.timingFile != "" {
 		f, err := os.OpenFile(opt.timingFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -318,4 +337,26 @@ func sendRaw(path, msg string) error {
 	defer c.Close()
 	_, err = c.Write([]byte(msg))
 	return err
+}
+
+// selfSigned makes a certificate for 127.0.0.1, for -tls.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "testserver"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

@@ -1,0 +1,202 @@
+package handover
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Conn is one end of a generation's channel: a connected SOCK_SEQPACKET
+// unix socket. Send and Recv are safe for concurrent use (each record is
+// written and read whole).
+type Conn struct {
+	c *net.UnixConn
+
+	rmu sync.Mutex // Recv's buffers, reused: one record is read at a time
+	buf []byte
+	oob []byte
+}
+
+// oobSize is room for a few descriptors: a record carries at most one,
+// and any more that a broken peer sends are received to be closed,
+// rather than left to the kernel's truncation.
+var oobSize = unix.CmsgSpace(4 * 4)
+
+// Pair makes a channel: the Conn this process keeps, and the peer end, as
+// a file to send to the other side (and then close). Both are
+// close-on-exec.
+func Pair() (*Conn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("handover: socketpair: %w", err)
+	}
+	mine := os.NewFile(uintptr(fds[0]), "handover channel")
+	peer := os.NewFile(uintptr(fds[1]), "handover channel (peer end)")
+	c, err := FileConn(mine)
+	mine.Close()
+	if err != nil {
+		peer.Close()
+		return nil, nil, err
+	}
+	return c, peer, nil
+}
+
+// FileConn makes a Conn of f, which must be a SOCK_SEQPACKET unix socket.
+// f is not closed: the Conn holds a duplicate.
+func FileConn(f *os.File) (*Conn, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("handover: %w", err)
+	}
+	var typ int
+	var serr error
+	rc.Control(func(fd uintptr) { typ, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE) })
+	if serr != nil {
+		return nil, fmt.Errorf("handover: channel: %w", serr)
+	}
+	if typ != unix.SOCK_SEQPACKET {
+		return nil, fmt.Errorf("handover: channel is a socket of type %d, not SOCK_SEQPACKET", typ)
+	}
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("handover: channel: %w", err)
+	}
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		nc.Close()
+		return nil, fmt.Errorf("handover: channel is a %T, not a unix socket", nc)
+	}
+	return &Conn{c: uc}, nil
+}
+
+// Send writes m, with fd attached when fd >= 0 (the kernel puts a
+// duplicate in the record: the caller still owns fd).
+func (c *Conn) Send(m Message, fd int) error {
+	b, err := Marshal(m)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	if _, _, err := c.c.WriteMsgUnix(b, oob, nil); err != nil {
+		return fmt.Errorf("handover: send %s: %w", m.Type, err)
+	}
+	return nil
+}
+
+// SendConn writes m with the descriptor of sc attached.
+func (c *Conn) SendConn(m Message, sc syscall.Conn) error {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("handover: send %s: %w", m.Type, err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = c.Send(m, int(fd)) }); err != nil {
+		return fmt.Errorf("handover: send %s: %w", m.Type, err)
+	}
+	return serr
+}
+
+// A RecordError is a record that Recv read but could not use (it did not
+// decode, or is of a version this build does not read); any descriptor it
+// carried was closed. The channel remains usable: keep reading.
+type RecordError struct{ Err error }
+
+func (e *RecordError) Error() string { return e.Err.Error() }
+func (e *RecordError) Unwrap() error { return e.Err }
+
+// Recv reads the next record. A conn record comes with its descriptor,
+// the caller's to close; descriptors on any other record are closed. At
+// the end of the channel (the peer closed its end) it returns io.EOF; a
+// record it cannot use yields a *RecordError.
+func (c *Conn) Recv() (Message, *os.File, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.buf == nil {
+		c.buf, c.oob = make([]byte, MaxMessage+1), make([]byte, oobSize)
+	}
+	buf, oob := c.buf, c.oob
+	n, oobn, flags, _, err := c.c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return Message{}, nil, err
+	}
+	fds, cerr := rights(oob[:oobn])
+	closeAll := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	if flags&unix.MSG_TRUNC != 0 {
+		closeAll()
+		return Message{}, nil, &RecordError{fmt.Errorf("handover: record larger than %d bytes", MaxMessage)}
+	}
+	m, err := Unmarshal(buf[:n])
+	if err == nil && flags&unix.MSG_CTRUNC != 0 {
+		err = errors.New("handover: control data truncated")
+	}
+	if err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		closeAll()
+		return m, nil, &RecordError{err}
+	}
+	if m.Type != TypeConn {
+		closeAll()
+		return m, nil, nil
+	}
+	if len(fds) != 1 {
+		closeAll()
+		return m, nil, &RecordError{fmt.Errorf("handover: conn record with %d descriptors, not 1", len(fds))}
+	}
+	return m, os.NewFile(uintptr(fds[0]), "handed connection"), nil
+}
+
+// rights returns the descriptors in the control data.
+func rights(oob []byte) ([]int, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("handover: control data: %w", err)
+	}
+	var fds []int
+	var errs []error
+	for i := range msgs {
+		if msgs[i].Header.Level != unix.SOL_SOCKET || msgs[i].Header.Type != unix.SCM_RIGHTS {
+			continue
+		}
+		r, err := unix.ParseUnixRights(&msgs[i])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, fd := range r {
+			unix.CloseOnExec(fd)
+		}
+		fds = append(fds, r...)
+	}
+	return fds, errors.Join(errs...)
+}
+
+// SetReadDeadline makes a pending and later Recv fail at t with an error
+// wrapping os.ErrDeadlineExceeded, without closing anything; the zero
+// time lifts it.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.c.SetReadDeadline(t) }
+
+// SetWriteDeadline bounds Send likewise.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline(t) }
+
+// SyscallConn gives access to the descriptor, to carry it across an
+// exec.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.c.SyscallConn() }
+
+// Close closes this end. Records queued on it, and the descriptors in
+// them, are dropped by the kernel: their connections close.
+func (c *Conn) Close() error { return c.c.Close() }
