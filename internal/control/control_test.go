@@ -33,11 +33,14 @@ type fake struct {
 	reload                   func(ctx context.Context) error
 	stop                     func(ctx context.Context) error
 	trial                    func(cmd string) error // promote and rollback; nil: ErrNoTrial
-	upgrade                  func(ctx context.Context, binary string) error
-	upgradeResult            func() error
-	entered                  chan string // receives the command once a handler runs, if set
-	st                       supervisor.Status
-	status                   func(ctx context.Context) (supervisor.Status, error) // nil: st
+	// trialAt, if set, answers promote and rollback instead, with the
+	// request's context.
+	trialAt       func(ctx context.Context, cmd string) error
+	upgrade       func(ctx context.Context, binary string) error
+	upgradeResult func() error
+	entered       chan string // receives the command once a handler runs, if set
+	st            supervisor.Status
+	status        func(ctx context.Context) (supervisor.Status, error) // nil: st
 }
 
 func (f *fake) enter(cmd string) {
@@ -101,11 +104,14 @@ func (f *fake) UpgradeResult(ctx context.Context) error {
 	return supervisor.ErrNoUpgrade
 }
 
-func (f *fake) Promote(ctx context.Context) error  { return f.endTrial(CmdPromote) }
-func (f *fake) Rollback(ctx context.Context) error { return f.endTrial(CmdRollback) }
+func (f *fake) Promote(ctx context.Context) error  { return f.endTrial(ctx, CmdPromote) }
+func (f *fake) Rollback(ctx context.Context) error { return f.endTrial(ctx, CmdRollback) }
 
-func (f *fake) endTrial(cmd string) error {
+func (f *fake) endTrial(ctx context.Context, cmd string) error {
 	f.enter(cmd)
+	if f.trialAt != nil {
+		return f.trialAt(ctx, cmd)
+	}
 	if f.trial == nil {
 		return supervisor.ErrNoTrial
 	}
