@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -843,6 +844,56 @@ func TestWatcherKillsGroups(t *testing.T) {
 		} else if got, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got != 0 {
 			t.Errorf("pid %d, removed from the watcher, was killed", pid)
 		}
+	}
+}
+
+// The watcher's end of the socket stays open however often the garbage
+// collector runs: runWatcher holds it. Before, once its number was taken,
+// the *os.File was garbage, its finalizer closed the descriptor, and the
+// watcher, reading EBADF as the end, killed every generation while
+// hitless ran (about one run of TestManyReloads in two, at reload 120 to
+// 190).
+func TestWatcherSurvivesGC(t *testing.T) {
+	pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "60"}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
+	hitless, conn := watcherConn(t)
+	fd := int(conn.Fd())
+	done := make(chan int, 1)
+	go func(c *os.File) { done <- runWatcher(c) }(conn)
+	conn = nil // runWatcher's alone
+	wt := &watcher{w: hitless, proto: watcherProtocol}
+	if err := wt.add(pid); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		// A garbage collection, and every finalizer it queued run.
+		ran := make(chan struct{})
+		sentinel := new([64]byte)
+		runtime.SetFinalizer(sentinel, func(*[64]byte) { close(ran) })
+		sentinel = nil
+		runtime.GC()
+		select {
+		case <-ran:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no finalizer ran")
+		}
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("the watcher's end was closed under it: %v", err)
+	}
+	hitless.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher did not end with hitless's end")
+	}
+	var ws syscall.WaitStatus
+	syscall.Wait4(pid, &ws, 0, nil)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("the group it was told of: %v, want killed", ws)
 	}
 }
 

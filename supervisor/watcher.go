@@ -261,7 +261,12 @@ func runWatcher(conn *os.File) int {
 		}
 		held = nil
 	}
-	lines := &lineReader{fd: int(conn.Fd())}
+	// conn is closed here, by its owner, and only here: unreferenced
+	// once its number is taken, its finalizer would close it at some
+	// garbage collection, and the watcher, reading EOF, would kill every
+	// generation while hitless runs.
+	defer conn.Close()
+	lines := &lineReader{f: conn, fd: int(conn.Fd())}
 	for {
 		line, fds, err := lines.next()
 		files = append(files, fds...)
@@ -345,6 +350,7 @@ type heldPipe struct {
 // lineReader reads lines, and the descriptors attached to them, from a
 // unix socket (or, without descriptors, a pipe).
 type lineReader struct {
+	f      *os.File // held, so that fd stays open
 	fd     int
 	buf    []byte
 	noSock bool
