@@ -19,8 +19,8 @@ const (
 	// fork, so the parent cannot know the pid to put in LISTEN_PID. The
 	// shim runs in the child's process, sets LISTEN_PID (and WATCHDOG_PID,
 	// when the child has a watchdog) to its own pid and replaces itself
-	// with the target by execve, which keeps the pid, the process group,
-	// the parent-death signal and the inherited descriptors.
+	// with the target by execve, which keeps the pid, the process group
+	// and the inherited descriptors.
 	ShimArg = "__hitless_exec"
 	// WatchArg starts the watcher: see watcher.go.
 	WatchArg = "__hitless_watch"
