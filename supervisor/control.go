@@ -4,6 +4,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"os"
 	"time"
 
@@ -79,20 +80,48 @@ type ListenerStatus struct {
 // one in flight, and waits for its verdict: nil once the new generation
 // serves, *ReloadError if it failed (the serving generation is untouched),
 // ErrStopping, or ctx's error if ctx ends first. A reload that ctx
-// abandons still runs to its end.
+// abandons still runs to its end; its caller is forgotten.
 func (s *Supervisor) Reload(ctx context.Context) error {
-	return s.call(ctx, request{kind: reqReload})
+	return s.ReloadAs(ctx, s.NewCaller())
 }
 
-// RejoinReload is Reload for a request that an earlier image of hitless
-// had taken before it upgraded itself, and whose connection it handed
-// over (package control does): it waits for the verdict of the reload
-// that request joined there, and so a request carried across an upgrade
-// has one effect. A request the earlier image had not taken yet (it was
-// cut off on its way) reloads as Reload does.
-func (s *Supervisor) RejoinReload(ctx context.Context) error {
-	return s.call(ctx, request{kind: reqRejoin})
+// A Caller names one request that waits for a verdict. A program that
+// carries its requests across an upgrade of hitless (as the control
+// socket does) names each one before it asks (NewCaller, ReloadAs) and
+// carries the name with it: in the next image the request takes its own
+// place back (RejoinReload), and gets the verdict of its own reload,
+// never another's.
+type Caller int64
+
+// NewCaller names a request, before it is asked: the name is known even
+// if an upgrade cuts the request off on its way. Names are not reused,
+// across upgrades included.
+func (s *Supervisor) NewCaller() Caller { return Caller(s.callerSeq.Add(1)) }
+
+// ReloadAs is Reload for the request named c. If ctx ends with the cause
+// ErrCarried (the request is carried to the next image), c keeps its
+// place for RejoinReload there, rather than giving up.
+func (s *Supervisor) ReloadAs(ctx context.Context, c Caller) error {
+	return s.call(ctx, request{kind: reqReload, caller: machine.CallerID(c)})
 }
+
+// RejoinReload is ReloadAs for a request that an earlier image of hitless
+// took, and whose connection it handed over (package control does), or
+// that this image took before an upgrade that failed: it waits for the
+// verdict of the reload that request joined there, and so a request
+// carried across an upgrade has one effect. A request that had not
+// reached the supervisor yet (it was cut off on its way) reloads as
+// ReloadAs does.
+func (s *Supervisor) RejoinReload(ctx context.Context, c Caller) error {
+	return s.call(ctx, request{kind: reqRejoin, caller: machine.CallerID(c)})
+}
+
+// ErrCarried is the cause (context.Cause) with which a program that
+// carries requests across an upgrade (as the control socket does) ends
+// their contexts: the callers keep their places, for their requests to
+// take back in the next image (RejoinReload), where any other end of the
+// context gives the place up.
+var ErrCarried = errors.New("the request is carried to the next image")
 
 // Stop drains every generation and waits until Run has released
 // everything it holds (sockets, notify sockets) and is about to return.
@@ -131,10 +160,17 @@ func (s *Supervisor) Rollback(ctx context.Context) error {
 
 // call sends req to the loop, with a reply channel of its own, and waits
 // for the answer: the machine's verdict, ErrStopping once Run has
-// returned, or ctx's error if ctx ends first.
+// returned, or ctx's error if ctx ends first. A caller whose ctx ends
+// leaves its place (see leave), unless its verdict came meanwhile: then
+// that is the answer. A request the machine answers at once (promote,
+// rollback, the verdict of the last upgrade) always gets its answer once
+// the loop took it.
 func (s *Supervisor) call(ctx context.Context, req request) error {
 	reply := make(chan error, 1)
 	req.reply = reply
+	if req.caller == 0 {
+		req.caller = machine.CallerID(s.NewCaller())
+	}
 	if err := s.ask(ctx, req); err != nil {
 		return err
 	}
@@ -142,6 +178,18 @@ func (s *Supervisor) call(ctx context.Context, req request) error {
 	case err := <-reply:
 		return err
 	case <-ctx.Done():
+	}
+	ack := make(chan bool, 1)
+	lctx, cancel := context.WithTimeout(context.Background(), handoffTimeout)
+	defer cancel()
+	leave := request{kind: reqLeave, caller: req.caller, carried: errors.Is(context.Cause(ctx), ErrCarried), ack: ack}
+	if s.ask(lctx, leave) == nil && !<-ack {
+		return <-reply
+	}
+	select {
+	case err := <-reply:
+		return err
+	default:
 		return ctx.Err()
 	}
 }

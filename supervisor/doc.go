@@ -49,10 +49,10 @@
 // hitless is a subreaper and reaps every process re-parented to it; one
 // loop owns every wait(2) in the process (see reaper), so nothing else in
 // a program that uses this package may wait for children, os/exec
-// included. Children lead their own process groups and get a
-// parent-death signal (SIGKILL); a watcher process kills every
-// generation's group when hitless dies, however it dies, or drains them
-// if it dies during an upgrade's exec (see watcher.go).
+// included. Children lead their own process groups, and have no
+// parent-death signal: a watcher process kills every generation's group
+// when hitless dies, however it dies, or drains them if it dies during
+// an upgrade's exec (see watcher.go, and its limits).
 //
 // Connections move between generations (connhandover.go, package
 // internal/handover): every child gets HITLESS_HANDOVER; a child that
@@ -70,7 +70,7 @@
 //
 // # Limits
 //
-//   - Linux only: subreaper, parent-death signal, SCM_CREDENTIALS, /proc.
+//   - Linux only: subreaper, SCM_CREDENTIALS and SCM_RIGHTS, /proc.
 //   - One supervisor per process, and the process must not use os/exec.
 //   - Run forks every child from the thread it runs on, and an upgrade
 //     execs from it: with Config.Self, run it on the main goroutine locked

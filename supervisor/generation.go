@@ -26,7 +26,7 @@ type child struct {
 
 	notify *sdnotify.Conn
 	stderr *tail
-	outs   []outPipe      // its stdout (when prefixed) and stderr
+	outs   []outPipe      // its stdout and stderr, those that are pipes (see Output)
 	outw   sync.WaitGroup // output copiers
 	copied bool           // the output copiers finished before the exit was reported
 	report *os.File       // the shim's report pipe, until read to its end

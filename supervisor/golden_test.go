@@ -4,6 +4,7 @@ package supervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -96,6 +97,7 @@ func TestStateGolden(t *testing.T) {
 			if !slices.Equal(sigs, []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM}) {
 				t.Errorf("carried signals %v", sigs)
 			}
+			checkGoldenV3(t, st, h)
 		})
 	}
 }
@@ -105,6 +107,26 @@ func TestStateGolden(t *testing.T) {
 func TestStateVersions(t *testing.T) {
 	if machine.Version > upgrade.StateVersion {
 		t.Errorf("the machine writes version %d of its state, the upgrade state is version %d: bump upgrade.StateVersion", machine.Version, upgrade.StateVersion)
+	}
+}
+
+// checkGoldenV3 checks what version 3 added: the writer's pid, the
+// watcher's protocol and the verdicts given during the hand-over; a state
+// of an earlier version has none of them.
+func checkGoldenV3(t *testing.T, st *upgrade.State, h handoff) {
+	t.Helper()
+	if st.Version < 3 {
+		if st.PID != 0 || h.WatcherProtocol != 0 || h.Verdicts != nil {
+			t.Errorf("version %d: pid %d, watcher protocol %d, verdicts %+v", st.Version, st.PID, h.WatcherProtocol, h.Verdicts)
+		}
+		return
+	}
+	if st.PID != 4141 || h.WatcherProtocol != 2 || len(h.Verdicts) != 1 {
+		t.Fatalf("version %d: pid %d, watcher protocol %d, verdicts %+v", st.Version, st.PID, h.WatcherProtocol, h.Verdicts)
+	}
+	var rerr *ReloadError
+	if err := h.Verdicts[0].err(); !errors.As(err, &rerr) || rerr.Generation != 3 || rerr.PID != 1003 || !slices.Equal(rerr.Stderr, []string{"bad config"}) {
+		t.Errorf("the verdict of caller %d restores as %v", h.Verdicts[0].Caller, err)
 	}
 }
 
@@ -151,12 +173,15 @@ func readGolden(t *testing.T, path string) *upgrade.State {
 func goldenState(t *testing.T) *upgrade.State {
 	m := goldenMachine()
 	st := upgrade.NewState(3, "(devel) this build")
-	hs := handoff{Machine: m.Snapshot(), Rundir: "/tmp/hitless-1234", Watcher: 4242, Started: goldenTime,
+	st.PID = 4141 // the pid that wrote it: fixed, for the file
+	hs := handoff{Machine: m.Snapshot(), Rundir: "/tmp/hitless-1234", Watcher: 4242, WatcherProtocol: 2, Started: goldenTime,
 		Timers: []timerState{{ID: 1, Gen: 1, Deadline: 5 * time.Second}},
 		Children: []childState{{ID: 1, PID: 1001, Notify: "/tmp/hitless-1234/1.sock", Outs: []bool{false, true}, Partials: [][]byte{nil, []byte("half a li")}, Stderr: []byte("started\n"), Status: "ok"},
 			{ID: 2, PID: 1002, Notify: "/tmp/hitless-1234/2.sock", Outs: []bool{false, true}, Stderr: []byte("ready\n")}},
-		Sockets:       []socketState{{Addr: "127.0.0.1:8080", Source: "bound"}},
-		LastCaller:    2,
+		Sockets:    []socketState{{Addr: "127.0.0.1:8080", Source: "bound"}},
+		LastCaller: 2,
+		Verdicts: []verdictState{{Caller: 1, Result: "failed", Reload: &reloadErrorState{Generation: 3, PID: 1003, Reason: "exited before it was ready: exit status 1",
+			Stderr: []string{"bad config"}}}},
 		OutputDropped: OutputDropped{Stdout: 3, Stderr: 12},
 		HandOver: &handover.RelayState{
 			Peers: []handover.PeerState{

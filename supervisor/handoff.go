@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,15 @@ type Carrier interface {
 func (s *Supervisor) AddCarrier(c Carrier) {
 	s.cfg.Carriers = append(s.cfg.Carriers, c)
 }
+
+// runningGrace is how long the restored image leaves the watcher told
+// that an exec is under way: should hitless die meanwhile, the children
+// are drained rather than killed. A SIGTERM that reached the new runtime
+// before it caught signals ends the process, but the runtime yields the
+// CPU before it dies: on a busy machine the image can restore, and even
+// answer, before the end comes (1 of 30 such deaths came after the
+// restore in one run, load 3 on 2 cores).
+const runningGrace = time.Second
 
 // handoffTimeout bounds how long the carriers may take to hand over.
 const handoffTimeout = 5 * time.Second
@@ -91,11 +101,11 @@ func (s *Supervisor) checkUpgrade(id int, path string) {
 		return
 	}
 	if !s.os.mainThread() {
-		s.checked <- checked{id: id, err: errors.New("the supervisor does not run on the main thread, from which every child was started: an exec would kill them")}
+		s.checked <- checked{id: id, err: errors.New("the supervisor does not run on the main thread, which every child is started from and an upgrade execs from (runtime.LockOSThread in an init function)")}
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
-	s.cancelCheck = cancel
+	s.cancelCheck, s.checkID = cancel, id
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
@@ -161,8 +171,13 @@ func (s *Supervisor) execUpgrade(id int) error {
 			"generations", len(s.children), "sockets", len(s.sockets))
 		// Should this process die before an image runs again (of a
 		// SIGTERM the new runtime cannot catch yet), the watcher drains
-		// the children rather than kill them.
-		if werr := s.watcher.upgrading(s.cfg.DrainSignal, s.cfg.DrainTimeout); werr != nil {
+		// the children rather than kill them, and reads their output
+		// meanwhile.
+		var outs []outPipe
+		for _, c := range s.children {
+			outs = append(outs, c.outs...)
+		}
+		if werr := s.watcher.upgrading(outs, s.cfg.DrainSignal, s.cfg.DrainTimeout); werr != nil {
 			s.log.Warn("watcher", "err", werr)
 		}
 		err = s.os.exec(bin, st)
@@ -259,15 +274,70 @@ type handoff struct {
 	Sockets  []socketState    `json:"sockets"`
 	Rundir   string           `json:"rundir"`
 	Watcher  int              `json:"watcher"` // its pid
-	Started  time.Time        `json:"started"` // when hitless first started
+	// WatcherProtocol is what the watcher understands (watcherProtocol
+	// of the build that started it; 0 in a version 1 state).
+	WatcherProtocol int       `json:"watcher_protocol,omitempty"`
+	Started         time.Time `json:"started"` // when hitless first started
 	// HandOver is the connection Relay, paused; absent from the state of
 	// an image without one.
 	HandOver *handover.RelayState `json:"handover,omitempty"`
 	// LastCaller numbers the callers: those of the machine (its reload
 	// callers are carried) and the next image's do not meet.
 	LastCaller machine.CallerID `json:"last_caller,omitempty"`
+	// Verdicts are those of reloads whose callers' requests are carried
+	// (by the control socket), given after the requests were cut off and
+	// before the exec: the carried requests take them (RejoinReload).
+	Verdicts []verdictState `json:"verdicts,omitempty"`
 	// OutputDropped is what the image counted (Status.OutputDropped).
 	OutputDropped OutputDropped `json:"output_dropped"`
+}
+
+// verdictState is a reload's verdict for a caller, written down.
+type verdictState struct {
+	Caller machine.CallerID `json:"caller"`
+	// Result is "ok", "failed" (Reload says why), "stopping", or "error"
+	// (Error says what).
+	Result string            `json:"result"`
+	Reload *reloadErrorState `json:"reload,omitempty"`
+	Error  string            `json:"error,omitempty"`
+}
+
+type reloadErrorState struct {
+	Generation int      `json:"generation"`
+	PID        int      `json:"pid"`
+	Reason     string   `json:"reason"`
+	Stderr     []string `json:"stderr,omitempty"`
+	RolledBack bool     `json:"rolled_back,omitempty"`
+}
+
+func exportVerdict(c machine.CallerID, err error) verdictState {
+	v := verdictState{Caller: c, Result: "ok"}
+	var rerr *ReloadError
+	switch {
+	case err == nil:
+	case errors.As(err, &rerr):
+		v.Result = "failed"
+		v.Reload = &reloadErrorState{Generation: rerr.Generation, PID: rerr.PID, Reason: rerr.Reason, Stderr: rerr.Stderr, RolledBack: rerr.RolledBack}
+	case errors.Is(err, ErrStopping):
+		v.Result = "stopping"
+	default:
+		v.Result, v.Error = "error", err.Error()
+	}
+	return v
+}
+
+func (v verdictState) err() error {
+	switch v.Result {
+	case "ok":
+		return nil
+	case "failed":
+		if r := v.Reload; r != nil {
+			return &ReloadError{Generation: r.Generation, PID: r.PID, Reason: r.Reason, Stderr: r.Stderr, RolledBack: r.RolledBack}
+		}
+	case "stopping":
+		return ErrStopping
+	}
+	return errors.New(cmp.Or(v.Error, "reload: verdict "+v.Result))
 }
 
 type timerState struct {
@@ -306,13 +376,19 @@ func (s *Supervisor) export(st *upgrade.State) error {
 	// the last one.
 	ms := s.m.Snapshot()
 	ms.StopCallers, ms.UpgradeCallers = nil, nil
-	h := handoff{Machine: ms, Rundir: s.rundir.path, Watcher: s.watcher.pid, Started: s.started, LastCaller: s.lastCaller,
-		OutputDropped: s.cfg.Outputs.dropped()}
+	h := handoff{Machine: ms, Rundir: s.rundir.path, Watcher: s.watcher.pid, WatcherProtocol: s.watcher.proto, Started: s.started,
+		LastCaller: machine.CallerID(s.callerSeq.Load()), OutputDropped: s.cfg.Outputs.dropped()}
 	now := time.Now()
 	for id, t := range s.timers {
 		h.Timers = append(h.Timers, timerState{ID: id, Gen: t.gen, Deadline: t.deadline.Sub(now)})
 	}
 	slices.SortFunc(h.Timers, func(a, b timerState) int { return int(a.ID - b.ID) })
+	for id, o := range s.orphans {
+		if o.answered {
+			h.Verdicts = append(h.Verdicts, exportVerdict(id, o.err))
+		}
+	}
+	slices.SortFunc(h.Verdicts, func(a, b verdictState) int { return cmp.Compare(a.Caller, b.Caller) })
 	var errs []error
 	carry := func(name string, c syscall.Conn) { errs = append(errs, st.CarryConn(name, c)) }
 	for _, c := range s.children {
@@ -369,7 +445,8 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.watcher = &watcher{w: w, pid: h.Watcher, exit: make(chan unix.WaitStatus, 1)}
+	wt := &watcher{w: w, pid: h.Watcher, proto: h.WatcherProtocol, exit: make(chan unix.WaitStatus, 1)}
+	s.watcher = wt
 	sigs, caught := st.TakeSignals()
 	if caught != nil {
 		// Caught since this image started (see package upgrade): the
@@ -378,7 +455,7 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	}
 	r := &restoredState{
 		timers: h.Timers, id: st.ID, rolledBack: st.RolledBack, signals: sigs,
-		adopt: map[int]func(unix.WaitStatus){h.Watcher: func(ws unix.WaitStatus) { s.watcher.exit <- ws }},
+		adopt: map[int]func(unix.WaitStatus){h.Watcher: func(ws unix.WaitStatus) { wt.exit <- ws }},
 		exits: make(map[int]chan unix.WaitStatus),
 	}
 	for _, cs := range h.Children {
@@ -404,10 +481,30 @@ func Restore(cfg Config, st *upgrade.State) (*Supervisor, error) {
 	for _, id := range append(slices.Clone(h.Machine.Waiting), h.Machine.Queued...) {
 		s.orphans[id] = &orphan{}
 	}
-	s.lastCaller = h.LastCaller
+	for _, v := range h.Verdicts {
+		s.orphans[v.Caller] = &orphan{answered: true, err: v.err()}
+	}
+	s.callerSeq.Store(int64(h.LastCaller))
 	s.cfg.Outputs.carry(h.OutputDropped)
 	s.m, s.started, s.restored = m, h.Started, r
 	return s, nil
+}
+
+// CarriedListen returns the sockets an upgrade state carries, in order,
+// as they were asked for: a restored image keeps them (Restore takes them
+// whatever Config.Listen says), and a program whose settings it cannot
+// take from the state (a release that did not carry them) lists them
+// as its own.
+func CarriedListen(st *upgrade.State) ([]sockets.ListenSpec, error) {
+	var h handoff
+	if err := st.Get("supervisor", &h); err != nil {
+		return nil, err
+	}
+	specs := make([]sockets.ListenSpec, len(h.Sockets))
+	for i, ss := range h.Sockets {
+		specs[i] = ss.Spec
+	}
+	return specs, nil
 }
 
 // carried returns the descriptor the state carries by the name format
@@ -486,9 +583,12 @@ func (s *Supervisor) resumeRestored() {
 		s.watch(c, r.exits[id])
 	}
 	s.relay.Resume()
-	if err := s.watcher.running(); err != nil {
-		s.log.Warn("watcher", "err", err)
+	if s.watcher.proto < watcherProtocol {
+		s.replaceWatcher()
 	}
+	// The watcher drains rather than kills for a while yet (see
+	// runningGrace).
+	s.runningDue = time.After(runningGrace)
 	if from, to := r.uncaught[0], r.uncaught[1]; to > from {
 		// SIGHUP, SIGINT and SIGTERM sent in this window were lost:
 		// what no Go program can catch while its runtime starts.

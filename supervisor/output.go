@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"os"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // Output is one of hitless's own output streams, its stdout or its
@@ -13,18 +15,43 @@ import (
 // succeeds, and what cannot be written (the reader is gone: EPIPE; the
 // descriptor is closed) is dropped and counted, in lines. A broken log
 // pipe (a "| tee" that exits, a log shipper that restarts) never ends
-// supervision, nor blocks or signals a child: children write to pipes
-// that hitless reads, never to its own descriptors.
+// supervision, nor blocks or signals a child.
+//
+// Where the reader can go away (the stream is a pipe or a socket),
+// children write to pipes that hitless reads and copies here, never to
+// hitless's own descriptor. Where it cannot (a terminal, a regular file,
+// /dev/null), children get hitless's descriptor itself, as a shell would
+// give it: a program sees its terminal (line buffering, colours), and
+// hitless copies nothing; unless --output-prefix asks for the copy. Then
+// a failed reload's verdict cannot quote the child's last lines on
+// stderr: they are on the terminal, or in the file, already.
 //
 // A reader that stops reading without going away (a stopped process)
 // still blocks writers, as any pipe does.
 type Output struct {
 	f       *os.File
+	direct  bool         // children may write to f itself
 	dropped atomic.Int64 // lines
 }
 
 // NewOutput returns the Output that writes to f.
-func NewOutput(f *os.File) *Output { return &Output{f: f} }
+func NewOutput(f *os.File) *Output {
+	var st unix.Stat_t
+	direct := false
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			if unix.Fstat(int(fd), &st) == nil {
+				typ := st.Mode & unix.S_IFMT
+				direct = typ != unix.S_IFIFO && typ != unix.S_IFSOCK
+			}
+		})
+	}
+	return &Output{f: f, direct: direct}
+}
+
+// Direct reports whether children write to the stream itself: it is not a
+// pipe or a socket, whose reader could go away.
+func (o *Output) Direct() bool { return o.direct }
 
 // Write writes p, or drops it; it never fails.
 func (o *Output) Write(p []byte) (int, error) {

@@ -40,10 +40,10 @@ func (s *Supervisor) spawn(c *child) error {
 		return fmt.Errorf("start: notify socket: %w", err)
 	}
 
-	// stdout and stderr go through pipes that hitless copies to its own:
-	// a failure can quote the last lines of stderr, each line can get a
-	// prefix, and a child never writes to hitless's descriptors, whose
-	// reader may go away (see Output).
+	// stdout and stderr go through pipes that hitless copies to its own
+	// where their reader may go away (a pipe, a socket: see Output), and
+	// where each line gets a prefix: a failure can quote the last lines
+	// of stderr then. A terminal or a file the child gets as it is.
 	files := []uintptr{0, 0, 0}
 	var pipes []outPipe
 	var writeEnds []*os.File
@@ -59,6 +59,10 @@ func (s *Supervisor) spawn(c *child) error {
 		}
 	}
 	for _, fd := range []int{1, 2} {
+		if out := map[int]*Output{1: s.cfg.Outputs.Stdout, 2: s.cfg.Outputs.Stderr}[fd]; out.Direct() && !s.cfg.OutputPrefix {
+			files[fd] = uintptr(rawFD(out.File()))
+			continue
+		}
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(true)
@@ -84,10 +88,11 @@ func (s *Supervisor) spawn(c *child) error {
 		Dir:   dir,
 		Env:   s.childEnv(c, notifyPath),
 		Files: files,
-		Sys: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL,
-		},
+		// No parent-death signal: the watcher alone ends the children
+		// when hitless dies (see watcher.go), so that it can drain them
+		// when hitless died inside an upgrade's exec; a SIGKILL from
+		// the kernel would strike first.
+		Sys: &syscall.SysProcAttr{Setpgid: true},
 	}
 	if u := s.cfg.User; u != nil {
 		attr.Sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}

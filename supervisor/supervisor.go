@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -54,18 +55,23 @@ type Supervisor struct {
 	started     time.Time // when hitless first started, before any upgrade
 	checked     chan checked
 	cancelCheck context.CancelFunc // of the check running, if any
+	checkID     int                // the upgrade whose check runs
 	upgradeBin  *upgrade.Binary    // checked, to exec
 	restored    *restoredState     // set by Restore until Run resumes it
 	rundir      *rundir            // private notify sockets live here
 	relay       *handover.Relay    // connections handed between generations (connhandover.go)
 	reaper      *reaper
 	watcher     *watcher
+	runningDue  <-chan time.Time // when to tell the watcher an image runs again (see runningGrace)
 	children    map[int]*child
 	timers      map[machine.TimerID]*armed
 	callers     map[machine.CallerID]request
-	lastCaller  machine.CallerID
-	// orphans are the callers of a reload that an earlier image handed
-	// over (see RejoinReload): the verdict waits here for the carried
+	// callerSeq names the callers (NewCaller): any goroutine takes the
+	// next number, before it asks.
+	callerSeq atomic.Int64
+	// orphans are the callers of a reload whose requests are carried to
+	// the next image (see RejoinReload), by an earlier image or by this
+	// one during an upgrade: the verdict waits here for the carried
 	// request to ask for it.
 	orphans   map[machine.CallerID]*orphan
 	exit      *machine.ActExit
@@ -85,9 +91,9 @@ type Supervisor struct {
 type osEnv struct {
 	spawn  func(c *child) error // sets c.pid before anything reads it
 	signal func(pgid int, sig syscall.Signal) error
-	// mainThread reports whether the loop runs on the thread every child
-	// was started from: an exec from any other kills them (the
-	// parent-death signal follows the thread).
+	// mainThread reports whether the loop runs on the main thread, which
+	// every child is started from and an upgrade execs from (see
+	// Config.Self).
 	mainThread func() bool
 	// exec replaces the image (upgrade.Self.Exec); it returns only if
 	// that failed.
@@ -152,13 +158,20 @@ const (
 	reqUpgrade
 	reqUpgradeResult
 	reqRejoin
+	reqLeave
 )
 
 type request struct {
 	kind   reqKind
+	caller machine.CallerID // 0: the loop names it
 	reply  chan error
 	status chan Status
 	binary string // reqUpgrade
+	// reqLeave: the caller's context ended because its request is
+	// carried to the next image (ErrCarried); ack says whether it was
+	// still waiting for its verdict.
+	carried bool
+	ack     chan bool
 }
 
 // New checks cfg (see Config.Validate), takes the sockets systemd passed
@@ -361,6 +374,11 @@ func (s *Supervisor) loop(ctx context.Context) {
 			woke = false
 		case ws := <-s.watcher.exit:
 			s.restartWatcher(ws)
+		case <-s.runningDue:
+			s.runningDue = nil
+			if err := s.watcher.running(); err != nil {
+				s.log.Warn("watcher", "err", err)
+			}
 		case r := <-s.checked:
 			s.checkDone(r)
 		case req := <-s.reqs:
@@ -393,14 +411,21 @@ func (s *Supervisor) checkDone(r checked) {
 
 // request feeds the machine a caller's request.
 func (s *Supervisor) request(req request) {
-	if req.kind == reqRejoin && s.rejoin(req) {
+	switch req.kind {
+	case reqRejoin:
+		s.rejoin(req)
+		return
+	case reqLeave:
+		s.leave(req)
 		return
 	}
-	s.lastCaller++
-	id := s.lastCaller
+	id := req.caller
+	if id == 0 {
+		id = machine.CallerID(s.NewCaller())
+	}
 	s.callers[id] = req
 	switch req.kind {
-	case reqReload, reqRejoin:
+	case reqReload:
 		s.feed(machine.EvReload{Caller: id})
 	case reqStop:
 		s.feed(machine.EvStop{Caller: id})
@@ -497,7 +522,7 @@ func (s *Supervisor) do(a machine.Action) machine.Event {
 			return machine.EvUpgradeDone{ID: a.ID, Result: "failed", Reason: err.Error()}
 		}
 	case machine.ActCancelCheck:
-		if s.cancelCheck != nil {
+		if s.cancelCheck != nil && s.checkID == a.ID {
 			s.cancelCheck()
 		}
 	case machine.ActObserve:
@@ -582,29 +607,64 @@ func (s *Supervisor) observe(a machine.ActObserve) {
 	}
 }
 
-// orphan is a caller of a reload, carried across an upgrade without the
-// request that waits for the verdict: that request is carried by the
-// control socket, and asks again (RejoinReload).
+// orphan is a caller of a reload whose request is carried to the next
+// image (by the control socket), which asks for the verdict there
+// (RejoinReload): the verdict, once it came, waits here for it.
 type orphan struct {
 	answered bool
 	err      error
 }
 
-// rejoin gives req, a reload an earlier image had taken, the place of
-// one of the callers it handed over: the verdict now if it is in, else
-// when it comes. It returns false when no caller is left to rejoin: the
-// request never reached the earlier image's machine, and asks anew.
-func (s *Supervisor) rejoin(req request) bool {
-	for id, o := range s.orphans {
+// rejoin gives req, a reload request carried across an upgrade, the
+// place of its own caller (req.caller): the verdict now if it came, else
+// when it comes. A caller that has no place (its request never reached
+// the machine) reloads anew, under the same name. A request carried by a
+// build that did not name its callers (0) takes any place left, as that
+// build did.
+func (s *Supervisor) rejoin(req request) {
+	id := req.caller
+	if id == 0 {
+		for oid := range s.orphans {
+			id = oid
+			break
+		}
+	}
+	if id == 0 {
+		id = machine.CallerID(s.NewCaller())
+	}
+	if o := s.orphans[id]; o != nil {
 		delete(s.orphans, id)
 		if o.answered {
 			req.reply <- o.err
 		} else {
 			s.callers[id] = req
 		}
-		return true
+		return
 	}
-	return false
+	s.callers[id] = req
+	s.feed(machine.EvReload{Caller: id})
+}
+
+// leave ends the wait of a caller whose context ended before its
+// verdict came, and acks whether it was still waiting (if not, the
+// verdict is in its reply channel). A reload whose request is carried to
+// the next image keeps its place there, as an orphan: a verdict that
+// comes before the exec waits for it, and goes across. Any other caller
+// gave up, and the machine forgets it (EvCancel): no request can take its
+// verdict.
+func (s *Supervisor) leave(req request) {
+	w, waiting := s.callers[req.caller]
+	if waiting {
+		delete(s.callers, req.caller)
+		switch {
+		case !req.carried:
+			s.feed(machine.EvCancel{Caller: req.caller})
+		case w.kind == reqReload || w.kind == reqRejoin:
+			s.orphans[req.caller] = &orphan{}
+		}
+		// A carried upgrade asks the next image for the verdict.
+	}
+	req.ack <- waiting
 }
 
 // armed is a timer of the machine's, running.
@@ -652,6 +712,12 @@ func (s *Supervisor) release() {
 		c.closeOutput()
 	}
 	if s.watcher != nil {
+		if s.runningDue != nil {
+			// Within runningGrace of a restore, a stop is no death in
+			// an exec: what is left is killed, not drained, and the
+			// watcher does not say hitless died.
+			s.watcher.running()
+		}
 		s.watcher.stop()
 	}
 	if s.reaper != nil {
@@ -709,8 +775,16 @@ func (s *Supervisor) restartWatcher(ws unix.WaitStatus) {
 	}
 	s.watcher.w.Close()
 	s.watcher = w
+	var outs []outPipe
 	for _, c := range s.children {
 		if err := w.add(c.pid); err != nil {
+			s.log.Warn("watcher", "err", err)
+		}
+		outs = append(outs, c.outs...)
+	}
+	if s.runningDue != nil {
+		// Still within runningGrace of a restore: a death drains.
+		if err := w.upgrading(outs, s.cfg.DrainSignal, s.cfg.DrainTimeout); err != nil {
 			s.log.Warn("watcher", "err", err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/harness"
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/supervisor/sockets"
 )
@@ -842,6 +844,152 @@ func TestIdle(t *testing.T) {
 	case <-idle:
 		t.Error("Idle called again while nothing happened")
 	case <-time.After(2 * IdleAfter):
+	}
+}
+
+// The watcher's end of the socket stays open however often the garbage
+// collector runs: hidden.Watch holds it. Before, once its number was taken,
+// the *os.File was garbage, its finalizer closed the descriptor, and the
+// watcher, reading EBADF as the end, killed every generation while
+// hitless ran (about one run of TestManyReloads in two, at reload 120 to
+// 190).
+func TestWatcherSurvivesGC(t *testing.T) {
+	pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "60"}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
+	hitless, conn := watcherConn(t)
+	fd := int(conn.Fd())
+	done := make(chan int, 1)
+	go func(c *os.File) { done <- hidden.Watch(c) }(conn)
+	conn = nil // hidden.Watch's alone
+	wt := &watcher{w: hitless, proto: watcherProtocol}
+	if err := wt.add(pid); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		// A garbage collection, and every finalizer it queued run.
+		ran := make(chan struct{})
+		sentinel := new([64]byte)
+		runtime.SetFinalizer(sentinel, func(*[64]byte) { close(ran) })
+		sentinel = nil
+		runtime.GC()
+		select {
+		case <-ran:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no finalizer ran")
+		}
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("the watcher's end was closed under it: %v", err)
+	}
+	hitless.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher did not end with hitless's end")
+	}
+	var ws syscall.WaitStatus
+	syscall.Wait4(pid, &ws, 0, nil)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("the group it was told of: %v, want killed", ws)
+	}
+}
+
+// hitless that dies during the exec of an upgrade (of a SIGTERM the new
+// runtime cannot catch yet) has its children drained, not killed: the
+// drain signal first, SIGKILL only for what is left at the drain timeout.
+// The watcher holds the output pipes it was sent meanwhile: a child that
+// writes as it drains is not killed by SIGPIPE. Once an image runs again
+// ("R"), a death kills as always. (e2e's TestUpgradeDiesInExecDrains
+// does this with hitless and children it started.)
+func TestWatcherDrainsDuringUpgrade(t *testing.T) {
+	// hidden.Watch, run in this process by the tests before, ignores
+	// SIGTERM, and a child inherits an ignored signal, which a shell
+	// cannot trap then: handled by Go again, the children get the
+	// default.
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM)
+	signal.Stop(c)
+	spawn := func(script string, stdout *os.File) int {
+		files := []uintptr{0, 1, 2}
+		if stdout != nil {
+			files[1] = stdout.Fd()
+		}
+		pid, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", script}, &syscall.ProcAttr{Files: files, Sys: &syscall.SysProcAttr{Setpgid: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
+		return pid
+	}
+	ready := filepath.Join(t.TempDir(), "ready")
+	out, in, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	drains := spawn("trap 'echo the last words of a drained child; exit 0' TERM; while :; do sleep 0.05; done", in)
+	in.Close()
+	stubborn := spawn("trap '' TERM; touch "+ready+"; while :; do sleep 0.05; done", nil)
+	waitFile(t, ready)
+	hitless, conn := watcherConn(t)
+	wt := &watcher{w: hitless, proto: watcherProtocol}
+	for _, pgid := range []int{drains, stubborn} {
+		if err := wt.add(pgid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wt.upgrading([]outPipe{{r: out}}, syscall.SIGTERM, 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	out.Close() // the watcher holds it now; hitless dies:
+	hitless.Close()
+	hidden.Watch(conn)
+	for pid, want := range map[int]string{drains: "exit status 0", stubborn: "killed by signal SIGKILL"} {
+		var ws syscall.WaitStatus
+		syscall.Wait4(pid, &ws, 0, nil)
+		if got := exitReason(unix.WaitStatus(ws)); got != want {
+			t.Errorf("pid %d: %s, want %s", pid, got, want)
+		}
+	}
+
+	after := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done", nil)
+	r, w, _ := os.Pipe()
+	fmt.Fprintf(w, "+%d\nU %d 500\nR\n", after, int(syscall.SIGTERM))
+	w.Close()
+	hidden.Watch(r)
+	var ws syscall.WaitStatus
+	syscall.Wait4(after, &ws, 0, nil)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("after R: %v, want killed", ws)
+	}
+}
+
+// watcherConn is a unix socket pair as startWatcher makes it: hitless's
+// end and the watcher's.
+func watcherConn(t *testing.T) (hitless, watcher *os.File) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fds[0], true)
+	return os.NewFile(uintptr(fds[0]), "hitless"), os.NewFile(uintptr(fds[1]), "watcher")
+}
+
+// waitFile waits for path to exist: a child says it is ready.
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

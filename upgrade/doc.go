@@ -10,14 +10,19 @@
 // The old image runs the new binary once in a check mode (CheckArg), the
 // way the exec will run it (through the same descriptor, open across the
 // exec, with the same environment; a #! script that executes hitless
-// works both ways): it must start on this machine, say it is hitless, and
-// understand the state format (a version number, StateVersion). Then the
+// works both ways): it must start on this machine, say it is hitless,
+// answer from the pid the check started (a wrapper script that runs
+// hitless without exec answers from a child of its own, and is refused),
+// and understand the state format (a version number, StateVersion; a
+// build reads every version from MinStateVersion on). Then the
 // old image writes its
 // state (named JSON sections, and named descriptors, whose close-on-exec
 // flag it clears) to an anonymous memory file and calls execve on the new
 // binary, from the main thread, with the memory file's number in
-// HITLESS_UPGRADE_STATE. The new image finds it with Inherited, takes its
-// descriptors back, and carries on.
+// HITLESS_UPGRADE_STATE. The new image finds it with Inherited (which
+// refuses a state another pid handed over), takes its descriptors back,
+// and carries on. The exec through /proc/self/fd/N would rename the
+// process "N": the new image takes its name back (package earlysig).
 //
 // If the new image cannot restore the state, it calls Rollback, which
 // executes the previous image again: a descriptor of it was opened at
@@ -33,10 +38,11 @@
 // fatal before the new image catches them) and SIGUSR1 and SIGUSR2
 // blocked (they stay pending until it asks for them). The new image
 // catches all five from its first package initialisation on (package
-// earlysig), long before the rest of the program starts, and the program
-// takes them with State.TakeSignals. A rollback carries them back the
-// same way. Children must not inherit the mask, which the supervisor's
-// shim clears.
+// earlysig, which also ignores SIGPIPE again: a Go runtime does not keep
+// an inherited SIG_IGN for it), long before the rest of the program
+// starts, and the program takes them with State.TakeSignals. A rollback
+// carries them back the same way. Children must not inherit the mask,
+// which the supervisor's shim clears.
 //
 // # Why not tableflip
 //
@@ -54,10 +60,11 @@
 // # Limits
 //
 //   - Linux only (memfd_create, /proc/self/exe, /proc/self/fd).
-//   - Exec must be called from the thread that forked every child (the
-//     main thread, locked by the program's init): a child's parent-death
-//     signal is tied to the thread that forked it, and execve ends every
-//     other thread.
+//   - Exec ends every thread but the calling one: call it from the
+//     thread the program's children and state belong to (hitless: the
+//     main thread, locked by its init). A child with a parent-death
+//     signal would get it if the thread that forked it is not the one
+//     that execs (hitless's children have none).
 //   - A new image that crashes before it can run Go code (a binary for
 //     another CPU that passed the check under emulation, a runtime crash)
 //     cannot roll back; the check makes that unlikely, not impossible.
@@ -69,9 +76,11 @@
 //     new image catching them is lost, and a SIGTERM in the last part of
 //     it (after the new runtime's signal set-up, before earlysig's init)
 //     ends the new image (the supervisor's watcher, told an exec was under
-//     way, then drains the children rather than kill them). The new
-//     image logs the window of each upgrade (State.Uncaught);
-//     docs/reliability.md gives the measured figures. A SIGUSR1 or
+//     way, then drains the children rather than kill them; but where
+//     hitless is PID 1 of a namespace, its death ends the namespace, and
+//     nothing is drained). The new image logs the window of each upgrade
+//     (State.Uncaught); docs/reliability.md gives the measured figures.
+//     A SIGUSR1 or
 //     SIGUSR2 is lost only if the old runtime catches it in the last
 //     moments before the exec. Requests on the control socket are never
 //     lost: the socket, and the connections waiting for an answer, are

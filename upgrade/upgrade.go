@@ -24,14 +24,25 @@ import (
 
 // StateVersion is the version of the state this build writes, and the
 // newest it reads. A build reads versions MinStateVersion to StateVersion.
-// Version 2: the supervisor's machine writes the kinds of its generations
-// and timers by name, no longer as numbers (see package supervisor's
-// golden_test.go), and the supervisor's section carries the connection
-// hand-over's Relay (absent from version 1: the Relay starts empty); a
-// build of version 1 cannot read that, and refuses a binary of version 2
-// at the check, before anything is handed over.
+//
+// Version 1 is what 14f122a, the last release, wrote; the builds after it
+// added, under version 1, the carried signals, the settings ("run"), the
+// metrics listener and histograms, the new binary's descriptor and the
+// reload callers. Version 2 (development builds only): the supervisor's
+// machine writes the kinds of its generations and timers by name, no
+// longer as numbers (see package supervisor's golden_test.go), and the
+// supervisor's section carries the connection hand-over's Relay.
+// Version 3: the writer's pid (the next image refuses a state another
+// process wrote), the watcher's protocol (a watcher that speaks an older
+// one is replaced), the verdicts given during the hand-over, and the
+// control socket's names for its carried reloads. A build reads no
+// version newer than its own, so a downgrade to an older build is
+// refused at that build's check, before anything is handed over. This
+// build reads every version from 1 on, the fields a state predates
+// keeping their zero values (the Relay starts empty, a watcher of
+// protocol 0 is replaced).
 const (
-	StateVersion    = 2
+	StateVersion    = 3
 	MinStateVersion = 1
 )
 
@@ -42,10 +53,11 @@ const CheckArg = "__hitless_upgrade_check"
 
 const (
 	envState    = earlysig.StateVar          // the memory file's descriptor
+	envComm     = earlysig.CommVar           // the process's name before the exec
 	envRollback = "HITLESS_UPGRADE_ROLLBACK" // why the new image gave up
 	// envHeld is when the exec'ing image stopped catching signals
-	// (CLOCK_MONOTONIC, nanoseconds): the new image says how long it was
-	// deaf (State.Deaf).
+	// (CLOCK_MONOTONIC, nanoseconds): the new image says how long none
+	// was caught (State.Uncaught).
 	envHeld = "HITLESS_UPGRADE_HELD"
 )
 
@@ -55,6 +67,10 @@ type Info struct {
 	Version string `json:"version"`
 	// States is the range of state versions it reads.
 	States [2]int `json:"states"`
+	// PID is the process that answered: the one the check started, if
+	// it was exec'd in place (a wrapper script that runs hitless without
+	// exec answers from a child of its own, and would supervise nothing).
+	PID int `json:"pid"`
 }
 
 // Self is the running image: where it was started from, and a descriptor
@@ -144,7 +160,7 @@ func (s *Self) Check(ctx context.Context, path string, start Starter) (*Binary, 
 	}
 	var info Info
 	if err == nil {
-		info, err = runCheck(ctx, f, withoutUpgradeVars(s.Env), start)
+		info, err = runCheck(ctx, real, f, withoutUpgradeVars(s.Env), start)
 	}
 	if err != nil {
 		f.Close()
@@ -153,11 +169,14 @@ func (s *Self) Check(ctx context.Context, path string, start Starter) (*Binary, 
 	return &Binary{Path: real, Info: info, file: f}, nil
 }
 
-// runCheck executes the opened binary in the check mode as Exec will:
-// through /proc/self/fd/N, N being its descriptor here too, open in the
-// child at that number (an interpreter that runs a #! script opens the
-// script by that path, once the kernel has exec'd it), with env.
-func runCheck(ctx context.Context, f *os.File, env []string, start Starter) (Info, error) {
+// runCheck executes the opened binary (at path) in the check mode as
+// Exec will: through /proc/self/fd/N, N being its descriptor here too,
+// open in the child at that number (an interpreter that runs a #! script
+// opens the script by that path, once the kernel has exec'd it), with
+// env. The process that answers must be the one it started: Exec keeps
+// the pid, and a hitless that is not the process the children's parent
+// is cannot supervise them.
+func runCheck(ctx context.Context, path string, f *os.File, env []string, start Starter) (Info, error) {
 	var info Info
 	null, err := os.Open(os.DevNull)
 	if err != nil {
@@ -211,13 +230,13 @@ func runCheck(ctx context.Context, f *os.File, env []string, start Starter) (Inf
 		case <-time.After(time.Second):
 		}
 	}
-	return checkVerdict(ws, stdout.String(), stderr.String())
+	return checkVerdict(ws, stdout.String(), stderr.String(), path, pid)
 }
 
-// checkVerdict reads the outcome of a check that ended with ws, having
-// printed stdout and stderr: what the new binary says it is, or why it
-// is refused.
-func checkVerdict(ws syscall.WaitStatus, stdout, stderr string) (Info, error) {
+// checkVerdict reads the outcome of a check of the binary at path that
+// ran as pid and ended with ws, having printed stdout and stderr: what
+// the new binary says it is, or why it is refused.
+func checkVerdict(ws syscall.WaitStatus, stdout, stderr, path string, pid int) (Info, error) {
 	var info Info
 	switch {
 	case ws.Signaled():
@@ -231,13 +250,16 @@ func checkVerdict(ws syscall.WaitStatus, stdout, stderr string) (Info, error) {
 	if info.States[0] > StateVersion || info.States[1] < StateVersion {
 		return info, fmt.Errorf("the new binary (%s) reads state versions %d to %d, not this one's %d", info.Version, info.States[0], info.States[1], StateVersion)
 	}
+	if info.PID != pid {
+		return info, fmt.Errorf("the new binary %s did not exec hitless (its check ran as pid %d and answered from pid %d): a wrapper script must `exec` it", path, pid, info.PID)
+	}
 	return info, nil
 }
 
 // RunCheck is the check mode's main: it prints what this binary is and
 // returns the exit status.
 func RunCheck(version string) int {
-	b, _ := json.Marshal(Info{Hitless: true, Version: version, States: [2]int{MinStateVersion, StateVersion}})
+	b, _ := json.Marshal(Info{Hitless: true, Version: version, States: [2]int{MinStateVersion, StateVersion}, PID: os.Getpid()})
 	fmt.Println(string(b))
 	return 0
 }
@@ -251,10 +273,12 @@ type State struct {
 	Sections map[string]json.RawMessage `json:"sections"`
 	FDs      map[string]int             `json:"fds"` // name -> descriptor number
 	Image    int                        `json:"image"`
+	// PID is the process that wrote the state: the next image must be
+	// the same one (version 3 on; 0 before).
+	PID int `json:"pid,omitempty"`
 	// Signals are the signals (of Signals, by name) the image that wrote
 	// the state received and had not handled when it executed the next
-	// one, oldest first. Added in state version 1 without a bump: a
-	// build that does not know it ignores it.
+	// one, oldest first (added after 14f122a).
 	Signals []string `json:"signals,omitempty"`
 
 	// RolledBack is set in the old image after a rollback: why the new
@@ -272,7 +296,7 @@ type State struct {
 
 // NewState starts the state of upgrade id.
 func NewState(id int, from string) *State {
-	return &State{Version: StateVersion, ID: id, From: from, Sections: map[string]json.RawMessage{}, FDs: map[string]int{}, carry: map[string]int{}}
+	return &State{Version: StateVersion, ID: id, From: from, PID: os.Getpid(), Sections: map[string]json.RawMessage{}, FDs: map[string]int{}, carry: map[string]int{}}
 }
 
 // Put stores v (JSON) as the section name.
@@ -449,6 +473,11 @@ func execHeld(path string, argv, env []string, st *State, sigc chan os.Signal) e
 	}
 	defer unix.Close(mem)
 	env = append(env, envState+"="+strconv.Itoa(mem))
+	// The exec through /proc/self/fd/N names the process "N": the next
+	// image takes this name back (see package earlysig).
+	if comm, err := os.ReadFile("/proc/self/comm"); err == nil {
+		env = append(env, envComm+"="+strings.TrimSpace(string(comm)))
+	}
 	h, err := holdSignals(sigc)
 	if err != nil {
 		return fmt.Errorf("upgrade: hold signals: %w", err)
@@ -527,7 +556,8 @@ func readMemfd(mem int) ([]byte, error) {
 
 func withoutUpgradeVars(env []string) []string {
 	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		return strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envRollback+"=") || strings.HasPrefix(kv, envHeld+"=")
+		return strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envRollback+"=") || strings.HasPrefix(kv, envHeld+"=") ||
+			strings.HasPrefix(kv, envComm+"=")
 	})
 }
 
@@ -545,6 +575,7 @@ func Inherited() (*State, error) {
 	os.Unsetenv(envState)
 	os.Unsetenv(envRollback)
 	os.Unsetenv(envHeld)
+	os.Unsetenv(envComm)
 	mem, err := strconv.Atoi(v)
 	if err != nil || mem < 3 {
 		return nil, fmt.Errorf("upgrade: %s=%q is not a descriptor", envState, v)
@@ -560,6 +591,13 @@ func Inherited() (*State, error) {
 	}
 	if st.Version < MinStateVersion || st.Version > StateVersion {
 		return nil, fmt.Errorf("upgrade: state version %d, this build reads %d to %d", st.Version, MinStateVersion, StateVersion)
+	}
+	if st.PID != 0 && st.PID != os.Getpid() {
+		// Started by a wrapper that did not exec hitless (one that does
+		// so only in the check mode): this process is not the parent of
+		// the children, nor the pid the service manager knows. Nothing
+		// is taken, for nothing here can supervise them.
+		return nil, fmt.Errorf("upgrade: the state was handed over by pid %d, and this is pid %d: the new binary did not exec hitless (a wrapper script must `exec` it)", st.PID, os.Getpid())
 	}
 	st.memfd, st.RolledBack, st.caught = mem, rolledBack, earlysig.Take()
 	if at := earlysig.At(); held > 0 && at > held {

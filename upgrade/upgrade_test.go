@@ -83,6 +83,17 @@ func helper(step string) error {
 			syscall.Kill(os.Getpid(), sig)
 		}
 		return self.Exec(bin, st, sigc) // returns only on failure
+	case "new-wrapped":
+		// Run by a wrapper that did not exec it: a child of the image
+		// that handed over. It must take nothing.
+		st, err := Inherited()
+		report := os.NewFile(3, "report")
+		defer report.Close()
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		return json.NewEncoder(report).Encode(map[string]any{"step": step, "inherited": st != nil, "err": msg})
 	case "new", "new-fails", "rolled":
 		st, err := Inherited()
 		if err != nil || st == nil {
@@ -122,7 +133,15 @@ func helper(step string) error {
 		st.Commit()
 		defer report.Close()
 		from, to := st.Uncaught()
+		comm, _ := os.ReadFile("/proc/self/comm")
+		var upgradeVars []string
+		for _, kv := range os.Environ() {
+			if strings.HasPrefix(kv, "HITLESS_UPGRADE_") {
+				upgradeVars = append(upgradeVars, kv)
+			}
+		}
 		return json.NewEncoder(report).Encode(map[string]any{
+			"comm": strings.TrimSpace(string(comm)), "upgradeVars": upgradeVars,
 			"step": step, "id": st.ID, "from": st.From, "samePID": h.PID == os.Getpid(),
 			"note": h.Note, "rolledBack": st.RolledBack, "stateVar": os.Getenv(envState),
 			"signals": sortedNames(carried), "uncaught": to - from, "fds": openFDs(),
@@ -214,11 +233,12 @@ func runUpgrade(t *testing.T, next string, env ...string) map[string]any {
 // image caught and had not handled come with it, in order; the new one
 // catches them from its first moments, and says how long nothing caught
 // them. Of the new binary's descriptor, opened for the exec, nothing is
-// left.
+// left, and the process keeps its name (the exec through /proc/self/fd/N
+// would name it "N", out of reach of pgrep -x, pkill and killall).
 func TestExecHandsOver(t *testing.T) {
 	got := runUpgrade(t, "new")
 	want := map[string]any{"step": "new", "id": 7.0, "from": "old", "samePID": true, "note": "from the old image", "rolledBack": "", "stateVar": "",
-		"signals": "SIGHUP SIGUSR2"}
+		"signals": "SIGHUP SIGUSR2", "comm": testComm()}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v (report %v)", k, got[k], v, got)
@@ -226,6 +246,9 @@ func TestExecHandsOver(t *testing.T) {
 	}
 	if u, _ := got["uncaught"].(float64); u <= 0 || u > float64(10*time.Second) {
 		t.Errorf("uncaught for %v", time.Duration(u))
+	}
+	if got["upgradeVars"] != nil {
+		t.Errorf("the new image's environment keeps %v", got["upgradeVars"])
 	}
 	self, _ := os.Executable()
 	for _, fd := range got["fds"].([]any) {
@@ -247,6 +270,16 @@ func TestRollback(t *testing.T) {
 	if got["signals"] != "SIGHUP SIGINT SIGUSR2" {
 		t.Errorf("signals carried back: %v", got["signals"])
 	}
+	if got["comm"] != testComm() {
+		t.Errorf("the process is named %q after the upgrade and the rollback, %q before", got["comm"], testComm())
+	}
+}
+
+// testComm is the name of a process started from this test binary (the
+// kernel keeps 15 bytes of the file's name).
+func testComm() string {
+	name := filepath.Base(os.Args[0])
+	return name[:min(len(name), 15)]
 }
 
 // A #! script that executes hitless passes the check and is executed the
@@ -263,6 +296,22 @@ func TestExecScript(t *testing.T) {
 	}
 }
 
+// A binary that execs hitless in the check mode, and runs it as a child
+// of its own otherwise, passes the check, but the process that the exec
+// starts is not the one that handed over: Inherited refuses the state,
+// which nothing there could supervise with.
+func TestExecWrapperWithoutExec(t *testing.T) {
+	wrapper := filepath.Join(t.TempDir(), "wrapper")
+	body := "#!/bin/sh\nif [ \"$1\" = " + CheckArg + " ]; then exec \"" + os.Args[0] + "\" \"$@\"; fi\n\"" + os.Args[0] + "\" \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got := runUpgrade(t, "new-wrapped", "UPGRADE_TEST_BINARY="+wrapper)
+	if got["inherited"] != false || !strings.Contains(got["err"].(string), "the new binary did not exec hitless") {
+		t.Errorf("a new image that is a child of the old one: %v", got)
+	}
+}
+
 // Check runs the binary in the check mode and refuses, with the reason,
 // anything that is not a hitless reading this build's state.
 func TestCheck(t *testing.T) {
@@ -274,9 +323,10 @@ func TestCheck(t *testing.T) {
 		}
 		return p
 	}
+	// What a hitless prints in the check mode, from the shell's pid.
 	info := func(lo, hi int) string {
-		b, _ := json.Marshal(Info{Hitless: true, Version: "v9", States: [2]int{lo, hi}})
-		return "echo '" + string(b) + "'"
+		b, _ := json.Marshal(Info{Hitless: true, Version: "v9", States: [2]int{lo, hi}, PID: 123456789})
+		return "echo '" + strings.Replace(string(b), "123456789", "'$$'", 1) + "'"
 	}
 	good := script("good", info(MinStateVersion, StateVersion), 0o755)
 	link := filepath.Join(dir, "current")
@@ -291,11 +341,14 @@ func TestCheck(t *testing.T) {
 		{"this test binary", os.Args[0], ""},
 		{"exits 3", script("exit3", "echo boom >&2; exit 3", 0o755), "the new binary failed its check: exit status 3: boom"},
 		{"not hitless", script("true", "echo hello", 0o755), `the new binary is not hitless: its check printed "hello"`},
+		{"version 1 only (14f122a)", script("v1", info(1, 1), 0o755), "the new binary (v9) reads state versions 1 to 1, not this one's 3"},
 		{"newer state", script("newer", info(StateVersion+1, StateVersion+1), 0o755), "the new binary (v9) reads state versions " + strconv.Itoa(StateVersion+1)},
 		{"not executable", script("plain", info(1, 1), 0o644), "is not an executable file"},
 		{"a directory", dir, "is not an executable file"},
 		{"missing", filepath.Join(dir, "nothing"), "no such file or directory"},
 		{"killed", script("killed", "kill -9 $$", 0o755), "killed by signal killed"},
+		{"a wrapper without exec", script("noexec", `"`+os.Args[0]+`" "$@"`, 0o755), "did not exec hitless (its check ran as pid"},
+		{"a wrapper with exec", script("exec", `exec "`+os.Args[0]+`" "$@"`, 0o755), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bin, err := (&Self{}).Check(context.Background(), tc.path, startAndWait)

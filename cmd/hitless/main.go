@@ -40,10 +40,9 @@ const gcPercent = 25
 
 func init() {
 	// The supervisor forks every child from the main thread, and an
-	// upgrade in place execs from it (see package upgrade): a child's
-	// parent-death signal is tied to the thread that forked it, and
-	// execve ends every other thread. The main goroutine, which runs the
-	// supervisor, stays on it.
+	// upgrade in place execs from it (see package upgrade), which ends
+	// every other thread: the main goroutine, which runs the supervisor,
+	// stays on it, so that one thread owns the children and the exec.
 	runtime.LockOSThread()
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)

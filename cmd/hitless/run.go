@@ -95,6 +95,14 @@ type runFlags struct {
 	// configData is what the settings come from: the config file as read
 	// at the first start, which upgrades carry (see carry.go).
 	configData []byte
+	// kept are the keys whose values running are not configData's, and
+	// legacy is set in an image that a release which did not carry its
+	// settings upgraded to, which listens on carried, and could not use
+	// the config file if legacyErr says why (see carry.go).
+	kept      []string
+	legacy    bool
+	carried   []sockets.ListenSpec
+	legacyErr error
 }
 
 func newRunFlags(fl *pflag.FlagSet) *runFlags {
@@ -116,6 +124,9 @@ func newRunFlags(fl *pflag.FlagSet) *runFlags {
 // it and the command (args) last, and validates the result. Its errors
 // are usageError.
 func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, error) {
+	if r.legacy {
+		return r.configureLegacy(fs, args)
+	}
 	file := config.Default()
 	if r.config != "" {
 		var err error
@@ -133,10 +144,38 @@ func (r *runFlags) configure(fs *pflag.FlagSet, args []string) (*config.File, er
 		file.Command = args
 	}
 	file.Passed = r.passed
+	if r.carried != nil && !fs.Changed("listen") {
+		file.Listen = r.carried
+	}
 	if err := file.Validate(); err != nil {
 		return nil, usageError{r.explain(err, fs, file)}
 	}
 	return file, nil
+}
+
+// configureLegacy is configure in an image that a release which did not
+// carry its settings upgraded to: the sockets are those the state
+// carries, whatever the file says now (its listen is left out); the rest
+// is read from the file again. If the file cannot be used now, the
+// command line and the defaults give the rest, and the verdict says why:
+// a rollback would not help, for that release reads the file again too,
+// and would fail the same way, again and again.
+func (r *runFlags) configureLegacy(fs *pflag.FlagSet, args []string) (*config.File, error) {
+	data, err := config.Read(r.config)
+	if err == nil {
+		data, err = config.Without(data, "listen")
+	}
+	if err == nil {
+		r.legacy, r.configData = false, data
+		var file *config.File
+		if file, err = r.configure(fs, args); err == nil {
+			r.legacy = true
+			return file, nil
+		}
+	}
+	r.legacy, r.legacyErr, r.configData = false, err, []byte{}
+	defer func() { r.legacy = true }()
+	return r.configure(fs, args)
 }
 
 func run(fs *pflag.FlagSet, r *runFlags, args []string) error {
@@ -198,6 +237,15 @@ func (r *runFlags) resume(fs *pflag.FlagSet, args []string, self *upgrade.Self, 
 	if err := r.takeSettings(st); err != nil {
 		return rollback(err)
 	}
+	if slices.Contains(r.kept, "listen") {
+		// From a release that did not carry its settings: the sockets
+		// are the ones it held, whatever the settings say.
+		carried, err := supervisor.CarriedListen(st)
+		if err != nil {
+			return rollback(err)
+		}
+		r.carried = carried
+	}
 	p, err := r.prepare(fs, args, self)
 	if err != nil {
 		return rollback(err)
@@ -243,6 +291,7 @@ type prepared struct {
 	name    string
 	ctlPath string
 	mtr     *metrics.Metrics
+	fs      *pflag.FlagSet
 }
 
 func (r *runFlags) prepare(fs *pflag.FlagSet, args []string, self *upgrade.Self) (*prepared, error) {
@@ -258,7 +307,7 @@ func (r *runFlags) prepare(fs *pflag.FlagSet, args []string, self *upgrade.Self)
 	if err != nil {
 		return nil, err
 	}
-	p := &prepared{file: file, cfg: file.Config}
+	p := &prepared{file: file, cfg: file.Config, fs: fs}
 	cfg := &p.cfg
 	cfg.Self, cfg.Version = self, version()
 
@@ -354,7 +403,7 @@ func (p *prepared) serve(sup *supervisor.Supervisor, ctl *control.Server, msrv *
 	// stop" only then: whoever runs hitless again next finds nothing of
 	// this one left.
 	defer ctl.Close()
-	if path := p.file.PIDFile; path != "" {
+	if path := p.file.PIDFile; path != "" && r.keepsPIDFile(p.fs, path) {
 		if err := pidfile.Write(path, os.Getpid()); err != nil {
 			sup.Close()
 			return fmt.Errorf("--pid-file: %w", err)

@@ -61,3 +61,25 @@ func join2(path, key string) string {
 	}
 	return path + "." + key
 }
+
+// Without returns the document data without the top-level keys given,
+// the rest as it was: the settings an upgrade from a release that did not
+// carry its settings keeps from the image before, whatever the file says.
+func Without(data []byte, keys ...string) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return data, nil // empty, or not a mapping: Parse says what is wrong
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); {
+		if slices.Contains(keys, m.Content[i].Value) {
+			m.Content = slices.Delete(m.Content, i, i+2)
+			continue
+		}
+		i += 2
+	}
+	return yaml.Marshal(&doc)
+}

@@ -4,6 +4,7 @@ package config
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -26,5 +27,25 @@ func TestChanged(t *testing.T) {
 	}
 	if _, err := Changed([]byte(before), []byte("listen: [")); err == nil {
 		t.Error("a document that is not YAML compared")
+	}
+}
+
+// Without drops top-level keys and keeps the rest, comments included.
+func TestWithout(t *testing.T) {
+	in := "# the app\nlisten: [tcp://127.0.0.1:8080]\ndrain_timeout: 5s # short\nrestart:\n  listen: kept\n"
+	out, err := Without([]byte(in), "listen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := Changed([]byte(in), out); err != nil || !slices.Equal(keys, []string{"listen"}) {
+		t.Errorf("Without changed %v (%v):\n%s", keys, err, out)
+	}
+	if !strings.Contains(string(out), "# short") {
+		t.Errorf("comments lost:\n%s", out)
+	}
+	for _, doc := range []string{"", "# nothing\n", "- a list\n"} {
+		if out, err := Without([]byte(doc), "listen"); err != nil || string(out) != doc {
+			t.Errorf("Without(%q) = %q, %v", doc, out, err)
+		}
 	}
 }

@@ -28,14 +28,19 @@ import (
 type fake struct {
 	reloads, stops, statuses atomic.Int32
 	rejoins                  atomic.Int32
+	lastCaller               atomic.Int64 // NewCaller's
+	reloadedAs, rejoinedAs   atomic.Int64 // the callers of the last ReloadAs and RejoinReload
 	reload                   func(ctx context.Context) error
 	stop                     func(ctx context.Context) error
 	trial                    func(cmd string) error // promote and rollback; nil: ErrNoTrial
-	upgrade                  func(ctx context.Context, binary string) error
-	upgradeResult            func() error
-	entered                  chan string // receives the command once a handler runs, if set
-	st                       supervisor.Status
-	status                   func(ctx context.Context) (supervisor.Status, error) // nil: st
+	// trialAt, if set, answers promote and rollback instead, with the
+	// request's context.
+	trialAt       func(ctx context.Context, cmd string) error
+	upgrade       func(ctx context.Context, binary string) error
+	upgradeResult func() error
+	entered       chan string // receives the command once a handler runs, if set
+	st            supervisor.Status
+	status        func(ctx context.Context) (supervisor.Status, error) // nil: st
 }
 
 func (f *fake) enter(cmd string) {
@@ -44,7 +49,10 @@ func (f *fake) enter(cmd string) {
 	}
 }
 
-func (f *fake) Reload(ctx context.Context) error {
+func (f *fake) NewCaller() supervisor.Caller { return supervisor.Caller(f.lastCaller.Add(1)) }
+
+func (f *fake) ReloadAs(ctx context.Context, c supervisor.Caller) error {
+	f.reloadedAs.Store(int64(c))
 	f.reloads.Add(1)
 	f.enter(CmdReload)
 	if f.reload != nil {
@@ -54,7 +62,8 @@ func (f *fake) Reload(ctx context.Context) error {
 }
 
 // RejoinReload answers a carried reload as the reload it rejoins would.
-func (f *fake) RejoinReload(ctx context.Context) error {
+func (f *fake) RejoinReload(ctx context.Context, c supervisor.Caller) error {
+	f.rejoinedAs.Store(int64(c))
 	f.rejoins.Add(1)
 	f.enter(CmdReload)
 	if f.reload != nil {
@@ -95,11 +104,14 @@ func (f *fake) UpgradeResult(ctx context.Context) error {
 	return supervisor.ErrNoUpgrade
 }
 
-func (f *fake) Promote(ctx context.Context) error  { return f.endTrial(CmdPromote) }
-func (f *fake) Rollback(ctx context.Context) error { return f.endTrial(CmdRollback) }
+func (f *fake) Promote(ctx context.Context) error  { return f.endTrial(ctx, CmdPromote) }
+func (f *fake) Rollback(ctx context.Context) error { return f.endTrial(ctx, CmdRollback) }
 
-func (f *fake) endTrial(cmd string) error {
+func (f *fake) endTrial(ctx context.Context, cmd string) error {
 	f.enter(cmd)
+	if f.trialAt != nil {
+		return f.trialAt(ctx, cmd)
+	}
 	if f.trial == nil {
 		return supervisor.ErrNoTrial
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hitless/hitless/internal/unixsock"
+	"github.com/hitless/hitless/supervisor"
 	"github.com/hitless/hitless/upgrade"
 )
 
@@ -24,8 +25,8 @@ import (
 // upgrade that brought the new image up.
 
 // errHandoff cancels the requests in flight when the server is handed
-// over.
-var errHandoff = errors.New("control socket handed over to the next image")
+// over: the supervisor keeps their callers' places (ErrCarried).
+var errHandoff = fmt.Errorf("control socket handed over to the next image: %w", supervisor.ErrCarried)
 
 // carried is a connection handed over: its request, or what was read of
 // it so far.
@@ -43,6 +44,9 @@ type carriedState struct {
 	Timeout time.Duration `json:"timeout,omitempty"` // as asked
 	Left    time.Duration `json:"left,omitempty"`    // of its wait, at the hand-over
 	Partial []byte        `json:"partial,omitempty"`
+	// Caller names a reload to the supervisor: the carried request
+	// takes its own place back (0 from a build that named none).
+	Caller supervisor.Caller `json:"caller,omitempty"`
 }
 
 // controlState is the control server, written down.
@@ -141,7 +145,7 @@ func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 	errs := []error{st.CarryConn("control/listener", s.ln)}
 	now := time.Now()
 	for i, cr := range s.carried {
-		r := carriedState{Cmd: cr.req.cmd, Binary: cr.req.binary, Timeout: cr.req.timeout, Partial: cr.partial}
+		r := carriedState{Cmd: cr.req.cmd, Binary: cr.req.binary, Timeout: cr.req.timeout, Partial: cr.partial, Caller: cr.req.caller}
 		if !cr.deadline.IsZero() {
 			r.Left = max(cr.deadline.Sub(now), time.Millisecond)
 		}
@@ -210,7 +214,7 @@ func Restore(st *upgrade.State) (*Server, error) {
 		}
 		cr := carried{conn: uc, partial: r.Partial}
 		if r.Cmd != "" {
-			cr.req = request{cmd: r.Cmd, binary: r.Binary, timeout: r.Timeout}
+			cr.req = request{cmd: r.Cmd, binary: r.Binary, timeout: r.Timeout, caller: r.Caller}
 			cr.deadline = now.Add(r.Left)
 		}
 		s.carry(cr)

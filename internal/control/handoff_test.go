@@ -21,7 +21,9 @@ import (
 	"github.com/hitless/hitless/upgrade"
 )
 
-// An upgrade hands the control socket over with the requests in flight:
+// An upgrade hands the control socket over with the requests in flight
+// (Handoff ends their waits with supervisor.ErrCarried, so that the
+// supervisor keeps their places):
 // a reload waiting for its verdict, the upgrade itself, a request half
 // read, a client that connects during the exec. The next image answers
 // every one of them on its connection; the reload rejoins the reload it
@@ -95,6 +97,74 @@ func TestHandoffCarriesRequests(t *testing.T) {
 	if now.rejoins.Load() != 1 || now.reloads.Load() != 0 || now.statuses.Load() == 0 {
 		t.Errorf("the next image got rejoins %d, reloads %d, statuses %d; want the carried reload to rejoin, and no new one",
 			now.rejoins.Load(), now.reloads.Load(), now.statuses.Load())
+	}
+	// It rejoins as the caller it was named in the old image: its own
+	// place, not any other carried reload's.
+	if asked, rejoined := old.reloadedAs.Load(), now.rejoinedAs.Load(); asked == 0 || rejoined != asked {
+		t.Errorf("the reload was asked as caller %d and rejoined as %d", asked, rejoined)
+	}
+}
+
+// A promote or a rollback whose answer comes as the hand-over ends its
+// wait gets that answer here, from this image: it took effect ("ok"),
+// or there was nothing to end ("no_trial"). It is not carried, to be
+// asked again in the next image, where a promote that took effect would
+// answer no_trial. Only a wait the hand-over cut off (the handler
+// returns the context's error) is carried.
+func TestHandoffKeepsTrialAnswers(t *testing.T) {
+	for _, cmd := range []string{CmdPromote, CmdRollback} {
+		for _, tc := range []struct {
+			name   string
+			answer func(ctx context.Context) error
+			code   string // "" for ok; "carried" for no answer here
+		}{
+			{"took effect", func(context.Context) error { return nil }, ""},
+			{"no trial", func(context.Context) error { return supervisor.ErrNoTrial }, CodeNoTrial},
+			{"cut off", func(ctx context.Context) error { return ctx.Err() }, "carried"},
+		} {
+			t.Run(cmd+" "+tc.name, func(t *testing.T) {
+				f := &fake{entered: make(chan string, 1), trialAt: func(ctx context.Context, _ string) error {
+					<-ctx.Done() // answered as the hand-over ends the wait
+					return tc.answer(ctx)
+				}}
+				s := serve(t, f)
+				got := make(chan error, 1)
+				go func() {
+					_, err := dialT(t, s.Path()).endTrial(context.Background(), cmd, time.Minute)
+					got <- err
+				}()
+				<-f.entered
+				st := upgrade.NewState(1, "test")
+				if err := s.Handoff(context.Background(), st); err != nil {
+					t.Fatal(err)
+				}
+				var cs controlState
+				if err := st.Get("control", &cs); err != nil {
+					t.Fatal(err)
+				}
+				if tc.code == "carried" {
+					if len(cs.Requests) != 1 || cs.Requests[0].Cmd != cmd {
+						t.Errorf("carried %+v, want the %s cut off", cs.Requests, cmd)
+					}
+					return
+				}
+				if len(cs.Requests) != 0 {
+					t.Errorf("carried %+v: the %s, answered, would be asked again", cs.Requests, cmd)
+				}
+				var re *RemoteError
+				select {
+				case err := <-got:
+					switch {
+					case tc.code == "" && err != nil:
+						t.Errorf("%s: %v, want ok", cmd, err)
+					case tc.code != "" && (!errors.As(err, &re) || re.Code != tc.code):
+						t.Errorf("%s: %v, want code %s", cmd, err, tc.code)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%s: no answer from the image that took it", cmd)
+				}
+			})
+		}
 	}
 }
 

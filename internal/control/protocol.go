@@ -122,6 +122,9 @@ type request struct {
 	// image answers: for an upgrade, with the verdict of the one that
 	// brought it.
 	resumed bool
+	// caller names a reload request to the supervisor (see Handler): a
+	// carried one takes its own place back with it.
+	caller supervisor.Caller
 }
 
 const validCmds = `valid commands are "reload", "status", "stop", "promote", "rollback" and "upgrade"`

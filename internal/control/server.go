@@ -24,11 +24,13 @@ import (
 
 // Handler carries out the commands; *supervisor.Supervisor is one.
 type Handler interface {
-	Reload(ctx context.Context) error
-	// RejoinReload answers a reload request carried across an upgrade
-	// after an earlier image had taken it: the verdict of the reload it
-	// joined there (see supervisor.Supervisor.RejoinReload).
-	RejoinReload(ctx context.Context) error
+	// NewCaller names a reload request before it is asked, and ReloadAs
+	// asks it: a request cut off by a hand-over is carried with its name,
+	// and RejoinReload answers it in the next image with the verdict of
+	// its own reload (see supervisor.Supervisor.RejoinReload).
+	NewCaller() supervisor.Caller
+	ReloadAs(ctx context.Context, c supervisor.Caller) error
+	RejoinReload(ctx context.Context, c supervisor.Caller) error
 	Status(ctx context.Context) (supervisor.Status, error)
 	Stop(ctx context.Context) error
 	// Promote and Rollback end the trial in progress; they return
@@ -456,6 +458,9 @@ func (s *Server) readAndAnswer(c *net.UnixConn, partial []byte, log *slog.Logger
 // over meanwhile: then the request is carried to the next image with its
 // deadline, c stays open, and answer returns true.
 func (s *Server) answer(c *net.UnixConn, req request, deadline time.Time, h Handler) bool {
+	if req.cmd == CmdReload && req.caller == 0 {
+		req.caller = h.NewCaller() // before it is asked: see Handler
+	}
 	ctx, cancel := context.WithDeadline(s.requestContext(), deadline)
 	defer cancel()
 	reply, cut := s.do(ctx, req, h)
@@ -542,9 +547,11 @@ func (s *Server) do(ctx context.Context, req request, h Handler) (reply Reply, c
 }
 
 // cutOff reports whether err is a hand-over to the next image cutting the
-// command off (see do).
+// command off (see do). Only a wait the hand-over ended is cut off: an
+// answer that came as it began (a promote that took effect, a reload's
+// verdict) is the request's, and goes out here.
 func cutOff(ctx context.Context, err error) bool {
-	return err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), errHandoff)
+	return errors.Is(err, context.Canceled) && errors.Is(context.Cause(ctx), errHandoff)
 }
 
 func (s *Server) doStatus(ctx context.Context, req request, h Handler) (Reply, bool) {
@@ -584,11 +591,11 @@ func (s *Server) doStop(ctx context.Context, req request, h Handler) (Reply, boo
 }
 
 func (s *Server) doReload(ctx context.Context, req request, h Handler) (Reply, bool) {
-	reload := h.Reload
+	reload := h.ReloadAs
 	if req.resumed {
 		reload = h.RejoinReload
 	}
-	err := reload(ctx)
+	err := reload(ctx, req.caller)
 	if cutOff(ctx, err) {
 		return Reply{}, true
 	}

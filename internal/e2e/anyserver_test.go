@@ -159,8 +159,8 @@ func killHitless(t *testing.T, p *harness.Hitless, pids ...int) {
 }
 
 // A wrapper script that does not exec: the server is hitless's
-// grandchild, the parent-death signal never reaches it. When hitless is
-// killed, the watcher kills the whole process group.
+// grandchild, which only a signal to the whole process group reaches.
+// When hitless is killed, the watcher kills the group.
 func TestShellWrapperWithoutExec(t *testing.T) {
 	cmd := pyServer(t, "serve")
 	wrapper := []string{"/bin/sh", "-c", `"$@"; echo "server exited: $?"`, "sh"}

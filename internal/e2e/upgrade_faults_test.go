@@ -94,6 +94,30 @@ func TestUpgradeThroughWrapper(t *testing.T) {
 	}
 }
 
+// Review of issue 16, finding 2: a #! wrapper that runs hitless without
+// exec is refused at the check, which sees its answer come from another
+// pid (before: it passed, and hitless ran on as the wrapper's child,
+// supervising nothing, deaf to signals). The service goes on.
+func TestUpgradeWrapperWithoutExecRefused(t *testing.T) {
+	dir, path := liveBinary(t)
+	p := start(t, harness.Options{Hitless: path})
+	g, _ := p.Status().Serving()
+	w := filepath.Join(dir, "hitless-noexec")
+	if err := os.WriteFile(w, []byte("#!/bin/sh\n\""+path+"\" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	res := ctl(t, 3*time.Minute, p, "upgrade", "--binary", w)
+	if res.Code != 1 || !strings.Contains(res.Stderr, "upgrade refused") || !strings.Contains(res.Stderr, "did not exec hitless") ||
+		!strings.Contains(res.Stderr, "a wrapper script must `exec` it") {
+		t.Errorf("upgrade through a wrapper without exec: %s", res)
+	}
+	st := p.Status()
+	if s, _ := st.Serving(); st.PID != p.PID() || s.PID != g.PID || st.UpgradesOK != 0 || !harness.SameFile(fmt.Sprintf("/proc/%d/exe", p.PID()), path) {
+		t.Errorf("after the refusal: %+v", st)
+	}
+	p.Reload()
+}
+
 // Issue 16, item 3: one "hitless reload" asked during an upgrade is one
 // reload: it waits for the upgrade, runs once, and its caller gets that
 // reload's verdict (before: the new image asked for it a second time).
@@ -119,6 +143,39 @@ func TestUpgradeReloadDuringIt(t *testing.T) {
 				t.Errorf("%d reloads, generation %d serving; want one reload, generation 2", st.ReloadsOK, g.Generation)
 			}
 		})
+	}
+}
+
+// Review of issue 16, finding 4: two "hitless reload" callers wait
+// across an upgrade, R1 for its generation on trial, R2 queued behind
+// it. Each is told its own verdict: R1 that generation 2 was rolled
+// back, R2 that generation 3 serves (before, the carried requests took
+// the callers' places at random, and the verdicts were swapped half the
+// time).
+func TestUpgradeReloadVerdictsNotSwapped(t *testing.T) {
+	_, path := liveBinary(t)
+	p := start(t, harness.Options{Hitless: path, Args: []string{"--trial", "1h"}})
+	r1 := goCtl(p, 3*time.Minute, "reload")
+	st := p.WaitStatus(20*time.Second, func(s harness.Status) bool {
+		return len(s.Generations) == 2 && s.Generations[1].State == harness.StateTrial
+	})
+	r2 := goCtl(p, 3*time.Minute, "reload")
+	p.WaitStatus(20*time.Second, func(s harness.Status) bool { return s.ReloadQueued })
+	if res := ctl(t, 3*time.Minute, p, "upgrade"); res.Code != 0 {
+		t.Fatalf("upgrade: %s", res)
+	}
+	syscall.Kill(st.Generations[1].PID, syscall.SIGKILL) // R1's trial fails
+	if r := wait(t, time.Minute, r1, "R1"); r.Code != 1 || !strings.Contains(r.Stderr, "generation 2") || !strings.Contains(r.Stderr, "rolled back") {
+		t.Errorf("R1, whose generation 2 failed its trial: %s", r)
+	}
+	p.WaitStatus(20*time.Second, func(s harness.Status) bool {
+		return len(s.Generations) == 2 && s.Generations[1].Generation == 3 && s.Generations[1].State == harness.StateTrial
+	})
+	if res := ctl(t, time.Minute, p, "promote"); res.Code != 0 {
+		t.Fatalf("promote: %s", res)
+	}
+	if r := wait(t, time.Minute, r2, "R2"); r.Code != 0 || !strings.Contains(r.Stdout, "generation 3") {
+		t.Errorf("R2, whose generation 3 serves: %s", r)
 	}
 }
 
@@ -149,66 +206,18 @@ func TestUpgradeStopDuringCheck(t *testing.T) {
 // later it serves, the status and the metric count the lost lines, and
 // the children, whose output had nowhere to go, serve on.
 func TestDeadLogReader(t *testing.T) {
-	sock := ctlSocket(t)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
+	d := startDeadReader(t, bin.hitless)
+	for range 5 {
+		d.ok(t, "reload", "--timeout", "30s")
 	}
-	cmd := exec.Command(bin.hitless, "run", "--log-format", "json", "--control", sock, "--listen", "tcp://127.0.0.1:0",
-		"--metrics", "127.0.0.1:0", "--", bin.server)
-	cmd.Env = append(os.Environ(), "GORACE="+harness.NoRaceExitSleep())
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
-	})
-	status := func() harness.Status {
-		t.Helper()
-		res := cli(t, 20*time.Second, []string{bin.client}, "status", "--json", "--control", sock)
-		var st harness.Status
-		if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &st) != nil {
-			t.Fatalf("status: %s", res)
-		}
-		return st
-	}
-	// Read what it writes until a generation serves; then the reader
-	// goes away.
-	var metricsAddr string
-	sc := bufio.NewScanner(r)
-	for metricsAddr == "" || !strings.Contains(sc.Text(), `"msg":"serving"`) {
-		if !sc.Scan() {
-			t.Fatalf("hitless's output ended before it served: %v", sc.Err())
-		}
-		var rec map[string]any
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "metrics" {
-			metricsAddr, _ = rec["addr"].(string)
-		}
-	}
-	r.Close()
-	for i := range 5 {
-		if res := cli(t, 60*time.Second, []string{bin.client}, "reload", "--control", sock, "--timeout", "30s"); res.Code != 0 {
-			select {
-			case err := <-exited:
-				t.Fatalf("reload %d: hitless is gone (%v): %s", i+1, err, res)
-			default:
-				t.Fatalf("reload %d: %s", i+1, res)
-			}
-		}
-	}
-	st := status()
+	st := d.status(t)
 	if g, ok := st.Serving(); !ok || g.Generation != 6 {
 		t.Errorf("after five reloads with no log reader: %+v", st)
 	}
 	if st.OutputDropped.Stderr == 0 {
 		t.Errorf("no lost line counted: %+v", st.OutputDropped)
 	}
-	m, err := metricstest.Scrape(metricsAddr)
+	m, err := metricstest.Scrape(d.metrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +225,114 @@ func TestDeadLogReader(t *testing.T) {
 		t.Errorf("hitless_output_dropped_lines_total{stream=stderr} = %v (%v), status %d", v, ok, st.OutputDropped.Stderr)
 	}
 	t.Logf("lines lost with no log reader, over five reloads: %+v", st.OutputDropped)
+}
+
+// Review of issue 16, finding 1: with its log reader gone, an upgrade,
+// and a rollback, leave hitless alive and serving. Before, the new image
+// (and the old one run again by a rollback) wrote to stderr before it
+// ignored SIGPIPE again (a Go runtime does not keep an inherited SIG_IGN
+// for it), and died of it: exit 141, the port closed.
+func TestDeadLogReaderUpgrade(t *testing.T) {
+	dir, path := liveBinary(t)
+	broken := filepath.Join(dir, "hitless-broken")
+	if err := harness.Build("", broken, "github.com/hitless/hitless/cmd/hitless", "-ldflags", "-X main.restoreFault=injected"); err != nil {
+		t.Fatal(err)
+	}
+	d := startDeadReader(t, path)
+	g, _ := d.status(t).Serving()
+	d.ok(t, "upgrade")
+	if res := d.ctl(t, "upgrade", "--binary", broken); res.Code != 1 || !strings.Contains(res.Stderr, "upgrade rolled back") {
+		d.gone(t, "the upgrade to a binary that rolls back", res)
+	}
+	d.ok(t, "reload", "--timeout", "30s")
+	st := d.status(t)
+	if s, ok := st.Serving(); !ok || s.Generation != g.Generation+1 || st.UpgradesOK != 1 || st.LastUpgrade == nil || st.LastUpgrade.Result != "rolled_back" || st.PID != d.cmd.Process.Pid {
+		t.Errorf("after an upgrade, a rollback and a reload with no log reader: %+v", st)
+	}
+	if st.OutputDropped.Stderr == 0 {
+		t.Errorf("no lost line counted: %+v", st.OutputDropped)
+	}
+}
+
+// deadReader is a hitless whose stdout and stderr go to a pipe whose
+// reader went away once the first generation served.
+type deadReader struct {
+	cmd     *exec.Cmd
+	sock    string
+	metrics string // its metrics address
+	exited  chan error
+}
+
+// startDeadReader runs the hitless binary at path with its output on a
+// pipe, reads it until a generation serves, and closes the reading end.
+func startDeadReader(t *testing.T, path string) *deadReader {
+	t.Helper()
+	d := &deadReader{sock: ctlSocket(t), exited: make(chan error, 1)}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = exec.Command(path, "run", "--log-format", "json", "--control", d.sock, "--listen", "tcp://127.0.0.1:0",
+		"--metrics", "127.0.0.1:0", "--", bin.server)
+	d.cmd.Env = append(os.Environ(), "GORACE="+harness.NoRaceExitSleep())
+	d.cmd.Stdout, d.cmd.Stderr = w, w
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		<-d.exited
+	})
+	sc := bufio.NewScanner(r)
+	for d.metrics == "" || !strings.Contains(sc.Text(), `"msg":"serving"`) {
+		if !sc.Scan() {
+			t.Fatalf("hitless's output ended before it served: %v", sc.Err())
+		}
+		var rec map[string]any
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "metrics" {
+			d.metrics, _ = rec["addr"].(string)
+		}
+	}
+	r.Close()
+	return d
+}
+
+// ctl runs a control command against d.
+func (d *deadReader) ctl(t *testing.T, cmd string, args ...string) harness.CLIResult {
+	t.Helper()
+	return cli(t, 3*time.Minute, []string{bin.client}, append([]string{cmd, "--control", d.sock}, args...)...)
+}
+
+// ok runs a control command that must succeed.
+func (d *deadReader) ok(t *testing.T, cmd string, args ...string) {
+	t.Helper()
+	if res := d.ctl(t, cmd, args...); res.Code != 0 {
+		d.gone(t, cmd, res)
+	}
+}
+
+// gone fails the test, saying whether hitless is gone.
+func (d *deadReader) gone(t *testing.T, what string, res harness.CLIResult) {
+	t.Helper()
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		t.Fatalf("%s: hitless is gone (%v): %s", what, err, res)
+	default:
+		t.Fatalf("%s: %s", what, res)
+	}
+}
+
+func (d *deadReader) status(t *testing.T) harness.Status {
+	t.Helper()
+	res := d.ctl(t, "status", "--json")
+	var st harness.Status
+	if res.Code != 0 || json.Unmarshal([]byte(res.Stdout), &st) != nil {
+		d.gone(t, "status", res)
+	}
+	return st
 }
 
 // Issue 16, item 6: an upgrade changes the binary, not the configuration.

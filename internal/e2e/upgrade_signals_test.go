@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,7 +38,7 @@ import (
 // the exec", CLOCK_MONOTONIC bounds); a signal sent in it is lost, and a
 // SIGTERM in its last part (once the new runtime set up its handlers)
 // ends hitless, whose watcher then drains the child (it was told an exec
-// was under way). The test counts those apart, and reports them with the
+// was under way): the child writes a file as it drains. The test counts those apart, and reports them with the
 // window's size: the figures of docs/reliability.md. Anything else fails
 // it: a signal outside the window lost or handled twice, hitless dead of
 // one, an upgrade's caller without an answer.
@@ -63,11 +65,13 @@ func TestUpgradeSignals(t *testing.T) {
 	var windows []time.Duration
 	var p *harness.Hitless
 	var reloads, usr1, upgrades int
+	var drained string // the file the child writes as it drains
 	for i := range n {
 		sig := sigs[i%len(sigs)]
 		if p == nil {
+			drained = filepath.Join(t.TempDir(), "drained")
 			p = start(t, harness.Options{Hitless: bin.client, Args: []string{"--drain-timeout", "10s"},
-				Command: []string{"/bin/sh", "-c", `trap 'echo got-usr1 >&2' USR1; trap 'exit 0' TERM; ` + notify + `; while :; do sleep 0.05; done`}})
+				Command: []string{"/bin/sh", "-c", `trap 'echo got-usr1 >&2' USR1; trap 'echo drained > ` + drained + `; exit 0' TERM; ` + notify + `; while :; do sleep 0.05; done`}})
 			reloads, usr1, upgrades = 0, 0, 0
 		}
 		upgrades++
@@ -110,6 +114,7 @@ func TestUpgradeSignals(t *testing.T) {
 				if !p.OutputWithin(10*time.Second, "hitless died during an upgrade; draining 1 process group(s) with SIGTERM") {
 					t.Fatalf("%s: hitless died of it, and the watcher did not drain the child", what)
 				}
+				waitUntil(t, 10*time.Second, what+": the child drained", func() bool { _, err := os.Stat(drained); return err == nil })
 				c.fatal++
 			case p.ExitCode() != 0 || u.verdict != "ok" && u.verdict != "stopping":
 				t.Fatalf("%s: hitless exited %d (signal %v), the upgrade's caller got %q: want a drained stop, exit 0",
@@ -178,6 +183,45 @@ func TestUpgradeSignals(t *testing.T) {
 	if len(windows) > 0 {
 		t.Logf("signals uncaught across the exec (%d upgrades): median %v, p90 %v, max %v", len(windows),
 			windows[len(windows)/2].Round(10*time.Microsecond), windows[len(windows)*9/10].Round(10*time.Microsecond), windows[len(windows)-1].Round(10*time.Microsecond))
+	}
+}
+
+// Review of issue 16, finding 3: hitless that dies inside an upgrade's
+// exec (here, a new binary that passes its check and exits at the real
+// exec: a deterministic stand-in for the SIGTERM no runtime can catch
+// while it starts) has its children drained by the watcher: the drain
+// signal, which the child, started by hitless as every child is,
+// handles; SIGKILL only at the drain deadline. Before, every child had a
+// parent-death SIGKILL, which struck first: the child never drained.
+// Nothing outlives it: the port refuses, the child is gone.
+func TestUpgradeDiesInExecDrains(t *testing.T) {
+	dir, path := liveBinary(t)
+	drained := filepath.Join(dir, "drained")
+	p := start(t, harness.Options{Hitless: path, Args: []string{"--drain-timeout", "20s"},
+		Command: []string{"/bin/sh", "-c", `trap 'echo drained > ` + drained + `; exit 0' TERM; ` + notifyReady + `; while :; do sleep 0.05; done`}})
+	g, _ := p.Status().Serving()
+	dies := filepath.Join(dir, "dies")
+	if err := os.WriteFile(dies, []byte("#!/bin/sh\nif [ \"$1\" = __hitless_upgrade_check ]; then exec \""+path+"\" \"$@\"; fi\nexit 7\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	res := ctl(t, 3*time.Minute, p, "upgrade", "--binary", dies)
+	if res.Code != 3 {
+		t.Errorf("the upgrade's caller, hitless dying in the exec: %s; want exit 3, no answer", res)
+	}
+	if code := p.Wait(20 * time.Second); code != 7 {
+		t.Errorf("hitless exited %d, want the 7 of the binary it exec'd", code)
+	}
+	if !p.OutputWithin(10*time.Second, "hitless died during an upgrade; draining 1 process group(s) with SIGTERM") {
+		t.Fatalf("the watcher did not say it drains:\n%s", p.Output())
+	}
+	waitUntil(t, 10*time.Second, "the child drained", func() bool {
+		b, _ := os.ReadFile(drained)
+		return string(b) == "drained\n"
+	})
+	waitUntil(t, 10*time.Second, fmt.Sprintf("child %d gone", g.PID), func() bool { return !harness.Alive(g.PID) })
+	if c, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
+		c.Close()
+		t.Error("the port still accepts after hitless and its child are gone")
 	}
 }
 

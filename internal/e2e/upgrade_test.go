@@ -86,9 +86,8 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 }
 
-// Children forked while the runtime is busy, on whatever thread, all
-// survive the exec: their parent-death signal is tied to the thread that
-// forked them, which must be the one that execs. Eleven generations, ten
+// Children forked while the runtime is busy all survive the exec, with
+// their state and deadlines. Eleven generations, ten
 // of them draining (they ignore SIGTERM) with their deadlines, carried
 // across an upgrade under load, which goes on through it.
 func TestUpgradeKeepsDrainingGenerations(t *testing.T) {
@@ -189,7 +188,9 @@ func TestUpgradeRefused(t *testing.T) {
 // link time) executes the previous image again, which takes everything
 // back: same pid, same child, the old file running, the verdict "rolled
 // back". The service goes on: a reload works, and so does an upgrade to
-// a good binary.
+// a good binary. The process keeps its name throughout ("hitless", for
+// pgrep -x, pkill and killall; before, an upgrade named it after the
+// descriptor it was executed through, "17").
 func TestUpgradeRollback(t *testing.T) {
 	dir, path := liveBinary(t)
 	broken := filepath.Join(dir, "hitless-broken")
@@ -210,9 +211,17 @@ func TestUpgradeRollback(t *testing.T) {
 	if !harness.SameFile(fmt.Sprintf("/proc/%d/exe", p.PID()), path) {
 		t.Error("after the rollback, the old image does not run")
 	}
+	comm := func(when string) {
+		t.Helper()
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.PID())); err != nil || string(b) != "hitless\n" {
+			t.Errorf("%s, the process is named %q (%v), want hitless", when, b, err)
+		}
+	}
+	comm("after the rollback")
 	p.Reload()
 	deploy(t, bin.hitless, path)
 	if res := ctl(t, 3*time.Minute, p, "upgrade"); res.Code != 0 {
 		t.Errorf("an upgrade after a rollback: %s", res)
 	}
+	comm("after the upgrade")
 }

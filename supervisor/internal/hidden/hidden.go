@@ -25,7 +25,7 @@
 // cannot know the pid to put in LISTEN_PID. It sets LISTEN_PID (and
 // WATCHDOG_PID, when the child has a watchdog) to its own pid and
 // replaces itself with the program by execve, which keeps the pid, the
-// process group, the parent-death signal and the inherited descriptors.
+// process group and the inherited descriptors.
 // Before that it writes the time it started running (CLOCK_MONOTONIC, 8
 // bytes, little-endian) on its report pipe, which closes at the execve
 // (close-on-exec): the parent reads when the shim ran and when the
@@ -33,15 +33,17 @@
 //
 // The watcher (WatchArg) makes sure nothing of a generation outlives
 // hitless, however hitless dies: it reads "+PGID" and "-PGID" lines
-// (Add, Remove) from fd 3 until EOF, then sends SIGKILL to each process
-// group it was told of and not told is gone; or, if hitless died during
-// the exec of an upgrade (between Upgrading and Running), drains them
-// first. See the supervisor's watcher.go for the parent's side.
+// (Add, Remove) from fd 3, a unix stream socket, until EOF, then sends
+// SIGKILL to each process group it was told of and not told is gone; or,
+// if hitless died during the exec of an upgrade (between Upgrading and
+// Running), drains them first, copying their output from the pipes it
+// was sent (Pipes). See the supervisor's watcher.go for the parent's
+// side.
 //
 // # Limits
 //
 // Everything here must import only os, os/signal and what they import
-// (syscall, time, slices, unsafe):
+// (io, sync, syscall, time, slices, unsafe):
 // the initialiser picks the first ready package by import path, so
 // importing strconv or strings, light as they are, would make this one
 // wait until every ready package sorted before "strconv" (crypto, net,
@@ -51,9 +53,11 @@
 package hidden
 
 import (
+	"io"
 	"os"
 	"os/signal"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -65,7 +69,8 @@ const (
 	// where FD is the write end of the report pipe ("-" for none) and
 	// PATH the resolved program, run with ARGV0 ARGV...
 	ShimArg = "__hitless_exec"
-	// WatchArg starts the watcher, with the read end of its pipe as fd 3.
+	// WatchArg starts the watcher, with its end of hitless's socket as
+	// fd 3.
 	WatchArg = "__hitless_watch"
 )
 
@@ -81,7 +86,7 @@ func init() {
 	case ShimArg:
 		os.Exit(shim(os.Args[2:]))
 	case WatchArg:
-		os.Exit(watch(os.NewFile(3, "watch pipe")))
+		os.Exit(Watch(os.NewFile(3, "watcher socket")))
 	}
 }
 
@@ -126,24 +131,51 @@ func Monotonic() int64 {
 
 // The lines that tell the watcher of a process group that starts (Add)
 // and of one that is gone (Remove), and, around the exec of an upgrade,
+// the children's output pipes (Pipes, with their read ends attached),
 // that an exec is under way and how to drain the groups should hitless
 // die before an image runs again (Upgrading, "U SIGNAL MILLISECONDS"),
-// and that one runs (Running, "R").
+// and that one runs (Running, "R"). The supervisor's watcher.go says
+// which versions of this protocol a watcher speaks.
 func Add(pgid int) string    { return "+" + itoa(pgid) + "\n" }
 func Remove(pgid int) string { return "-" + itoa(pgid) + "\n" }
 func Upgrading(sig syscall.Signal, timeout time.Duration) string {
 	return "U " + itoa(int(sig)) + " " + itoa(int(timeout.Milliseconds())) + "\n"
 }
 
-// Running is the line that ends Upgrading's.
+// Pipes is "P STREAM...", STREAM 1 (stdout) or 2 (stderr) for each
+// output pipe whose read end is attached to the line, in order: at most
+// MaxRights of them.
+func Pipes(stderr []bool) string {
+	line := "P"
+	for _, e := range stderr {
+		if e {
+			line += " 2"
+		} else {
+			line += " 1"
+		}
+	}
+	return line + "\n"
+}
+
+// MaxRights is how many descriptors one line carries (the kernel takes
+// at most 253).
+const MaxRights = 200
+
+// Running is the line that ends Upgrading's, and has the watcher close
+// the pipes Pipes sent.
 const Running = "R\n"
 
-// watch is the watcher's main: it reads process groups from pipe until
-// EOF, then kills the ones it was not told are gone, or drains them if
-// hitless died during the exec of an upgrade.
-func watch(pipe *os.File) int {
+// Watch is the watcher's main (WatchArg runs it on fd 3; the supervisor's
+// tests speak to it as hitless does). It reads process groups from conn,
+// a unix stream socket (a pipe carries no descriptors), until EOF, then
+// kills the ones it was not told are gone, or drains them if hitless died
+// during the exec of an upgrade: it then copies the children's output
+// from the pipes it holds to its own stdout and stderr (hitless's), so
+// that a child that logs as it drains is not killed by SIGPIPE.
+func Watch(conn *os.File) int {
 	// Signals meant for hitless's terminal or group are not for it: it
-	// ends when hitless does, and only then.
+	// ends when hitless does, and only then. Its stdout and stderr are
+	// hitless's, whose reader may be gone.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
 	groups := make(map[int]bool)
 	var drain struct {
@@ -151,41 +183,61 @@ func watch(pipe *os.File) int {
 		sig     syscall.Signal
 		timeout time.Duration
 	}
-	var buf [512]byte
-	var line []byte
-	for {
-		n, err := pipe.Read(buf[:])
-		for _, b := range buf[:n] {
-			if b != '\n' {
-				line = append(line, b)
-				continue
-			}
-			switch l := string(line); {
-			case l == "R":
-				drain.on = false
-			case len(l) > 2 && l[:2] == "U ":
-				sig, ms, ok := twoNumbers(l[2:])
-				if ok && sig > 0 && sig < 65 {
-					drain.on, drain.sig, drain.timeout = true, syscall.Signal(sig), time.Duration(ms)*time.Millisecond
-				} else {
-					os.Stderr.WriteString("hitless watcher: ignoring the line " + l[:min(len(l), 64)] + "\n")
-				}
-			default:
-				pgid, ok := 0, false
-				if len(l) >= 2 && (l[0] == '+' || l[0] == '-') {
-					pgid, ok = atoi(l[1:])
-				}
-				if ok && pgid > 1 {
-					groups[pgid] = l[0] == '+'
-				} else {
-					os.Stderr.WriteString("hitless watcher: ignoring the line " + l[:min(len(l), 64)] + "\n")
-				}
-			}
-			line = line[:0]
+	var held []heldPipe // the output pipes, during an upgrade's exec
+	var files []int     // received, not yet named by a P line
+	release := func() {
+		for _, p := range held {
+			p.f.Close()
 		}
+		held = nil
+	}
+	// conn is closed here, by its owner, and only here: unreferenced
+	// once its number is taken, its finalizer would close it at some
+	// garbage collection, and the watcher, reading EOF, would kill every
+	// generation while hitless runs.
+	defer conn.Close()
+	lines := &lineReader{f: conn, fd: int(conn.Fd())}
+	for {
+		l, fds, err := lines.next()
+		files = append(files, fds...)
 		if err != nil {
 			break
 		}
+		switch {
+		case l == "R":
+			drain.on = false
+			release()
+		case len(l) > 2 && l[:2] == "U ":
+			sig, ms, ok := twoNumbers(l[2:])
+			if ok && sig > 0 && sig < 65 {
+				drain.on, drain.sig, drain.timeout = true, syscall.Signal(sig), time.Duration(ms)*time.Millisecond
+			} else {
+				ignoring(l)
+			}
+		case len(l) > 2 && l[:2] == "P ":
+			streams, ok := pipeStreams(l[2:])
+			if !ok || len(streams) > len(files) {
+				ignoring(l)
+				continue
+			}
+			for i, stderr := range streams {
+				held = append(held, heldPipe{f: os.NewFile(uintptr(files[i]), "output"), stderr: stderr})
+			}
+			files = files[len(streams):]
+		default:
+			pgid, ok := 0, false
+			if len(l) >= 2 && (l[0] == '+' || l[0] == '-') {
+				pgid, ok = atoi(l[1:])
+			}
+			if ok && pgid > 1 {
+				groups[pgid] = l[0] == '+'
+			} else {
+				ignoring(l)
+			}
+		}
+	}
+	for _, fd := range files {
+		syscall.Close(fd) // named by no P line
 	}
 	var live []int
 	for pgid, on := range groups {
@@ -193,9 +245,21 @@ func watch(pipe *os.File) int {
 			live = append(live, pgid)
 		}
 	}
+	var copied sync.WaitGroup
 	if drain.on {
 		os.Stderr.WriteString("hitless watcher: hitless died during an upgrade; draining " + itoa(len(live)) +
 			" process group(s) with " + signalName(drain.sig) + ", for at most " + drain.timeout.String() + "\n")
+		for _, p := range held {
+			copied.Add(1)
+			go func() {
+				defer copied.Done()
+				to := os.Stdout
+				if p.stderr {
+					to = os.Stderr
+				}
+				io.Copy(to, p.f)
+			}()
+		}
 		live = drainGroups(live, drain.sig, drain.timeout)
 	}
 	for _, pgid := range live {
@@ -203,7 +267,97 @@ func watch(pipe *os.File) int {
 			os.Stderr.WriteString("hitless watcher: kill process group " + itoa(pgid) + ": " + err.Error() + "\n")
 		}
 	}
+	if len(held) > 0 {
+		// The children's last words, within a bound: a process that left
+		// its group may hold a pipe open.
+		done := make(chan struct{})
+		go func() { copied.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
+	}
 	return 0
+}
+
+// ignoring says that the watcher ignores line l.
+func ignoring(l string) {
+	os.Stderr.WriteString("hitless watcher: ignoring the line " + l[:min(len(l), 64)] + "\n")
+}
+
+// pipeStreams parses a P line's streams, "1 2 ...": true for stderr.
+func pipeStreams(s string) ([]bool, bool) {
+	var streams []bool
+	for i := 0; i < len(s); i += 2 {
+		if (s[i] != '1' && s[i] != '2') || (i+1 < len(s) && s[i+1] != ' ') {
+			return nil, false
+		}
+		streams = append(streams, s[i] == '2')
+	}
+	return streams, len(streams) > 0
+}
+
+// heldPipe is the read end of a child's output pipe, held by the watcher
+// during an upgrade's exec.
+type heldPipe struct {
+	f      *os.File
+	stderr bool
+}
+
+// lineReader reads lines, and the descriptors attached to them, from a
+// unix socket (or, without descriptors, a pipe).
+type lineReader struct {
+	f      *os.File // held, so that fd stays open
+	fd     int
+	buf    []byte
+	noSock bool
+}
+
+// next returns the next line, without its newline, and the descriptors
+// received with it; an error at the end.
+func (lr *lineReader) next() (string, []int, error) {
+	var fds []int
+	for {
+		for i, b := range lr.buf {
+			if b == '\n' {
+				line := string(lr.buf[:i])
+				lr.buf = lr.buf[i+1:]
+				return line, fds, nil
+			}
+		}
+		chunk := make([]byte, 4096)
+		oob := make([]byte, syscall.CmsgSpace(4*MaxRights))
+		var n, oobn int
+		var err error
+		if !lr.noSock {
+			n, oobn, _, _, err = syscall.Recvmsg(lr.fd, chunk, oob, syscall.MSG_CMSG_CLOEXEC)
+			if err == syscall.ENOTSOCK {
+				lr.noSock = true
+			}
+		}
+		if lr.noSock {
+			n, err = syscall.Read(lr.fd, chunk)
+		}
+		if err == syscall.EINTR {
+			continue
+		}
+		if oobn > 0 {
+			if msgs, perr := syscall.ParseSocketControlMessage(oob[:oobn]); perr == nil {
+				for _, m := range msgs {
+					if got, perr := syscall.ParseUnixRights(&m); perr == nil {
+						fds = append(fds, got...)
+					}
+				}
+			}
+		}
+		if err != nil {
+			return "", fds, err
+		}
+		if n <= 0 {
+			return "", fds, io.EOF
+		}
+		lr.buf = append(lr.buf, chunk[:n]...)
+	}
 }
 
 // drainGroups sends sig to each process group and waits until they are

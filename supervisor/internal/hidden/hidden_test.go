@@ -119,7 +119,7 @@ func TestWatcherKillsGroups(t *testing.T) {
 		fmt.Fprint(w, "\n")
 		w.Close()
 	}()
-	if code := watch(r); code != 0 {
+	if code := Watch(r); code != 0 {
 		t.Errorf("watcher exit %d", code)
 	}
 	for pid, want := range map[int]bool{a: true, b: true, c: false} {
@@ -162,7 +162,7 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 	r, w, _ := os.Pipe()
 	fmt.Fprintf(w, "%s%s%s", Add(drains), Add(stubborn), Upgrading(syscall.SIGTERM, 500*time.Millisecond))
 	w.Close()
-	watch(r)
+	Watch(r)
 	for pid, killed := range map[int]bool{drains: false, stubborn: true} {
 		var ws syscall.WaitStatus
 		syscall.Wait4(pid, &ws, 0, nil)
@@ -175,7 +175,7 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 	r, w, _ = os.Pipe()
 	fmt.Fprintf(w, "%s%s%s", Add(after), Upgrading(syscall.SIGTERM, 500*time.Millisecond), Running)
 	w.Close()
-	watch(r)
+	Watch(r)
 	var ws syscall.WaitStatus
 	syscall.Wait4(after, &ws, 0, nil)
 	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {

@@ -97,6 +97,10 @@ type (
 	}
 	// EvUpgradeResult: a caller asks for the verdict of the last upgrade.
 	EvUpgradeResult struct{ Caller CallerID }
+	// EvCancel: a caller of a reload or an upgrade gave up waiting (its
+	// context ended): it gets no verdict, and is forgotten. What it asked
+	// for goes on.
+	EvCancel struct{ Caller CallerID }
 )
 
 // WatchdogKind says what a generation sent about its watchdog.
@@ -125,3 +129,4 @@ func (EvUpgrade) isEvent()        {}
 func (EvUpgradeChecked) isEvent() {}
 func (EvUpgradeDone) isEvent()    {}
 func (EvUpgradeResult) isEvent()  {}
+func (EvCancel) isEvent()         {}

@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"maps"
 	"slices"
 	"testing"
 )
@@ -19,6 +20,12 @@ func candidates(ps *pathState) []Event {
 		evs = append(evs, EvPromote{Caller: next}, EvRollback{Caller: next})
 		if ps.upgrades {
 			evs = append(evs, EvUpgrade{Caller: next, Binary: "/new/hitless"}, EvUpgrade{Caller: next, Binary: "/other/hitless"})
+		}
+	}
+	// A caller of a reload or an upgrade that gives up before its verdict.
+	for _, c := range slices.Sorted(maps.Keys(obs.callers)) {
+		if k := obs.callers[c]; (k == "reload" || k == "upgrade") && obs.replied[c] == 0 && !obs.gaveUp[c] {
+			evs = append(evs, EvCancel{Caller: c})
 		}
 	}
 	if obs.checking != 0 {

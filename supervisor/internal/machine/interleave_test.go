@@ -132,10 +132,11 @@ func (ps *pathState) run(tr transition) ([]Action, bool) {
 type observer struct {
 	callers  map[CallerID]string // caller -> what it asked: "reload", "stop", ...
 	replied  map[CallerID]int
-	killed   map[int]bool // generations sent SIGKILL
-	armed    []TimerID    // every timer armed on the path, for stale firings
-	drainSig map[int]int  // drain signals per generation
-	drainArm map[int]int  // drain deadlines armed per generation
+	gaveUp   map[CallerID]bool // callers that stopped waiting before their verdict (EvCancel)
+	killed   map[int]bool      // generations sent SIGKILL
+	armed    []TimerID         // every timer armed on the path, for stale firings
+	drainSig map[int]int       // drain signals per generation
+	drainArm map[int]int       // drain deadlines armed per generation
 	finished bool
 	checking int // an upgrade whose check the driver runs
 	execing  int // an upgrade whose exec the driver attempts
@@ -145,7 +146,7 @@ type observer struct {
 }
 
 func newObserver() *observer {
-	return &observer{callers: map[CallerID]string{}, replied: map[CallerID]int{}, killed: map[int]bool{}, drainSig: map[int]int{}, drainArm: map[int]int{}}
+	return &observer{callers: map[CallerID]string{}, replied: map[CallerID]int{}, gaveUp: map[CallerID]bool{}, killed: map[int]bool{}, drainSig: map[int]int{}, drainArm: map[int]int{}}
 }
 
 // expect notes what ev means to the driver before the machine sees it: a
@@ -163,6 +164,8 @@ func (obs *observer) expect(ev Event) (stale bool) {
 		obs.callers[ev.Caller] = "rollback"
 	case EvUpgrade:
 		obs.callers[ev.Caller] = "upgrade"
+	case EvCancel:
+		obs.gaveUp[ev.Caller] = true
 	case EvUpgradeChecked:
 		if ev.ID == obs.cancelled {
 			obs.cancelled = 0
@@ -209,7 +212,7 @@ func (obs *observer) record(cfg Config, acts []Action) {
 }
 
 func (obs *observer) key() string {
-	return fmt.Sprintf("%v|%v|%v|%v|%d|%d|%d", obs.callers, obs.replied, obs.killed, obs.finished, obs.checking, obs.execing, obs.cancelled)
+	return fmt.Sprintf("%v|%v|%v|%v|%v|%d|%d|%d", obs.callers, obs.replied, obs.gaveUp, obs.killed, obs.finished, obs.checking, obs.execing, obs.cancelled)
 }
 
 // before is what the invariants need of a path's state before a step.
@@ -295,7 +298,7 @@ func (ps *pathState) clone() *pathState {
 		panic(err)
 	}
 	o := *ps.obs
-	o.callers, o.replied, o.killed = maps.Clone(o.callers), maps.Clone(o.replied), maps.Clone(o.killed)
+	o.callers, o.replied, o.killed, o.gaveUp = maps.Clone(o.callers), maps.Clone(o.replied), maps.Clone(o.killed), maps.Clone(o.gaveUp)
 	o.drainSig, o.drainArm, o.armed = maps.Clone(o.drainSig), maps.Clone(o.drainArm), slices.Clone(o.armed)
 	return &pathState{m: m, obs: &o, watchdog: ps.watchdog, upgrades: ps.upgrades}
 }

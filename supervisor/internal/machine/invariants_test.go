@@ -93,13 +93,13 @@ var invariants = []invariant{
 	{"only a caller waiting for a verdict gets a reply", func(s *step, fail func(string, ...any)) {
 		for _, a := range s.acts {
 			if a, ok := a.(ActReply); ok {
-				if k := s.obs.callers[a.Caller]; k == "stop" || k == "" {
-					fail("reply to %d (%q), which is not waiting for a reply", a.Caller, k)
+				if k := s.obs.callers[a.Caller]; k == "stop" || k == "" || s.obs.gaveUp[a.Caller] {
+					fail("reply to %d (%q, gave up %v), which is not waiting for a reply", a.Caller, k, s.obs.gaveUp[a.Caller])
 				}
 			}
 		}
 	}},
-	{"the exit answers the callers that asked to stop, and at the end every caller has had one reply", func(s *step, fail func(string, ...any)) {
+	{"the exit answers the callers that asked to stop, and at the end every caller has had one reply, but those who gave up none", func(s *step, fail func(string, ...any)) {
 		for _, a := range s.acts {
 			x, ok := a.(ActExit)
 			if !ok {
@@ -111,7 +111,7 @@ var invariants = []invariant{
 				}
 			}
 			for c := range s.obs.callers {
-				if s.obs.replied[c] != 1 {
+				if want := map[bool]int{false: 1, true: 0}[s.obs.gaveUp[c]]; s.obs.replied[c] != want {
 					fail("at the end, caller %d (%s) got %d replies", c, s.obs.callers[c], s.obs.replied[c])
 				}
 			}

@@ -237,3 +237,41 @@ func scale(ds []time.Duration, unit time.Duration) []time.Duration {
 	}
 	return out
 }
+
+// A caller that gives up waiting (its context ended) is forgotten: it
+// gets no verdict, and no one else can take its place; what it asked
+// for goes on, and those who wait on get their verdicts.
+func TestCancelledWait(t *testing.T) {
+	h := newMtest(t, testMachineConfig)
+	h.do(EvReady{Gen: 1})
+	h.do(EvReload{Caller: 1})
+	h.do(EvReload{Caller: 2})
+	h.do(EvReload{Caller: 3})
+	h.do(EvUpgrade{Caller: 4, Binary: "/new/hitless"})
+	for _, c := range []CallerID{1, 3, 4} {
+		if acts := h.do(EvCancel{Caller: c}); len(acts) != 0 {
+			t.Errorf("caller %d gave up: %v", c, acts)
+		}
+	}
+	if len(h.m.waiting) != 0 || !slices.Equal(h.m.queued, []CallerID{2}) || len(h.m.upgradeCallers) != 0 {
+		t.Errorf("waiting %v, queued %v, upgrade %v; want only caller 2, queued", h.m.waiting, h.m.queued, h.m.upgradeCallers)
+	}
+	acts := h.do(EvReady{Gen: 2})
+	if r := replies(acts); len(r) != 0 {
+		t.Errorf("the reload of callers who gave up answered %v", r)
+	}
+	if s, ok := find[ActStart](acts); !ok || s.Gen != 3 {
+		t.Fatalf("the queued reload did not start: %v", acts)
+	}
+	acts = h.do(EvReady{Gen: 3})
+	if r := replies(acts); len(r) != 1 || len(r[2]) != 1 || r[2][0] != nil {
+		t.Errorf("the queued reload's verdict went to %v, want caller 2 alone", r)
+	}
+	if _, ok := find[ActCheckUpgrade](acts); !ok {
+		t.Fatalf("the upgrade whose caller gave up did not begin: %v", acts)
+	}
+	h.do(EvUpgradeChecked{ID: 1})
+	if r := replies(h.do(EvUpgradeDone{ID: 1, Result: "ok"})); len(r) != 0 {
+		t.Errorf("the upgrade answered %v, its caller gone", r)
+	}
+}

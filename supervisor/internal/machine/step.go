@@ -2,6 +2,7 @@ package machine
 
 import (
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -118,6 +119,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 		m.upgradeEnded(ev.ID, ev.Result, ev.Reason, ev.Note)
 	case EvUpgradeResult:
 		m.reply(ev.Caller, m.upgradeErr())
+	case EvCancel:
+		m.cancel(ev.Caller)
 	}
 	// The rules of every step, whatever the event was.
 	m.upgradeWhenFree()
@@ -154,6 +157,14 @@ func (m *Machine) replyAll(cs *[]CallerID, err error) {
 		m.reply(c, err)
 	}
 	*cs = nil
+}
+
+// cancel forgets caller c, who gave up waiting for a verdict: whatever
+// it asked for goes on, and no one else can take its place.
+func (m *Machine) cancel(c CallerID) {
+	for _, cs := range []*[]CallerID{&m.waiting, &m.queued, &m.upgradeCallers} {
+		*cs = slices.DeleteFunc(*cs, func(x CallerID) bool { return x == c })
+	}
 }
 
 func appendCaller(cs []CallerID, c CallerID) []CallerID {

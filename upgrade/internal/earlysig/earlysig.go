@@ -21,6 +21,11 @@
 // metrics, protobuf, the CLI). The signals wait in a buffered channel
 // until the supervisor takes it.
 //
+// It also ignores SIGPIPE from then on, as the image before did: a log
+// reader that went away (hitless run | tee, and tee exits) must not end
+// the new image at its first log line. And it gives the process back
+// the name it had (CommVar), for pgrep -x, pkill and killall.
+//
 // It does nothing unless the process was started by an upgrade: the
 // variable HITLESS_UPGRADE_STATE is set (by the old image, for the new
 // one, or by a new image rolling back, for the old one). Any other run of
@@ -47,6 +52,12 @@ import (
 // StateVar is the variable an upgrade sets for the image it starts.
 const StateVar = "HITLESS_UPGRADE_STATE"
 
+// CommVar is the variable an upgrade sets for the image it starts: the
+// process's name (/proc/PID/comm) before the exec, which an exec through
+// /proc/self/fd/N would change to "N", out of reach of pgrep -x, pkill
+// and killall.
+const CommVar = "HITLESS_UPGRADE_COMM"
+
 // Signals are those caught: the signals the supervisor handles. SIGTERM
 // comes first: signal.Notify enables them in this order, and until it is
 // enabled a SIGTERM ends the process.
@@ -68,6 +79,16 @@ func init() {
 	}
 	caught = make(chan os.Signal, Buffer)
 	signal.Notify(caught, Signals...)
+	// The image that executed this one ignored SIGPIPE, but a Go runtime
+	// does not keep that: its first write to a stdout or stderr whose
+	// reader went away would end it, and the new image logs before the
+	// supervisor ignores SIGPIPE again (see supervisor.Output).
+	signal.Ignore(syscall.SIGPIPE)
+	if name := os.Getenv(CommVar); name != "" {
+		// The main thread's name is the process's; init runs on it.
+		b := append([]byte(name), 0)
+		syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0)
+	}
 	var ts syscall.Timespec
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1 /* CLOCK_MONOTONIC */, uintptr(unsafe.Pointer(&ts)), 0)
 	at = ts.Nano()
