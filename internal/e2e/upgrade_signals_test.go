@@ -107,10 +107,13 @@ func TestUpgradeSignals(t *testing.T) {
 				p.Wait(30 * time.Second)
 			case !exited:
 				t.Fatalf("%s: hitless did not stop", what)
-			case p.ExitSignal() == syscall.SIGTERM && sig == syscall.SIGTERM && u.verdict == "" && afterHandOver(p, mark, u.sentWall):
+			case p.ExitSignal() == syscall.SIGTERM && sig == syscall.SIGTERM &&
+				(u.verdict == "" && afterHandOver(p, mark, u.sentWall) || u.verdict == "ok" && inWindow):
 				// Ended by the SIGTERM in the window's last part, before
-				// the new image could log it: the watcher drains the
-				// child, as the stop the SIGTERM asked for would have.
+				// the new image could log it (the runtime's death of it
+				// can come after the new image answered, on a busy
+				// machine): the watcher drains the child, as the stop the
+				// SIGTERM asked for would have.
 				if !p.OutputWithin(10*time.Second, "hitless died during an upgrade; draining 1 process group(s) with SIGTERM") {
 					t.Fatalf("%s: hitless died of it, and the watcher did not drain the child", what)
 				}
