@@ -135,12 +135,28 @@ func TestServerKeepAlive(t *testing.T) {
 	}
 
 	dials := 0
+	get := goClient(t, path, func() { dials++ })
+	for range 5 {
+		get()
+	}
+	if dials != 1 {
+		t.Errorf("5 scrapes took %d connections, want 1", dials)
+	}
+}
+
+// goClient returns a scrape of the unix socket path by Go's HTTP client,
+// with keep-alive, which fails the test unless it gets a 200; dialed, if
+// not nil, is called at each new connection.
+func goClient(t *testing.T, path string, dialed func()) func() {
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		dials++
+		if dialed != nil {
+			dialed()
+		}
 		return (&net.Dialer{}).DialContext(ctx, "unix", path)
 	}}}
-	defer client.CloseIdleConnections()
-	for range 5 {
+	t.Cleanup(client.CloseIdleConnections)
+	return func() {
+		t.Helper()
 		resp, err := client.Get("http://unix/metrics")
 		if err != nil {
 			t.Fatal(err)
@@ -150,9 +166,6 @@ func TestServerKeepAlive(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %s", resp.Status)
 		}
-	}
-	if dials != 1 {
-		t.Errorf("5 scrapes took %d connections, want 1", dials)
 	}
 }
 
@@ -326,22 +339,7 @@ func TestServerHandoffKeepAlive(t *testing.T) {
 // make room scrapes again on a new one.
 func TestServerRoomGoClient(t *testing.T) {
 	srv, path := serveWith(t, New(Options{}), &source{}, func(s *Server) { s.maxConns = 1 })
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", path)
-	}}}
-	defer client.CloseIdleConnections()
-	get := func() {
-		t.Helper()
-		resp, err := client.Get("http://unix/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("status %s", resp.Status)
-		}
-	}
+	get := goClient(t, path, nil)
 	get()
 	waitConns(t, srv, 1, true)
 	other := dial(t, path)
