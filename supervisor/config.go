@@ -83,6 +83,13 @@ type Config struct {
 	// metrics).
 	Observer Observer
 
+	// Idle, if set, is called on Run's goroutine once nothing has
+	// happened for IdleAfter since something did (a reload, a request, a
+	// child's output or exit): hitless gives back to the system there
+	// the memory that the work freed, so that what it holds at rest does
+	// not depend on how many reloads it has run.
+	Idle func()
+
 	// OutputPrefix puts "[gen N pid P] " before each line the child
 	// writes to stdout and stderr.
 	OutputPrefix bool
@@ -109,8 +116,8 @@ type Config struct {
 	// the connections waiting on them, outlive a crash of hitless.
 	FDStore sockets.FDStore
 
-	// ShimPath is the binary that runs the hidden modes (RunHidden);
-	// default /proc/self/exe.
+	// ShimPath is the binary that runs the hidden modes (ShimArg,
+	// WatchArg): one that links this package; default /proc/self/exe.
 	ShimPath string
 
 	// Self is the running image: set, it lets Upgrade replace hitless's

@@ -10,12 +10,10 @@ import (
 	"github.com/hitless/hitless/supervisor/sockets"
 )
 
-// A program that embeds the supervisor must run its hidden modes (the
-// shim, the watcher) when it is started in one, before anything else.
+// A program that embeds the supervisor needs nothing more: the hidden
+// modes it starts its own binary in (the shim, the watcher) run from an
+// init of this package's, before main.
 func Example() {
-	// if code, ok := supervisor.RunHidden(os.Args[1:]); ok {
-	// 	os.Exit(code)
-	// }
 	spec, err := sockets.ParseListen("http=tcp://127.0.0.1:8080")
 	if err != nil {
 		log.Fatal(err)

@@ -29,6 +29,8 @@ type child struct {
 	outs   []outPipe      // its stdout and stderr, those that are pipes (see Output)
 	outw   sync.WaitGroup // output copiers
 	copied bool           // the output copiers finished before the exit was reported
+	report *os.File       // the shim's report pipe, until read to its end
+	steps  steps          // when it passed each step of its start
 
 	mu       sync.Mutex // status and stopping, written by the notify reader
 	status   string     // last STATUS=
@@ -55,6 +57,9 @@ func (c *child) setReadDeadline(t time.Time) {
 func (c *child) forget() {
 	if c.notify != nil {
 		c.notify.Close()
+	}
+	if c.report != nil {
+		c.report.Close() // ends its reader, if the shim never got to exec
 	}
 }
 

@@ -3,69 +3,107 @@
 package supervisor
 
 import (
-	"fmt"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
 	"os"
-	"strconv"
+	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 )
 
-// The hidden modes of the binary that embeds the supervisor. It starts
-// itself (ShimPath, /proc/self/exe by default) in these modes, so its main
-// must call RunHidden before anything else.
+// The hidden modes of a binary that embeds the supervisor: it starts
+// itself (Config.ShimPath, /proc/self/exe by default) with one of these
+// as its first argument, and the init of package hidden, which this
+// package imports, runs the mode before the rest of the program is
+// initialised.
 const (
 	// ShimArg starts the shim, which runs between fork and the child's
-	// program. os/exec and syscall.StartProcess fix the environment before
-	// fork, so the parent cannot know the pid to put in LISTEN_PID. The
-	// shim runs in the child's process, sets LISTEN_PID (and WATCHDOG_PID,
-	// when the child has a watchdog) to its own pid and replaces itself
-	// with the target by execve, which keeps the pid, the process group
-	// and the inherited descriptors.
-	ShimArg = "__hitless_exec"
+	// program: it sets LISTEN_PID (and WATCHDOG_PID) to its own pid,
+	// which the parent cannot know before fork, and executes the
+	// program in the same process.
+	ShimArg = hidden.ShimArg
 	// WatchArg starts the watcher: see watcher.go.
-	WatchArg = "__hitless_watch"
+	WatchArg = hidden.WatchArg
 )
 
-// RunHidden runs the hidden mode args[0] names, if it names one, and
-// returns the exit status for it and true; otherwise 0 and false.
-//
-//	func main() {
-//		if code, ok := supervisor.RunHidden(os.Args[1:]); ok {
-//			os.Exit(code)
-//		}
-//		...
-//	}
-func RunHidden(args []string) (int, bool) {
-	if len(args) == 0 {
-		return 0, false
-	}
-	switch args[0] {
-	case ShimArg:
-		return runShim(args[1:]), true
-	case WatchArg:
-		return runWatcher(os.NewFile(3, "watch pipe")), true
-	}
-	return 0, false
+// steps are the times (CLOCK_MONOTONIC, ns; 0 when unknown) at which a
+// generation passed each step of its start, for the debug log's "reload
+// steps" record: what a reload costs, step by step.
+type steps struct {
+	fork   int64 // StartProcess called
+	forked int64 // StartProcess returned: the shim's execve is done (CLONE_VFORK)
+	ready  int64 // READY=1 read (set by the notify reader before it posts evReady)
+
+	// Read from the shim's report pipe; valid once reported is closed.
+	reported chan struct{}
+	shim     int64 // the shim's init running
+	exec     int64 // the program's execve done: the pipe's write end closed
 }
 
-// runShim is the shim's main: args are the resolved path of the program
-// followed by its argv. It returns only on failure, with the exit status to
-// use (127 as a shell does when the program cannot be executed).
-func runShim(args []string) int {
-	if len(args) < 2 {
-		fmt.Fprintln(os.Stderr, "hitless: internal shim called without a program")
-		return 127
+// readReport reads the shim's report pipe r until EOF, which comes when
+// the shim's execve closes the write end (or the shim exits), and closes
+// r. It is owned by the child: forget closes r to end it early.
+func (st *steps) readReport(r *os.File) {
+	defer close(st.reported)
+	defer r.Close()
+	var b [8]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return
 	}
-	pid := strconv.Itoa(os.Getpid())
-	env := append(os.Environ(), "LISTEN_PID="+pid)
-	if _, ok := os.LookupEnv("WATCHDOG_USEC"); ok {
-		env = append(env, "WATCHDOG_PID="+pid)
+	st.shim = int64(binary.LittleEndian.Uint64(b[:]))
+	if n, err := r.Read(b[:]); n == 0 && err == io.EOF {
+		st.exec = hidden.Monotonic()
 	}
-	// The child starts with no signal blocked, whatever mask hitless's
-	// runtime started with (a mask survives fork and execve).
-	var none unix.Sigset_t
-	unix.PthreadSigmask(unix.SIG_SETMASK, &none, nil)
-	err := unix.Exec(args[0], args[1:], env)
-	fmt.Fprintf(os.Stderr, "hitless: exec %s: %v\n", args[0], err)
-	return 127
+}
+
+// pendingSteps is a reload whose new generation serves, logged once the
+// actions of the same step are done (the old generation signalled).
+type pendingSteps struct {
+	gen       int
+	requested int64 // the reload's request, on the same clock
+	serving   int64
+	signalled int64 // the old generation got its drain signal; 0 if none did
+}
+
+// logSteps logs, at debug level, how long each step of reload p took,
+// from the request to the old generation signalled. A step whose start
+// or end the supervisor could not see (a shim started before an upgrade,
+// a readiness by delay) is left out.
+func (s *Supervisor) logSteps(p *pendingSteps) {
+	c := s.children[p.gen]
+	if c == nil || !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	st := &c.steps
+	var shim, exec int64
+	if st.reported != nil {
+		// READY=1 came after the execve closed the pipe: the report is
+		// all but read.
+		select {
+		case <-st.reported:
+			shim, exec = st.shim, st.exec
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	attrs := []any{"generation", p.gen, "pid", c.pid}
+	step := func(name string, from, to int64) {
+		if from != 0 && to != 0 {
+			attrs = append(attrs, name, time.Duration(to-from))
+		}
+	}
+	step("request_to_fork", p.requested, st.fork)
+	step("fork", st.fork, st.forked)
+	step("shim_start", st.forked, shim)
+	step("shim", shim, exec)
+	step("child_start", exec, st.ready)
+	step("ready_to_serving", st.ready, p.serving)
+	step("serving_to_signal", p.serving, p.signalled)
+	end := p.serving
+	if p.signalled != 0 {
+		end = p.signalled
+	}
+	attrs = append(attrs, "total", time.Duration(end-p.requested))
+	s.log.Debug("reload steps", attrs...)
 }

@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/sdnotify"
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 	"github.com/hitless/hitless/supervisor/internal/machine"
 )
 
@@ -73,6 +75,15 @@ func (s *Supervisor) spawn(c *child) error {
 	for _, sock := range s.sockets {
 		files = append(files, uintptr(sock.FD))
 	}
+	// The shim's report pipe comes last: the shim closes it as it
+	// executes the program, which sees exactly stdio and the sockets.
+	report, reportW, err := os.Pipe()
+	if err != nil {
+		closeAll(true)
+		return fmt.Errorf("start: report pipe: %w", err)
+	}
+	writeEnds = append(writeEnds, reportW)
+	files = append(files, reportW.Fd())
 	attr := &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   s.childEnv(c, notifyPath),
@@ -87,13 +98,18 @@ func (s *Supervisor) spawn(c *child) error {
 		attr.Sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}
 	exitc := make(chan unix.WaitStatus, 1)
-	argv := append([]string{"hitless", ShimArg, prog}, s.cfg.Command...)
+	argv := append([]string{"hitless", ShimArg, strconv.Itoa(len(files) - 1), prog}, s.cfg.Command...)
+	c.steps.fork = hidden.Monotonic()
 	pid, err := s.reaper.start(s.cfg.ShimPath, argv, attr, s.exited(exitc))
+	c.steps.forked = hidden.Monotonic()
 	closeAll(err != nil)
 	if err != nil {
+		report.Close()
 		return fmt.Errorf("start: %w", err)
 	}
-	c.pid, c.outs = pid, pipes
+	c.pid, c.outs, c.report = pid, pipes, report
+	c.steps.reported = make(chan struct{})
+	go c.steps.readReport(report)
 	s.log.Info("started", "generation", c.id, "pid", pid, "program", prog, "dir", dir)
 	if err := s.watcher.add(pid); err != nil {
 		s.log.Warn("watcher", "err", err)
@@ -151,6 +167,10 @@ func (s *Supervisor) follow(c *child) {
 	}()
 }
 
+// copyBuffer is the size of each output copier's buffer: a pipe read
+// returns what is there, and children write lines.
+const copyBuffer = 8 << 10
+
 // copyOutputs starts a copier for each of c's output pipes. A copier ends
 // when every writer is gone (and closes its pipe), when the pipe is
 // closed, or when a read deadline hands the pipe over to the next image
@@ -175,7 +195,10 @@ func (s *Supervisor) copyOutputs(c *child) {
 		c.outw.Add(1)
 		go func() {
 			defer c.outw.Done()
-			_, err := io.Copy(dst, p.r)
+			// Its own small buffer: io.Copy's would be 32 KiB of
+			// garbage per generation, most of what a reload allocates.
+			// (Hiding the file's WriteTo keeps io.CopyBuffer on it.)
+			_, err := io.CopyBuffer(dst, struct{ io.Reader }{p.r}, make([]byte, copyBuffer))
 			handedOver := errors.Is(err, os.ErrDeadlineExceeded)
 			if pw != nil {
 				if handedOver {
@@ -228,6 +251,16 @@ func (s *Supervisor) readNotify(c *child) {
 		c.mu.Unlock()
 		if v, _ := m.Get("READY"); v == "1" && !readySent && s.cfg.ReadyDelay <= 0 {
 			readySent = true
+			c.steps.ready = hidden.Monotonic() // read by the loop after EvReady
+			// READY=1 comes after the child's execve closed the shim's
+			// report pipe: let its reader finish first, so that the
+			// generation holds no descriptor of its start once it serves.
+			if rep := c.steps.reported; rep != nil {
+				select {
+				case <-rep:
+				case <-time.After(time.Second):
+				}
+			}
 			s.post(machine.EvReady{Gen: c.id})
 		}
 		if v, ok := m.Get("WATCHDOG_USEC"); ok {
@@ -377,26 +410,66 @@ func procUIDs(pid int) []uint32 {
 
 // procStat reads the parent pid, process group and resident set size
 // (in pages) from /proc/PID/stat.
-func procStat(pid int) (st procInfo, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+func procStat(pid int) (procInfo, bool) {
+	var buf [512]byte
+	return readProcStat(pid, buf[:])
+}
+
+// readProcStat is procStat reading into buf, which it returns nothing
+// of: status walks every process at each request (or scrape), and this
+// keeps that walk from making garbage.
+func readProcStat(pid int, buf []byte) (st procInfo, ok bool) {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return st, false
 	}
+	n, err := unix.Read(fd, buf)
+	unix.Close(fd)
+	if err != nil || n <= 0 {
+		return st, false
+	}
+	b := buf[:n]
 	// The command name may hold spaces and parentheses; fields after the
 	// last ')' are plain: state ppid pgrp ... (rss is the 22nd of them).
-	i := strings.LastIndexByte(string(b), ')')
+	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return st, false
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 22 {
-		return st, false
+	var f [22][]byte
+	nf := 0
+	for rest := b[i+1:]; nf < len(f); {
+		rest = bytes.TrimLeft(rest, " \n")
+		if len(rest) == 0 {
+			return st, false
+		}
+		end := bytes.IndexAny(rest, " \n")
+		if end < 0 {
+			end = len(rest)
+		}
+		f[nf], rest = rest[:end], rest[end:]
+		nf++
 	}
-	var err1, err2, err3 error
-	st.ppid, err1 = strconv.Atoi(f[1])
-	st.pgid, err2 = strconv.Atoi(f[2])
-	st.rssPages, err3 = strconv.ParseInt(f[21], 10, 64)
-	return st, err1 == nil && err2 == nil && err3 == nil
+	var ok1, ok2, ok3 bool
+	st.ppid, ok1 = atoiBytes(f[1])
+	st.pgid, ok2 = atoiBytes(f[2])
+	rss, ok3 := atoiBytes(f[21])
+	st.rssPages = int64(rss)
+	return st, ok1 && ok2 && ok3
+}
+
+// atoiBytes parses a non-negative decimal number without allocating.
+func atoiBytes(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
 
 type procInfo struct {
@@ -415,23 +488,30 @@ func groupsRSS(pgids []int) map[int]int64 {
 	if len(pgids) == 0 {
 		return rss
 	}
-	ents, err := os.ReadDir("/proc")
+	dir, err := os.Open("/proc")
 	if err != nil {
 		return rss
 	}
+	defer dir.Close()
 	page := int64(os.Getpagesize())
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := procStat(pid); ok {
-			if _, want := rss[st.pgid]; want {
-				rss[st.pgid] += st.rssPages * page
+	var buf [512]byte
+	for {
+		names, err := dir.Readdirnames(256)
+		for _, name := range names {
+			pid, ok := atoiBytes([]byte(name))
+			if !ok {
+				continue
+			}
+			if st, ok := readProcStat(pid, buf[:]); ok {
+				if _, want := rss[st.pgid]; want {
+					rss[st.pgid] += st.rssPages * page
+				}
 			}
 		}
+		if err != nil {
+			return rss
+		}
 	}
-	return rss
 }
 
 // closeOnExecFrom sets FD_CLOEXEC on every descriptor from lowfd up.

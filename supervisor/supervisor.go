@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/handover"
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/supervisor/sockets"
 	"github.com/hitless/hitless/upgrade"
@@ -75,6 +76,8 @@ type Supervisor struct {
 	orphans   map[machine.CallerID]*orphan
 	exit      *machine.ActExit
 	lingering []*child       // reaped, but a descendant still holds its output
+	steps     *pendingSteps  // a reload that serves, to log once its step's actions are done
+	stepAt    int64          // when the last step of the machine began (CLOCK_MONOTONIC, see now)
 	bg        sync.WaitGroup // exit watchers
 	readers   sync.WaitGroup // notify readers
 	exiting   sync.WaitGroup // exits reaped but not yet fed to the machine
@@ -327,6 +330,10 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	return s.exit.Err
 }
 
+// IdleAfter is how long nothing must happen before Config.Idle is
+// called.
+const IdleAfter = time.Second
+
 func (s *Supervisor) loop(ctx context.Context) {
 	defer close(s.loopDone)
 	var watchdog <-chan time.Time
@@ -338,11 +345,23 @@ func (s *Supervisor) loop(ctx context.Context) {
 	if s.restored != nil {
 		s.resumeRestored()
 	} else {
-		s.run(s.m.Begin(time.Now()))
+		s.run(s.m.Begin(s.now()))
 	}
 	ctxDone := ctx.Done()
+	// idle fires IdleAfter after the last thing that happened; the
+	// watchdog's ticks do not count.
+	idle := time.NewTimer(IdleAfter)
+	defer idle.Stop()
+	busy := true
 	for s.exit == nil {
+		woke := true
 		select {
+		case <-idle.C:
+			woke = false
+			if busy && s.cfg.Idle != nil {
+				s.cfg.Idle()
+			}
+			busy = false
 		case sig := <-s.sigc:
 			s.feed(machine.EvSignal{Sig: signalName(sig.(syscall.Signal))})
 		case <-ctxDone:
@@ -352,6 +371,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 			s.feed(ev)
 		case <-watchdog:
 			s.feed(machine.EvTick{})
+			woke = false
 		case ws := <-s.watcher.exit:
 			s.restartWatcher(ws)
 		case <-s.runningDue:
@@ -363,6 +383,10 @@ func (s *Supervisor) loop(ctx context.Context) {
 			s.checkDone(r)
 		case req := <-s.reqs:
 			s.request(req)
+		}
+		if woke {
+			busy = true
+			idle.Reset(IdleAfter)
 		}
 	}
 	for _, t := range s.timers {
@@ -422,7 +446,15 @@ func (s *Supervisor) request(req request) {
 // of the events the actions themselves produce (a spawn's outcome), before
 // anything else happens.
 func (s *Supervisor) feed(ev machine.Event) {
-	s.run(s.m.Step(time.Now(), ev))
+	s.run(s.m.Step(s.now(), ev))
+}
+
+// now is the time for a step of the machine; it notes the same instant
+// on the clock of the reload steps (stepAt), to which the durations the
+// machine reports are relative.
+func (s *Supervisor) now() time.Time {
+	s.stepAt = hidden.Monotonic()
+	return time.Now()
 }
 
 func (s *Supervisor) run(acts []machine.Action) {
@@ -438,8 +470,12 @@ func (s *Supervisor) run(acts []machine.Action) {
 		}
 		acts = nil
 		for _, ev := range next {
-			acts = append(acts, s.m.Step(time.Now(), ev)...)
+			acts = append(acts, s.m.Step(s.now(), ev)...)
 		}
+	}
+	if p := s.steps; p != nil {
+		s.steps = nil
+		s.logSteps(p)
 	}
 }
 
@@ -453,6 +489,9 @@ func (s *Supervisor) do(a machine.Action) machine.Event {
 	case machine.ActSignal:
 		if err := s.os.signal(a.PID, signalNum(a.Sig)); err != nil {
 			s.log.Error("signal", "generation", a.Gen, "pid", a.PID, "signal", a.Sig, "err", err)
+		}
+		if p := s.steps; p != nil && p.gen != a.Gen && p.signalled == 0 {
+			p.signalled = hidden.Monotonic()
 		}
 	case machine.ActArm:
 		s.arm(a.ID, a.Gen, time.Now().Add(a.After))
@@ -487,6 +526,11 @@ func (s *Supervisor) do(a machine.Action) machine.Event {
 			s.cancelCheck()
 		}
 	case machine.ActObserve:
+		if a.What == machine.ObserveReload {
+			// The machine's step that promoted the generation: Duration
+			// back from it is the request.
+			s.steps = &pendingSteps{gen: a.Gen, requested: s.stepAt - int64(a.Duration), serving: s.stepAt}
+		}
 		s.observe(a)
 	}
 	return nil

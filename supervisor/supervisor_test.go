@@ -27,19 +27,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitless/hitless/internal/harness"
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 	"github.com/hitless/hitless/supervisor/internal/machine"
 	"github.com/hitless/hitless/supervisor/sockets"
 )
 
 // The tests in this file run real children: the test binary itself, which
-// TestMain turns into the shim and the watcher (RunHidden) or into a small
-// server (TEST_CHILD=mode). They run one at a time, since a supervisor reaps every
+// package hidden's init turns into the shim and the watcher, and TestMain
+// into a small server (TEST_CHILD=mode). They run one at a time, since a supervisor reaps every
 // child of the process.
 
 func TestMain(m *testing.M) {
-	if code, ok := RunHidden(os.Args[1:]); ok {
-		os.Exit(code)
-	}
 	if mode, ok := os.LookupEnv("TEST_CHILD"); ok {
 		os.Exit(testChild(mode))
 	}
@@ -816,39 +814,41 @@ func TestSweepRundirs(t *testing.T) {
 	}
 }
 
-// The watcher kills every process group it knows of, and only those, when
-// the pipe closes.
-func TestWatcherKillsGroups(t *testing.T) {
-	spawn := func() int {
-		pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "60"}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
-		if err != nil {
-			t.Fatal(err)
+// Config.Idle is called once nothing has happened for IdleAfter after
+// something did: after the start, after a reload, and not again while
+// nothing happens.
+func TestIdle(t *testing.T) {
+	idle := make(chan time.Time, 8)
+	r := start(t, Config{Idle: func() { idle <- time.Now() }})
+	next := func(what string) time.Time {
+		t.Helper()
+		select {
+		case at := <-idle:
+			return at
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Idle not called %s", what)
 		}
-		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
-		return pid
+		return time.Time{}
 	}
-	a, b, c := spawn(), spawn(), spawn()
-	r, w, _ := os.Pipe()
-	fmt.Fprintf(w, "+%d\n+%d\n+%d\n-%d\ngarbage\n", a, b, c, c)
-	w.Close()
-	if code := runWatcher(r); code != 0 {
-		t.Errorf("watcher exit %d", code)
+	next("after the start")
+	if err := r.reload(); err != nil {
+		t.Fatal(err)
 	}
-	for pid, want := range map[int]bool{a: true, b: true, c: false} {
-		var ws syscall.WaitStatus
-		if want {
-			syscall.Wait4(pid, &ws, 0, nil)
-			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-				t.Errorf("pid %d: %v, want killed", pid, ws)
-			}
-		} else if got, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got != 0 {
-			t.Errorf("pid %d, removed from the watcher, was killed", pid)
-		}
+	done := time.Now()
+	if at := next("after a reload"); at.Sub(done) < IdleAfter/2 {
+		// The old generation's exit comes after the reload's verdict:
+		// Idle waits for it too, so at least about IdleAfter passes.
+		t.Errorf("Idle %v after the reload, want about %v or more", at.Sub(done), IdleAfter)
+	}
+	select {
+	case <-idle:
+		t.Error("Idle called again while nothing happened")
+	case <-time.After(2 * IdleAfter):
 	}
 }
 
 // The watcher's end of the socket stays open however often the garbage
-// collector runs: runWatcher holds it. Before, once its number was taken,
+// collector runs: hidden.Watch holds it. Before, once its number was taken,
 // the *os.File was garbage, its finalizer closed the descriptor, and the
 // watcher, reading EBADF as the end, killed every generation while
 // hitless ran (about one run of TestManyReloads in two, at reload 120 to
@@ -862,8 +862,8 @@ func TestWatcherSurvivesGC(t *testing.T) {
 	hitless, conn := watcherConn(t)
 	fd := int(conn.Fd())
 	done := make(chan int, 1)
-	go func(c *os.File) { done <- runWatcher(c) }(conn)
-	conn = nil // runWatcher's alone
+	go func(c *os.File) { done <- hidden.Watch(c) }(conn)
+	conn = nil // hidden.Watch's alone
 	wt := &watcher{w: hitless, proto: watcherProtocol}
 	if err := wt.add(pid); err != nil {
 		t.Fatal(err)
@@ -905,7 +905,7 @@ func TestWatcherSurvivesGC(t *testing.T) {
 // ("R"), a death kills as always. (e2e's TestUpgradeDiesInExecDrains
 // does this with hitless and children it started.)
 func TestWatcherDrainsDuringUpgrade(t *testing.T) {
-	// runWatcher, run in this process by the tests before, ignores
+	// hidden.Watch, run in this process by the tests before, ignores
 	// SIGTERM, and a child inherits an ignored signal, which a shell
 	// cannot trap then: handled by Go again, the children get the
 	// default.
@@ -935,8 +935,8 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 	waitFile(t, ready)
 	hitless, conn := watcherConn(t)
 	wt := &watcher{w: hitless, proto: watcherProtocol}
-	for _, line := range []string{"+" + strconv.Itoa(drains), "+" + strconv.Itoa(stubborn)} {
-		if err := wt.tell(line); err != nil {
+	for _, pgid := range []int{drains, stubborn} {
+		if err := wt.add(pgid); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -945,7 +945,7 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 	}
 	out.Close() // the watcher holds it now; hitless dies:
 	hitless.Close()
-	runWatcher(conn)
+	hidden.Watch(conn)
 	for pid, want := range map[int]string{drains: "exit status 0", stubborn: "killed by signal SIGKILL"} {
 		var ws syscall.WaitStatus
 		syscall.Wait4(pid, &ws, 0, nil)
@@ -958,7 +958,7 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 	r, w, _ := os.Pipe()
 	fmt.Fprintf(w, "+%d\nU %d 500\nR\n", after, int(syscall.SIGTERM))
 	w.Close()
-	runWatcher(r)
+	hidden.Watch(r)
 	var ws syscall.WaitStatus
 	syscall.Wait4(after, &ws, 0, nil)
 	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {

@@ -3,21 +3,15 @@
 package supervisor
 
 import (
-	"bytes"
 	"cmp"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/signal"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 )
 
 // The watcher makes sure nothing of a generation outlives hitless, however
@@ -27,7 +21,8 @@ import (
 // (a wrapper script's server, a pre-fork master's workers), and would
 // kill at once where a drain is due (below).
 //
-// The watcher is hitless's own binary in a hidden mode (WatchArg), in a
+// The watcher is hitless's own binary in a hidden mode (WatchArg, run by
+// package hidden before the program's heavy initialisation), in a
 // process group of its own, that outlives hitless. hitless holds one end
 // of a unix stream socket whose other end is the watcher's fd 3, and
 // tells it each generation's process group as it starts ("+PGID") and
@@ -107,7 +102,9 @@ func (s *Supervisor) startWatcher() (*watcher, error) {
 	defer null.Close()
 	wt := &watcher{w: w, proto: watcherProtocol, exit: make(chan unix.WaitStatus, 1)}
 	attr := &syscall.ProcAttr{
-		Env:   runtimeEnv(),
+		// One P is all it needs, and a thread fewer: 150 KiB less
+		// memory for hitless's whole life.
+		Env:   append(runtimeEnv(), "GOMAXPROCS=1"),
 		Files: []uintptr{null.Fd(), s.cfg.Outputs.Stdout.File().Fd(), s.cfg.Outputs.Stderr.File().Fd(), r.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
@@ -163,12 +160,13 @@ func runtimeEnv() []string {
 	return env
 }
 
-// tell sends one line to the watcher, with files attached if any. A
-// watcher that does not read within a second is reported, not waited for.
+// tell sends one line to the watcher (see package hidden for them), with
+// files attached if any. A watcher that does not read within a second is
+// reported, not waited for.
 func (wt *watcher) tell(line string, files ...int) error {
 	wt.w.SetWriteDeadline(time.Now().Add(time.Second))
 	if len(files) == 0 {
-		_, err := wt.w.WriteString(line + "\n")
+		_, err := wt.w.WriteString(line)
 		return err
 	}
 	rc, err := wt.w.SyscallConn()
@@ -177,18 +175,14 @@ func (wt *watcher) tell(line string, files ...int) error {
 	}
 	var serr error
 	err = rc.Write(func(fd uintptr) bool {
-		_, serr = unix.SendmsgN(int(fd), []byte(line+"\n"), unix.UnixRights(files...), nil, 0)
+		_, serr = unix.SendmsgN(int(fd), []byte(line), unix.UnixRights(files...), nil, 0)
 		return serr != unix.EAGAIN
 	})
 	return cmp.Or(err, serr)
 }
 
-func (wt *watcher) add(pgid int) error    { return wt.tell("+" + strconv.Itoa(pgid)) }
-func (wt *watcher) remove(pgid int) error { return wt.tell("-" + strconv.Itoa(pgid)) }
-
-// maxRights is how many descriptors one message carries (the kernel
-// takes at most 253).
-const maxRights = 200
+func (wt *watcher) add(pgid int) error    { return wt.tell(hidden.Add(pgid)) }
+func (wt *watcher) remove(pgid int) error { return wt.tell(hidden.Remove(pgid)) }
 
 // upgrading tells the watcher that an exec is under way, and how to drain
 // the children should hitless die before an image runs again (running):
@@ -198,24 +192,24 @@ func (wt *watcher) upgrading(outs []outPipe, sig syscall.Signal, timeout time.Du
 	if wt.proto < 2 {
 		// An older watcher: it knows U and R at most, and cannot hold
 		// the pipes (replaceWatcher failed).
-		return wt.tell(fmt.Sprintf("U %d %d", int(sig), timeout.Milliseconds()))
+		return wt.tell(hidden.Upgrading(sig, timeout))
 	}
 	for len(outs) > 0 {
-		batch := outs[:min(len(outs), maxRights)]
+		batch := outs[:min(len(outs), hidden.MaxRights)]
 		outs = outs[len(batch):]
-		line, fds := "P", make([]int, 0, len(batch))
+		stderr, fds := make([]bool, 0, len(batch)), make([]int, 0, len(batch))
 		for _, p := range batch {
-			line += map[bool]string{false: " 1", true: " 2"}[p.stderr]
+			stderr = append(stderr, p.stderr)
 			fds = append(fds, rawFD(p.r))
 		}
-		if err := wt.tell(line, fds...); err != nil {
+		if err := wt.tell(hidden.Pipes(stderr), fds...); err != nil {
 			return err
 		}
 	}
-	return wt.tell(fmt.Sprintf("U %d %d", int(sig), timeout.Milliseconds()))
+	return wt.tell(hidden.Upgrading(sig, timeout))
 }
 
-func (wt *watcher) running() error { return wt.tell("R") }
+func (wt *watcher) running() error { return wt.tell(hidden.Running) }
 
 // stop closes the socket, which ends the watcher, and waits a moment for
 // it to exit so that it is reaped.
@@ -236,179 +230,4 @@ func (wt *watcher) retire(pgids []int) {
 	}
 	unix.Kill(wt.pid, unix.SIGKILL)
 	wt.w.Close()
-}
-
-// runWatcher is the watcher's main: it reads process groups from conn
-// (a unix stream socket; a pipe, from a test, carries no files) until EOF,
-// then kills the ones it was not told are gone, or drains them if hitless
-// died during the exec of an upgrade.
-func runWatcher(conn *os.File) int {
-	// Signals meant for hitless's terminal or group are not for it: it
-	// ends when hitless does, and only then. Its stdout and stderr are
-	// hitless's, whose reader may be gone.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
-	groups := make(map[int]bool)
-	var drain struct {
-		on      bool
-		sig     unix.Signal
-		timeout time.Duration
-	}
-	var held []heldPipe // the output pipes, during an upgrade's exec
-	var files []int     // received, not yet named by a P line
-	release := func() {
-		for _, p := range held {
-			p.f.Close()
-		}
-		held = nil
-	}
-	// conn is closed here, by its owner, and only here: unreferenced
-	// once its number is taken, its finalizer would close it at some
-	// garbage collection, and the watcher, reading EOF, would kill every
-	// generation while hitless runs.
-	defer conn.Close()
-	lines := &lineReader{f: conn, fd: int(conn.Fd())}
-	for {
-		line, fds, err := lines.next()
-		files = append(files, fds...)
-		if err != nil {
-			break
-		}
-		f := strings.Fields(line)
-		switch {
-		case line == "R":
-			drain.on = false
-			release()
-			continue
-		case len(f) == 3 && f[0] == "U":
-			sig, err1 := strconv.Atoi(f[1])
-			ms, err2 := strconv.Atoi(f[2])
-			if err1 == nil && err2 == nil && sig > 0 && sig < 65 && ms >= 0 {
-				drain.on, drain.sig, drain.timeout = true, unix.Signal(sig), time.Duration(ms)*time.Millisecond
-				continue
-			}
-		case len(f) > 1 && f[0] == "P" && len(f)-1 <= len(files):
-			for i, stream := range f[1:] {
-				held = append(held, heldPipe{f: os.NewFile(uintptr(files[i]), "output"), stderr: stream == "2"})
-			}
-			files = files[len(f)-1:]
-			continue
-		}
-		pgid, err := strconv.Atoi(strings.TrimLeft(line, "+-"))
-		if err != nil || pgid <= 1 || len(line) < 2 || line[0] != '+' && line[0] != '-' {
-			fmt.Fprintf(os.Stderr, "hitless watcher: ignoring %q\n", line)
-			continue
-		}
-		groups[pgid] = line[0] == '+'
-	}
-	for _, fd := range files {
-		unix.Close(fd) // named by no P line
-	}
-	var live []int
-	for pgid, on := range groups {
-		if on {
-			live = append(live, pgid)
-		}
-	}
-	var copied sync.WaitGroup
-	if drain.on {
-		fmt.Fprintf(os.Stderr, "hitless watcher: hitless died during an upgrade; draining %d process group(s) with %v, for at most %v\n",
-			len(live), unix.SignalName(drain.sig), drain.timeout)
-		for _, p := range held {
-			copied.Add(1)
-			go func() {
-				defer copied.Done()
-				io.Copy(map[bool]*os.File{false: os.Stdout, true: os.Stderr}[p.stderr], p.f)
-			}()
-		}
-		live = drainGroups(live, drain.sig, drain.timeout)
-	}
-	for _, pgid := range live {
-		if err := unix.Kill(-pgid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
-			fmt.Fprintf(os.Stderr, "hitless watcher: kill process group %d: %v\n", pgid, err)
-		}
-	}
-	if len(held) > 0 {
-		// The children's last words, within a bound: a process that left
-		// its group may hold a pipe open.
-		done := make(chan struct{})
-		go func() { copied.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(time.Second):
-		}
-	}
-	return 0
-}
-
-// heldPipe is the read end of a child's output pipe, held by the watcher
-// during an upgrade's exec.
-type heldPipe struct {
-	f      *os.File
-	stderr bool
-}
-
-// lineReader reads lines, and the descriptors attached to them, from a
-// unix socket (or, without descriptors, a pipe).
-type lineReader struct {
-	f      *os.File // held, so that fd stays open
-	fd     int
-	buf    []byte
-	noSock bool
-}
-
-// next returns the next line, without its newline, and the descriptors
-// received with it; io.EOF at the end.
-func (lr *lineReader) next() (string, []int, error) {
-	var fds []int
-	for {
-		if i := bytes.IndexByte(lr.buf, '\n'); i >= 0 {
-			line := string(lr.buf[:i])
-			lr.buf = lr.buf[i+1:]
-			return line, fds, nil
-		}
-		chunk := make([]byte, 4096)
-		oob := make([]byte, unix.CmsgSpace(4*maxRights))
-		var n, oobn int
-		var err error
-		if !lr.noSock {
-			n, oobn, _, _, err = unix.Recvmsg(lr.fd, chunk, oob, unix.MSG_CMSG_CLOEXEC)
-			if err == unix.ENOTSOCK {
-				lr.noSock = true
-			}
-		}
-		if lr.noSock {
-			n, err = unix.Read(lr.fd, chunk)
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if oobn > 0 {
-			if msgs, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil {
-				for _, m := range msgs {
-					if got, perr := unix.ParseUnixRights(&m); perr == nil {
-						fds = append(fds, got...)
-					}
-				}
-			}
-		}
-		if err != nil || n <= 0 {
-			return "", fds, io.EOF
-		}
-		lr.buf = append(lr.buf, chunk[:n]...)
-	}
-}
-
-// drainGroups sends sig to each process group and waits until they are
-// gone or timeout passes; it returns those left. Not its children, it
-// cannot wait for them: it looks every 50 ms.
-func drainGroups(groups []int, sig unix.Signal, timeout time.Duration) []int {
-	for _, pgid := range groups {
-		unix.Kill(-pgid, sig)
-	}
-	deadline := time.Now().Add(timeout)
-	for len(groups) > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		groups = slices.DeleteFunc(groups, func(pgid int) bool { return errors.Is(unix.Kill(-pgid, 0), unix.ESRCH) })
-	}
-	return groups
 }

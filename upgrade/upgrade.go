@@ -48,8 +48,7 @@ const (
 
 // CheckArg is the hidden first argument of the check mode: a binary run
 // with it prints its Info as JSON and exits 0. The program's main must
-// call RunCheck when it sees it (see RunHidden in package supervisor's
-// fashion).
+// call RunCheck when it sees it.
 const CheckArg = "__hitless_upgrade_check"
 
 const (

@@ -111,52 +111,77 @@ func cleanEnv() []string {
 	return env
 }
 
-// directStarts starts the test server n times the way a bare supervisor
-// would (fork+exec with an inherited socket and a notify socket of the
-// bench's own) and returns, for each, the time from the start to its
-// READY=1: the floor any supervisor pays for the same child.
-func directStarts(server string, n int, tmp string) ([]time.Duration, error) {
+// bareStarter starts the test server the way a bare supervisor would
+// (fork+exec with an inherited socket and a notify socket of the bench's
+// own): the floor any supervisor pays for the same child, to set beside
+// a reload under hitless.
+type bareStarter struct {
+	server string
+	ln     net.Listener
+	lf     *os.File
+	nc     *net.UnixConn
+	env    []string
+	buf    []byte
+}
+
+// bareStart is one start: fork+exec (os/exec's Start returns once the
+// exec is done), then the exec to READY=1.
+type bareStart struct {
+	fork, toReady time.Duration
+}
+
+func (b bareStart) total() time.Duration { return b.fork + b.toReady }
+
+func newBareStarter(server, tmp string) (*bareStarter, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	defer ln.Close()
 	lf, err := ln.(*net.TCPListener).File()
 	if err != nil {
+		ln.Close()
 		return nil, err
 	}
-	defer lf.Close()
 	path := tmp + "/direct-notify"
 	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
+		lf.Close()
+		ln.Close()
 		return nil, err
 	}
-	defer nc.Close()
 	env := append(cleanEnv(), "SERVER_STARTER_PORT="+ln.Addr().String()+"=3", "NOTIFY_SOCKET="+path)
-	var out []time.Duration
-	buf := make([]byte, 4096)
-	for range n {
-		cmd := exec.Command(server)
-		cmd.Env, cmd.ExtraFiles = env, []*os.File{lf}
-		t0 := time.Now()
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		nc.SetReadDeadline(t0.Add(10 * time.Second))
-		for {
-			k, err := nc.Read(buf)
-			if err != nil {
-				cmd.Process.Kill()
-				cmd.Wait()
-				return nil, fmt.Errorf("direct start: no READY=1: %w", err)
-			}
-			if strings.Contains("\n"+string(buf[:k])+"\n", "\nREADY=1\n") {
-				break
-			}
-		}
-		out = append(out, time.Since(t0))
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+	return &bareStarter{server: server, ln: ln, lf: lf, nc: nc, env: env, buf: make([]byte, 4096)}, nil
+}
+
+func (b *bareStarter) Close() {
+	b.nc.Close()
+	b.lf.Close()
+	b.ln.Close()
+}
+
+// start starts the server once, waits for its READY=1, and stops it.
+func (b *bareStarter) start() (bareStart, error) {
+	cmd := exec.Command(b.server)
+	cmd.Env, cmd.ExtraFiles = b.env, []*os.File{b.lf}
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return bareStart{}, err
 	}
-	return out, nil
+	forked := time.Now()
+	b.nc.SetReadDeadline(t0.Add(10 * time.Second))
+	for {
+		k, err := b.nc.Read(b.buf)
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return bareStart{}, fmt.Errorf("direct start: no READY=1: %w", err)
+		}
+		if strings.Contains("\n"+string(b.buf[:k])+"\n", "\nREADY=1\n") {
+			break
+		}
+	}
+	st := bareStart{fork: forked.Sub(t0), toReady: time.Since(forked)}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	return st, nil
 }

@@ -150,16 +150,24 @@ requests.
    to the server, wait for it to exit, start it again, wait until it serves.
 5. For each reload: the driver's clock at SIGHUP to the moment it reads hitless's "serving"
    record, minus the new child's own start-up (its main() entered → about to send READY=1,
-   both taken by the child, ` + "`-timing-file`" + `). What is left is fork, hitless's shim
-   re-exec, the exec of the child binary and Go runtime start, READY delivery, and logging.
-   For scale, the bench also starts the same child itself (fork+exec with the socket and a
-   notify socket of its own) and times start → READY=1: what any supervisor pays.
-6. hitless's VmRSS, utime+stime (10 ms ticks) and /proc/PID/fd count, read from /proc.
+   both taken by the child, ` + "`-timing-file`" + `). Just before each reload the bench starts the
+   same child itself, as a bare supervisor would (fork+exec with the socket and a notify
+   socket of its own), and times start → READY=1: what any supervisor pays. hitless runs
+   with ` + "`--log-level debug`" + `, and its ` + "`reload steps`" + ` record times each step (CLOCK_MONOTONIC):
+   ` + "`request_to_fork`" + ` (the signal read → fork), ` + "`fork`" + ` (until the shim's execve is done),
+   ` + "`shim_start`" + ` (the shim's runtime, until its init runs), ` + "`shim`" + ` (until the child's execve
+   is done, seen on a close-on-exec pipe), ` + "`child_start`" + ` (until READY=1 is read),
+   ` + "`ready_to_serving`" + ` and ` + "`serving_to_signal`" + ` (the old generation signalled).
+6. hitless's and its watcher's PSS (smaps_rollup: pages shared between them, such as their
+   binary's, counted once in the sum) and anonymous memory (RssAnon), VmRSS, hitless's
+   utime+stime (10 ms ticks) and /proc/PID/fd count, read from /proc 2 s after start, after
+   10 reloads and after the last.
 7. SIGKILL to the serving child's pid while clients run; time from the kill to hitless's next
    "serving" record. Connections made meanwhile wait in the socket's backlog (hitless holds it).
 8. Raw HTTP/1.1 connections, one goroutine each; between requests each waits on a read, so a
    connection that a draining generation closes is seen and reopened with a request. The
-   script raises the open-files limit (` + "`ulimit -n`" + `) for itself and what it starts.
+   script raises the open-files limit (` + "`ulimit -n`" + `) for itself and what it starts. hitless's and
+   its watcher's PSS are read every 250 ms.
 9. h2load (nghttp2) with prior-knowledge h2c; h2load does not retry a stream that a GOAWAY
    refused, so refused streams show as "errored".
 10. The test server's ` + "`-mode-file`" + ` switches to ` + "`crash:1s`" + ` (READY=1, then exit 4 a second

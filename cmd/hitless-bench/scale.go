@@ -121,10 +121,11 @@ func hitlessScale(s *scenario, name string, srv ...string) *scaleTarget {
 func benchScaleOnce(s *scenario, tg *scaleTarget) []row {
 	p := s.plan
 	defer tg.stop() // before the next variant starts, not at the scenario's end
-	var restRSS int64
+	var restPSS int64
 	if tg.pid != 0 {
-		u, _ := harness.ProcUsage(tg.pid)
-		restRSS = u.RSS
+		fp, err := readFootprint(tg.pid)
+		s.check(err)
+		restPSS = fp.pss()
 	}
 	st := &scaleStats{}
 	ctx, cancel := context.WithTimeout(context.Background(), p.scaleRun+60*time.Second)
@@ -169,7 +170,7 @@ func benchScaleOnce(s *scenario, tg *scaleTarget) []row {
 		<-x.First()
 	}
 
-	var maxRSS int64
+	var maxPSS int64
 	sampler := time.NewTicker(250 * time.Millisecond)
 	defer sampler.Stop()
 	reloadT := time.NewTicker(p.scaleEvery)
@@ -194,8 +195,8 @@ loop:
 		}
 		select {
 		case <-sampler.C:
-			if u, err := harness.ProcUsage(tg.pid); tg.pid != 0 && err == nil {
-				maxRSS = max(maxRSS, u.RSS)
+			if fp, err := readFootprint(tg.pid); tg.pid != 0 && err == nil {
+				maxPSS = max(maxPSS, fp.pss())
 			}
 			minOpen = min(minOpen, st.open.Load())
 		case <-reloadT.C:
@@ -247,7 +248,7 @@ loop:
 		st.closedAfter.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(),
 		tg.drained, ms(median(drains)), ms(maxOf(drains)), cost)
 	if tg.pid != 0 {
-		other += fmt.Sprintf("; hitless RSS %s at rest, at most %s during the run", mib(restRSS), mib(maxRSS))
+		other += fmt.Sprintf("; hitless and its watcher: PSS %s at rest, at most %s during the run", mib(restPSS), mib(maxPSS))
 	}
 	return []row{
 		{"8", "Scale: 10,000 keep-alive connections across reloads",

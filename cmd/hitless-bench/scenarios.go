@@ -269,42 +269,61 @@ func (s *scenario) reloadAtPace(reload func() error) int {
 
 // Both read hitless's log, not its status: the time at which the
 // "serving" record comes is the measurement, and status requests would
-// add their own CPU time and memory to what scenario 6 measures.
+// add their own CPU time and memory to what scenario 6 measures. hitless
+// runs with --log-level debug for its "reload steps" records.
 func benchCost(s *scenario) []row {
 	p := s.plan
 	timing := s.tmp + "/timing"
-	h := s.startHitless(nil, "-timing-file", timing)
+	h := s.startHitless([]string{"--log-level", "debug"}, "-timing-file", timing)
+	bare, err := newBareStarter(s.server, s.tmp)
+	s.check(err)
+	defer bare.Close()
 	// At rest: started, one child serving, nothing happening.
 	restWait := 2 * time.Second
 	time.Sleep(restWait)
-	rest, err := harness.ProcUsage(h.PID())
+	rest, err := readFootprint(h.PID())
 	s.check(err)
 	type sample struct {
 		gen   int
 		total time.Duration // SIGHUP sent -> "serving" read
+		steps harness.Record
+		bare  bareStart // the same child started bare, just before
 	}
 	var samples []sample
+	const early = 10 // reloads before the first memory reading after rest
+	var afterEarly footprint
 	for i := range p.costReloads {
+		var b bareStart
+		if i < p.latencyN {
+			b, err = bare.start()
+			s.check(err)
+		}
 		m := h.Mark()
 		t0 := time.Now()
 		h.Signal(syscall.SIGHUP)
 		_, r := h.WaitSince(m, 30*time.Second, harness.Is("serving"))
+		gen := r.Int("generation")
 		if i < p.latencyN {
-			samples = append(samples, sample{gen: r.Int("generation"), total: r.At.Sub(t0)})
+			_, steps := h.WaitSince(m, 30*time.Second, harness.IsGen("reload steps", gen))
+			samples = append(samples, sample{gen: gen, total: r.At.Sub(t0), steps: steps, bare: b})
 		}
-		h.WaitSince(m, 30*time.Second, harness.IsGen("drained", r.Int("generation")-1))
+		h.WaitSince(m, 30*time.Second, harness.IsGen("drained", gen-1))
+		if i+1 == early {
+			time.Sleep(restWait)
+			afterEarly, err = readFootprint(h.PID())
+			s.check(err)
+		}
 		if (i+1)%200 == 0 {
 			logf("  %d reloads", i+1)
 		}
 	}
 	time.Sleep(restWait)
-	after, err := harness.ProcUsage(h.PID())
+	after, err := readFootprint(h.PID())
 	s.check(err)
 	own, err := readTiming(timing)
 	s.check(err)
-	direct, err := directStarts(s.server, p.latencyN, s.tmp)
-	s.check(err)
-	var overhead, totals, owns []time.Duration
+	var overhead, totals, owns, bares, bareForks, bareReady []time.Duration
+	var steps []harness.Record
 	for _, x := range samples {
 		o, ok := own[x.gen]
 		if !ok {
@@ -313,18 +332,28 @@ func benchCost(s *scenario) []row {
 		overhead = append(overhead, x.total-o)
 		totals = append(totals, x.total)
 		owns = append(owns, o)
+		bares = append(bares, x.bare.total())
+		bareForks = append(bareForks, x.bare.fork)
+		bareReady = append(bareReady, x.bare.toReady)
+		steps = append(steps, x.steps)
 	}
+	added := median(totals) - median(bares)
+	ratio := float64(median(totals)) / float64(median(bares))
+	perReload := (after.hitless.CPU - rest.hitless.CPU) / time.Duration(p.costReloads)
 	return []row{
-		{"5", "Reload latency: hitless's own overhead", fmt.Sprintf("%d reloads, idle; SIGHUP → \"serving\" minus the child's own start-up (its main() → READY=1)", len(samples)),
+		{"5", "Reload latency: hitless's own overhead", fmt.Sprintf("%d reloads, idle, each just after a bare start of the same child; SIGHUP → \"serving\" minus the child's own start-up (its main() → READY=1)", len(samples)),
 			"", "", "", "median " + ms(median(overhead)), "max " + ms(maxOf(overhead)),
-			fmt.Sprintf("SIGHUP → serving: median %s, max %s. The child's own start-up, measured inside it: median %s. "+
-				"The same child started %d times by the bench itself (fork+exec → READY=1, no hitless): median %s, so hitless adds median %s over a bare fork+exec",
-				ms(median(totals)), ms(maxOf(totals)), ms(median(owns)), len(direct), ms(median(direct)), ms(median(totals)-median(direct)))},
-		{"6", "hitless's own cost", fmt.Sprintf("at rest (%v after start), and after %d reloads", restWait, p.costReloads),
+			fmt.Sprintf("SIGHUP → serving: median %s, max %s. The same child started bare (fork+exec → READY=1, no hitless), alternating with the reloads: median %s, so hitless adds **%s (×%.2f)** over a bare fork+exec. "+
+				"Steps, medians from hitless's debug log: %s; bare: fork+exec %s, exec → READY=1 %s. The child's own start-up, measured inside it: median %s",
+				ms(median(totals)), ms(maxOf(totals)), ms(median(bares)), ms(added), ratio,
+				stepMedians(steps), ms(median(bareForks)), ms(median(bareReady)), ms(median(owns)))},
+		{"6", "hitless's own cost", fmt.Sprintf("at rest (%v after start), after %d reloads and after %d", restWait, early, p.costReloads),
 			"", "", "", "", "",
-			fmt.Sprintf("RSS %s at rest → %s after %d reloads; CPU time (user+system) %s at rest, %s after (%s per reload); open fds %d → %d",
-				mib(rest.RSS), mib(after.RSS), p.costReloads, ms(rest.CPU), ms(after.CPU),
-				ms((after.CPU-rest.CPU)/time.Duration(p.costReloads)), rest.FDs, after.FDs)},
+			fmt.Sprintf("hitless and its watcher at rest: **%s**; RSS %s + %s. After %d reloads: anonymous %s; after %d: %s, so anonymous memory **%+.2f MiB** from %d reloads to %d. "+
+				"CPU time of hitless (user+system, 10 ms ticks) %s at rest, %s after (%s per reload; the shim's runs in the child's process); open fds %d → %d",
+				rest, mib(rest.hitless.RSS), mib(rest.watcher.RSS), early, mib(afterEarly.anon()), p.costReloads, after,
+				float64(after.anon()-afterEarly.anon())/(1<<20), early, p.costReloads,
+				ms(rest.hitless.CPU), ms(after.hitless.CPU), ms(perReload), rest.hitless.FDs, after.hitless.FDs)},
 	}
 }
 

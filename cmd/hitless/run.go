@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -351,6 +352,11 @@ func (r *runFlags) prepare(fs *pflag.FlagSet, args []string, self *upgrade.Self)
 	if passed.Ignored != "" {
 		cfg.Logger.Info("socket activation", "ignored", passed.Ignored)
 	}
+
+	// At rest, hitless returns what its last reload freed (its heap
+	// pages) to the system: its memory stays that of a hitless that has
+	// just started, however many reloads it has run.
+	cfg.Idle = debug.FreeOSMemory
 
 	// Metrics only when asked: without --metrics nothing listens.
 	if file.Metrics != "" {

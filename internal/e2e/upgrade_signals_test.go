@@ -327,7 +327,14 @@ func TestEarlySignalsInitFirst(t *testing.T) {
 	if early < 0 {
 		t.Fatalf("earlysig is not initialised:\n%s", strings.Join(order, "\n"))
 	}
-	if order[early-1] != "os/signal" {
+	// Right after os/signal, or after the other early package, hidden
+	// (the shim and the watcher), whose init sorts first and returns at
+	// once in any other run (see TestHiddenModesRunBeforeHeavyInit).
+	prev := order[early-1]
+	if prev == "github.com/hitless/hitless/supervisor/internal/hidden" && early > 1 {
+		prev = order[early-2]
+	}
+	if prev != "os/signal" {
 		t.Errorf("earlysig is initialised after %s, not right after os/signal", order[early-1])
 	}
 	for _, heavy := range []string{"net/http", "github.com/spf13/cobra", "github.com/prometheus/client_golang/prometheus", "go.yaml.in/yaml/v3", "google.golang.org/protobuf/internal/filedesc", "log/slog"} {

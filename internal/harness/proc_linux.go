@@ -17,18 +17,16 @@ func ProcUsage(pid int) (Usage, error) {
 	if err != nil {
 		return u, err
 	}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v) // "1234 kB"
-			if len(f) == 0 {
-				return u, fmt.Errorf("%s/status: VmRSS: %q", dir, v)
-			}
-			kb, err := strconv.ParseInt(f[0], 10, 64)
-			if err != nil {
-				return u, fmt.Errorf("%s/status: VmRSS: %w", dir, err)
-			}
-			u.RSS = kb << 10
-		}
+	if u.RSS, err = kbField(status, "VmRSS:"); err != nil {
+		return u, fmt.Errorf("%s/status: %w", dir, err)
+	}
+	if u.Anon, err = kbField(status, "RssAnon:"); err != nil {
+		return u, fmt.Errorf("%s/status: %w", dir, err)
+	}
+	// smaps_rollup needs Linux 4.14 and the right to read the process's
+	// maps: without it, PSS stays 0.
+	if rollup, err := os.ReadFile(dir + "/smaps_rollup"); err == nil {
+		u.PSS, _ = kbField(rollup, "Pss:")
 	}
 	f, err := statFields(pid)
 	if err != nil {
@@ -52,6 +50,25 @@ func ProcUsage(pid int) (Usage, error) {
 	}
 	u.FDs = len(ents)
 	return u, nil
+}
+
+// kbField reads the field named key ("VmRSS:") of a /proc file of
+// "key: N kB" lines, in bytes.
+func kbField(b []byte, key string) (int64, error) {
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key); ok {
+			f := strings.Fields(v) // "1234 kB"
+			if len(f) == 0 {
+				return 0, fmt.Errorf("%s %q", key, v)
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s %w", key, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s", key)
 }
 
 // Children lists the processes whose parent is pid, zombies included,

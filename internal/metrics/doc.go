@@ -6,11 +6,19 @@
 // # Model
 //
 // Each figure has one source. Counters and gauges are read from the
-// supervisor's own Status at each scrape (a prometheus.Collector over a
-// Source), so that they are exactly what "hitless status" says and
-// nothing counts twice. The durations of reloads and drains, which Status
-// does not keep, are histograms fed as they happen through the
-// supervisor.Observer that Metrics implements. Nothing else is kept.
+// supervisor's own Status at each scrape (from a Source), so that they
+// are exactly what "hitless status" says and nothing counts twice. The
+// durations of reloads and drains, which Status does not keep, are
+// histograms fed as they happen through the supervisor.Observer that
+// Metrics implements. Nothing else is kept.
+//
+// The text format (version 0.0.4) is written here, not by the Prometheus
+// Go client, which served it before: the client and what it pulls in
+// (protobuf, procfs, its registry) were most of hitless's binary and a
+// good part of its memory, paid by every run, with --metrics or not
+// (docs/footprint.md has the figures). The families, their types, HELP
+// texts and labels are the client's, the go_* and process_* ones
+// included (testdata/families.txt pins them).
 //
 //	hitless_reloads_total{result="ok|failed|rolled_back"}  counter
 //	hitless_restarts_total                                 counter
@@ -27,7 +35,9 @@
 //	hitless_build_info{version,revision,goversion}         gauge, always 1
 //
 // plus the standard process_* and go_* metrics of the hitless process
-// itself (not of its children).
+// itself (not of its children), and promhttp_metric_handler_errors_total
+// {cause="gathering|encoding"}, the scrapes that failed, under the name
+// the Go client gave it.
 //
 // The hand-over results (see package internal/handover's Counts) are
 // handed, adopted, refused, lost, closed and closed_idle; the total
@@ -63,5 +73,8 @@
 // keep-alive connection is closed, and a scrape sent on it at that
 // instant fails, as HTTP/1.1 allows. There is no TLS and no
 // authentication: bind a loopback address or a unix socket, or put a
-// proxy in front.
+// proxy in front. Only the text format is served (every Prometheus
+// server reads it), uncompressed, by Server, an HTTP/1.1 server of its
+// own (keep-alive, bounded in connections, sizes and time; its doc says
+// why it is not net/http's).
 package metrics

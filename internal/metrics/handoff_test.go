@@ -47,7 +47,7 @@ func TestHandoffCarriesMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.ln.close() // what the exec does to this image's descriptor
+	srv.ln.Close() // what the exec does to this image's descriptor
 	m2 := New(Options{})
 	if err := m2.Restore(next); err != nil {
 		t.Fatal(err)

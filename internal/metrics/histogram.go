@@ -3,20 +3,21 @@
 package metrics
 
 import (
+	"math"
 	"slices"
 	"sync"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
-// histogram is a Prometheus histogram whose values can be written down
-// and taken back: an upgrade of hitless in place carries them, as it
-// carries the counters (prometheus.Histogram cannot be set).
+// histogram is a Prometheus histogram with fixed upper bounds, whose
+// values can be written down and taken back: an upgrade of hitless in
+// place carries them, as it carries the counters. Observe, family, state
+// and add may be called from any goroutine.
 type histogram struct {
-	desc    *prometheus.Desc
-	mu      sync.Mutex
-	st      histogramState
-	buckets []float64 // upper bounds, ascending; +Inf implied
+	name, help string
+	buckets    []float64 // upper bounds, ascending; +Inf implied
+
+	mu sync.Mutex
+	st histogramState
 }
 
 // histogramState is a histogram's values, as carried across an upgrade:
@@ -30,34 +31,37 @@ type histogramState struct {
 }
 
 func newHistogram(name, help string, buckets []float64) *histogram {
-	return &histogram{
-		desc:    prometheus.NewDesc(name, help, nil, nil),
-		buckets: buckets,
-		st:      histogramState{Bounds: buckets, Counts: make([]uint64, len(buckets)+1)},
-	}
+	return &histogram{name: name, help: help, buckets: buckets,
+		st: histogramState{Bounds: buckets, Counts: make([]uint64, len(buckets)+1)}}
 }
 
 func (h *histogram) Observe(v float64) {
+	i, _ := slices.BinarySearch(h.buckets, v) // the first bound >= v: buckets are "le"
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	i, _ := slices.BinarySearch(h.buckets, v) // the first bound >= v
 	h.st.Counts[i]++
 	h.st.Sum += v
 	h.st.Count++
 }
 
-func (h *histogram) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
-
-func (h *histogram) Collect(ch chan<- prometheus.Metric) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	cum := make(map[float64]uint64, len(h.buckets))
+// family is the histogram in the text format: cumulative buckets, the
+// sum and the count.
+func (h *histogram) family() family {
+	st := h.state()
+	f := family{name: h.name, help: h.help, typ: "histogram"}
 	var n uint64
-	for i, b := range h.buckets {
-		n += h.st.Counts[i]
-		cum[b] = n
+	for i, c := range st.Counts {
+		n += c
+		le := math.Inf(+1)
+		if i < len(h.buckets) {
+			le = h.buckets[i]
+		}
+		f.samples = append(f.samples, sample{suffix: "_bucket", labels: []string{"le", formatFloat(le)}, value: float64(n)})
 	}
-	ch <- prometheus.MustNewConstHistogram(h.desc, h.st.Count, h.st.Sum, cum)
+	f.samples = append(f.samples,
+		sample{suffix: "_sum", value: st.Sum},
+		sample{suffix: "_count", value: float64(st.Count)})
+	return f
 }
 
 // state returns a copy of the values.

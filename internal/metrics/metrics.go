@@ -3,18 +3,16 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/supervisor"
@@ -70,7 +68,10 @@ func ReadBuild() Build {
 // histograms' values (Restore takes them back).
 type Metrics struct {
 	reload, drain *histogram
-	fixed         []prometheus.Collector
+	fixed         []family
+	// Scrapes that failed, by cause: the status could not be had
+	// (gathering), or the answer could not be written (encoding).
+	gatherErrors, encodeErrors atomic.Uint64
 }
 
 var _ supervisor.Observer = (*Metrics)(nil)
@@ -80,7 +81,9 @@ func New(o Options) *Metrics {
 	if o.Build == (Build{}) {
 		o.Build = ReadBuild()
 	}
-	m := &Metrics{
+	info := family{name: "hitless_build_info", typ: "gauge", help: "Always 1; the labels say which build of hitless runs."}
+	info.add(1, "goversion", o.Build.GoVersion, "revision", o.Build.Revision, "version", o.Build.Version)
+	return &Metrics{
 		reload: newHistogram("hitless_reload_duration_seconds",
 			"Time from a reload's request (the first, when several joined) to its new generation serving, trial included; reloads that served only.",
 			// From a fast child's few milliseconds to a long trial.
@@ -89,20 +92,9 @@ func New(o Options) *Metrics {
 			"Time from the drain signal to the exit of a generation that served.",
 			// Up to well past the default drain timeout (30s).
 			[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}),
+		fixed: []family{info, one("hitless_drain_timeout_seconds", "gauge",
+			"The drain timeout: a generation draining longer has its process group killed.", o.DrainTimeout.Seconds())},
 	}
-	info := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "hitless_build_info",
-		Help:        "Always 1; the labels say which build of hitless runs.",
-		ConstLabels: prometheus.Labels{"version": o.Build.Version, "revision": o.Build.Revision, "goversion": o.Build.GoVersion},
-	})
-	info.Set(1)
-	timeout := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "hitless_drain_timeout_seconds",
-		Help: "The drain timeout: a generation draining longer has its process group killed.",
-	})
-	timeout.Set(o.DrainTimeout.Seconds())
-	m.fixed = []prometheus.Collector{info, timeout}
-	return m
 }
 
 // ReloadServing records a reload's duration (supervisor.Observer).
@@ -144,119 +136,125 @@ func (m *Metrics) Restore(st *upgrade.State) error {
 	return nil
 }
 
-// Handler serves /metrics: m's histograms and fixed figures, the counters
-// and gauges read from src at each scrape, and the process_* and go_*
+// Handler answers the scrapes of /metrics (see Server).
+type Handler struct {
+	m   *Metrics
+	src Source
+	log *slog.Logger
+}
+
+// Handler serves m's histograms and fixed figures, the counters and
+// gauges read from src at each scrape, and the process_* and go_*
 // metrics of this process. Errors of a scrape are logged to log (nil
 // discards them) and fail the scrape.
-func (m *Metrics) Handler(src Source, log *slog.Logger) http.Handler {
+func (m *Metrics) Handler(src Source, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.reload, m.drain, statusCollector{src},
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
-	reg.MustRegister(m.fixed...)
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog: errorLog{log},
-		Registry: reg, // promhttp_metric_handler_errors_total
-	}))
-	return mux
+	return &Handler{m: m, src: src, log: log}
 }
 
-// errorLog is promhttp's logger on slog.
-type errorLog struct{ log *slog.Logger }
-
-func (l errorLog) Println(v ...any) { l.log.Warn("metrics: " + fmt.Sprint(v...)) }
-
-// The series read from the supervisor's status.
-var (
-	reloadsDesc = prometheus.NewDesc("hitless_reloads_total",
-		`Reloads by result: ok (the new generation serves), failed (a start that did not serve: reloads, and restarts after a crash), rolled_back (ready, then failed its trial).`,
-		[]string{"result"}, nil)
-	restartsDesc = prometheus.NewDesc("hitless_restarts_total",
-		"Restarts begun because no generation served (the serving child died).", nil, nil)
-	watchdogKillsDesc = prometheus.NewDesc("hitless_watchdog_kills_total",
-		"Serving children aborted (SIGABRT) because they missed their watchdog.", nil, nil)
-	outputDroppedDesc = prometheus.NewDesc("hitless_output_dropped_lines_total",
-		"Lines of hitless's log and of its children's output that could not be written to hitless's stdout or stderr (the reader was gone), by stream.",
-		[]string{"stream"}, nil)
-	upgradesDesc = prometheus.NewDesc("hitless_upgrades_total",
-		`Upgrades of hitless itself in place (hitless upgrade) by result: ok, refused (the new binary failed its check; nothing changed), failed (the exec failed; nothing changed), rolled_back (the new image could not take over and ran the old one again).`,
-		[]string{"result"}, nil)
-	generationsDesc = prometheus.NewDesc("hitless_generations",
-		"Generations of the child that have not exited, by state.", []string{"state"}, nil)
-	rssDesc = prometheus.NewDesc("hitless_generation_resident_memory_bytes",
-		"Resident memory of each generation's whole process group.", []string{"generation", "pid", "state"}, nil)
-	handOverDesc = prometheus.NewDesc("hitless_handover_connections_total",
-		`Connections in hand-overs between generations, every generation's since hitless started, by result: handed (passed on to the serving generation), adopted (taken by it), refused (kept by the old generation, closed after a response), lost (passed on, never adopted), closed (closed by a drain rather than handed over, as the generations reported), closed_idle (of those, closed while idle).`,
-		[]string{"result"}, nil)
-	genHandOverDesc = prometheus.NewDesc("hitless_generation_handover_connections",
-		"Each generation's connections in hand-overs, by result (as hitless_handover_connections_total); only generations that take part.", []string{"generation", "pid", "state", "result"}, nil)
-	drainStartDesc = prometheus.NewDesc("hitless_generation_drain_start_time_seconds",
-		"When each draining (or failed) generation was sent the drain signal, in seconds since the Unix epoch.", []string{"generation", "pid", "state"}, nil)
-)
-
-// states are those a generation that has not exited can be in.
-var states = []supervisor.State{supervisor.Starting, supervisor.Trial, supervisor.Serving, supervisor.Draining, supervisor.Failed}
-
-// statusCollector reads the counters and gauges from a Source at each
-// scrape.
-type statusCollector struct{ src Source }
-
-func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{reloadsDesc, restartsDesc, watchdogKillsDesc, upgradesDesc, outputDroppedDesc, generationsDesc, rssDesc, drainStartDesc, handOverDesc, genHandOverDesc} {
-		ch <- d
-	}
-}
-
-func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), ScrapeTimeout)
-	defer cancel()
-	st, err := c.src.Status(ctx)
+// scrape is one scrape's answer, in the text format.
+func (h *Handler) scrape(ctx context.Context) ([]byte, error) {
+	fams, err := h.m.gather(ctx, h.src)
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(reloadsDesc, fmt.Errorf("hitless status: %w", err))
-		return
+		h.m.gatherErrors.Add(1)
+		h.log.Warn("metrics: scrape failed", "err", err)
+		return nil, err
 	}
-	counter := func(d *prometheus.Desc, n int, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), labels...)
-	}
-	counter(reloadsDesc, st.ReloadsOK, "ok")
-	counter(reloadsDesc, st.ReloadsFailed, "failed")
-	counter(reloadsDesc, st.ReloadsRolledBack, "rolled_back")
-	counter(restartsDesc, st.Restarts)
-	counter(watchdogKillsDesc, st.WatchdogKills)
-	counter(upgradesDesc, st.UpgradesOK, "ok")
-	counter(upgradesDesc, st.UpgradesRefused, "refused")
-	counter(upgradesDesc, st.UpgradesFailed-st.UpgradesRefused-st.UpgradesRolledBack, "failed")
-	counter(upgradesDesc, st.UpgradesRolledBack, "rolled_back")
-	counter(outputDroppedDesc, int(st.OutputDropped.Stdout), "stdout")
-	counter(outputDroppedDesc, int(st.OutputDropped.Stderr), "stderr")
+	var buf bytes.Buffer
+	writeText(&buf, fams)
+	return buf.Bytes(), nil
+}
 
+// writeFailed counts an answer that could not be written.
+func (h *Handler) writeFailed(err error) {
+	h.m.encodeErrors.Add(1)
+	h.log.Warn("metrics: writing the scrape", "err", err)
+}
+
+// gather reads every family for one scrape.
+func (m *Metrics) gather(ctx context.Context, src Source) ([]family, error) {
+	status, err := statusFamilies(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	fams := append(status, m.reload.family(), m.drain.family())
+	fams = append(fams, m.fixed...)
+	errs := family{name: "promhttp_metric_handler_errors_total", typ: "counter",
+		help: "Total number of internal errors encountered by the promhttp metric handler."}
+	errs.add(float64(m.encodeErrors.Load()), "cause", "encoding")
+	errs.add(float64(m.gatherErrors.Load()), "cause", "gathering")
+	fams = append(fams, errs)
+	fams = append(fams, goFamilies()...)
+	return append(fams, processFamilies()...), nil
+}
+
+// states are those a generation that has not exited can be in, in the
+// order of their names, as the Prometheus client wrote them.
+var states = []supervisor.State{supervisor.Draining, supervisor.Failed, supervisor.Serving, supervisor.Starting, supervisor.Trial}
+
+// statusFamilies reads the counters and gauges from src, waiting at most
+// ScrapeTimeout for its answer.
+func statusFamilies(ctx context.Context, src Source) ([]family, error) {
+	ctx, cancel := context.WithTimeout(ctx, ScrapeTimeout)
+	defer cancel()
+	st, err := src.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("hitless status: %w", err)
+	}
+	reloads := family{name: "hitless_reloads_total", typ: "counter",
+		help: "Reloads by result: ok (the new generation serves), failed (a start that did not serve: reloads, and restarts after a crash), rolled_back (ready, then failed its trial)."}
+	reloads.add(float64(st.ReloadsFailed), "result", "failed")
+	reloads.add(float64(st.ReloadsOK), "result", "ok")
+	reloads.add(float64(st.ReloadsRolledBack), "result", "rolled_back")
+	upgrades := family{name: "hitless_upgrades_total", typ: "counter",
+		help: "Upgrades of hitless itself in place (hitless upgrade) by result: ok, refused (the new binary failed its check; nothing changed), failed (the exec failed; nothing changed), rolled_back (the new image could not take over and ran the old one again)."}
+	upgrades.add(float64(st.UpgradesFailed-st.UpgradesRefused-st.UpgradesRolledBack), "result", "failed")
+	upgrades.add(float64(st.UpgradesOK), "result", "ok")
+	upgrades.add(float64(st.UpgradesRefused), "result", "refused")
+	upgrades.add(float64(st.UpgradesRolledBack), "result", "rolled_back")
+
+	gens := family{name: "hitless_generations", typ: "gauge", help: "Generations of the child that have not exited, by state."}
+	rss := family{name: "hitless_generation_resident_memory_bytes", typ: "gauge", help: "Resident memory of each generation's whole process group."}
+	drainAt := family{name: "hitless_generation_drain_start_time_seconds", typ: "gauge",
+		help: "When each draining (or failed) generation was sent the drain signal, in seconds since the Unix epoch."}
+	genHandOvers := family{name: "hitless_generation_handover_connections", typ: "gauge",
+		help: "Each generation's connections in hand-overs, by result (as hitless_handover_connections_total); only generations that take part."}
 	count := make(map[supervisor.State]int)
 	for _, g := range st.Generations {
 		count[g.State]++
-		labels := []string{strconv.Itoa(g.ID), strconv.Itoa(g.PID), string(g.State)}
-		ch <- prometheus.MustNewConstMetric(rssDesc, prometheus.GaugeValue, float64(g.RSS), labels...)
+		labels := []string{"generation", strconv.Itoa(g.ID), "pid", strconv.Itoa(g.PID), "state", string(g.State)}
+		rss.add(float64(g.RSS), labels...)
 		if !g.DrainAt.IsZero() {
-			ch <- prometheus.MustNewConstMetric(drainStartDesc, prometheus.GaugeValue, float64(g.DrainAt.UnixNano())/1e9, labels...)
+			drainAt.add(float64(g.DrainAt.UnixNano())/1e9, labels...)
 		}
 		if c := g.HandOver; c != nil {
 			for _, r := range handOverResults(*c) {
-				ch <- prometheus.MustNewConstMetric(genHandOverDesc, prometheus.GaugeValue, float64(r.n), append(labels, r.result)...)
+				genHandOvers.add(float64(r.n), append(slices.Clone(labels), "result", r.result)...)
 			}
 		}
 	}
 	for _, s := range states {
-		ch <- prometheus.MustNewConstMetric(generationsDesc, prometheus.GaugeValue, float64(count[s]), string(s))
+		gens.add(float64(count[s]), "state", string(s))
 	}
+	dropped := family{name: "hitless_output_dropped_lines_total", typ: "counter",
+		help: "Lines of hitless's log and of its children's output that could not be written to hitless's stdout or stderr (the reader was gone), by stream."}
+	dropped.add(float64(st.OutputDropped.Stderr), "stream", "stderr")
+	dropped.add(float64(st.OutputDropped.Stdout), "stream", "stdout")
 	var total handover.Counts
 	if st.HandOver != nil {
 		total = *st.HandOver
 	}
+	handOvers := family{name: "hitless_handover_connections_total", typ: "counter",
+		help: "Connections in hand-overs between generations, every generation's since hitless started, by result: handed (passed on to the serving generation), adopted (taken by it), refused (kept by the old generation, closed after a response), lost (passed on, never adopted), closed (closed by a drain rather than handed over, as the generations reported), closed_idle (of those, closed while idle)."}
 	for _, r := range handOverResults(total) {
-		counter(handOverDesc, r.n, r.result)
+		handOvers.add(float64(r.n), "result", r.result)
 	}
+	return []family{reloads, upgrades, gens, rss, drainAt, dropped, handOvers, genHandOvers,
+		one("hitless_restarts_total", "counter", "Restarts begun because no generation served (the serving child died).", float64(st.Restarts)),
+		one("hitless_watchdog_kills_total", "counter", "Serving children aborted (SIGABRT) because they missed their watchdog.", float64(st.WatchdogKills)),
+	}, nil
 }
 
 type handOverResult struct {

@@ -5,6 +5,8 @@ package metrics
 import (
 	"context"
 	"errors"
+	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/internal/metrics/metricstest"
 	"github.com/hitless/hitless/supervisor"
 )
@@ -28,6 +31,14 @@ func (s *source) Status(context.Context) (supervisor.Status, error) { return s.s
 // ends, and returns its path.
 func serve(t *testing.T, m *Metrics, src Source) string {
 	t.Helper()
+	_, path := serveWith(t, m, src, nil)
+	return path
+}
+
+// serveWith is serve, with the server's limits set by set (if not nil)
+// before it serves; it returns the server too.
+func serveWith(t *testing.T, m *Metrics, src Source, set func(*Server)) (*Server, string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "hlm")
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +48,9 @@ func serve(t *testing.T, m *Metrics, src Source) string {
 	srv, err := Listen(path, m.Handler(src, nil))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if set != nil {
+		set(srv)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve() }()
@@ -49,7 +63,7 @@ func serve(t *testing.T, m *Metrics, src Source) string {
 			t.Errorf("socket file after Close: %v", err)
 		}
 	})
-	return path
+	return srv, path
 }
 
 // The counters and gauges are the status's at the scrape; the histograms
@@ -144,4 +158,117 @@ func TestListenUnix(t *testing.T) {
 		t.Fatalf("Listen on a stale socket file: %v", err)
 	}
 	srv.Close()
+}
+
+// Every family the Prometheus Go client served before it was replaced is
+// still served, with its type and HELP text (testdata/families.txt), and
+// nothing else: dashboards and alerts built on them keep working.
+func TestFamiliesKept(t *testing.T) {
+	b, err := os.ReadFile("testdata/families.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, rest, _ := strings.Cut(line, " ")
+		want[name] = rest
+	}
+	src := &source{st: supervisor.Status{Generations: []supervisor.GenerationStatus{
+		{ID: 1, PID: 100, State: supervisor.Draining, DrainAt: time.Now(), RSS: 1 << 20, HandOver: &handover.Counts{Handed: 1}},
+		{ID: 2, PID: 200, State: supervisor.Serving, RSS: 1 << 20},
+	}}}
+	got, err := metricstest.Scrape(serve(t, New(Options{}), src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range got {
+		if w, ok := want[name]; !ok {
+			t.Errorf("new family %s: add it to testdata/families.txt", name)
+		} else if g := strings.ToLower(f.GetType().String()) + " " + f.GetHelp(); g != w {
+			t.Errorf("%s: type and help %q, want %q", name, g, w)
+		}
+	}
+	for name := range want {
+		if got[name] == nil {
+			t.Errorf("%s is no longer served", name)
+		}
+	}
+	// (process_cpu_seconds_total counts 10 ms ticks: a short test may
+	// have none.)
+	for _, name := range []string{"process_resident_memory_bytes", "process_start_time_seconds", "process_open_fds", "process_max_fds", "go_goroutines", "go_threads", "go_memstats_sys_bytes"} {
+		if v, ok := got.Value(name); !ok || v <= 0 {
+			t.Errorf("%s = %v (found %v)", name, v, ok)
+		}
+	}
+	if start, _ := got.Value("process_start_time_seconds"); math.Abs(start-float64(time.Now().Unix())) > 3600 {
+		t.Errorf("process_start_time_seconds %v is not near now", start)
+	}
+}
+
+// The text format: label values and HELP escaped, values as Prometheus
+// writes them, a histogram's buckets cumulative and "le" inclusive.
+func TestText(t *testing.T) {
+	h := newHistogram("h", "a histogram", []float64{1, 2.5})
+	for _, v := range []float64{0.5, 1, 2, 7} {
+		h.Observe(v)
+	}
+	f := family{name: "x", typ: "gauge", help: "back\\slash\nnewline"}
+	f.add(1, "a", "quote\" back\\ nl\n", "b", "")
+	f.add(math.Inf(-1))
+	var b strings.Builder
+	writeText(&b, []family{h.family(), f, {name: "empty", typ: "gauge", help: "none"}})
+	want := `# HELP h a histogram
+# TYPE h histogram
+h_bucket{le="1"} 2
+h_bucket{le="2.5"} 3
+h_bucket{le="+Inf"} 4
+h_sum 10.5
+h_count 4
+# HELP x back\\slash\nnewline
+# TYPE x gauge
+x{a="quote\" back\\ nl\n",b=""} 1
+x -Inf
+`
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+	for v, s := range map[float64]string{0: "0", 1e6: "1e+06", 1444082: "1.444082e+06", 0.25: "0.25", math.NaN(): "NaN", math.Inf(1): "+Inf", 1 << 63: "9.223372036854776e+18"} {
+		if got := formatFloat(v); got != s {
+			t.Errorf("formatFloat(%v) = %q, want %q", v, got, s)
+		}
+	}
+}
+
+// Close ends the connections that wait, and Serve returns.
+func TestServerClose(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := Listen(filepath.Join(dir, "m.sock"), New(Options{}).Handler(&source{}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
+	c, err := net.Dial("unix", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("GET /metrics HTTP/1.1\r\n")) // and never the end of the head
+	time.Sleep(50 * time.Millisecond)            // let it be accepted (the close must end it either way)
+	srv.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still runs 5s after Close")
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("the waiting connection: %d, %v; want it closed", n, err)
+	}
 }

@@ -64,9 +64,11 @@ type (
 		Err     error
 		Callers []CallerID
 	}
-	// ActObserve: a measurement for the metrics.
+	// ActObserve: a measurement for the metrics (and, for a reload, the
+	// debug log's steps of generation Gen).
 	ActObserve struct {
 		What     ObserveKind
+		Gen      int
 		Duration time.Duration
 	}
 	// ActCheckUpgrade: run the new binary's check; answer with

@@ -138,7 +138,7 @@ func (m *Machine) exited(gen int, exit Exit, stderr []string) {
 		m.logf(slog.LevelInfo, "stopped before ready", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
 	case was == Draining:
 		m.logf(slog.LevelInfo, "drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
-		m.emit(ActObserve{What: ObserveDrain, Duration: m.now.Sub(g.drainAt)})
+		m.emit(ActObserve{What: ObserveDrain, Gen: g.id, Duration: m.now.Sub(g.drainAt)})
 	case was == Failed:
 		m.logf(slog.LevelInfo, "failed generation drained", "generation", g.id, "pid", g.pid, "status", reason, "took", took)
 	}
@@ -152,7 +152,7 @@ func (m *Machine) servingExited(g *mgen, exit Exit, reason string, stderr []stri
 	m.exitCode = m.code(g, exit)
 	if m.stopping {
 		m.logf(slog.LevelInfo, "stopped", "generation", g.id, "pid", g.pid, "status", reason, "took", m.now.Sub(g.drainAt).Round(time.Millisecond))
-		m.emit(ActObserve{What: ObserveDrain, Duration: m.now.Sub(g.drainAt)})
+		m.emit(ActObserve{What: ObserveDrain, Gen: g.id, Duration: m.now.Sub(g.drainAt)})
 		return
 	}
 	m.logf(slog.LevelError, "serving child died", "generation", g.id, "pid", g.pid, "status", reason, "stderr", strings.Join(lastN(stderr, 3), " | "))

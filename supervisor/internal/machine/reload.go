@@ -104,7 +104,7 @@ func (m *Machine) promote(g *mgen) {
 		m.emit(ActNotify{What: NotifyReady, Text: fmt.Sprintf("serving: generation %d (pid %d)", g.id, g.pid)})
 	case KindReload:
 		m.stats.ReloadsOK++
-		m.emit(ActObserve{What: ObserveReload, Duration: m.now.Sub(g.askedAt)})
+		m.emit(ActObserve{What: ObserveReload, Gen: g.id, Duration: m.now.Sub(g.askedAt)})
 		m.emit(ActNotify{What: NotifyReady, Text: fmt.Sprintf("reload succeeded: generation %d (pid %d) serving", g.id, g.pid)})
 	case KindRestart:
 		m.emit(ActNotify{What: NotifyStatus, Text: fmt.Sprintf("restarted: generation %d (pid %d) serving", g.id, g.pid)})
