@@ -177,79 +177,102 @@ func Watch(conn *os.File) int {
 	// ends when hitless does, and only then. Its stdout and stderr are
 	// hitless's, whose reader may be gone.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
-	groups := make(map[int]bool)
-	var drain struct {
-		on      bool
-		sig     syscall.Signal
-		timeout time.Duration
-	}
-	var held []heldPipe // the output pipes, during an upgrade's exec
-	var files []int     // received, not yet named by a P line
-	release := func() {
-		for _, p := range held {
-			p.f.Close()
-		}
-		held = nil
-	}
 	// conn is closed here, by its owner, and only here: unreferenced
 	// once its number is taken, its finalizer would close it at some
 	// garbage collection, and the watcher, reading EOF, would kill every
 	// generation while hitless runs.
 	defer conn.Close()
+	w := &watched{groups: make(map[int]bool)}
 	lines := &lineReader{f: conn, fd: int(conn.Fd())}
 	for {
 		l, fds, err := lines.next()
-		files = append(files, fds...)
+		w.files = append(w.files, fds...)
 		if err != nil {
 			break
 		}
-		switch {
-		case l == "R":
-			drain.on = false
-			release()
-		case len(l) > 2 && l[:2] == "U ":
-			sig, ms, ok := twoNumbers(l[2:])
-			if ok && sig > 0 && sig < 65 {
-				drain.on, drain.sig, drain.timeout = true, syscall.Signal(sig), time.Duration(ms)*time.Millisecond
-			} else {
-				ignoring(l)
-			}
-		case len(l) > 2 && l[:2] == "P ":
-			streams, ok := pipeStreams(l[2:])
-			if !ok || len(streams) > len(files) {
-				ignoring(l)
-				continue
-			}
-			for i, stderr := range streams {
-				held = append(held, heldPipe{f: os.NewFile(uintptr(files[i]), "output"), stderr: stderr})
-			}
-			files = files[len(streams):]
-		default:
-			pgid, ok := 0, false
-			if len(l) >= 2 && (l[0] == '+' || l[0] == '-') {
-				pgid, ok = atoi(l[1:])
-			}
-			if ok && pgid > 1 {
-				groups[pgid] = l[0] == '+'
-			} else {
-				ignoring(l)
-			}
-		}
+		w.apply(l)
 	}
-	for _, fd := range files {
+	for _, fd := range w.files {
 		syscall.Close(fd) // named by no P line
 	}
+	w.end()
+	return 0
+}
+
+// watched is what the watcher was told: the process groups, live or
+// gone; the drain an upgrade's exec asks for; the children's output
+// pipes it holds during that exec.
+type watched struct {
+	groups map[int]bool
+	drain  struct {
+		on      bool
+		sig     syscall.Signal
+		timeout time.Duration
+	}
+	held  []heldPipe // the output pipes, during an upgrade's exec
+	files []int      // received, not yet named by a P line
+}
+
+// apply takes one line of the protocol (see Add, Remove, Upgrading,
+// Pipes, Running).
+func (w *watched) apply(l string) {
+	switch {
+	case l == "R":
+		w.drain.on = false
+		w.release()
+	case len(l) > 2 && l[:2] == "U ":
+		sig, ms, ok := twoNumbers(l[2:])
+		if ok && sig > 0 && sig < 65 {
+			w.drain.on, w.drain.sig, w.drain.timeout = true, syscall.Signal(sig), time.Duration(ms)*time.Millisecond
+		} else {
+			ignoring(l)
+		}
+	case len(l) > 2 && l[:2] == "P ":
+		streams, ok := pipeStreams(l[2:])
+		if !ok || len(streams) > len(w.files) {
+			ignoring(l)
+			return
+		}
+		for i, stderr := range streams {
+			w.held = append(w.held, heldPipe{f: os.NewFile(uintptr(w.files[i]), "output"), stderr: stderr})
+		}
+		w.files = w.files[len(streams):]
+	default:
+		pgid, ok := 0, false
+		if len(l) >= 2 && (l[0] == '+' || l[0] == '-') {
+			pgid, ok = atoi(l[1:])
+		}
+		if ok && pgid > 1 {
+			w.groups[pgid] = l[0] == '+'
+		} else {
+			ignoring(l)
+		}
+	}
+}
+
+// release closes the output pipes held for an exec that is over.
+func (w *watched) release() {
+	for _, p := range w.held {
+		p.f.Close()
+	}
+	w.held = nil
+}
+
+// end is the watcher's work once hitless is gone: kill every live group
+// or, if hitless died during an upgrade's exec, drain them first while
+// their output is copied.
+func (w *watched) end() {
 	var live []int
-	for pgid, on := range groups {
+	for pgid, on := range w.groups {
 		if on {
 			live = append(live, pgid)
 		}
 	}
 	var copied sync.WaitGroup
-	if drain.on {
+	if w.drain.on {
 		os.Stderr.WriteString("hitless watcher: hitless died during an upgrade; draining " + itoa(len(live)) +
-			" process group(s) with " + signalName(drain.sig) + ", for at most " + drain.timeout.String() + "\n")
-		for _, p := range held {
+			" process group(s) with " + signalName(w.drain.sig) + ", for at most " + w.drain.timeout.String() + "\n")
+		for _, p := range w.held {
 			copied.Add(1)
 			go func() {
 				defer copied.Done()
@@ -260,14 +283,14 @@ func Watch(conn *os.File) int {
 				io.Copy(to, p.f)
 			}()
 		}
-		live = drainGroups(live, drain.sig, drain.timeout)
+		live = drainGroups(live, w.drain.sig, w.drain.timeout)
 	}
 	for _, pgid := range live {
 		if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
 			os.Stderr.WriteString("hitless watcher: kill process group " + itoa(pgid) + ": " + err.Error() + "\n")
 		}
 	}
-	if len(held) > 0 {
+	if len(w.held) > 0 {
 		// The children's last words, within a bound: a process that left
 		// its group may hold a pipe open.
 		done := make(chan struct{})
@@ -277,7 +300,6 @@ func Watch(conn *os.File) int {
 		case <-time.After(time.Second):
 		}
 	}
-	return 0
 }
 
 // ignoring says that the watcher ignores line l.
