@@ -40,13 +40,11 @@ func (s *Supervisor) spawn(c *child) error {
 		return fmt.Errorf("start: notify socket: %w", err)
 	}
 
-	// stdout and stderr go through pipes that hitless copies to its own
-	// where their reader may go away (a pipe, a socket: see Output), and
-	// where each line gets a prefix: a failure can quote the last lines
-	// of stderr then. A terminal or a file the child gets as it is.
-	files := []uintptr{0, 0, 0}
-	var pipes []outPipe
-	var writeEnds []*os.File
+	files, pipes, writeEnds, err := s.stdio()
+	if err != nil {
+		c.notify.Close()
+		return fmt.Errorf("start: %w", err)
+	}
 	closeAll := func(readEnds bool) {
 		for _, w := range writeEnds {
 			w.Close()
@@ -57,20 +55,6 @@ func (s *Supervisor) spawn(c *child) error {
 			}
 			c.notify.Close()
 		}
-	}
-	for _, fd := range []int{1, 2} {
-		if out := map[int]*Output{1: s.cfg.Outputs.Stdout, 2: s.cfg.Outputs.Stderr}[fd]; out.Direct() && !s.cfg.OutputPrefix {
-			files[fd] = uintptr(rawFD(out.File()))
-			continue
-		}
-		r, w, err := os.Pipe()
-		if err != nil {
-			closeAll(true)
-			return fmt.Errorf("start: output pipe: %w", err)
-		}
-		pipes = append(pipes, outPipe{r: r, stderr: fd == 2})
-		writeEnds = append(writeEnds, w)
-		files[fd] = w.Fd()
 	}
 	for _, sock := range s.sockets {
 		files = append(files, uintptr(sock.FD))
@@ -116,6 +100,35 @@ func (s *Supervisor) spawn(c *child) error {
 	}
 	s.watch(c, exitc)
 	return nil
+}
+
+// stdio returns a child's descriptors 0 to 2, and the pipes hitless
+// reads of them, with their write ends (the parent's copies, to close
+// once the child has its own). stdout and stderr go through pipes that
+// hitless copies to its own where their reader may go away (a pipe, a
+// socket: see Output), and where each line gets a prefix: a failure can
+// quote the last lines of stderr then. A terminal or a file the child
+// gets as it is.
+func (s *Supervisor) stdio() (files []uintptr, pipes []outPipe, writeEnds []*os.File, err error) {
+	files = []uintptr{0, 0, 0}
+	for _, fd := range []int{1, 2} {
+		if out := map[int]*Output{1: s.cfg.Outputs.Stdout, 2: s.cfg.Outputs.Stderr}[fd]; out.Direct() && !s.cfg.OutputPrefix {
+			files[fd] = uintptr(rawFD(out.File()))
+			continue
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			for i, p := range pipes {
+				p.r.Close()
+				writeEnds[i].Close()
+			}
+			return nil, nil, nil, fmt.Errorf("output pipe: %w", err)
+		}
+		pipes = append(pipes, outPipe{r: r, stderr: fd == 2})
+		writeEnds = append(writeEnds, w)
+		files[fd] = w.Fd()
+	}
+	return files, pipes, writeEnds, nil
 }
 
 // exited is what the reaper calls when a child exits: the exit is counted
