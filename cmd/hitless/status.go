@@ -69,7 +69,30 @@ at, binary), last_failure, last_failure_at.
 	return c
 }
 
+// printStatus writes st for a human: who runs, the generations, the
+// counters and what failed last.
 func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) {
+	printHeader(w, path, st, now)
+	printGenerations(w, st.Generations, now)
+	fmt.Fprintf(w, "reloads: %d ok, %d failed, %d rolled back; restarts after a crash: %d; watchdog kills: %d\n",
+		st.ReloadsOK, st.ReloadsFailed, st.ReloadsRolledBack, st.Restarts, st.WatchdogKills)
+	if u := st.LastUpgrade; u != nil && u.Result != "ok" {
+		fmt.Fprintf(w, "last upgrade (%s ago, to %s): %s: %s\n", fmtAge(now.Sub(u.At)), u.Binary, strings.ReplaceAll(u.Result, "_", " "), oneLine(u.Reason))
+	}
+	if st.LastFailure != "" {
+		when := ""
+		if !st.LastFailureAt.IsZero() {
+			when = fmt.Sprintf(" (%s ago, %s)", fmtAge(now.Sub(st.LastFailureAt)), st.LastFailureAt.Format(time.DateTime))
+		}
+		fmt.Fprintf(w, "last failure%s: %s\n", when, oneLine(st.LastFailure))
+	}
+	for _, l := range st.Listeners {
+		fmt.Fprintf(w, "socket %s: %s %s (fd %d, %s)\n", l.Name, l.Network, l.Address, l.FD, l.Source)
+	}
+}
+
+// printHeader writes hitless's own lines: its pid and state, its binary.
+func printHeader(w io.Writer, path string, st supervisor.Status, now time.Time) {
 	state := "running"
 	switch {
 	case st.Stopping:
@@ -96,9 +119,13 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// printGenerations writes the table of generations.
+func printGenerations(w io.Writer, gens []supervisor.GenerationStatus, now time.Time) {
 	// The watchdog column only when a watchdog is enforced.
 	watchdog := false
-	for _, g := range st.Generations {
+	for _, g := range gens {
 		watchdog = watchdog || g.WatchdogUSec > 0
 	}
 	wd := func(s string) string {
@@ -109,10 +136,10 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "GENERATION\tPID\tSTATE\tAGE\tRSS\t"+wd("WATCHDOG")+"STATUS")
-	if len(st.Generations) == 0 {
+	if len(gens) == 0 {
 		fmt.Fprintln(tw, "-\t-\t(no child)\t-\t-\t"+wd("-")+"-")
 	}
-	for _, g := range st.Generations {
+	for _, g := range gens {
 		text := oneLine(g.Status)
 		if g.Stopping {
 			text = "[sent STOPPING=1] " + text
@@ -135,21 +162,6 @@ func printStatus(w io.Writer, path string, st supervisor.Status, now time.Time) 
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%.1f MiB\t%s%s\n", g.ID, g.PID, state, age, float64(g.RSS)/(1<<20), wd(interval), text)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "reloads: %d ok, %d failed, %d rolled back; restarts after a crash: %d; watchdog kills: %d\n",
-		st.ReloadsOK, st.ReloadsFailed, st.ReloadsRolledBack, st.Restarts, st.WatchdogKills)
-	if u := st.LastUpgrade; u != nil && u.Result != "ok" {
-		fmt.Fprintf(w, "last upgrade (%s ago, to %s): %s: %s\n", fmtAge(now.Sub(u.At)), u.Binary, strings.ReplaceAll(u.Result, "_", " "), oneLine(u.Reason))
-	}
-	if st.LastFailure != "" {
-		when := ""
-		if !st.LastFailureAt.IsZero() {
-			when = fmt.Sprintf(" (%s ago, %s)", fmtAge(now.Sub(st.LastFailureAt)), st.LastFailureAt.Format(time.DateTime))
-		}
-		fmt.Fprintf(w, "last failure%s: %s\n", when, oneLine(st.LastFailure))
-	}
-	for _, l := range st.Listeners {
-		fmt.Fprintf(w, "socket %s: %s %s (fd %d, %s)\n", l.Name, l.Network, l.Address, l.FD, l.Source)
-	}
 }
 
 // fmtAge rounds d for a human: tenths of a second under a minute, whole
