@@ -95,6 +95,7 @@ type Server struct {
 	handingOff bool
 	serveDone  chan struct{} // closed when Serve has returned
 	carried    []carried     // handed to, or from, another image
+	closing    bool          // Close began: what is carried is Close's to answer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -213,15 +214,21 @@ func checkDir(dir string) error {
 // returns nil. Each connection runs in its own goroutine.
 func (s *Server) Serve(h Handler) error {
 	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil // Close answers what was carried
+	}
 	s.h, s.serveDone = h, make(chan struct{})
 	done, carried := s.serveDone, s.carried
 	s.carried = nil
+	// Counted under s.mu, so that Close, which waits for them after it
+	// set closing, cannot miss them.
+	s.wg.Add(len(carried))
 	s.mu.Unlock()
 	defer close(done)
 	// Requests carried from another image (an upgrade, or one that
 	// failed) are answered first.
 	for _, cr := range carried {
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.resumeConn(cr, h)
@@ -270,6 +277,9 @@ func (s *Server) Serve(h Handler) error {
 // socket.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
 		s.closeErr = s.ln.Close()
 		var st unix.Stat_t
 		if unix.Lstat(s.path, &st) == nil && uint64(st.Dev) == s.dev && st.Ino == s.ino {
