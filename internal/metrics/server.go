@@ -49,12 +49,17 @@ import (
 //     within writeTimeout; a stalled client loses its connection, not
 //     the server's goroutines.
 //   - At most maxConns connections at once, which bounds the scrapes
-//     served at once. At the limit, the connection idle between requests
-//     the longest is closed to make room (as HTTP/1.1 allows, and nginx
-//     does); a client's next request on it fails, and Go's HTTP client,
-//     Prometheus's, sends it again on a new connection. With none idle, the
-//     connection just accepted waits for one to go, and the next ones in
-//     the listener's queue.
+//     served at once. At the limit, the connection idle the longest (no
+//     byte of a request yet: between requests, or since it connected) is
+//     closed to make room (as HTTP/1.1 allows, and nginx does); a
+//     client's next request on it fails, and Go's HTTP client,
+//     Prometheus's, sends it again on a new connection. With none idle, a
+//     connection whose head has been arriving for over slowHead (a slow
+//     client: a scraper's head is one packet) is closed instead; with
+//     neither, the connection just accepted waits for one to go, and the
+//     next ones in the listener's queue. So clients that connect and send
+//     nothing, or send slowly, neither starve scrapes nor hold up an
+//     upgrade's hand-over, which closes idle connections at once.
 //
 // No TLS, no compression, only the text format.
 type Server struct {
@@ -79,8 +84,11 @@ type Server struct {
 
 // connState is what Server knows of a connection.
 type connState struct {
-	idle      bool      // between requests: it may be closed at any time
+	// idle: no byte of a request yet, since the connection's start or
+	// its last answer; it may be closed at any time.
+	idle      bool
 	idleSince time.Time // when it last became idle
+	headSince time.Time // when its request's head began; zero once read
 	closing   bool      // closed by the server, its goroutine not yet done
 }
 
@@ -94,6 +102,10 @@ const (
 	// headTimeout bounds the wait for a request's head, from its first
 	// byte (from the connection's start for the first request).
 	headTimeout = 10 * time.Second
+	// slowHead: a head that takes longer than this to arrive (one
+	// packet, for a scraper) is a slow client's, which room may close to
+	// serve a new connection.
+	slowHead = time.Second
 	// idleTimeout bounds the wait for the next request on a kept-alive
 	// connection.
 	idleTimeout = 2 * time.Minute
@@ -166,7 +178,7 @@ func (s *Server) Serve() error {
 			c.Close()
 			return nil
 		}
-		s.conns[c] = &connState{}
+		s.conns[c] = &connState{idle: true, idleSince: time.Now()}
 		s.notify()
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -184,38 +196,68 @@ func (s *Server) Serve() error {
 
 // room waits until a connection just accepted may be served: fewer than
 // maxConns are open. At the limit it closes the connection that has been
-// idle between requests the longest to make room, as nginx closes its
-// keep-alive connections when it runs short; with none idle, it waits for
-// one to go, and the accept queue holds the next ones. A connection accepted
-// before a hand-over is served (the hand-over waits for it), even beyond
-// the limit. room returns false, with s.mu held, when the server is
-// closed; true otherwise, with s.mu held.
+// idle (no byte of a request yet) the longest to make room, as nginx
+// closes its keep-alive connections when it runs short, or one whose
+// request's head has been arriving for over slowHead (a slow client,
+// not a scraper); with neither, it waits for one to go, and the accept
+// queue holds the next ones. A connection accepted before a hand-over is
+// served (the hand-over waits for it), even beyond the limit. room
+// returns false, with s.mu held, when the server is closed; true
+// otherwise, with s.mu held.
 func (s *Server) room() bool {
 	s.mu.Lock()
 	for {
 		if s.closed {
 			return false
 		}
+		now := time.Now()
 		open := 0
-		var idle net.Conn
+		var victim net.Conn
+		var victimSince, slowAt time.Time // slowAt: when the next head turns slow
 		for c, st := range s.conns {
-			if !st.closing {
-				open++
-				if st.idle && (idle == nil || st.idleSince.Before(s.conns[idle].idleSince)) {
-					idle = c
+			if st.closing {
+				continue
+			}
+			open++
+			since := st.idleSince
+			if !st.idle {
+				if st.headSince.IsZero() {
+					continue // answering
 				}
+				if at := st.headSince.Add(slowHead); now.Before(at) {
+					if slowAt.IsZero() || at.Before(slowAt) {
+						slowAt = at
+					}
+					continue
+				}
+				since = st.headSince
+			}
+			if victim == nil || since.Before(victimSince) {
+				victim, victimSince = c, since
 			}
 		}
 		if open < s.maxConns || s.kept {
 			return true
 		}
-		if idle != nil {
-			s.conns[idle].closing = true
-			idle.Close() // its goroutine sees it and goes
+		if victim != nil {
+			s.conns[victim].closing = true
+			victim.Close() // its goroutine sees it and goes
 		}
 		changed := s.changed
 		s.mu.Unlock()
-		<-changed
+		var slow <-chan time.Time
+		var timer *time.Timer
+		if victim == nil && !slowAt.IsZero() {
+			timer = time.NewTimer(slowAt.Sub(now))
+			slow = timer.C
+		}
+		select {
+		case <-changed:
+		case <-slow:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
 		s.mu.Lock()
 	}
 }
@@ -364,9 +406,18 @@ func (s *Server) idle(c net.Conn, on bool) bool {
 	st.idle = on
 	if on {
 		st.idleSince = time.Now()
-		s.notify() // room may close it
+	} else {
+		st.headSince = time.Now()
 	}
+	s.notify() // room may close it, now or once its head is slow
 	return true
+}
+
+// answering marks c's request read: c is closed no more to make room.
+func (s *Server) answering(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns[c].headSince = time.Time{}
 }
 
 // serveConn answers the requests of connection c, one after another,
@@ -375,23 +426,26 @@ func (s *Server) serveConn(c net.Conn) {
 	// lr bounds what a request's head may take; reset for each request.
 	lr := &io.LimitedReader{R: c, N: maxHead}
 	br := bufio.NewReader(lr)
-	c.SetReadDeadline(time.Now().Add(s.headTimeout))
 	for first := true; ; first = false {
+		// Idle until a request's first byte, from the connection's start
+		// too: a client that connects and sends nothing holds up neither
+		// a hand-over nor a new scrape (see room).
+		wait := s.headTimeout
 		if !first {
 			if !s.idle(c, true) {
 				return
 			}
-			c.SetReadDeadline(time.Now().Add(s.idleTimeout))
-			lr.N = maxHead
-			if _, err := br.Peek(1); err != nil {
-				return // gone, or idle too long
-			}
-			if !s.idle(c, false) {
-				return
-			}
-			c.SetReadDeadline(time.Now().Add(s.headTimeout))
+			wait = s.idleTimeout
 		}
+		c.SetReadDeadline(time.Now().Add(wait))
 		lr.N = maxHead
+		if _, err := br.Peek(1); err != nil {
+			return // gone, or idle too long
+		}
+		if !s.idle(c, false) {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(s.headTimeout))
 		if !s.serveRequest(c, lr, br) {
 			return
 		}
@@ -431,6 +485,7 @@ func (s *Server) serveRequest(c net.Conn, lr *io.LimitedReader, br *bufio.Reader
 	if err != nil {
 		return false
 	}
+	s.answering(c)
 	if req.unread {
 		defer s.linger(c, lr, br) // once answered
 	}
@@ -468,6 +523,11 @@ func readRequest(tp *textproto.Reader, lr *io.LimitedReader) (request, error) {
 	var req request
 	tooLarge := &badRequest{431, "431 Request Header Fields Too Large"}
 	line, err := tp.ReadLine()
+	if err == nil && line == "" {
+		// An empty line before a request is ignored (RFC 9112, 2.2), as
+		// net/http does: some clients send one after a POST's body.
+		line, err = tp.ReadLine()
+	}
 	if err != nil {
 		if lr.N <= 0 {
 			return req, tooLarge
@@ -505,7 +565,7 @@ func readRequest(tp *textproto.Reader, lr *io.LimitedReader) (request, error) {
 		req.unread = true // not read (a scraper sends no body)
 	case len(cl) > 0:
 		n, err := strconv.ParseInt(cl[0], 10, 64)
-		if err != nil || n < 0 || len(cl) > 1 {
+		if err != nil || n < 0 || len(cl) > 1 || cl[0][0] == '+' {
 			return req, &badRequest{400, "400 Bad Request: bad Content-Length"}
 		}
 		if n > maxHead {

@@ -92,6 +92,8 @@ func TestServerRequests(t *testing.T) {
 		{"GET /metrics\r\n\r\n", "HTTP/1.1 400 Bad Request", "request line", "", true},
 		{"GET /metrics HTTP/1.1\r\nnot a header\r\n\r\n", "HTTP/1.1 400 Bad Request", "headers", "", true},
 		{"GET /metrics HTTP/1.1\r\nContent-Length: x\r\n\r\n", "HTTP/1.1 400 Bad Request", "Content-Length", "", true},
+		{"GET /metrics HTTP/1.1\r\nContent-Length: +0\r\n\r\n", "HTTP/1.1 400 Bad Request", "Content-Length", "", true},
+		{"\r\nGET /metrics HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK", "# HELP ", "", false},
 	} {
 		c := dial(t, path)
 		br := bufio.NewReader(c)
@@ -206,7 +208,8 @@ func TestServerTimeouts(t *testing.T) {
 
 // At most maxConns connections are served at once. At the limit, a
 // connection idle between requests is closed to make room; with none
-// idle, a new one waits until one goes.
+// idle, a new one waits until one goes, or until a stalled head has been
+// arriving for slowHead, whose connection is then closed.
 func TestServerBounded(t *testing.T) {
 	srv, path := serveWith(t, New(Options{}), &source{}, func(s *Server) { s.maxConns = 2 })
 	var idle [2]net.Conn
@@ -251,9 +254,42 @@ func TestServerBounded(t *testing.T) {
 		t.Errorf("the fourth connection, beyond the limit: %v, want no answer yet", err)
 	}
 	fourth.SetReadDeadline(time.Now().Add(10 * time.Second))
-	busy[0].Close()
 	if got := readAnswer(t, fourthR, "GET"); !strings.HasPrefix(got, "HTTP/1.1 200 OK\r\n") {
-		t.Errorf("the fourth, once a busy one went: %.100q", got)
+		t.Errorf("the fourth, once a stalled head was slow: %.100q", got)
+	}
+	// The other stalled head stays open: its read ends at a deadline.
+	n = 0
+	for _, c := range busy {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if closed(c, bufio.NewReader(c)) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d stalled heads closed to make room for one, want 1", n)
+	}
+}
+
+// A client that connects and sends nothing is idle: a hand-over closes
+// it at once rather than wait for its head's timeout (review of issue
+// 18: a silent connection held an upgrade, and the control socket, for
+// 5 s).
+func TestServerHandoffClosesSilent(t *testing.T) {
+	srv, path := serveWith(t, New(Options{}), &source{}, nil)
+	silent := dial(t, path)
+	waitConns(t, srv, 1, true)
+	done := make(chan error, 1)
+	go func() { done <- srv.Handoff(context.Background(), upgrade.NewState(1, "test")) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the hand-over waits for a connection that sent nothing")
+	}
+	if !closed(silent, bufio.NewReader(silent)) {
+		t.Error("the silent connection is open after the hand-over")
 	}
 }
 
