@@ -58,8 +58,9 @@ import (
 //     client: a scraper's head is one packet) is closed instead; with
 //     neither, the connection just accepted waits for one to go, and the
 //     next ones in the listener's queue. So clients that connect and send
-//     nothing, or send slowly, neither starve scrapes nor hold up an
-//     upgrade's hand-over, which closes idle connections at once.
+//     nothing, or send slowly, do not starve scrapes; an upgrade's
+//     hand-over closes idle connections at once, and gives one that has
+//     sent nothing since it connected freshGrace to begin its request.
 //
 // No TLS, no compression, only the text format.
 type Server struct {
@@ -87,6 +88,7 @@ type connState struct {
 	// idle: no byte of a request yet, since the connection's start or
 	// its last answer; it may be closed at any time.
 	idle      bool
+	fresh     bool      // idle since its start: no request yet
 	idleSince time.Time // when it last became idle
 	headSince time.Time // when its request's head began; zero once read
 	closing   bool      // closed by the server, its goroutine not yet done
@@ -102,6 +104,9 @@ const (
 	// headTimeout bounds the wait for a request's head, from its first
 	// byte (from the connection's start for the first request).
 	headTimeout = 10 * time.Second
+	// freshGrace: at a hand-over, how long a connection that has sent
+	// nothing yet has to begin its request before it is closed.
+	freshGrace = 500 * time.Millisecond
 	// slowHead: a head that takes longer than this to arrive (one
 	// packet, for a scraper) is a slow client's, which room may close to
 	// serve a new connection.
@@ -178,7 +183,7 @@ func (s *Server) Serve() error {
 			c.Close()
 			return nil
 		}
-		s.conns[c] = &connState{idle: true, idleSince: time.Now()}
+		s.conns[c] = &connState{idle: true, fresh: true, idleSince: time.Now()}
 		s.notify()
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -281,7 +286,7 @@ func (s *Server) notify() {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	s.closeConns(false)
+	s.closeConns(false, true)
 	s.notify()
 	s.mu.Unlock()
 	s.end()
@@ -294,10 +299,10 @@ func (s *Server) Close() error {
 }
 
 // closeConns closes the open connections, only the idle ones if
-// idleOnly; s.mu is held.
-func (s *Server) closeConns(idleOnly bool) {
+// idleOnly, and of those the fresh ones too if fresh; s.mu is held.
+func (s *Server) closeConns(idleOnly, fresh bool) {
 	for c, st := range s.conns {
-		if st.idle || !idleOnly {
+		if st.idle && (fresh || !st.fresh) || !idleOnly {
 			st.closing = true
 			c.Close()
 		}
@@ -321,9 +326,18 @@ func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 	s.mu.Lock()
 	s.kept = true
 	done := s.done
-	s.closeConns(true)
+	s.closeConns(true, false)
 	s.notify()
 	s.mu.Unlock()
+	// A connection that has sent nothing yet is a scraper whose request
+	// is on its way, or a client that sends nothing: it has freshGrace
+	// to begin its request, which is then answered here.
+	grace := time.AfterFunc(freshGrace, func() {
+		s.mu.Lock()
+		s.closeConns(true, true)
+		s.mu.Unlock()
+	})
+	defer grace.Stop()
 	setDeadline(s.ln, time.Unix(1, 0)) // a blocked Accept returns
 	if done != nil {
 		<-done // no connection is accepted from now on
@@ -334,7 +348,7 @@ func (s *Server) Handoff(ctx context.Context, st *upgrade.State) error {
 	case <-answered:
 	case <-ctx.Done():
 		s.mu.Lock()
-		s.closeConns(false)
+		s.closeConns(false, true)
 		s.mu.Unlock()
 		<-answered
 	}
@@ -407,7 +421,7 @@ func (s *Server) idle(c net.Conn, on bool) bool {
 	if on {
 		st.idleSince = time.Now()
 	} else {
-		st.headSince = time.Now()
+		st.headSince, st.fresh = time.Now(), false
 	}
 	s.notify() // room may close it, now or once its head is slow
 	return true

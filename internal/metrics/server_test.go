@@ -270,16 +270,23 @@ func TestServerBounded(t *testing.T) {
 	}
 }
 
-// A client that connects and sends nothing is idle: a hand-over closes
-// it at once rather than wait for its head's timeout (review of issue
-// 18: a silent connection held an upgrade, and the control socket, for
-// 5 s).
+// A client that connects and sends nothing is closed by a hand-over
+// once freshGrace has passed, rather than at its head's timeout (review
+// of issue 18: a silent connection held an upgrade, and the control
+// socket, for 5 s); one that sends its request within the grace is
+// answered.
 func TestServerHandoffClosesSilent(t *testing.T) {
 	srv, path := serveWith(t, New(Options{}), &source{}, nil)
 	silent := dial(t, path)
-	waitConns(t, srv, 1, true)
+	late := dial(t, path)
+	lateR := bufio.NewReader(late)
+	waitConns(t, srv, 2, true)
 	done := make(chan error, 1)
 	go func() { done <- srv.Handoff(context.Background(), upgrade.NewState(1, "test")) }()
+	io.WriteString(late, "GET /metrics HTTP/1.1\r\n\r\n")
+	if got := readAnswer(t, lateR, "GET"); !strings.HasPrefix(got, "HTTP/1.1 200 OK\r\n") || !strings.Contains(got, "Connection: close\r\n") {
+		t.Errorf("a request sent as the hand-over begins: %.200q, want 200 and Connection: close", got)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
