@@ -66,15 +66,7 @@ func TestHandoffCarriesRequests(t *testing.T) {
 		_, err := dialT(t, s.Path()).Status(context.Background())
 		results <- result{"status during the exec", err}
 	}()
-	next, err := upgrade.Loopback(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2, err := Restore(next)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next.Commit()
+	s2 := restoreNext(t, st)
 	now := &fake{upgradeResult: func() error { return nil }, st: supervisor.Status{PID: 42, Stats: supervisor.Stats{LastUpgrade: &supervisor.UpgradeResult{ID: 1, Result: "ok"}}}}
 	go s2.Serve(now)
 	defer s2.Close()
@@ -199,15 +191,7 @@ func TestCloseAnswersCarriedBeforeServe(t *testing.T) {
 	if err := s.Handoff(context.Background(), st); err != nil {
 		t.Fatal(err)
 	}
-	next, err := upgrade.Loopback(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2, err := Restore(next)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next.Commit()
+	s2 := restoreNext(t, st)
 	half.Write([]byte(`"stop"}` + "\n"))
 	s2.Close() // no Serve
 	for range 2 {
@@ -220,6 +204,22 @@ func TestCloseAnswersCarriedBeforeServe(t *testing.T) {
 	if line := readReplyLine(t, half); json.Unmarshal(line, &r) != nil || !r.OK {
 		t.Errorf("the stop half read at the hand-over: %q, want ok", line)
 	}
+}
+
+// restoreNext is the next image's side of a hand-over: the server it
+// restores from st, whose descriptors it then owns.
+func restoreNext(t *testing.T, st *upgrade.State) *Server {
+	t.Helper()
+	next, err := upgrade.Loopback(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Restore(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Commit()
+	return s
 }
 
 // An exec that fails: the same server resumes, and answers what it had
