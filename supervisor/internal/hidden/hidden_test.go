@@ -9,8 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -132,69 +130,6 @@ func TestWatcherKillsGroups(t *testing.T) {
 		} else if got, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got != 0 {
 			t.Errorf("pid %d, removed from the watcher, was killed", pid)
 		}
-	}
-}
-
-// hitless that dies during the exec of an upgrade (of a SIGTERM the new
-// runtime cannot catch yet) has its children drained, not killed: the
-// drain signal first, SIGKILL only for what is left at the drain timeout.
-// Once an image runs again ("R"), a death kills as always.
-func TestWatcherDrainsDuringUpgrade(t *testing.T) {
-	// watch, run in this process by the tests before, ignores
-	// SIGTERM, and a child inherits an ignored signal, which a shell
-	// cannot trap then: handled by Go again, the children get the
-	// default.
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGTERM)
-	signal.Stop(c)
-	spawn := func(script string) int {
-		pid, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", script}, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
-		return pid
-	}
-	ready := filepath.Join(t.TempDir(), "ready")
-	drains := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done")
-	stubborn := spawn("trap '' TERM; touch " + ready + "; while :; do sleep 0.05; done")
-	waitFile(t, ready)
-	r, w, _ := os.Pipe()
-	fmt.Fprintf(w, "%s%s%s", Add(drains), Add(stubborn), Upgrading(syscall.SIGTERM, 500*time.Millisecond))
-	w.Close()
-	Watch(r)
-	for pid, killed := range map[int]bool{drains: false, stubborn: true} {
-		var ws syscall.WaitStatus
-		syscall.Wait4(pid, &ws, 0, nil)
-		if drained := ws.Exited() && ws.ExitStatus() == 0; killed && !(ws.Signaled() && ws.Signal() == syscall.SIGKILL) || !killed && !drained {
-			t.Errorf("pid %d: %v, want killed %v (else drained, exit status 0)", pid, ws, killed)
-		}
-	}
-
-	after := spawn("trap 'exit 0' TERM; while :; do sleep 0.05; done")
-	r, w, _ = os.Pipe()
-	fmt.Fprintf(w, "%s%s%s", Add(after), Upgrading(syscall.SIGTERM, 500*time.Millisecond), Running)
-	w.Close()
-	Watch(r)
-	var ws syscall.WaitStatus
-	syscall.Wait4(after, &ws, 0, nil)
-	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Errorf("after R: %v, want killed", ws)
-	}
-}
-
-// waitFile waits for path to exist: a child says it is ready.
-func waitFile(t *testing.T, path string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never appeared", path)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
