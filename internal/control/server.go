@@ -326,8 +326,11 @@ func (s *Server) answerStopping(cr carried) {
 		s.reply(cr.conn, Reply{OK: true})
 		return
 	}
-	s.reply(cr.conn, Reply{Code: CodeStopping, Error: "hitless is stopping"})
+	s.reply(cr.conn, stoppingReply)
 }
+
+// stoppingReply answers whatever meets a hitless that is stopping.
+var stoppingReply = Reply{Code: CodeStopping, Error: "hitless is stopping"}
 
 func (s *Server) logger() *slog.Logger {
 	if s.Log == nil {
@@ -732,7 +735,7 @@ func (s *Server) failure(ctx context.Context, err error, what string, wait time.
 	case errors.Is(err, supervisor.ErrNoUpgrade):
 		return Reply{Code: CodeUpgradeFailed, Error: "hitless was not upgraded"}
 	case errors.Is(err, supervisor.ErrStopping), s.ctx.Err() != nil:
-		return Reply{Code: CodeStopping, Error: "hitless is stopping"}
+		return stoppingReply
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
 		msg := fmt.Sprintf("%s: no outcome within %v", what, wait)
 		switch what {
