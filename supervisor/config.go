@@ -116,6 +116,14 @@ type Config struct {
 	// the connections waiting on them, outlive a crash of hitless.
 	FDStore sockets.FDStore
 
+	// NoStandby turns the standby off. By default, once a generation
+	// serves, the next generation's process is forked ahead of time and
+	// waits, before the execve of its program, until a reload or a
+	// restart takes it (see standby.go): a reload then costs the execve
+	// of the program, not the start of a Go program as well, for the
+	// price of one idle process of about 0.6 MiB.
+	NoStandby bool
+
 	// ShimPath is the binary that runs the hidden modes (ShimArg,
 	// WatchArg): one that links this package; default /proc/self/exe.
 	ShimPath string

@@ -40,6 +40,10 @@ type Status struct {
 	// HandOver counts the connections handed between generations since
 	// hitless started, every generation's, exited ones included.
 	HandOver *handover.Counts `json:"handover,omitempty"`
+	// StandbyPID is the standby's: the next generation's process,
+	// forked ahead and waiting to be given its program (see
+	// Config.NoStandby); 0 when none waits.
+	StandbyPID int `json:"standby_pid,omitempty"`
 }
 
 // GenerationStatus describes one generation that has not been reaped.
@@ -65,6 +69,10 @@ type GenerationStatus struct {
 	// hand-overs; nil when it does not take part (no channel: not
 	// childproc, or with the hand-over off).
 	HandOver *handover.Counts `json:"handover,omitempty"`
+	// StandbyPID is the standby's: the next generation's process,
+	// forked ahead and waiting to be given its program (see
+	// Config.NoStandby); 0 when none waits.
+	StandbyPID int `json:"standby_pid,omitempty"`
 }
 
 // ListenerStatus describes one socket hitless holds.
@@ -241,6 +249,9 @@ func (s *Supervisor) status(v machine.View) Status {
 		st.Generations = append(st.Generations, gs)
 	}
 	s.handOverCounts(&st)
+	if sh := s.standby; sh != nil && sh.alive() {
+		st.StandbyPID = sh.pid
+	}
 	for i, sock := range s.sockets {
 		st.Listeners = append(st.Listeners, ListenerStatus{
 			Name: sock.Spec.Name, Network: sock.Spec.Network, Address: sock.Addr, FD: 3 + i, Source: sock.Source,

@@ -164,6 +164,9 @@ func (s *Supervisor) execUpgrade(id int) error {
 		resumeCarriers()
 		return fmt.Errorf("hand over: %w", handErr)
 	}
+	// The next image would not know the standby: it exits on its own
+	// once its start pipe closes here.
+	s.letGoStandby()
 	s.quiesce()
 	err := s.export(st)
 	if err == nil {

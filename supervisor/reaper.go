@@ -50,6 +50,17 @@ func (r *reaper) start(path string, argv []string, attr *syscall.ProcAttr, exite
 	return pid, nil
 }
 
+// signal sends sig to pid unless it has been reaped: with the lock held,
+// a pid not reaped yet cannot name another process.
+func (r *reaper) signal(pid int, sig syscall.Signal) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.waiters[pid]; !ok {
+		return nil
+	}
+	return syscall.Kill(pid, sig)
+}
+
 func (r *reaper) loop() {
 	defer close(r.stopped)
 	// A child may have exited before SIGCHLD was caught (or while hitless

@@ -32,9 +32,11 @@ const (
 // generation passed each step of its start, for the debug log's "reload
 // steps" record: what a reload costs, step by step.
 type steps struct {
-	fork   int64 // StartProcess called
-	forked int64 // StartProcess returned: the shim's execve is done (CLONE_VFORK)
-	ready  int64 // READY=1 read (set by the notify reader before it posts evReady)
+	standby bool  // its process was the standby, forked before the start was asked for
+	fork    int64 // StartProcess called
+	forked  int64 // StartProcess returned: the shim's execve is done (CLONE_VFORK)
+	begun   int64 // the start message written: the shim may run the program
+	ready   int64 // READY=1 read (set by the notify reader before it posts evReady)
 
 	// Read from the shim's report pipe; valid once reported is closed.
 	reported chan struct{}
@@ -93,10 +95,17 @@ func (s *Supervisor) logSteps(p *pendingSteps) {
 			attrs = append(attrs, name, time.Duration(to-from))
 		}
 	}
-	step("request_to_fork", p.requested, st.fork)
-	step("fork", st.fork, st.forked)
-	step("shim_start", st.forked, shim)
-	step("shim", shim, exec)
+	if st.standby {
+		// Forked ahead, at rest: the start only wrote the message.
+		attrs = append(attrs, "standby", true)
+		step("request_to_begin", p.requested, st.begun)
+		step("shim", st.begun, exec)
+	} else {
+		step("request_to_fork", p.requested, st.fork)
+		step("fork", st.fork, st.forked)
+		step("shim_start", st.forked, shim)
+		step("shim", max(shim, st.begun), exec)
+	}
 	step("child_start", exec, st.ready)
 	step("ready_to_serving", st.ready, p.serving)
 	step("serving_to_signal", p.serving, p.signalled)

@@ -23,9 +23,10 @@ import (
 	"github.com/hitless/hitless/supervisor/internal/machine"
 )
 
-// spawn starts generation c through the shim and the goroutines that
-// watch it: one reports its exit, one reads its notify socket. It is the
-// real osEnv.spawn.
+// spawn starts generation c in a shim (see shimProc): the standby if one
+// waits, else one forked now. It starts the goroutines that watch it: one
+// reports its exit, one reads its notify socket. It is the real
+// osEnv.spawn.
 func (s *Supervisor) spawn(c *child) error {
 	dir, prog, err := resolve(s.cfg.Dir, s.cfg.Command, s.cfg.Env)
 	if err != nil {
@@ -39,67 +40,37 @@ func (s *Supervisor) spawn(c *child) error {
 	if err != nil {
 		return fmt.Errorf("start: notify socket: %w", err)
 	}
-
-	files, pipes, writeEnds, err := s.stdio()
+	sh, standby, err := s.takeShim()
 	if err != nil {
 		c.notify.Close()
 		return fmt.Errorf("start: %w", err)
 	}
-	closeAll := func(readEnds bool) {
-		for _, w := range writeEnds {
-			w.Close()
-		}
-		if readEnds {
-			for _, p := range pipes {
-				p.r.Close()
-			}
-			c.notify.Close()
-		}
-	}
-	for _, sock := range s.sockets {
-		files = append(files, uintptr(sock.FD))
-	}
-	// The shim's report pipe comes last: the shim closes it as it
-	// executes the program, which sees exactly stdio and the sockets.
-	report, reportW, err := os.Pipe()
-	if err != nil {
-		closeAll(true)
-		return fmt.Errorf("start: report pipe: %w", err)
-	}
-	writeEnds = append(writeEnds, reportW)
-	files = append(files, reportW.Fd())
-	attr := &syscall.ProcAttr{
-		Dir:   dir,
-		Env:   s.childEnv(c, notifyPath),
-		Files: files,
-		// No parent-death signal: the watcher alone ends the children
-		// when hitless dies (see watcher.go), so that it can drain them
-		// when hitless died inside an upgrade's exec; a SIGKILL from
-		// the kernel would strike first.
-		Sys: &syscall.SysProcAttr{Setpgid: true},
-	}
-	if u := s.cfg.User; u != nil {
-		attr.Sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
-	}
-	exitc := make(chan unix.WaitStatus, 1)
-	argv := append([]string{"hitless", ShimArg, strconv.Itoa(len(files) - 1), prog}, s.cfg.Command...)
-	c.steps.fork = hidden.Monotonic()
-	pid, err := s.reaper.start(s.cfg.ShimPath, argv, attr, s.exited(exitc))
-	c.steps.forked = hidden.Monotonic()
-	closeAll(err != nil)
-	if err != nil {
-		report.Close()
-		return fmt.Errorf("start: %w", err)
-	}
-	c.pid, c.outs, c.report = pid, pipes, report
-	c.steps.reported = make(chan struct{})
-	go c.steps.readReport(report)
-	s.log.Info("started", "generation", c.id, "pid", pid, "program", prog, "dir", dir)
-	if err := s.watcher.add(pid); err != nil {
+	// The watcher knows the process before it runs the program: should
+	// hitless die in between, the shim reads EOF and runs nothing.
+	if err := s.watcher.add(sh.pid); err != nil {
 		s.log.Warn("watcher", "err", err)
 	}
-	s.watch(c, exitc)
+	if err := sh.begin(hidden.StartMessage(dir, prog, s.cfg.Command, s.childEnv(c, notifyPath))); err != nil {
+		s.abandon(sh)
+		c.notify.Close()
+		return fmt.Errorf("start: %w", err)
+	}
+	c.pid, c.outs, c.report = sh.pid, sh.outs, sh.report
+	c.steps = steps{standby: standby, fork: sh.fork, forked: sh.forked, begun: hidden.Monotonic(), reported: make(chan struct{})}
+	go c.steps.readReport(sh.report)
+	s.log.Info("started", "generation", c.id, "pid", sh.pid, "program", prog, "dir", dir, "standby", standby)
+	s.watch(c, sh.exitc)
 	return nil
+}
+
+// exited is what the reaper calls when a child an earlier image started
+// exits: the exit is counted in flight until the loop has it (see
+// quiesce).
+func (s *Supervisor) exited(exitc chan<- unix.WaitStatus) func(unix.WaitStatus) {
+	return func(ws unix.WaitStatus) {
+		s.exiting.Add(1)
+		exitc <- ws
+	}
 }
 
 // stdio returns a child's descriptors 0 to 2, and the pipes hitless
@@ -129,15 +100,6 @@ func (s *Supervisor) stdio() (files []uintptr, pipes []outPipe, writeEnds []*os.
 		files[fd] = w.Fd()
 	}
 	return files, pipes, writeEnds, nil
-}
-
-// exited is what the reaper calls when a child exits: the exit is counted
-// in flight until the loop has it (see quiesce).
-func (s *Supervisor) exited(exitc chan<- unix.WaitStatus) func(unix.WaitStatus) {
-	return func(ws unix.WaitStatus) {
-		s.exiting.Add(1)
-		exitc <- ws
-	}
 }
 
 // watch starts the goroutines that follow a running child: one copies

@@ -76,6 +76,7 @@ type Supervisor struct {
 	orphans   map[machine.CallerID]*orphan
 	exit      *machine.ActExit
 	lingering []*child       // reaped, but a descendant still holds its output
+	standby   *shimProc      // the next generation's process, forked ahead (see standby.go)
 	steps     *pendingSteps  // a reload that serves, to log once its step's actions are done
 	stepAt    int64          // when the last step of the machine began (CLOCK_MONOTONIC, see now)
 	bg        sync.WaitGroup // exit watchers
@@ -477,6 +478,7 @@ func (s *Supervisor) run(acts []machine.Action) {
 		s.steps = nil
 		s.logSteps(p)
 	}
+	s.keepStandby()
 }
 
 // do carries out one action; it returns the event that answers it, if any.

@@ -9,18 +9,27 @@ import (
 	"github.com/hitless/hitless/supervisor"
 )
 
-// watcherOf finds the watcher of hitless (pid): its child started in the
-// watcher's hidden mode.
-func watcherOf(pid int) (int, error) {
+// helpersOf finds the watcher of hitless (pid) and its standby (0 if
+// none waits): its children started in the watcher's and the shim's
+// hidden modes.
+func helpersOf(pid int) (watcher, standby int, err error) {
 	kids, err := harness.Children(pid)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for k := range kids {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k))
-		if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 && args[1] == supervisor.WatchArg {
-			return k, nil
+		if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 {
+			switch args[1] {
+			case supervisor.WatchArg:
+				watcher = k
+			case supervisor.ShimArg:
+				standby = k
+			}
 		}
 	}
-	return 0, fmt.Errorf("hitless (pid %d) has no watcher", pid)
+	if watcher == 0 {
+		return 0, 0, fmt.Errorf("hitless (pid %d) has no watcher", pid)
+	}
+	return watcher, standby, nil
 }

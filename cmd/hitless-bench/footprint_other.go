@@ -4,5 +4,5 @@ package main
 
 import "errors"
 
-// watcherOf needs Linux, as hitless does.
-func watcherOf(int) (int, error) { return 0, errors.New("hitless runs on Linux only") }
+// helpersOf needs Linux, as hitless does.
+func helpersOf(int) (int, int, error) { return 0, 0, errors.New("hitless runs on Linux only") }

@@ -248,7 +248,7 @@ loop:
 		st.closedAfter.Load(), minOpen, st.failReused.Load(), st.failFresh.Load(),
 		tg.drained, ms(median(drains)), ms(maxOf(drains)), cost)
 	if tg.pid != 0 {
-		other += fmt.Sprintf("; hitless and its watcher: PSS %s at rest, at most %s during the run", mib(restPSS), mib(maxPSS))
+		other += fmt.Sprintf("; hitless, its watcher and its standby: PSS %s at rest, at most %s during the run", mib(restPSS), mib(maxPSS))
 	}
 	return []row{
 		{"8", "Scale: 10,000 keep-alive connections across reloads",

@@ -349,9 +349,9 @@ func benchCost(s *scenario) []row {
 				stepMedians(steps), ms(median(bareForks)), ms(median(bareReady)), ms(median(owns)))},
 		{"6", "hitless's own cost", fmt.Sprintf("at rest (%v after start), after %d reloads and after %d", restWait, early, p.costReloads),
 			"", "", "", "", "",
-			fmt.Sprintf("hitless and its watcher at rest: **%s**; RSS %s + %s. After %d reloads: anonymous %s; after %d: %s, so anonymous memory **%+.2f MiB** from %d reloads to %d. "+
-				"CPU time of hitless (user+system, 10 ms ticks) %s at rest, %s after (%s per reload; the shim's runs in the child's process); open fds %d → %d",
-				rest, mib(rest.hitless.RSS), mib(rest.watcher.RSS), early, mib(afterEarly.anon()), p.costReloads, after,
+			fmt.Sprintf("hitless, its watcher and its standby at rest: **%s**; RSS %s + %s + %s. After %d reloads: anonymous %s; after %d: %s, so anonymous memory **%+.2f MiB** from %d reloads to %d. "+
+				"CPU time of hitless (user+system, 10 ms ticks) %s at rest, %s after (%s per reload; the shim's, the standby's included, runs in the child's process); open fds %d → %d",
+				rest, mib(rest.hitless.RSS), mib(rest.watcher.RSS), mib(rest.standby.RSS), early, mib(afterEarly.anon()), p.costReloads, after,
 				float64(after.anon()-afterEarly.anon())/(1<<20), early, p.costReloads,
 				ms(rest.hitless.CPU), ms(after.hitless.CPU), ms(perReload), rest.hitless.FDs, after.hitless.FDs)},
 	}

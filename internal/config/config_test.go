@@ -199,7 +199,7 @@ func TestParseErrors(t *testing.T) {
 		{"metrics port", "metrics: ':http'\n",
 			[]string{`t.yaml:1: metrics: ":http": port "http" is not a number from 0 to 65535`}},
 		{"unknown key", "drain_timout: 3s\n",
-			[]string{`t.yaml:1: drain_timout: unknown key (valid keys here: listen, command, dir, env, user, ready, ready_timeout, drain_signal, drain_timeout, restart, trial, watchdog, watchdog_grace, output_prefix, log, name, control, pid_file, metrics, fdstore)`}},
+			[]string{`t.yaml:1: drain_timout: unknown key (valid keys here: listen, command, dir, env, user, ready, ready_timeout, drain_signal, drain_timeout, restart, trial, watchdog, watchdog_grace, output_prefix, no_standby, log, name, control, pid_file, metrics, fdstore)`}},
 		{"unknown nested key", "log:\n  colour: true\n",
 			[]string{`t.yaml:2: log.colour: unknown key (valid keys here: format, level)`}},
 		{"duplicate key", "dir: a\ndir: b\n",

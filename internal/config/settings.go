@@ -67,6 +67,8 @@ func Settings(f *File) []Setting {
 			"time a child has to exit after the watchdog's SIGABRT before its process group gets SIGKILL"},
 		{"output-prefix", "output_prefix", "OutputPrefix", boolean(&f.OutputPrefix),
 			`prefix each line of child output with "[gen N pid P] "`},
+		{"no-standby", "no_standby", "NoStandby", boolean(&f.NoStandby),
+			"fork no standby: each start forks its process then (by default the next child's process is forked ahead and waits, so that a reload only executes the program)"},
 		{"log-format", "log.format", "", text(&f.Log.Format, ParseLogFormat),
 			"hitless's own log format: text or json"},
 		{"log-level", "log.level", "", parsed(&f.Log.Level, ParseLogLevel, formatLogLevel),

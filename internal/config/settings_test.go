@@ -26,6 +26,7 @@ trial: 5s
 watchdog: 4s
 watchdog_grace: 3s
 output_prefix: true
+no_standby: true
 log: {format: json, level: debug}
 name: app
 control: /run/app.sock

@@ -24,6 +24,14 @@ func inits(t *testing.T, args ...string) []string {
 	t.Helper()
 	cmd := exec.Command(bin.client, args...)
 	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	// fds 3 and 4: the shim's report and start pipes; its start message
+	// is empty, so it exits at once.
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	cmd.ExtraFiles = []*os.File{null, null}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("hitless %v: %v\n%s", args, err, out)
@@ -72,8 +80,8 @@ func TestHiddenModesRunBeforeHeavyInit(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{
-		{supervisor.ShimArg, "-", "/bin/true", "true"},
-		{supervisor.WatchArg}, // fd 3 is not open: it reads EOF at once
+		{supervisor.ShimArg, "3", "4"},
+		{supervisor.WatchArg}, // fd 3 is no socket: it reads EOF at once
 	} {
 		got := inits(t, args...)
 		for _, p := range got {
@@ -88,14 +96,33 @@ func TestHiddenModesRunBeforeHeavyInit(t *testing.T) {
 }
 
 // A reload's steps, in the debug log: each one timed, from the request
-// to the old generation signalled, and adding up to the total.
+// to the old generation signalled, and adding up to the total. A reload
+// that takes the standby has no fork in it.
 func TestReloadSteps(t *testing.T) {
-	p := start(t, harness.Options{Args: []string{"--log-level", "debug"}})
+	for _, tc := range []struct {
+		args  []string
+		steps []string
+	}{
+		{nil, []string{"request_to_begin", "shim", "child_start", "ready_to_serving", "serving_to_signal"}},
+		{[]string{"--no-standby"}, []string{"request_to_fork", "fork", "shim_start", "shim", "child_start", "ready_to_serving", "serving_to_signal"}},
+	} {
+		t.Run(strings.Join(append([]string{"standby"}, tc.args...), " "), func(t *testing.T) {
+			reloadSteps(t, tc.args, tc.steps)
+		})
+	}
+}
+
+func reloadSteps(t *testing.T, args, steps []string) {
+	p := start(t, harness.Options{Args: append([]string{"--log-level", "debug"}, args...)})
+	if len(args) == 0 {
+		// The standby is forked once generation 1 serves.
+		p.WaitStatus(10*time.Second, func(st harness.Status) bool { return st.StandbyPID != 0 })
+	}
 	m := p.Mark()
 	p.Reload()
 	_, r := p.WaitSince(m, 10*time.Second, harness.IsGen("reload steps", 2))
 	sum := 0
-	for _, step := range []string{"request_to_fork", "fork", "shim_start", "shim", "child_start", "ready_to_serving", "serving_to_signal"} {
+	for _, step := range steps {
 		d := r.Int(step)
 		if d <= 0 || d > int(10*time.Second) {
 			t.Errorf("%s: %v", step, time.Duration(d))

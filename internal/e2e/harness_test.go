@@ -136,8 +136,9 @@ func getInfo(t *testing.T, addr string) info {
 }
 
 // children lists the pids whose parent is pid, zombies included, with
-// their state letter; hitless's watcher (see supervisor/watcher.go), a
-// child of hitless for its whole life, is left out.
+// their state letter; hitless's helpers are left out: its watcher (see
+// supervisor/watcher.go), a child of hitless for its whole life, and its
+// standby (supervisor/standby.go).
 func children(t *testing.T, pid int) map[int]string {
 	t.Helper()
 	kids, err := harness.Children(pid)
@@ -146,7 +147,11 @@ func children(t *testing.T, pid int) map[int]string {
 	}
 	for k := range kids {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k))
-		if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 && args[1] == supervisor.WatchArg {
+		// hitless's helpers: its watcher, and its standby, the shim
+		// forked ahead for the next generation (a shim that is a
+		// generation's has executed its program by the time it counts
+		// as started).
+		if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 && (args[1] == supervisor.WatchArg || args[1] == supervisor.ShimArg) {
 			delete(kids, k)
 		}
 	}

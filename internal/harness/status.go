@@ -45,6 +45,9 @@ type Status struct {
 	// HandOver counts connections handed between generations since
 	// hitless started.
 	HandOver *HandOver `json:"handover"`
+	// StandbyPID is the process forked ahead for the next generation; 0
+	// when none waits.
+	StandbyPID int `json:"standby_pid"`
 }
 
 // HandOver counts what happened to connections in hand-overs between

@@ -22,14 +22,19 @@
 //
 // The shim (ShimArg) runs in the child's process: os/exec and
 // syscall.StartProcess fix the environment before fork, so the parent
-// cannot know the pid to put in LISTEN_PID. It sets LISTEN_PID (and
-// WATCHDOG_PID, when the child has a watchdog) to its own pid and
-// replaces itself with the program by execve, which keeps the pid, the
-// process group and the inherited descriptors.
-// Before that it writes the time it started running (CLOCK_MONOTONIC, 8
-// bytes, little-endian) on its report pipe, which closes at the execve
-// (close-on-exec): the parent reads when the shim ran and when the
-// program replaced it, steps of a reload it logs.
+// cannot know the pid to put in LISTEN_PID. It writes the time it started
+// running (CLOCK_MONOTONIC, 8 bytes, little-endian) on its report pipe,
+// which closes at the execve (close-on-exec), so that the parent can log
+// how long each step of a start took. It then waits for its StartMessage
+// on its start pipe: the program, its arguments, its working directory
+// and its environment. It sets LISTEN_PID (and WATCHDOG_PID, when the
+// child has a watchdog) to its own pid and replaces itself with the
+// program by execve, which keeps the pid, the process group and the
+// inherited descriptors. The supervisor writes the message at once when
+// a generation starts; or it forks a shim ahead of time, a standby, and
+// writes the message only when the next generation starts: a reload then
+// costs what the execve of the program costs, not the start of a Go
+// program as well.
 //
 // The watcher (WatchArg) makes sure nothing of a generation outlives
 // hitless, however hitless dies: it reads "+PGID" and "-PGID" lines
@@ -60,14 +65,13 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // The hidden first arguments.
 const (
-	// ShimArg starts the shim: hitless ShimArg FD PATH ARGV0 ARGV...
-	// where FD is the write end of the report pipe ("-" for none) and
-	// PATH the resolved program, run with ARGV0 ARGV...
+	// ShimArg starts the shim: hitless ShimArg REPORT START, where
+	// REPORT is the write end of its report pipe and START the read end
+	// of the pipe its StartMessage comes on.
 	ShimArg = "__hitless_exec"
 	// WatchArg starts the watcher, with its end of hitless's socket as
 	// fd 3.
@@ -88,45 +92,6 @@ func init() {
 	case WatchArg:
 		os.Exit(Watch(os.NewFile(3, "watcher socket")))
 	}
-}
-
-// shim is the shim's main. It returns only if it cannot execute the
-// program, with the exit status to use.
-func shim(args []string) int {
-	if len(args) < 3 {
-		os.Stderr.WriteString("hitless: internal shim called without a program\n")
-		return ExecFailed
-	}
-	if fd, ok := atoi(args[0]); ok && fd > 2 {
-		var b [8]byte
-		t := uint64(Monotonic())
-		for i := range b {
-			b[i] = byte(t >> (8 * i))
-		}
-		syscall.Write(fd, b[:])
-		syscall.CloseOnExec(fd)
-	}
-	pid := itoa(syscall.Getpid())
-	env := append(syscall.Environ(), "LISTEN_PID="+pid)
-	if _, ok := syscall.Getenv("WATCHDOG_USEC"); ok {
-		env = append(env, "WATCHDOG_PID="+pid)
-	}
-	// The program starts with no signal blocked, whatever mask the
-	// runtime left on this thread (a mask survives execve). Inits run on
-	// the main thread, locked to it.
-	var none uint64
-	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, 2 /* SIG_SETMASK */, uintptr(unsafe.Pointer(&none)), 0, 8, 0, 0)
-	err := syscall.Exec(args[1], args[2:], env)
-	os.Stderr.WriteString("hitless: exec " + args[1] + ": " + err.Error() + "\n")
-	return ExecFailed
-}
-
-// Monotonic reads CLOCK_MONOTONIC, in nanoseconds: the clock of the
-// shim's report, which the parent reads too.
-func Monotonic() int64 {
-	var ts syscall.Timespec
-	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1 /* CLOCK_MONOTONIC */, uintptr(unsafe.Pointer(&ts)), 0)
-	return ts.Nano()
 }
 
 // The lines that tell the watcher of a process group that starts (Add)

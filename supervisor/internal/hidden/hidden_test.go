@@ -14,39 +14,67 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
-// The test binary links this package: started with ShimArg, its init is
-// the shim.
-func runShim(t *testing.T, env []string, args ...string) (stdout, stderr string, report []byte, code int) {
+func TestMain(m *testing.M) {
+	if os.Getenv("HIDDEN_TEST_PDEATHSIG") != "" {
+		// The program a shim ran: say what parent-death signal it has.
+		var sig int32
+		syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0)
+		fmt.Println("pdeathsig", sig)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runShim starts the test binary, which links this package, as the shim,
+// and gives it msg on its start pipe (nil: the pipe closes empty).
+func runShim(t *testing.T, msg []byte) (stdout, stderr string, report []byte, code int) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	cmd := exec.Command("/proc/self/exe", append([]string{ShimArg, "3"}, args...)...)
-	cmd.Env = env
-	cmd.ExtraFiles = []*os.File{w}
+	sr, sw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/proc/self/exe", ShimArg, "3", "4")
+	cmd.Env = []string{}
+	cmd.ExtraFiles = []*os.File{w, sr}
+	// As the supervisor starts it: the shim dies with its parent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
-	report, _ = io.ReadAll(r)
+	sr.Close()
+	// The shim reports before it reads: a standby reports at its start.
+	var at [8]byte
+	if _, err := io.ReadFull(r, at[:]); err != nil {
+		t.Fatalf("no report before the start message: %v", err)
+	}
+	sw.Write(msg)
+	sw.Close()
+	rest, _ := io.ReadAll(r)
 	cmd.Wait()
-	return out.String(), errb.String(), report, cmd.ProcessState.ExitCode()
+	return out.String(), errb.String(), append(at[:], rest...), cmd.ProcessState.ExitCode()
 }
 
-// The shim reports when it ran, sets LISTEN_PID (and WATCHDOG_PID with a
-// watchdog) to its pid, which the program keeps, and the program sees
-// neither the report pipe nor a blocked signal.
+// The shim reports when it ran, runs the program in the directory, with
+// the arguments and environment of its start message, sets LISTEN_PID
+// (and WATCHDOG_PID with a watchdog) to its pid, which the program keeps,
+// and the program sees neither of the shim's pipes nor a blocked signal.
 func TestShim(t *testing.T) {
 	before := Monotonic()
+	dir := t.TempDir()
 	// grep reads its own mask, by exec: the shell's may be all blocked
 	// for the instant it forks a command.
-	script := `echo "$$ $LISTEN_PID ${WATCHDOG_PID:-none} $KEEP"; [ -e /proc/$$/fd/3 ] && echo fd 3 open; exec grep SigBlk /proc/self/status`
+	script := `echo "$$ $LISTEN_PID ${WATCHDOG_PID:-none} $KEEP $(pwd) $0 $1"; for fd in 3 4; do [ -e /proc/$$/fd/$fd ] && echo fd $fd open; done; exec grep SigBlk /proc/self/status`
 	for _, tc := range []struct {
 		env      []string
 		watchdog string
@@ -54,20 +82,20 @@ func TestShim(t *testing.T) {
 		{[]string{"KEEP=kept"}, "none"},
 		{[]string{"KEEP=kept", "WATCHDOG_USEC=1000000"}, "pid"},
 	} {
-		out, errb, report, code := runShim(t, tc.env, "/bin/sh", "sh", "-c", script)
+		out, errb, report, code := runShim(t, StartMessage(dir, "/bin/sh", []string{"sh", "-c", script, "zero", ""}, tc.env))
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, errb)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		f := strings.Fields(lines[0])
-		if len(f) != 4 || f[0] != f[1] || f[3] != "kept" {
-			t.Errorf("pid, LISTEN_PID, WATCHDOG_PID, KEEP: %q", lines[0])
+		if len(f) != 6 || f[0] != f[1] || f[3] != "kept" || f[4] != dir || f[5] != "zero" {
+			t.Errorf("pid, LISTEN_PID, WATCHDOG_PID, KEEP, working directory, $0: %q", lines[0])
 		}
-		if want := map[string]string{"none": "none", "pid": f[0]}[tc.watchdog]; len(f) == 4 && f[2] != want {
+		if want := map[string]string{"none": "none", "pid": f[0]}[tc.watchdog]; len(f) == 6 && f[2] != want {
 			t.Errorf("WATCHDOG_PID %q, want %q", f[2], want)
 		}
 		if len(lines) != 2 {
-			t.Errorf("the program got the report pipe, fd 3: %q", out)
+			t.Errorf("the program got the shim's pipes: %q", out)
 		}
 		if blk := strings.Fields(lines[len(lines)-1]); len(blk) != 2 || strings.Trim(blk[1], "0") != "" {
 			t.Errorf("blocked signals: %q", lines[len(lines)-1])
@@ -81,19 +109,63 @@ func TestShim(t *testing.T) {
 	}
 }
 
-// A program that cannot be executed: exit status 127 and why, as a
-// shell's; the report pipe closes at the exit.
-func TestShimExecFails(t *testing.T) {
-	_, errb, report, code := runShim(t, nil, "/nonexistent/prog", "prog")
-	if code != ExecFailed || !strings.Contains(errb, "exec /nonexistent/prog: no such file or directory") {
-		t.Errorf("exit %d, stderr %q", code, errb)
+// The shim dies with hitless until it has its program, the program does
+// not: the watcher drains it when hitless dies in an upgrade's exec.
+func TestShimClearsParentDeathSignal(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(report) != 8 {
-		t.Errorf("report %q", report)
+	out, errb, _, code := runShim(t, StartMessage("/", self, []string{"program"}, []string{"HIDDEN_TEST_PDEATHSIG=1"}))
+	if code != 0 || strings.TrimSpace(out) != "pdeathsig 0" {
+		t.Errorf("exit %d, the program says %q (stderr %q), want pdeathsig 0", code, out, errb)
 	}
-	_, errb, _, code = runShim(t, nil)
-	if code != ExecFailed || !strings.Contains(errb, "without a program") {
-		t.Errorf("no program: exit %d, stderr %q", code, errb)
+}
+
+// A program that cannot be executed, or a directory that cannot be
+// entered: exit status 127 and why, as a shell's; the report pipe closes
+// at the exit. A start pipe closed empty (a standby let go of) runs
+// nothing and exits 0; a message cut short runs nothing either.
+func TestShimFails(t *testing.T) {
+	for _, tc := range []struct {
+		name, stderr string
+		msg          []byte
+		code         int
+	}{
+		{"exec", "exec /nonexistent/prog: no such file or directory", StartMessage("/", "/nonexistent/prog", []string{"prog"}, nil), ExecFailed},
+		{"chdir", "chdir /nonexistent: no such file or directory", StartMessage("/nonexistent", "/bin/true", []string{"true"}, nil), ExecFailed},
+		{"let go", "", nil, 0},
+		{"cut short", "no whole start message", StartMessage("/", "/bin/true", []string{"true"}, []string{"A=1"})[:20], ExecFailed},
+	} {
+		_, errb, report, code := runShim(t, tc.msg)
+		if code != tc.code || !strings.Contains(errb, tc.stderr) || (tc.stderr == "" && errb != "") {
+			t.Errorf("%s: exit %d, stderr %q", tc.name, code, errb)
+		}
+		if len(report) != 8 {
+			t.Errorf("%s: report %q", tc.name, report)
+		}
+	}
+}
+
+// A start message reads back whole, empty strings included, and a message
+// cut anywhere, or followed by anything, is refused.
+func TestStartMessage(t *testing.T) {
+	want := start{dir: "/srv/app", prog: "/srv/app/bin/server", argv: []string{"server", "", "-x"}, env: []string{"A=1", "B="}}
+	msg := StartMessage(want.dir, want.prog, want.argv, want.env)
+	got, ok := parseStart(msg)
+	if !ok || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("parseStart = %+v, %v; want %+v", got, ok, want)
+	}
+	for i := range msg {
+		if st, ok := parseStart(msg[:i]); ok {
+			t.Errorf("the first %d of %d bytes read as %+v", i, len(msg), st)
+		}
+	}
+	if _, ok := parseStart(append(msg, 'x', 0)); ok {
+		t.Error("a message with a field after it was read")
+	}
+	if _, ok := parseStart(StartMessage("/", "/bin/true", nil, nil)); ok {
+		t.Error("a message without argv[0] was read")
 	}
 }
 

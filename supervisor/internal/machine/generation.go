@@ -181,6 +181,16 @@ func (m *Machine) code(g *mgen, exit Exit) int {
 	return exit.Code
 }
 
+// Stopping reports whether a stop is under way: every generation drains.
+func (m *Machine) Stopping() bool { return m.stopping }
+
+// Settled reports whether a generation serves while none starts and no
+// stop or upgrade is under way: nothing is forked until something is
+// asked for, or the serving generation dies.
+func (m *Machine) Settled() bool {
+	return m.serving != nil && m.starting == nil && !m.stopping && !m.upgrading
+}
+
 // Serving is the id of the generation in state Serving, 0 if none: during
 // a stop every generation drains, the one that served included.
 func (m *Machine) Serving() int {

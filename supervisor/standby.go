@@ -1,0 +1,287 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/supervisor/internal/hidden"
+)
+
+// A shimProc is a process started as the shim (hidden.ShimArg) that may
+// not have been told its program yet. Every generation starts as one: a
+// generation's process is forked and given its program at once, or it
+// was forked ahead of time, as the standby, and waited there until a
+// reload or a restart took it. Its descriptors are the child's: stdio,
+// the sockets, then its report pipe and its start pipe, which close at
+// the program's execve.
+//
+// Everything a start decides (the program, its arguments and working
+// directory, the environment with the generation's number and notify
+// socket) goes in the StartMessage, written when the generation starts;
+// what is fixed at the fork (the user and groups, the sockets, where the
+// output goes, the process group) cannot change while hitless runs.
+type shimProc struct {
+	pid    int
+	start  *os.File  // the write end of its start pipe
+	report *os.File  // the read end of its report pipe
+	outs   []outPipe // the read ends of its output pipes
+	// fork and forked are when StartProcess was called and returned (the
+	// shim's execve done, CLONE_VFORK), on the clock of the reload steps.
+	fork, forked int64
+
+	mu    sync.Mutex
+	taken bool // a generation's: its exit goes to exitc, counted
+	let   bool // let go of: its exit is expected
+	dead  bool // reaped
+	exitc chan unix.WaitStatus
+	gone  chan struct{} // closed when reaped
+}
+
+// startShim forks a shim, taken at once (a generation's) or not (the
+// standby).
+func (s *Supervisor) startShim(taken bool) (*shimProc, error) {
+	files, pipes, writeEnds, err := s.stdio()
+	if err != nil {
+		return nil, err
+	}
+	closeWriteEnds := func() {
+		for _, w := range writeEnds {
+			w.Close()
+		}
+	}
+	closeReadEnds := func() {
+		for _, p := range pipes {
+			p.r.Close()
+		}
+	}
+	for _, sock := range s.sockets {
+		files = append(files, uintptr(sock.FD))
+	}
+	report, reportW, err := os.Pipe()
+	if err != nil {
+		closeWriteEnds()
+		closeReadEnds()
+		return nil, fmt.Errorf("report pipe: %w", err)
+	}
+	startR, startW, err := os.Pipe()
+	if err != nil {
+		closeWriteEnds()
+		closeReadEnds()
+		report.Close()
+		reportW.Close()
+		return nil, fmt.Errorf("start pipe: %w", err)
+	}
+	writeEnds = append(writeEnds, reportW, startR)
+	files = append(files, reportW.Fd(), startR.Fd())
+	attr := &syscall.ProcAttr{
+		// The shim's own working directory and environment do not
+		// matter: the StartMessage brings the program's.
+		Dir:   "/",
+		Files: files,
+		// A shim not given its program yet dies with hitless, at once:
+		// it holds the sockets, which must refuse connections when
+		// hitless is gone. Once given its program it clears the
+		// parent-death signal before the execve: the watcher alone
+		// ends the children when hitless dies (see watcher.go), so that
+		// it can drain them when hitless died inside an upgrade's exec.
+		// The loop forks on one thread, which lives as long as hitless
+		// (see Config.Self).
+		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	}
+	if u := s.cfg.User; u != nil {
+		attr.Sys.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
+	}
+	sh := &shimProc{start: startW, report: report, outs: pipes, taken: taken, exitc: make(chan unix.WaitStatus, 1), gone: make(chan struct{})}
+	n := len(files)
+	argv := []string{"hitless", ShimArg, strconv.Itoa(n - 2), strconv.Itoa(n - 1)}
+	sh.fork = hidden.Monotonic()
+	sh.pid, err = s.reaper.start(s.cfg.ShimPath, argv, attr, s.shimExited(sh))
+	sh.forked = hidden.Monotonic()
+	closeWriteEnds()
+	if err != nil {
+		closeReadEnds()
+		report.Close()
+		startW.Close()
+		return nil, err
+	}
+	return sh, nil
+}
+
+// shimExited is what the reaper calls when sh exits. The exit of a
+// generation's process is counted in flight until the loop has it (see
+// quiesce); the exit of a standby is nobody's, and only logged if it was
+// not let go of.
+func (s *Supervisor) shimExited(sh *shimProc) func(unix.WaitStatus) {
+	return func(ws unix.WaitStatus) {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		sh.dead = true
+		close(sh.gone)
+		switch {
+		case sh.taken:
+			s.exiting.Add(1)
+			sh.exitc <- ws
+		case !sh.let:
+			s.log.Warn("standby exited; the next start forks its own process", "pid", sh.pid, "status", exitOf(ws).Reason)
+		}
+	}
+}
+
+// take makes the standby sh a generation's, unless it is dead.
+func (sh *shimProc) take() bool {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.dead {
+		return false
+	}
+	sh.taken = true
+	return true
+}
+
+// alive reports whether sh has not been reaped.
+func (sh *shimProc) alive() bool {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return !sh.dead
+}
+
+// begin writes msg on sh's start pipe and closes it: the shim runs the
+// program. The pipe is new and empty, and made large enough for msg, so
+// that the write never waits for the shim, whatever state it is in.
+func (sh *shimProc) begin(msg []byte) error {
+	defer sh.start.Close()
+	rc, err := sh.start.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	err = rc.Control(func(fd uintptr) {
+		if len(msg) > pipeSize {
+			if _, werr = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, len(msg)); werr != nil {
+				werr = fmt.Errorf("program, arguments and environment of %d bytes: %w", len(msg), werr)
+				return
+			}
+		}
+		if werr = unix.SetNonblock(int(fd), true); werr != nil {
+			return
+		}
+		var n int
+		n, werr = unix.Write(int(fd), msg)
+		if werr == nil && n < len(msg) {
+			werr = fmt.Errorf("wrote %d of %d bytes", n, len(msg))
+		}
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		return fmt.Errorf("start message: %w", err)
+	}
+	return nil
+}
+
+// abandon lets go of sh, a generation's process that could not begin:
+// it exits having run nothing, and its exit, reaped already or not, is
+// nobody's.
+func (s *Supervisor) abandon(sh *shimProc) {
+	sh.mu.Lock()
+	if sh.dead {
+		<-sh.exitc
+		s.exiting.Done()
+	}
+	sh.taken = false
+	sh.mu.Unlock()
+	s.letGo(sh)
+	if err := s.watcher.remove(sh.pid); err != nil {
+		s.log.Warn("watcher", "err", err)
+	}
+}
+
+// pipeSize is what a new pipe holds on Linux.
+const pipeSize = 64 << 10
+
+// letGo lets go of sh, a standby or a process that could not begin: it
+// gets SIGKILL, for it holds the sockets, which a stop must close. (Were
+// it to miss it, it would read EOF on its start pipe and exit having run
+// nothing.)
+func (s *Supervisor) letGo(sh *shimProc) {
+	sh.mu.Lock()
+	sh.let = true
+	sh.mu.Unlock()
+	if err := s.reaper.signal(sh.pid, syscall.SIGKILL); err != nil {
+		s.log.Warn("standby", "pid", sh.pid, "err", err)
+	}
+	sh.start.Close()
+	sh.report.Close()
+	for _, p := range sh.outs {
+		p.r.Close()
+	}
+}
+
+// keepStandby forks the standby once things are settled (a generation
+// serves, nothing starts, no stop or upgrade is under way), so that it is
+// ready when the next start comes, and lets go of it when hitless stops.
+// It runs after each step of the machine. A standby forked during a
+// reload would take CPU from the child starting; one that cannot be
+// forked is no failure: the next start forks its own process, as it
+// would without a standby.
+func (s *Supervisor) keepStandby() {
+	if s.cfg.NoStandby || s.reaper == nil {
+		return
+	}
+	if s.standby != nil && s.m.Stopping() {
+		// The stop closes the sockets once the children are gone: the
+		// standby is gone first.
+		sh := s.standby
+		s.letGoStandby()
+		select {
+		case <-sh.gone:
+		case <-time.After(time.Second):
+			s.log.Warn("standby not reaped a second after SIGKILL", "pid", sh.pid)
+		}
+	}
+	if s.standby != nil && !s.standby.alive() {
+		s.letGoStandby()
+	}
+	if s.standby != nil || !s.m.Settled() || s.exit != nil {
+		return
+	}
+	sh, err := s.startShim(false)
+	if err != nil {
+		s.log.Warn("standby not forked; the next start forks its own process", "err", err)
+		return
+	}
+	s.standby = sh
+	s.log.Debug("standby forked", "pid", sh.pid)
+}
+
+// letGoStandby lets go of the standby, if any: at a stop, and before an
+// upgrade's exec, whose next image would not know it.
+func (s *Supervisor) letGoStandby() {
+	if s.standby != nil {
+		s.letGo(s.standby)
+		s.standby = nil
+	}
+}
+
+// takeShim returns the process generation c starts in: the standby, if a
+// live one waits, or a new one.
+func (s *Supervisor) takeShim() (sh *shimProc, standby bool, err error) {
+	if sh := s.standby; sh != nil {
+		s.standby = nil
+		if sh.take() {
+			return sh, true, nil
+		}
+		s.letGo(sh)
+	}
+	sh, err = s.startShim(true)
+	return sh, false, err
+}
