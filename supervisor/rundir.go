@@ -3,7 +3,7 @@
 package supervisor
 
 import (
-	"crypto/rand"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,7 +41,7 @@ func newRundir(log *slog.Logger) (*rundir, error) {
 	if err == nil {
 		err = os.Chmod(tmp, 0o711)
 	}
-	d := &rundir{path: filepath.Join(base, rundirPrefix+rand.Text()), lock: lock}
+	d := &rundir{path: filepath.Join(base, rundirPrefix+randomText()), lock: lock}
 	if err == nil {
 		err = os.Rename(tmp, d.path)
 	}
@@ -88,10 +88,27 @@ func staleRundir(dir string) bool {
 // socket returns a new, unguessable path in the directory for
 // generation id's notify socket.
 func (d *rundir) socket(id int) string {
-	return filepath.Join(d.path, fmt.Sprintf("notify-%d-%s", id, rand.Text()))
+	return filepath.Join(d.path, fmt.Sprintf("notify-%d-%s", id, randomText()))
 }
 
 func (d *rundir) remove() error {
 	err := os.RemoveAll(d.path)
 	return errors.Join(err, d.lock.Close())
+}
+
+// randomText returns 26 random base32 characters (130 bits), as
+// crypto/rand.Text does, from getrandom(2): names nobody can guess
+// (notify sockets a child of another user may not take over). Not
+// crypto/rand itself, which links a FIPS random generator, AES and SHA-3
+// into hitless for these few bytes.
+func randomText() string {
+	var b [17]byte
+	for n := 0; n < len(b); {
+		m, err := unix.Getrandom(b[n:], 0)
+		if err != nil && err != unix.EINTR {
+			panic("getrandom: " + err.Error()) // Linux 3.17 and later: as crypto/rand, no fallback
+		}
+		n += max(m, 0)
+	}
+	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])[:26]
 }
