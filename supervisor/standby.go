@@ -82,9 +82,10 @@ func (s *Supervisor) startShim(taken bool) (*shimProc, error) {
 	writeEnds = append(writeEnds, reportW, startR)
 	files = append(files, reportW.Fd(), startR.Fd())
 	attr := &syscall.ProcAttr{
-		// The shim's own working directory and environment do not
-		// matter: the StartMessage brings the program's.
+		// The StartMessage brings the program's working directory and
+		// environment.
 		Dir:   "/",
+		Env:   runtimeEnv(),
 		Files: files,
 		// A shim not given its program yet dies with hitless, at once:
 		// it holds the sockets, which must refuse connections when

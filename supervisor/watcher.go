@@ -146,12 +146,15 @@ func (s *Supervisor) replaceWatcher() {
 	s.log.Info("watcher: replaced the one an earlier build started", "old_pid", old.pid, "old_protocol", old.proto, "pid", w.pid, "protocol", w.proto)
 }
 
-// runtimeEnv is the part of hitless's environment that the watcher, the
-// same binary, keeps: the Go runtime's own settings (a race-enabled build
-// reads GORACE, for one, and would otherwise sleep a second as it exits,
-// holding hitless's stderr). Nothing else of the environment reaches it.
+// runtimeEnv is the environment of hitless's helpers, the watcher and
+// the shim (the same binary): the Go runtime's own settings, from
+// hitless's environment (a race-enabled build reads GORACE, for one, and
+// would otherwise sleep a second as it exits, holding hitless's stderr),
+// and one processor: a helper does one thing at a time, and each
+// processor the runtime sets up costs memory for the helper's whole life.
+// Nothing else of the environment reaches them.
 func runtimeEnv() []string {
-	env := []string{}
+	env := []string{"GOMAXPROCS=1"}
 	for _, name := range []string{"GODEBUG", "GORACE", "GOTRACEBACK"} {
 		if v, ok := os.LookupEnv(name); ok {
 			env = append(env, name+"="+v)
