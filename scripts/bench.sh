@@ -75,7 +75,8 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "== building" >&2
-go build -o "$tmp/hitless" ./cmd/hitless
+# hitless as the README builds it: static (see docs/footprint.md).
+CGO_ENABLED=0 go build -o "$tmp/hitless" ./cmd/hitless
 go build -o "$tmp/testserver" ./internal/e2e/testserver
 go build -o "$tmp/hitless-bench" ./cmd/hitless-bench
 go build -o "$tmp/tableflipserver" ./cmd/hitless-bench/tableflipserver

@@ -80,7 +80,7 @@ cleanup() {
 trap cleanup EXIT
 
 log "building hitless, the orders demo and its load generator"
-(cd "$root" && go build -o "$tmp/hitless" ./cmd/hitless)
+(cd "$root" && CGO_ENABLED=0 go build -o "$tmp/hitless" ./cmd/hitless)
 (cd "$root/examples/orders" && go build -o "$tmp/orders" . && go build -o "$tmp/loadgen" ./cmd/loadgen)
 
 # A free port: nothing accepts on it (bash's /dev/tcp, no extra tools).

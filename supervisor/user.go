@@ -54,7 +54,7 @@ func LookupUser(spec string) (*User, error) {
 	default:
 		uid, nerr := strconv.ParseUint(name, 10, 32)
 		if nerr != nil {
-			return nil, fmt.Errorf("no user %q (want a user name or uid)", name)
+			return nil, fmt.Errorf("no user %q%s (want a user name or uid)", name, nssNote)
 		}
 		if !hasGroup {
 			return nil, fmt.Errorf("uid %d has no entry in the user database: give its group too, as %d:GROUP", uid, uid)
@@ -78,7 +78,7 @@ func lookupGroup(group string) (uint32, error) {
 	}
 	gid, err := strconv.ParseUint(group, 10, 32)
 	if err != nil {
-		return 0, fmt.Errorf("no group %q (want a group name or gid)", group)
+		return 0, fmt.Errorf("no group %q%s (want a group name or gid)", group, nssNote)
 	}
 	return uint32(gid), nil
 }
