@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	_ "github.com/hitless/hitless/cmd/hitless/internal/oneproc" // before the heavy inits: see its doc
 	"github.com/hitless/hitless/internal/metrics"
 	"github.com/hitless/hitless/supervisor"
 	"github.com/hitless/hitless/upgrade"

@@ -105,6 +105,11 @@ func printHeader(w io.Writer, path string, st supervisor.Status, now time.Time) 
 	if st.ReloadQueued {
 		state += ", a reload is queued"
 	}
+	if st.StandbyPID != 0 {
+		// The process an operator sees beside the generations: the
+		// next one's, forked ahead.
+		state += fmt.Sprintf(", standby pid %d", st.StandbyPID)
+	}
 	fmt.Fprintf(w, "hitless pid %d, %s, control %s\n", st.PID, state, path)
 	if st.Binary != "" {
 		fmt.Fprintf(w, "binary %s", st.Binary)

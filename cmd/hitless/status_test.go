@@ -35,9 +35,11 @@ reloads: 1 ok, 2 failed, 1 rolled back; restarts after a crash: 3; watchdog kill
 
 	st.Generations = st.Generations[:1]
 	st.Generations[0].WatchdogUSec = 0
+	st.StandbyPID = 201
 	b.Reset()
 	printStatus(&b, "/run/c.sock", st, now)
-	if strings.Contains(b.String(), "WATCHDOG") || !strings.Contains(b.String(), "2           200  serving  1m0s  8.0 MiB  -\n") {
+	if strings.Contains(b.String(), "WATCHDOG") || !strings.Contains(b.String(), "2           200  serving  1m0s  8.0 MiB  -\n") ||
+		!strings.HasPrefix(b.String(), "hitless pid 10, running, standby pid 201, control /run/c.sock\n") {
 		t.Errorf("without a watchdog:\n%s", b.String())
 	}
 }
