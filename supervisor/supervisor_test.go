@@ -924,15 +924,17 @@ func TestWatcherDrainsDuringUpgrade(t *testing.T) {
 		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); syscall.Wait4(pid, nil, 0, nil) })
 		return pid
 	}
-	ready := filepath.Join(t.TempDir(), "ready")
+	// Each says when its trap is set: a SIGTERM before that would end it.
+	dir := t.TempDir()
 	out, in, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	drains := spawn("trap 'echo the last words of a drained child; exit 0' TERM; while :; do sleep 0.05; done", in)
+	drains := spawn("trap 'echo the last words of a drained child; exit 0' TERM; touch "+dir+"/drains; while :; do sleep 0.05; done", in)
 	in.Close()
-	stubborn := spawn("trap '' TERM; touch "+ready+"; while :; do sleep 0.05; done", nil)
-	waitFile(t, ready)
+	stubborn := spawn("trap '' TERM; touch "+dir+"/stubborn; while :; do sleep 0.05; done", nil)
+	waitFile(t, dir+"/drains")
+	waitFile(t, dir+"/stubborn")
 	hitless, conn := watcherConn(t)
 	wt := &watcher{w: hitless, proto: watcherProtocol}
 	for _, pgid := range []int{drains, stubborn} {
