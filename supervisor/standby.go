@@ -251,11 +251,16 @@ func (s *Supervisor) keepStandby() {
 	if s.standby != nil && !s.standby.alive() {
 		s.letGoStandby()
 	}
-	if s.standby != nil || !s.m.Settled() || s.exit != nil {
+	if s.standby != nil || s.noStandby || !s.m.Settled() || s.exit != nil {
 		return
 	}
 	sh, err := s.startShim(false)
 	if err != nil {
+		// Not again at every step (a status request, a scrape, a
+		// watchdog tick), each with its warning: what failed the fork
+		// (a limit on processes, a missing binary) lasts, and the next
+		// start tells whether it still does.
+		s.noStandby = true
 		s.log.Warn("standby not forked; the next start forks its own process", "err", err)
 		return
 	}
@@ -275,6 +280,7 @@ func (s *Supervisor) letGoStandby() {
 // takeShim returns the process generation c starts in: the standby, if a
 // live one waits, or a new one.
 func (s *Supervisor) takeShim() (sh *shimProc, standby bool, err error) {
+	s.noStandby = false
 	if sh := s.standby; sh != nil {
 		s.standby = nil
 		if sh.take() {

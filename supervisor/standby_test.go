@@ -139,3 +139,36 @@ func TestNoStandby(t *testing.T) {
 		t.Error("a start took a standby")
 	}
 }
+
+// A standby that cannot be forked is tried again at the next start, not
+// at every step of the loop: a status request (a monitor's, a metrics
+// scrape's) neither forks nor warns.
+func TestStandbyForkFailsOnce(t *testing.T) {
+	shim := filepath.Join(t.TempDir(), "hitless")
+	if err := os.Symlink(os.Args[0], shim); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, Config{ShimPath: shim})
+	sb := r.waitStandby(0)
+	if err := os.Remove(shim); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(sb, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("the standby reaped", func(st Status) bool { return st.StandbyPID == 0 })
+	for range 5 {
+		r.status()
+	}
+	if n := strings.Count(r.logs.String(), "standby not forked"); n != 1 {
+		t.Errorf("%d warnings that the standby was not forked, want 1", n)
+	}
+	// The next start tries again.
+	if err := os.Symlink(os.Args[0], shim); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.reload(); err != nil {
+		t.Fatal("reload:", err)
+	}
+	r.waitStandby(sb)
+}
