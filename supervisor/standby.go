@@ -154,37 +154,51 @@ func (sh *shimProc) alive() bool {
 }
 
 // begin writes msg on sh's start pipe and closes it: the shim runs the
-// program. The pipe is new and empty, and made large enough for msg, so
-// that the write never waits for the shim, whatever state it is in.
-func (sh *shimProc) begin(msg []byte) error {
-	defer sh.start.Close()
+// program. It never waits for the shim, whatever state it is in (a
+// standby may have been stopped): what the pipe holds is written at once,
+// and the rest, if any, by a goroutine (counted in bg) as the shim reads
+// it, which ends once the shim has read it all or has exited. A new pipe
+// holds 64 KiB, but only 2 pages (4 KiB on kernels before 5.14) for a
+// user past its pipe budget (pipe-user-pages-soft, see pipe(7)), which
+// a host with many pipes of the same user reaches; an environment can be
+// larger than either.
+func (sh *shimProc) begin(msg []byte, bg *sync.WaitGroup) error {
 	rc, err := sh.start.SyscallConn()
 	if err != nil {
-		return err
+		sh.start.Close()
+		return fmt.Errorf("start message: %w", err)
 	}
+	var n int
 	var werr error
 	err = rc.Control(func(fd uintptr) {
-		if len(msg) > pipeSize {
-			if _, werr = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, len(msg)); werr != nil {
-				werr = fmt.Errorf("program, arguments and environment of %d bytes: %w", len(msg), werr)
-				return
-			}
-		}
 		if werr = unix.SetNonblock(int(fd), true); werr != nil {
 			return
 		}
-		var n int
 		n, werr = unix.Write(int(fd), msg)
-		if werr == nil && n < len(msg) {
-			werr = fmt.Errorf("wrote %d of %d bytes", n, len(msg))
+		if werr == unix.EAGAIN {
+			n, werr = 0, nil
 		}
 	})
 	if err == nil {
 		err = werr
 	}
 	if err != nil {
+		sh.start.Close()
 		return fmt.Errorf("start message: %w", err)
 	}
+	if n == len(msg) {
+		sh.start.Close()
+		return nil
+	}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		// The pipe is the runtime's poller's: the write parks, it holds
+		// no thread. An error is the shim's exit (EPIPE), which its
+		// exit status tells.
+		sh.start.Write(msg[n:])
+		sh.start.Close()
+	}()
 	return nil
 }
 
@@ -204,9 +218,6 @@ func (s *Supervisor) abandon(sh *shimProc) {
 		s.log.Warn("watcher", "err", err)
 	}
 }
-
-// pipeSize is what a new pipe holds on Linux.
-const pipeSize = 64 << 10
 
 // letGo lets go of sh, a standby or a process that could not begin: it
 // gets SIGKILL, for it holds the sockets, which a stop must close. (Were
