@@ -69,10 +69,6 @@ type GenerationStatus struct {
 	// hand-overs; nil when it does not take part (no channel: not
 	// childproc, or with the hand-over off).
 	HandOver *handover.Counts `json:"handover,omitempty"`
-	// StandbyPID is the standby's: the next generation's process,
-	// forked ahead and waiting to be given its program (see
-	// Config.NoStandby); 0 when none waits.
-	StandbyPID int `json:"standby_pid,omitempty"`
 }
 
 // ListenerStatus describes one socket hitless holds.

@@ -50,7 +50,7 @@ func (s *Supervisor) spawn(c *child) error {
 	if err := s.watcher.add(sh.pid); err != nil {
 		s.log.Warn("watcher", "err", err)
 	}
-	if err := sh.begin(hidden.StartMessage(dir, prog, s.cfg.Command, s.childEnv(c, notifyPath))); err != nil {
+	if err := sh.begin(hidden.StartMessage(dir, prog, s.cfg.Command, s.childEnv(c, notifyPath)), &s.bg); err != nil {
 		s.abandon(sh)
 		c.notify.Close()
 		return fmt.Errorf("start: %w", err)

@@ -155,37 +155,51 @@ func (sh *shimProc) alive() bool {
 }
 
 // begin writes msg on sh's start pipe and closes it: the shim runs the
-// program. The pipe is new and empty, and made large enough for msg, so
-// that the write never waits for the shim, whatever state it is in.
-func (sh *shimProc) begin(msg []byte) error {
-	defer sh.start.Close()
+// program. It never waits for the shim, whatever state it is in (a
+// standby may have been stopped): what the pipe holds is written at once,
+// and the rest, if any, by a goroutine (counted in bg) as the shim reads
+// it, which ends once the shim has read it all or has exited. A new pipe
+// holds 64 KiB, but only 2 pages (4 KiB on kernels before 5.14) for a
+// user past its pipe budget (pipe-user-pages-soft, see pipe(7)), which
+// a host with many pipes of the same user reaches; an environment can be
+// larger than either.
+func (sh *shimProc) begin(msg []byte, bg *sync.WaitGroup) error {
 	rc, err := sh.start.SyscallConn()
 	if err != nil {
-		return err
+		sh.start.Close()
+		return fmt.Errorf("start message: %w", err)
 	}
+	var n int
 	var werr error
 	err = rc.Control(func(fd uintptr) {
-		if len(msg) > pipeSize {
-			if _, werr = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, len(msg)); werr != nil {
-				werr = fmt.Errorf("program, arguments and environment of %d bytes: %w", len(msg), werr)
-				return
-			}
-		}
 		if werr = unix.SetNonblock(int(fd), true); werr != nil {
 			return
 		}
-		var n int
 		n, werr = unix.Write(int(fd), msg)
-		if werr == nil && n < len(msg) {
-			werr = fmt.Errorf("wrote %d of %d bytes", n, len(msg))
+		if werr == unix.EAGAIN {
+			n, werr = 0, nil
 		}
 	})
 	if err == nil {
 		err = werr
 	}
 	if err != nil {
+		sh.start.Close()
 		return fmt.Errorf("start message: %w", err)
 	}
+	if n == len(msg) {
+		sh.start.Close()
+		return nil
+	}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		// The pipe is the runtime's poller's: the write parks, it holds
+		// no thread. An error is the shim's exit (EPIPE), which its
+		// exit status tells.
+		sh.start.Write(msg[n:])
+		sh.start.Close()
+	}()
 	return nil
 }
 
@@ -198,16 +212,15 @@ func (s *Supervisor) abandon(sh *shimProc) {
 		<-sh.exitc
 		s.exiting.Done()
 	}
-	sh.taken = false
+	// Let go of in the same breath: an exit reaped from now on is
+	// expected, not a standby's death to report.
+	sh.taken, sh.let = false, true
 	sh.mu.Unlock()
 	s.letGo(sh)
 	if err := s.watcher.remove(sh.pid); err != nil {
 		s.log.Warn("watcher", "err", err)
 	}
 }
-
-// pipeSize is what a new pipe holds on Linux.
-const pipeSize = 64 << 10
 
 // letGo lets go of sh, a standby or a process that could not begin: it
 // gets SIGKILL, for it holds the sockets, which a stop must close. (Were
@@ -252,11 +265,16 @@ func (s *Supervisor) keepStandby() {
 	if s.standby != nil && !s.standby.alive() {
 		s.letGoStandby()
 	}
-	if s.standby != nil || !s.m.Settled() || s.exit != nil {
+	if s.standby != nil || s.noStandby || !s.m.Settled() || s.exit != nil {
 		return
 	}
 	sh, err := s.startShim(false)
 	if err != nil {
+		// Not again at every step (a status request, a scrape, a
+		// watchdog tick), each with its warning: what failed the fork
+		// (a limit on processes, a missing binary) lasts, and the next
+		// start tells whether it still does.
+		s.noStandby = true
 		s.log.Warn("standby not forked; the next start forks its own process", "err", err)
 		return
 	}
@@ -276,6 +294,7 @@ func (s *Supervisor) letGoStandby() {
 // takeShim returns the process generation c starts in: the standby, if a
 // live one waits, or a new one.
 func (s *Supervisor) takeShim() (sh *shimProc, standby bool, err error) {
+	s.noStandby = false
 	if sh := s.standby; sh != nil {
 		s.standby = nil
 		if sh.take() {

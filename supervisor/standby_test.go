@@ -3,12 +3,19 @@
 package supervisor
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hitless/hitless/supervisor/internal/hidden"
 )
 
 // waitStandby waits for a standby other than not, and returns its pid.
@@ -138,4 +145,93 @@ func TestNoStandby(t *testing.T) {
 	if strings.Contains(r.logs.String(), "standby=true") {
 		t.Error("a start took a standby")
 	}
+}
+
+// A standby that cannot be forked is tried again at the next start, not
+// at every step of the loop: a status request (a monitor's, a metrics
+// scrape's) neither forks nor warns.
+func TestStandbyForkFailsOnce(t *testing.T) {
+	shim := filepath.Join(t.TempDir(), "hitless")
+	if err := os.Symlink(os.Args[0], shim); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, Config{ShimPath: shim})
+	sb := r.waitStandby(0)
+	if err := os.Remove(shim); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(sb, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("the standby reaped", func(st Status) bool { return st.StandbyPID == 0 })
+	for range 5 {
+		r.status()
+	}
+	if n := strings.Count(r.logs.String(), "standby not forked"); n != 1 {
+		t.Errorf("%d warnings that the standby was not forked, want 1", n)
+	}
+	// The next start tries again.
+	if err := os.Symlink(os.Args[0], shim); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.reload(); err != nil {
+		t.Fatal("reload:", err)
+	}
+	r.waitStandby(sb)
+}
+
+// smallPipe is a pipe that holds one page, as a new pipe of a user past
+// its pipe budget does (pipe-user-pages-soft, see pipe(7)).
+func smallPipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	rc, err := w.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) { _, err = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, 4096) })
+	if err != nil {
+		t.Fatal("F_SETPIPE_SZ:", err)
+	}
+	return r, w
+}
+
+// beginBig begins a shim whose start pipe holds one page with a message
+// of 20 KB, and returns the pipe's read end, the message, and what
+// counts the write of its rest.
+func beginBig(t *testing.T) (r *os.File, msg []byte, bg *sync.WaitGroup) {
+	t.Helper()
+	r, w := smallPipe(t)
+	msg = hidden.StartMessage("/", "/bin/true", []string{"true"}, []string{"BIG=" + strings.Repeat("x", 20000)})
+	bg = &sync.WaitGroup{}
+	if err := (&shimProc{start: w}).begin(msg, bg); err != nil {
+		t.Fatal("begin:", err)
+	}
+	return r, msg, bg
+}
+
+// A start message larger than its pipe holds reaches the shim whole, and
+// begin does not wait for the shim to read it: a standby may be stopped.
+func TestBeginMessageLargerThanPipe(t *testing.T) {
+	r, msg, bg := beginBig(t)
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Errorf("the shim read %d bytes, want the message's %d", len(got), len(msg))
+	}
+	bg.Wait()
+}
+
+// A shim that exits before it has read its message ends the write of
+// what its pipe could not hold.
+func TestBeginShimExitsMidMessage(t *testing.T) {
+	r, _, bg := beginBig(t)
+	r.Close()
+	bg.Wait()
 }

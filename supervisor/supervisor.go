@@ -77,9 +77,10 @@ type Supervisor struct {
 	exit      *machine.ActExit
 	lingering []*child       // reaped, but a descendant still holds its output
 	standby   *shimProc      // the next generation's process, forked ahead (see standby.go)
+	noStandby bool           // a standby could not be forked: none is tried before the next start
 	steps     *pendingSteps  // a reload that serves, to log once its step's actions are done
 	stepAt    int64          // when the last step of the machine began (CLOCK_MONOTONIC, see now)
-	bg        sync.WaitGroup // exit watchers
+	bg        sync.WaitGroup // exit watchers, and start messages larger than their pipe (see shimProc.begin)
 	readers   sync.WaitGroup // notify readers
 	exiting   sync.WaitGroup // exits reaped but not yet fed to the machine
 	closeOnce sync.Once
