@@ -295,8 +295,12 @@ func (h *httpServer) settle(ctx context.Context, quiet time.Duration, patient bo
 				continue
 			}
 			if patient {
+				// One is enough: a drain that hands 10,000
+				// connections over wakes this loop at each one
+				// that leaves, and must not walk them all each
+				// time.
 				busy = true
-				continue
+				break
 			}
 			switch ci.state {
 			case http.StateNew, http.StateActive:
