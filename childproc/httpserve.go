@@ -39,7 +39,6 @@ type httpServer struct {
 	ho         *handoverClient
 	handing    atomic.Bool
 	handed     atomic.Int64
-	gate       handGate
 	closedIdle *atomic.Int64 // the Lifecycle's
 
 	mu       sync.Mutex
@@ -148,9 +147,9 @@ func (h *httpServer) serve() error {
 }
 
 // handOver sends c to the next generation; false when hitless refused
-// it (c is served here then).
-func (h *httpServer) handOver(c *handConn) (taken bool, reason string) {
-	taken, lost, reason := h.ho.hand(h.kind, c.raw, nil)
+// it (c is served here then). busy: see handConn.handOver.
+func (h *httpServer) handOver(c *handConn, busy bool) (taken bool, reason string) {
+	taken, lost, reason := h.ho.hand(h.kind, c.raw, nil, busy)
 	if lost {
 		// Maybe gone to the next generation, maybe not: it must not
 		// be served here in either case.
