@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hitless/hitless/internal/handover"
 	"github.com/hitless/hitless/internal/sdnotify"
 )
@@ -522,6 +524,16 @@ func (c *handoverClient) close() {
 // adoptedConn makes a connection of the descriptor hitless passed on,
 // and closes fd.
 func adoptedConn(fd int) (net.Conn, error) {
+	// The socket comes in non-blocking mode (the flag belongs to the
+	// socket, which every process that held it shares). net.FileConn
+	// would put it in blocking mode (File.Fd) and back (on its
+	// duplicate) anyway; in blocking mode first, os.NewFile does not
+	// register the descriptor with the poller only for Close to take it
+	// off again: a third less work for each connection adopted.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	f := os.NewFile(uintptr(fd), "handed connection")
 	defer f.Close()
 	return net.FileConn(f)

@@ -167,18 +167,20 @@ func (h *httpServer) handOver(c *handConn, busy bool) (taken bool, reason string
 // request waits in the kernel while its connection moves, an idle one's
 // does not.
 func (h *httpServer) requestHandOvers() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	type conn struct {
 		hc    *handConn
 		since time.Time
 	}
+	h.mu.Lock()
 	cs := make([]conn, 0, len(h.conns))
 	for c, ci := range h.conns {
 		if hc, ok := c.(*handConn); ok && !ci.http2 {
 			cs = append(cs, conn{hc, ci.since})
 		}
 	}
+	// Asked outside the lock: the first ones leave while the last are
+	// asked, and their goroutines report it (connState) under h.mu.
+	h.mu.Unlock()
 	slices.SortFunc(cs, func(a, b conn) int { return b.since.Compare(a.since) })
 	for _, c := range cs {
 		c.hc.requestHandOver()
