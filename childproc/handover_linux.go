@@ -49,7 +49,8 @@ type handoverClient struct {
 	// The hand-overs queued for the sender: busy connections (their
 	// clients are about to send again) go before idle ones.
 	busy, idle []*handItem
-	sending    bool      // the sender goroutine runs
+	sending    bool // the sender goroutine runs
+	sender     sync.WaitGroup
 	inflight   int       // hand-overs sent, not answered
 	room       broadcast // fired when inflight drops, or the channel ends
 }
@@ -151,8 +152,8 @@ func (c *handoverClient) deliver(m handover.Message) {
 	freed := false
 	for _, id := range m.Answered() {
 		w := c.waiting[id]
-		if w == nil {
-			continue // its caller gave up
+		if w == nil || (w.item != nil && !w.item.sent) {
+			continue // its caller gave up; or a broken peer answers for what it never got
 		}
 		delete(c.waiting, id)
 		if w.item != nil {
@@ -364,7 +365,7 @@ func (c *handoverClient) handQueued(kind string, sc syscall.Conn, busy bool) (ta
 	}
 	if !c.sending {
 		c.sending = true
-		go c.sendQueued()
+		c.sender.Go(c.sendQueued)
 	}
 	c.mu.Unlock()
 
@@ -410,7 +411,7 @@ func (c *handoverClient) handQueued(kind string, sc syscall.Conn, busy bool) (ta
 
 // sendQueued sends the queued hand-overs, at most handMaxInFlight
 // unanswered, until the queue is empty or the channel ends. hand starts
-// it; it ends by itself.
+// it; it ends by itself, and close waits for it.
 func (c *handoverClient) sendQueued() {
 	for {
 		c.mu.Lock()
@@ -507,7 +508,8 @@ func (c *handoverClient) sendBatch(ch *handover.Conn, batch []*handItem) {
 	c.room.fire()
 }
 
-// close ends the channel and waits for its reader.
+// close ends the channel and waits for its reader and its sender (none
+// starts once the channel ended).
 func (c *handoverClient) close() {
 	if c == nil {
 		return
@@ -519,6 +521,7 @@ func (c *handoverClient) close() {
 	if done != nil {
 		<-done
 	}
+	c.sender.Wait()
 }
 
 // adoptedConn makes a connection of the descriptor hitless passed on,
