@@ -102,7 +102,9 @@
 // a past read deadline on the socket; if the Read then returns no byte,
 // nothing was consumed, and everything the client sent since (its next
 // request, already on its way) is in the kernel's queue, which goes with
-// the socket. The wrapper sends the descriptor to hitless and, once
+// the socket. The wrapper sends the descriptor to hitless (queued with
+// those of the other connections that reach a boundary meanwhile, up to
+// 64 in one message, those of clients just served first) and, once
 // hitless took it, returns io.EOF, on which net/http closes its copy
 // without writing (close(2) of a socket that has another reference sends
 // nothing to the client). If the Read returned bytes, the client was

@@ -128,11 +128,10 @@ func (c *handConn) Read(p []byte) (int, error) {
 
 // handOver sends the connection to the next generation, through hitless,
 // and reports whether it went; if not, the connection is pinned here.
-// busy says that its client has just been served (see handGate).
+// busy says that its client has just been served: it goes before the
+// idle ones (see handoverClient).
 func (c *handConn) handOver(busy bool) bool {
-	c.h.gate.enter(busy)
-	taken, reason := c.h.handOver(c)
-	c.h.gate.leave()
+	taken, reason := c.h.handOver(c, busy)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if taken {
@@ -346,54 +345,4 @@ func (l *handListener) Close() error {
 		go handOnOrClose(l.h.ho, l.h.closedIdle, l.h.kind, c.Conn, nil)
 	}
 	return err
-}
-
-// handGate orders a drain's hand-overs: at most max at once, so that the
-// channel to hitless does not queue thousands of them, and those of busy
-// connections (which came to a boundary after the drain asked, their
-// clients about to send again) before those of idle ones. A busy client's
-// next request waits in the kernel while its connection moves: it should
-// not wait behind every idle connection of the process.
-type handGate struct {
-	mu       sync.Mutex
-	inflight int
-	busy     []chan struct{}
-	idle     []chan struct{}
-}
-
-// handGateMax keeps the pipeline through hitless full without queueing
-// much in it.
-const handGateMax = 64
-
-func (g *handGate) enter(busy bool) {
-	g.mu.Lock()
-	if g.inflight < handGateMax {
-		g.inflight++
-		g.mu.Unlock()
-		return
-	}
-	ch := make(chan struct{})
-	if busy {
-		g.busy = append(g.busy, ch)
-	} else {
-		g.idle = append(g.idle, ch)
-	}
-	g.mu.Unlock()
-	<-ch
-}
-
-func (g *handGate) leave() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	var next chan struct{}
-	switch {
-	case len(g.busy) > 0:
-		next, g.busy = g.busy[0], g.busy[1:]
-	case len(g.idle) > 0:
-		next, g.idle = g.idle[0], g.idle[1:]
-	default:
-		g.inflight--
-		return
-	}
-	close(next) // its slot passes on
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -73,7 +72,7 @@ func (l *Lifecycle) HandOver(name string, conn net.Conn, state []byte) error {
 	if !l.ho.usable() {
 		return fmt.Errorf("childproc: hand over %q: %w", name, ErrHandOverUnavailable)
 	}
-	taken, lost, reason := l.ho.hand(handover.StreamKind(name), sc, state)
+	taken, lost, reason := l.ho.hand(handover.StreamKind(name), sc, state, false)
 	switch {
 	case taken:
 		if hc, ok := conn.(*handConn); ok {
@@ -234,26 +233,50 @@ func (l *Lifecycle) kinds() []string {
 	return out
 }
 
-// adoptConn takes a connection hitless passed on to this generation:
-// into the Accept of the HTTP server whose listener it came from, or of
-// the Adopter of its name. What nobody here serves any more (the drain
-// began) goes on to the next generation, or is closed.
-func (l *Lifecycle) adoptConn(m handover.Message, f *os.File) {
-	nc, err := adoptedConn(f)
-	if err != nil {
-		l.ho.ack(m.ID, false, "not a connection: "+err.Error())
-		return
+// adoptConns takes the connections hitless passed on to this generation
+// in one conn or conns record, one descriptor each: each goes into the
+// Accept of the HTTP server whose listener it came from, or of the
+// Adopter of its name. What nobody here serves any more (the drain
+// began) goes on to the next generation, or is closed. The answers go
+// back together: one record for the batch, from version 2 on.
+func (l *Lifecycle) adoptConns(m handover.Message, fds []int) {
+	ids := m.IDs
+	if m.Type == handover.TypeConn {
+		ids = []uint64{m.ID}
 	}
-	if name, ok := strings.CutPrefix(m.Kind, "stream "); ok {
+	var adopted []uint64
+	closed := map[string][]uint64{}
+	for i, fd := range fds {
+		switch ok, reason := l.adoptConn(m, ids[i], fd); {
+		case ok:
+			adopted = append(adopted, ids[i])
+		case reason != "":
+			closed[reason] = append(closed[reason], ids[i])
+		}
+	}
+	l.ho.ackMany(adopted, true, "")
+	for reason, ids := range closed {
+		l.ho.ackMany(ids, false, reason)
+	}
+}
+
+// adoptConn takes connection id of m, on descriptor fd: ok if it is
+// adopted now; a reason if it was closed; neither if an Adopter queued
+// it, and answers when Accept takes it, or at its timeout.
+func (l *Lifecycle) adoptConn(m handover.Message, id uint64, fd int) (ok bool, reason string) {
+	nc, err := adoptedConn(fd)
+	if err != nil {
+		return false, "not a connection: " + err.Error()
+	}
+	if name, isStream := strings.CutPrefix(m.Kind, "stream "); isStream {
 		l.mu.Lock()
 		a := l.adopters[name]
 		l.mu.Unlock()
-		if a != nil && a.push(m.ID, Adopted{Conn: nc, State: m.State, From: m.From}, l.opts.AdoptTimeout) {
-			return // answered when Accept takes it, or at its timeout
+		if a != nil && a.push(id, Adopted{Conn: nc, State: m.State, From: m.From}, l.opts.AdoptTimeout) {
+			return false, "" // answered when Accept takes it, or at its timeout
 		}
-		l.ho.ack(m.ID, true, "")
 		go handOnOrClose(l.ho, &l.closedIdle, m.Kind, nc, m.State)
-		return
+		return true, ""
 	}
 	var h *httpServer
 	l.mu.Lock()
@@ -265,16 +288,14 @@ func (l *Lifecycle) adoptConn(m handover.Message, f *os.File) {
 	l.mu.Unlock()
 	if h == nil {
 		nc.Close()
-		l.ho.ack(m.ID, false, "no server here for "+m.Kind)
-		return
+		return false, "no server here for " + m.Kind
 	}
-	hc, ok := newHandConn(nc, h).(*handConn)
-	if ok && h.hl.adopt(hc) {
-		l.ho.ack(m.ID, true, "")
-		return
+	hc, isHand := newHandConn(nc, h).(*handConn)
+	if isHand && h.hl.adopt(hc) {
+		return true, ""
 	}
-	l.ho.ack(m.ID, true, "")
 	go handOnOrClose(l.ho, &l.closedIdle, m.Kind, nc, nil)
+	return true, ""
 }
 
 // handOnOrClose hands a connection that this generation took but will not
@@ -282,7 +303,7 @@ func (l *Lifecycle) adoptConn(m handover.Message, f *os.File) {
 // closedIdle.
 func handOnOrClose(ho *handoverClient, closedIdle *atomic.Int64, kind string, nc net.Conn, state []byte) {
 	if sc, ok := nc.(syscall.Conn); ok && ho.usable() {
-		if taken, _, _ := ho.hand(kind, sc, state); taken {
+		if taken, _, _ := ho.hand(kind, sc, state, false); taken {
 			nc.Close()
 			return
 		}
@@ -297,7 +318,7 @@ func (l *Lifecycle) openHandOver() {
 	if l.ho == nil {
 		return
 	}
-	if err := l.ho.open(l.kinds(), l.adoptConn); err != nil {
+	if err := l.ho.open(l.kinds(), l.adoptConns); err != nil {
 		l.log.Warn("childproc: no connection hand-over", "err", err)
 	}
 }

@@ -22,18 +22,19 @@ func handoverFromEnv(*slog.Logger) *handoverClient {
 	return nil
 }
 
-func (c *handoverClient) open([]string, func(handover.Message, *os.File)) error {
+func (c *handoverClient) open([]string, func(handover.Message, []int)) error {
 	return errors.ErrUnsupported
 }
-func (c *handoverClient) usable() bool             { return false }
-func (c *handoverClient) hello([]string)           {}
-func (c *handoverClient) report(int, int)          {}
-func (c *handoverClient) ack(uint64, bool, string) {}
+func (c *handoverClient) usable() bool                   { return false }
+func (c *handoverClient) hello([]string)                 {}
+func (c *handoverClient) report(int, int)                {}
+func (c *handoverClient) ack(uint64, bool, string)       {}
+func (c *handoverClient) ackMany([]uint64, bool, string) {}
 func (c *handoverClient) query(context.Context) (int, []string, error) {
 	return 0, nil, errors.ErrUnsupported
 }
-func (c *handoverClient) close()             {}
-func adoptedConn(*os.File) (net.Conn, error) { return nil, errors.ErrUnsupported }
-func (c *handoverClient) hand(string, syscall.Conn, []byte) (bool, bool, string) {
+func (c *handoverClient) close()        {}
+func adoptedConn(int) (net.Conn, error) { return nil, errors.ErrUnsupported }
+func (c *handoverClient) hand(string, syscall.Conn, []byte, bool) (bool, bool, string) {
 	return false, false, "not supported on this system"
 }

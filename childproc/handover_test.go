@@ -13,10 +13,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +37,9 @@ type handFixture struct {
 	notify *sdnotify.Conn
 	relay  *handover.Relay
 	gens   chan int
+	// version is the HITLESS_HANDOVER the generations get: this
+	// build's, unless a test plays an older hitless.
+	version int
 }
 
 func newHandFixture(t *testing.T, opts handover.RelayOptions) *handFixture {
@@ -42,7 +48,7 @@ func newHandFixture(t *testing.T, opts handover.RelayOptions) *handFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &handFixture{t: t, ln: listenLocal(t), notify: notify, relay: handover.NewRelay(opts), gens: make(chan int, 8)}
+	f := &handFixture{t: t, ln: listenLocal(t), notify: notify, relay: handover.NewRelay(opts), gens: make(chan int, 8), version: handover.Version}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -90,7 +96,7 @@ func (f *handFixture) start(name string, opts Options, h http.Handler, more func
 	t := f.t
 	t.Helper()
 	t.Setenv(envNotifySocket, f.notify.Path())
-	t.Setenv(handover.EnvVar, "1")
+	t.Setenv(handover.EnvVar, strconv.Itoa(f.version))
 	logger, rec := newLogger(t)
 	opts.Logger = logger
 	lc := New(opts)
@@ -191,24 +197,12 @@ func (f *handFixture) counts(gen int) handover.Counts {
 func TestHandOverIdleConnections(t *testing.T) {
 	f := newHandFixture(t, handover.RelayOptions{})
 	a := f.start("A", Options{}, nil, nil)
-	var clients []*client
-	for range 20 {
-		c := dialClient(t, f.ln.Addr().String())
-		if _, body := c.get(t, "/"); body != "A" {
-			t.Fatalf("before the reload: %q", body)
-		}
-		clients = append(clients, c)
-	}
+	clients := dialServed(t, f.ln.Addr().String(), 20, "A")
 	b := f.start("B", Options{}, nil, nil)
 	f.relay.SetAdopter(b.id)
 	took := a.drain(t)
 	t.Logf("generation A drained in %v", took)
-	for i, c := range clients {
-		resp, body := c.get(t, "/")
-		if body != "B" || resp.Close {
-			t.Errorf("client %d after the reload: %q close=%v, want B on the same connection", i, body, resp.Close)
-		}
-	}
+	servedOnSame(t, clients, "B")
 	// B's answers reach the relay on their own time: wait for them.
 	waitUntil(t, func() bool { return f.counts(b.id).Adopted == 20 })
 	if ca, cb := f.counts(a.id), f.counts(b.id); ca.Handed != 20 || cb.Adopted != 20 || ca.Closed != 0 || ca.Refused != 0 {
@@ -217,6 +211,33 @@ func TestHandOverIdleConnections(t *testing.T) {
 	a.rec.waitFor(t, "handed_over=20", testWait)
 	if took > 10*time.Second {
 		t.Errorf("the drain waited %v: the connections did not leave by hand-over", took)
+	}
+}
+
+// dialServed opens n keep-alive connections to addr, each with a request
+// answered by generation name.
+func dialServed(t *testing.T, addr string, n int, name string) []*client {
+	t.Helper()
+	var clients []*client
+	for range n {
+		c := dialClient(t, addr)
+		if _, body := c.get(t, "/"); body != name {
+			t.Fatalf("before the reload: %q, want %s", body, name)
+		}
+		clients = append(clients, c)
+	}
+	return clients
+}
+
+// servedOnSame checks that each client's next request is answered by
+// generation name, on the same connection, which stays open.
+func servedOnSame(t *testing.T, clients []*client, name string) {
+	t.Helper()
+	for i, c := range clients {
+		resp, body := c.get(t, "/")
+		if body != name || resp.Close {
+			t.Errorf("client %d after the reload: %q close=%v, want %s on the same connection", i, body, resp.Close, name)
+		}
 	}
 }
 
@@ -523,7 +544,7 @@ func TestHandOverRefusedStays(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ch.Close()
-	ch.Send(handover.Message{Version: 1, Type: handover.TypeHello, Kinds: []string{handover.HTTPKind("tcp", f.ln.Addr().String())}}, -1)
+	ch.Send(handover.Message{Version: 1, Type: handover.TypeHello, Kinds: []string{handover.HTTPKind("tcp", f.ln.Addr().String())}})
 	if err := f.relay.Attach(99, peer); err != nil {
 		t.Fatal(err)
 	}
@@ -531,10 +552,11 @@ func TestHandOverRefusedStays(t *testing.T) {
 	f.relay.SetAdopter(99)
 	a.lc.Stop()
 	waitUntil(t, func() bool { return f.counts(a.id).Refused == 2 })
-	m, fd, err := ch.Recv()
-	if err != nil || m.Type != handover.TypeConn {
+	m, fds, err := ch.Recv()
+	if err != nil || m.Type != handover.TypeConn || len(fds) != 1 {
 		t.Fatalf("adopter: %+v %v", m, err)
 	}
+	fd := os.NewFile(uintptr(fds[0]), "handed")
 	moved, _ := net.FileConn(fd)
 	fd.Close()
 	defer moved.Close()
@@ -663,4 +685,90 @@ func waitUntil(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// A new childproc under an older hitless (HITLESS_HANDOVER=1) speaks
+// version 1 only: one conn record per connection, answers by id. The
+// fixture's Relay answers each generation in its hello's version; the
+// records the generations write are checked on the way (version 1, and
+// only the types version 1 has).
+func TestHandOverUnderVersion1(t *testing.T) {
+	f := newHandFixture(t, handover.RelayOptions{})
+	f.version = 1
+	a := f.startSpied("A")
+	clients := dialServed(t, f.ln.Addr().String(), 20, "A")
+	b := f.startSpied("B")
+	f.relay.SetAdopter(b.id)
+	a.drain(t)
+	servedOnSame(t, clients, "B")
+	waitUntil(t, func() bool { return f.counts(b.id).Adopted == 20 })
+	if ca := f.counts(a.id); ca.Handed != 20 || ca.Refused != 0 || ca.Closed != 0 {
+		t.Errorf("A's counts %+v", ca)
+	}
+}
+
+// startSpied starts a generation whose channel passes through a spy
+// that checks every record it writes is of f.version and of a type that
+// version has, before the Relay reads it.
+func (f *handFixture) startSpied(name string) *gen {
+	t := f.t
+	t.Helper()
+	// The spy sits between the generation and the Relay: the fixture
+	// attaches the spy's far end, and the spy copies records both ways.
+	real := f.notify
+	spyNotify, err := sdnotify.Listen(filepath.Join(t.TempDir(), "spy.sock"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { spyNotify.Close() })
+	f.notify = spyNotify
+	defer func() { f.notify = real }()
+	go func() {
+		m, files, err := spyNotify.ReadFDs()
+		if err != nil || len(files) != 1 {
+			t.Errorf("spy: no channel: %v", err)
+			return
+		}
+		child, err := handover.FileConn(files[0])
+		files[0].Close()
+		if err != nil {
+			t.Errorf("spy: %v", err)
+			return
+		}
+		relaySide, relayPeer, err := handover.Pair()
+		if err != nil {
+			t.Errorf("spy: %v", err)
+			return
+		}
+		t.Cleanup(func() { child.Close(); relaySide.Close() })
+		copyRecords := func(from, to *handover.Conn, check bool) {
+			for {
+				m, fds, err := from.Recv()
+				if err != nil {
+					to.Close()
+					return
+				}
+				if check && (m.Version != f.version || !m.Known() || m.IDs != nil) {
+					t.Errorf("a generation under version %d wrote %+v", f.version, m)
+				}
+				to.Send(m, fds...)
+				for _, fd := range fds {
+					syscall.Close(fd)
+				}
+			}
+		}
+		// The hello first, so that the Relay's Attach finds it.
+		go copyRecords(child, relaySide, true)
+		go copyRecords(relaySide, child, false)
+		sn, err := sdnotify.New(real.Path())
+		if err == nil {
+			v, _ := m.Get(handover.NotifyKey)
+			err = sn.SendFDs([]int{int(relayPeer.Fd())}, handover.NotifyKey+"="+v)
+		}
+		relayPeer.Close()
+		if err != nil {
+			t.Errorf("spy: %v", err)
+		}
+	}()
+	return f.start(name, Options{}, nil, nil)
 }

@@ -39,7 +39,6 @@ type httpServer struct {
 	ho         *handoverClient
 	handing    atomic.Bool
 	handed     atomic.Int64
-	gate       handGate
 	closedIdle *atomic.Int64 // the Lifecycle's
 
 	mu       sync.Mutex
@@ -148,9 +147,9 @@ func (h *httpServer) serve() error {
 }
 
 // handOver sends c to the next generation; false when hitless refused
-// it (c is served here then).
-func (h *httpServer) handOver(c *handConn) (taken bool, reason string) {
-	taken, lost, reason := h.ho.hand(h.kind, c.raw, nil)
+// it (c is served here then). busy: see handConn.handOver.
+func (h *httpServer) handOver(c *handConn, busy bool) (taken bool, reason string) {
+	taken, lost, reason := h.ho.hand(h.kind, c.raw, nil, busy)
 	if lost {
 		// Maybe gone to the next generation, maybe not: it must not
 		// be served here in either case.
@@ -168,18 +167,20 @@ func (h *httpServer) handOver(c *handConn) (taken bool, reason string) {
 // request waits in the kernel while its connection moves, an idle one's
 // does not.
 func (h *httpServer) requestHandOvers() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	type conn struct {
 		hc    *handConn
 		since time.Time
 	}
+	h.mu.Lock()
 	cs := make([]conn, 0, len(h.conns))
 	for c, ci := range h.conns {
 		if hc, ok := c.(*handConn); ok && !ci.http2 {
 			cs = append(cs, conn{hc, ci.since})
 		}
 	}
+	// Asked outside the lock: the first ones leave while the last are
+	// asked, and their goroutines report it (connState) under h.mu.
+	h.mu.Unlock()
 	slices.SortFunc(cs, func(a, b conn) int { return b.since.Compare(a.since) })
 	for _, c := range cs {
 		c.hc.requestHandOver()
@@ -295,8 +296,12 @@ func (h *httpServer) settle(ctx context.Context, quiet time.Duration, patient bo
 				continue
 			}
 			if patient {
+				// One is enough: a drain that hands 10,000
+				// connections over wakes this loop at each one
+				// that leaves, and must not walk them all each
+				// time.
 				busy = true
-				continue
+				break
 			}
 			switch ci.state {
 			case http.StateNew, http.StateActive:

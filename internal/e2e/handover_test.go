@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -320,5 +321,70 @@ func TestHandOverOff(t *testing.T) {
 	st := p.Status()
 	if g, _ := st.Serving(); g.HandOver != nil {
 		t.Errorf("a generation with the hand-over off has counts: %+v", g.HandOver)
+	}
+}
+
+// Generations of childproc builds on both sides of the batch (protocol
+// version 2) hand connections to each other under one hitless: a
+// generation of version 1 (the test server's handover-v1 mode) drains
+// into one of version 2 and back, connection by connection one way and
+// in batches the other, and no client sees an error or a closed
+// connection.
+func TestHandOverMixedVersions(t *testing.T) {
+	modeFile := t.TempDir() + "/mode"
+	setMode := func(mode string) {
+		t.Helper()
+		if err := os.WriteFile(modeFile, []byte(mode), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMode("handover-v1")
+	p := start(t, harness.Options{}, "-mode-file", modeFile)
+	const clients, reloads = 40, 4
+	var ks []*kaConn
+	for range clients {
+		ks = append(ks, dialKA(t, p.Addr()))
+	}
+	for i := range reloads + 1 {
+		if i > 0 {
+			// Generations 2 and 4 speak version 2, 3 and 5 version 1.
+			if i%2 == 1 {
+				setMode("serve")
+			} else {
+				setMode("handover-v1")
+			}
+			p.ReloadDrained()
+		}
+		gen := fmt.Sprint(i + 1)
+		for j, k := range ks {
+			gens, closed, err := k.post(1, "")
+			if err == nil && closed {
+				err = errors.New("Connection: close")
+			}
+			if err != nil {
+				t.Fatalf("generation %s, client %d: %v", gen, j, err)
+			}
+			if gens[0] != gen {
+				t.Fatalf("client %d answered by generation %s, want %s", j, gens[0], gen)
+			}
+		}
+	}
+	st := p.WaitStatus(10*time.Second, func(s harness.Status) bool {
+		return s.HandOver != nil && s.HandOver.Adopted >= clients*reloads
+	})
+	if h := st.HandOver; h.Handed != clients*reloads || h.Adopted != clients*reloads || h.Closed != 0 || h.Lost != 0 || h.Refused != 0 {
+		t.Errorf("status handover %+v: want %d handed and adopted, none closed, lost or refused", *h, clients*reloads)
+	}
+	// Each generation spoke the version it was meant to.
+	spoke := map[int]int{}
+	for _, r := range p.Records(0) {
+		if r.Msg() == "handover: generation takes part" {
+			spoke[r.Int("generation")] = r.Int("version")
+		}
+	}
+	for g := 1; g <= reloads+1; g++ {
+		if want := 2 - g%2; spoke[g] != want {
+			t.Errorf("generation %d spoke version %d, want %d (all: %v)", g, spoke[g], want, spoke)
+		}
 	}
 }

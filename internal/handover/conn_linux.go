@@ -23,10 +23,10 @@ type Conn struct {
 	oob []byte
 }
 
-// oobSize is room for a few descriptors: a record carries at most one,
-// and any more that a broken peer sends are received to be closed,
-// rather than left to the kernel's truncation.
-var oobSize = unix.CmsgSpace(4 * 4)
+// oobSize is room for the descriptors of a full batch, and a few more
+// that a broken peer might send, which are received to be closed (past
+// the room, the kernel drops them itself and flags the truncation).
+var oobSize = unix.CmsgSpace(4 * (MaxBatch + 4))
 
 // Pair makes a channel: the Conn this process keeps, and the peer end, as
 // a file to send to the other side (and then close). Both are
@@ -75,16 +75,17 @@ func FileConn(f *os.File) (*Conn, error) {
 	return &Conn{c: uc}, nil
 }
 
-// Send writes m, with fd attached when fd >= 0 (the kernel puts a
-// duplicate in the record: the caller still owns fd).
-func (c *Conn) Send(m Message, fd int) error {
+// Send writes m, with fds attached (the kernel puts duplicates in the
+// record: the caller still owns them): one for a conn record, one per id
+// for a conns record, none for the others.
+func (c *Conn) Send(m Message, fds ...int) error {
 	b, err := Marshal(m)
 	if err != nil {
 		return err
 	}
 	var oob []byte
-	if fd >= 0 {
-		oob = unix.UnixRights(fd)
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
 	}
 	if _, _, err := c.c.WriteMsgUnix(b, oob, nil); err != nil {
 		return fmt.Errorf("handover: send %s: %w", m.Type, err)
@@ -105,6 +106,46 @@ func (c *Conn) SendConn(m Message, sc syscall.Conn) error {
 	return serr
 }
 
+// SendConns writes m, a conns record of version 2 or later, with the
+// descriptor of each of rcs attached in order: m.IDs[i] names rcs[i].
+// Each descriptor is held (RawConn.Control) until the record is queued,
+// so that none can be closed and reused under it. A connection already
+// closed cannot go: it is left out of the record, with its id, and its
+// index in rcs is in skipped; when none is left, nothing is sent.
+func (c *Conn) SendConns(m Message, rcs []syscall.RawConn) (skipped []int, err error) {
+	if len(m.IDs) != len(rcs) {
+		return nil, fmt.Errorf("handover: send %s: %d ids for %d connections", m.Type, len(m.IDs), len(rcs))
+	}
+	ids := m.IDs
+	fds := make([]int, 0, len(rcs))
+	sent := make([]uint64, 0, len(rcs))
+	// Control holds a descriptor only while its function runs: hold
+	// them all by nesting, one level per connection (at most MaxBatch).
+	var hold func(i int)
+	hold = func(i int) {
+		if i == len(rcs) {
+			if len(fds) > 0 {
+				m.IDs = sent
+				err = c.Send(m, fds...)
+			}
+			return
+		}
+		held := false
+		rcs[i].Control(func(fd uintptr) {
+			held = true
+			fds = append(fds, int(fd))
+			sent = append(sent, ids[i])
+			hold(i + 1)
+		})
+		if !held {
+			skipped = append(skipped, i)
+			hold(i + 1)
+		}
+	}
+	hold(0)
+	return skipped, err
+}
+
 // A RecordError is a record that Recv read but could not use (it did not
 // decode, or is of a version this build does not read); any descriptor it
 // carried was closed. The channel remains usable: keep reading.
@@ -114,10 +155,13 @@ func (e *RecordError) Error() string { return e.Err.Error() }
 func (e *RecordError) Unwrap() error { return e.Err }
 
 // Recv reads the next record. A conn record comes with its descriptor,
-// the caller's to close; descriptors on any other record are closed. At
-// the end of the channel (the peer closed its end) it returns io.EOF; a
-// record it cannot use yields a *RecordError.
-func (c *Conn) Recv() (Message, *os.File, error) {
+// and a conns record with one per id, in order: they are the caller's to
+// close (close-on-exec, and in blocking mode or not as the sender's
+// socket was: the flag belongs to the socket, shared across processes).
+// Descriptors on any other record are closed. At the end of the channel
+// (the peer closed its end) it returns io.EOF; a record it cannot use
+// yields a *RecordError.
+func (c *Conn) Recv() (Message, []int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if c.buf == nil {
@@ -149,18 +193,26 @@ func (c *Conn) Recv() (Message, *os.File, error) {
 		closeAll()
 		return m, nil, &RecordError{err}
 	}
-	if m.Type != TypeConn {
+	want := 0
+	switch m.Type {
+	case TypeConn:
+		want = 1
+	case TypeConns:
+		want = len(m.IDs)
+	default:
 		closeAll()
 		return m, nil, nil
 	}
-	if len(fds) != 1 {
+	if len(fds) != want {
 		closeAll()
-		return m, nil, &RecordError{fmt.Errorf("handover: conn record with %d descriptors, not 1", len(fds))}
+		return m, nil, &RecordError{fmt.Errorf("handover: %s record with %d descriptors, not %d", m.Type, len(fds), want)}
 	}
-	return m, os.NewFile(uintptr(fds[0]), "handed connection"), nil
+	return m, fds, nil
 }
 
-// rights returns the descriptors in the control data.
+// rights returns the descriptors in the control data. They are
+// close-on-exec already: Go reads unix sockets with MSG_CMSG_CLOEXEC on
+// Linux.
 func rights(oob []byte) ([]int, error) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
@@ -176,9 +228,6 @@ func rights(oob []byte) ([]int, error) {
 		if err != nil {
 			errs = append(errs, err)
 			continue
-		}
-		for _, fd := range r {
-			unix.CloseOnExec(fd)
 		}
 		fds = append(fds, r...)
 	}

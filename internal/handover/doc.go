@@ -15,19 +15,34 @@
 //
 // Each message is one SEQPACKET record: a JSON object (Message) with the
 // version it is written in and its type, by name. A connection travels
-// as the one descriptor (SCM_RIGHTS) of a "conn" record, with the kind of
-// connection it is (the listener it was accepted on, for HTTP; a name the
-// application chose, for the long-lived connections it hands over itself)
-// and, for those, an application state blob. The exchange:
+// as a descriptor (SCM_RIGHTS), with the kind of connection it is (the
+// listener it was accepted on, for HTTP; a name the application chose,
+// for the long-lived connections it hands over itself) and, for those,
+// an application state blob. Version 1 sends one connection per "conn"
+// record and answers each by its id; version 2 adds the batch: a
+// "conns" record carries up to MaxBatch connections of one kind, one
+// descriptor per id (IDs, in order), and an answer may name any number
+// of connections (IDs), so that a drain of 10,000 connections costs a
+// few hundred records, not 40,000. The exchange (ids: id in version 1,
+// ids in version 2's batches):
 //
 //	child  -> hitless  hello    {kinds}          the kinds this generation adopts
 //	child  -> hitless  query    {id}             at its drain: who would take them?
 //	hitless -> child   adopter  {id, adopter, kinds}  generation 0: nobody
 //	child  -> hitless  conn     {id, kind, state} + fd
-//	hitless -> child   taken | refused {id, reason}
+//	                 | conns    {ids, kind} + one fd per id  (version 2)
+//	hitless -> child   taken | refused {ids, reason}
 //	hitless -> adopter conn     {id, kind, state, from} + fd
-//	adopter -> hitless adopted | closed {id, reason}
+//	                 | conns    {ids, kind, from} + fds      (version 2)
+//	adopter -> hitless adopted | closed {ids, reason}
 //	child  -> hitless  report   {closed, closed_idle}  at the end of its drain
+//
+// Nothing waits for a connection's answer before the next goes:
+// childproc queues the connections that reach a boundary and sends what
+// is queued as one batch (busy connections first, a few batches
+// unanswered at most), and hitless passes a batch on, as one record, as
+// soon as it has read it, then answers it with one record. A state blob
+// goes in a conn record of its own.
 //
 // A child keeps serving a connection hitless refused: the descriptor it
 // sent was a duplicate, and nothing was read from the socket. Only
@@ -39,14 +54,20 @@
 //
 // A message carries the version it is written in. A child writes in the
 // lower of its newest version and HITLESS_HANDOVER; hitless answers each
-// child in the version of that child's hello. A receiver reads versions
+// child, and passes connections to it, in the version of that child's
+// hello: a batch goes to a generation of version 1 as one conn record per
+// connection, and its answers go one per id. A receiver reads versions
 // MinVersion to Version, ignores fields it does not know (JSON), and
 // ignores message types it does not know, closing any descriptor they
-// carry. An old hitless sets no HITLESS_HANDOVER, so a new childproc does
-// not take part; a new hitless with an old childproc gets no channel: in
-// both cases everything is as before the protocol existed. The golden
-// files in testdata pin what version 1 looks like; later builds must read
-// them.
+// carry. So a hitless of version 1 and a childproc of version 2 speak
+// version 1, and so do a hitless of version 2 and a childproc of version
+// 1; generations of both versions under one hitless each get their own.
+// A hitless from before the protocol sets no HITLESS_HANDOVER, so a new
+// childproc does not take part; a new hitless with a childproc from
+// before it gets no channel: in both cases everything is as before the
+// protocol existed. The golden
+// files in testdata pin what each version looks like (testdata/v1,
+// testdata/v2); later builds must read them all.
 //
 // # Limits
 //

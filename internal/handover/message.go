@@ -9,11 +9,18 @@ import (
 )
 
 // Versions of the protocol this build speaks: it writes Version and reads
-// MinVersion to Version.
+// MinVersion to Version. Version 2 adds the batch: a "conns" record
+// carries up to MaxBatch connections, and an answer names any number of
+// them (IDs).
 const (
-	Version    = 1
+	Version    = 2
 	MinVersion = 1
 )
+
+// BatchVersion is the first version with "conns" records and answers
+// that name several connections: a peer that speaks an older one gets
+// one record per connection.
+const BatchVersion = 2
 
 // EnvVar is set by hitless for every child, to the newest protocol version
 // it speaks. NotifyKey is the key of the notification that carries a
@@ -35,6 +42,10 @@ const (
 	// may list.
 	MaxKind  = 256
 	MaxKinds = 256
+	// MaxBatch is the most connections a "conns" record carries: well
+	// under the kernel's SCM_MAX_FD (253 descriptors in one message), and
+	// its ids fit MaxMessage many times over.
+	MaxBatch = 64
 )
 
 // Type names a message. Types are written by name, never by number, so
@@ -47,6 +58,7 @@ const (
 	TypeQuery   Type = "query"
 	TypeAdopter Type = "adopter"
 	TypeConn    Type = "conn"
+	TypeConns   Type = "conns" // version 2: a batch of connections of one kind
 	TypeTaken   Type = "taken"
 	TypeRefused Type = "refused"
 	TypeAdopted Type = "adopted"
@@ -63,6 +75,11 @@ type Message struct {
 	// taken/refused (ids of the child's) or adopted/closed (ids of
 	// hitless's).
 	ID uint64 `json:"id,omitempty"`
+	// IDs (version 2) are the connections of a conns record, one per
+	// descriptor in the record, in order; in a taken, refused, adopted
+	// or closed answer, the connections it answers for (besides ID, if
+	// set).
+	IDs []uint64 `json:"ids,omitempty"`
 	// Kind is what a connection is: HTTPKind for one accepted on a
 	// listener, StreamKind for one handed over by the application.
 	Kind string `json:"kind,omitempty"`
@@ -130,6 +147,9 @@ func Unmarshal(b []byte) (Message, error) {
 	if len(m.State) == 0 {
 		m.State = nil
 	}
+	if len(m.IDs) == 0 {
+		m.IDs = nil
+	}
 	if err := m.check(); err != nil {
 		return m, err
 	}
@@ -141,8 +161,19 @@ func (m Message) Known() bool {
 	switch m.Type {
 	case TypeHello, TypeQuery, TypeAdopter, TypeConn, TypeTaken, TypeRefused, TypeAdopted, TypeClosed, TypeReport:
 		return true
+	case TypeConns:
+		return m.Version >= BatchVersion
 	}
 	return false
+}
+
+// Answered lists the connections an answer (taken, refused, adopted,
+// closed) is about: ID, if set, then IDs.
+func (m Message) Answered() []uint64 {
+	if m.ID == 0 {
+		return m.IDs
+	}
+	return append([]uint64{m.ID}, m.IDs...)
 }
 
 func (m Message) check() error {
@@ -160,8 +191,24 @@ func (m Message) check() error {
 			return err
 		}
 	}
-	if m.Type == TypeConn && m.Kind == "" {
-		return errors.New("handover: conn message without a kind")
+	if (m.Type == TypeConn || m.Type == TypeConns) && m.Kind == "" {
+		return fmt.Errorf("handover: %s message without a kind", m.Type)
+	}
+	if len(m.IDs) > 0 && m.Version < BatchVersion {
+		return fmt.Errorf("handover: ids in a message of version %d (from version %d on)", m.Version, BatchVersion)
+	}
+	if m.Type == TypeConns {
+		switch {
+		case m.Version < BatchVersion:
+			return fmt.Errorf("handover: conns message of version %d (from version %d on)", m.Version, BatchVersion)
+		case len(m.IDs) == 0 || len(m.IDs) > MaxBatch:
+			return fmt.Errorf("handover: conns message with %d connections (1 to %d)", len(m.IDs), MaxBatch)
+		case m.ID != 0:
+			return errors.New("handover: conns message with an id (its connections are in ids)")
+		}
+	}
+	if len(m.IDs) > MaxBatch {
+		return fmt.Errorf("handover: %d ids in one message, more than %d", len(m.IDs), MaxBatch)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults of RelayOptions.
@@ -156,7 +158,8 @@ func (r *Relay) Attach(gen int, f *os.File) error {
 		return err
 	}
 	ch.SetReadDeadline(time.Now().Add(helloTimeout))
-	m, _, err := ch.Recv()
+	m, fds, err := ch.Recv()
+	closeFDs(fds)
 	ch.SetReadDeadline(time.Time{})
 	if err == nil && m.Type != TypeHello {
 		err = fmt.Errorf("handover: the channel begins with %q, not a hello", m.Type)
@@ -295,7 +298,7 @@ func (r *Relay) Close() {
 // read serves p's channel until it ends, or the relay pauses.
 func (r *Relay) read(p *peer) {
 	for {
-		m, f, err := p.ch.Recv()
+		m, fds, err := p.ch.Recv()
 		var rerr *RecordError
 		switch {
 		case errors.As(err, &rerr):
@@ -324,8 +327,8 @@ func (r *Relay) read(p *peer) {
 			r.mu.Unlock()
 		case TypeQuery:
 			r.answerQuery(p, m)
-		case TypeConn:
-			r.forward(p, m, f)
+		case TypeConn, TypeConns:
+			r.forward(p, m, fds)
 		case TypeAdopted, TypeClosed:
 			r.settle(p, m)
 		case TypeReport:
@@ -369,94 +372,168 @@ func (r *Relay) answerQuery(p *peer, m Message) {
 
 func (r *Relay) reply(p *peer, m Message) {
 	p.ch.SetWriteDeadline(time.Now().Add(sendTimeout))
-	if err := p.ch.Send(m, -1); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := p.ch.Send(m); err != nil && !errors.Is(err, net.ErrClosed) {
 		r.log.Warn("handover: reply", "generation", p.gen, "type", m.Type, "err", err)
 	}
 }
 
-// forward passes the connection f, handed over by src, to the adopter,
-// and answers src: taken, or refused (src keeps serving it).
-func (r *Relay) forward(src *peer, m Message, f *os.File) {
-	defer f.Close() // the record sent on holds its own reference
-	refuse := func(reason string) {
-		src.counts.Refused++
-		r.totals.Refused++
-		r.mu.Unlock()
-		r.log.Debug("handover: refused", "generation", src.gen, "kind", m.Kind, "reason", reason)
-		r.reply(src, Message{Version: src.version, Type: TypeRefused, ID: m.ID, Reason: reason})
+// forward passes the connections of m, a conn or conns record handed
+// over by src with fds (one per connection), to the adopter, and answers
+// src: taken, or refused (src keeps serving those). fds are closed here:
+// the record sent on holds its own references.
+func (r *Relay) forward(src *peer, m Message, fds []int) {
+	defer closeFDs(fds)
+	ids := m.IDs
+	if m.Type == TypeConn {
+		ids = []uint64{m.ID}
+	}
+	var refused []refusal
+	refuseLocked := func(ids []uint64, reason string) {
+		src.counts.Refused += len(ids)
+		r.totals.Refused += len(ids)
+		refused = append(refused, refusal{ids, reason})
+		r.log.Debug("handover: refused", "generation", src.gen, "kind", m.Kind, "connections", len(ids), "reason", reason)
 	}
 	deadline := time.Now().Add(r.opts.Wait)
 	r.mu.Lock()
-	var dst *peer
-	for {
-		var why string
-		if dst, why = r.adopterLocked(src, m.Kind); dst == nil {
-			refuse(why)
-			return
-		}
-		if r.inflight < r.opts.MaxInFlight {
+	for len(ids) > 0 {
+		dst, why := r.adopterLocked(src, m.Kind)
+		if dst == nil {
+			refuseLocked(ids, why)
 			break
 		}
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			refuse(fmt.Sprintf("%d connections in flight, the most (the adopter did not take any within %v)", r.inflight, r.opts.Wait))
-			return
+		room := r.opts.MaxInFlight - r.inflight
+		if room <= 0 {
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				refuseLocked(ids, fmt.Sprintf("%d connections in flight, the most (the adopter did not take any within %v)", r.inflight, r.opts.Wait))
+				break
+			}
+			changed := r.changed
+			r.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-changed:
+			case <-t.C:
+			}
+			t.Stop()
+			r.mu.Lock()
+			continue
 		}
-		changed := r.changed
+		// As many as there is room for go on, under ids of the relay's.
+		k := min(room, len(ids))
+		routes := make([]uint64, k)
+		for i := range routes {
+			r.lastID++
+			routes[i] = r.lastID
+			r.pending[r.lastID] = route{src: src.gen, dst: dst.gen}
+		}
+		r.inflight += k
 		r.mu.Unlock()
-		t := time.NewTimer(wait)
-		select {
-		case <-changed:
-		case <-t.C:
-		}
-		t.Stop()
+
+		n, err := r.pass(dst, src.gen, m, routes, fds[:k])
+
 		r.mu.Lock()
-	}
-	r.inflight++
-	r.lastID++
-	id := r.lastID
-	r.pending[id] = route{src: src.gen, dst: dst.gen}
-	r.mu.Unlock()
-
-	dst.ch.SetWriteDeadline(time.Now().Add(sendTimeout))
-	err := dst.ch.Send(Message{Version: dst.version, Type: TypeConn, ID: id, Kind: m.Kind, State: m.State, From: src.gen}, int(f.Fd()))
-
-	r.mu.Lock()
-	if err != nil {
-		if _, ok := r.pending[id]; ok {
-			delete(r.pending, id)
-			r.inflight--
-			r.fireLocked()
+		src.counts.Handed += n
+		r.totals.Handed += n
+		if n > 0 {
+			// Answered at once: the rest may wait for room.
+			r.mu.Unlock()
+			r.answer(src, TypeTaken, ids[:n], "")
+			r.mu.Lock()
 		}
-		refuse(fmt.Sprintf("passing it to generation %d: %v", dst.gen, err))
-		return
+		if n < k {
+			// Not passed on: the adopter never got those.
+			for _, id := range routes[n:] {
+				if _, ok := r.pending[id]; ok {
+					delete(r.pending, id)
+					r.inflight--
+				}
+			}
+			r.fireLocked()
+			refuseLocked(ids[n:k], fmt.Sprintf("passing it to generation %d: %v", dst.gen, err))
+		}
+		ids, fds = ids[k:], fds[k:]
 	}
-	src.counts.Handed++
-	r.totals.Handed++
 	r.mu.Unlock()
-	r.reply(src, Message{Version: src.version, Type: TypeTaken, ID: m.ID})
+	for _, rf := range refused {
+		r.answer(src, TypeRefused, rf.ids, rf.reason)
+	}
 }
 
-// settle records the adopter's answer for a connection passed on to it.
+type refusal struct {
+	ids    []uint64
+	reason string
+}
+
+// pass sends the connections fds, of kind m.Kind and handed over with
+// m by generation from, to dst under ids: in one conns record when dst reads them and there
+// is no state to carry, else one conn record each. It returns how many
+// went (the first n), and why the rest did not.
+func (r *Relay) pass(dst *peer, from int, m Message, ids []uint64, fds []int) (n int, err error) {
+	dst.ch.SetWriteDeadline(time.Now().Add(sendTimeout))
+	if dst.version >= BatchVersion && len(m.State) == 0 && len(fds) > 1 {
+		err := dst.ch.Send(Message{Version: dst.version, Type: TypeConns, IDs: ids, Kind: m.Kind, From: from}, fds...)
+		if err != nil {
+			return 0, err
+		}
+		return len(fds), nil
+	}
+	for i, fd := range fds {
+		if err := dst.ch.Send(Message{Version: dst.version, Type: TypeConn, ID: ids[i], Kind: m.Kind, State: m.State, From: from}, fd); err != nil {
+			return i, err
+		}
+	}
+	return len(fds), nil
+}
+
+// answer tells p what became of the connections ids it handed over (or
+// was passed): in one record when p reads them, else one per id.
+func (r *Relay) answer(p *peer, typ Type, ids []uint64, reason string) {
+	if len(ids) == 0 {
+		return
+	}
+	if p.version >= BatchVersion {
+		for len(ids) > 0 {
+			k := min(len(ids), MaxBatch)
+			r.reply(p, Message{Version: p.version, Type: typ, IDs: ids[:k], Reason: reason})
+			ids = ids[k:]
+		}
+		return
+	}
+	for _, id := range ids {
+		r.reply(p, Message{Version: p.version, Type: typ, ID: id, Reason: reason})
+	}
+}
+
+// settle records the adopter's answer for connections passed on to it.
 func (r *Relay) settle(p *peer, m Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rt, ok := r.pending[m.ID]
-	if !ok || rt.dst != p.gen {
-		r.log.Warn("handover: answer for a connection not passed on to this generation ignored", "generation", p.gen, "id", m.ID)
-		return
+	for _, id := range m.Answered() {
+		rt, ok := r.pending[id]
+		if !ok || rt.dst != p.gen {
+			r.log.Warn("handover: answer for a connection not passed on to this generation ignored", "generation", p.gen, "id", id)
+			continue
+		}
+		delete(r.pending, id)
+		r.inflight--
+		if m.Type == TypeAdopted {
+			p.counts.Adopted++
+			r.totals.Adopted++
+			continue
+		}
+		p.counts.Lost++
+		r.totals.Lost++
+		r.log.Warn("handover: the adopter closed a connection", "generation", p.gen, "from", rt.src, "reason", m.Reason)
 	}
-	delete(r.pending, m.ID)
-	r.inflight--
 	r.fireLocked()
-	if m.Type == TypeAdopted {
-		p.counts.Adopted++
-		r.totals.Adopted++
-		return
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
 	}
-	p.counts.Lost++
-	r.totals.Lost++
-	r.log.Warn("handover: the adopter closed a connection", "generation", p.gen, "from", rt.src, "reason", m.Reason)
 }
 
 // Pause stops every reader without closing its channel, for an upgrade

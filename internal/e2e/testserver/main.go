@@ -12,7 +12,9 @@
 // after starting a grandchild that outlives its parent), notify-junk
 // (sends malformed and oversized datagrams to NOTIFY_SOCKET, then serves),
 // exit-loud (writes 32 KiB to stderr, then exits 1 at start), silent
-// (serves and drains, but never sends READY=1).
+// (serves and drains, but never sends READY=1), handover-v1 (serves, its
+// childproc speaking version 1 of the hand-over protocol, as a childproc
+// built before version 2 does).
 //
 // Endpoints: GET /info, POST /work?ms=N, GET /events?n=N&every=DURATION
 // (server-sent events: N events, then the response ends), GET /hijack
@@ -117,6 +119,12 @@ func run(mode, name string, lameDuck time.Duration, in info, log *slog.Logger) e
 		// 32 KiB of stderr in one write, then exit 1.
 		os.Stderr.WriteString(strings.Repeat(strings.Repeat("x", 127)+"\n", 256))
 		return fmt.Errorf("mode exit-loud: failing at start on purpose")
+	case "handover-v1":
+		// childproc speaks the lower of its version and the one hitless
+		// offers: offered 1, it is a childproc of version 1 on the wire.
+		if _, ok := os.LookupEnv("HITLESS_HANDOVER"); ok {
+			os.Setenv("HITLESS_HANDOVER", "1")
+		}
 	case "orphan":
 		// A grandchild whose parent exits at once: it is re-parented to
 		// hitless, the subreaper, which must reap it.
