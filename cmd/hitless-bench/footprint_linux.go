@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"strings"
 
 	"github.com/hitless/hitless/internal/harness"
 	"github.com/hitless/hitless/supervisor"
@@ -18,14 +16,11 @@ func helpersOf(pid int) (watcher, standby int, err error) {
 		return 0, 0, err
 	}
 	for k := range kids {
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k))
-		if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 {
-			switch args[1] {
-			case supervisor.WatchArg:
-				watcher = k
-			case supervisor.ShimArg:
-				standby = k
-			}
+		switch harness.Arg(k, 1) {
+		case supervisor.WatchArg:
+			watcher = k
+		case supervisor.ShimArg:
+			standby = k
 		}
 	}
 	if watcher == 0 {

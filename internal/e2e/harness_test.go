@@ -146,12 +146,11 @@ func children(t *testing.T, pid int) map[int]string {
 		t.Fatal(err)
 	}
 	for k := range kids {
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k))
 		// hitless's helpers: its watcher, and its standby, the shim
 		// forked ahead for the next generation (a shim that is a
 		// generation's has executed its program by the time it counts
 		// as started).
-		if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 && (args[1] == supervisor.WatchArg || args[1] == supervisor.ShimArg) {
+		if mode := harness.Arg(k, 1); mode == supervisor.WatchArg || mode == supervisor.ShimArg {
 			delete(kids, k)
 		}
 	}

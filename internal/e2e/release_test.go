@@ -143,8 +143,7 @@ func watchers(t *testing.T, pid int) []int {
 	}
 	var w []int
 	for k, state := range kids {
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k))
-		if args := strings.Split(string(cmdline), "\x00"); state != "Z" && len(args) > 1 && args[1] == supervisor.WatchArg {
+		if state != "Z" && harness.Arg(k, 1) == supervisor.WatchArg {
 			w = append(w, k)
 		}
 	}

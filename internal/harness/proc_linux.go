@@ -96,6 +96,20 @@ func Children(pid int) (map[int]string, error) {
 	return out, nil
 }
 
+// Arg returns argument i of pid's command line (0 is the program as it
+// was started), "" if it has none or is gone: how hitless's helpers, its
+// own binary in a hidden mode, are told apart from its children.
+func Arg(pid, i int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return ""
+	}
+	if args := strings.Split(string(b), "\x00"); i < len(args) {
+		return args[i]
+	}
+	return ""
+}
+
 // Alive reports whether pid exists and is not a zombie.
 func Alive(pid int) bool {
 	f, err := statFields(pid)
