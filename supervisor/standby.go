@@ -52,34 +52,30 @@ func (s *Supervisor) startShim(taken bool) (*shimProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	closeWriteEnds := func() {
-		for _, w := range writeEnds {
-			w.Close()
-		}
+	// The shim's ends (writeEnds) are closed once it has them; hitless's
+	// (kept) only if it does not start.
+	var kept []*os.File
+	for _, p := range pipes {
+		kept = append(kept, p.r)
 	}
-	closeReadEnds := func() {
-		for _, p := range pipes {
-			p.r.Close()
-		}
+	failed := func(err error) (*shimProc, error) {
+		closeFiles(writeEnds)
+		closeFiles(kept)
+		return nil, err
 	}
 	for _, sock := range s.sockets {
 		files = append(files, uintptr(sock.FD))
 	}
 	report, reportW, err := os.Pipe()
 	if err != nil {
-		closeWriteEnds()
-		closeReadEnds()
-		return nil, fmt.Errorf("report pipe: %w", err)
+		return failed(fmt.Errorf("report pipe: %w", err))
 	}
+	writeEnds, kept = append(writeEnds, reportW), append(kept, report)
 	startR, startW, err := os.Pipe()
 	if err != nil {
-		closeWriteEnds()
-		closeReadEnds()
-		report.Close()
-		reportW.Close()
-		return nil, fmt.Errorf("start pipe: %w", err)
+		return failed(fmt.Errorf("start pipe: %w", err))
 	}
-	writeEnds = append(writeEnds, reportW, startR)
+	writeEnds, kept = append(writeEnds, startR), append(kept, startW)
 	files = append(files, reportW.Fd(), startR.Fd())
 	attr := &syscall.ProcAttr{
 		// The StartMessage brings the program's working directory and
@@ -106,13 +102,10 @@ func (s *Supervisor) startShim(taken bool) (*shimProc, error) {
 	sh.fork = hidden.Monotonic()
 	sh.pid, err = s.reaper.start(s.cfg.ShimPath, argv, attr, s.shimExited(sh))
 	sh.forked = hidden.Monotonic()
-	closeWriteEnds()
 	if err != nil {
-		closeReadEnds()
-		report.Close()
-		startW.Close()
-		return nil, err
+		return failed(err)
 	}
+	closeFiles(writeEnds)
 	return sh, nil
 }
 
@@ -265,7 +258,7 @@ func (s *Supervisor) keepStandby() {
 	if s.standby != nil && !s.standby.alive() {
 		s.letGoStandby()
 	}
-	if s.standby != nil || s.noStandby || !s.m.Settled() || s.exit != nil {
+	if s.standby != nil || s.standbyFailed || !s.m.Settled() || s.exit != nil {
 		return
 	}
 	sh, err := s.startShim(false)
@@ -274,7 +267,7 @@ func (s *Supervisor) keepStandby() {
 		// watchdog tick), each with its warning: what failed the fork
 		// (a limit on processes, a missing binary) lasts, and the next
 		// start tells whether it still does.
-		s.noStandby = true
+		s.standbyFailed = true
 		s.log.Warn("standby not forked; the next start forks its own process", "err", err)
 		return
 	}
@@ -294,13 +287,13 @@ func (s *Supervisor) letGoStandby() {
 // takeShim returns the process generation c starts in: the standby, if a
 // live one waits, or a new one.
 func (s *Supervisor) takeShim() (sh *shimProc, standby bool, err error) {
-	s.noStandby = false
-	if sh := s.standby; sh != nil {
+	s.standbyFailed = false
+	if sb := s.standby; sb != nil {
 		s.standby = nil
-		if sh.take() {
-			return sh, true, nil
+		if sb.take() {
+			return sb, true, nil
 		}
-		s.letGo(sh)
+		s.letGo(sb)
 	}
 	sh, err = s.startShim(true)
 	return sh, false, err

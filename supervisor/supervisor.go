@@ -73,17 +73,17 @@ type Supervisor struct {
 	// the next image (see RejoinReload), by an earlier image or by this
 	// one during an upgrade: the verdict waits here for the carried
 	// request to ask for it.
-	orphans   map[machine.CallerID]*orphan
-	exit      *machine.ActExit
-	lingering []*child       // reaped, but a descendant still holds its output
-	standby   *shimProc      // the next generation's process, forked ahead (see standby.go)
-	noStandby bool           // a standby could not be forked: none is tried before the next start
-	steps     *pendingSteps  // a reload that serves, to log once its step's actions are done
-	stepAt    int64          // when the last step of the machine began (CLOCK_MONOTONIC, see now)
-	bg        sync.WaitGroup // exit watchers, and start messages larger than their pipe (see shimProc.begin)
-	readers   sync.WaitGroup // notify readers
-	exiting   sync.WaitGroup // exits reaped but not yet fed to the machine
-	closeOnce sync.Once
+	orphans       map[machine.CallerID]*orphan
+	exit          *machine.ActExit
+	lingering     []*child       // reaped, but a descendant still holds its output
+	standby       *shimProc      // the next generation's process, forked ahead (see standby.go)
+	standbyFailed bool           // a standby could not be forked: none is tried before the next start
+	steps         *pendingSteps  // a reload that serves, to log once its step's actions are done
+	stepAt        int64          // when the last step of the machine began (CLOCK_MONOTONIC, see now)
+	bg            sync.WaitGroup // exit watchers, and start messages larger than their pipe (see shimProc.begin)
+	readers       sync.WaitGroup // notify readers
+	exiting       sync.WaitGroup // exits reaped but not yet fed to the machine
+	closeOnce     sync.Once
 }
 
 // osEnv is the operating system as the driver uses it: starting a
