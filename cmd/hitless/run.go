@@ -33,6 +33,10 @@ func runCommand() *cobra.Command {
 It starts COMMAND as a child that inherits the sockets as fds 3, 4, ... (in
 --listen order) with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID set as systemd
 does, plus SERVER_STARTER_PORT, EINHORN_FD_* and HITLESS_GENERATION.
+Beside the children, ps shows two helpers of hitless's own binary: its
+watcher ("hitless __hitless_watch"), which ends the children if hitless dies,
+and the standby ("hitless __hitless_exec"), the next child's process forked
+ahead so that a reload only executes COMMAND (--no-standby: none).
 
 Signals to hitless:
   SIGHUP          reload: start a new child, wait until it is ready, then drain the old one
